@@ -1,0 +1,64 @@
+"""Site configuration: defaults and limits that an operator sets, not a user.
+
+Read from a TOML file: `$GPUQ_CONFIG`, else `$GPUQ_HOME/config.toml` (GPUQ_HOME
+defaults to ~/.gpuq). Every key is optional; a missing file means all defaults.
+Unknown keys are an error, so a typo in the file cannot silently change nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator.errors import InvalidSpec
+
+DAY_S = 24 * 3600
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The nodes gpuq expects and their GPU counts. The live orchestrator replaces this
+    # with what Ray reports; it is what validation uses before the cluster is known.
+    nodes: dict[str, int] = Field(default_factory=lambda: {"gmi-node-1": 8, "gmi-node-2": 8})
+    # Like Slurm's DefaultTime/MaxTime: a job without a limit gets the default; no job
+    # may ask for more than the maximum, so backfill always has an end time to plan with.
+    default_time_limit_s: int = Field(default=DAY_S, ge=1)
+    max_time_limit_s: int = Field(default=7 * DAY_S, ge=1)
+    # Auto-retry after a non-zero exit. One retry absorbs most transient faults without
+    # letting a broken script burn GPUs for hours.
+    default_max_retries: int = Field(default=1, ge=0)
+    max_retries_limit: int = Field(default=10, ge=0)
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes_have_gpus(cls, nodes: dict[str, int]) -> dict[str, int]:
+        if not nodes or any(n < 1 for n in nodes.values()):
+            raise ValueError("must name at least one node, each with at least 1 GPU")
+        return nodes
+
+    @property
+    def max_gpus_per_job(self) -> int:
+        """The largest job the cluster can ever hold: every GPU of every node."""
+        return sum(self.nodes.values())
+
+
+def gpuq_home() -> Path:
+    return Path(os.environ.get("GPUQ_HOME") or Path.home() / ".gpuq")
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the site config; raises InvalidSpec naming the bad key and file."""
+    path = Path(path or os.environ.get("GPUQ_CONFIG") or gpuq_home() / "config.toml")
+    if not path.exists():
+        return Config()
+    try:
+        with path.open("rb") as f:
+            return Config.model_validate(tomllib.load(f))
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidSpec([(str(path), f"is not valid TOML: {e}")]) from None
+    except ValidationError as e:
+        raise InvalidSpec([(f"{path}: {'.'.join(map(str, err['loc']))}", err["msg"]) for err in e.errors()]) from None

@@ -1,0 +1,53 @@
+"""Errors a user can act on. Each carries a message meant to be shown as it is.
+
+The API maps them to HTTP statuses (IllegalTransition → 409, JobNotFound → 404,
+InvalidSpec → 422); the CLI prints the message without a stack trace.
+"""
+
+from __future__ import annotations
+
+
+class GpuqError(Exception):
+    """Base of every error gpuq raises on purpose."""
+
+
+class IllegalTransition(GpuqError):
+    """A job was asked to make a move its state does not allow. Nothing was changed."""
+
+    def __init__(self, state: str, trigger: str, allowed: list[str], job_id: str | None = None, detail: str = ""):
+        self.state = state
+        self.trigger = trigger
+        self.allowed = allowed
+        self.job_id = job_id
+        who = f"job {job_id}" if job_id else "a job"
+        can = ", ".join(allowed) if allowed else "nothing (the job is finished)"
+        msg = f"cannot {trigger} {who} in state {state}; from {state} it can: {can}"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(msg)
+
+    def for_job(self, job_id: str, detail: str = "") -> "IllegalTransition":
+        return IllegalTransition(self.state, self.trigger, self.allowed, job_id, detail)
+
+
+class JobNotFound(GpuqError, KeyError):
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r}")
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return self.args[0]
+
+
+class DuplicateJob(GpuqError):
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        super().__init__(f"a job with id {job_id!r} is already known")
+
+
+class InvalidSpec(GpuqError):
+    """A submitted job spec failed validation. `errors` lists (field, message) pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors))

@@ -1,0 +1,8 @@
+import pytest
+
+from orchestrator.queue import JobQueue
+
+
+@pytest.fixture
+def queue() -> JobQueue:
+    return JobQueue()
