@@ -27,6 +27,7 @@ from pydantic import (
 from orchestrator.config import Config
 from orchestrator.durations import parse_duration
 from orchestrator.errors import IllegalTransition, InvalidSpec
+from orchestrator.inventory import Allocation  # node name -> GPU indices on it (each node numbers from 0)
 from orchestrator.states import JobState, Trigger, next_state
 
 
@@ -94,6 +95,7 @@ class JobSpec(BaseModel):
     time_limit: Annotated[int | None, Field(description="seconds; also '4h', '2d', 'D-HH:MM:SS'")] = None
     name: str | None = None
     preemptible: StrictBool = True
+    multi_node: StrictBool = Field(default=False, description="may span nodes even when it fits on one")
 
     @field_validator("run_id", "user")
     @classmethod
@@ -221,7 +223,6 @@ class Event(BaseModel):
     reason: str = ""
 
 
-Allocation = dict[str, list[int]]  # node name -> GPU indices on that node (each node numbers from 0)
 
 
 class Job(BaseModel):
@@ -257,9 +258,30 @@ class Job(BaseModel):
     def retries_left(self) -> int:
         return max(0, (self.spec.max_retries or 0) - self.retries)
 
+    # The attributes the policy reads (orchestrator.ordering.Waiting).
     @property
     def gpus(self) -> int:
         return self.spec.gpu_count
+
+    @property
+    def label(self) -> str:
+        return self.spec.run_id
+
+    @property
+    def user(self) -> str:
+        return self.spec.user
+
+    @property
+    def time_limit(self) -> int:
+        return self.spec.time_limit  # type: ignore[return-value]  # filled in by validation
+
+    @property
+    def preemptible(self) -> bool:
+        return self.spec.preemptible
+
+    @property
+    def multi_node(self) -> bool:
+        return self.spec.multi_node
 
     def apply(self, trigger: Trigger, now: float, reason: str = "") -> JobState:
         """Make one move of the state machine, or raise IllegalTransition and change nothing."""

@@ -4,8 +4,9 @@ Order is the seed's "sorted by priority, then FIFO": priority descending, then t
 submission sequence number. A job keeps its sequence number for life, so a retried,
 preempted, released or re-prioritised job takes its original place among its peers.
 
-The line is a sorted list keyed by (-priority, seq): insert, remove, re-prioritise
-and `position` are all O(log n). Every state change goes through `_move`, which keeps
+The line (ordering.Line) keeps queued jobs sorted by (-priority, seq) and grouped
+the way the policy reads them: insert, remove, re-prioritise and `position` are
+all O(log n). Every state change goes through `_move`, which keeps
 the line and the counters in step with the state machine.
 
 This object is pure and single-threaded: the orchestrator actor is its only writer.
@@ -18,13 +19,10 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sortedcontainers import SortedList
-
 from orchestrator.errors import DuplicateJob, IllegalTransition, JobNotFound
 from orchestrator.job import Allocation, Event, Job, JobSpec, Priority, format_allocation
+from orchestrator.ordering import Line
 from orchestrator.states import JobState, Trigger
-
-_LineKey = tuple[int, int, str]
 
 
 @dataclass
@@ -53,7 +51,7 @@ _COUNTED = {
 class JobQueue:
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
-        self._line: SortedList[_LineKey] = SortedList()
+        self.line = Line()  # queued jobs, as the policy reads them
         self._by_state: Counter[JobState] = Counter()
         self._next_seq = 1
         self.stats = Stats()
@@ -77,15 +75,15 @@ class JobQueue:
         return iter(self._jobs.values())
 
     def queued(self) -> Iterator[Job]:
-        """Queued jobs in line order: the order the policy considers them."""
-        return (self._jobs[key[2]] for key in self._line)
+        """Queued jobs in the seed's order: priority, then submission."""
+        return iter(self.line.fifo())  # type: ignore[arg-type]
 
     def position(self, job_id: str) -> int | None:
         """1-based place in line (the seed's `queue_position`); None if not queued."""
         job = self.get(job_id)
         if job.state is not JobState.QUEUED:
             return None
-        return self._line.index(_key(job)) + 1
+        return self.line.position(job)
 
     def count(self, state: JobState) -> int:
         return self._by_state[state]
@@ -119,7 +117,7 @@ class JobQueue:
         self._next_seq += 1
         self._jobs[job.id] = job
         self._by_state[job.state] += 1
-        self._line.add(_key(job))
+        self.line.add(job)
         return job
 
     def restore(self, job: Job) -> None:
@@ -129,7 +127,7 @@ class JobQueue:
         self._jobs[job.id] = job
         self._by_state[job.state] += 1
         if job.state is JobState.QUEUED:
-            self._line.add(_key(job))
+            self.line.add(job)
         self._next_seq = max(self._next_seq, job.seq + 1)
 
     def schedule(self, job_id: str, now: float, allocation: Allocation, reason: str = "") -> Job:
@@ -201,11 +199,11 @@ class JobQueue:
             return job
         in_line = job.state is JobState.QUEUED
         if in_line:
-            self._line.remove(_key(job))
+            self.line.remove(job)
         old = job.priority
         job.spec = job.spec.model_copy(update={"priority": new})
         if in_line:
-            self._line.add(_key(job))
+            self.line.add(job)
         job.events.append(
             Event(time=now, from_state=job.state, to_state=job.state, trigger="reprioritise",
                   reason=f"priority {old.name} -> {new.name}")
@@ -221,16 +219,12 @@ class JobQueue:
         was_in_line = before is JobState.QUEUED
         job.apply(trigger, now, reason)  # raises before changing anything if illegal
         if was_in_line:
-            self._line.remove(_key(job))
+            self.line.remove(job)
         if job.state is JobState.QUEUED:
-            self._line.add(_key(job))
+            self.line.add(job)
         self._by_state[before] -= 1
         self._by_state[job.state] += 1
         if trigger in _COUNTED:
             setattr(self.stats, _COUNTED[trigger], getattr(self.stats, _COUNTED[trigger]) + 1)
         return job
-
-
-def _key(job: Job) -> _LineKey:
-    return (-int(job.priority), job.seq, job.id)
 
