@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -59,6 +60,7 @@ class Line:
         # The same jobs in the seed's plain order (priority, then FIFO): positions, and
         # the order itself when no tie-breaker is weighted.
         self._fifo: SortedDict = SortedDict()
+        self._shapes: Counter[tuple[int, bool]] = Counter()  # (gpus, multi_node) -> jobs waiting
 
     def __len__(self) -> int:
         return len(self._fifo)
@@ -66,6 +68,7 @@ class Line:
     def add(self, job: Waiting) -> None:
         self._groups.setdefault(_group_of(job), SortedDict())[job.seq] = job
         self._fifo[(-int(job.priority), job.seq)] = job
+        self._shapes[(job.gpus, job.multi_node)] += 1
 
     def remove(self, job: Waiting) -> None:
         """Remove `job`; call before changing its priority, user or time limit."""
@@ -73,12 +76,20 @@ class Line:
         group = self._groups[key]
         del group[job.seq]
         del self._fifo[(-int(job.priority), job.seq)]
+        shape = (job.gpus, job.multi_node)
+        self._shapes[shape] -= 1
+        if not self._shapes[shape]:
+            del self._shapes[shape]
         if not group:
             del self._groups[key]
 
     def position(self, job: Waiting) -> int:
         """1-based place in the plain priority-then-FIFO order."""
         return self._fifo.index((-int(job.priority), job.seq)) + 1
+
+    def shapes(self) -> Iterable[tuple[int, bool]]:
+        """The distinct (gpus, multi_node) shapes of the jobs waiting."""
+        return self._shapes.keys()
 
     def fifo(self) -> Iterable[Waiting]:
         return self._fifo.values()

@@ -142,7 +142,7 @@ def plan(snap: Snapshot, now: float, cfg: PolicyConfig, explain: bool = True, ex
     out = Plan()
     sizes = snap.sizes
     # 1. Take stock: free GPUs, GPUs held per user, who is already being stopped.
-    state = _Cycle(snap, now)
+    state = _Cycle(snap, now, extra)
     held: Counter[str] = Counter()
     for r in snap.running:
         held[r.user] += r.gpus
@@ -156,23 +156,25 @@ def plan(snap: Snapshot, now: float, cfg: PolicyConfig, explain: bool = True, ex
     # 2. Walk the line best first; stop once nothing further can change.
     for job in in_order(snap.line, now, cfg.weights, fairshare, extra):
         if (
-            state.total_free == 0
-            and state.reserved >= cfg.reservation_depth
+            state.reserved >= cfg.reservation_depth
             and (lowest_preemptor is None or job.priority < lowest_preemptor)
+            and state.nothing_can_start()
         ):
-            break  # no GPU to start on, no reservation to make, no right to preempt
+            break  # no job left in line fits the free GPUs, no reservation to make, no right to preempt
         out.order.append(job.id)
+        # Reasons cost more than decisions: write them only for the jobs someone reads.
+        explaining = explain and (len(out.order) <= cfg.explain_depth or job is extra)
         if not state.can_ever_fit(job):
-            if explain:
+            if explaining:
                 out.pending[job.id] = Pending(Reason.UNPLACEABLE, _unplaceable(job, sizes))
             continue
         cap = cfg.cap_for(job.user) if capped else None
         if cap is not None and held[job.user] + job.gpus > cap:
-            if explain:
+            if explaining:
                 out.pending[job.id] = Pending(Reason.USER_CAP, f"{job.user} holds {held[job.user]} of {cap} GPUs")
             continue
         if blocked_by is not None:
-            if not explain or len(out.order) > cfg.explain_depth:
+            if not explaining:
                 break
             out.pending[job.id] = Pending(Reason.PRIORITY, f"behind {blocked_by.label} (no backfill)")
             continue
@@ -210,15 +212,15 @@ def plan(snap: Snapshot, now: float, cfg: PolicyConfig, explain: bool = True, ex
             if found_at is not None:
                 t, counts = found_at
                 out.reservations[job.id] = Reservation(job.id, t, counts)
-                if explain:
+                if explaining:
                     out.pending[job.id] = state.reservation_pending(job, t, counts)
                 continue
 
-        if explain:  # the reason costs more than the decision: only when someone reads it
+        if explaining:
             out.pending[job.id] = state.waiting(job)
         if not cfg.backfill:
             blocked_by = job
-            if not explain:
+            if not explaining:
                 break
 
     # 3. Explain the head of the line: a reason and an estimated start for each.
@@ -243,7 +245,7 @@ class _Cycle:
     cycles start what fits and stop, and never pay for it.
     """
 
-    def __init__(self, snap: Snapshot, now: float):
+    def __init__(self, snap: Snapshot, now: float, extra: Waiting | None = None):
         self.snap, self.now = snap, now
         self.free_idx = {n: sorted(snap.free.get(n, ())) for n in snap.sizes}
         self.free = {n: len(ix) for n, ix in self.free_idx.items()}
@@ -253,10 +255,18 @@ class _Cycle:
         self.largest = max(snap.sizes.values(), default=0)
         self._fits_cluster: dict[tuple[int, bool], bool] = {}
         self._fails_from: dict[tuple[int, bool], float] = {}  # shape -> shortest limit that did not fit
+        # The smallest job in line that needs one node, and the smallest that may span
+        # nodes: when neither fits the free GPUs, no job further down the line can start.
+        shapes = list(snap.line.shapes()) + ([(extra.gpus, extra.multi_node)] if extra else [])
+        self.smallest_one_node = min((g for g, multi in shapes if not multi and g <= self.largest), default=INF)
+        self.smallest_spread = min((g for g, multi in shapes if multi or g > self.largest), default=INF)
         self.timeline: Timeline | None = None
         self.reserved = 0
         self.first_reserved: str | None = None
         self.stopped: set[str] = set()
+
+    def nothing_can_start(self) -> bool:
+        return self.smallest_one_node > self.max_free and self.smallest_spread > self.total_free
 
     def can_ever_fit(self, job: Waiting) -> bool:
         key = (job.gpus, job.multi_node)

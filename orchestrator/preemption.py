@@ -69,7 +69,7 @@ def victims_for(
 
 
 def _one_node(gpus: int, avail: Mapping[str, int], sizes: Mapping[str, int], candidates: list[Running]):
-    best: tuple[tuple[int, int], str, list[Running]] | None = None
+    best: tuple[tuple, str, list[Running]] | None = None
     for node in sizes:
         have = avail.get(node, 0)
         picked: list[Running] = []
@@ -82,7 +82,9 @@ def _one_node(gpus: int, avail: Mapping[str, int], sizes: Mapping[str, int], can
         if have < gpus:
             continue
         picked = _prune(picked, lambda vs: avail.get(node, 0) + sum(v.counts.get(node, 0) for v in vs) >= gpus)
-        cost = (len(picked), sum(v.gpus for v in picked))
+        # Fewest victims, then fewest GPUs stopped, then the victims the order prefers
+        # (lowest priority, most recently started).
+        cost = (len(picked), sum(v.gpus for v in picked), sorted((v.priority, -v.started_at) for v in picked))
         if best is None or cost < best[0]:
             best = (cost, node, picked)
     if best is None:

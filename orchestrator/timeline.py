@@ -54,11 +54,14 @@ class NodeTimeline:
             i += 1
         return low
 
-    def earliest(self, gpus: int, duration: float, t_from: float) -> float:
-        """Earliest t >= t_from with `gpus` available throughout [t, t + duration); INF if never."""
+    def earliest(self, gpus: int, duration: float, t_from: float, before: float = INF) -> float:
+        """Earliest t >= t_from with `gpus` available throughout [t, t + duration); INF if
+        never, or if not before `before` (lets a caller stop looking once it has a better node)."""
         start = max(0, bisect_right(self.times, t_from) - 1)
         for i in range(start, len(self.times)):
             t = max(self.times[i], t_from)
+            if t > before:
+                return INF
             if self.avail[i] >= gpus and self.min_avail(t, t + duration) >= gpus:
                 return t
         return INF
@@ -112,7 +115,7 @@ class Timeline:
             # One node: each node's own earliest time; the soonest wins, best fit on ties.
             best_t, fits = INF, []
             for n, tl in self.nodes.items():
-                t = tl.earliest(gpus, duration, t_from)
+                t = tl.earliest(gpus, duration, t_from, before=best_t)
                 if t < best_t:
                     best_t, fits = t, [n]
                 elif t == best_t and t != INF:

@@ -14,3 +14,53 @@ SEED_T0 = [
 
 def make_spec(run_id="run", user="alice", gpus=1, priority=2, **extra) -> JobSpec:
     return JobSpec.parse({"run_id": run_id, "user": user, "command": "true", "gpu_count": gpus, "priority": priority, **extra})
+
+
+class Lab:
+    """A JobQueue and an Inventory driven by plan(), with starts applied at once (no Ray).
+
+    Tests use it to read a cycle's decisions the way the orchestrator will apply them."""
+
+    def __init__(self, sizes=None, cfg=None):
+        from orchestrator.inventory import Inventory
+        from orchestrator.policy import PolicyConfig
+        from orchestrator.queue import JobQueue
+
+        self.queue = JobQueue()
+        self.inventory = Inventory.of(sizes or {"gmi-node-1": 8, "gmi-node-2": 8})
+        self.cfg = cfg or PolicyConfig()
+        self.usage: dict[str, float] = {}
+
+    def submit(self, run_id, user="alice", gpus=1, priority=2, now=0.0, **extra):
+        return self.queue.submit(make_spec(run_id, user, gpus, priority, **extra), now=now)
+
+    def snapshot(self, now):
+        from orchestrator.snapshot import snapshot_of
+
+        return snapshot_of(self.queue, self.inventory, now, self.usage)
+
+    def cycle(self, now, apply=True):
+        from orchestrator.policy import plan
+
+        decided = plan(self.snapshot(now), now, self.cfg)
+        if apply:
+            for p in decided.preemptions:
+                self.inventory.release(p.job_id)
+                self.queue.preempt(p.job_id, now, p.reason)
+                self.queue.requeue(p.job_id, now, "preempted")
+            for s in decided.starts:
+                self.inventory.allocate(s.job_id, s.allocation)
+                self.queue.schedule(s.job_id, now, s.allocation)
+                self.queue.allocate(s.job_id, now)
+                self.queue.start(s.job_id, now)
+        return decided
+
+    def finish(self, job, now):
+        self.inventory.release(job.id)
+        self.queue.complete(job.id, now)
+
+    def by_label(self, label):
+        return next(j for j in self.queue.jobs() if j.label == label)
+
+    def reason(self, decided, label):
+        return decided.pending[self.by_label(label).id]
