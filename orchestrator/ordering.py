@@ -97,6 +97,9 @@ class Line:
     def groups(self) -> Iterable[tuple[tuple[int, str, int], Iterable[Waiting]]]:
         return ((key, group.values()) for key, group in self._groups.items())
 
+    def groups_keys(self) -> Iterable[tuple[int, str, int]]:
+        return self._groups.keys()
+
     def users(self) -> set[str]:
         return {user for _, user, _ in self._groups}
 

@@ -229,6 +229,14 @@ def plan(snap: Snapshot, now: float, cfg: PolicyConfig, explain: bool = True, ex
     return out
 
 
+def nothing_to_decide(snap: Snapshot, cfg: PolicyConfig) -> bool:
+    """True when a cycle could not start or preempt anything: no GPU is free and no
+    waiting job may preempt. Callers may skip such a cycle; its plan would be empty."""
+    if any(snap.free.get(n) for n in snap.sizes):
+        return False
+    return not any(level in cfg.may_preempt for level, _, _ in snap.line.groups_keys())
+
+
 def dry_run(snap: Snapshot, now: float, cfg: PolicyConfig, job: Waiting) -> Start | Pending:
     """If `job` were submitted now: where would it start, or why and until when would it wait?"""
     result = plan(snap, now, replace(cfg, explain_depth=max(cfg.explain_depth, len(snap.line) + 1)), extra=job)

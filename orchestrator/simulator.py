@@ -20,7 +20,7 @@ from orchestrator.fairshare import UsageLedger
 from orchestrator.inventory import Inventory
 from orchestrator.ordering import Line
 from orchestrator.placement import can_ever_fit
-from orchestrator.policy import PolicyConfig, Snapshot, plan
+from orchestrator.policy import PolicyConfig, Snapshot, nothing_to_decide, plan
 from orchestrator.preemption import Running
 from orchestrator.traces import TraceJob
 
@@ -133,7 +133,6 @@ def simulate(
             next_arrival += 1
         # 2. One cycle; after preemptions, one more so the preemptor takes the freed GPUs.
         while True:
-            cycles += 1
             snap = Snapshot(
                 sizes=sizes,
                 free=inventory.free(),
@@ -141,6 +140,9 @@ def simulate(
                 running=[j.view for j in running.values()],  # type: ignore[misc]
                 usage=ledger.snapshot(now) if uses_usage else {},
             )
+            if nothing_to_decide(snap, cfg):
+                break  # the cycle would be empty: same result, less work
+            cycles += 1
             decided = plan(snap, now, cfg, explain=False)
             for p in decided.preemptions:
                 victim = by_id[p.job_id]
