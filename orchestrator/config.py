@@ -33,6 +33,24 @@ class Config(BaseModel):
     default_max_retries: int = Field(default=1, ge=0)
     max_retries_limit: int = Field(default=10, ge=0)
 
+    # Where the orchestrator keeps its SQLite store (on the head node) and where each node
+    # keeps job logs and exit records (on that node's own disk). Default: under GPUQ_HOME.
+    store_path: str | None = None
+    data_dir: str | None = None
+    # A placement group Ray has not placed by then goes back in line (Ray never errors on it).
+    placement_timeout_s: float = Field(default=60.0, gt=0)
+    # Cancel, preemption and time limits: TERM, this long for the job to checkpoint, then KILL.
+    stop_grace_s: float = Field(default=30.0, ge=0)
+    # The loop runs at once on submit and on job end, and at least this often otherwise.
+    loop_interval_s: float = Field(default=2.0, gt=0)
+    # Scheduling policy (orchestrator/policy.py).
+    policy: str = "default"
+    reservation_depth: int = Field(default=1, ge=0)
+    user_gpu_caps: dict[str, int] = Field(default_factory=dict)
+    default_user_gpu_cap: int | None = Field(default=None, ge=1)
+    preemption: dict[str, list[str]] = Field(default_factory=lambda: {"CRITICAL": ["LOW", "NORMAL"]})
+    fairshare_half_life_s: float = Field(default=7 * DAY_S, gt=0)
+
     @field_validator("nodes")
     @classmethod
     def _nodes_have_gpus(cls, nodes: dict[str, int]) -> dict[str, int]:
@@ -44,6 +62,13 @@ class Config(BaseModel):
     def max_gpus_per_job(self) -> int:
         """The largest job the cluster can ever hold: every GPU of every node."""
         return sum(self.nodes.values())
+
+
+    def resolved_store_path(self) -> str:
+        return self.store_path or str(gpuq_home() / "gpuq.db")
+
+    def resolved_data_dir(self) -> str:
+        return self.data_dir or str(gpuq_home() / "data")
 
 
 def gpuq_home() -> Path:

@@ -96,6 +96,9 @@ class JobSpec(BaseModel):
     name: str | None = None
     preemptible: StrictBool = True
     multi_node: StrictBool = Field(default=False, description="may span nodes even when it fits on one")
+    retry_on_exit_codes: list[StrictInt] | None = Field(
+        default=None, description="exit codes worth an auto-retry; default: any non-zero code"
+    )
 
     @field_validator("run_id", "user")
     @classmethod
@@ -237,7 +240,8 @@ class Job(BaseModel):
     state_times: dict[JobState, float] = Field(default_factory=dict, description="when each state was last entered")
     attempts: int = Field(default=0, description="how many times the command was started")
     retries: int = Field(default=0, description="auto-retries used after failures of the job's own making")
-    allocation: Allocation = Field(default_factory=dict)
+    allocation: Allocation = Field(default_factory=dict, description="GPUs held now (planned, then as bound)")
+    placements: dict[int, Allocation] = Field(default_factory=dict, description="where each attempt ran, by attempt")
     exit_code: int | None = None
     failure_reason: str | None = None
     infrastructure_failure: bool = False
@@ -253,6 +257,11 @@ class Job(BaseModel):
     @property
     def priority(self) -> Priority:
         return self.spec.priority
+
+    def worth_retry(self, exit_code: int | None) -> bool:
+        """The user's exit-code policy: may this failure be retried at all?"""
+        codes = self.spec.retry_on_exit_codes
+        return codes is None or exit_code in codes
 
     @property
     def retries_left(self) -> int:

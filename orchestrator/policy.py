@@ -80,6 +80,21 @@ class PolicyConfig:
         }[name]
         return cls(name=name, **{**base, **overrides})
 
+    @classmethod
+    def from_site(cls, site) -> "PolicyConfig":
+        """The policy a site config (orchestrator.config.Config) asks for."""
+        from orchestrator.job import Priority
+
+        may = {
+            int(Priority.parse(who)): frozenset(int(Priority.parse(v)) for v in victims)
+            for who, victims in site.preemption.items()
+        }
+        overrides = dict(user_gpu_caps=dict(site.user_gpu_caps), default_user_gpu_cap=site.default_user_gpu_cap)
+        name = PolicyName(site.policy)
+        if name is PolicyName.DEFAULT:
+            overrides.update(reservation_depth=site.reservation_depth, may_preempt=may)
+        return cls.preset(name, **overrides)
+
     def cap_for(self, user: str) -> int | None:
         return self.user_gpu_caps.get(user, self.default_user_gpu_cap)
 

@@ -130,6 +130,14 @@ class JobQueue:
             self.line.add(job)
         self._next_seq = max(self._next_seq, job.seq + 1)
 
+    def forget(self, job_id: str) -> None:
+        """Drop a job that was never acknowledged (its submission could not be stored)."""
+        job = self.get(job_id)
+        if job.state is JobState.QUEUED:
+            self.line.remove(job)
+        self._by_state[job.state] -= 1
+        del self._jobs[job_id]
+
     def schedule(self, job_id: str, now: float, allocation: Allocation, reason: str = "") -> Job:
         job = self._move(job_id, Trigger.SCHEDULE, now, reason or f"placed on {format_allocation(allocation)}")
         job.allocation = {node: list(gpus) for node, gpus in allocation.items()}
@@ -140,9 +148,11 @@ class JobQueue:
 
     def start(self, job_id: str, now: float, allocation: Allocation | None = None) -> Job:
         """The command runs. `allocation` is what Ray really bound, if it differs from the plan."""
-        job = self._move(job_id, Trigger.START, now, "running")
-        if allocation is not None:
-            job.allocation = {node: list(gpus) for node, gpus in allocation.items()}
+        job = self.get(job_id)
+        where = allocation if allocation is not None else job.allocation
+        job = self._move(job_id, Trigger.START, now, f"running on {format_allocation(where)}")
+        job.allocation = {node: list(gpus) for node, gpus in where.items()}
+        job.placements[job.attempts] = dict(job.allocation)
         return job
 
     def complete(self, job_id: str, now: float) -> Job:

@@ -1,0 +1,94 @@
+"""The node agent: one detached Ray actor per node, reserving no GPU.
+
+It serves what lives on its node's disk — job logs and exit records — so nothing
+depends on a shared file system, and it reaps: any process tagged with this
+cluster's id and a job id that the orchestrator no longer runs is killed with its
+process group (the backstop behind the supervisor).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import ray
+
+from orchestrator.runner import job_dir, read_exit
+
+MAX_READ = 1024 * 1024
+
+
+def agent_name(node: str) -> str:
+    return f"gpuq-agent-{node}"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=8)
+class NodeAgent:
+    def __init__(self, node: str, data_root: str, cluster_id: str):
+        self.node, self.data_root, self.cluster_id = node, data_root, cluster_id
+
+    def configure(self, data_root: str, cluster_id: str) -> None:
+        """A (re)started orchestrator states where data lives and which cluster it is."""
+        self.data_root, self.cluster_id = data_root, cluster_id
+
+    def ping(self) -> str:
+        return self.node
+
+    def read_log(self, job_id: str, attempt: int, rank: int, offset: int = 0, limit: int = MAX_READ, tail: int | None = None) -> dict:
+        """Bytes [offset, offset+limit) of a bundle's output, or its last `tail` bytes."""
+        path = job_dir(self.data_root, self.node, job_id, attempt, rank) / "output.log"
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return {"data": "", "offset": offset, "size": 0, "exists": False}
+        if tail is not None:
+            offset = max(0, size - tail)
+        limit = max(0, min(limit, MAX_READ))
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(limit)
+        return {"data": data.decode("utf-8", "replace"), "offset": offset + len(data), "size": size, "exists": True}
+
+    def read_exit(self, job_id: str, attempt: int, rank: int) -> dict | None:
+        return read_exit(job_dir(self.data_root, self.node, job_id, attempt, rank))
+
+    def was_started(self, job_id: str, attempt: int, rank: int) -> bool:
+        return (job_dir(self.data_root, self.node, job_id, attempt, rank) / "start.json").exists()
+
+    def reap(self, live_job_ids: list[str]) -> list[int]:
+        """Kill process groups tagged with this cluster and a job that is not running."""
+        return reap(self.cluster_id, set(live_job_ids))
+
+
+def tagged_processes(cluster_id: str) -> dict[int, str]:
+    """pid -> job id, for every process carrying this cluster's job tag."""
+    found: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        tags = dict(e.split(b"=", 1) for e in env if e.startswith((b"GPUQ_JOB_ID=", b"GPUQ_CLUSTER=")))
+        if tags.get(b"GPUQ_CLUSTER") == cluster_id.encode() and b"GPUQ_JOB_ID" in tags:
+            found[int(entry.name)] = tags[b"GPUQ_JOB_ID"].decode()
+    return found
+
+
+def reap(cluster_id: str, live: set[str]) -> list[int]:
+    killed = []
+    for pid, job_id in tagged_processes(cluster_id).items():
+        if job_id in live:
+            continue
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+        killed.append(pid)
+    return killed

@@ -1,0 +1,321 @@
+"""The orchestrator: the queue, the state machine and the loop that applies plans.
+
+It runs as the detached Ray actor `gpuq-orchestrator` (orchestrator/actor.py), an
+asyncio actor: every method and the loop run on one event loop, so the pure core
+(JobQueue, Inventory) needs no locks. The loop follows the seed's steps — poll the
+queue, check resources, allocate, launch, monitor — and wakes at once on submit and
+on job end, and every `loop_interval_s` otherwise.
+
+Order of writes, so that a restart never starts a job twice or loses one:
+1. SCHEDULED (with the planned GPUs) is stored before anything is asked of Ray;
+2. ALLOCATING is stored before the placement group is created (named after job and
+   attempt, so a restart can find or remove it);
+3. runners are named after job, attempt and rank, and `start` is idempotent: a
+   restart adopts what exists instead of launching again;
+4. RUNNING is stored with the GPUs Ray really bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+import ray
+
+from orchestrator.backend import RayBackend, discover_nodes
+from orchestrator.config import Config
+from orchestrator.errors import GpuqError
+from orchestrator.fairshare import UsageLedger
+from orchestrator.inventory import Inventory
+from orchestrator.job import Job, JobSpec
+from orchestrator.policy import PolicyConfig, plan
+from orchestrator.queue import JobQueue
+from orchestrator.recovery import recover
+from orchestrator.snapshot import snapshot_of
+from orchestrator.states import JobState
+from orchestrator.store import Store
+from orchestrator import views
+
+log = logging.getLogger("gpuq.orchestrator")
+
+
+class OrchestratorService:
+    def __init__(self, config: dict | None = None):
+        self.site = Config.model_validate(config or {})
+        self.store = Store(self.site.resolved_store_path())
+        self.cluster_id = str(self.store.get("cluster_id") or uuid.uuid4().hex[:12])
+        self.backend = RayBackend(self.site.resolved_data_dir(), self.cluster_id, self.site.placement_timeout_s)
+        self.policy = PolicyConfig.from_site(self.site)
+        self.queue = JobQueue()
+        self.usage = UsageLedger(self.site.fairshare_half_life_s)
+        self.nodes = discover_nodes()
+        self.inventory = Inventory.of({n: info.gpus for n, info in self.nodes.items()} or dict(self.site.nodes))
+        self.stopping: set[str] = set()  # jobs told to stop whose GPUs are not back yet
+        self.last_plan = None
+        self.started_at = time.time()
+        self.backend.ensure_agents(self.nodes)
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        stats = self.store.get("stats") or {}
+        for key, value in stats.items():
+            setattr(self.queue.stats, key, value)
+        for job in self.store.load():
+            self.queue.restore(job)
+        self.store.save([], kv={"cluster_id": self.cluster_id})
+        self._loop_task = asyncio.get_event_loop().create_task(self._run())
+
+    # --- the loop -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        await recover(self)
+        while True:
+            try:
+                self.cycle()
+            except Exception:  # a bad cycle must not stop scheduling; the next one retries
+                log.exception("scheduling cycle failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.site.loop_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cycle(self) -> None:
+        """One scheduling cycle: plan on a snapshot, then apply the decisions."""
+        now = time.time()
+        snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping))
+        decided = plan(snap, now, self.policy)
+        self.queue.record_cycle()
+        self.last_plan = decided
+        changed: list[Job] = []
+        for p in decided.preemptions:
+            job = self.queue.preempt(p.job_id, now, p.reason)
+            changed.append(job)
+            self.stopping.add(job.id)
+            self.backend.stop(job.id, job.attempts, len(job.allocation))
+        for s in decided.starts:
+            self.inventory.allocate(s.job_id, s.allocation)
+            changed.append(self.queue.schedule(s.job_id, now, s.allocation))
+        if changed or decided.starts:
+            self.save(changed)
+        for s in decided.starts:
+            self.spawn(self._launch(self.queue.get(s.job_id)))
+
+    def spawn(self, coro) -> None:
+        task = asyncio.get_event_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def save(self, jobs: list[Job]) -> None:
+        self.store.save(jobs, kv={"stats": self.queue.stats.__dict__})
+
+    # --- launching and monitoring ---------------------------------------------------
+
+    async def _launch(self, job: Job) -> None:
+        if job.state is not JobState.SCHEDULED:
+            return  # cancelled before its launch began; cancel gave its GPUs back
+        counts = {node: len(g) for node, g in job.allocation.items()}
+        attempt = job.attempts + 1
+        self.save([self.queue.allocate(job.id, time.time())])
+        pg = await self.backend.place(job.id, attempt, counts)
+        if job.state is not JobState.ALLOCATING:  # cancelled while we waited
+            self.backend.cleanup(job.id, attempt, len(counts))
+            self._release(job)
+            return
+        if pg is None:
+            self._release(job)
+            self.save([self.queue.requeue(job.id, time.time(), f"placement timed out after {self.site.placement_timeout_s:.0f} s")])
+            self.wake()
+            return
+        env = {
+            **job.spec.env, "GPUQ_JOB_ID": job.id, "GPUQ_RUN_ID": job.spec.run_id, "GPUQ_ATTEMPT": str(attempt),
+            "GPUQ_USER": job.spec.user,
+        }
+        try:
+            infos = await self.backend.launch(job.id, attempt, pg, counts, env, job.spec.command, job.spec.working_dir,
+                                              float(job.time_limit), self.site.stop_grace_s)
+        except Exception as e:  # a runner that could not start: an infrastructure failure
+            log.exception("launch of %s failed", job.id)
+            self.backend.cleanup(job.id, attempt, len(counts))
+            self._release(job)
+            if job.state is JobState.ALLOCATING:
+                self.queue.fail(job.id, time.time(), f"launch failed: {e}", infrastructure=True)
+                self._retry_or_stop(job)
+            return
+        await self.adopt(job, attempt, infos)
+
+    async def adopt(self, job: Job, attempt: int, infos: list[dict]) -> None:
+        """The runners are up: record where the job really runs, then watch it."""
+        actual = {info["node"]: sorted(info["gpus"]) for info in infos}
+        if job.state is JobState.ALLOCATING:
+            self.inventory.release(job.id)
+            self.inventory.allocate(job.id, actual)
+            self.save([self.queue.start(job.id, min(i["started_at"] for i in infos), actual)])
+        elif job.state is JobState.CANCELLED:
+            self.backend.stop(job.id, attempt, len(infos))
+        await self._monitor(job, attempt, len(infos))
+
+    async def _monitor(self, job: Job, attempt: int, ranks: int) -> None:
+        waits = {}
+        for rank in range(ranks):
+            runner = self.backend.runner(job.id, attempt, rank)
+            waits[rank] = asyncio.ensure_future(_await_ref(runner.wait.remote())) if runner else _lost()
+        results: dict[int, dict | None] = {}
+        pending = set(waits.values())
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for rank, fut in waits.items():
+                if fut in done and rank not in results:
+                    results[rank] = fut.result()
+                    if results[rank] is None or results[rank].get("exit_code") != 0:
+                        self.backend.stop(job.id, attempt, ranks)  # one rank failed: stop the others
+        # A runner that died without an exit record: ask its node whether the job ended.
+        for rank, res in results.items():
+            if res is None:
+                node = _node_of_rank(job, attempt, rank)
+                try:
+                    results[rank] = await self.backend.call_agent(node, "read_exit", job.id, attempt, rank) if node else None
+                except Exception:
+                    results[rank] = None
+        self.finish(job, attempt, ranks, list(results.values()))
+
+    def finish(self, job: Job, attempt: int, ranks: int, results: list[dict | None]) -> None:
+        """The job's processes are gone: decide its state, give its GPUs back."""
+        now = time.time()
+        self.backend.cleanup(job.id, attempt, ranks)
+        started = job.state_times.get(JobState.RUNNING, now)
+        self.usage.add(job.user, job.gpus * max(0.0, now - started), now)
+        self._release(job)
+        if job.state is JobState.PREEMPTED:
+            self.save([self.queue.requeue(job.id, now, "preempted; back in line in its place")])
+        elif job.state is JobState.RUNNING:
+            lost = [r for r in results if r is None]
+            codes = [r.get("exit_code") for r in results if r is not None]
+            reasons = {r.get("reason") for r in results if r is not None}
+            if lost:
+                self.queue.fail(job.id, now, "node lost: the runner died without an exit record", infrastructure=True)
+            elif "time_limit" in reasons:
+                self.queue.fail(job.id, now, "time limit", exit_code=next((c for c in codes if c), None))
+            elif all(c == 0 for c in codes):
+                self.queue.complete(job.id, now)
+            else:
+                self.queue.fail(job.id, now, "command failed", exit_code=next(c for c in codes if c != 0))
+            if job.state is JobState.FAILED:
+                self._retry_or_stop(job)
+            else:
+                self.save([job])
+        else:
+            self.save([job])  # cancelled: already final
+        self.wake()
+
+    def _retry_or_stop(self, job: Job) -> None:
+        now = time.time()
+        if job.failure_reason != "time limit" and self.queue.can_retry(job.id) and (
+            job.infrastructure_failure or job.worth_retry(job.exit_code)
+        ):
+            self.queue.retry(job.id, now)
+        self.save([job])
+        self.wake()
+
+    def _release(self, job: Job) -> None:
+        if self.inventory.allocation_of(job.id) is not None:
+            self.inventory.release(job.id)
+        self.stopping.discard(job.id)
+
+    # --- what users ask -------------------------------------------------------------
+
+    def validation_config(self) -> Config:
+        sizes = self.inventory.sizes or dict(self.site.nodes)
+        return self.site.model_copy(update={"nodes": sizes})
+
+    async def submit(self, spec: dict) -> dict:
+        parsed = JobSpec.parse(spec, self.validation_config())
+        job = self.queue.submit(parsed, time.time())
+        try:
+            self.save([job])
+        except GpuqError:
+            self.queue.forget(job.id)  # not stored means not accepted: the caller may retry
+            raise
+        self.wake()
+        return views.submitted(job, self.queue)
+
+    async def cancel(self, job_id: str, reason: str = "cancelled") -> dict:
+        job = self.queue.get(job_id)
+        was = job.state
+        self.queue.cancel(job_id, time.time(), reason)
+        self.save([job])
+        if was in (JobState.RUNNING, JobState.PREEMPTED):
+            self.stopping.add(job.id)
+            self.backend.stop(job.id, job.attempts, len(job.allocation))
+        elif was is JobState.SCHEDULED:
+            self._release(job)  # its launch task sees CANCELLED and stops there
+        self.wake()
+        return views.job(job, self.queue)
+
+    async def hold(self, job_id: str) -> dict:
+        job = self.queue.hold(job_id, time.time())
+        self.save([job])
+        return views.job(job, self.queue)
+
+    async def release(self, job_id: str) -> dict:
+        job = self.queue.release(job_id, time.time())
+        self.save([job])
+        self.wake()
+        return views.job(job, self.queue)
+
+    async def set_priority(self, job_id: str, priority) -> dict:
+        job = self.queue.set_priority(job_id, priority, time.time())
+        self.save([job])
+        self.wake()
+        return views.job(job, self.queue)
+
+    async def get_job(self, job_id: str) -> dict:
+        return views.job(self.queue.get(job_id), self.queue, detail=True)
+
+    async def list_jobs(self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0) -> dict:
+        return views.jobs(self.queue, state, user, limit, offset)
+
+    async def queue_view(self, limit: int = 100) -> list[dict]:
+        return views.line(self.queue, self.last_plan, limit)
+
+    async def status(self) -> dict:
+        return views.status(self, ray.is_initialized())
+
+    async def resources(self) -> dict:
+        return views.resources(self.inventory, self.queue, self.nodes)
+
+    async def logs(self, job_id: str, attempt: int | None = None, rank: int = 0, offset: int = 0,
+                   limit: int = 65536, tail: int | None = None) -> dict:
+        job = self.queue.get(job_id)
+        attempt = attempt or job.attempts
+        node = _node_of_rank(job, attempt, rank)
+        if node is None:
+            return {"data": "", "offset": offset, "size": 0, "exists": False, "attempt": attempt}
+        out = await self.backend.call_agent(node, "read_log", job_id, attempt, rank, offset, limit, tail)
+        return {**out, "attempt": attempt, "done": job.state.is_terminal or job.state is JobState.QUEUED}
+
+    async def ping(self) -> str:
+        return "ok"
+
+
+def _node_of_rank(job: Job, attempt: int, rank: int) -> str | None:
+    """The node of a bundle in a given attempt (ranks follow the placement's node order)."""
+    nodes = list(job.placements.get(attempt, {}))
+    return nodes[rank] if rank < len(nodes) else None
+
+
+async def _await_ref(ref) -> dict | None:
+    try:
+        return await ref
+    except ray.exceptions.RayError:
+        return None  # the runner (or its node) died
+
+
+async def _lost() -> None:
+    return None
+
+

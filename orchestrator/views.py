@@ -1,0 +1,131 @@
+"""What the orchestrator shows: plain dicts in the seed's shapes, for the API and CLI.
+
+Times are seconds since the epoch (UTC). Keys the seed defines keep its names and
+meaning; everything else is added under new keys.
+"""
+
+from __future__ import annotations
+
+from orchestrator.inventory import Inventory, SlotState
+from orchestrator.job import Job, format_allocation
+from orchestrator.policy import Pending, Plan, Reason
+from orchestrator.queue import JobQueue
+from orchestrator.states import JobState
+
+
+def submitted(job: Job, queue: JobQueue) -> dict:
+    """The seed's POST /queue/submit answer."""
+    return {
+        "success": True,
+        "job_id": job.id,
+        "job": {"id": job.id, "run_id": job.spec.run_id, "state": job.state.value,
+                "gpu_count": job.spec.gpu_count, "priority": int(job.priority)},
+        "queue_position": queue.position(job.id),
+    }
+
+
+def job(j: Job, queue: JobQueue, detail: bool = False) -> dict:
+    out = {
+        "id": j.id,
+        "run_id": j.spec.run_id,
+        "name": j.spec.name,
+        "user": j.spec.user,
+        "state": j.state.value,
+        "gpu_count": j.spec.gpu_count,
+        "priority": int(j.priority),
+        "priority_name": j.priority.name,
+        "time_limit": j.spec.time_limit,
+        "submitted_at": j.submitted_at,
+        "started_at": j.state_times.get(JobState.RUNNING),
+        "ended_at": j.state_times.get(j.state) if j.state.is_terminal else None,
+        "attempts": j.attempts,
+        "retries": j.retries,
+        "allocation": j.allocation,
+        "placement": format_allocation(j.allocation),
+        "exit_code": j.exit_code,
+        "failure_reason": j.failure_reason,
+        "queue_position": queue.position(j.id),
+    }
+    if detail:
+        out.update(
+            spec=j.spec.model_dump(mode="json"),
+            placements={str(a): alloc for a, alloc in j.placements.items()},
+            state_times={s.value: t for s, t in j.state_times.items()},
+            events=[e.model_dump(mode="json") for e in j.events],
+        )
+    return out
+
+
+def jobs(queue: JobQueue, state: str | None, user: str | None, limit: int, offset: int) -> dict:
+    wanted = JobState(state) if state else None
+    selected = [j for j in queue.jobs() if (wanted is None or j.state is wanted) and (user is None or j.spec.user == user)]
+    selected.reverse()  # newest first, as people read job lists
+    page = selected[offset : offset + limit]
+    return {"jobs": [job(j, queue) for j in page], "total": len(selected), "limit": limit, "offset": offset}
+
+
+def line(queue: JobQueue, last: Plan | None, limit: int) -> list[dict]:
+    """Queued (and held) jobs in the order the policy considers them, with why and when."""
+    order = list(last.order) if last else []
+    seen = set(order)
+    order += [j.id for j in queue.queued() if j.id not in seen]  # submitted since the last cycle
+    out = []
+    for jid in order:
+        if jid not in queue:
+            continue
+        j = queue.get(jid)
+        if j.state is not JobState.QUEUED:
+            continue
+        pending = (last.pending.get(jid) if last else None) or Pending(Reason.PRIORITY, "waiting for the next scheduling cycle")
+        out.append({**job(j, queue), "position": len(out) + 1, "reason": pending.code.value,
+                    "message": pending.message, "estimated_start": pending.estimated_start})
+        if len(out) >= limit:
+            break
+    held = [j for j in queue.jobs() if j.state is JobState.HELD]
+    out += [{**job(j, queue), "position": None, "reason": Reason.HELD.value,
+             "message": "held; release it to put it back in line", "estimated_start": None} for j in held]
+    return out
+
+
+def status(service, ray_up: bool) -> dict:
+    """The seed's GET /orchestrator/status, plus extras under new keys."""
+    inv: Inventory = service.inventory
+    q: JobQueue = service.queue
+    s = q.stats
+    total, allocated = inv.total, inv.allocated_count()
+    unhealthy = inv.unhealthy_count()
+    summary = q.summary()
+    return {
+        "running": bool(ray_up and not service._loop_task.done()),
+        "stats": {"jobs_scheduled": s.jobs_scheduled, "jobs_completed": s.jobs_completed,
+                  "jobs_failed": s.jobs_failed, "scheduling_cycles": s.scheduling_cycles},
+        "resource_summary": {"total_gpus": total, "available_gpus": inv.free_count(), "allocated_gpus": allocated},
+        "queue_summary": {k: summary[k] for k in ("total_jobs", "queued", "running", "completed", "failed")},
+        "details": {
+            "utilization": allocated / total if total else 0.0,
+            "unhealthy_gpus": unhealthy,
+            "states": summary,
+            "jobs_retried": s.jobs_retried, "jobs_preempted": s.jobs_preempted, "jobs_cancelled": s.jobs_cancelled,
+            "nodes": list(inv.sizes),
+            "policy": service.policy.name.value,
+            "cluster_id": service.cluster_id,
+            "started_at": service.started_at,
+        },
+    }
+
+
+def resources(inv: Inventory, queue: JobQueue, nodes: dict) -> dict:
+    """Every node and GPU: state, job, user."""
+    out = []
+    for node, slots in inv.nodes.items():
+        gpus = []
+        for slot in slots:
+            j = queue.get(slot.job_id) if slot.job_id and slot.job_id in queue else None
+            state = slot.out_of_service.value if slot.out_of_service else slot.state.value
+            gpus.append({"index": slot.index, "name": slot.name, "state": state,
+                         "job_id": slot.job_id, "run_id": j.spec.run_id if j else None,
+                         "user": j.spec.user if j else None})
+        info = nodes.get(node)
+        out.append({"node": node, "ip": info.ip if info else None, "total": len(slots),
+                    "free": sum(1 for s in slots if s.state is SlotState.FREE), "gpus": gpus})
+    return {"nodes": out}
