@@ -301,6 +301,11 @@ class OrchestratorService:
     async def ping(self) -> str:
         return "ok"
 
+    async def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
 
 def _node_of_rank(job: Job, attempt: int, rank: int) -> str | None:
     """The node of a bundle in a given attempt (ranks follow the placement's node order)."""
