@@ -37,16 +37,35 @@ def states() -> None:
 
 
 @app.command()
-def up() -> None:
-    """Start gpuq on this machine."""
-    console.print(f"gpuq {__version__} is installed. Nothing runs yet: the job model, state machine and queue are a library so far.")
-    console.print("Try: gpuq states")
+def up(
+    simulate: Annotated[bool | None, typer.Option("--simulate/--real", help="simulated 8-GPU nodes, or this host's GPUs (default: by what NVML finds)")] = None,
+) -> None:
+    """Start a local Ray cluster and the orchestrator on it."""
+    from orchestrator import localcluster
+    from orchestrator.config import load_config
+
+    try:
+        cfg = load_config()
+        started = localcluster.up(config=cfg.model_dump(), simulate=simulate)
+    except (GpuqError, RuntimeError) as e:
+        _fail(str(e))
+    kind = "simulated" if started["simulated"] else "real"
+    console.print(f"[green]gpuq is up[/green] — Ray at {started['address']} (namespace gpuq)")
+    for node, gpus in started["nodes"].items():
+        console.print(f"  node {node}: {gpus} {kind} GPUs")
+    console.print("  orchestrator: actor gpuq-orchestrator (detached), store " + cfg.resolved_store_path())
+    console.print("Stop with: gpuq down")
 
 
 @app.command()
 def down() -> None:
-    """Stop what `gpuq up` started."""
-    console.print("Nothing to stop.")
+    """Stop the orchestrator and the local Ray cluster that `gpuq up` started."""
+    from orchestrator import localcluster
+
+    if localcluster.down():
+        console.print("gpuq is down (queued jobs are kept in the store and come back with gpuq up).")
+    else:
+        console.print("Nothing to stop: gpuq is not up.")
 
 
 @app.command()

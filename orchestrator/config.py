@@ -43,6 +43,8 @@ class Config(BaseModel):
     stop_grace_s: float = Field(default=30.0, ge=0)
     # The loop runs at once on submit and on job end, and at least this often otherwise.
     loop_interval_s: float = Field(default=2.0, gt=0)
+    # How often each node kills leftover processes of jobs that are no longer running.
+    reap_interval_s: float = Field(default=15.0, gt=0)
     # Scheduling policy (orchestrator/policy.py).
     policy: str = "default"
     reservation_depth: int = Field(default=1, ge=0)

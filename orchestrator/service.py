@@ -70,16 +70,27 @@ class OrchestratorService:
 
     async def _run(self) -> None:
         await recover(self)
+        last_reap = time.monotonic()
         while True:
             try:
                 self.cycle()
             except Exception:  # a bad cycle must not stop scheduling; the next one retries
                 log.exception("scheduling cycle failed")
+            if time.monotonic() - last_reap > self.site.reap_interval_s:
+                last_reap = time.monotonic()
+                self.reap()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.site.loop_interval_s)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+
+    def reap(self) -> None:
+        """Backstop: have each node kill processes of jobs that are no longer running
+        (or being stopped). Jobs between scheduling and running count as running."""
+        live = [j.id for j in self.queue.jobs() if j.state.holds_gpus] + list(self.stopping)
+        for agent in self.backend.agents.values():
+            agent.reap.remote(live)
 
     def wake(self) -> None:
         self._wake.set()
@@ -198,6 +209,9 @@ class OrchestratorService:
             reasons = {r.get("reason") for r in results if r is not None}
             if lost:
                 self.queue.fail(job.id, now, "node lost: the runner died without an exit record", infrastructure=True)
+            elif reasons & {"stopped", "interrupted"}:
+                # Stopped, but not by gpuq (it was RUNNING): its runner or node went away.
+                self.queue.fail(job.id, now, "stopped by the system: its runner or node went away", infrastructure=True)
             elif "time_limit" in reasons:
                 self.queue.fail(job.id, now, "time limit", exit_code=next((c for c in codes if c), None))
             elif all(c == 0 for c in codes):

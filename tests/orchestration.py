@@ -10,7 +10,7 @@ from orchestrator.agent import reap
 from orchestrator.backend import NAMESPACE
 from tests.raycluster import wait_for
 
-FAST = dict(loop_interval_s=0.5, placement_timeout_s=20, stop_grace_s=1.0)
+FAST = dict(loop_interval_s=0.5, placement_timeout_s=20, stop_grace_s=1.0, reap_interval_s=1.0)
 
 
 class Harness:

@@ -113,3 +113,12 @@ def wait_tagged(orch, job_id):
 
     return wait_for(lambda: [j for j in tagged_processes(orch.cluster_id).values() if j == job_id], 20,
                     what="the job's processes to appear")
+
+
+def test_the_node_reaper_kills_what_escaped_a_finished_job(orch):
+    from tests.raycluster import wait_for
+
+    # setsid puts the sleep in a session of its own: out of reach of the supervisor's group kill.
+    job_id = orch.submit("setsid sleep 300 > /dev/null 2>&1 < /dev/null & sleep 1; echo started")
+    orch.wait_state(job_id, "completed")
+    wait_for(lambda: job_id not in tagged_processes(orch.cluster_id).values(), 30, what="the reaper to kill the escapee")
