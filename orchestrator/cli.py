@@ -39,6 +39,7 @@ def states() -> None:
 @app.command()
 def up(
     simulate: Annotated[bool | None, typer.Option("--simulate/--real", help="simulated 8-GPU nodes, or this host's GPUs (default: by what NVML finds)")] = None,
+    address: Annotated[str | None, typer.Option(help="attach to this running Ray cluster instead of starting one (cluster.yaml does)")] = None,
 ) -> None:
     """Start a local Ray cluster and the orchestrator on it."""
     from orchestrator import localcluster
@@ -46,7 +47,7 @@ def up(
 
     try:
         cfg = load_config()
-        started = localcluster.up(config=cfg.model_dump(), simulate=simulate)
+        started = localcluster.up(config=cfg.model_dump(), simulate=simulate, attach=address)
     except (GpuqError, RuntimeError) as e:
         _fail(str(e))
     kind = "simulated" if started["simulated"] else "real"

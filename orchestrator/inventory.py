@@ -142,6 +142,43 @@ class Inventory:
                 slot.out_of_service = None
         return alloc
 
+    def rebind(self, job_id: str, actual: Allocation) -> dict[str, Allocation]:
+        """Ray bound other GPU indices than planned (it picks them as placement groups
+        commit, which need not follow plan order): make `job_id` hold `actual`. A job that
+        was only planned onto one of those GPUs takes one the first job left, on the same
+        node. Returns the jobs moved that way, with their new allocations."""
+        old = self._by_job.get(job_id)
+        if old is None:
+            raise AllocationError(f"job {job_id} holds no GPUs")
+        if {n: sorted(g) for n, g in old.items()} == {n: sorted(g) for n, g in actual.items() if g}:
+            return {}
+        if {n: len(g) for n, g in old.items()} != {n: len(g) for n, g in actual.items() if g}:
+            raise AllocationError(f"job {job_id}: Ray bound {actual}, a different shape from the plan {old}")
+        for node, indices in actual.items():  # check everything before changing anything
+            for i in indices:
+                slot = self._slot(node, i)
+                if slot.state not in (SlotState.FREE, SlotState.ALLOCATED):
+                    raise AllocationError(f"job {job_id}: Ray bound {slot.name}, which is {slot.state.value}")
+        moved: dict[str, Allocation] = {}
+        for node, indices in actual.items():
+            given_up = sorted(set(old.get(node, [])) - set(indices))
+            for i in sorted(set(indices) - set(old.get(node, []))):
+                slot = self._slot(node, i)
+                if slot.state is SlotState.ALLOCATED and slot.job_id != job_id:
+                    other = slot.job_id
+                    spare = self._slot(node, given_up.pop(0))
+                    spare.job_id = other
+                    alloc = self._by_job[other]
+                    alloc[node] = sorted([spare.index if g == i else g for g in alloc[node]])
+                    moved[other] = {n: list(g) for n, g in alloc.items()}
+                else:
+                    slot.state = SlotState.ALLOCATED
+                    freed = self._slot(node, given_up.pop(0))
+                    freed.state, freed.job_id = SlotState.FREE, None
+                slot.job_id = job_id
+        self._by_job[job_id] = {n: sorted(g) for n, g in actual.items() if g}
+        return moved
+
     def set_out_of_service(self, node: str, index: int, state: SlotState) -> str | None:
         """Mark a GPU unhealthy or drained. Returns the job still holding it, if any:
         that job must be stopped; the GPU stays out of service when it is released."""

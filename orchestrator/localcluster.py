@@ -100,11 +100,11 @@ def start_ray(simulate: bool | None = None) -> dict:
     return started
 
 
-def connect() -> None:
+def connect(addr: str | None = None) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address(), namespace="gpuq", log_to_driver=False, logging_level="ERROR")
+        ray.init(address=addr or address(), namespace="gpuq", log_to_driver=False, logging_level="ERROR")
 
 
 def wait_for_nodes(expected: int, timeout: float = 60) -> None:
@@ -120,15 +120,24 @@ def wait_for_nodes(expected: int, timeout: float = 60) -> None:
     assert ray.is_initialized()
 
 
-def up(config: dict | None = None, simulate: bool | None = None) -> dict:
-    """Start Ray (if needed) and the orchestrator; returns a summary for the user."""
+def up(config: dict | None = None, simulate: bool | None = None, attach: str | None = None) -> dict:
+    """Start Ray (unless `attach` names a running cluster) and the orchestrator on it;
+    returns a summary for the user."""
     import ray
 
     from orchestrator.actor import start_orchestrator
+    from orchestrator.backend import discover_nodes
 
-    started = start_ray(simulate) if not _port_open(HEAD_PORT) else json.loads(state_file().read_text())
-    connect()
-    wait_for_nodes(len(started["nodes"]))
+    if attach:
+        connect(attach)
+        started = {"address": attach, "simulated": False, "nodes": {n: i.gpus for n, i in discover_nodes().items()}}
+    else:
+        if _port_open(HEAD_PORT) and state_file().exists():
+            started = json.loads(state_file().read_text())
+        else:
+            started = start_ray(simulate)
+        connect()
+        wait_for_nodes(len(started["nodes"]))
     orch = start_orchestrator(config)
     ray.get(orch.ping.remote(), timeout=120)
     return started

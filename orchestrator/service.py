@@ -39,6 +39,7 @@ from orchestrator.store import Store
 from orchestrator import views
 
 log = logging.getLogger("gpuq.orchestrator")
+NODE_REFRESH_S = 10.0
 
 
 class OrchestratorService:
@@ -51,7 +52,8 @@ class OrchestratorService:
         self.queue = JobQueue()
         self.usage = UsageLedger(self.site.fairshare_half_life_s)
         self.nodes = discover_nodes()
-        self.inventory = Inventory.of({n: info.gpus for n, info in self.nodes.items()} or dict(self.site.nodes))
+        # Only nodes Ray reports: GPU nodes that join later are added by refresh_nodes().
+        self.inventory = Inventory.of({n: info.gpus for n, info in self.nodes.items()})
         self.stopping: set[str] = set()  # jobs told to stop whose GPUs are not back yet
         self.last_plan = None
         self.started_at = time.time()
@@ -70,8 +72,11 @@ class OrchestratorService:
 
     async def _run(self) -> None:
         await recover(self)
-        last_reap = time.monotonic()
+        last_reap = last_nodes = time.monotonic()
         while True:
+            if time.monotonic() - last_nodes > NODE_REFRESH_S or not self.nodes:
+                last_nodes = time.monotonic()
+                self.refresh_nodes()
             try:
                 self.cycle()
             except Exception:  # a bad cycle must not stop scheduling; the next one retries
@@ -84,6 +89,22 @@ class OrchestratorService:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+
+    def refresh_nodes(self) -> None:
+        """Add GPU nodes that joined since the last look (a lost node's jobs fail through
+        their runners; its GPUs stay in the inventory until health checks drain them)."""
+        try:
+            found = discover_nodes()
+        except Exception:
+            log.exception("could not list Ray nodes")
+            return
+        for name, info in found.items():
+            if name not in self.inventory.nodes:
+                self.inventory.add_node(name, info.gpus)
+                log.info("node %s joined with %d GPUs", name, info.gpus)
+        self.nodes.update(found)
+        self.backend.ensure_agents(found)
+        self.wake()
 
     def reap(self) -> None:
         """Backstop: have each node kill processes of jobs that are no longer running
@@ -127,6 +148,18 @@ class OrchestratorService:
     # --- launching and monitoring ---------------------------------------------------
 
     async def _launch(self, job: Job) -> None:
+        try:
+            await self._launch_steps(job)
+        except Exception as e:  # never leave a job stuck half-launched
+            log.exception("launch of %s failed", job.id)
+            attempt = job.attempts + (1 if job.state is JobState.ALLOCATING else 0)
+            self.backend.cleanup(job.id, attempt, len(job.allocation))
+            self._release(job)
+            if job.state in (JobState.ALLOCATING, JobState.RUNNING):
+                self.queue.fail(job.id, time.time(), f"launch failed: {e}", infrastructure=True)
+                self._retry_or_stop(job)
+
+    async def _launch_steps(self, job: Job) -> None:
         if job.state is not JobState.SCHEDULED:
             return  # cancelled before its launch began; cancel gave its GPUs back
         counts = {node: len(g) for node, g in job.allocation.items()}
@@ -146,26 +179,19 @@ class OrchestratorService:
             **job.spec.env, "GPUQ_JOB_ID": job.id, "GPUQ_RUN_ID": job.spec.run_id, "GPUQ_ATTEMPT": str(attempt),
             "GPUQ_USER": job.spec.user,
         }
-        try:
-            infos = await self.backend.launch(job.id, attempt, pg, counts, env, job.spec.command, job.spec.working_dir,
-                                              float(job.time_limit), self.site.stop_grace_s)
-        except Exception as e:  # a runner that could not start: an infrastructure failure
-            log.exception("launch of %s failed", job.id)
-            self.backend.cleanup(job.id, attempt, len(counts))
-            self._release(job)
-            if job.state is JobState.ALLOCATING:
-                self.queue.fail(job.id, time.time(), f"launch failed: {e}", infrastructure=True)
-                self._retry_or_stop(job)
-            return
+        infos = await self.backend.launch(job.id, attempt, pg, counts, env, job.spec.command, job.spec.working_dir,
+                                          float(job.time_limit), self.site.stop_grace_s)
         await self.adopt(job, attempt, infos)
 
     async def adopt(self, job: Job, attempt: int, infos: list[dict]) -> None:
         """The runners are up: record where the job really runs, then watch it."""
         actual = {info["node"]: sorted(info["gpus"]) for info in infos}
         if job.state is JobState.ALLOCATING:
-            self.inventory.release(job.id)
-            self.inventory.allocate(job.id, actual)
-            self.save([self.queue.start(job.id, min(i["started_at"] for i in infos), actual)])
+            moved = self.inventory.rebind(job.id, actual)
+            for other_id, alloc in moved.items():  # still only planned: their plan follows Ray
+                self.queue.get(other_id).allocation = alloc
+            self.save([self.queue.start(job.id, min(i["started_at"] for i in infos), actual),
+                       *(self.queue.get(o) for o in moved)])
         elif job.state is JobState.CANCELLED:
             self.backend.stop(job.id, attempt, len(infos))
         await self._monitor(job, attempt, len(infos))

@@ -63,3 +63,28 @@ def test_gpu_failing_under_a_job_names_the_job_and_stays_out_after_release(inv):
 def test_release_of_a_job_without_gpus_is_an_error(inv):
     with pytest.raises(AllocationError, match="holds no GPUs"):
         inv.release("ghost")
+
+
+def test_rebind_follows_what_ray_bound_and_moves_a_planned_neighbour(inv):
+    inv.allocate("a", {"gmi-node-1": [0]})
+    inv.allocate("b", {"gmi-node-1": [1]})
+    # Ray committed b's placement group first and gave a GPU 1.
+    assert inv.rebind("a", {"gmi-node-1": [1]}) == {"b": {"gmi-node-1": [0]}}
+    assert inv.holder("gmi-node-1", 1) == "a" and inv.holder("gmi-node-1", 0) == "b"
+    inv.check()
+
+
+def test_rebind_onto_a_free_gpu_frees_the_planned_one(inv):
+    inv.allocate("a", {"gmi-node-1": [0, 1]})
+    assert inv.rebind("a", {"gmi-node-1": [1, 5]}) == {}
+    assert inv.holder("gmi-node-1", 0) is None and inv.holder("gmi-node-1", 5) == "a"
+    inv.check()
+
+
+def test_rebind_refuses_another_shape_or_an_unhealthy_gpu(inv):
+    inv.allocate("a", {"gmi-node-1": [0]})
+    with pytest.raises(AllocationError, match="different shape"):
+        inv.rebind("a", {"gmi-node-2": [0]})
+    inv.set_out_of_service("gmi-node-1", 3, SlotState.UNHEALTHY)
+    with pytest.raises(AllocationError, match="unhealthy"):
+        inv.rebind("a", {"gmi-node-1": [3]})

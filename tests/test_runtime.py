@@ -122,3 +122,17 @@ def test_the_node_reaper_kills_what_escaped_a_finished_job(orch):
     job_id = orch.submit("setsid sleep 300 > /dev/null 2>&1 < /dev/null & sleep 1; echo started")
     orch.wait_state(job_id, "completed")
     wait_for(lambda: job_id not in tagged_processes(orch.cluster_id).values(), 30, what="the reaper to kill the escapee")
+
+
+def test_sixteen_one_gpu_jobs_at_once_each_get_a_gpu_of_their_own(orch):
+    # Ray binds GPU indices as placement groups commit, not in plan order: what each job
+    # reports must follow what Ray bound, and no two jobs may share one.
+    ids = [orch.submit(SHOW_GPUS + "; sleep 3", run_id=f"burst{i}") for i in range(16)]
+    jobs = [orch.wait_state(j, "completed", timeout=120) for j in ids]
+    seen = set()
+    for job_id, job in zip(ids, jobs):
+        (node, gpus), = job["allocation"].items()
+        assert visible(orch.log(job_id)) == gpus
+        assert (node, gpus[0]) not in seen
+        seen.add((node, gpus[0]))
+    assert len(seen) == 16

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Benchmark the Ray runtime (issue #4 targets) on a local cluster of two simulated
+8-GPU nodes, side by side with a bare-Ray baseline in the same run. Not a test.
+
+  submit -> the command's first line     p50 <= 1 s, p99 <= 2 s; gpuq / bare Ray <= 1.2x
+  a finished job's GPUs -> next job's first line          <= 1 s
+  16 one-GPU jobs at once -> all 16 running               <= 5 s
+  1,000 trivial one-GPU jobs -> completed jobs/s          >= 7.7 (Slurm default), goal 22.7
+
+Every job prints `date +%s.%N` first, so "first line" is the moment the command ran.
+Usage: .venv/bin/python scripts/bench_runtime.py [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ["RAY_AUTH_MODE"] = "disabled"  # a private loopback cluster for this run
+os.environ.pop("RAY_ADDRESS", None)
+
+import ray  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+from ray.util.placement_group import placement_group, remove_placement_group  # noqa: E402
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy  # noqa: E402
+
+from orchestrator.actor import start_orchestrator  # noqa: E402
+
+STAMP = "date +%s.%N"
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * len(s) + 0.5) - 1))]
+
+
+@ray.remote(num_cpus=0)
+class BareRunner:
+    """The baseline: what gpuq does per job with none of gpuq (no queue, store, supervisor)."""
+
+    def run(self, command: str) -> str:
+        import subprocess
+
+        gpus = ",".join(str(int(g)) for g in ray.get_gpu_ids())
+        return subprocess.run(["/bin/bash", "-c", command], capture_output=True, text=True,
+                              env={**os.environ, "CUDA_VISIBLE_DEVICES": gpus}).stdout
+
+
+def bare_first_line(node: str) -> float:
+    t0 = time.time()
+    pg = placement_group([{"GPU": 1.0, node: 0.001}], lifetime="detached")
+    ray.get(pg.ready())
+    actor = BareRunner.options(num_gpus=1, lifetime="detached",
+                               scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)).remote()
+    out = ray.get(actor.run.remote(STAMP))
+    ray.kill(actor)
+    remove_placement_group(pg)
+    return float(out.split()[0]) - t0
+
+
+class Gpuq:
+    def __init__(self, tmp: Path):
+        self.actor = start_orchestrator({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"),
+                                         "loop_interval_s": 2.0, "stop_grace_s": 1.0})
+        ray.get(self.actor.ping.remote(), timeout=120)
+
+    def submit(self, command: str, gpus: int = 1, run_id: str = "bench") -> str:
+        spec = {"run_id": run_id, "user": "bench", "command": command, "gpu_count": gpus, "max_retries": 0}
+        return ray.get(self.actor.submit.remote(spec))["job_id"]
+
+    def job(self, job_id: str) -> dict:
+        return ray.get(self.actor.get_job.remote(job_id))
+
+    def wait(self, job_id: str, states=("completed", "failed")) -> dict:
+        while (j := self.job(job_id))["state"] not in states:
+            time.sleep(0.02)
+        return j
+
+    def first_line(self, job_id: str) -> float | None:
+        data = ray.get(self.actor.logs.remote(job_id, None, 0, 0, 4096))["data"]
+        return float(data.split()[0]) if data.strip() else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions and 200 instead of 1,000 jobs")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    reps = 10 if args.quick else 30
+    many = 200 if args.quick else 1000
+    out: dict = {}
+
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False))
+    for name in ("gmi-node-1", "gmi-node-2"):
+        cluster.add_node(num_cpus=1, num_gpus=8, resources={name: 1}, labels={"gmi/node": name})
+    ray.init(address=cluster.address, namespace="gpuq", log_to_driver=False, logging_level="ERROR")
+    cluster.wait_for_nodes()
+    tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-"))
+    g = Gpuq(tmp)
+
+    # 1. Submit -> first line, interleaved with the bare-Ray baseline so both see the same noise.
+    ours, bare = [], []
+    for i in range(reps):
+        t0 = time.time()
+        jid = g.submit(STAMP, run_id=f"lat{i}")
+        g.wait(jid)
+        ours.append(g.first_line(jid) - t0)
+        bare.append(bare_first_line("gmi-node-1"))
+    out["submit_to_first_line"] = {
+        "gpuq_p50_s": statistics.median(ours), "gpuq_p99_s": pct(ours, 0.99),
+        "bare_ray_p50_s": statistics.median(bare), "bare_ray_p99_s": pct(bare, 0.99),
+        "ratio_p50": statistics.median(ours) / statistics.median(bare), "runs": reps,
+    }
+    print("submit -> first line:", json.dumps(out["submit_to_first_line"], indent=None))
+
+    # 2. GPUs handed over: a 16-GPU job ends, the next queued 16-GPU job starts on them.
+    gaps = []
+    for i in range(max(5, reps // 3)):
+        a = g.submit(f"sleep 1; {STAMP}", gpus=16, run_id=f"a{i}")
+        b = g.submit(STAMP, gpus=16, run_id=f"b{i}")
+        g.wait(b)
+        end_a = float(ray.get(g.actor.logs.remote(a, None, 0, 0, 4096))["data"].split()[-1])
+        gaps.append(g.first_line(b) - end_a)
+    out["handoff"] = {"p50_s": statistics.median(gaps), "max_s": max(gaps), "runs": len(gaps)}
+    print("finished job -> next job's first line:", json.dumps(out["handoff"]))
+
+    # 3. Sixteen one-GPU jobs at once.
+    t0 = time.time()
+    ids = [g.submit(f"{STAMP}; sleep 5", run_id=f"burst{i}") for i in range(16)]
+    for jid in ids:
+        g.wait(jid)
+    firsts = [g.first_line(j) for j in ids]
+    out["burst16"] = {"all_running_after_s": max(firsts) - t0, "median_s": statistics.median(firsts) - t0}
+    print("16 jobs at once:", json.dumps(out["burst16"]))
+
+    # 4. Throughput of trivial jobs.
+    t0 = time.time()
+    ids = [g.submit("true", run_id=f"tp{i}") for i in range(many)]
+    submitted = time.time() - t0
+    last = ids[-1]
+    while True:
+        st = ray.get(g.actor.status.remote())
+        done = st["stats"]["jobs_completed"] + st["stats"]["jobs_failed"]
+        if g.job(last)["state"] in ("completed", "failed") and st["queue_summary"]["queued"] == 0 and st["queue_summary"]["running"] == 0:
+            break
+        time.sleep(0.2)
+    elapsed = time.time() - t0
+    out["throughput"] = {"jobs": many, "seconds": elapsed, "jobs_per_s": many / elapsed, "submit_s": submitted}
+    print("trivial jobs:", json.dumps(out["throughput"]))
+    out["machine"] = f"{os.cpu_count()} cores"
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    ray.shutdown()
+    cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main()
