@@ -1,11 +1,14 @@
 """Where gpuq touches Ray: nodes, placement groups, runners and node agents.
 
-Everything here is an effect; the decisions come from policy.plan(). Facts this
-relies on (measured on Ray 2.60):
+Everything here is an effect; the decisions come from policy.plan(). A job runs in
+one *slot* per node it uses: a detached placement group with one GPU bundle pinned to
+that node, and a runner actor inside it (orchestrator/runner.py). Slots are parked
+when their job ends and reused by the next job of the same shape on that node.
+Facts this relies on (measured on Ray 2.60):
 - tasks and non-detached actors fate-share with their owner, and a placement group
   with the default lifetime is removed when its creator dies even if it restarts:
-  so placement groups are `lifetime="detached"` and runners are detached named
-  actors, which survive an orchestrator restart and are adopted by name;
+  so slots are `lifetime="detached"` placement groups and detached named runners,
+  which survive an orchestrator restart and are adopted by name;
 - a bundle is pinned to a node by a per-node custom resource ({"GPU": 4,
   "gmi-node-2": 0.001}); a pinned bundle that cannot fit stays PENDING without
   error, so placement has its own time-out;
@@ -17,15 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+import uuid
+from dataclasses import dataclass, field
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from orchestrator.agent import NodeAgent, agent_name
-from orchestrator.placement import Counts
-from orchestrator.runner import Runner, runner_name
+from orchestrator.runner import Runner
 
 log = logging.getLogger("gpuq.backend")
 
@@ -33,10 +37,6 @@ NAMESPACE = "gpuq"
 ORCHESTRATOR_NAME = "gpuq-orchestrator"
 NODE_LABEL = "gmi/node"  # nodes are started with --labels gmi/node=<name> and --resources '{"<name>": 1}'
 NODE_SHARE = 0.001  # of the per-node resource: pins a bundle without limiting how many fit
-
-
-def pg_name(job_id: str, attempt: int) -> str:
-    return f"gpuq-pg-{job_id}-{attempt}"
 
 
 @dataclass(frozen=True)
@@ -62,24 +62,41 @@ def discover_nodes() -> dict[str, NodeInfo]:
     return dict(sorted(found.items()))
 
 
+@dataclass
+class Slot:
+    """A placement group with one GPU bundle on one node, and the runner inside it."""
+
+    name: str
+    node: str
+    size: int
+    pg: PlacementGroup
+    runner: ray.actor.ActorHandle
+    gpus: list[int] = field(default_factory=list)  # the indices Ray bound
+    parked_at: float | None = None  # idle since (None: running a job)
+
+
 class RayBackend:
-    def __init__(self, data_root: str, cluster_id: str, placement_timeout_s: float):
+    def __init__(self, data_root: str, cluster_id: str, placement_timeout_s: float, slot_idle_s: float = 60.0):
         self.data_root = data_root
         self.cluster_id = cluster_id
         self.placement_timeout_s = placement_timeout_s
+        self.slot_idle_s = slot_idle_s
         self.agents: dict[str, ray.actor.ActorHandle] = {}
+        self.slots: dict[str, Slot] = {}
+        self.capacity: dict[str, int] = {}
 
     # --- nodes and agents -----------------------------------------------------------
 
     def ensure_agents(self, nodes: dict[str, NodeInfo]) -> None:
-        for name in nodes:
+        for name, info in nodes.items():
+            self.capacity[name] = info.gpus
             if name not in self.agents:
                 self.agents[name] = NodeAgent.options(
                     name=agent_name(name), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
                     resources={name: NODE_SHARE},
                 ).remote(name, self.data_root, self.cluster_id)
-            # An agent left by an earlier orchestrator keeps running: bring it up to date.
-            self.agents[name].configure.remote(self.data_root, self.cluster_id)
+                # An agent left by an earlier orchestrator keeps running: bring it up to date.
+                self.agents[name].configure.remote(self.data_root, self.cluster_id)
 
     async def call_agent(self, node: str, method: str, *args, timeout: float = 10.0):
         agent = self.agents.get(node)
@@ -87,77 +104,121 @@ class RayBackend:
             raise LookupError(f"no agent on node {node}")
         return await asyncio.wait_for(getattr(agent, method).remote(*args), timeout)
 
-    # --- placement ------------------------------------------------------------------
+    # --- slots ----------------------------------------------------------------------
 
-    async def place(self, job_id: str, attempt: int, counts: Counts) -> PlacementGroup | None:
-        """A detached placement group with one GPU bundle per node; None (and nothing left
-        behind) if Ray has not placed it within the time-out."""
-        bundles = [{"GPU": float(n), node: NODE_SHARE} for node, n in counts.items()]
-        pg = placement_group(bundles, strategy="PACK", name=pg_name(job_id, attempt), lifetime="detached")
+    async def acquire(self, node: str, size: int, prefer: list[int]) -> Slot | None:
+        """A slot of `size` GPUs on `node`: a parked one if there is one (the planned GPUs
+        first), else a new one, after evicting parked slots that Ray would need the GPUs
+        of. None (and nothing left behind) if Ray has not placed it within the time-out."""
+        parked = [s for s in self.slots.values() if s.parked_at is not None and s.node == node and s.size == size]
+        if parked:
+            slot = max(parked, key=lambda s: (len(set(s.gpus) & set(prefer)), s.parked_at))
+            slot.parked_at = None
+            return slot
+        held = sum(s.size for s in self.slots.values() if s.node == node)
+        for old in sorted((s for s in self.slots.values() if s.node == node and s.parked_at is not None),
+                          key=lambda s: s.parked_at):
+            if held + size <= self.capacity.get(node, size):
+                break
+            held -= old.size
+            self.discard(old)
+        name = f"gpuq-slot-{uuid.uuid4().hex[:12]}"
+        pg = placement_group([{"GPU": float(size), node: NODE_SHARE}], name=name, lifetime="detached")
         try:
             await asyncio.wait_for(pg.ready(), self.placement_timeout_s)
         except (asyncio.TimeoutError, ray.exceptions.RayError):
             remove_placement_group(pg)
             return None
-        return pg
-
-    async def launch(self, job_id: str, attempt: int, pg: PlacementGroup, counts: Counts, base_env: dict[str, str],
-                     command: str, working_dir: str | None, time_limit: float, grace: float) -> list[dict]:
-        """One runner per bundle, rank 0 first (its address is the rendezvous of the others).
-        Returns what each runner reports: node, real GPU ids, pid."""
-        runners = []
-        for rank, (node, n) in enumerate(counts.items()):
-            runners.append(Runner.options(
-                name=runner_name(job_id, attempt, rank), namespace=NAMESPACE, lifetime="detached",
-                get_if_exists=True, num_gpus=n, num_cpus=0,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
-            ).remote(job_id, attempt, rank, node, self.data_root))
-        master = await runners[0].rendezvous.remote()
-        nnodes, world = len(counts), sum(counts.values())
-        infos = []
-        for rank, ((node, n), runner) in enumerate(zip(counts.items(), runners)):
-            env = {
-                **base_env,
-                "GPUQ_CLUSTER": self.cluster_id, "GPUQ_NODE": node, "GPUQ_NODE_RANK": str(rank),
-                "GPUQ_NNODES": str(nnodes), "GPUQ_NUM_GPUS": str(n), "GPUQ_WORLD_SIZE": str(world),
-                # torchrun reads these (and its PET_* equivalents) across the bundles.
-                "MASTER_ADDR": master["ip"], "MASTER_PORT": str(master["port"]), "NODE_RANK": str(rank),
-                "PET_NNODES": str(nnodes), "PET_NODE_RANK": str(rank), "PET_NPROC_PER_NODE": str(n),
-                "PET_MASTER_ADDR": master["ip"], "PET_MASTER_PORT": str(master["port"]),
-            }
-            infos.append(runner.start.remote(command, env, working_dir, time_limit, grace))
-        return list(await asyncio.gather(*infos))
-
-    # --- running jobs ---------------------------------------------------------------
-
-    def runner(self, job_id: str, attempt: int, rank: int):
+        runner = Runner.options(
+            name=name, namespace=NAMESPACE, lifetime="detached", num_gpus=size, num_cpus=0,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0),
+        ).remote(node, self.data_root)
+        slot = Slot(name, node, size, pg, runner)
+        self.slots[name] = slot
         try:
-            return ray.get_actor(runner_name(job_id, attempt, rank), namespace=NAMESPACE)
+            slot.gpus = (await runner.hello.remote())["gpus"]
+        except ray.exceptions.RayError:
+            self.discard(slot)
+            raise
+        return slot
+
+    def park(self, name: str) -> None:
+        """The slot's job is over: keep it warm for the next job of its shape."""
+        slot = self.slots.get(name)
+        if slot is not None:
+            slot.parked_at = time.monotonic()
+
+    def discard(self, name_or_slot) -> None:
+        slot = self.slots.pop(name_or_slot, None) if isinstance(name_or_slot, str) else self.slots.pop(name_or_slot.name, None)
+        if slot is not None:
+            ray.kill(slot.runner, no_restart=True)
+            remove_placement_group(slot.pg)
+
+    def evict_idle(self) -> None:
+        now = time.monotonic()
+        for slot in [s for s in self.slots.values() if s.parked_at is not None and now - s.parked_at > self.slot_idle_s]:
+            self.discard(slot)
+
+    def runner(self, name: str):
+        slot = self.slots.get(name)
+        if slot is not None:
+            return slot.runner
+        try:
+            return ray.get_actor(name, namespace=NAMESPACE)
         except ValueError:
             return None
 
-    def stop(self, job_id: str, attempt: int, ranks: int) -> None:
-        for rank in range(ranks):
-            r = self.runner(job_id, attempt, rank)
-            if r is not None:
-                r.stop.remote()
+    async def start(self, slots: list[str], job_id: str, attempt: int, base_env: dict[str, str], command: str,
+                    working_dir: str | None, time_limit: float, grace: float) -> list[dict]:
+        """Run the job on its slots, rank 0 first (its address is the others' rendezvous).
+        Returns what each runner reports: node, the GPU ids Ray bound, pid."""
+        runners = [self.runner(n) for n in slots]
+        if any(r is None for r in runners):
+            raise RuntimeError("a slot of the job has no runner")
+        master = await runners[0].rendezvous.remote()
+        hellos = await asyncio.gather(*(r.hello.remote() for r in runners))
+        nnodes, world = len(runners), sum(len(h["gpus"]) for h in hellos)
+        calls = []
+        for rank, (runner, hello) in enumerate(zip(runners, hellos)):
+            env = {
+                **base_env,
+                "GPUQ_CLUSTER": self.cluster_id, "GPUQ_NODE": hello["node"], "GPUQ_NODE_RANK": str(rank),
+                "GPUQ_NNODES": str(nnodes), "GPUQ_NUM_GPUS": str(len(hello["gpus"])), "GPUQ_WORLD_SIZE": str(world),
+                # torchrun reads these (and its PET_* equivalents) across the bundles.
+                "MASTER_ADDR": master["ip"], "MASTER_PORT": str(master["port"]), "NODE_RANK": str(rank),
+                "PET_NNODES": str(nnodes), "PET_NODE_RANK": str(rank), "PET_NPROC_PER_NODE": str(len(hello["gpus"])),
+                "PET_MASTER_ADDR": master["ip"], "PET_MASTER_PORT": str(master["port"]),
+            }
+            calls.append(runner.run.remote(job_id, attempt, rank, command, env, working_dir, time_limit, grace))
+        return list(await asyncio.gather(*calls))
 
-    def cleanup(self, job_id: str, attempt: int, ranks: int) -> None:
-        """Kill the job's runners and remove its placement group (idempotent)."""
-        for rank in range(ranks):
-            r = self.runner(job_id, attempt, rank)
+    def stop(self, slots: list[str], job_id: str, attempt: int) -> None:
+        for rank, name in enumerate(slots):
+            r = self.runner(name)
             if r is not None:
-                ray.kill(r, no_restart=True)
-        self.remove_pg(pg_name(job_id, attempt))
+                r.stop.remote(job_id, attempt, rank)
 
-    def remove_pg(self, name: str) -> None:
+    def forget_unknown_slots(self, keep: set[str]) -> None:
+        """After a restart: remove every gpuq slot (runner and placement group) that no job
+        still needs. Parked slots are not remembered across restarts."""
+        for info in ray.util.list_named_actors(all_namespaces=True):
+            name = info["name"]
+            if info["namespace"] == NAMESPACE and name.startswith("gpuq-slot-") and name not in keep:
+                try:
+                    ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+                except ValueError:
+                    pass
         for pg_id, info in placement_group_table().items():
-            if info.get("name") == name and info.get("state") != "REMOVED":
+            name = info.get("name", "")
+            if name.startswith("gpuq-slot-") and name not in keep and info.get("state") != "REMOVED":
                 remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
 
-    def gpuq_pgs(self) -> list[str]:
-        """Names of gpuq's placement groups that Ray still holds."""
-        return [
-            info["name"] for info in placement_group_table().values()
-            if info.get("name", "").startswith("gpuq-pg-") and info.get("state") != "REMOVED"
-        ]
+    def adopt_slot(self, name: str, node: str, size: int, gpus: list[int]) -> None:
+        """Take back a slot a running job uses, found by name after a restart."""
+        runner = self.runner(name)
+        try:
+            pg = ray.util.get_placement_group(name)
+        except ValueError:
+            pg = None
+        if runner is not None and pg is not None:
+            self.slots[name] = Slot(name, node, size, pg, runner, list(gpus))

@@ -43,6 +43,9 @@ class Config(BaseModel):
     stop_grace_s: float = Field(default=30.0, ge=0)
     # The loop runs at once on submit and on job end, and at least this often otherwise.
     loop_interval_s: float = Field(default=2.0, gt=0)
+    # A slot (placement group + runner) whose job ended waits this long for the next job of
+    # its shape before it is removed: starting a Ray worker is the costliest step of a launch.
+    slot_idle_s: float = Field(default=60.0, ge=0)
     # How often each node kills leftover processes of jobs that are no longer running.
     reap_interval_s: float = Field(default=15.0, gt=0)
     # Scheduling policy (orchestrator/policy.py).

@@ -242,6 +242,7 @@ class Job(BaseModel):
     retries: int = Field(default=0, description="auto-retries used after failures of the job's own making")
     allocation: Allocation = Field(default_factory=dict, description="GPUs held now (planned, then as bound)")
     placements: dict[int, Allocation] = Field(default_factory=dict, description="where each attempt ran, by attempt")
+    slots: dict[int, list[str]] = Field(default_factory=dict, description="Ray slots (runner names) of each attempt, by rank")
     exit_code: int | None = None
     failure_reason: str | None = None
     infrastructure_failure: bool = False

@@ -1,14 +1,21 @@
-"""The runner: one detached Ray actor per bundle of a running job.
+"""The runner: a detached Ray actor that runs jobs on the GPUs of one slot.
 
-It is created inside the job's placement-group bundle with `num_gpus=k`, so Ray binds
-k GPUs of that node to it; it starts the supervisor (orchestrator/supervisor.py) with
-CUDA_VISIBLE_DEVICES set from the GPU IDs Ray assigned — always explicitly: with
-num_gpus=0 Ray sets no CUDA_VISIBLE_DEVICES at all, and a child must never see every
-GPU of the node by accident. It waits for the supervisor and reports its exit.
+A *slot* is a detached placement group with one GPU bundle on one node, plus one
+runner created inside it with `num_gpus=k`, so Ray binds k GPUs of that node to the
+runner. The runner starts each job's command under the supervisor
+(orchestrator/supervisor.py) with CUDA_VISIBLE_DEVICES set from the GPU IDs Ray
+assigned — always explicitly: with num_gpus=0 Ray sets no CUDA_VISIBLE_DEVICES at
+all, and a job must never see every GPU of the node by accident.
 
-Runners are detached and named (`gpuq-run-<job>-<attempt>-<rank>`): they survive an
-orchestrator restart, and the restarted orchestrator adopts them by name. Methods run
-on a small thread pool so `stop` is served while `wait` blocks.
+Slots are reused: when a job ends its slot is parked, and the next job of the same
+shape on that node runs in it at once. Starting a Ray worker process costs about as
+much as everything else in a launch together (measured: ~0.7 s of CPU), so reuse is
+what makes a busy queue of short jobs go fast.
+
+Runners are detached and named, so they survive an orchestrator restart, which finds
+them again by the slot names stored with each job. Methods run on a small thread
+pool so `stop` is served while `wait` blocks. Every call names the job (id, attempt,
+rank) it is about: `run` is idempotent for the same job, so nothing starts twice.
 """
 
 from __future__ import annotations
@@ -30,17 +37,18 @@ def job_dir(data_root: str, node: str, job_id: str, attempt: int, rank: int) -> 
     return Path(data_root) / node / "jobs" / job_id / str(attempt) / str(rank)
 
 
-def runner_name(job_id: str, attempt: int, rank: int) -> str:
-    return f"gpuq-run-{job_id}-{attempt}-{rank}"
-
-
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=4)
 class Runner:
-    def __init__(self, job_id: str, attempt: int, rank: int, node: str, data_root: str):
-        self.job_id, self.attempt, self.rank, self.node = job_id, attempt, rank, node
-        self.dir = job_dir(data_root, node, job_id, attempt, rank)
+    def __init__(self, node: str, data_root: str):
+        self.node, self.data_root = node, data_root
+        self.key: tuple[str, int, int] | None = None
         self.proc: subprocess.Popen | None = None
         self.started: dict | None = None
+
+    def hello(self) -> dict:
+        """Where the runner is and which GPUs Ray bound to it."""
+        return {"node": self.node, "gpus": [int(g) for g in ray.get_gpu_ids()],
+                "node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address()}
 
     def rendezvous(self) -> dict:
         """Address and a free port for rank 0 (MASTER_ADDR / MASTER_PORT of torchrun)."""
@@ -49,17 +57,21 @@ class Runner:
             port = s.getsockname()[1]
         return {"ip": ray.util.get_node_ip_address(), "port": port}
 
-    def start(self, command: str, env: dict[str, str], working_dir: str | None, time_limit: float, grace: float) -> dict:
-        """Launch the command under the supervisor. Idempotent: a second call (a restarted
-        orchestrator finishing a launch) returns the first launch, never starts twice."""
-        if self.started is not None:
+    def run(self, job_id: str, attempt: int, rank: int, command: str, env: dict[str, str],
+            working_dir: str | None, time_limit: float, grace: float) -> dict:
+        """Launch a job's command under the supervisor; the same job twice returns the first launch."""
+        key = (job_id, attempt, rank)
+        if self.key == key and self.started is not None:
             return self.started
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"runner on {self.node} is busy with job {self.key[0]}")
         gpus = [int(g) for g in ray.get_gpu_ids()]
-        self.dir.mkdir(parents=True, exist_ok=True)
+        directory = job_dir(self.data_root, self.node, job_id, attempt, rank)
+        directory.mkdir(parents=True, exist_ok=True)
         child_env = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
         child_env.pop("RAY_ADDRESS", None)
         cmd = [
-            sys.executable, "-m", "orchestrator.supervisor", "--dir", str(self.dir),
+            sys.executable, "-m", "orchestrator.supervisor", "--dir", str(directory),
             "--time-limit", str(time_limit), "--grace", str(grace),
         ]
         if working_dir:
@@ -69,32 +81,32 @@ class Runner:
         # the supervisor's parent-death signal ends it instead, cleanly.
         self.proc = subprocess.Popen(cmd, env=child_env, start_new_session=True, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.started = {
-            "node": self.node,
-            "node_id": ray.get_runtime_context().get_node_id(),
-            "gpus": gpus,
-            "pid": self.proc.pid,
-            "started_at": time.time(),
-        }
+        self.key = key
+        self.started = {"node": self.node, "gpus": gpus, "pid": self.proc.pid, "started_at": time.time()}
         return self.started
 
-    def wait(self) -> dict:
-        """Block until the supervisor exits; its exit record."""
-        if self.proc is None:
-            raise RuntimeError("runner was not started")
-        self.proc.wait()
-        return read_exit(self.dir) or {"exit_code": None, "signal": None, "reason": "supervisor_lost", "ended_at": time.time()}
+    def current(self) -> tuple[str, int, int] | None:
+        """The job this runner runs (or ran last)."""
+        return self.key
 
-    def stop(self) -> None:
-        """Ask the supervisor to stop the job: TERM, its grace period, then KILL."""
-        if self.proc is not None and self.proc.poll() is None:
+    def wait(self, job_id: str, attempt: int, rank: int) -> dict | None:
+        """Block until that job's supervisor exits; its exit record (None: not this runner's job)."""
+        if self.key != (job_id, attempt, rank) or self.proc is None:
+            return None
+        self.proc.wait()
+        return read_exit(job_dir(self.data_root, self.node, job_id, attempt, rank)) or {
+            "exit_code": None, "signal": None, "reason": "supervisor_lost", "ended_at": time.time()}
+
+    def stop(self, job_id: str, attempt: int, rank: int) -> None:
+        """Ask the supervisor to stop that job: TERM, its grace period, then KILL."""
+        if self.key == (job_id, attempt, rank) and self.proc is not None and self.proc.poll() is None:
             try:
                 os.kill(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
-    def ping(self) -> str:
-        return self.node
+    def idle(self) -> bool:
+        return self.proc is None or self.proc.poll() is not None
 
 
 def read_exit(directory: Path) -> dict | None:

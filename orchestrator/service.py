@@ -47,7 +47,8 @@ class OrchestratorService:
         self.site = Config.model_validate(config or {})
         self.store = Store(self.site.resolved_store_path())
         self.cluster_id = str(self.store.get("cluster_id") or uuid.uuid4().hex[:12])
-        self.backend = RayBackend(self.site.resolved_data_dir(), self.cluster_id, self.site.placement_timeout_s)
+        self.backend = RayBackend(self.site.resolved_data_dir(), self.cluster_id, self.site.placement_timeout_s,
+                                  self.site.slot_idle_s)
         self.policy = PolicyConfig.from_site(self.site)
         self.queue = JobQueue()
         self.usage = UsageLedger(self.site.fairshare_half_life_s)
@@ -79,6 +80,7 @@ class OrchestratorService:
                 self.refresh_nodes()
             try:
                 self.cycle()
+                self.backend.evict_idle()
             except Exception:  # a bad cycle must not stop scheduling; the next one retries
                 log.exception("scheduling cycle failed")
             if time.monotonic() - last_reap > self.site.reap_interval_s:
@@ -127,8 +129,7 @@ class OrchestratorService:
         for p in decided.preemptions:
             job = self.queue.preempt(p.job_id, now, p.reason)
             changed.append(job)
-            self.stopping.add(job.id)
-            self.backend.stop(job.id, job.attempts, len(job.allocation))
+            self.stop_job(job)
         for s in decided.starts:
             self.inventory.allocate(s.job_id, s.allocation)
             changed.append(self.queue.schedule(s.job_id, now, s.allocation))
@@ -153,7 +154,8 @@ class OrchestratorService:
         except Exception as e:  # never leave a job stuck half-launched
             log.exception("launch of %s failed", job.id)
             attempt = job.attempts + (1 if job.state is JobState.ALLOCATING else 0)
-            self.backend.cleanup(job.id, attempt, len(job.allocation))
+            for name in job.slots.get(attempt, []):
+                self.backend.discard(name)
             self._release(job)
             if job.state in (JobState.ALLOCATING, JobState.RUNNING):
                 self.queue.fail(job.id, time.time(), f"launch failed: {e}", infrastructure=True)
@@ -162,29 +164,34 @@ class OrchestratorService:
     async def _launch_steps(self, job: Job) -> None:
         if job.state is not JobState.SCHEDULED:
             return  # cancelled before its launch began; cancel gave its GPUs back
-        counts = {node: len(g) for node, g in job.allocation.items()}
         attempt = job.attempts + 1
         self.save([self.queue.allocate(job.id, time.time())])
-        pg = await self.backend.place(job.id, attempt, counts)
-        if job.state is not JobState.ALLOCATING:  # cancelled while we waited
-            self.backend.cleanup(job.id, attempt, len(counts))
-            self._release(job)
-            return
-        if pg is None:
-            self._release(job)
-            self.save([self.queue.requeue(job.id, time.time(), f"placement timed out after {self.site.placement_timeout_s:.0f} s")])
-            self.wake()
-            return
-        env = {
-            **job.spec.env, "GPUQ_JOB_ID": job.id, "GPUQ_RUN_ID": job.spec.run_id, "GPUQ_ATTEMPT": str(attempt),
-            "GPUQ_USER": job.spec.user,
-        }
-        infos = await self.backend.launch(job.id, attempt, pg, counts, env, job.spec.command, job.spec.working_dir,
-                                          float(job.time_limit), self.site.stop_grace_s)
+        names: list[str] = []
+        for node, gpus in job.allocation.items():
+            slot = await self.backend.acquire(node, len(gpus), gpus)
+            if slot is not None:
+                names.append(slot.name)
+            if slot is None or job.state is not JobState.ALLOCATING:
+                for name in names:
+                    self.backend.park(name)
+                self._release(job)
+                if job.state is JobState.ALLOCATING:
+                    why = f"placement timed out after {self.site.placement_timeout_s:.0f} s"
+                    self.save([self.queue.requeue(job.id, time.time(), why)])
+                self.wake()
+                return
+        job.slots[attempt] = names
+        self.save([job])  # before anything runs: a restart finds the slots by these names
+        infos = await self.backend.start(names, job.id, attempt, self.job_env(job, attempt), job.spec.command,
+                                         job.spec.working_dir, float(job.time_limit), self.site.stop_grace_s)
         await self.adopt(job, attempt, infos)
 
+    def job_env(self, job: Job, attempt: int) -> dict[str, str]:
+        return {**job.spec.env, "GPUQ_JOB_ID": job.id, "GPUQ_RUN_ID": job.spec.run_id,
+                "GPUQ_ATTEMPT": str(attempt), "GPUQ_USER": job.spec.user}
+
     async def adopt(self, job: Job, attempt: int, infos: list[dict]) -> None:
-        """The runners are up: record where the job really runs, then watch it."""
+        """The command runs: record where it really runs, then watch it."""
         actual = {info["node"]: sorted(info["gpus"]) for info in infos}
         if job.state is JobState.ALLOCATING:
             moved = self.inventory.rebind(job.id, actual)
@@ -193,14 +200,21 @@ class OrchestratorService:
             self.save([self.queue.start(job.id, min(i["started_at"] for i in infos), actual),
                        *(self.queue.get(o) for o in moved)])
         elif job.state is JobState.CANCELLED:
-            self.backend.stop(job.id, attempt, len(infos))
-        await self._monitor(job, attempt, len(infos))
+            self.stop_job(job)
+        await self._monitor(job, attempt)
 
-    async def _monitor(self, job: Job, attempt: int, ranks: int) -> None:
+    def stop_job(self, job: Job) -> None:
+        """TERM, grace, KILL: the supervisor of each bundle does it."""
+        self.stopping.add(job.id)
+        self.backend.stop(job.slots.get(job.attempts + (1 if job.state is JobState.ALLOCATING else 0), []),
+                          job.id, job.attempts)
+
+    async def _monitor(self, job: Job, attempt: int) -> None:
+        names = job.slots.get(attempt, [])
         waits = {}
-        for rank in range(ranks):
-            runner = self.backend.runner(job.id, attempt, rank)
-            waits[rank] = asyncio.ensure_future(_await_ref(runner.wait.remote())) if runner else _lost()
+        for rank, name in enumerate(names):
+            runner = self.backend.runner(name)
+            waits[rank] = asyncio.ensure_future(_await_ref(runner.wait.remote(job.id, attempt, rank)) if runner else _lost())
         results: dict[int, dict | None] = {}
         pending = set(waits.values())
         while pending:
@@ -209,7 +223,7 @@ class OrchestratorService:
                 if fut in done and rank not in results:
                     results[rank] = fut.result()
                     if results[rank] is None or results[rank].get("exit_code") != 0:
-                        self.backend.stop(job.id, attempt, ranks)  # one rank failed: stop the others
+                        self.backend.stop(names, job.id, attempt)  # one rank failed: stop the others
         # A runner that died without an exit record: ask its node whether the job ended.
         for rank, res in results.items():
             if res is None:
@@ -218,12 +232,14 @@ class OrchestratorService:
                     results[rank] = await self.backend.call_agent(node, "read_exit", job.id, attempt, rank) if node else None
                 except Exception:
                     results[rank] = None
-        self.finish(job, attempt, ranks, list(results.values()))
+                self.backend.discard(names[rank])  # a slot whose runner failed is not reused
+        self.finish(job, attempt, [results[r] for r in sorted(results)])
 
-    def finish(self, job: Job, attempt: int, ranks: int, results: list[dict | None]) -> None:
+    def finish(self, job: Job, attempt: int, results: list[dict | None]) -> None:
         """The job's processes are gone: decide its state, give its GPUs back."""
         now = time.time()
-        self.backend.cleanup(job.id, attempt, ranks)
+        for name in job.slots.get(attempt, []):
+            self.backend.park(name)
         started = job.state_times.get(JobState.RUNNING, now)
         self.usage.add(job.user, job.gpus * max(0.0, now - started), now)
         self._release(job)
@@ -233,7 +249,7 @@ class OrchestratorService:
             lost = [r for r in results if r is None]
             codes = [r.get("exit_code") for r in results if r is not None]
             reasons = {r.get("reason") for r in results if r is not None}
-            if lost:
+            if lost or not results:
                 self.queue.fail(job.id, now, "node lost: the runner died without an exit record", infrastructure=True)
             elif reasons & {"stopped", "interrupted"}:
                 # Stopped, but not by gpuq (it was RUNNING): its runner or node went away.
@@ -289,8 +305,7 @@ class OrchestratorService:
         self.queue.cancel(job_id, time.time(), reason)
         self.save([job])
         if was in (JobState.RUNNING, JobState.PREEMPTED):
-            self.stopping.add(job.id)
-            self.backend.stop(job.id, job.attempts, len(job.allocation))
+            self.stop_job(job)
         elif was is JobState.SCHEDULED:
             self._release(job)  # its launch task sees CANCELLED and stops there
         self.wake()

@@ -50,6 +50,7 @@ def job(j: Job, queue: JobQueue, detail: bool = False) -> dict:
         out.update(
             spec=j.spec.model_dump(mode="json"),
             placements={str(a): alloc for a, alloc in j.placements.items()},
+            slots={str(a): names for a, names in j.slots.items()},
             state_times={s.value: t for s, t in j.state_times.items()},
             events=[e.model_dump(mode="json") for e in j.events],
         )

@@ -96,16 +96,39 @@ def test_preemption_stops_the_victim_which_requeues_and_runs_again(orch):
 def test_logs_of_a_finished_job_stay_readable_after_its_runner_is_gone(orch):
     import ray
 
+    from orchestrator.backend import NAMESPACE
+
     job_id = orch.submit("for i in 1 2 3; do echo line $i; done")
     orch.wait_state(job_id, "completed")
-    from orchestrator.backend import NAMESPACE
-    from orchestrator.runner import runner_name
+    (slot,) = orch.job(job_id)["slots"]["1"]
+    ray.kill(ray.get_actor(slot, namespace=NAMESPACE), no_restart=True)
+    from tests.raycluster import wait_for
 
-    with pytest.raises(ValueError):
-        ray.get_actor(runner_name(job_id, 1, 0), namespace=NAMESPACE)
+    wait_for(lambda: not _actor_exists(slot), 20, what="the runner to be gone")
     assert orch.log(job_id) == "line 1\nline 2\nline 3\n"
     tail = orch.call("logs", job_id, None, 0, 0, 100, 7)
     assert tail["data"] == "line 3\n"
+
+
+def test_a_slot_is_reused_by_the_next_job_of_its_shape(orch):
+    first = orch.submit("echo one", gpus=2, run_id="first")
+    orch.wait_state(first, "completed")
+    second = orch.submit("echo two", gpus=2, run_id="second")
+    orch.wait_state(second, "completed")
+    assert orch.job(first)["slots"]["1"] == orch.job(second)["slots"]["1"]
+    assert orch.log(second) == "two\n"
+
+
+def _actor_exists(name):
+    import ray
+
+    from orchestrator.backend import NAMESPACE
+
+    try:
+        ray.get_actor(name, namespace=NAMESPACE)
+        return True
+    except ValueError:
+        return False
 
 
 def wait_tagged(orch, job_id):
