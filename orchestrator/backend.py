@@ -73,14 +73,17 @@ class Slot:
     runner: ray.actor.ActorHandle
     gpus: list[int] = field(default_factory=list)  # the indices Ray bound
     parked_at: float | None = None  # idle since (None: running a job)
+    ready: bool = True  # False while a warm-up slot is still being placed
 
 
 class RayBackend:
-    def __init__(self, data_root: str, cluster_id: str, placement_timeout_s: float, slot_idle_s: float = 60.0):
+    def __init__(self, data_root: str, cluster_id: str, placement_timeout_s: float, slot_idle_s: float = 60.0,
+                 warm_slots_per_node: int = 0):
         self.data_root = data_root
         self.cluster_id = cluster_id
         self.placement_timeout_s = placement_timeout_s
         self.slot_idle_s = slot_idle_s
+        self.warm_slots_per_node = warm_slots_per_node
         self.agents: dict[str, ray.actor.ActorHandle] = {}
         self.slots: dict[str, Slot] = {}
         self.capacity: dict[str, int] = {}
@@ -110,7 +113,7 @@ class RayBackend:
         """A slot of `size` GPUs on `node`: a parked one if there is one (the planned GPUs
         first), else a new one, after evicting parked slots that Ray would need the GPUs
         of. None (and nothing left behind) if Ray has not placed it within the time-out."""
-        parked = [s for s in self.slots.values() if s.parked_at is not None and s.node == node and s.size == size]
+        parked = [s for s in self.slots.values() if s.parked_at is not None and s.ready and s.node == node and s.size == size]
         if parked:
             slot = max(parked, key=lambda s: (len(set(s.gpus) & set(prefer)), s.parked_at))
             slot.parked_at = None
@@ -122,25 +125,40 @@ class RayBackend:
                 break
             held -= old.size
             self.discard(old)
+        return await self._create(node, size)
+
+    async def _create(self, node: str, size: int, warm: bool = False) -> Slot | None:
         name = f"gpuq-slot-{uuid.uuid4().hex[:12]}"
         pg = placement_group([{"GPU": float(size), node: NODE_SHARE}], name=name, lifetime="detached")
-        try:
-            await asyncio.wait_for(pg.ready(), self.placement_timeout_s)
-        except (asyncio.TimeoutError, ray.exceptions.RayError):
-            remove_placement_group(pg)
-            return None
         runner = Runner.options(
             name=name, namespace=NAMESPACE, lifetime="detached", num_gpus=size, num_cpus=0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0),
         ).remote(node, self.data_root)
-        slot = Slot(name, node, size, pg, runner)
+        # Registered at once, so that a warm-up slot still being placed counts as holding its
+        # GPUs and can be evicted by a job that needs them.
+        slot = Slot(name, node, size, pg, runner, parked_at=time.monotonic() if warm else None, ready=False)
         self.slots[name] = slot
         try:
+            await asyncio.wait_for(pg.ready(), self.placement_timeout_s)
             slot.gpus = (await runner.hello.remote())["gpus"]
-        except ray.exceptions.RayError:
+        except (asyncio.TimeoutError, ray.exceptions.RayError):
             self.discard(slot)
-            raise
+            return None
+        slot.ready = True
         return slot
+
+    async def warm_up(self, free: dict[str, int]) -> None:
+        """While nothing waits, keep up to `warm_slots_per_node` one-GPU slots parked per
+        node on GPUs no slot holds, so a burst of small jobs starts without waiting for
+        Ray workers to boot. A job that needs those GPUs evicts them like any parked slot."""
+        creating = []
+        for node, n_free in free.items():
+            ones = sum(1 for s in self.slots.values() if s.node == node and s.size == 1 and s.parked_at is not None)
+            held = sum(s.size for s in self.slots.values() if s.node == node)
+            room = min(self.capacity.get(node, 0) - held, self.warm_slots_per_node - ones, n_free)
+            creating += [self._create(node, 1, warm=True) for _ in range(max(0, room))]
+        if creating:
+            await asyncio.gather(*creating)
 
     def park(self, name: str) -> None:
         """The slot's job is over: keep it warm for the next job of its shape."""
@@ -155,9 +173,15 @@ class RayBackend:
             remove_placement_group(slot.pg)
 
     def evict_idle(self) -> None:
+        """Remove slots parked too long, but keep the warm one-GPU slots."""
         now = time.monotonic()
-        for slot in [s for s in self.slots.values() if s.parked_at is not None and now - s.parked_at > self.slot_idle_s]:
-            self.discard(slot)
+        warm_kept: dict[str, int] = {}
+        for slot in sorted((s for s in self.slots.values() if s.parked_at is not None), key=lambda s: -s.parked_at):
+            if slot.size == 1 and warm_kept.get(slot.node, 0) < self.warm_slots_per_node:
+                warm_kept[slot.node] = warm_kept.get(slot.node, 0) + 1
+                continue
+            if now - slot.parked_at > self.slot_idle_s:
+                self.discard(slot)
 
     def runner(self, name: str):
         slot = self.slots.get(name)

@@ -46,6 +46,9 @@ class Config(BaseModel):
     # A slot (placement group + runner) whose job ended waits this long for the next job of
     # its shape before it is removed: starting a Ray worker is the costliest step of a launch.
     slot_idle_s: float = Field(default=60.0, ge=0)
+    # One-GPU slots kept warm per node while nothing waits, so a burst of small jobs starts
+    # at once (each costs an idle Ray worker process on its node).
+    warm_slots_per_node: int = Field(default=8, ge=0)
     # How often each node kills leftover processes of jobs that are no longer running.
     reap_interval_s: float = Field(default=15.0, gt=0)
     # Scheduling policy (orchestrator/policy.py).

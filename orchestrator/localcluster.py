@@ -25,6 +25,9 @@ from orchestrator.config import gpuq_home
 HEAD_PORT = int(os.environ.get("GPUQ_RAY_PORT", "6380"))
 SIMULATED_NODES = ("gmi-node-1", "gmi-node-2")
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
+# gpuq's actors reserve no CPU, so a raylet's CPU count only sets how many Ray workers it
+# may start at once (min(cores, num_cpus)); one would start runners one at a time.
+WORKER_CPUS = os.cpu_count() or 2
 
 
 def ray_bin() -> str:
@@ -82,7 +85,7 @@ def start_ray(simulate: bool | None = None) -> dict:
         for k, name in enumerate(SIMULATED_NODES):
             base = 52000 + 10 * k  # each raylet on this host needs its own agent and metrics ports
             _run([
-                ray_bin(), "start", f"--address={address()}", "--num-cpus=1", "--num-gpus=8",
+                ray_bin(), "start", f"--address={address()}", f"--num-cpus={WORKER_CPUS}", "--num-gpus=8",
                 f"--resources={json.dumps({name: 1})}", f"--labels=gmi/node={name}",
                 f"--dashboard-agent-listen-port={base}", f"--dashboard-agent-grpc-port={base + 1}",
                 f"--metrics-export-port={base + 2}", f"--runtime-env-agent-port={base + 3}",

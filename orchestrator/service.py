@@ -35,20 +35,22 @@ from orchestrator.queue import JobQueue
 from orchestrator.recovery import recover
 from orchestrator.snapshot import snapshot_of
 from orchestrator.states import JobState
-from orchestrator.store import Store
+from orchestrator.store import GroupCommit, Store
 from orchestrator import views
 
 log = logging.getLogger("gpuq.orchestrator")
 NODE_REFRESH_S = 10.0
+EXPLAIN_INTERVAL_S = 1.0
 
 
 class OrchestratorService:
     def __init__(self, config: dict | None = None):
         self.site = Config.model_validate(config or {})
         self.store = Store(self.site.resolved_store_path())
+        self.durable = GroupCommit(self.store)
         self.cluster_id = str(self.store.get("cluster_id") or uuid.uuid4().hex[:12])
         self.backend = RayBackend(self.site.resolved_data_dir(), self.cluster_id, self.site.placement_timeout_s,
-                                  self.site.slot_idle_s)
+                                  self.site.slot_idle_s, self.site.warm_slots_per_node)
         self.policy = PolicyConfig.from_site(self.site)
         self.queue = JobQueue()
         self.usage = UsageLedger(self.site.fairshare_half_life_s)
@@ -60,6 +62,8 @@ class OrchestratorService:
         self.started_at = time.time()
         self.backend.ensure_agents(self.nodes)
         self._wake = asyncio.Event()
+        self._warming: asyncio.Task | None = None
+        self._explained_at = 0.0
         self._tasks: set[asyncio.Task] = set()
         stats = self.store.get("stats") or {}
         for key, value in stats.items():
@@ -81,6 +85,7 @@ class OrchestratorService:
             try:
                 self.cycle()
                 self.backend.evict_idle()
+                self.keep_warm()
             except Exception:  # a bad cycle must not stop scheduling; the next one retries
                 log.exception("scheduling cycle failed")
             if time.monotonic() - last_reap > self.site.reap_interval_s:
@@ -91,6 +96,14 @@ class OrchestratorService:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+
+    def keep_warm(self) -> None:
+        if self._warming is not None and not self._warming.done():
+            return
+        if self.queue.count(JobState.QUEUED) or not self.site.warm_slots_per_node:
+            return  # waiting jobs need the GPUs now: no speculative slots
+        free = {n: len(g) for n, g in self.inventory.free().items()}
+        self._warming = asyncio.get_event_loop().create_task(self.backend.warm_up(free))
 
     def refresh_nodes(self) -> None:
         """Add GPU nodes that joined since the last look (a lost node's jobs fail through
@@ -122,9 +135,14 @@ class OrchestratorService:
         """One scheduling cycle: plan on a snapshot, then apply the decisions."""
         now = time.time()
         snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping))
-        decided = plan(snap, now, self.policy)
+        # Reasons and estimated starts cost more than the decisions (a busy queue wakes the
+        # loop on every submit and every job end): refresh them at most once a second.
+        explain = time.monotonic() - self._explained_at >= EXPLAIN_INTERVAL_S
+        decided = plan(snap, now, self.policy, explain=explain)
         self.queue.record_cycle()
-        self.last_plan = decided
+        if explain:
+            self._explained_at = time.monotonic()
+            self.last_plan = decided
         changed: list[Job] = []
         for p in decided.preemptions:
             job = self.queue.preempt(p.job_id, now, p.reason)
@@ -133,23 +151,28 @@ class OrchestratorService:
         for s in decided.starts:
             self.inventory.allocate(s.job_id, s.allocation)
             changed.append(self.queue.schedule(s.job_id, now, s.allocation))
-        if changed or decided.starts:
-            self.save(changed)
-        for s in decided.starts:
-            self.spawn(self._launch(self.queue.get(s.job_id)))
+        if changed:
+            durable = self.save(changed)
+            for s in decided.starts:
+                self.spawn(self._launch(self.queue.get(s.job_id), durable))
 
     def spawn(self, coro) -> None:
         task = asyncio.get_event_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def save(self, jobs: list[Job]) -> None:
-        self.store.save(jobs, kv={"stats": self.queue.stats.__dict__})
+    def save(self, jobs: list[Job]) -> asyncio.Future:
+        """Write jobs through to the store; await the result where the next step must not
+        happen before the change is durable."""
+        done = self.durable.save(jobs, kv={"stats": dict(self.queue.stats.__dict__)})
+        done.add_done_callback(_report_store_failure)
+        return done
 
     # --- launching and monitoring ---------------------------------------------------
 
-    async def _launch(self, job: Job) -> None:
+    async def _launch(self, job: Job, scheduled_stored: asyncio.Future) -> None:
         try:
+            await scheduled_stored  # SCHEDULED is durable before anything is asked of Ray
             await self._launch_steps(job)
         except Exception as e:  # never leave a job stuck half-launched
             log.exception("launch of %s failed", job.id)
@@ -165,7 +188,9 @@ class OrchestratorService:
         if job.state is not JobState.SCHEDULED:
             return  # cancelled before its launch began; cancel gave its GPUs back
         attempt = job.attempts + 1
-        self.save([self.queue.allocate(job.id, time.time())])
+        # ALLOCATING is stored together with the slot names, below: a restart before that
+        # finds the job SCHEDULED (back in line) and removes any slot no job names.
+        self.queue.allocate(job.id, time.time())
         names: list[str] = []
         for node, gpus in job.allocation.items():
             slot = await self.backend.acquire(node, len(gpus), gpus)
@@ -181,7 +206,7 @@ class OrchestratorService:
                 self.wake()
                 return
         job.slots[attempt] = names
-        self.save([job])  # before anything runs: a restart finds the slots by these names
+        await self.save([job])  # before anything runs: a restart finds the slots by these names
         infos = await self.backend.start(names, job.id, attempt, self.job_env(job, attempt), job.spec.command,
                                          job.spec.working_dir, float(job.time_limit), self.site.stop_grace_s)
         await self.adopt(job, attempt, infos)
@@ -292,7 +317,7 @@ class OrchestratorService:
         parsed = JobSpec.parse(spec, self.validation_config())
         job = self.queue.submit(parsed, time.time())
         try:
-            self.save([job])
+            await self.save([job])
         except GpuqError:
             self.queue.forget(job.id)  # not stored means not accepted: the caller may retry
             raise
@@ -303,7 +328,7 @@ class OrchestratorService:
         job = self.queue.get(job_id)
         was = job.state
         self.queue.cancel(job_id, time.time(), reason)
-        self.save([job])
+        await self.save([job])
         if was in (JobState.RUNNING, JobState.PREEMPTED):
             self.stop_job(job)
         elif was is JobState.SCHEDULED:
@@ -313,18 +338,18 @@ class OrchestratorService:
 
     async def hold(self, job_id: str) -> dict:
         job = self.queue.hold(job_id, time.time())
-        self.save([job])
+        await self.save([job])
         return views.job(job, self.queue)
 
     async def release(self, job_id: str) -> dict:
         job = self.queue.release(job_id, time.time())
-        self.save([job])
+        await self.save([job])
         self.wake()
         return views.job(job, self.queue)
 
     async def set_priority(self, job_id: str, priority) -> dict:
         job = self.queue.set_priority(job_id, priority, time.time())
-        self.save([job])
+        await self.save([job])
         self.wake()
         return views.job(job, self.queue)
 
@@ -366,6 +391,11 @@ def _node_of_rank(job: Job, attempt: int, rank: int) -> str | None:
     """The node of a bundle in a given attempt (ranks follow the placement's node order)."""
     nodes = list(job.placements.get(attempt, {}))
     return nodes[rank] if rank < len(nodes) else None
+
+
+def _report_store_failure(done: asyncio.Future) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("job store write failed: %s", done.exception())
 
 
 async def _await_ref(ref) -> dict | None:

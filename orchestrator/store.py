@@ -12,6 +12,7 @@ plan (recomputed every cycle). A restart loses nothing a user was told.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -55,7 +56,9 @@ class Store:
 
     def save(self, jobs: Iterable[Job], kv: dict[str, object] | None = None) -> None:
         """Write jobs (and counters) in one transaction; raises StoreError if it did not commit."""
-        rows = [(j.id, j.seq, j.state.value, j.model_dump_json()) for j in jobs]
+        self.write(rows_of(jobs), kv)
+
+    def write(self, rows: list[tuple[str, int, str, str]], kv: dict[str, object] | None = None) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
@@ -90,3 +93,51 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+
+def rows_of(jobs: Iterable[Job]) -> list[tuple[str, int, str, str]]:
+    return [(j.id, j.seq, j.state.value, j.model_dump_json()) for j in jobs]
+
+
+class GroupCommit:
+    """Durable writes from an asyncio loop without stalling it on fsync.
+
+    `save()` serialises the jobs at once (their state as of the call) and returns a
+    future that resolves when they are committed. One commit at a time runs in a
+    thread; saves made meanwhile are written together by the next one, so a burst of
+    submissions and job ends shares fsyncs. A caller that must not go on before its
+    change is durable (acknowledging a submit, launching on Ray) awaits the future.
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._rows: dict[str, tuple[str, int, str, str]] = {}
+        self._kv: dict[str, object] = {}
+        self._waiters: list[asyncio.Future] = []
+        self._task: asyncio.Task | None = None
+
+    def save(self, jobs: Iterable[Job], kv: dict[str, object] | None = None) -> asyncio.Future:
+        loop = asyncio.get_event_loop()
+        for row in rows_of(jobs):
+            self._rows[row[0]] = row
+        self._kv.update(kv or {})
+        done = loop.create_future()
+        self._waiters.append(done)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._flush())
+        return done
+
+    async def _flush(self) -> None:
+        while self._waiters:
+            rows, kv, waiters = list(self._rows.values()), dict(self._kv), self._waiters
+            self._rows, self._kv, self._waiters = {}, {}, []
+            try:
+                await asyncio.to_thread(self.store.write, rows, kv)
+            except StoreError as e:
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(e)
+                continue
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)

@@ -109,6 +109,8 @@ def status(service, ray_up: bool) -> dict:
             "jobs_retried": s.jobs_retried, "jobs_preempted": s.jobs_preempted, "jobs_cancelled": s.jobs_cancelled,
             "nodes": list(inv.sizes),
             "policy": service.policy.name.value,
+            "slots": {"busy": sum(1 for sl in service.backend.slots.values() if sl.parked_at is None),
+                      "parked": sum(1 for sl in service.backend.slots.values() if sl.parked_at is not None and sl.ready)},
             "cluster_id": service.cluster_id,
             "started_at": service.started_at,
         },

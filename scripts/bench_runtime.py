@@ -28,10 +28,11 @@ os.environ.pop("RAY_ADDRESS", None)
 
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
-from ray.util.placement_group import placement_group, remove_placement_group  # noqa: E402
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group  # noqa: E402
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy  # noqa: E402
 
 from orchestrator.actor import start_orchestrator  # noqa: E402
+from orchestrator.localcluster import WORKER_CPUS  # noqa: E402
 
 STAMP = "date +%s.%N"
 
@@ -66,10 +67,28 @@ def bare_first_line(node: str) -> float:
 
 
 class Gpuq:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, **config):
         self.actor = start_orchestrator({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"),
-                                         "loop_interval_s": 2.0, "stop_grace_s": 1.0})
+                                         "loop_interval_s": 2.0, "stop_grace_s": 1.0, **config})
         ray.get(self.actor.ping.remote(), timeout=120)
+
+    def close(self) -> None:
+        ray.kill(self.actor, no_restart=True)
+        for info in ray.util.list_named_actors(all_namespaces=True):
+            if info["name"].startswith("gpuq-"):
+                ray.kill(ray.get_actor(info["name"], namespace=info["namespace"]), no_restart=True)
+        for pg_id, info in ray.util.placement_group_table().items():
+            if info["state"] != "REMOVED":
+                remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+        while ray.available_resources().get("GPU", 0) < 16:
+            time.sleep(0.1)
+
+    def warm(self, slots: int) -> float:
+        """Wait until the orchestrator has its warm slots ready; how long that took."""
+        t0 = time.time()
+        while ray.get(self.actor.status.remote())["details"]["slots"]["parked"] < slots:
+            time.sleep(0.2)
+        return time.time() - t0
 
     def submit(self, command: str, gpus: int = 1, run_id: str = "bench") -> str:
         spec = {"run_id": run_id, "user": "bench", "command": command, "gpu_count": gpus, "max_retries": 0}
@@ -99,11 +118,13 @@ def main() -> None:
 
     cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False))
     for name in ("gmi-node-1", "gmi-node-2"):
-        cluster.add_node(num_cpus=1, num_gpus=8, resources={name: 1}, labels={"gmi/node": name})
+        cluster.add_node(num_cpus=WORKER_CPUS, num_gpus=8, resources={name: 1}, labels={"gmi/node": name})
     ray.init(address=cluster.address, namespace="gpuq", log_to_driver=False, logging_level="ERROR")
     cluster.wait_for_nodes()
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-"))
-    g = Gpuq(tmp)
+    # Warm slots would hold every GPU and leave the bare-Ray baseline nothing to place:
+    # the side-by-side part runs without them (a finished job's slot is still reused).
+    g = Gpuq(tmp / "a", warm_slots_per_node=0)
 
     # 1. Submit -> first line, interleaved with the bare-Ray baseline so both see the same noise.
     ours, bare = [], []
@@ -118,9 +139,35 @@ def main() -> None:
         "bare_ray_p50_s": statistics.median(bare), "bare_ray_p99_s": pct(bare, 0.99),
         "ratio_p50": statistics.median(ours) / statistics.median(bare), "runs": reps,
     }
-    print("submit -> first line:", json.dumps(out["submit_to_first_line"], indent=None))
 
-    # 2. GPUs handed over: a 16-GPU job ends, the next queued 16-GPU job starts on them.
+    cold = []  # the same with no slot to reuse: what a job pays when its shape is new
+    for i in range(max(3, reps // 3)):
+        t0 = time.time()
+        jid = g.submit(STAMP, gpus=3 + i % 2, run_id=f"cold{i}")  # a shape not parked yet
+        g.wait(jid)
+        cold.append(g.first_line(jid) - t0)
+        g.close()
+        g = Gpuq(tmp / f"cold{i}", warm_slots_per_node=0)
+    out["submit_to_first_line"]["gpuq_new_slot_p50_s"] = statistics.median(cold)
+    out["submit_to_first_line"]["ratio_new_slot_p50"] = statistics.median(cold) / statistics.median(bare)
+    print("submit -> first line:", json.dumps(out["submit_to_first_line"], indent=None))
+    g.close()
+
+    # The rest with the default configuration (warm one-GPU slots).
+    g = Gpuq(tmp / "b")
+    out["warm_up_s"] = g.warm(16)
+    print(f"16 warm slots ready after {out['warm_up_s']:.1f} s")
+
+    # 2. Sixteen one-GPU jobs at once.
+    t0 = time.time()
+    ids = [g.submit(f"{STAMP}; sleep 5", run_id=f"burst{i}") for i in range(16)]
+    for jid in ids:
+        g.wait(jid)
+    firsts = [g.first_line(j) for j in ids]
+    out["burst16"] = {"all_running_after_s": max(firsts) - t0, "median_s": statistics.median(firsts) - t0}
+    print("16 jobs at once:", json.dumps(out["burst16"]))
+
+    # 3. GPUs handed over: a 16-GPU job ends, the next queued 16-GPU job starts on them.
     gaps = []
     for i in range(max(5, reps // 3)):
         a = g.submit(f"sleep 1; {STAMP}", gpus=16, run_id=f"a{i}")
@@ -130,15 +177,6 @@ def main() -> None:
         gaps.append(g.first_line(b) - end_a)
     out["handoff"] = {"p50_s": statistics.median(gaps), "max_s": max(gaps), "runs": len(gaps)}
     print("finished job -> next job's first line:", json.dumps(out["handoff"]))
-
-    # 3. Sixteen one-GPU jobs at once.
-    t0 = time.time()
-    ids = [g.submit(f"{STAMP}; sleep 5", run_id=f"burst{i}") for i in range(16)]
-    for jid in ids:
-        g.wait(jid)
-    firsts = [g.first_line(j) for j in ids]
-    out["burst16"] = {"all_running_after_s": max(firsts) - t0, "median_s": statistics.median(firsts) - t0}
-    print("16 jobs at once:", json.dumps(out["burst16"]))
 
     # 4. Throughput of trivial jobs.
     t0 = time.time()

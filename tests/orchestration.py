@@ -10,7 +10,9 @@ from orchestrator.agent import reap
 from orchestrator.backend import NAMESPACE
 from tests.raycluster import wait_for
 
-FAST = dict(loop_interval_s=0.5, placement_timeout_s=20, stop_grace_s=1.0, reap_interval_s=1.0)
+# No warm slots: each test starts a fresh orchestrator, and 16 idle Ray workers per test
+# would cost more CPU than the tests themselves (test_warm_slots covers them).
+FAST = dict(loop_interval_s=0.5, placement_timeout_s=20, stop_grace_s=1.0, reap_interval_s=1.0, warm_slots_per_node=0)
 
 
 class Harness:

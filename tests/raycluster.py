@@ -20,9 +20,11 @@ def start_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
+    from orchestrator.localcluster import WORKER_CPUS
+
     cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False))
     for name in NODES:
-        cluster.add_node(num_cpus=1, num_gpus=8, resources={name: 1}, labels={"gmi/node": name})
+        cluster.add_node(num_cpus=WORKER_CPUS, num_gpus=8, resources={name: 1}, labels={"gmi/node": name})
     ray.init(address=cluster.address, namespace="gpuq", log_to_driver=False)
     cluster.wait_for_nodes()
     return cluster

@@ -35,8 +35,9 @@ def test_orchestrator_restart_loses_nothing(orch, how):
     waiting = orch.submit("echo all", gpus=16, run_id="waiting")
     orch.wait_state(long, "running")
     orch.wait_state(ending, "running")
+    wait_for(lambda: orch.log(long) == "started\n", 30, what="the long job's command to run")
     before = pids_of(orch, long)
-    assert before
+    assert len(before) >= 2  # its supervisor and its command
     placement = orch.job(long)["allocation"]
 
     old_pid = orch.call("pid")
