@@ -139,8 +139,9 @@ class RayBackend:
         slot = Slot(name, node, size, pg, runner, parked_at=time.monotonic() if warm else None, ready=False)
         self.slots[name] = slot
         try:
-            await asyncio.wait_for(pg.ready(), self.placement_timeout_s)
-            slot.gpus = (await runner.hello.remote())["gpus"]
+            # Not pg.ready(): it runs a dummy task in the bundle, which costs a Ray worker of
+            # its own. The runner is scheduled when the group is placed; its answer says so.
+            slot.gpus = (await asyncio.wait_for(runner.hello.remote(), self.placement_timeout_s))["gpus"]
         except (asyncio.TimeoutError, ray.exceptions.RayError):
             self.discard(slot)
             return None

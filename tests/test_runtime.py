@@ -90,6 +90,7 @@ def test_preemption_stops_the_victim_which_requeues_and_runs_again(orch):
     job = orch.wait_state(victim, "running", timeout=60)
     assert job["attempts"] == 2 and job["retries"] == 0
     assert [e["trigger"] for e in orch.job(victim)["events"]].count("preempt") == 1
+    assert not attempt_processes(victim, "1")  # nothing of the preempted run is left
     orch.call("cancel", victim)
 
 
@@ -159,3 +160,18 @@ def test_sixteen_one_gpu_jobs_at_once_each_get_a_gpu_of_their_own(orch):
         assert (node, gpus[0]) not in seen
         seen.add((node, gpus[0]))
     assert len(seen) == 16
+
+
+def attempt_processes(job_id: str, attempt: str) -> list[int]:
+    """Processes tagged with this job and attempt."""
+    import os
+
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if f"GPUQ_JOB_ID={job_id}".encode() in env and f"GPUQ_ATTEMPT={attempt}".encode() in env:
+            found.append(int(pid))
+    return found
