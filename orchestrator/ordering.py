@@ -51,6 +51,22 @@ class Waiting(Protocol):
     def multi_node(self) -> bool: ...
 
 
+@dataclass(slots=True)
+class WaitingJob:
+    """A plain Waiting: what the simulator, benchmarks and tests hand to the policy."""
+
+    id: str
+    label: str
+    user: str
+    gpus: int
+    priority: int
+    seq: int
+    submitted_at: float
+    time_limit: float
+    preemptible: bool = True
+    multi_node: bool = False
+
+
 class Line:
     """Queued jobs in groups of (priority level, user, time-limit class), each group in
     submission order. Within a group, jobs differ only in how long they have waited."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.fairshare import UsageLedger
 from orchestrator.inventory import Inventory
-from orchestrator.ordering import Line
+from orchestrator.ordering import Line, WaitingJob
 from orchestrator.placement import can_ever_fit
 from orchestrator.policy import PolicyConfig, Snapshot, nothing_to_decide, plan
 from orchestrator.preemption import Running
@@ -40,20 +40,10 @@ def time_limit(duration: float, model: str) -> float:
 
 
 @dataclass(slots=True)
-class SimJob:
-    """A trace job as the policy sees it (orchestrator.ordering.Waiting) plus its fate."""
+class SimJob(WaitingJob):
+    """A trace job as the policy sees it, plus its true duration and its fate."""
 
-    id: str
-    label: str
-    user: str
-    gpus: int
-    priority: int
-    seq: int
-    submitted_at: float
-    time_limit: float
-    duration: float
-    preemptible: bool = True
-    multi_node: bool = False
+    duration: float = 0.0
     first_start: float | None = None
     start: float | None = None
     end: float | None = None
@@ -101,7 +91,8 @@ def simulate(
         if not can_ever_fit(sizes, t.gpus):
             dropped += 1
             continue
-        jobs.append(SimJob(str(n), f"job-{n}", t.user, t.gpus, t.priority, n, t.submit, time_limit(t.duration, limits), t.duration))
+        jobs.append(SimJob(str(n), f"job-{n}", t.user, t.gpus, t.priority, n, t.submit, time_limit(t.duration, limits),
+                           duration=t.duration))
     running: dict[str, SimJob] = {}
     ends: list[tuple[float, int, str, int]] = []  # (end time, seq, job id, run) — a heap
     by_id = {j.id: j for j in jobs}

@@ -22,12 +22,11 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.ordering import Line  # noqa: E402
+from orchestrator.ordering import Line, WaitingJob as W  # noqa: E402
 from orchestrator.policy import PolicyConfig, Snapshot, plan  # noqa: E402
 from orchestrator.preemption import Running  # noqa: E402
 from orchestrator.simulator import simulate  # noqa: E402
@@ -36,18 +35,6 @@ from orchestrator.traces import load_trace  # noqa: E402
 SIZES_MIX = [1] * 76 + [2] * 10 + [4] * 8 + [8] * 5 + [16] * 1  # roughly Philly's shape, heavier on big jobs
 
 
-@dataclass
-class W:
-    id: str
-    label: str
-    user: str
-    gpus: int
-    priority: int
-    seq: int
-    submitted_at: float
-    time_limit: float
-    preemptible: bool = True
-    multi_node: bool = False
 
 
 def scenario(nodes: int, queued: int, fragmented: bool, seed: int = 7) -> Snapshot:

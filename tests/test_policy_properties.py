@@ -10,13 +10,11 @@
 - a replay is deterministic.
 """
 
-from dataclasses import dataclass
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.inventory import Inventory, SlotState
-from orchestrator.ordering import Line, OrderWeights
+from orchestrator.ordering import Line, OrderWeights, WaitingJob as W
 from orchestrator.placement import choose_nodes
 from orchestrator.policy import PolicyConfig, Snapshot, plan
 from orchestrator.preemption import Running, victims_for
@@ -26,18 +24,6 @@ from orchestrator.traces import TraceJob
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@dataclass
-class W:  # a waiting job (orchestrator.ordering.Waiting)
-    id: str
-    label: str
-    user: str
-    gpus: int
-    priority: int
-    seq: int
-    submitted_at: float
-    time_limit: float
-    preemptible: bool = True
-    multi_node: bool = False
 
 
 @st.composite
