@@ -58,6 +58,10 @@ class Config(BaseModel):
     default_user_gpu_cap: int | None = Field(default=None, ge=1)
     preemption: dict[str, list[str]] = Field(default_factory=lambda: {"CRITICAL": ["LOW", "NORMAL"]})
     fairshare_half_life_s: float = Field(default=7 * DAY_S, gt=0)
+    # Opt-in aging across priority levels: one level per this many seconds of waiting
+    # (0 = never: aging only orders jobs within their level), at most this many levels.
+    promote_after_s: float = Field(default=0.0, ge=0)
+    promote_levels: int = Field(default=1, ge=0)
 
     @field_validator("nodes")
     @classmethod

@@ -5,7 +5,8 @@ tie-breakers from Slurm's multifactor priority:
 - aging: the longer a job has waited, the higher its score (capped at a horizon),
   so no job waits behind an endless stream of newcomers;
 - fair-share: users with little recent GPU usage go before heavy users.
-The score never lifts a job above the next priority level.
+The score never lifts a job above its priority level; a site may opt in to
+promotion, which lifts a job one level per `promote_after_s` of waiting.
 
 Waiting jobs are kept in groups, one per (level, user), each in submission order.
 Within a group every job has the same fair-share and its older jobs have aged at
@@ -132,23 +133,37 @@ class OrderWeights:
     age_horizon_s: float = 30 * 86400.0
     fairshare_weight: float = 0.0
     short_weight: float = 0.0  # favour short time limits (Slurm's job-size factor, by length)
+    # Opt-in: every `promote_after_s` of waiting lifts a job one level in the order, at most
+    # `promote_levels` levels (0 = aging never crosses a level). Preemption rights keep
+    # following the job's own priority.
+    promote_after_s: float = 0.0
+    promote_levels: int = 0
 
 
 def in_order(
     line: Line, now: float, weights: OrderWeights, fairshare: Mapping[str, float], extra: Waiting | None = None
 ) -> Iterator[Waiting]:
     """Waiting jobs, best first. `extra` is a hypothetical job merged in (for dry runs)."""
-    if not (weights.age_weight or weights.fairshare_weight or weights.short_weight) and extra is None:
+    promoting = weights.promote_after_s > 0 and weights.promote_levels > 0
+    if not (weights.age_weight or weights.fairshare_weight or weights.short_weight or promoting) and extra is None:
         yield from line.fifo()  # no tie-breakers: the plain order is the order
         return
     sources: list[tuple[tuple[int, str, int], Iterator[Waiting]]] = [(key, iter(jobs)) for key, jobs in line.groups()]
     if extra is not None:
         sources.append((_group_of(extra), iter([extra])))
-    if len(sources) == 1:  # one group is already in order: no keys to compute
+    if len(sources) == 1 and not promoting:  # one group is already in order: no keys to compute
         yield from sources[0][1]
         return
     age_w, horizon = weights.age_weight, weights.age_horizon_s
-    heap: list[tuple[int, float, int, int, Waiting, Iterator[Waiting], float]] = []
+
+    def level_of(job: Waiting, level: int) -> int:
+        # Older jobs of a group are promoted at least as far as newer ones: groups stay sorted.
+        if not promoting:
+            return level
+        waited = max(0.0, now - job.submitted_at)
+        return level + min(weights.promote_levels, int(waited // weights.promote_after_s))
+
+    heap: list[tuple[int, float, int, int, Waiting, Iterator[Waiting], float, int]] = []
     for n, ((level, user, length), it) in enumerate(sources):
         job = next(it, None)
         if job is None:
@@ -156,7 +171,7 @@ def in_order(
         # The part of the score every job of the group shares, computed once.
         static = weights.fairshare_weight * fairshare.get(user, 1.0) if weights.fairshare_weight else 0.0
         static += weights.short_weight * (1.0 - length / MAX_LENGTH_CLASS)
-        heap.append((-level, -(static + _age(job, now, age_w, horizon)), job.seq, n, job, it, static))
+        heap.append((-level_of(job, level), -(static + _age(job, now, age_w, horizon)), job.seq, n, job, it, static, level))
     heapq.heapify(heap)
     while heap:
         top = heap[0]
@@ -165,8 +180,9 @@ def in_order(
         if nxt is None:
             heapq.heappop(heap)
         else:
-            static = top[6]
-            heapq.heapreplace(heap, (top[0], -(static + _age(nxt, now, age_w, horizon)), nxt.seq, top[3], nxt, top[5], static))
+            static, level = top[6], top[7]
+            heapq.heapreplace(heap, (-level_of(nxt, level), -(static + _age(nxt, now, age_w, horizon)), nxt.seq,
+                                     top[3], nxt, top[5], static, level))
 
 
 def _age(job: Waiting, now: float, weight: float, horizon: float) -> float:

@@ -92,7 +92,8 @@ class PolicyConfig:
         overrides = dict(user_gpu_caps=dict(site.user_gpu_caps), default_user_gpu_cap=site.default_user_gpu_cap)
         name = PolicyName(site.policy)
         if name is PolicyName.DEFAULT:
-            overrides.update(reservation_depth=site.reservation_depth, may_preempt=may)
+            weights = replace(cls().weights, promote_after_s=site.promote_after_s, promote_levels=site.promote_levels)
+            overrides.update(reservation_depth=site.reservation_depth, may_preempt=may, weights=weights)
         return cls.preset(name, **overrides)
 
     def cap_for(self, user: str) -> int | None:

@@ -244,3 +244,16 @@ def test_priority_levels_are_the_first_order_key():
     prios = [int(lab.queue.get(j).priority) for j in decided.order]
     assert prios == sorted(prios, reverse=True)
     assert Priority(prios[0]) is Priority.CRITICAL
+
+
+def test_promotion_across_levels_is_opt_in_and_bounded():
+    def first_of(weights):
+        lab = Lab(cfg=PolicyConfig(weights=weights))
+        lab.submit("old-low", gpus=16, priority=1, now=0)
+        lab.submit("old-normal", gpus=16, priority=2, now=0)
+        lab.submit("new-high", gpus=16, priority=3, now=10 * 86400)
+        return [lab.queue.get(j).label for j in lab.cycle(now=10 * 86400 + 1, apply=False).order]
+
+    assert first_of(OrderWeights()) == ["new-high", "old-normal", "old-low"]
+    # One level per 4 days, at most one: old-normal reaches HIGH (and was there first), old-low only NORMAL.
+    assert first_of(OrderWeights(promote_after_s=4 * 86400, promote_levels=1)) == ["old-normal", "new-high", "old-low"]
