@@ -19,12 +19,16 @@ class IllegalTransition(GpuqError):
         self.trigger = trigger
         self.allowed = allowed
         self.job_id = job_id
+        self.detail = detail
         who = f"job {job_id}" if job_id else "a job"
         can = ", ".join(allowed) if allowed else "nothing (the job is finished)"
         msg = f"cannot {trigger} {who} in state {state}; from {state} it can: {can}"
         if detail:
             msg += f" ({detail})"
         super().__init__(msg)
+
+    def __reduce__(self):  # crosses Ray's process boundary intact
+        return (IllegalTransition, (self.state, self.trigger, self.allowed, self.job_id, self.detail))
 
     def for_job(self, job_id: str, detail: str = "") -> "IllegalTransition":
         return IllegalTransition(self.state, self.trigger, self.allowed, job_id, detail)
@@ -38,11 +42,17 @@ class JobNotFound(GpuqError, KeyError):
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return self.args[0]
 
+    def __reduce__(self):
+        return (JobNotFound, (self.job_id,))
+
 
 class DuplicateJob(GpuqError):
     def __init__(self, job_id: str):
         self.job_id = job_id
         super().__init__(f"a job with id {job_id!r} is already known")
+
+    def __reduce__(self):
+        return (DuplicateJob, (self.job_id,))
 
 
 class InvalidSpec(GpuqError):
@@ -51,3 +61,6 @@ class InvalidSpec(GpuqError):
     def __init__(self, errors: list[tuple[str, str]]):
         self.errors = errors
         super().__init__("; ".join(f"{field}: {message}" for field, message in errors))
+
+    def __reduce__(self):
+        return (InvalidSpec, (self.errors,))
