@@ -32,3 +32,23 @@ def orch(ray_cluster, tmp_path):
     harness = Harness(tmp_path)
     yield harness
     harness.teardown()
+
+
+@pytest.fixture(scope="session")
+def api(ray_cluster, tmp_path_factory):
+    """The REST API on Ray Serve (one per session), with three tokens: two users and an admin."""
+    import json
+    import socket
+
+    from serve_app.api import deploy
+
+    tokens = tmp_path_factory.mktemp("auth") / "tokens.json"
+    tokens.write_text(json.dumps({
+        "alice-token": {"user": "alice", "role": "user"},
+        "bob-token": {"user": "bob", "role": "user"},
+        "admin-token": {"user": "root", "role": "admin"},
+    }))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return deploy("127.0.0.1", port, str(tokens))

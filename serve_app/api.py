@@ -1,0 +1,198 @@
+"""The REST API: a FastAPI app served by Ray Serve, talking to the orchestrator actor.
+
+Shapes follow the seed document (POST /queue/submit, GET /orchestrator/status);
+everything else is added under new paths and keys. Every mutation needs a bearer
+token (serve_app/auth.py); reads are open unless deployed with `auth_reads`.
+Errors: 401 no or bad token, 403 not yours, 404 unknown job, 409 illegal transition,
+413 body too large, 422 invalid input naming the field, 503 orchestrator unavailable
+(with Retry-After; nothing was accepted).
+"""
+
+
+import asyncio
+import json
+from pathlib import Path
+
+import ray
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from orchestrator.backend import NAMESPACE, ORCHESTRATOR_NAME
+from orchestrator.errors import GpuqError, IllegalTransition, InvalidSpec, JobNotFound
+from serve_app.auth import Principal, authenticate, load_tokens, tokens_path
+
+MAX_BODY_BYTES = 64 * 1024
+RETRY_AFTER_S = 2
+
+app = FastAPI(title="gpuq", description="GPU job queue on Ray", version="0.1.0")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail, headers: dict | None = None):
+        self.status, self.detail, self.headers = status, detail, headers or {}
+
+
+@app.exception_handler(ApiError)
+async def _api_error(request: Request, exc: ApiError):
+    return JSONResponse({"success": False, "detail": exc.detail}, exc.status, headers=exc.headers)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation(request: Request, exc: RequestValidationError):
+    errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body", "message": e["msg"]} for e in exc.errors()]
+    return JSONResponse({"success": False, "detail": errors}, 422)
+
+
+def _errors(e: InvalidSpec) -> list[dict]:
+    return [{"field": f, "message": m} for f, m in e.errors]
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
+@serve.ingress(app)
+class GpuqAPI:
+    def __init__(self, tokens_file: str | None = None, auth_reads: bool = False):
+        # The replica runs in its own process: where the tokens are is passed in, not inherited.
+        self._tokens_file = Path(tokens_file) if tokens_file else None
+        self._tokens = load_tokens(self._tokens_file)
+        self._read_auth = auth_reads
+
+    # --- plumbing -------------------------------------------------------------------
+
+    async def _call(self, method: str, *args):
+        try:
+            orch = ray.get_actor(ORCHESTRATOR_NAME, namespace=NAMESPACE)
+            return await asyncio.wait_for(getattr(orch, method).remote(*args), 30)
+        except InvalidSpec as e:
+            raise ApiError(422, _errors(e)) from None
+        except JobNotFound as e:
+            raise ApiError(404, str(e)) from None
+        except IllegalTransition as e:
+            raise ApiError(409, str(e)) from None
+        except GpuqError as e:
+            raise ApiError(503, f"{e}; nothing was changed, try again", {"Retry-After": str(RETRY_AFTER_S)}) from None
+        except (ValueError, asyncio.TimeoutError, ray.exceptions.RayError):
+            raise ApiError(503, "the orchestrator is unavailable; nothing was changed, try again",
+                           {"Retry-After": str(RETRY_AFTER_S)}) from None
+
+    def _who(self, request: Request, required: bool = True) -> Principal | None:
+        who = authenticate(request.headers.get("authorization"), self._tokens)
+        if who is None and (required or self._read_auth):
+            if not self._tokens:
+                self._tokens = load_tokens(self._tokens_file)  # created after the API started
+                who = authenticate(request.headers.get("authorization"), self._tokens)
+            if who is None:
+                raise ApiError(401, "a valid bearer token is required (Authorization: Bearer <token>)",
+                               {"WWW-Authenticate": "Bearer"})
+        return who
+
+    async def _body(self, request: Request) -> dict:
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise ApiError(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            raise ApiError(422, [{"field": "body", "message": "is not valid JSON"}]) from None
+        if not isinstance(data, dict):
+            raise ApiError(422, [{"field": "body", "message": "must be a JSON object"}])
+        return data
+
+    async def _own(self, request: Request, job_id: str) -> Principal:
+        who = self._who(request)
+        job = await self._call("get_job", job_id)
+        if not who.may_act_for(job["user"]):
+            raise ApiError(403, f"job {job_id} belongs to {job['user']}; only its owner or an admin may change it")
+        return who
+
+    # --- the seed's endpoints -------------------------------------------------------
+
+    @app.post("/queue/submit")
+    async def submit(self, request: Request):
+        """Submit a job (the seed's body and answer). `user` defaults to the token's user."""
+        who = self._who(request)
+        body = await self._body(request)
+        body.setdefault("user", who.user)
+        if not who.may_act_for(str(body["user"])):
+            raise ApiError(403, f"you are {who.user}: you may submit only as yourself")
+        return await self._call("submit", body)
+
+    @app.get("/orchestrator/status")
+    async def status(self, request: Request):
+        self._who(request, required=False)
+        return await self._call("status")
+
+    # --- more ------------------------------------------------------------------------
+
+    @app.get("/healthz")
+    async def healthz(self):
+        await self._call("ping")
+        return {"ok": True}
+
+    @app.get("/queue")
+    async def queue(self, request: Request, limit: int = 100):
+        self._who(request, required=False)
+        return {"jobs": await self._call("queue_view", max(1, min(limit, 1000)))}
+
+    @app.get("/jobs")
+    async def jobs(self, request: Request, state: str | None = None, user: str | None = None, limit: int = 50, offset: int = 0):
+        self._who(request, required=False)
+        states = ("queued", "held", "scheduled", "allocating", "running", "preempted", "completed", "failed", "cancelled")
+        if state is not None and state not in states:
+            raise ApiError(422, [{"field": "state", "message": f"must be one of {', '.join(states)}"}])
+        return await self._call("list_jobs", state, user, max(1, min(limit, 500)), max(0, offset))
+
+    @app.get("/jobs/{job_id}")
+    async def job(self, request: Request, job_id: str):
+        self._who(request, required=False)
+        return await self._call("get_job", job_id)
+
+    @app.post("/jobs/{job_id}/cancel")
+    async def cancel(self, request: Request, job_id: str):
+        who = await self._own(request, job_id)
+        return await self._call("cancel", job_id, f"cancelled by {who.user}")
+
+    @app.post("/jobs/{job_id}/hold")
+    async def hold(self, request: Request, job_id: str):
+        await self._own(request, job_id)
+        return await self._call("hold", job_id)
+
+    @app.post("/jobs/{job_id}/release")
+    async def release(self, request: Request, job_id: str):
+        await self._own(request, job_id)
+        return await self._call("release", job_id)
+
+    @app.patch("/jobs/{job_id}")
+    async def update(self, request: Request, job_id: str):
+        await self._own(request, job_id)
+        body = await self._body(request)
+        unknown = set(body) - {"priority"}
+        if unknown or "priority" not in body:
+            raise ApiError(422, [{"field": f, "message": "is not a field you can change (only priority)"} for f in unknown]
+                           or [{"field": "priority", "message": "is required"}])
+        try:
+            from orchestrator.job import Priority
+
+            Priority.parse(body["priority"])
+        except ValueError as e:
+            raise ApiError(422, [{"field": "priority", "message": str(e)}]) from None
+        return await self._call("set_priority", job_id, body["priority"])
+
+    @app.get("/jobs/{job_id}/logs")
+    async def logs(self, request: Request, job_id: str, offset: int = 0, tail: int | None = None,
+                   attempt: int | None = None, rank: int = 0, limit: int = 65536):
+        self._who(request, required=False)
+        return await self._call("logs", job_id, attempt, rank, max(0, offset), max(1, min(limit, 1 << 20)), tail)
+
+    @app.get("/resources")
+    async def resources(self, request: Request):
+        self._who(request, required=False)
+        return await self._call("resources")
+
+
+def deploy(host: str = "127.0.0.1", port: int = 8000, tokens_file: str | None = None, auth_reads: bool = False) -> str:
+    """Run the API on Ray Serve (loopback unless told otherwise); returns its URL."""
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(GpuqAPI.bind(str(tokens_file or tokens_path()), auth_reads), name="gpuq", route_prefix="/")
+    return f"http://{host}:{port}"

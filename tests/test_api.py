@@ -1,0 +1,116 @@
+"""The REST API over real HTTP, against the Serve app on the session's Ray cluster."""
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.ray
+
+ALICE = {"Authorization": "Bearer alice-token"}
+BOB = {"Authorization": "Bearer bob-token"}
+ADMIN = {"Authorization": "Bearer admin-token"}
+SEED = {"run_id": "experiment-1", "user": "alice", "command": "python -c 'print(1)'", "gpu_count": 4, "priority": 3}
+
+
+@pytest.fixture
+def http(api, orch):
+    with httpx.Client(base_url=api, timeout=30) as client:
+        yield client
+
+
+def test_seed_submit_answers_in_the_seed_shape(http):
+    r = http.post("/queue/submit", json=SEED, headers=ALICE)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["success"] is True and body["job_id"] == body["job"]["id"]
+    assert body["job"] == {"id": body["job_id"], "run_id": "experiment-1", "state": "queued", "gpu_count": 4, "priority": 3}
+    assert body["queue_position"] == 1
+
+
+def test_seed_status_has_the_seed_keys(http):
+    http.post("/queue/submit", json={**SEED, "command": "true"}, headers=ALICE)
+    s = http.get("/orchestrator/status").json()
+    assert s["running"] is True
+    assert set(s["stats"]) >= {"jobs_scheduled", "jobs_completed", "jobs_failed", "scheduling_cycles"}
+    assert s["resource_summary"]["total_gpus"] == 16
+    assert set(s["queue_summary"]) == {"total_jobs", "queued", "running", "completed", "failed"}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"gpu_count": 0}, "gpu_count"), ({"gpu_count": -1}, "gpu_count"), ({"gpu_count": "x"}, "gpu_count"),
+     ({"gpu_count": 17}, "gpu_count"), ({"priority": 9}, "priority"), ({"command": ""}, "command"),
+     ({"gpus": 2}, "gpus")],
+)
+def test_bad_input_is_422_naming_the_field_and_enqueues_nothing(http, change, field):
+    before = http.get("/orchestrator/status").json()["queue_summary"]["total_jobs"]
+    r = http.post("/queue/submit", json={**SEED, **change}, headers=ALICE)
+    assert r.status_code == 422
+    assert field in [e["field"] for e in r.json()["detail"]]
+    assert http.get("/orchestrator/status").json()["queue_summary"]["total_jobs"] == before
+
+
+def test_oversized_body_is_refused(http):
+    r = http.post("/queue/submit", json={**SEED, "command": "x" * 70_000}, headers=ALICE)
+    assert r.status_code == 413
+
+
+def test_auth_rules(http):
+    assert http.post("/queue/submit", json=SEED).status_code == 401
+    assert http.post("/queue/submit", json=SEED, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert http.post("/queue/submit", json=SEED, headers=BOB).status_code == 403  # bob submitting as alice
+    blocker = http.post("/queue/submit", json={**SEED, "gpu_count": 16, "command": "sleep 30"}, headers=ALICE).json()
+    job_id = http.post("/queue/submit", json={**SEED, "gpu_count": 16, "command": "sleep 30"}, headers=ALICE).json()["job_id"]
+    assert http.post(f"/jobs/{job_id}/hold", headers=BOB).status_code == 403
+    assert http.post(f"/jobs/{job_id}/hold", headers=ALICE).json()["state"] == "held"
+    assert http.post(f"/jobs/{job_id}/cancel", headers=ADMIN).json()["state"] == "cancelled"
+    assert http.post(f"/jobs/{blocker['job_id']}/cancel", headers=ALICE).json()["state"] == "cancelled"
+
+
+def test_unknown_job_is_404_and_illegal_transition_is_409(http):
+    assert http.get("/jobs/does-not-exist").status_code == 404
+    job_id = http.post("/queue/submit", json={**SEED, "gpu_count": 1, "command": "true"}, headers=ALICE).json()["job_id"]
+    from tests.raycluster import wait_for
+
+    wait_for(lambda: http.get(f"/jobs/{job_id}").json()["state"] == "completed", 60, what="the job to complete")
+    r = http.post(f"/jobs/{job_id}/cancel", headers=ALICE)
+    assert r.status_code == 409 and "cannot cancel" in r.json()["detail"]
+
+
+def test_jobs_queue_resources_and_logs(http):
+    from tests.raycluster import wait_for
+
+    job_id = http.post("/queue/submit", json={**SEED, "gpu_count": 2, "command": "echo hello from $CUDA_VISIBLE_DEVICES"},
+                       headers=ALICE).json()["job_id"]
+    wait_for(lambda: http.get(f"/jobs/{job_id}").json()["state"] == "completed", 60, what="the job to complete")
+    job = http.get(f"/jobs/{job_id}").json()
+    assert [e["to_state"] for e in job["events"]][-1] == "completed"
+    gpus = ",".join(map(str, next(iter(job["allocation"].values()))))
+    assert http.get(f"/jobs/{job_id}/logs").json()["data"] == f"hello from {gpus}\n"
+    listed = http.get("/jobs", params={"user": "alice", "state": "completed"}).json()
+    assert job_id in [j["id"] for j in listed["jobs"]]
+    nodes = http.get("/resources").json()["nodes"]
+    assert sorted(n["node"] for n in nodes) == ["gmi-node-1", "gmi-node-2"] and all(len(n["gpus"]) == 8 for n in nodes)
+    assert http.get("/queue").status_code == 200
+    assert http.get("/jobs", params={"state": "bogus"}).status_code == 422
+
+
+def test_reprioritise_through_patch(http):
+    blocker = http.post("/queue/submit", json={**SEED, "gpu_count": 16, "command": "sleep 30"}, headers=ALICE).json()
+    job_id = http.post("/queue/submit", json={**SEED, "gpu_count": 16, "command": "sleep 30"}, headers=ALICE).json()["job_id"]
+    assert http.post(f"/jobs/{job_id}/hold", headers=ALICE).json()["state"] == "held"
+    r = http.patch(f"/jobs/{job_id}", json={"priority": "CRITICAL"}, headers=ALICE)
+    assert r.status_code == 200 and r.json()["priority"] == 4
+    assert http.patch(f"/jobs/{job_id}", json={"priority": 7}, headers=ALICE).status_code == 422
+    for j in (job_id, blocker["job_id"]):
+        http.post(f"/jobs/{j}/cancel", headers=ALICE)
+
+
+def test_orchestrator_down_is_503_with_a_retry_hint(http, orch):
+    import ray
+
+    ray.kill(orch.actor, no_restart=True)
+    from tests.raycluster import wait_for
+
+    wait_for(lambda: http.get("/orchestrator/status").status_code == 503, 30, what="the API to notice")
+    r = http.post("/queue/submit", json=SEED, headers=ALICE)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "2"
