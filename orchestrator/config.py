@@ -33,6 +33,9 @@ class Config(BaseModel):
     default_max_retries: int = Field(default=1, ge=0)
     max_retries_limit: int = Field(default=10, ge=0)
 
+    # The REST API. Loopback unless an operator opens it: a job is arbitrary code.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
     # Where the orchestrator keeps its SQLite store (on the head node) and where each node
     # keeps job logs and exit records (on that node's own disk). Default: under GPUQ_HOME.
     store_path: str | None = None

@@ -143,6 +143,13 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
         wait_for_nodes(len(started["nodes"]))
     orch = start_orchestrator(config)
     ray.get(orch.ping.remote(), timeout=120)
+    from orchestrator.config import Config
+    from serve_app.api import deploy
+    from serve_app.auth import ensure_admin_token, tokens_path
+
+    site = Config.model_validate(config or {})
+    started["admin_token_file"] = str(ensure_admin_token())
+    started["api"] = deploy(site.api_host, site.api_port, str(tokens_path()))
     return started
 
 
