@@ -243,6 +243,7 @@ class Job(BaseModel):
     allocation: Allocation = Field(default_factory=dict, description="GPUs held now (planned, then as bound)")
     placements: dict[int, Allocation] = Field(default_factory=dict, description="where each attempt ran, by attempt")
     slots: dict[int, list[str]] = Field(default_factory=dict, description="Ray slots (runner names) of each attempt, by rank")
+    idempotency_key: str | None = Field(default=None, description="the client's key: a retried submit returns this job")
     exit_code: int | None = None
     failure_reason: str | None = None
     infrastructure_failure: bool = False

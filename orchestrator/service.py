@@ -68,8 +68,11 @@ class OrchestratorService:
         stats = self.store.get("stats") or {}
         for key, value in stats.items():
             setattr(self.queue.stats, key, value)
+        self._by_key: dict[tuple[str, str], str] = {}
         for job in self.store.load():
             self.queue.restore(job)
+            if job.idempotency_key:
+                self._by_key[(job.user, job.idempotency_key)] = job.id
         self.store.save([], kv={"cluster_id": self.cluster_id})
         self._loop_task = asyncio.get_event_loop().create_task(self._run())
 
@@ -313,14 +316,23 @@ class OrchestratorService:
         sizes = self.inventory.sizes or dict(self.site.nodes)
         return self.site.model_copy(update={"nodes": sizes})
 
-    async def submit(self, spec: dict) -> dict:
+    async def submit(self, spec: dict, idempotency_key: str | None = None) -> dict:
+        """Validate and enqueue; durable before it answers. A submit repeated with the same
+        key by the same user (a client retrying after a time-out) returns the first job."""
         parsed = JobSpec.parse(spec, self.validation_config())
+        if idempotency_key is not None:
+            known = self._by_key.get((parsed.user, idempotency_key))
+            if known is not None:
+                return views.submitted(self.queue.get(known), self.queue)
         job = self.queue.submit(parsed, time.time())
+        job.idempotency_key = idempotency_key
         try:
             await self.save([job])
         except GpuqError:
             self.queue.forget(job.id)  # not stored means not accepted: the caller may retry
             raise
+        if idempotency_key is not None:
+            self._by_key[(parsed.user, idempotency_key)] = job.id
         self.wake()
         return views.submitted(job, self.queue)
 

@@ -110,13 +110,17 @@ class GpuqAPI:
 
     @app.post("/queue/submit")
     async def submit(self, request: Request):
-        """Submit a job (the seed's body and answer). `user` defaults to the token's user."""
+        """Submit a job (the seed's body and answer). `user` defaults to the token's user.
+        An `Idempotency-Key` header makes a retried submit return the first job."""
         who = self._who(request)
         body = await self._body(request)
         body.setdefault("user", who.user)
         if not who.may_act_for(str(body["user"])):
             raise ApiError(403, f"you are {who.user}: you may submit only as yourself")
-        return await self._call("submit", body)
+        key = request.headers.get("idempotency-key")
+        if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
+            raise ApiError(422, [{"field": "Idempotency-Key", "message": "must be 1-200 printable characters"}])
+        return await self._call("submit", body, key)
 
     @app.get("/orchestrator/status")
     async def status(self, request: Request):

@@ -114,3 +114,13 @@ def test_orchestrator_down_is_503_with_a_retry_hint(http, orch):
     wait_for(lambda: http.get("/orchestrator/status").status_code == 503, 30, what="the API to notice")
     r = http.post("/queue/submit", json=SEED, headers=ALICE)
     assert r.status_code == 503 and r.headers["Retry-After"] == "2"
+
+
+def test_a_retried_submit_with_the_same_key_creates_one_job(http):
+    headers = {**ALICE, "Idempotency-Key": "retry-me-1"}
+    first = http.post("/queue/submit", json={**SEED, "command": "true"}, headers=headers).json()
+    again = http.post("/queue/submit", json={**SEED, "command": "true"}, headers=headers).json()
+    assert again["job_id"] == first["job_id"]
+    other = http.post("/queue/submit", json={**SEED, "command": "true"}, headers={**ALICE, "Idempotency-Key": "other"}).json()
+    assert other["job_id"] != first["job_id"]
+    assert http.get("/jobs", params={"user": "alice"}).json()["total"] == 2
