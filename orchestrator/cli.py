@@ -140,5 +140,9 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+from orchestrator import cli_jobs  # noqa: E402  (the commands researchers use)
+
+cli_jobs.register(app)
+
 if __name__ == "__main__":
     app()

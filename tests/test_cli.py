@@ -1,0 +1,56 @@
+"""The `gpuq` command end to end, as a subprocess, against the REST API."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def gpuq(api, orch):
+    env = {**os.environ, "GPUQ_URL": api, "GPUQ_TOKEN": "alice-token"}
+
+    def run(*args, timeout=120):
+        return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                              env=env, timeout=timeout)
+
+    return run
+
+
+def test_submit_wait_exits_with_the_jobs_exit_code(gpuq):
+    ok = gpuq("submit", "--wait", "--gpus", "2", "--", "echo", "fine")
+    assert ok.returncode == 0, ok.stderr
+    bad = gpuq("submit", "--wait", "--retries", "0", "--", "bash", "-c", "'exit 7'")
+    assert bad.returncode == 7, bad.stdout + bad.stderr
+
+
+def test_logs_follow_prints_the_whole_output(gpuq):
+    out = gpuq("submit", "--json", "--", "bash", "-c", "'for i in 1 2 3; do echo line $i; sleep 0.5; done'")
+    import json
+
+    job_id = json.loads(out.stdout)["job_id"]
+    follow = gpuq("logs", "-f", job_id)
+    assert follow.returncode == 0 and follow.stdout == "line 1\nline 2\nline 3\n"
+
+
+def test_cancel_and_refusals_without_a_traceback(gpuq):
+    import json
+
+    job_id = json.loads(gpuq("submit", "--json", "--gpus", "16", "--", "sleep", "60").stdout)["job_id"]
+    cancelled = gpuq("cancel", job_id)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    again = gpuq("cancel", job_id)
+    assert again.returncode == 1 and "cannot cancel" in again.stderr and "Traceback" not in again.stderr
+    bad = gpuq("submit", "--gpus", "99", "--", "true")
+    assert bad.returncode == 1 and "gpu_count" in bad.stderr
+    shown = gpuq("jobs", "--json")
+    assert job_id in shown.stdout
+
+
+def test_unreachable_api_is_exit_code_3(gpuq, monkeypatch):
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status"], capture_output=True, text=True,
+                       env={**os.environ, "GPUQ_URL": "http://127.0.0.1:9", "GPUQ_TOKEN": "x"}, timeout=60)
+    assert r.returncode == 3 and "cannot reach gpuq" in r.stderr
