@@ -63,6 +63,8 @@ def register(app: typer.Typer) -> None:
         user: Annotated[str | None, typer.Option(help="submit as this user (admins only; default: your token's user)")] = None,
         env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE, repeatable")] = None,
         workdir: Annotated[str | None, typer.Option(help="absolute working directory")] = None,
+        array: Annotated[str | None, typer.Option(help="a job per index: 10, 0-9 or 1,3,5 (GPUQ_ARRAY_INDEX)")] = None,
+        test_only: Annotated[bool, typer.Option("--test-only", help="where and when it would start; submits nothing")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="wait for the job and exit with its exit code")] = False,
         as_json: JSON_OPT = False,
     ) -> None:
@@ -84,10 +86,22 @@ def register(app: typer.Typer) -> None:
             body["env"] = dict(e.split("=", 1) for e in env if "=" in e)
         if workdir:
             body["working_dir"] = workdir
+        if array:
+            body["array"] = int(array) if array.isdigit() else array
+        if test_only:
+            body["test_only"] = True
         client = _client()
         out = _run(lambda: client.post("/queue/submit", body))
         if as_json:
             console.print_json(json.dumps(out))
+        elif test_only:
+            when = out.get("estimated_start")
+            at = time.strftime("%a %H:%M", time.localtime(when)) if when else "unknown"
+            console.print(f"would start now on {out['placement']}" if out["would_start"]
+                          else f"would wait: {out['reason']}: {out['message']} (estimated start {at})")
+            return
+        elif "array" in out:
+            console.print(f"submitted an array of {out['array']['count']} jobs; first {out['job_id']}, position {out['queue_position']}")
         else:
             console.print(f"submitted [bold]{out['job_id']}[/bold] ({body['run_id']}), position {out['queue_position']} in line")
         if wait:

@@ -85,6 +85,11 @@ class JobQueue:
             return None
         return self.line.position(job)
 
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next submission will get (its place in line)."""
+        return self._next_seq
+
     def count(self, state: JobState) -> int:
         return self._by_state[state]
 

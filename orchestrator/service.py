@@ -26,11 +26,11 @@ import ray
 
 from orchestrator.backend import RayBackend, discover_nodes
 from orchestrator.config import Config
-from orchestrator.errors import GpuqError
+from orchestrator.errors import GpuqError, InvalidSpec
 from orchestrator.fairshare import UsageLedger
 from orchestrator.inventory import Inventory
-from orchestrator.job import Job, JobSpec
-from orchestrator.policy import PolicyConfig, plan
+from orchestrator.job import Job, JobSpec, format_allocation
+from orchestrator.policy import PolicyConfig, Start, dry_run, plan
 from orchestrator.queue import JobQueue
 from orchestrator.recovery import recover
 from orchestrator.snapshot import snapshot_of
@@ -318,8 +318,20 @@ class OrchestratorService:
 
     async def submit(self, spec: dict, idempotency_key: str | None = None) -> dict:
         """Validate and enqueue; durable before it answers. A submit repeated with the same
-        key by the same user (a client retrying after a time-out) returns the first job."""
+        key by the same user (a client retrying after a time-out) returns the first job.
+        Two fields are about the submission, not the job: `array` (a count, "A-B" or
+        "1,3,5": one job per index, with GPUQ_ARRAY_INDEX) and `test_only` (a dry run:
+        where and when it would start; nothing is enqueued)."""
+        spec = dict(spec)
+        indices = parse_array(spec.pop("array", None))
+        test_only = spec.pop("test_only", False)
+        if not isinstance(test_only, bool):
+            raise InvalidSpec([("test_only", "must be true or false")])
         parsed = JobSpec.parse(spec, self.validation_config())
+        if test_only:
+            return self.dry_run(parsed)
+        if indices is not None:
+            return await self.submit_array(parsed, indices, idempotency_key)
         if idempotency_key is not None:
             known = self._by_key.get((parsed.user, idempotency_key))
             if known is not None:
@@ -335,6 +347,40 @@ class OrchestratorService:
             self._by_key[(parsed.user, idempotency_key)] = job.id
         self.wake()
         return views.submitted(job, self.queue)
+
+    def dry_run(self, parsed: JobSpec) -> dict:
+        now = time.time()
+        probe = Job.new(parsed, seq=self.queue.next_seq, now=now, job_id="dry-run")
+        snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping))
+        answer = dry_run(snap, now, self.policy, probe)
+        if isinstance(answer, Start):
+            return {"success": True, "test_only": True, "would_start": True, "estimated_start": now,
+                    "allocation": answer.allocation, "placement": format_allocation(answer.allocation)}
+        return {"success": True, "test_only": True, "would_start": False, "estimated_start": answer.estimated_start,
+                "reason": answer.code.value, "message": answer.message}
+
+    async def submit_array(self, parsed: JobSpec, indices: list[int], key: str | None) -> dict:
+        if key is not None and (parsed.user, key) in self._by_key:
+            first = self.queue.get(self._by_key[(parsed.user, key)])
+            return {**views.submitted(first, self.queue), "array": {"count": len(indices)}}
+        now = time.time()
+        base = parsed.run_id[: 64 - len(str(max(indices))) - 1]
+        jobs = []
+        for i in indices:
+            spec = parsed.model_copy(update={"run_id": f"{base}_{i}", "env": {**parsed.env, "GPUQ_ARRAY_INDEX": str(i)}})
+            jobs.append(self.queue.submit(spec, now))
+        jobs[0].idempotency_key = key
+        try:
+            await self.save(jobs)
+        except GpuqError:
+            for job in jobs:
+                self.queue.forget(job.id)
+            raise
+        if key is not None:
+            self._by_key[(parsed.user, key)] = jobs[0].id
+        self.wake()
+        return {**views.submitted(jobs[0], self.queue),
+                "array": {"count": len(jobs), "indices": [indices[0], indices[-1]], "job_ids": [j.id for j in jobs]}}
 
     async def cancel(self, job_id: str, reason: str = "cancelled") -> dict:
         job = self.queue.get(job_id)
@@ -397,6 +443,31 @@ class OrchestratorService:
         import os
 
         return os.getpid()
+
+
+MAX_ARRAY = 10_000
+
+
+def parse_array(value) -> list[int] | None:
+    """`array`: a count (10 -> 0..9), a range "A-B", or a list "1,3,5"; at most 10,000 jobs."""
+    if value is None:
+        return None
+    help_ = f'must be a count, a range "0-9" or a list "1,3,5", of at most {MAX_ARRAY} jobs'
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, int):
+            indices = list(range(value))
+        else:
+            indices = []
+            for part in str(value).split(","):
+                lo, _, hi = part.strip().partition("-")
+                indices += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise InvalidSpec([("array", help_)]) from None
+    if not 1 <= len(indices) <= MAX_ARRAY or min(indices) < 0 or len(set(indices)) != len(indices):
+        raise InvalidSpec([("array", help_)])
+    return sorted(indices)
 
 
 def _node_of_rank(job: Job, attempt: int, rank: int) -> str | None:

@@ -124,3 +124,31 @@ def test_a_retried_submit_with_the_same_key_creates_one_job(http):
     other = http.post("/queue/submit", json={**SEED, "command": "true"}, headers={**ALICE, "Idempotency-Key": "other"}).json()
     assert other["job_id"] != first["job_id"]
     assert http.get("/jobs", params={"user": "alice"}).json()["total"] == 2
+
+
+def test_an_array_creates_one_job_per_index_with_its_index(http):
+    from tests.raycluster import wait_for
+
+    r = http.post("/queue/submit", json={**SEED, "gpu_count": 1, "command": "echo index=$GPUQ_ARRAY_INDEX", "array": "3-5"},
+                  headers=ALICE).json()
+    assert r["array"]["count"] == 3
+    ids = r["array"]["job_ids"]
+    wait_for(lambda: all(http.get(f"/jobs/{j}").json()["state"] == "completed" for j in ids), 60, what="the array to finish")
+    runs = sorted((http.get(f"/jobs/{j}").json()["run_id"], http.get(f"/jobs/{j}/logs").json()["data"]) for j in ids)
+    assert runs == [("experiment-1_3", "index=3\n"), ("experiment-1_4", "index=4\n"), ("experiment-1_5", "index=5\n")]
+    assert http.post("/queue/submit", json={**SEED, "array": "x"}, headers=ALICE).status_code == 422
+
+
+def test_test_only_answers_where_and_when_and_enqueues_nothing(http):
+    before = http.get("/orchestrator/status").json()["queue_summary"]["total_jobs"]
+    now = http.post("/queue/submit", json={**SEED, "test_only": True}, headers=ALICE).json()
+    assert now["would_start"] is True and sum(len(g) for g in now["allocation"].values()) == 4
+    blocker = http.post("/queue/submit", json={**SEED, "gpu_count": 16, "command": "sleep 60", "time_limit": 600},
+                        headers=ALICE).json()["job_id"]
+    from tests.raycluster import wait_for
+
+    wait_for(lambda: http.get(f"/jobs/{blocker}").json()["state"] == "running", 60, what="the blocker to run")
+    later = http.post("/queue/submit", json={**SEED, "test_only": True}, headers=ALICE).json()
+    assert later["would_start"] is False and later["reason"] == "Resources" and later["estimated_start"] > 0
+    assert http.get("/orchestrator/status").json()["queue_summary"]["total_jobs"] == before + 1
+    http.post(f"/jobs/{blocker}/cancel", headers=ALICE)
