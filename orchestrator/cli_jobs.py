@@ -9,6 +9,7 @@ exits with the job's own exit code (1 if it failed without one, e.g. a time limi
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from typing import Annotated
@@ -69,7 +70,12 @@ def register(app: typer.Typer) -> None:
         as_json: JSON_OPT = False,
     ) -> None:
         """Submit a command: gpuq submit --gpus 4 --priority high --time 4h -- python train.py"""
-        command = " ".join(ctx.args)
+        # One argument is a command line as typed; several are quoted as the shell would
+        # have received them (`-- bash -c "exit 7"`), like `ray job submit` does.
+        command = ctx.args[0] if len(ctx.args) == 1 else shlex.join(ctx.args)
+        if not command.strip():
+            err.print("[red]command:[/red] give the command after --, e.g. gpuq submit --gpus 2 -- python train.py")
+            raise typer.Exit(2)
         body: dict = {"command": command, "gpu_count": gpus, "priority": priority,
                       "run_id": run_id or _default_run_id(ctx.args)}
         if user:

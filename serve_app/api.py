@@ -14,13 +14,14 @@ import json
 from pathlib import Path
 
 import ray
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 
 from orchestrator.backend import NAMESPACE, ORCHESTRATOR_NAME
 from orchestrator.errors import GpuqError, IllegalTransition, InvalidSpec, JobNotFound
+from serve_app import rayjobs
 from serve_app.auth import Principal, authenticate, load_tokens, tokens_path
 
 MAX_BODY_BYTES = 64 * 1024
@@ -193,6 +194,82 @@ class GpuqAPI:
     async def resources(self, request: Request):
         self._who(request, required=False)
         return await self._call("resources")
+
+    # --- Ray's Jobs API (what `ray job submit/status/logs/stop/list` call) -------------
+
+    @app.get("/api/version")
+    async def ray_version(self):
+        return {"version": "4", "ray_version": ray.__version__, "ray_commit": getattr(ray, "__commit__", ""),
+                "session_name": "gpuq"}
+
+    @app.post("/api/jobs/")
+    async def ray_submit(self, request: Request):
+        who = self._who(request)
+        body = await self._body(request)
+        try:
+            spec, key = rayjobs.spec_from_ray(body, who.user)
+        except rayjobs.Refused as e:
+            raise ApiError(422, [{"field": e.field, "message": e.message}]) from None
+        if not who.may_act_for(str(spec["user"])):
+            raise ApiError(403, f"you are {who.user}: you may submit only as yourself")
+        out = await self._call("submit", spec, key)
+        return {"job_id": out["job_id"], "submission_id": out["job_id"]}
+
+    @app.get("/api/jobs/")
+    async def ray_list(self, request: Request):
+        self._who(request, required=False)
+        listed = await self._call("list_jobs", None, None, 500, 0)
+        return [rayjobs.details(await self._call("get_job", j["id"])) for j in listed["jobs"]]
+
+    @app.get("/api/jobs/{job_id}")
+    async def ray_info(self, request: Request, job_id: str):
+        self._who(request, required=False)
+        return rayjobs.details(await self._call("get_job", job_id))
+
+    @app.get("/api/jobs/{job_id}/logs")
+    async def ray_logs(self, request: Request, job_id: str):
+        self._who(request, required=False)
+        out = await self._call("logs", job_id, None, 0, 0, 1 << 20, None)
+        return {"logs": out["data"]}
+
+    @app.post("/api/jobs/{job_id}/stop")
+    async def ray_stop(self, request: Request, job_id: str):
+        who = await self._own(request, job_id)
+        job = await self._call("get_job", job_id)
+        if rayjobs.STATUS[job["state"]] in rayjobs.TERMINAL:
+            return {"stopped": False}
+        await self._call("cancel", job_id, f"stopped by {who.user} (ray job stop)")
+        return {"stopped": True}
+
+    @app.delete("/api/jobs/{job_id}")
+    async def ray_delete(self, request: Request, job_id: str):
+        await self._own(request, job_id)
+        raise ApiError(400, "gpuq keeps every job's record (its history is the audit trail); nothing was deleted")
+
+    @app.websocket("/api/jobs/{job_id}/logs/tail")
+    async def ray_tail(self, ws: WebSocket, job_id: str):
+        """Stream the job's output as it is written; close when the job is finished."""
+        await ws.accept()
+        offset, attempt = 0, None
+        try:
+            while True:
+                job = await self._call("get_job", job_id)
+                done = rayjobs.STATUS[job["state"]] in rayjobs.TERMINAL
+                if job["attempts"] and attempt != job["attempts"]:
+                    attempt, offset = job["attempts"], 0  # a retry: its output starts anew
+                if attempt:
+                    out = await self._call("logs", job_id, attempt, 0, offset, 1 << 20, None)
+                    if out["data"]:
+                        await ws.send_text(out["data"])
+                    offset = out["offset"]
+                    if done and out["data"]:
+                        continue  # drain what the last read did not reach
+                if done:
+                    break
+                await asyncio.sleep(0.25)
+        except (ApiError, WebSocketDisconnect):
+            pass
+        await ws.close()
 
 
 def deploy(host: str = "127.0.0.1", port: int = 8000, tokens_file: str | None = None, auth_reads: bool = False) -> str:

@@ -23,12 +23,12 @@ def gpuq(api, orch):
 def test_submit_wait_exits_with_the_jobs_exit_code(gpuq):
     ok = gpuq("submit", "--wait", "--gpus", "2", "--", "echo", "fine")
     assert ok.returncode == 0, ok.stderr
-    bad = gpuq("submit", "--wait", "--retries", "0", "--", "bash", "-c", "'exit 7'")
+    bad = gpuq("submit", "--wait", "--retries", "0", "--", "bash", "-c", "exit 7")
     assert bad.returncode == 7, bad.stdout + bad.stderr
 
 
 def test_logs_follow_prints_the_whole_output(gpuq):
-    out = gpuq("submit", "--json", "--", "bash", "-c", "'for i in 1 2 3; do echo line $i; sleep 0.5; done'")
+    out = gpuq("submit", "--json", "--", "bash", "-c", "for i in 1 2 3; do echo line $i; sleep 0.5; done")
     import json
 
     job_id = json.loads(out.stdout)["job_id"]
