@@ -434,7 +434,7 @@ class OrchestratorService:
         if node is None:
             return {"data": "", "offset": offset, "size": 0, "exists": False, "attempt": attempt}
         out = await self.backend.call_agent(node, "read_log", job_id, attempt, rank, offset, limit, tail)
-        return {**out, "attempt": attempt, "done": job.state.is_terminal or job.state is JobState.QUEUED}
+        return {**out, "attempt": attempt, "done": job.state.is_terminal}
 
     async def ping(self) -> str:
         return "ok"

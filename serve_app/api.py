@@ -16,7 +16,7 @@ from pathlib import Path
 import ray
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
 
 from orchestrator.backend import NAMESPACE, ORCHESTRATOR_NAME
@@ -186,9 +186,39 @@ class GpuqAPI:
 
     @app.get("/jobs/{job_id}/logs")
     async def logs(self, request: Request, job_id: str, offset: int = 0, tail: int | None = None,
-                   attempt: int | None = None, rank: int = 0, limit: int = 65536):
+                   attempt: int | None = None, rank: int = 0, limit: int = 65536, follow: bool = False):
+        """A slice of a job's output ({data, offset, size, done}); with follow=true, the
+        output as a text stream from `offset` until the job ends."""
         self._who(request, required=False)
-        return await self._call("logs", job_id, attempt, rank, max(0, offset), max(1, min(limit, 1 << 20)), tail)
+        first = await self._call("logs", job_id, attempt, rank, max(0, offset), max(1, min(limit, 1 << 20)), tail)
+        if not follow:
+            return first
+
+        async def stream():
+            out = first
+            while True:
+                if out["data"]:
+                    yield out["data"]
+                if out.get("done") and not out["data"]:
+                    return
+                if not out["data"]:
+                    await asyncio.sleep(0.25)
+                out = await self._call("logs", job_id, out["attempt"], rank, out["offset"], 1 << 20, None)
+
+        return StreamingResponse(stream(), media_type="text/plain")
+
+    @app.get("/metrics")
+    async def metrics(self):
+        """Prometheus text: the seed's counters and summaries (the full set comes with #6)."""
+        s = await self._call("status")
+        lines = []
+        for name, value in s["stats"].items():
+            lines += [f"# TYPE gpuq_{name}_total counter", f"gpuq_{name}_total {value}"]
+        for name, value in s["resource_summary"].items():
+            lines += [f"# TYPE gpuq_{name} gauge", f"gpuq_{name} {value}"]
+        lines.append("# TYPE gpuq_jobs gauge")
+        lines += [f'gpuq_jobs{{state="{k}"}} {v}' for k, v in s["details"]["states"].items() if k != "total_jobs"]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     @app.get("/resources")
     async def resources(self, request: Request):

@@ -152,3 +152,21 @@ def test_test_only_answers_where_and_when_and_enqueues_nothing(http):
     assert later["would_start"] is False and later["reason"] == "Resources" and later["estimated_start"] > 0
     assert http.get("/orchestrator/status").json()["queue_summary"]["total_jobs"] == before + 1
     http.post(f"/jobs/{blocker}/cancel", headers=ALICE)
+
+
+def test_logs_follow_streams_until_the_job_ends(http):
+    job_id = http.post("/queue/submit", json={**SEED, "gpu_count": 1, "command": "for i in 1 2 3; do echo $i; sleep 0.4; done"},
+                       headers=ALICE).json()["job_id"]
+    from tests.raycluster import wait_for
+
+    wait_for(lambda: http.get(f"/jobs/{job_id}").json()["state"] in ("running", "completed"), 60, what="the job to start")
+    with http.stream("GET", f"/jobs/{job_id}/logs", params={"follow": "true"}) as r:
+        text = "".join(r.iter_text())
+    assert text == "1\n2\n3\n"
+
+
+def test_metrics_are_prometheus_text_matching_status(http):
+    text = http.get("/metrics").text
+    status = http.get("/orchestrator/status").json()
+    assert f"gpuq_total_gpus {status['resource_summary']['total_gpus']}" in text
+    assert "# TYPE gpuq_jobs_completed_total counter" in text
