@@ -431,8 +431,9 @@ class OrchestratorService:
         job = self.queue.get(job_id)
         attempt = attempt or job.attempts
         node = _node_of_rank(job, attempt, rank)
-        if node is None:
-            return {"data": "", "offset": offset, "size": 0, "exists": False, "attempt": attempt}
+        if node is None:  # not started yet
+            return {"data": "", "offset": offset, "size": 0, "exists": False, "attempt": attempt,
+                    "done": job.state.is_terminal}
         out = await self.backend.call_agent(node, "read_log", job_id, attempt, rank, offset, limit, tail)
         return {**out, "attempt": attempt, "done": job.state.is_terminal}
 

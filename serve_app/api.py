@@ -203,7 +203,7 @@ class GpuqAPI:
                     return
                 if not out["data"]:
                     await asyncio.sleep(0.25)
-                out = await self._call("logs", job_id, out["attempt"], rank, out["offset"], 1 << 20, None)
+                out = await self._call("logs", job_id, attempt, rank, out["offset"], 1 << 20, None)
 
         return StreamingResponse(stream(), media_type="text/plain")
 
