@@ -10,7 +10,7 @@ import os
 
 import httpx
 
-from orchestrator.config import gpuq_home
+from orchestrator.paths import gpuq_home
 
 
 class ApiUnavailable(Exception):

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.errors import InvalidSpec
+from orchestrator.paths import gpuq_home
 
 DAY_S = 24 * 3600
 
@@ -84,10 +85,6 @@ class Config(BaseModel):
 
     def resolved_data_dir(self) -> str:
         return self.data_dir or str(gpuq_home() / "data")
-
-
-def gpuq_home() -> Path:
-    return Path(os.environ.get("GPUQ_HOME") or Path.home() / ".gpuq")
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.config import gpuq_home
+from orchestrator.paths import gpuq_home
 
 HEAD_PORT = int(os.environ.get("GPUQ_RAY_PORT", "6380"))
 SIMULATED_NODES = ("gmi-node-1", "gmi-node-2")

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import gpuq_home
+from orchestrator.paths import gpuq_home
 
 ROLES = ("user", "admin")
 

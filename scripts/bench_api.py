@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Benchmark the REST API (issue #5 targets) beside a trivial Ray Serve endpoint, in one run.
+
+  POST /queue/submit, one client in a loop     >= 0.8x the trivial endpoint's req/s, p99 <= 50 ms
+  `gpuq submit` in a shell loop                beside the same loop of `curl`
+  a 10,000-job array in one request            >= 500 jobs/s accepted, queue consistent
+
+A 16-GPU job holds every GPU first, so nothing submitted runs during the measurement.
+Usage: .venv/bin/python scripts/bench_api.py [--n 300] [--json out.json]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ["RAY_AUTH_MODE"] = "disabled"  # a private loopback cluster for this run
+os.environ.pop("RAY_ADDRESS", None)
+
+import httpx  # noqa: E402
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from orchestrator.actor import start_orchestrator  # noqa: E402
+from orchestrator.localcluster import WORKER_CPUS  # noqa: E402
+from serve_app.api import deploy  # noqa: E402
+
+PORT = 8765
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class Trivial:
+    async def __call__(self, request):
+        return {"ok": True}
+
+
+def pct(values, q):
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * len(s) + 0.5) - 1))]
+
+
+def loop(client: httpx.Client, n: int, fn) -> dict:
+    lat = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        r = fn(client, i)
+        assert r.status_code == 200, r.text
+        lat.append(time.perf_counter() - t)
+    total = time.perf_counter() - t0
+    return {"req_per_s": n / total, "p50_ms": statistics.median(lat) * 1000, "p99_ms": pct(lat, 0.99) * 1000}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    out: dict = {"machine": f"{os.cpu_count()} cores"}
+
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False))
+    for name in ("gmi-node-1", "gmi-node-2"):
+        cluster.add_node(num_cpus=WORKER_CPUS, num_gpus=8, resources={name: 1}, labels={"gmi/node": name})
+    ray.init(address=cluster.address, namespace="gpuq", log_to_driver=False, logging_level="ERROR")
+    cluster.wait_for_nodes()
+    tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-api-"))
+    orch = start_orchestrator({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "warm_slots_per_node": 0})
+    ray.get(orch.ping.remote(), timeout=120)
+    tokens = tmp / "tokens.json"
+    tokens.write_text(json.dumps({"bench-token": {"user": "bench", "role": "user"}}))
+    url = deploy("127.0.0.1", PORT, str(tokens))
+    serve.run(Trivial.bind(), name="trivial", route_prefix="/trivial")
+    auth = {"Authorization": "Bearer bench-token"}
+    job = {"run_id": "bench", "user": "bench", "command": "true", "gpu_count": 16}
+
+    with httpx.Client(base_url=url, timeout=60) as client:
+        blocker = client.post("/queue/submit", json={**job, "command": "sleep 3600"}, headers=auth).json()["job_id"]
+        while client.get(f"/jobs/{blocker}").json()["state"] != "running":
+            time.sleep(0.2)
+        for _ in range(20):  # warm both paths
+            client.get("/trivial")
+            client.post("/queue/submit", json=job, headers=auth)
+        # Interleaved halves so both see the same noise.
+        trivial, submit = [], []
+        for half in range(2):
+            trivial.append(loop(client, args.n // 2, lambda c, i: c.get("/trivial")))
+            submit.append(loop(client, args.n // 2, lambda c, i: c.post("/queue/submit", json=job, headers=auth)))
+        t_rps = statistics.mean(x["req_per_s"] for x in trivial)
+        s_rps = statistics.mean(x["req_per_s"] for x in submit)
+        out["submit"] = {"trivial_req_per_s": t_rps, "submit_req_per_s": s_rps, "ratio": s_rps / t_rps,
+                         "submit_p50_ms": statistics.mean(x["p50_ms"] for x in submit),
+                         "submit_p99_ms": max(x["p99_ms"] for x in submit),
+                         "trivial_p50_ms": statistics.mean(x["p50_ms"] for x in trivial)}
+        print("submit vs trivial endpoint:", json.dumps(out["submit"]))
+
+        # The command line people type, against curl doing the same request.
+        env = {**os.environ, "GPUQ_URL": url, "GPUQ_TOKEN": "bench-token"}
+        gpuq = str(Path(sys.executable).with_name("gpuq"))
+        body = json.dumps(job)
+        n = 20
+        t0 = time.perf_counter()
+        for _ in range(n):
+            subprocess.run([gpuq, "submit", "--gpus", "16", "--", "true"], env=env, check=True, capture_output=True)
+        gpuq_s = (time.perf_counter() - t0) / n
+        t0 = time.perf_counter()
+        for _ in range(n):
+            subprocess.run(["curl", "-s", "-X", "POST", f"{url}/queue/submit", "-H", "Authorization: Bearer bench-token",
+                            "-H", "Content-Type: application/json", "-d", body], check=True, capture_output=True)
+        curl_s = (time.perf_counter() - t0) / n
+        out["cli"] = {"gpuq_submit_s": gpuq_s, "curl_s": curl_s, "ratio": gpuq_s / curl_s}
+        print("gpuq submit vs curl, per command:", json.dumps(out["cli"]))
+
+        before = client.get("/orchestrator/status").json()["queue_summary"]["total_jobs"]
+        t0 = time.perf_counter()
+        r = client.post("/queue/submit", json={**job, "array": 10_000}, headers=auth)
+        took = time.perf_counter() - t0
+        assert r.status_code == 200, r.text[:500]
+        after = client.get("/orchestrator/status").json()["queue_summary"]
+        queued = client.get("/jobs", params={"state": "queued", "limit": 1}).json()["total"]
+        out["array"] = {"jobs": 10_000, "seconds": took, "jobs_per_s": 10_000 / took,
+                        "total_jobs_consistent": after["total_jobs"] == before + 10_000, "queued": queued}
+        print("10,000-job array:", json.dumps(out["array"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    ray.shutdown()
+    cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main()
