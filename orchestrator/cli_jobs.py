@@ -215,6 +215,24 @@ def register(app: typer.Typer) -> None:
         console.print(f"jobs: {q['queued']} queued, {q['running']} running, {q['completed']} completed, {q['failed']} failed")
 
     @app.command()
+    def top(once: Annotated[bool, typer.Option("--once", help="print one frame and exit")] = False,
+            interval: float = 2.0) -> None:
+        """A live view of cluster, GPUs, active jobs and the line (Ctrl-C to quit)."""
+        from rich.live import Live
+
+        client = _client()
+        if once:
+            console.print(_run(lambda: _top_view(client)))
+            return
+        with Live(_run(lambda: _top_view(client)), console=console, screen=False, auto_refresh=False) as live:
+            try:
+                while True:
+                    time.sleep(interval)
+                    live.update(_run(lambda: _top_view(client)), refresh=True)
+            except KeyboardInterrupt:
+                pass
+
+    @app.command()
     def nodes(as_json: JSON_OPT = False) -> None:
         """Every node and GPU: free, or which job and user hold it."""
         out = _run(lambda: _client().get("/resources"))
@@ -231,6 +249,39 @@ def register(app: typer.Typer) -> None:
                 else:
                     cells.append(f"[red]{g['index']}:{g['state']}[/]")
             console.print(f"[bold]{node['node']}[/bold] {node['free']}/{node['total']} free  " + "  ".join(cells))
+
+
+def _top_view(client: Client):
+    """The seed's dashboard in a terminal: cluster, queue, GPU grid, active jobs, the line."""
+    from rich.console import Group
+    from rich.panel import Panel
+
+    s = client.get("/orchestrator/status")
+    nodes = client.get("/resources")["nodes"]
+    running = client.get("/jobs", state="running", limit=50)["jobs"]
+    waiting = client.get("/queue", limit=10)["jobs"]
+    r, q = s["resource_summary"], s["queue_summary"]
+    util = r["allocated_gpus"] / r["total_gpus"] if r["total_gpus"] else 0.0
+    head = (f"Cluster  total {r['total_gpus']}  available {r['available_gpus']}  allocated {r['allocated_gpus']}  "
+            f"util {util:.0%}      Jobs  queued {q['queued']}  running {q['running']}  completed {q['completed']}  "
+            f"failed {q['failed']}")
+    grid = []
+    for node in nodes:
+        cells = " ".join("[green]■[/]" if g["state"] == "free" else "[yellow]■[/]" if g["state"] == "allocated" else "[red]■[/]"
+                         for g in node["gpus"])
+        grid.append(f"{node['node']:<12} {cells}")
+    active = Table(title="Active jobs", expand=True)
+    for col in ("run id", "user", "GPUs", "placement", "runtime"):
+        active.add_column(col)
+    for j in running:
+        active.add_row(j["run_id"], j["user"], str(j["gpu_count"]), j["placement"], _ago(j["started_at"]))
+    line = Table(title="Queue (head)", expand=True)
+    for col in ("#", "run id", "user", "GPUs", "priority", "reason"):
+        line.add_column(col)
+    for j in waiting:
+        line.add_row(str(j["position"] or "-"), j["run_id"], j["user"], str(j["gpu_count"]), j["priority_name"], j["reason"])
+    return Group(Panel(head, title="gpuq"), Panel("\n".join(grid), title="GPUs (green free, yellow allocated, red out)"),
+                 active, line)
 
 
 def _default_run_id(args: list[str]) -> str:

@@ -54,3 +54,12 @@ def test_unreachable_api_is_exit_code_3(gpuq, monkeypatch):
     r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status"], capture_output=True, text=True,
                        env={**os.environ, "GPUQ_URL": "http://127.0.0.1:9", "GPUQ_TOKEN": "x"}, timeout=60)
     assert r.returncode == 3 and "cannot reach gpuq" in r.stderr
+
+
+def test_status_nodes_and_top_show_the_cluster(gpuq):
+    status = gpuq("status")
+    assert status.returncode == 0 and "16 total" in status.stdout
+    nodes = gpuq("nodes")
+    assert "gmi-node-1" in nodes.stdout and "gmi-node-2" in nodes.stdout
+    top = gpuq("top", "--once")
+    assert top.returncode == 0 and "Active jobs" in top.stdout and "total 16" in top.stdout
