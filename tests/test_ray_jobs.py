@@ -65,3 +65,11 @@ def test_ray_job_submit_without_a_token_is_refused(ray_job, orch):
     # Ray's CLI reads our 401 as "token authentication is enabled".
     assert r.returncode != 0 and "authentication" in r.stderr
     assert orch.call("list_jobs", None, None, 10, 0)["total"] == 0
+
+
+def test_the_gpuq_ray_submit_wrapper_fills_in_address_and_token(api, orch):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpuq-ray-submit"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"GPUQ_URL": api, "GPUQ_TOKEN": "alice-token"}
+    r = subprocess.run([str(script), "--", "echo", "wrapped"], capture_output=True, text=True, env=env, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "wrapped" in r.stdout
