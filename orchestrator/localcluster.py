@@ -103,6 +103,25 @@ def start_ray(simulate: bool | None = None) -> dict:
     return started
 
 
+def start_inprocess_cluster():
+    """The same shape as `gpuq up` without GPUs — a head and the simulated 8-GPU nodes —
+    started inside this process and connected to, for tests and benchmarks. It is a
+    private loopback cluster, so Ray's token authentication is turned off for it."""
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ.pop("RAY_ADDRESS", None)
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from orchestrator.backend import NODE_LABEL
+
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False))
+    for name in SIMULATED_NODES:
+        cluster.add_node(num_cpus=WORKER_CPUS, num_gpus=8, resources={name: 1}, labels={NODE_LABEL: name})
+    ray.init(address=cluster.address, namespace="gpuq", log_to_driver=False, logging_level="ERROR")
+    cluster.wait_for_nodes()
+    return cluster
+
+
 def connect(addr: str | None = None) -> None:
     import ray
 

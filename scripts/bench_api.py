@@ -26,10 +26,9 @@ os.environ.pop("RAY_ADDRESS", None)
 import httpx  # noqa: E402
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
 
 from orchestrator.actor import start_orchestrator  # noqa: E402
-from orchestrator.localcluster import WORKER_CPUS  # noqa: E402
+from orchestrator.localcluster import start_inprocess_cluster  # noqa: E402
 from serve_app.api import deploy  # noqa: E402
 
 PORT = 8765
@@ -65,11 +64,7 @@ def main() -> None:
     args = ap.parse_args()
     out: dict = {"machine": f"{os.cpu_count()} cores"}
 
-    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False))
-    for name in ("gmi-node-1", "gmi-node-2"):
-        cluster.add_node(num_cpus=WORKER_CPUS, num_gpus=8, resources={name: 1}, labels={"gmi/node": name})
-    ray.init(address=cluster.address, namespace="gpuq", log_to_driver=False, logging_level="ERROR")
-    cluster.wait_for_nodes()
+    cluster = start_inprocess_cluster()
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-api-"))
     orch = start_orchestrator({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "warm_slots_per_node": 0})
     ray.get(orch.ping.remote(), timeout=120)

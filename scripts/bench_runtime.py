@@ -27,12 +27,11 @@ os.environ["RAY_AUTH_MODE"] = "disabled"  # a private loopback cluster for this 
 os.environ.pop("RAY_ADDRESS", None)
 
 import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group  # noqa: E402
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy  # noqa: E402
 
 from orchestrator.actor import start_orchestrator  # noqa: E402
-from orchestrator.localcluster import WORKER_CPUS  # noqa: E402
+from orchestrator.localcluster import start_inprocess_cluster  # noqa: E402
 
 STAMP = "date +%s.%N"
 
@@ -116,11 +115,7 @@ def main() -> None:
     many = 200 if args.quick else 1000
     out: dict = {}
 
-    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False))
-    for name in ("gmi-node-1", "gmi-node-2"):
-        cluster.add_node(num_cpus=WORKER_CPUS, num_gpus=8, resources={name: 1}, labels={"gmi/node": name})
-    ray.init(address=cluster.address, namespace="gpuq", log_to_driver=False, logging_level="ERROR")
-    cluster.wait_for_nodes()
+    cluster = start_inprocess_cluster()
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-"))
     # Warm slots would hold every GPU and leave the bare-Ray baseline nothing to place:
     # the side-by-side part runs without them (a finished job's slot is still reused).

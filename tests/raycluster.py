@@ -6,28 +6,15 @@ resource {"<name>": 1}, exactly as `gpuq up` and cluster.yaml start real nodes.
 
 from __future__ import annotations
 
-import os
 import time
 
 NODES = ("gmi-node-1", "gmi-node-2")
 
 
 def start_cluster():
-    # A local Ray 2.60 start turns on token authentication; the tests talk to their own
-    # loopback cluster and say so explicitly.
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ.pop("RAY_ADDRESS", None)
-    import ray
-    from ray.cluster_utils import Cluster
+    from orchestrator.localcluster import start_inprocess_cluster
 
-    from orchestrator.localcluster import WORKER_CPUS
-
-    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False))
-    for name in NODES:
-        cluster.add_node(num_cpus=WORKER_CPUS, num_gpus=8, resources={name: 1}, labels={"gmi/node": name})
-    ray.init(address=cluster.address, namespace="gpuq", log_to_driver=False)
-    cluster.wait_for_nodes()
-    return cluster
+    return start_inprocess_cluster()
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
