@@ -37,6 +37,8 @@ class Config(BaseModel):
     # The REST API. Loopback unless an operator opens it: a job is arbitrary code.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # Mutations always need a token; with this, reads (status, queue, jobs, logs) do too.
+    api_auth_reads: bool = False
     # Where the orchestrator keeps its SQLite store (on the head node) and where each node
     # keeps job logs and exit records (on that node's own disk). Default: under GPUQ_HOME.
     store_path: str | None = None

@@ -168,7 +168,7 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
 
     site = Config.model_validate(config or {})
     started["admin_token_file"] = str(ensure_admin_token())
-    started["api"] = deploy(site.api_host, site.api_port, str(tokens_path()))
+    started["api"] = deploy(site.api_host, site.api_port, str(tokens_path()), site.api_auth_reads)
     return started
 
 
