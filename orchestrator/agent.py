@@ -53,9 +53,6 @@ class NodeAgent:
     def read_exit(self, job_id: str, attempt: int, rank: int) -> dict | None:
         return read_exit(job_dir(self.data_root, self.node, job_id, attempt, rank))
 
-    def was_started(self, job_id: str, attempt: int, rank: int) -> bool:
-        return (job_dir(self.data_root, self.node, job_id, attempt, rank) / "start.json").exists()
-
     def reap(self, live_job_ids: list[str]) -> list[int]:
         """Kill process groups tagged with this cluster and a job that is not running."""
         return reap(self.cluster_id, set(live_job_ids))

@@ -85,10 +85,6 @@ class Runner:
         self.started = {"node": self.node, "gpus": gpus, "pid": self.proc.pid, "started_at": time.time()}
         return self.started
 
-    def current(self) -> tuple[str, int, int] | None:
-        """The job this runner runs (or ran last)."""
-        return self.key
-
     def wait(self, job_id: str, attempt: int, rank: int) -> dict | None:
         """Block until that job's supervisor exits; its exit record (None: not this runner's job)."""
         if self.key != (job_id, attempt, rank) or self.proc is None:
@@ -104,9 +100,6 @@ class Runner:
                 os.kill(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-
-    def idle(self) -> bool:
-        return self.proc is None or self.proc.poll() is not None
 
 
 def read_exit(directory: Path) -> dict | None:

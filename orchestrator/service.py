@@ -437,6 +437,10 @@ class OrchestratorService:
         out = await self.backend.call_agent(node, "read_log", job_id, attempt, rank, offset, limit, tail)
         return {**out, "attempt": attempt, "done": job.state.is_terminal}
 
+    @property
+    def loop_running(self) -> bool:
+        return not self._loop_task.done()
+
     async def ping(self) -> str:
         return "ok"
 

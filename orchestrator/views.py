@@ -97,7 +97,7 @@ def status(service, ray_up: bool) -> dict:
     unhealthy = inv.unhealthy_count()
     summary = q.summary()
     return {
-        "running": bool(ray_up and not service._loop_task.done()),
+        "running": bool(ray_up and service.loop_running),
         "stats": {"jobs_scheduled": s.jobs_scheduled, "jobs_completed": s.jobs_completed,
                   "jobs_failed": s.jobs_failed, "scheduling_cycles": s.scheduling_cycles},
         "resource_summary": {"total_gpus": total, "available_gpus": inv.free_count(), "allocated_gpus": allocated},
