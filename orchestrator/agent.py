@@ -1,9 +1,10 @@
 """The node agent: one detached Ray actor per node, reserving no GPU.
 
 It serves what lives on its node's disk — job logs and exit records — so nothing
-depends on a shared file system, and it reaps: any process tagged with this
-cluster's id and a job id that the orchestrator no longer runs is killed with its
-process group (the backstop behind the supervisor).
+depends on a shared file system; it reports its GPUs' telemetry (NVML, or the
+simulation where NVML is missing: orchestrator/telemetry.py); and it reaps: any
+process tagged with this cluster's id and a job id that the orchestrator no longer
+runs is killed with its process group (the backstop behind the supervisor).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import ray
 
 from orchestrator.runner import job_dir, read_exit
+from orchestrator.telemetry import SIMULATED, NodeReport, provider_for, report
 
 MAX_READ = 1024 * 1024
 
@@ -25,12 +27,37 @@ def agent_name(node: str) -> str:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=8)
 class NodeAgent:
-    def __init__(self, node: str, data_root: str, cluster_id: str):
+    def __init__(self, node: str, data_root: str, cluster_id: str, gpus: int = 0, telemetry: str = "auto"):
         self.node, self.data_root, self.cluster_id = node, data_root, cluster_id
+        self.provider = None
+        self.gpus, self.telemetry = gpus, telemetry
 
-    def configure(self, data_root: str, cluster_id: str) -> None:
-        """A (re)started orchestrator states where data lives and which cluster it is."""
-        self.data_root, self.cluster_id = data_root, cluster_id
+    def configure(self, data_root: str, cluster_id: str, gpus: int = 0, telemetry: str = "auto") -> None:
+        """A (re)started orchestrator states where data lives, which cluster it is, how
+        many GPUs Ray declares here and where telemetry should come from."""
+        if (gpus, telemetry, cluster_id) != (self.gpus, self.telemetry, self.cluster_id):
+            self.provider = None  # chosen again on the next report
+        self.data_root, self.cluster_id, self.gpus, self.telemetry = data_root, cluster_id, gpus, telemetry
+
+    def _provider(self):
+        if self.provider is None:
+            self.provider = provider_for(self.node, self.gpus, self.cluster_id, self.telemetry)
+        return self.provider
+
+    def report(self) -> NodeReport | None:
+        """This node's GPUs now; None while a simulated node is told to be silent."""
+        provider = self._provider()
+        if provider.source == SIMULATED and provider.faults.silent:
+            return None
+        return report(provider, self.node)
+
+    def inject(self, fault: str, gpu: int | None = None, value: float | None = None) -> str:
+        """Inject a fault into the simulation (telemetry.SimulatedProvider.inject). Refused
+        on a node whose telemetry is real: a test must never fake a real GPU's health."""
+        provider = self._provider()
+        if provider.source != SIMULATED:
+            raise ValueError(f"{self.node} reports real NVML telemetry; faults can only be injected into a simulated node")
+        return provider.inject(fault, gpu, value)
 
     def ping(self) -> str:
         return self.node

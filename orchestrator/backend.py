@@ -14,6 +14,9 @@ Facts this relies on (measured on Ray 2.60):
   error, so placement has its own time-out;
 - Ray binds the lowest free GPU indices of the node to a bundle when the placement
   group is created, and `ray.get_gpu_ids()` inside the runner gives them.
+Ray knows nothing of GPU health, so a GPU gpuq takes out of service is *quarantined*:
+held by a detached one-GPU placement group of its own (`gpuq-quarantine-<node>-<i>`)
+so that Ray never binds it to a job (see quarantine()).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ NAMESPACE = "gpuq"
 ORCHESTRATOR_NAME = "gpuq-orchestrator"
 NODE_LABEL = "gmi/node"  # nodes are started with --labels gmi/node=<name> and --resources '{"<name>": 1}'
 NODE_SHARE = 0.001  # of the per-node resource: pins a bundle without limiting how many fit
+QUARANTINE_PREFIX = "gpuq-quarantine-"
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,9 @@ class RayBackend:
         self.agents: dict[str, ray.actor.ActorHandle] = {}
         self.slots: dict[str, Slot] = {}
         self.capacity: dict[str, int] = {}
+        self.held_out: dict[tuple[str, int], PlacementGroup] = {}  # quarantined GPUs
+        self.telemetry = "auto"
+        self._quarantine_lock = asyncio.Lock()
 
     # --- nodes and agents -----------------------------------------------------------
 
@@ -97,28 +104,39 @@ class RayBackend:
                 self.agents[name] = NodeAgent.options(
                     name=agent_name(name), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
                     resources={name: NODE_SHARE},
-                ).remote(name, self.data_root, self.cluster_id)
+                ).remote(name, self.data_root, self.cluster_id, info.gpus, self.telemetry)
                 # An agent left by an earlier orchestrator keeps running: bring it up to date.
-                self.agents[name].configure.remote(self.data_root, self.cluster_id)
+                self.agents[name].configure.remote(self.data_root, self.cluster_id, info.gpus, self.telemetry)
 
     async def call_agent(self, node: str, method: str, *args, timeout: float = 10.0):
         agent = self.agents.get(node)
         if agent is None:
             raise LookupError(f"no agent on node {node}")
-        return await asyncio.wait_for(getattr(agent, method).remote(*args), timeout)
+        try:
+            return await asyncio.wait_for(getattr(agent, method).remote(*args), timeout)
+        except ray.exceptions.RayActorError:
+            # Killed for good (or its node died): forget the handle so that ensure_agents
+            # starts a new one instead of calling a dead actor forever.
+            if self.agents.get(node) is agent:
+                del self.agents[node]
+            raise
 
     # --- slots ----------------------------------------------------------------------
 
-    async def acquire(self, node: str, size: int, prefer: list[int]) -> Slot | None:
+    async def acquire(self, node: str, size: int, prefer: list[int], avoid: set[int] = frozenset()) -> Slot | None:
         """A slot of `size` GPUs on `node`: a parked one if there is one (the planned GPUs
-        first), else a new one, after evicting parked slots that Ray would need the GPUs
-        of. None (and nothing left behind) if Ray has not placed it within the time-out."""
-        parked = [s for s in self.slots.values() if s.parked_at is not None and s.ready and s.node == node and s.size == size]
+        first; none holding a GPU in `avoid`, those out of service), else a new one, after
+        evicting parked slots that Ray would need the GPUs of. None (and nothing left
+        behind) if Ray has not placed it within the time-out."""
+        if avoid - {i for n, i in self.held_out if n == node}:
+            await self.quarantine({node: set(avoid)}, only=node)  # else Ray may bind one of them
+        parked = [s for s in self.slots.values() if s.parked_at is not None and s.ready and s.node == node
+                  and s.size == size and not set(s.gpus) & avoid]
         if parked:
             slot = max(parked, key=lambda s: (len(set(s.gpus) & set(prefer)), s.parked_at))
             slot.parked_at = None
             return slot
-        held = sum(s.size for s in self.slots.values() if s.node == node)
+        held = self._held(node)
         for old in sorted((s for s in self.slots.values() if s.node == node and s.parked_at is not None),
                           key=lambda s: s.parked_at):
             if held + size <= self.capacity.get(node, size):
@@ -155,11 +173,67 @@ class RayBackend:
         creating = []
         for node, n_free in free.items():
             ones = sum(1 for s in self.slots.values() if s.node == node and s.size == 1 and s.parked_at is not None)
-            held = sum(s.size for s in self.slots.values() if s.node == node)
+            held = self._held(node)
             room = min(self.capacity.get(node, 0) - held, self.warm_slots_per_node - ones, n_free)
             creating += [self._create(node, 1, warm=True) for _ in range(max(0, room))]
         if creating:
             await asyncio.gather(*creating)
+
+    def _held(self, node: str) -> int:
+        """GPUs of `node` that Ray has given to gpuq placement groups (slots and quarantine)."""
+        return sum(s.size for s in self.slots.values() if s.node == node) + sum(1 for n, _ in self.held_out if n == node)
+
+    async def quarantine(self, wanted: dict[str, set[int]], only: str | None = None) -> None:
+        async with self._quarantine_lock:  # the watch and a launch may both ask
+            await self._quarantine(wanted, only)
+
+    async def _quarantine(self, wanted: dict[str, set[int]], only: str | None) -> None:
+        """Make Ray hold exactly the out-of-service GPUs that no job holds any more.
+
+        Ray gives a new bundle the lowest free indices, so to hold GPU i it first takes
+        every free index below i in a filler group, then places the one-GPU quarantine
+        group (which gets i), then drops the filler. Parked slots on i are removed
+        first; a GPU still in a running slot waits for the next round."""
+        for (node, i), pg in list(self.held_out.items()):
+            if only is None and i not in wanted.get(node, set()):
+                remove_placement_group(pg)
+                del self.held_out[(node, i)]
+        for node, indices in wanted.items():
+            for i in sorted(indices):
+                if (node, i) in self.held_out:
+                    continue
+                for slot in [s for s in self.slots.values() if s.node == node and i in s.gpus and s.parked_at is not None]:
+                    self.discard(slot)
+                slots = [s for s in self.slots.values() if s.node == node]
+                if any(not s.ready for s in slots):
+                    return  # a slot is being placed: its indices are not known yet
+                taken = {g for s in slots for g in s.gpus} | {g for n, g in self.held_out if n == node}
+                if i in taken:
+                    continue
+                below = [g for g in range(i) if g not in taken]
+                filler = None
+                if below:
+                    filler = placement_group([{"GPU": float(len(below)), node: NODE_SHARE}], lifetime="detached")
+                    if not await _placed(filler, self.placement_timeout_s):
+                        remove_placement_group(filler)
+                        continue
+                pg = placement_group([{"GPU": 1.0, node: NODE_SHARE}], name=f"{QUARANTINE_PREFIX}{node}-{i}",
+                                     lifetime="detached")
+                placed = await _placed(pg, self.placement_timeout_s)
+                if filler is not None:
+                    remove_placement_group(filler)
+                if placed:
+                    self.held_out[(node, i)] = pg
+                else:
+                    remove_placement_group(pg)
+
+    def adopt_quarantine(self) -> None:
+        """After a restart: take back the quarantine groups by name."""
+        for pg_id, info in placement_group_table().items():
+            name = info.get("name", "")
+            if name.startswith(QUARANTINE_PREFIX) and info.get("state") == "CREATED":
+                node, _, index = name[len(QUARANTINE_PREFIX):].rpartition("-")
+                self.held_out[(node, int(index))] = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id)))
 
     def park(self, name: str) -> None:
         """The slot's job is over: keep it warm for the next job of its shape."""
@@ -209,6 +283,8 @@ class RayBackend:
                 **base_env,
                 "GPUQ_CLUSTER": self.cluster_id, "GPUQ_NODE": hello["node"], "GPUQ_NODE_RANK": str(rank),
                 "GPUQ_NNODES": str(nnodes), "GPUQ_NUM_GPUS": str(len(hello["gpus"])), "GPUQ_WORLD_SIZE": str(world),
+                # GPU indices mean the same to CUDA as to NVML (and so to gpuq's health checks).
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                 # torchrun reads these (and its PET_* equivalents) across the bundles.
                 "MASTER_ADDR": master["ip"], "MASTER_PORT": str(master["port"]), "NODE_RANK": str(rank),
                 "PET_NNODES": str(nnodes), "PET_NODE_RANK": str(rank), "PET_NPROC_PER_NODE": str(len(hello["gpus"])),
@@ -247,3 +323,13 @@ class RayBackend:
             pg = None
         if runner is not None and pg is not None:
             self.slots[name] = Slot(name, node, size, pg, runner, list(gpus))
+
+
+async def _placed(pg: PlacementGroup, timeout: float) -> bool:
+    """Wait until Ray has placed a group, without pg.ready() (which costs a worker)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if placement_group_table(pg).get("state") == "CREATED":
+            return True
+        await asyncio.sleep(0.05)
+    return False

@@ -144,5 +144,9 @@ from orchestrator import cli_jobs  # noqa: E402  (the commands researchers use)
 
 cli_jobs.register(app)
 
+from orchestrator import cli_fleet  # noqa: E402  (usage, and what admins do to the fleet)
+
+cli_fleet.register(app)
+
 if __name__ == "__main__":
     app()

@@ -1,5 +1,5 @@
 """`gpuq` commands for researchers: submit, queue, jobs, show, logs, cancel, hold,
-release, priority, status, nodes. They talk only to the REST API.
+release, priority, status, top, nodes. They talk only to the REST API.
 
 Exit codes scripts can rely on: 0 done; 1 refused by gpuq (bad input, not yours, not
 found, not allowed in this state); 3 gpuq unreachable or unavailable; `submit --wait`
@@ -242,13 +242,17 @@ def register(app: typer.Typer) -> None:
         for node in out["nodes"]:
             cells = []
             for g in node["gpus"]:
+                util = f" {g['telemetry']['utilization']:.0%}" if g.get("telemetry") else ""
                 if g["state"] == "free":
                     cells.append(f"[green]{g['index']}:free[/]")
                 elif g["state"] == "allocated":
-                    cells.append(f"[yellow]{g['index']}:{g['run_id']}({g['user']})[/]")
+                    idle = " IDLE" if g.get("idle") else ""
+                    cells.append(f"[yellow]{g['index']}:{g['run_id']}({g['user']}){util}{idle}[/]")
                 else:
                     cells.append(f"[red]{g['index']}:{g['state']}[/]")
+            tel = node.get("telemetry") or {}
             console.print(f"[bold]{node['node']}[/bold] {node['free']}/{node['total']} free  " + "  ".join(cells))
+            console.print(f"  telemetry: {tel.get('detail', 'none')}", style="dim")
 
 
 def _top_view(client: Client):

@@ -69,6 +69,16 @@ class Config(BaseModel):
     promote_after_s: float = Field(default=0.0, ge=0)
     promote_levels: int = Field(default=1, ge=0)
 
+    # GPU telemetry: "auto" reads NVML where it works and simulates it where it does not
+    # (saying so); "nvml" refuses to simulate; "simulated" never reads NVML.
+    telemetry: str = Field(default="auto", pattern="^(auto|nvml|simulated)$")
+    telemetry_interval_s: float = Field(default=5.0, gt=0)
+    # A node whose agent has not reported for this long has all its GPUs marked unhealthy.
+    node_silent_after_s: float = Field(default=30.0, gt=0)
+    # An allocated GPU under this utilization (0..1) for this long is flagged idle.
+    idle_utilization: float = Field(default=0.05, ge=0, le=1)
+    idle_window_s: float = Field(default=600.0, gt=0)
+
     @field_validator("nodes")
     @classmethod
     def _nodes_have_gpus(cls, nodes: dict[str, int]) -> dict[str, int]:

@@ -294,6 +294,11 @@ class Job(BaseModel):
     def multi_node(self) -> bool:
         return self.spec.multi_node
 
+    def note(self, now: float, what: str, reason: str) -> None:
+        """Record something that happened to the job without moving it (an idle GPU, a
+        drained node): the history says it, the state machine is not involved."""
+        self.events.append(Event(time=now, from_state=self.state, to_state=self.state, trigger=what, reason=reason))
+
     def apply(self, trigger: Trigger, now: float, reason: str = "") -> JobState:
         """Make one move of the state machine, or raise IllegalTransition and change nothing."""
         try:

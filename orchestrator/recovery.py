@@ -56,6 +56,7 @@ async def recover(svc) -> None:
             svc.stop_job(job)
         svc.spawn(svc._monitor(job, attempt))
     svc.backend.forget_unknown_slots(keep)
+    svc.backend.adopt_quarantine()
     svc.wake()
 
 

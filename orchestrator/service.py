@@ -24,18 +24,21 @@ import uuid
 
 import ray
 
+from orchestrator.accounting import Accounting, Run
 from orchestrator.backend import RayBackend, discover_nodes
 from orchestrator.config import Config
 from orchestrator.errors import GpuqError, InvalidSpec
 from orchestrator.fairshare import UsageLedger
 from orchestrator.inventory import Inventory
 from orchestrator.job import Job, JobSpec, format_allocation
+from orchestrator.metrics import Metrics
 from orchestrator.policy import PolicyConfig, Start, dry_run, plan
 from orchestrator.queue import JobQueue
 from orchestrator.recovery import recover
 from orchestrator.snapshot import snapshot_of
 from orchestrator.states import JobState
 from orchestrator.store import GroupCommit, Store
+from orchestrator.watch import GpuWatch
 from orchestrator import views
 
 log = logging.getLogger("gpuq.orchestrator")
@@ -51,6 +54,7 @@ class OrchestratorService:
         self.cluster_id = str(self.store.get("cluster_id") or uuid.uuid4().hex[:12])
         self.backend = RayBackend(self.site.resolved_data_dir(), self.cluster_id, self.site.placement_timeout_s,
                                   self.site.slot_idle_s, self.site.warm_slots_per_node)
+        self.backend.telemetry = self.site.telemetry
         self.policy = PolicyConfig.from_site(self.site)
         self.queue = JobQueue()
         self.usage = UsageLedger(self.site.fairshare_half_life_s)
@@ -58,6 +62,15 @@ class OrchestratorService:
         # Only nodes Ray reports: GPU nodes that join later are added by refresh_nodes().
         self.inventory = Inventory.of({n: info.gpus for n, info in self.nodes.items()})
         self.stopping: set[str] = set()  # jobs told to stop whose GPUs are not back yet
+        self.evicting: dict[str, str] = {}  # jobs stopped because their GPUs left service -> why
+        self.metrics = Metrics(self)
+        self.watch = GpuWatch(self, self.store.get("fleet"))
+        self.fleet = self.watch.fleet
+        now = time.time()
+        self.accounting = Accounting(Run(*row) for row in self.store.usage())
+        for run in self.accounting.runs:  # fair-share remembers recent usage across restarts
+            if now - run.end < 8 * self.site.fairshare_half_life_s:
+                self.usage.add(run.user, run.gpu_seconds, run.end)
         self.last_plan = None
         self.started_at = time.time()
         self.backend.ensure_agents(self.nodes)
@@ -75,6 +88,7 @@ class OrchestratorService:
                 self._by_key[(job.user, job.idempotency_key)] = job.id
         self.store.save([], kv={"cluster_id": self.cluster_id})
         self._loop_task = asyncio.get_event_loop().create_task(self._run())
+        self._watch_task = asyncio.get_event_loop().create_task(self.watch.run())
 
     # --- the loop -------------------------------------------------------------------
 
@@ -119,6 +133,7 @@ class OrchestratorService:
         for name, info in found.items():
             if name not in self.inventory.nodes:
                 self.inventory.add_node(name, info.gpus)
+                self.fleet.node_added(name)
                 log.info("node %s joined with %d GPUs", name, info.gpus)
         self.nodes.update(found)
         self.backend.ensure_agents(found)
@@ -137,6 +152,7 @@ class OrchestratorService:
     def cycle(self) -> None:
         """One scheduling cycle: plan on a snapshot, then apply the decisions."""
         now = time.time()
+        began = time.perf_counter()
         snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping))
         # Reasons and estimated starts cost more than the decisions (a busy queue wakes the
         # loop on every submit and every job end): refresh them at most once a second.
@@ -151,9 +167,12 @@ class OrchestratorService:
             job = self.queue.preempt(p.job_id, now, p.reason)
             changed.append(job)
             self.stop_job(job)
+            self.metrics.decisions.labels("preempt").inc()
         for s in decided.starts:
             self.inventory.allocate(s.job_id, s.allocation)
+            self.metrics.scheduled(self.queue.get(s.job_id), now)
             changed.append(self.queue.schedule(s.job_id, now, s.allocation))
+        self.metrics.cycle.observe(time.perf_counter() - began)
         if changed:
             durable = self.save(changed)
             for s in decided.starts:
@@ -164,10 +183,10 @@ class OrchestratorService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def save(self, jobs: list[Job]) -> asyncio.Future:
+    def save(self, jobs: list[Job], kv: dict | None = None, usage: list[tuple] | None = None) -> asyncio.Future:
         """Write jobs through to the store; await the result where the next step must not
         happen before the change is durable."""
-        done = self.durable.save(jobs, kv={"stats": dict(self.queue.stats.__dict__)})
+        done = self.durable.save(jobs, kv={"stats": dict(self.queue.stats.__dict__), **(kv or {})}, usage=usage)
         done.add_done_callback(_report_store_failure)
         return done
 
@@ -196,7 +215,7 @@ class OrchestratorService:
         self.queue.allocate(job.id, time.time())
         names: list[str] = []
         for node, gpus in job.allocation.items():
-            slot = await self.backend.acquire(node, len(gpus), gpus)
+            slot = await self.backend.acquire(node, len(gpus), gpus, self.fleet.out_of_service_on(node))
             if slot is not None:
                 names.append(slot.name)
             if slot is None or job.state is not JobState.ALLOCATING:
@@ -227,6 +246,8 @@ class OrchestratorService:
                 self.queue.get(other_id).allocation = alloc
             self.save([self.queue.start(job.id, min(i["started_at"] for i in infos), actual),
                        *(self.queue.get(o) for o in moved)])
+            if job.id in self.evicting:  # its GPUs left service while it was being placed
+                self.stop_job(job)
         elif job.state is JobState.CANCELLED:
             self.stop_job(job)
         await self._monitor(job, attempt)
@@ -269,15 +290,22 @@ class OrchestratorService:
         for name in job.slots.get(attempt, []):
             self.backend.park(name)
         started = job.state_times.get(JobState.RUNNING, now)
-        self.usage.add(job.user, job.gpus * max(0.0, now - started), now)
+        run = None
+        if job.state_times.get(JobState.RUNNING) is not None and job.placements.get(attempt):
+            run = Run(job.id, attempt, job.user, job.gpus, started, now)
+            self.usage.add(job.user, run.gpu_seconds, now)
+            self.accounting.add(run)
         self._release(job)
+        evicted = self.evicting.pop(job.id, None)
         if job.state is JobState.PREEMPTED:
             self.save([self.queue.requeue(job.id, now, "preempted; back in line in its place")])
         elif job.state is JobState.RUNNING:
             lost = [r for r in results if r is None]
             codes = [r.get("exit_code") for r in results if r is not None]
             reasons = {r.get("reason") for r in results if r is not None}
-            if lost or not results:
+            if evicted:
+                self.queue.fail(job.id, now, evicted, infrastructure=True)
+            elif lost or not results:
                 self.queue.fail(job.id, now, "node lost: the runner died without an exit record", infrastructure=True)
             elif reasons & {"stopped", "interrupted"}:
                 # Stopped, but not by gpuq (it was RUNNING): its runner or node went away.
@@ -288,13 +316,32 @@ class OrchestratorService:
                 self.queue.complete(job.id, now)
             else:
                 self.queue.fail(job.id, now, "command failed", exit_code=next(c for c in codes if c != 0))
+            self.metrics.finished(job, now - started)
             if job.state is JobState.FAILED:
                 self._retry_or_stop(job)
             else:
                 self.save([job])
         else:
             self.save([job])  # cancelled: already final
+        if run is not None:
+            self.save([], usage=[(run.job_id, run.attempt, run.user, run.gpus, run.start, run.end)])
         self.wake()
+
+    def evict(self, job: Job, reason: str) -> None:
+        """Stop a job whose GPUs left service and put it back in line, as a failure that
+        is not its own. Held GPUs stay out of service when the job lets them go."""
+        if job.state is JobState.SCHEDULED:  # nothing on Ray yet: its launch stops at the first check
+            self._release(job)
+            self.save([self.queue.requeue(job.id, time.time(), reason)])
+        elif job.state in (JobState.ALLOCATING, JobState.RUNNING):
+            self.evicting[job.id] = reason
+            if job.state is JobState.RUNNING:
+                self.stop_job(job)
+
+    def running_runs(self, now: float) -> list[Run]:
+        """Runs still going, counted up to `now` (for usage and its metric)."""
+        return [Run(j.id, j.attempts, j.user, j.gpus, j.state_times[JobState.RUNNING], now)
+                for j in self.queue.jobs() if j.state is JobState.RUNNING and JobState.RUNNING in j.state_times]
 
     def _retry_or_stop(self, job: Job) -> None:
         now = time.time()
@@ -412,7 +459,9 @@ class OrchestratorService:
         return views.job(job, self.queue)
 
     async def get_job(self, job_id: str) -> dict:
-        return views.job(self.queue.get(job_id), self.queue, detail=True)
+        out = views.job(self.queue.get(job_id), self.queue, detail=True)
+        out["idle_gpus"] = self.watch.idle_of(job_id, time.time())  # held but unused for the idle window
+        return out
 
     async def list_jobs(self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0) -> dict:
         return views.jobs(self.queue, state, user, limit, offset)
@@ -424,7 +473,42 @@ class OrchestratorService:
         return views.status(self, ray.is_initialized())
 
     async def resources(self) -> dict:
-        return views.resources(self.inventory, self.queue, self.nodes)
+        return views.resources(self, time.time())
+
+    # --- the fleet: drains, health, telemetry, usage ------------------------------------
+
+    async def drain(self, node: str, gpus: list[int] | None, reason: str, by: str, requeue: bool = False) -> dict:
+        """Take GPUs (a whole node by default) out of service, like `scontrol update
+        state=drain`: running jobs finish unless `requeue`, nothing new is placed there."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidSpec([("reason", "is required: say why the GPUs are drained (it is kept in the audit trail)")])
+        out = self.watch.take_out(node, gpus, "drained", reason.strip(), by, requeue=requeue)
+        return {**out, "gpus": self.fleet.targets(node, gpus)}
+
+    async def undrain(self, node: str, gpus: list[int] | None, by: str, reason: str = "") -> dict:
+        """Put drained or unhealthy GPUs back in service (an admin's call)."""
+        return {"node": node, "returned": self.watch.put_back(node, gpus, by, reason)}
+
+    async def inject(self, node: str, fault: str, gpu: int | None = None, value: float | None = None) -> str:
+        """Inject a fault into a simulated node's telemetry (refused on real NVML)."""
+        self.fleet.targets(node, None)  # an unknown node is an InvalidSpec naming the field
+        try:
+            answer = await self.backend.call_agent(node, "inject", fault, gpu, value)
+        except ray.exceptions.RayTaskError as e:  # the agent refused: say why, without its traceback
+            raise InvalidSpec([("fault", str(e.cause))]) from None
+        asyncio.get_event_loop().create_task(self.watch.poll())  # judge it now, not at the next poll
+        return answer
+
+    async def fleet_events(self, limit: int = 100) -> list[dict]:
+        return list(self.fleet.events)[-limit:][::-1]
+
+    async def usage_report(self, since: float, until: float | None = None, user: str | None = None) -> dict:
+        now = time.time()
+        until = min(until or now, now)
+        return self.accounting.report(since, until, self.running_runs(now), user)
+
+    async def metrics_text(self) -> bytes:
+        return self.metrics.text()
 
     async def logs(self, job_id: str, attempt: int | None = None, rank: int = 0, offset: int = 0,
                    limit: int = 65536, tail: int | None = None) -> dict:

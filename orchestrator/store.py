@@ -3,7 +3,9 @@
 A change is written (WAL, synchronous=FULL: fsync at commit) before the caller is
 told it happened, so an orchestrator that dies and restarts reloads exactly what it
 acknowledged. One row per job holds the whole Job document (its event history
-included); a small key/value table holds counters and idempotency keys.
+included); one row per finished run (job, attempt) holds its GPU usage for
+accounting; a small key/value table holds counters, the fleet's drains and its
+audit trail.
 
 What is deliberately not stored: the line order (rebuilt from priority and the
 submission sequence), the inventory (rebuilt from the jobs that hold GPUs), and the
@@ -29,6 +31,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS usage (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    gpus INTEGER NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+);
+CREATE INDEX IF NOT EXISTS usage_end ON usage(end);
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -58,7 +70,8 @@ class Store:
         """Write jobs (and counters) in one transaction; raises StoreError if it did not commit."""
         self.write(rows_of(jobs), kv)
 
-    def write(self, rows: list[tuple[str, int, str, str]], kv: dict[str, object] | None = None) -> None:
+    def write(self, rows: list[tuple[str, int, str, str]], kv: dict[str, object] | None = None,
+              usage: list[tuple] | None = None) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
@@ -66,6 +79,11 @@ class Store:
                 "ON CONFLICT(id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
                 rows,
             )
+            if usage:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO usage (job_id, attempt, user, gpus, start, end) VALUES (?, ?, ?, ?, ?, ?)",
+                    usage,
+                )
             if kv:
                 self._db.executemany(
                     "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -86,6 +104,15 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
         return [Job.model_validate_json(doc) for (doc,) in rows]
+
+    def usage(self, since: float = 0.0) -> list[tuple[str, int, str, int, float, float]]:
+        """Finished runs (job_id, attempt, user, gpus, start, end) that ended after `since`."""
+        try:
+            return self._db.execute(
+                "SELECT job_id, attempt, user, gpus, start, end FROM usage WHERE end > ? ORDER BY end", (since,)
+            ).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
 
     def get(self, key: str, default: object = None) -> object:
         row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
@@ -113,14 +140,16 @@ class GroupCommit:
         self.store = store
         self._rows: dict[str, tuple[str, int, str, str]] = {}
         self._kv: dict[str, object] = {}
+        self._usage: list[tuple] = []
         self._waiters: list[asyncio.Future] = []
         self._task: asyncio.Task | None = None
 
-    def save(self, jobs: Iterable[Job], kv: dict[str, object] | None = None) -> asyncio.Future:
+    def save(self, jobs: Iterable[Job], kv: dict[str, object] | None = None, usage: list[tuple] | None = None) -> asyncio.Future:
         loop = asyncio.get_event_loop()
         for row in rows_of(jobs):
             self._rows[row[0]] = row
         self._kv.update(kv or {})
+        self._usage += usage or []
         done = loop.create_future()
         self._waiters.append(done)
         if self._task is None or self._task.done():
@@ -129,10 +158,10 @@ class GroupCommit:
 
     async def _flush(self) -> None:
         while self._waiters:
-            rows, kv, waiters = list(self._rows.values()), dict(self._kv), self._waiters
-            self._rows, self._kv, self._waiters = {}, {}, []
+            rows, kv, usage, waiters = list(self._rows.values()), dict(self._kv), self._usage, self._waiters
+            self._rows, self._kv, self._usage, self._waiters = {}, {}, [], []
             try:
-                await asyncio.to_thread(self.store.write, rows, kv)
+                await asyncio.to_thread(self.store.write, rows, kv, usage)
             except StoreError as e:
                 for w in waiters:
                     if not w.done():

@@ -6,8 +6,11 @@ meaning; everything else is added under new keys.
 
 from __future__ import annotations
 
+import time
+
 from orchestrator.inventory import Inventory, SlotState
 from orchestrator.job import Job, format_allocation
+from orchestrator.metrics import gpu_state
 from orchestrator.policy import Pending, Plan, Reason
 from orchestrator.queue import JobQueue
 from orchestrator.states import JobState
@@ -105,6 +108,9 @@ def status(service, ray_up: bool) -> dict:
         "details": {
             "utilization": allocated / total if total else 0.0,
             "unhealthy_gpus": unhealthy,
+            "drained_gpus": sum(1 for o in service.fleet.out.values() if o.state == "drained"),
+            "idle_gpus": len(service.fleet.idle(time.time())),
+            "telemetry": sorted({r.source for r in service.fleet.reports.values()}),
             "states": summary,
             "jobs_retried": s.jobs_retried, "jobs_preempted": s.jobs_preempted, "jobs_cancelled": s.jobs_cancelled,
             "nodes": list(inv.sizes),
@@ -117,18 +123,37 @@ def status(service, ray_up: bool) -> dict:
     }
 
 
-def resources(inv: Inventory, queue: JobQueue, nodes: dict) -> dict:
-    """Every node and GPU: state, job, user."""
+def resources(service, now: float) -> dict:
+    """Every node and GPU: state, job, user, health, idleness and the latest telemetry.
+    A node's `telemetry.source` says whether its readings are real NVML or simulated."""
+    inv: Inventory = service.inventory
+    queue: JobQueue = service.queue
+    fleet = service.fleet
+    idle = fleet.idle(now)
     out = []
     for node, slots in inv.nodes.items():
+        report = fleet.reports.get(node)
+        samples = {g.index: g for g in report.gpus} if report else {}
         gpus = []
         for slot in slots:
             j = queue.get(slot.job_id) if slot.job_id and slot.job_id in queue else None
-            state = slot.out_of_service.value if slot.out_of_service else slot.state.value
-            gpus.append({"index": slot.index, "name": slot.name, "state": state,
+            why = fleet.state_of(node, slot.index)
+            g = samples.get(slot.index)
+            gpus.append({"index": slot.index, "name": slot.name, "state": gpu_state(slot),
                          "job_id": slot.job_id, "run_id": j.spec.run_id if j else None,
-                         "user": j.spec.user if j else None})
-        info = nodes.get(node)
+                         "user": j.spec.user if j else None,
+                         "idle": (node, slot.index) in idle,
+                         "idle_since": idle[(node, slot.index)][1] if (node, slot.index) in idle else None,
+                         "out_of_service": None if why is None else {"state": why.state, "reason": why.reason,
+                                                                     "by": why.by, "since": why.since},
+                         "telemetry": None if g is None else {
+                             "utilization": g.utilization, "memory_used_bytes": g.memory_used_bytes,
+                             "memory_total_bytes": g.memory_total_bytes, "temperature_celsius": g.temperature_celsius,
+                             "power_watts": g.power_watts, "ecc_uncorrected": g.ecc_uncorrected}})
+        info = service.nodes.get(node)
         out.append({"node": node, "ip": info.ip if info else None, "total": len(slots),
-                    "free": sum(1 for s in slots if s.state is SlotState.FREE), "gpus": gpus})
+                    "free": sum(1 for s in slots if s.state is SlotState.FREE), "gpus": gpus,
+                    "telemetry": {"source": report.source if report else None,
+                                  "detail": report.detail if report else "no report yet",
+                                  "reported_at": report.at if report else None}})
     return {"nodes": out}

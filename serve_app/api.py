@@ -11,15 +11,18 @@ Errors: 401 no or bad token, 403 not yours, 404 unknown job, 409 illegal transit
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import ray
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from ray import serve
 
 from orchestrator.backend import NAMESPACE, ORCHESTRATOR_NAME
+from orchestrator.durations import parse_duration
 from orchestrator.errors import GpuqError, IllegalTransition, InvalidSpec, JobNotFound
 from serve_app import rayjobs
 from serve_app.auth import Principal, authenticate, load_tokens, tokens_path
@@ -48,6 +51,36 @@ async def _validation(request: Request, exc: RequestValidationError):
 
 def _errors(e: InvalidSpec) -> list[dict]:
     return [{"field": f, "message": m} for f, m in e.errors]
+
+
+def _only(body: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(422, [{"field": f, "message": f"is not a field here (allowed: {', '.join(sorted(allowed))})"}
+                             for f in unknown])
+
+
+def _gpus(body: dict) -> list[int] | None:
+    gpus = body.get("gpus")
+    if gpus is None:
+        return None
+    if not isinstance(gpus, list) or not all(isinstance(g, int) and not isinstance(g, bool) for g in gpus):
+        raise ApiError(422, [{"field": "gpus", "message": "must be a list of GPU indices, e.g. [3] or [0, 1]"}])
+    return gpus
+
+
+def _since(text: str) -> float:
+    try:
+        value = float(text)
+        if value > 1e9:  # epoch seconds; a smaller number is a duration in seconds
+            return value
+    except ValueError:
+        pass
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        raise ApiError(422, [{"field": "since", "message": "must be a duration back from now (7d, 12h, 30m) "
+                                                           "or epoch seconds"}]) from None
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
@@ -99,6 +132,12 @@ class GpuqAPI:
         if not isinstance(data, dict):
             raise ApiError(422, [{"field": "body", "message": "must be a JSON object"}])
         return data
+
+    def _admin(self, request: Request) -> Principal:
+        who = self._who(request)
+        if not who.admin:
+            raise ApiError(403, f"you are {who.user}: only an admin may change the fleet")
+        return who
 
     async def _own(self, request: Request, job_id: str) -> Principal:
         who = self._who(request)
@@ -208,17 +247,56 @@ class GpuqAPI:
         return StreamingResponse(stream(), media_type="text/plain")
 
     @app.get("/metrics")
-    async def metrics(self):
-        """Prometheus text: the seed's counters and summaries (the full set comes with #6)."""
-        s = await self._call("status")
-        lines = []
-        for name, value in s["stats"].items():
-            lines += [f"# TYPE gpuq_{name}_total counter", f"gpuq_{name}_total {value}"]
-        for name, value in s["resource_summary"].items():
-            lines += [f"# TYPE gpuq_{name} gauge", f"gpuq_{name} {value}"]
-        lines.append("# TYPE gpuq_jobs gauge")
-        lines += [f'gpuq_jobs{{state="{k}"}} {v}' for k, v in s["details"]["states"].items() if k != "total_jobs"]
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+    async def metrics(self, request: Request):
+        """Prometheus exposition of the orchestrator's registry (orchestrator/metrics.py)."""
+        self._who(request, required=False)
+        return Response(await self._call("metrics_text"), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/usage")
+    async def usage(self, request: Request, since: str = "7d", until: float | None = None, user: str | None = None):
+        """GPU-hours per user and per UTC day since `since` (a duration back from now,
+        like 7d, 12h or 3600, or epoch seconds)."""
+        self._who(request, required=False)
+        return await self._call("usage_report", _since(since), until, user)
+
+    @app.get("/nodes/events")
+    async def node_events(self, request: Request, limit: int = 100):
+        """The fleet's audit trail, newest first: drains, health findings, returns."""
+        self._who(request, required=False)
+        return {"events": await self._call("fleet_events", max(1, min(limit, 1000)))}
+
+    @app.post("/nodes/{node}/drain")
+    async def drain(self, request: Request, node: str):
+        """Admin: take a node's GPUs (all, or `gpus`) out of service. Body: reason
+        (required), gpus, requeue (stop and requeue their jobs now; default: let them end)."""
+        who = self._admin(request)
+        body = await self._body(request)
+        _only(body, {"reason", "gpus", "requeue"})
+        if not isinstance(body.get("requeue", False), bool):
+            raise ApiError(422, [{"field": "requeue", "message": "must be true or false"}])
+        return await self._call("drain", node, _gpus(body), body.get("reason"), who.user, body.get("requeue", False))
+
+    @app.post("/nodes/{node}/undrain")
+    async def undrain(self, request: Request, node: str):
+        """Admin: put a node's drained or unhealthy GPUs (all, or `gpus`) back in service."""
+        who = self._admin(request)
+        body = await self._body(request)
+        _only(body, {"reason", "gpus"})
+        return await self._call("undrain", node, _gpus(body), who.user, str(body.get("reason", "")))
+
+    @app.post("/nodes/{node}/faults")
+    async def inject(self, request: Request, node: str):
+        """Admin: inject a fault into a *simulated* node's telemetry (xid, ecc,
+        utilization, silent, resume), to exercise the health path. Refused on real NVML."""
+        self._admin(request)
+        body = await self._body(request)
+        _only(body, {"fault", "gpu", "value"})
+        gpu, value = body.get("gpu"), body.get("value")
+        if gpu is not None and (not isinstance(gpu, int) or isinstance(gpu, bool)):
+            raise ApiError(422, [{"field": "gpu", "message": "must be a GPU index"}])
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise ApiError(422, [{"field": "value", "message": "must be a number"}])
+        return {"result": await self._call("inject", node, str(body.get("fault")), gpu, value)}
 
     @app.get("/resources")
     async def resources(self, request: Request):

@@ -48,6 +48,8 @@ class Harness:
                     ray.kill(ray.get_actor(info["name"], namespace=NAMESPACE), no_restart=True)
                 except ValueError:
                     pass
+        wait_for(lambda: not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == NAMESPACE],
+                 30, what="gpuq's actors to be gone (ray.kill returns before they die)")
         for pg_id, info in ray.util.placement_group_table().items():
             if info["state"] != "REMOVED":
                 remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
