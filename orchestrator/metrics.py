@@ -51,6 +51,16 @@ class Metrics:
         self.health_events = Counter("gpuq_gpu_health_events_total", "GPUs taken out of service by health checks",
                                      ["kind"], registry=r)
         r.register(ScrapeCollector(service))
+        # Every label value a dashboard or alert reads exists from the start (at 0), so a
+        # query has data before the first preemption, failure or health event.
+        for p in Priority:
+            self.queue_wait.labels(p.name)
+        for outcome in ("completed", "failed"):
+            self.job_run.labels(outcome)
+        for decision in ("start", "preempt"):
+            self.decisions.labels(decision)
+        for kind in ("xid", "ecc", "silent"):
+            self.health_events.labels(kind)
 
     def scheduled(self, job: Job, now: float) -> None:
         waited = now - job.state_times.get(JobState.QUEUED, job.submitted_at)
@@ -144,6 +154,9 @@ class ScrapeCollector:
         for p in Priority:
             depth.add_metric([p.name], float(n[p.name]))
             wanted.add_metric([p.name], float(g[p.name]))
+        smallest = _gauge("gpuq_queue_min_gpus_requested", "The smallest GPU count a queued job asks for (0: none queued)")
+        smallest.add_metric([], float(min((j.gpus for j in queue.queued()), default=0)))
+        yield smallest
         wait_now.add_metric(["avg"], sum(waits) / len(waits) if waits else 0.0)
         wait_now.add_metric(["max"], max(waits, default=0.0))
         yield from (depth, wanted, wait_now)

@@ -52,3 +52,13 @@ def api(ray_cluster, tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return deploy("127.0.0.1", port, str(tokens))
+
+
+@pytest.fixture(scope="session")
+def prometheus(api, tmp_path_factory):
+    """A real Prometheus (Debian's package) scraping the session's API every second."""
+    from tests.promserver import Prometheus
+
+    server = Prometheus(api, tmp_path_factory.mktemp("prometheus"))
+    yield server
+    server.stop()
