@@ -17,7 +17,6 @@ against a real Prometheus.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -117,7 +116,7 @@ def gpus() -> Dashboard:
               .with_transformation(organize(["Time", "__name__", "instance", "job", "Value"],
                                             {"node": "Node", "gpu": "GPU", "state": "State"})))
     holders = (table.Panel().title("Holders").datasource(DS).span(12).height(10)
-               .with_target(q(f'gpuq_gpu_allocated{{node=~"$node", user!=""}} == 1', instant=True, table_format=True))
+               .with_target(q('gpuq_gpu_allocated{node=~"$node", user!=""} == 1', instant=True, table_format=True))
                .with_transformation(organize(["Time", "__name__", "instance", "job", "Value"],
                                              {"node": "Node", "gpu": "GPU", "user": "User"})))
     source = (table.Panel().title("Telemetry source").datasource(DS).span(24).height(4).description(SIMULATED_NOTE)
@@ -146,7 +145,7 @@ def gpus() -> Dashboard:
                           width=8, description="Held by a job, under the idle threshold for the whole window."))
         .with_panel(graph("XID and ECC errors (1 h)",
                           q(f"increase(gpuq_gpu_xid_errors_total{sel}[1h])", "{{node}}:{{gpu}} XID {{xid}}"),
-                          q(f'gpuq_gpu_ecc_errors_total{{node=~"$node", type="uncorrected"}}',
+                          q('gpuq_gpu_ecc_errors_total{node=~"$node", type="uncorrected"}',
                             "{{node}}:{{gpu}} uncorrected ECC", ref="B"),
                           width=8))
     )

@@ -294,6 +294,11 @@ class Job(BaseModel):
     def multi_node(self) -> bool:
         return self.spec.multi_node
 
+    def node_of_rank(self, attempt: int, rank: int) -> str | None:
+        """The node of a bundle in a given attempt (ranks follow the placement's node order)."""
+        nodes = list(self.placements.get(attempt, {}))
+        return nodes[rank] if rank < len(nodes) else None
+
     def note(self, now: float, what: str, reason: str) -> None:
         """Record something that happened to the job without moving it (an idle GPU, a
         drained node): the history says it, the state machine is not involved."""

@@ -111,6 +111,7 @@ def status(service, ray_up: bool) -> dict:
             "drained_gpus": sum(1 for o in service.fleet.out.values() if o.state == "drained"),
             "idle_gpus": len(service.fleet.idle(time.time())),
             "telemetry": sorted({r.source for r in service.fleet.reports.values()}),
+            "queue_wait": queue_wait(q, time.time()),
             "states": summary,
             "jobs_retried": s.jobs_retried, "jobs_preempted": s.jobs_preempted, "jobs_cancelled": s.jobs_cancelled,
             "nodes": list(inv.sizes),
@@ -121,6 +122,12 @@ def status(service, ray_up: bool) -> dict:
             "started_at": service.started_at,
         },
     }
+
+
+def queue_wait(queue: JobQueue, now: float) -> dict:
+    """How long the jobs in line now have waited: the seed's "Queue Wait Time (avg, max)"."""
+    waits = [now - j.state_times.get(JobState.QUEUED, j.submitted_at) for j in queue.queued()]
+    return {"avg_s": sum(waits) / len(waits) if waits else 0.0, "max_s": max(waits, default=0.0), "jobs": len(waits)}
 
 
 def resources(service, now: float) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 
 from orchestrator.fleet import Fleet
 from orchestrator.health import HealthRules
@@ -23,6 +24,8 @@ from orchestrator.inventory import SlotState
 from orchestrator.telemetry import NodeReport
 
 log = logging.getLogger("gpuq.watch")
+HISTORY_STEP_S = 10.0
+HISTORY_POINTS = 360  # one hour at one point per HISTORY_STEP_S
 
 
 class GpuWatch:
@@ -32,6 +35,9 @@ class GpuWatch:
         self.fleet = Fleet(svc.inventory, HealthRules(site.node_silent_after_s, site.idle_utilization,
                                                        site.idle_window_s), saved)
         self.flagged: set[tuple[str, str, int]] = set()  # (job, node, gpu) idle flags already noted
+        # The last hour of (time, allocated share, mean measured utilization), for the web
+        # page's chart: researchers get it without running Prometheus.
+        self.history: deque[tuple[float, float, float | None]] = deque(maxlen=HISTORY_POINTS)
         self._quarantining: asyncio.Task | None = None
 
     async def run(self) -> None:
@@ -61,6 +67,15 @@ class GpuWatch:
                           requeue=True)
         self.flag_idle(now)
         self.sync_ray()
+        self.record(now)
+
+    def record(self, now: float) -> None:
+        if self.history and now - self.history[-1][0] < HISTORY_STEP_S:
+            return
+        inv = self.svc.inventory
+        readings = [g.utilization for r in self.fleet.reports.values() for g in r.gpus]
+        self.history.append((now, inv.allocated_count() / inv.total if inv.total else 0.0,
+                             sum(readings) / len(readings) if readings else None))
 
     def take_out(self, node: str, gpus: list[int] | None, state: str, reason: str, by: str, requeue: bool) -> dict:
         now = time.time()

@@ -4,6 +4,7 @@
   POST /queue/submit, one client in a loop     >= 0.8x the trivial endpoint's req/s, p99 <= 50 ms
   `gpuq submit` in a shell loop                beside the same loop of `curl`
   a 10,000-job array in one request            >= 500 jobs/s accepted, queue consistent
+  GET /metrics with those jobs in the store    beside GET /orchestrator/status (issue #6)
 
 A 16-GPU job holds every GPU first, so nothing submitted runs during the measurement.
 Usage: .venv/bin/python scripts/bench_api.py [--n 300] [--json out.json]
@@ -122,6 +123,20 @@ def main() -> None:
         out["array"] = {"jobs": 10_000, "seconds": took, "jobs_per_s": 10_000 / took,
                         "total_jobs_consistent": after["total_jobs"] == before + 10_000, "queued": queued}
         print("10,000-job array:", json.dumps(out["array"]))
+
+        # A Prometheus scrape with those 10,000+ jobs queued, beside GET /orchestrator/status.
+        scrape, status = [], []
+        for half in range(2):
+            status.append(loop(client, 20, lambda c, i: c.get("/orchestrator/status")))
+            scrape.append(loop(client, 20, lambda c, i: c.get("/metrics")))
+        size = len(client.get("/metrics").content)
+        out["metrics"] = {"jobs_in_store": after["total_jobs"], "bytes": size,
+                          "scrape_p50_ms": statistics.mean(x["p50_ms"] for x in scrape),
+                          "scrape_p99_ms": max(x["p99_ms"] for x in scrape),
+                          "status_p50_ms": statistics.mean(x["p50_ms"] for x in status),
+                          "ratio_p50": statistics.mean(x["p50_ms"] for x in scrape)
+                          / statistics.mean(x["p50_ms"] for x in status)}
+        print("GET /metrics vs GET /orchestrator/status:", json.dumps(out["metrics"]))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     ray.shutdown()

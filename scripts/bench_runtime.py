@@ -178,7 +178,6 @@ def main() -> None:
     last = ids[-1]
     while True:
         st = ray.get(g.actor.status.remote())
-        done = st["stats"]["jobs_completed"] + st["stats"]["jobs_failed"]
         if g.job(last)["state"] in ("completed", "failed") and st["queue_summary"]["queued"] == 0 and st["queue_summary"]["running"] == 0:
             break
         time.sleep(0.2)

@@ -168,5 +168,5 @@ def test_logs_follow_streams_until_the_job_ends(http):
 def test_metrics_are_prometheus_text_matching_status(http):
     text = http.get("/metrics").text
     status = http.get("/orchestrator/status").json()
-    assert f"gpuq_total_gpus {status['resource_summary']['total_gpus']}" in text
+    assert f"gpuq_gpus_total {float(status['resource_summary']['total_gpus'])}" in text
     assert "# TYPE gpuq_jobs_completed_total counter" in text

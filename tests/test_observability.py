@@ -201,3 +201,35 @@ def test_fleet_changes_need_an_admin_and_name_bad_fields(http):
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "fault"
     assert http.get("/usage", params={"since": "yesterday"}).status_code == 422
     assert all(g["state"] == "free" for g in gpus_of(http.get("/resources").json()).values())
+
+
+def test_out_of_service_gpus_usage_and_the_audit_trail_survive_a_restart(watched):
+    import ray
+
+    done = watched.submit("sleep 1", gpus=2, user="carol", run_id="counted")
+    watched.wait_state(done, "completed")
+    watched.call("inject", "gmi-node-2", "xid", 6, 79)
+    wait_for(lambda: gpus_of(watched.call("resources"))["gmi-node-2:6"]["state"] == "unhealthy", 30,
+             what="gmi-node-2:6 to be unhealthy")
+    watched.call("drain", "gmi-node-1", [0, 1], "cabling", "root")
+    used = {u["user"]: u["gpu_hours"] for u in watched.call("usage_report", 0.0)["users"]}
+
+    old = watched.call("pid")
+    ray.kill(watched.actor, no_restart=False)
+    wait_for(lambda: _pid(watched) not in (None, old), 60, what="a restarted orchestrator")
+
+    gpus = gpus_of(watched.call("resources"))
+    assert gpus["gmi-node-2:6"]["state"] == "unhealthy"
+    assert gpus["gmi-node-1:0"]["state"] == gpus["gmi-node-1:1"]["state"] == "drained"
+    assert {u["user"]: u["gpu_hours"] for u in watched.call("usage_report", 0.0)["users"]} == used
+    assert len(watched.call("fleet_events")) == 3
+    # Ray still holds the quarantined and drained GPUs: a 13-GPU job fits only around them.
+    job = watched.wait_state(watched.submit("sleep 300", gpus=13, run_id="around"), "running", timeout=60)
+    assert job["allocation"] == {"gmi-node-1": [2, 3, 4, 5, 6, 7], "gmi-node-2": [0, 1, 2, 3, 4, 5, 7]}
+
+
+def _pid(harness):
+    try:
+        return harness.call("pid", timeout=5)
+    except Exception:
+        return None

@@ -1,11 +1,10 @@
 """One scheduling cycle: who starts where, who waits and why, who is preempted."""
 
-import pytest
 
 from orchestrator.ordering import OrderWeights
 from orchestrator.policy import PolicyConfig, Reason, dry_run, plan
 from orchestrator.job import Priority
-from tests.support import SEED_T0, Lab, make_spec
+from tests.support import SEED_T0, Lab
 
 HOUR = 3600.0
 

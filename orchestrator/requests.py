@@ -1,0 +1,231 @@
+"""What users and admins ask of the orchestrator: submit, cancel, hold, release,
+priority, job and queue views, logs, status, resources; drains, faults and usage.
+
+These are methods of the orchestrator actor (OrchestratorService inherits them) kept
+apart from the loop and the job lifecycle in service.py. Each validates, changes the
+queue or the fleet, makes the change durable before it answers where a user is told
+it happened, and wakes the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import ray
+
+from orchestrator import views
+from orchestrator.config import Config
+from orchestrator.errors import GpuqError, InvalidSpec
+from orchestrator.job import Job, JobSpec, format_allocation
+from orchestrator.policy import Start, dry_run
+from orchestrator.snapshot import snapshot_of
+from orchestrator.states import JobState
+
+
+class Requests:
+
+    def validation_config(self) -> Config:
+        sizes = self.inventory.sizes or dict(self.site.nodes)
+        return self.site.model_copy(update={"nodes": sizes})
+
+    async def submit(self, spec: dict, idempotency_key: str | None = None) -> dict:
+        """Validate and enqueue; durable before it answers. A submit repeated with the same
+        key by the same user (a client retrying after a time-out) returns the first job.
+        Two fields are about the submission, not the job: `array` (a count, "A-B" or
+        "1,3,5": one job per index, with GPUQ_ARRAY_INDEX) and `test_only` (a dry run:
+        where and when it would start; nothing is enqueued)."""
+        spec = dict(spec)
+        indices = parse_array(spec.pop("array", None))
+        test_only = spec.pop("test_only", False)
+        if not isinstance(test_only, bool):
+            raise InvalidSpec([("test_only", "must be true or false")])
+        parsed = JobSpec.parse(spec, self.validation_config())
+        if test_only:
+            return self.dry_run(parsed)
+        if indices is not None:
+            return await self.submit_array(parsed, indices, idempotency_key)
+        if idempotency_key is not None:
+            known = self._by_key.get((parsed.user, idempotency_key))
+            if known is not None:
+                return views.submitted(self.queue.get(known), self.queue)
+        job = self.queue.submit(parsed, time.time())
+        job.idempotency_key = idempotency_key
+        try:
+            await self.save([job])
+        except GpuqError:
+            self.queue.forget(job.id)  # not stored means not accepted: the caller may retry
+            raise
+        if idempotency_key is not None:
+            self._by_key[(parsed.user, idempotency_key)] = job.id
+        self.wake()
+        return views.submitted(job, self.queue)
+
+    def dry_run(self, parsed: JobSpec) -> dict:
+        now = time.time()
+        probe = Job.new(parsed, seq=self.queue.next_seq, now=now, job_id="dry-run")
+        snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping))
+        answer = dry_run(snap, now, self.policy, probe)
+        if isinstance(answer, Start):
+            return {"success": True, "test_only": True, "would_start": True, "estimated_start": now,
+                    "allocation": answer.allocation, "placement": format_allocation(answer.allocation)}
+        return {"success": True, "test_only": True, "would_start": False, "estimated_start": answer.estimated_start,
+                "reason": answer.code.value, "message": answer.message}
+
+    async def submit_array(self, parsed: JobSpec, indices: list[int], key: str | None) -> dict:
+        if key is not None and (parsed.user, key) in self._by_key:
+            first = self.queue.get(self._by_key[(parsed.user, key)])
+            return {**views.submitted(first, self.queue), "array": {"count": len(indices)}}
+        now = time.time()
+        base = parsed.run_id[: 64 - len(str(max(indices))) - 1]
+        jobs = []
+        for i in indices:
+            spec = parsed.model_copy(update={"run_id": f"{base}_{i}", "env": {**parsed.env, "GPUQ_ARRAY_INDEX": str(i)}})
+            jobs.append(self.queue.submit(spec, now))
+        jobs[0].idempotency_key = key
+        try:
+            await self.save(jobs)
+        except GpuqError:
+            for job in jobs:
+                self.queue.forget(job.id)
+            raise
+        if key is not None:
+            self._by_key[(parsed.user, key)] = jobs[0].id
+        self.wake()
+        return {**views.submitted(jobs[0], self.queue),
+                "array": {"count": len(jobs), "indices": [indices[0], indices[-1]], "job_ids": [j.id for j in jobs]}}
+
+    async def cancel(self, job_id: str, reason: str = "cancelled") -> dict:
+        job = self.queue.get(job_id)
+        was = job.state
+        self.queue.cancel(job_id, time.time(), reason)
+        await self.save([job])
+        if was in (JobState.RUNNING, JobState.PREEMPTED):
+            self.stop_job(job)
+        elif was is JobState.SCHEDULED:
+            self._release(job)  # its launch task sees CANCELLED and stops there
+        self.wake()
+        return views.job(job, self.queue)
+
+    async def hold(self, job_id: str) -> dict:
+        job = self.queue.hold(job_id, time.time())
+        await self.save([job])
+        return views.job(job, self.queue)
+
+    async def release(self, job_id: str) -> dict:
+        job = self.queue.release(job_id, time.time())
+        await self.save([job])
+        self.wake()
+        return views.job(job, self.queue)
+
+    async def set_priority(self, job_id: str, priority) -> dict:
+        job = self.queue.set_priority(job_id, priority, time.time())
+        await self.save([job])
+        self.wake()
+        return views.job(job, self.queue)
+
+    async def get_job(self, job_id: str) -> dict:
+        out = views.job(self.queue.get(job_id), self.queue, detail=True)
+        out["idle_gpus"] = self.watch.idle_of(job_id, time.time())  # held but unused for the idle window
+        return out
+
+    async def list_jobs(self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0) -> dict:
+        return views.jobs(self.queue, state, user, limit, offset)
+
+    async def queue_view(self, limit: int = 100) -> list[dict]:
+        return views.line(self.queue, self.last_plan, limit)
+
+    async def status(self) -> dict:
+        return views.status(self, ray.is_initialized())
+
+    async def resources(self) -> dict:
+        return views.resources(self, time.time())
+
+    # --- the fleet: drains, health, telemetry, usage ------------------------------------
+
+    async def drain(self, node: str, gpus: list[int] | None, reason: str, by: str, requeue: bool = False) -> dict:
+        """Take GPUs (a whole node by default) out of service, like `scontrol update
+        state=drain`: running jobs finish unless `requeue`, nothing new is placed there."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidSpec([("reason", "is required: say why the GPUs are drained (it is kept in the audit trail)")])
+        out = self.watch.take_out(node, gpus, "drained", reason.strip(), by, requeue=requeue)
+        return {**out, "gpus": self.fleet.targets(node, gpus)}
+
+    async def undrain(self, node: str, gpus: list[int] | None, by: str, reason: str = "") -> dict:
+        """Put drained or unhealthy GPUs back in service (an admin's call)."""
+        return {"node": node, "returned": self.watch.put_back(node, gpus, by, reason)}
+
+    async def inject(self, node: str, fault: str, gpu: int | None = None, value: float | None = None) -> str:
+        """Inject a fault into a simulated node's telemetry (refused on real NVML)."""
+        self.fleet.targets(node, None)  # an unknown node is an InvalidSpec naming the field
+        try:
+            answer = await self.backend.call_agent(node, "inject", fault, gpu, value)
+        except ray.exceptions.RayTaskError as e:  # the agent refused: say why, without its traceback
+            raise InvalidSpec([("fault", str(e.cause))]) from None
+        asyncio.get_event_loop().create_task(self.watch.poll())  # judge it now, not at the next poll
+        return answer
+
+    async def fleet_events(self, limit: int = 100) -> list[dict]:
+        return list(self.fleet.events)[-limit:][::-1]
+
+    async def usage_report(self, since: float, until: float | None = None, user: str | None = None) -> dict:
+        now = time.time()
+        until = min(until or now, now)
+        return self.accounting.report(since, until, self.running_runs(now), user)
+
+    async def history(self, window_s: float = 3600.0) -> dict:
+        """Allocation and measured utilization over the last `window_s` (one point per 10 s)."""
+        since = time.time() - window_s
+        return {"points": [list(p) for p in self.watch.history if p[0] >= since],
+                "telemetry": sorted({r.source for r in self.fleet.reports.values()})}
+
+    async def metrics_text(self) -> bytes:
+        return self.metrics.text()
+
+    async def logs(self, job_id: str, attempt: int | None = None, rank: int = 0, offset: int = 0,
+                   limit: int = 65536, tail: int | None = None) -> dict:
+        job = self.queue.get(job_id)
+        attempt = attempt or job.attempts
+        node = job.node_of_rank(attempt, rank)
+        if node is None:  # not started yet
+            return {"data": "", "offset": offset, "size": 0, "exists": False, "attempt": attempt,
+                    "done": job.state.is_terminal}
+        out = await self.backend.call_agent(node, "read_log", job_id, attempt, rank, offset, limit, tail)
+        return {**out, "attempt": attempt, "done": job.state.is_terminal}
+
+    @property
+    def loop_running(self) -> bool:
+        return not self._loop_task.done()
+
+    async def ping(self) -> str:
+        return "ok"
+
+    async def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+MAX_ARRAY = 10_000
+
+
+def parse_array(value) -> list[int] | None:
+    """`array`: a count (10 -> 0..9), a range "A-B", or a list "1,3,5"; at most 10,000 jobs."""
+    if value is None:
+        return None
+    help_ = f'must be a count, a range "0-9" or a list "1,3,5", of at most {MAX_ARRAY} jobs'
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, int):
+            indices = list(range(value))
+        else:
+            indices = []
+            for part in str(value).split(","):
+                lo, _, hi = part.strip().partition("-")
+                indices += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise InvalidSpec([("array", help_)]) from None
+    if not 1 <= len(indices) <= MAX_ARRAY or min(indices) < 0 or len(set(indices)) != len(indices):
+        raise InvalidSpec([("array", help_)])
+    return sorted(indices)
