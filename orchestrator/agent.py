@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import ray
 
@@ -30,18 +31,24 @@ class NodeAgent:
         self.node, self.data_root, self.cluster_id = node, data_root, cluster_id
         self.provider = None
         self.gpus, self.telemetry = gpus, telemetry
+        self._lock = threading.Lock()
 
     def configure(self, data_root: str, cluster_id: str, gpus: int = 0, telemetry: str = "auto") -> None:
         """A (re)started orchestrator states where data lives, which cluster it is, how
         many GPUs Ray declares here and where telemetry should come from."""
-        if (gpus, telemetry, cluster_id) != (self.gpus, self.telemetry, self.cluster_id):
-            self.provider = None  # chosen again on the next report
-        self.data_root, self.cluster_id, self.gpus, self.telemetry = data_root, cluster_id, gpus, telemetry
+        with self._lock:
+            if (gpus, telemetry, cluster_id) != (self.gpus, self.telemetry, self.cluster_id):
+                self.provider = None  # chosen again on the next report
+            self.data_root, self.cluster_id, self.gpus, self.telemetry = data_root, cluster_id, gpus, telemetry
 
     def _provider(self):
-        if self.provider is None:
-            self.provider = provider_for(self.node, self.gpus, self.cluster_id, self.telemetry)
-        return self.provider
+        # The agent answers up to 8 calls at once on threads: without the lock, a first
+        # report and a first fault injection could each make a provider, and the fault
+        # would land in the one that is then thrown away.
+        with self._lock:
+            if self.provider is None:
+                self.provider = provider_for(self.node, self.gpus, self.cluster_id, self.telemetry)
+            return self.provider
 
     def report(self) -> NodeReport | None:
         """This node's GPUs now; None while a simulated node is told to be silent."""

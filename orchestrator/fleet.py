@@ -44,6 +44,9 @@ class Fleet:
         self.events: deque[dict] = deque(maxlen=MAX_EVENTS)
         for e in (saved or {}).get("events", []):
             self.events.append(e)
+        for name, seen in (saved or {}).get("xid_seen", {}).items():
+            node, _, gpu = name.rpartition(":")
+            self.monitor.xid_seen[(node, int(gpu))] = {int(x): n for x, n in seen.items()}
         for name, o in (saved or {}).get("out", {}).items():
             node, _, gpu = name.rpartition(":")
             self.out[(node, int(gpu))] = OutOfService(**o)
@@ -53,7 +56,8 @@ class Fleet:
     # --- what is stored -------------------------------------------------------------
 
     def saved(self) -> dict:
-        return {"out": {f"{n}:{g}": asdict(o) for (n, g), o in self.out.items()}, "events": list(self.events)[-200:]}
+        return {"out": {f"{n}:{g}": asdict(o) for (n, g), o in self.out.items()}, "events": list(self.events)[-200:],
+                "xid_seen": {f"{n}:{g}": seen for (n, g), seen in self.monitor.xid_seen.items() if seen}}
 
     def node_added(self, node: str) -> None:
         """Apply what is stored about a node's GPUs once the node is in the inventory."""

@@ -48,7 +48,10 @@ class HealthMonitor:
     last_report: dict[str, float] = field(default_factory=dict)  # node -> when its last report came
     silent: set[str] = field(default_factory=set)  # nodes already reported silent (one finding each)
     ecc_baseline: dict[tuple[str, int], int] = field(default_factory=dict)
-    xid_counts: dict[tuple[str, int, int], int] = field(default_factory=dict)  # (node, gpu, xid) -> count
+    # (node, gpu) -> {xid: the agent's running total when last seen}. Stored (fleet.saved),
+    # so a restarted orchestrator neither misses XIDs that came while it was down nor
+    # counts old ones again.
+    xid_seen: dict[tuple[str, int], dict[int, int]] = field(default_factory=dict)
     # (node, gpu) -> (job holding it, since when it has been under the threshold)
     below: dict[tuple[str, int], tuple[str, float]] = field(default_factory=dict)
 
@@ -64,9 +67,7 @@ class HealthMonitor:
         found = []
         for g in report.gpus:
             key = (node, g.index)
-            for xid in g.xids:
-                self.xid_counts[(node, g.index, xid)] = self.xid_counts.get((node, g.index, xid), 0) + 1
-            fatal = [x for x in g.xids if x in self.rules.fatal_xids]
+            fatal = [x for x in self._new_xids(key, g.xids) if x in self.rules.fatal_xids]
             if fatal:
                 found.append(Finding(node, g.index, "xid", f"XID {fatal[0]} on {node}:{g.index}"))
             elif g.ecc_uncorrected > self.ecc_baseline.get(key, 0):
@@ -79,6 +80,17 @@ class HealthMonitor:
             elif self.below.get(key, (None,))[0] != holder:
                 self.below[key] = (holder, report.at)
         return found
+
+    def _new_xids(self, key: tuple[str, int], totals: tuple[tuple[int, int], ...]) -> list[int]:
+        seen = self.xid_seen.setdefault(key, {})
+        new = []
+        for xid, total in totals:
+            before = seen.get(xid, 0)
+            if total < before:  # the agent restarted: its totals start again from zero
+                before = 0
+            new += [xid] * (total - before)
+            seen[xid] = total
+        return new
 
     def silence(self, now: float) -> list[Finding]:
         """Nodes that have not reported for `silent_after_s` (one finding per silence)."""

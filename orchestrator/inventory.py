@@ -45,6 +45,16 @@ class Slot:
     def name(self) -> str:
         return f"{self.node}:{self.index}"
 
+    @property
+    def shown(self) -> str:
+        """What people see: free, allocated, draining (allocated; drained once its job
+        ends), drained or unhealthy."""
+        if SlotState.UNHEALTHY in (self.state, self.out_of_service):
+            return "unhealthy"
+        if self.out_of_service is SlotState.DRAINED:
+            return "draining"
+        return self.state.value
+
 
 @dataclass
 class Inventory:

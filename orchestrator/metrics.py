@@ -26,7 +26,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from orchestrator.inventory import SlotState
+from orchestrator import views
 from orchestrator.job import Job, Priority, format_allocation
 from orchestrator.states import JobState
 
@@ -102,7 +102,7 @@ class ScrapeCollector:
         idle = fleet.idle(now)
         for node, slots in inv.nodes.items():
             for slot in slots:
-                state = gpu_state(slot)
+                state = slot.shown
                 states[state] += 1
                 job = queue.get(slot.job_id) if slot.job_id and slot.job_id in queue else None
                 user = job.user if job else ""
@@ -146,19 +146,18 @@ class ScrapeCollector:
         wait_now = _gauge("gpuq_queue_wait_now_seconds", "How long the jobs queued now have waited", ["stat"])
         n = {p.name: 0 for p in Priority}
         g = {p.name: 0 for p in Priority}
-        waits = []
         for job in queue.queued():
             n[job.priority.name] += 1
             g[job.priority.name] += job.gpus
-            waits.append(now - job.state_times.get(JobState.QUEUED, job.submitted_at))
         for p in Priority:
             depth.add_metric([p.name], float(n[p.name]))
             wanted.add_metric([p.name], float(g[p.name]))
         smallest = _gauge("gpuq_queue_min_gpus_requested", "The smallest GPU count a queued job asks for (0: none queued)")
         smallest.add_metric([], float(min((j.gpus for j in queue.queued()), default=0)))
         yield smallest
-        wait_now.add_metric(["avg"], sum(waits) / len(waits) if waits else 0.0)
-        wait_now.add_metric(["max"], max(waits, default=0.0))
+        waits = views.queue_wait(queue, now)
+        wait_now.add_metric(["avg"], waits["avg_s"])
+        wait_now.add_metric(["max"], waits["max_s"])
         yield from (depth, wanted, wait_now)
 
         s = queue.stats
@@ -205,9 +204,12 @@ class ScrapeCollector:
         for node, at in fleet.monitor.last_report.items():
             if node in fleet.reports:
                 last.add_metric([node], fleet.reports[node].at)
-        xids = CounterMetricFamily("gpuq_gpu_xid_errors", "XID events reported", labels=["node", "gpu", "xid"])
-        for (node, gpu, xid), count in fleet.monitor.xid_counts.items():
-            xids.add_metric([node, str(gpu), str(xid)], float(count))
+        xids = CounterMetricFamily("gpuq_gpu_xid_errors", "XID events since the node agent started",
+                                   labels=["node", "gpu", "xid"])
+        for node, rep in fleet.reports.items():
+            for g in rep.gpus:
+                for xid, count in g.xids:
+                    xids.add_metric([node, str(g.index), str(xid)], float(count))
         yield from (info, last, *fams.values(), ecc, xids)
 
     def _usage(self, svc, now: float):
@@ -219,12 +221,3 @@ class ScrapeCollector:
         for user, seconds in sorted(totals.items()):
             used.add_metric([user], seconds)
         yield used
-
-
-def gpu_state(slot) -> str:
-    """free, allocated, draining (allocated, drained after its job), drained or unhealthy."""
-    if slot.out_of_service is SlotState.UNHEALTHY or slot.state is SlotState.UNHEALTHY:
-        return "unhealthy"
-    if slot.out_of_service is SlotState.DRAINED:
-        return "draining"
-    return slot.state.value

@@ -38,7 +38,9 @@ class GpuSample:
     power_watts: float
     ecc_corrected: int  # volatile counts: since the driver last loaded
     ecc_uncorrected: int
-    xids: tuple[int, ...] = ()  # XID events since the previous report
+    # XID events since the agent started, as ((xid, count), ...): a running total, like the
+    # ECC counts, so that a report the orchestrator misses loses no event.
+    xids: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class NvmlProvider:
         self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(expected_gpus)]
         self.detail = f"NVML, driver {_text(pynvml.nvmlSystemGetDriverVersion())}, {_text(pynvml.nvmlDeviceGetName(self.handles[0]))}"
         self.events = pynvml.nvmlEventSetCreate()
+        self.xid_totals: dict[int, dict[int, int]] = {}
         self.xid_capable = set()
         for i, h in enumerate(self.handles):
             try:
@@ -74,20 +77,18 @@ class NvmlProvider:
             except pynvml.NVMLError:
                 pass  # not supported on this GPU (consumer parts): no XIDs from it
 
-    def _xids(self) -> dict[int, list[int]]:
-        found: dict[int, list[int]] = {}
+    def _drain_xids(self) -> None:
         while self.xid_capable:
             try:
                 data = self.nv.nvmlEventSetWait_v2(self.events, 0)
             except self.nv.NVMLError:  # NVML_ERROR_TIMEOUT: nothing pending
                 break
-            index = self.nv.nvmlDeviceGetIndex(data.device)
-            found.setdefault(index, []).append(int(data.eventData))
-        return found
+            totals = self.xid_totals.setdefault(self.nv.nvmlDeviceGetIndex(data.device), {})
+            totals[int(data.eventData)] = totals.get(int(data.eventData), 0) + 1
 
     def sample(self) -> list[GpuSample]:
         nv = self.nv
-        xids = self._xids()
+        self._drain_xids()
         out = []
         for i, h in enumerate(self.handles):
             mem = nv.nvmlDeviceGetMemoryInfo(h)
@@ -99,7 +100,7 @@ class NvmlProvider:
                 power_watts=nv.nvmlDeviceGetPowerUsage(h) / 1000.0,
                 ecc_corrected=_ecc(nv, h, nv.NVML_MEMORY_ERROR_TYPE_CORRECTED),
                 ecc_uncorrected=_ecc(nv, h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED),
-                xids=tuple(xids.get(i, ())),
+                xids=tuple(sorted(self.xid_totals.get(i, {}).items())),
             ))
         return out
 
@@ -124,7 +125,7 @@ IDLE_TEMP_C, MAX_TEMP_C = 31.0, 78.0
 
 @dataclass
 class _Faults:
-    xids: dict[int, list[int]] = field(default_factory=dict)  # pending, reported once
+    xids: dict[int, dict[int, int]] = field(default_factory=dict)  # gpu -> xid -> events so far
     ecc_uncorrected: dict[int, int] = field(default_factory=dict)
     utilization: dict[int, float] = field(default_factory=dict)  # pinned values
     silent: bool = False
@@ -150,7 +151,8 @@ class SimulatedProvider:
         if fault in ("xid", "ecc", "utilization") and (gpu is None or not 0 <= gpu < self.gpus):
             raise ValueError(f"gpu must be an index from 0 to {self.gpus - 1} on {self.node}")
         if fault == "xid":
-            self.faults.xids.setdefault(gpu, []).append(int(value or 79))
+            totals = self.faults.xids.setdefault(gpu, {})
+            totals[int(value or 79)] = totals.get(int(value or 79), 0) + 1
         elif fault == "ecc":
             self.faults.ecc_uncorrected[gpu] = self.faults.ecc_uncorrected.get(gpu, 0) + int(value or 1)
         elif fault == "utilization":
@@ -199,7 +201,7 @@ class SimulatedProvider:
                 power_watts=round(IDLE_POWER_W + (MAX_POWER_W - IDLE_POWER_W) * util, 1),
                 ecc_corrected=0,
                 ecc_uncorrected=self.faults.ecc_uncorrected.get(i, 0),
-                xids=tuple(self.faults.xids.pop(i, ())),
+                xids=tuple(sorted(self.faults.xids.get(i, {}).items())),
             ))
         return out
 

@@ -10,7 +10,6 @@ import time
 
 from orchestrator.inventory import Inventory, SlotState
 from orchestrator.job import Job, format_allocation
-from orchestrator.metrics import gpu_state
 from orchestrator.policy import Pending, Plan, Reason
 from orchestrator.queue import JobQueue
 from orchestrator.states import JobState
@@ -146,7 +145,7 @@ def resources(service, now: float) -> dict:
             j = queue.get(slot.job_id) if slot.job_id and slot.job_id in queue else None
             why = fleet.state_of(node, slot.index)
             g = samples.get(slot.index)
-            gpus.append({"index": slot.index, "name": slot.name, "state": gpu_state(slot),
+            gpus.append({"index": slot.index, "name": slot.name, "state": slot.shown,
                          "job_id": slot.job_id, "run_id": j.spec.run_id if j else None,
                          "user": j.spec.user if j else None,
                          "idle": (node, slot.index) in idle,

@@ -52,7 +52,10 @@ class GpuWatch:
         self.svc.backend.ensure_agents(self.svc.nodes)  # replaces agents that died
         nodes = list(self.svc.backend.agents)
         answers = await asyncio.gather(
-            *(self.svc.backend.call_agent(n, "report", timeout=self.svc.site.telemetry_interval_s) for n in nodes),
+            # Generous: a busy node answers late, and a late report is still news (silence
+            # is judged over node_silent_after_s, not one poll).
+            *(self.svc.backend.call_agent(n, "report", timeout=max(5.0, self.svc.site.telemetry_interval_s))
+              for n in nodes),
             return_exceptions=True,
         )
         now = time.time()

@@ -69,6 +69,23 @@ def _gpus(body: dict) -> list[int] | None:
     return gpus
 
 
+WEB = Path(__file__).resolve().parent / "web"
+WEB_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+# The page loads nothing from anywhere else, and the browser is told so.
+WEB_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+def _web_file(name: str) -> Response:
+    path = WEB / name
+    if path.parent != WEB or path.suffix not in WEB_TYPES or not path.is_file():
+        raise ApiError(404, f"no page {name}")
+    return Response(path.read_bytes(), media_type=WEB_TYPES[path.suffix], headers=WEB_HEADERS)
+
+
 def _since(text: str) -> float:
     try:
         value = float(text)
@@ -145,6 +162,29 @@ class GpuqAPI:
         if not who.may_act_for(job["user"]):
             raise ApiError(403, f"job {job_id} belongs to {job['user']}; only its owner or an admin may change it")
         return who
+
+    # --- the web page ---------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    async def page(self):
+        """The web dashboard (serve_app/web): static files over this same API."""
+        return _web_file("index.html")
+
+    @app.get("/web/{name}", include_in_schema=False)
+    async def web(self, name: str):
+        return _web_file(name)
+
+    @app.get("/whoami")
+    async def whoami(self, request: Request):
+        """Who the bearer token belongs to (the web page's sign-in)."""
+        who = self._who(request)
+        return {"user": who.user, "role": who.role}
+
+    @app.get("/history")
+    async def history(self, request: Request, window: float = 3600):
+        """GPU allocation and measured utilization over the last hour, for the page's chart."""
+        self._who(request, required=False)
+        return await self._call("history", max(60.0, min(window, 3600.0)))
 
     # --- the seed's endpoints -------------------------------------------------------
 

@@ -7,7 +7,7 @@ from ray.util.placement_group import PlacementGroup, remove_placement_group
 
 from orchestrator.actor import get_orchestrator, start_orchestrator
 from orchestrator.agent import reap
-from orchestrator.backend import NAMESPACE
+from orchestrator.backend import NAMESPACE, ORCHESTRATOR_NAME
 from tests.raycluster import wait_for
 
 # No warm slots: each test starts a fresh orchestrator, and 16 idle Ray workers per test
@@ -42,16 +42,22 @@ class Harness:
         return self.call("logs", job_id, attempt, rank, 0, 1 << 20)["data"]
 
     def teardown(self) -> None:
-        for info in ray.util.list_named_actors(all_namespaces=True):
-            if info["namespace"] == NAMESPACE:
-                try:
-                    ray.kill(ray.get_actor(info["name"], namespace=NAMESPACE), no_restart=True)
-                except ValueError:
-                    pass
-        wait_for(lambda: not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == NAMESPACE],
-                 30, what="gpuq's actors to be gone (ray.kill returns before they die)")
+        # Kill until none is left: ray.kill returns before an actor dies, and an
+        # orchestrator still alive for that moment may start an agent again.
+        wait_for(self._kill_named_actors, 60, 0.5, what="gpuq's actors to be gone")
         for pg_id, info in ray.util.placement_group_table().items():
             if info["state"] != "REMOVED":
                 remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
         wait_for(lambda: not reap(self.cluster_id, set()), 10, what="tagged job processes to be gone")
         wait_for(lambda: ray.available_resources().get("GPU", 0) == 16, 30, what="all 16 GPUs to be free again")
+
+    @staticmethod
+    def _kill_named_actors() -> bool:
+        named = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == NAMESPACE]
+        orchestrators = [a for a in named if a["name"] == ORCHESTRATOR_NAME]
+        for info in orchestrators or named:  # the orchestrator first: it is what starts the others
+            try:
+                ray.kill(ray.get_actor(info["name"], namespace=NAMESPACE), no_restart=True)
+            except ValueError:
+                pass
+        return not named

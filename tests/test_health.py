@@ -14,16 +14,25 @@ def report(at: float, *gpus: GpuSample, node: str = "gmi-node-2") -> NodeReport:
 
 def test_a_fatal_xid_makes_exactly_that_gpu_unhealthy():
     m = HealthMonitor()
-    found = m.observe(report(0, sample(2), sample(3, xids=(79,))), {})
+    found = m.observe(report(0, sample(2), sample(3, xids=((79, 1),))), {})
     assert [(f.node, f.gpu, f.kind) for f in found] == [("gmi-node-2", 3, "xid")]
     assert "XID 79" in found[0].reason
 
 
-def test_an_application_xid_is_counted_but_not_fatal():
-    m = HealthMonitor()
+def test_an_application_xid_is_not_fatal():
     assert 13 not in FATAL_XIDS
-    assert m.observe(report(0, sample(0, xids=(13,))), {}) == []
-    assert m.xid_counts[("gmi-node-2", 0, 13)] == 1
+    assert HealthMonitor().observe(report(0, sample(0, xids=((13, 4),))), {}) == []
+
+
+def test_xids_are_running_totals_so_a_missed_report_loses_nothing_and_nothing_counts_twice():
+    m = HealthMonitor()
+    assert m.observe(report(0, sample(0, xids=((13, 1),))), {}) == []
+    # The report in between was lost; the total still shows the XID 79 that came then.
+    assert [f.kind for f in m.observe(report(10, sample(0, xids=((13, 1), (79, 1)))), {})] == ["xid"]
+    assert m.observe(report(15, sample(0, xids=((13, 1), (79, 1)))), {}) == []
+    # The agent restarted: its totals start again, and a new XID 79 is news.
+    assert [f.kind for f in m.observe(report(20, sample(0, xids=((79, 1),))), {})] == []
+    assert [f.kind for f in m.observe(report(25, sample(0, xids=((79, 2),))), {})] == ["xid"]
 
 
 def test_uncorrected_ecc_errors_count_only_when_they_rise():

@@ -61,9 +61,10 @@ def test_injected_faults_show_once_or_until_cleared():
     p.inject("ecc", 4)
     p.inject("utilization", 1, 0.9)
     first = {g.index: g for g in p.sample()}
-    assert first[3].xids == (79,) and first[4].ecc_uncorrected == 1 and first[1].utilization == 0.9
+    assert first[3].xids == ((79, 1),) and first[4].ecc_uncorrected == 1 and first[1].utilization == 0.9
+    p.inject("xid", 3, 79)
     second = {g.index: g for g in p.sample()}
-    assert second[3].xids == () and second[4].ecc_uncorrected == 1  # an XID is an event, ECC a count
+    assert second[3].xids == ((79, 2),) and second[4].ecc_uncorrected == 1  # running totals
     p.inject("utilization", 1, None)
     assert {g.index: g for g in p.sample()}[1].utilization == 0.0
 
@@ -112,15 +113,15 @@ def fake_pynvml(events: list[tuple[int, int]]) -> types.ModuleType:
     return nv
 
 
-def test_the_nvml_provider_converts_units_and_drains_xid_events(monkeypatch):
+def test_the_nvml_provider_converts_units_and_counts_xid_events(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([(1, 79), (1, 13)]))
     p = NvmlProvider(2)
     assert p.source == NVML and "550.54" in p.detail and "H100" in p.detail
     gpus = p.sample()
     assert gpus[0].utilization == 0.87 and gpus[0].power_watts == 512.0 and gpus[0].temperature_celsius == 61
     assert gpus[0].memory_total_bytes == 80 * 2**30 and gpus[0].xids == ()
-    assert gpus[1].xids == (79, 13) and gpus[1].ecc_uncorrected == 2
-    assert p.sample()[1].xids == ()  # each event is reported once
+    assert gpus[1].xids == ((13, 1), (79, 1)) and gpus[1].ecc_uncorrected == 2
+    assert p.sample()[1].xids == ((13, 1), (79, 1))  # totals: drained events stay counted
 
 
 def test_the_nvml_provider_refuses_a_node_with_fewer_gpus_than_ray_declares(monkeypatch):
