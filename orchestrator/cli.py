@@ -55,7 +55,9 @@ def up(
     for node, gpus in started["nodes"].items():
         console.print(f"  node {node}: {gpus} {kind} GPUs")
     console.print("  orchestrator: actor gpuq-orchestrator (detached), store " + cfg.resolved_store_path())
-    console.print(f"  REST API: [bold]{started['api']}[/bold]  (OpenAPI at {started['api']}/docs)")
+    console.print(f"  web page: [bold]{started['api']}/[/bold]")
+    console.print(f"  REST API: [bold]{started['api']}[/bold]  (OpenAPI at {started['api']}/docs; Prometheus "
+                  f"metrics at {started['api']}/metrics)")
     console.print(f"  admin token: {started['admin_token_file']}")
     console.print("Stop with: gpuq down")
 
