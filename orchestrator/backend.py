@@ -41,6 +41,7 @@ ORCHESTRATOR_NAME = "gpuq-orchestrator"
 NODE_LABEL = "gmi/node"  # nodes are started with --labels gmi/node=<name> and --resources '{"<name>": 1}'
 NODE_SHARE = 0.001  # of the per-node resource: pins a bundle without limiting how many fit
 QUARANTINE_PREFIX = "gpuq-quarantine-"
+FILLER_PREFIX = "gpuq-filler-"
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,9 @@ class RayBackend:
                 below = [g for g in range(i) if g not in taken]
                 filler = None
                 if below:
-                    filler = placement_group([{"GPU": float(len(below)), node: NODE_SHARE}], lifetime="detached")
+                    # Named, so that a restart removes it if we die before we do (forget_unknown_slots).
+                    filler = placement_group([{"GPU": float(len(below)), node: NODE_SHARE}],
+                                             name=f"{FILLER_PREFIX}{node}", lifetime="detached")
                     if not await _placed(filler, self.placement_timeout_s):
                         remove_placement_group(filler)
                         continue
@@ -301,7 +304,8 @@ class RayBackend:
 
     def forget_unknown_slots(self, keep: set[str]) -> None:
         """After a restart: remove every gpuq slot (runner and placement group) that no job
-        still needs. Parked slots are not remembered across restarts."""
+        still needs, and any quarantine filler left half-way. Parked slots are not
+        remembered across restarts."""
         for info in ray.util.list_named_actors(all_namespaces=True):
             name = info["name"]
             if info["namespace"] == NAMESPACE and name.startswith("gpuq-slot-") and name not in keep:
@@ -311,7 +315,8 @@ class RayBackend:
                     pass
         for pg_id, info in placement_group_table().items():
             name = info.get("name", "")
-            if name.startswith("gpuq-slot-") and name not in keep and info.get("state") != "REMOVED":
+            stale = name.startswith("gpuq-slot-") and name not in keep or name.startswith(FILLER_PREFIX)
+            if stale and info.get("state") != "REMOVED":
                 remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
 
     def adopt_slot(self, name: str, node: str, size: int, gpus: list[int]) -> None:

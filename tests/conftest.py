@@ -62,3 +62,20 @@ def prometheus(api, tmp_path_factory):
     server = Prometheus(api, tmp_path_factory.mktemp("prometheus"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def private_api(api, tmp_path_factory):
+    """A second copy of the API under /private, deployed with api_auth_reads: every read
+    needs a token there. Returns the page's URL (the trailing slash matters: the page's
+    paths are relative)."""
+    import json
+
+    from ray import serve
+
+    from serve_app.api import GpuqAPI
+
+    tokens = tmp_path_factory.mktemp("private-auth") / "tokens.json"
+    tokens.write_text(json.dumps({"alice-token": {"user": "alice", "role": "user"}}))
+    serve.run(GpuqAPI.bind(str(tokens), True), name="gpuq-private", route_prefix="/private")
+    return f"{api}/private/"

@@ -197,3 +197,21 @@ def test_the_grid_colours_idle_and_unhealthy_gpus(browser, api, ray_cluster, tmp
     finally:
         tab.close()
         watched.teardown()
+
+
+def test_with_reads_closed_the_page_asks_for_a_token_and_shows_nothing_until_then(browser, private_api, orch):
+    orch.wait_state(orch.submit("sleep 300", gpus=3, run_id="private"), "running")
+    assert httpx.get(f"{private_api}orchestrator/status", timeout=30).status_code == 401
+    tab = Page(browser, private_api.rstrip("/"))
+    tab.page.goto(private_api)
+    try:
+        tab.page.wait_for_selector("#banner:not([hidden])")
+        assert "Sign in" in tab.text("#banner")
+        assert tab.text('[data-stat="total_gpus"]') == "–"
+        tab.sign_in("alice-token")
+        wait_for(lambda: tab.text('[data-stat="allocated_gpus"]') == "3", 30, what="the numbers after signing in")
+        assert tab.page.locator("#banner").is_hidden()
+        # The only errors are the browser's own notes of the refused reads before sign-in.
+        assert all("401" in e for e in tab.errors), tab.errors
+    finally:
+        tab.close()

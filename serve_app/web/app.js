@@ -36,6 +36,7 @@ class ApiError extends Error {
   }
 }
 
+// Paths are relative to the page, so gpuq also works behind a proxy under a path prefix.
 async function api(path, options = {}) {
   const headers = { ...(options.headers || {}) };
   if (token()) headers.Authorization = `Bearer ${token()}`;
@@ -188,7 +189,7 @@ function showHistory(h) {
 
 async function refreshDashboard() {
   const [status, resources, running, line] = await Promise.all([
-    api("/orchestrator/status"), api("/resources"), api("/jobs?state=running&limit=100"), api("/queue?limit=100"),
+    api("orchestrator/status"), api("resources"), api("jobs?state=running&limit=100"), api("queue?limit=100"),
   ]);
   showStatus(status);
   showGrid(resources);
@@ -196,7 +197,7 @@ async function refreshDashboard() {
   showLine(line.jobs);
   if (Date.now() - lastHistory > HISTORY_MS) {
     lastHistory = Date.now();
-    showHistory(await api("/history"));
+    showHistory(await api("history"));
   }
 }
 
@@ -205,7 +206,7 @@ async function refreshDashboard() {
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 
 async function refreshJob(id) {
-  const j = await api(`/jobs/${encodeURIComponent(id)}`);
+  const j = await api(`jobs/${encodeURIComponent(id)}`);
   $("#h-job").textContent = `Job ${j.run_id}`;
   const fields = [["ID", j.id], ["State", j.state], ["User", j.user], ["GPUs", j.gpu_count],
     ["Priority", j.priority_name], ["Placement", j.placement || "–"], ["Attempts", j.attempts],
@@ -232,7 +233,7 @@ async function tailLog(j) {
     $("#log").textContent = "";
   }
   if (!j.attempts) { $("#log-state").textContent = "(not started)"; return; }
-  const out = await api(`/jobs/${encodeURIComponent(j.id)}/logs?attempt=${j.attempts}&offset=${log.offset}`);
+  const out = await api(`jobs/${encodeURIComponent(j.id)}/logs?attempt=${j.attempts}&offset=${log.offset}`);
   if (out.data) {
     const pre = $("#log");
     const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
@@ -245,7 +246,7 @@ async function tailLog(j) {
 
 async function act(button) {
   try {
-    await api(`/jobs/${encodeURIComponent(button.dataset.job)}/${button.dataset.action}`, { method: "POST" });
+    await api(`jobs/${encodeURIComponent(button.dataset.job)}/${button.dataset.action}`, { method: "POST" });
     banner("");
     await tick();
   } catch (e) {
@@ -264,7 +265,7 @@ async function submit(event) {
   const result = $("#submit-result");
   if (!token()) { result.textContent = "Sign in with your API token first."; return; }
   try {
-    const out = await api("/queue/submit", { method: "POST", body });
+    const out = await api("queue/submit", { method: "POST", body });
     result.replaceChildren(`Submitted ${out.job.run_id}: ${out.job.state}, queue position ${out.queue_position ?? "–"}. `,
       el("a", { href: `#/job/${out.job_id}`, id: "submitted-job", text: "Open the job" }));
     result.className = "ok";
@@ -279,7 +280,7 @@ async function submit(event) {
 async function signIn(value) {
   sessionStorage.setItem(TOKEN_KEY, value);
   try {
-    me = await api("/whoami");
+    me = await api("whoami");
   } catch (e) {
     sessionStorage.removeItem(TOKEN_KEY);
     me = null;
