@@ -63,3 +63,24 @@ def test_status_nodes_and_top_show_the_cluster(gpuq):
     assert "gmi-node-1" in nodes.stdout and "gmi-node-2" in nodes.stdout
     top = gpuq("top", "--once")
     assert top.returncode == 0 and "Active jobs" in top.stdout and "total 16" in top.stdout
+
+
+def test_fleet_commands_drain_undrain_events_and_usage(gpuq, api):
+    import json
+
+    env = {**os.environ, "GPUQ_URL": api, "GPUQ_TOKEN": "admin-token"}
+    admin = lambda *args: subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True,
+                                         text=True, env=env, timeout=120)
+    refused = gpuq("drain", "gmi-node-2:3", "--reason", "mine now")
+    assert refused.returncode == 1 and "only an admin" in refused.stderr and "Traceback" not in refused.stderr
+    bad = admin("drain", "gmi-node-2:x", "--reason", "typo")
+    assert bad.returncode == 1 and "NODE:GPU" in bad.stderr
+    drained = admin("drain", "gmi-node-2:3,4", "--reason", "cabling")
+    assert drained.returncode == 0 and "GPUs 3,4 drained" in drained.stdout
+    events = json.loads(admin("events", "--json").stdout)
+    assert [(e["gpu"], e["action"], e["by"], e["reason"]) for e in events] == [(4, "drained", "root", "cabling"),
+                                                                              (3, "drained", "root", "cabling")]
+    assert "3,4" in admin("undrain", "gmi-node-2").stdout
+    assert gpuq("submit", "--wait", "--gpus", "2", "--", "sleep", "1").returncode == 0
+    usage = json.loads(gpuq("usage", "--since", "1h", "--json").stdout)
+    assert [u["user"] for u in usage["users"]] == ["alice"] and usage["total_gpu_hours"] > 0
