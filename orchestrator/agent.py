@@ -15,6 +15,7 @@ import threading
 
 import ray
 
+from orchestrator import procs
 from orchestrator.runner import job_dir, read_exit
 from orchestrator.telemetry import SIMULATED, NodeReport, provider_for, report
 
@@ -93,19 +94,7 @@ class NodeAgent:
 
 def tagged_processes(cluster_id: str) -> dict[int, str]:
     """pid -> job id, for every process carrying this cluster's job tag."""
-    found: dict[int, str] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
-            continue
-        tags = dict(e.split(b"=", 1) for e in env if e.startswith((b"GPUQ_JOB_ID=", b"GPUQ_CLUSTER=")))
-        if tags.get(b"GPUQ_CLUSTER") == cluster_id.encode() and b"GPUQ_JOB_ID" in tags:
-            found[int(entry.name)] = tags[b"GPUQ_JOB_ID"].decode()
-    return found
+    return {pid: env["GPUQ_JOB_ID"] for pid, env in procs.tagged(cluster_id).items()}
 
 
 def reap(cluster_id: str, live: set[str]) -> list[int]:

@@ -146,14 +146,16 @@ class ScrapeCollector:
         wait_now = _gauge("gpuq_queue_wait_now_seconds", "How long the jobs queued now have waited", ["stat"])
         n = {p.name: 0 for p in Priority}
         g = {p.name: 0 for p in Priority}
+        least = 0
         for job in queue.queued():
             n[job.priority.name] += 1
             g[job.priority.name] += job.gpus
+            least = min(least, job.gpus) if least else job.gpus
         for p in Priority:
             depth.add_metric([p.name], float(n[p.name]))
             wanted.add_metric([p.name], float(g[p.name]))
         smallest = _gauge("gpuq_queue_min_gpus_requested", "The smallest GPU count a queued job asks for (0: none queued)")
-        smallest.add_metric([], float(min((j.gpus for j in queue.queued()), default=0)))
+        smallest.add_metric([], float(least))
         yield smallest
         waits = views.queue_wait(queue, now)
         wait_now.add_metric(["avg"], waits["avg_s"])
@@ -192,6 +194,7 @@ class ScrapeCollector:
         ecc = CounterMetricFamily("gpuq_gpu_ecc_errors", "Volatile ECC error count", labels=["node", "gpu", "type"])
         for node, rep in fleet.reports.items():
             info.add_metric([node, rep.source, rep.detail], 1.0)
+            last.add_metric([node], rep.at)
             for g in rep.gpus:
                 labels = [node, str(g.index), rep.source]
                 fams["utilization_ratio"].add_metric(labels, g.utilization)
@@ -201,9 +204,6 @@ class ScrapeCollector:
                 fams["power_watts"].add_metric(labels, g.power_watts)
                 ecc.add_metric([node, str(g.index), "corrected"], float(g.ecc_corrected))
                 ecc.add_metric([node, str(g.index), "uncorrected"], float(g.ecc_uncorrected))
-        for node, at in fleet.monitor.last_report.items():
-            if node in fleet.reports:
-                last.add_metric([node], fleet.reports[node].at)
         xids = CounterMetricFamily("gpuq_gpu_xid_errors", "XID events since the node agent started",
                                    labels=["node", "gpu", "xid"])
         for node, rep in fleet.reports.items():

@@ -9,7 +9,6 @@ it happened, and wakes the loop.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import ray
@@ -162,7 +161,7 @@ class Requests:
             answer = await self.backend.call_agent(node, "inject", fault, gpu, value)
         except ray.exceptions.RayTaskError as e:  # the agent refused: say why, without its traceback
             raise InvalidSpec([("fault", str(e.cause))]) from None
-        asyncio.get_event_loop().create_task(self.watch.poll())  # judge it now, not at the next poll
+        self.spawn(self.watch.poll())  # judge it now, not at the next poll
         return answer
 
     async def fleet_events(self, limit: int = 100) -> list[dict]:

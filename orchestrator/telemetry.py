@@ -24,6 +24,8 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+from orchestrator import procs
+
 NVML = "nvml"
 SIMULATED = "simulated"
 
@@ -175,7 +177,10 @@ class SimulatedProvider:
         self._at = now
         share: dict[int, float] = {}
         seen: dict[int, float] = {}
-        for pid, gpus in _job_processes(self.cluster_id, self.node).items():
+        for pid, env in procs.tagged(self.cluster_id).items():
+            if env.get("GPUQ_NODE") != self.node:
+                continue  # simulated nodes may share one machine
+            gpus = [int(d) for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip().isdigit()]
             cpu = _cpu_seconds(pid, self._ticks)
             if cpu is None:
                 continue
@@ -204,24 +209,6 @@ class SimulatedProvider:
                 xids=tuple(sorted(self.faults.xids.get(i, {}).items())),
             ))
         return out
-
-
-def _job_processes(cluster_id: str, node: str) -> dict[int, list[int]]:
-    """pid -> GPU indices, for this cluster's job processes on this node."""
-    found: dict[int, list[int]] = {}
-    want = {b"GPUQ_CLUSTER": cluster_id.encode(), b"GPUQ_NODE": node.encode()}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
-        except OSError:
-            continue
-        if all(env.get(k) == v for k, v in want.items()) and b"GPUQ_JOB_ID" in env:
-            devices = env.get(b"CUDA_VISIBLE_DEVICES", b"").decode()
-            found[int(entry.name)] = [int(d) for d in devices.split(",") if d.strip().isdigit()]
-    return found
 
 
 def _cpu_seconds(pid: int, ticks: int) -> float | None:

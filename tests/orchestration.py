@@ -38,6 +38,13 @@ class Harness:
         return wait_for(lambda: (j := self.job(job_id))["state"] in states and j, timeout,
                         what=f"job {job_id} to reach {' or '.join(states)}")
 
+    def pid_or_none(self) -> int | None:
+        """The orchestrator's pid, or None while it is down or restarting."""
+        try:
+            return self.call("pid", timeout=5)
+        except Exception:
+            return None
+
     def log(self, job_id: str, attempt: int | None = None, rank: int = 0) -> str:
         return self.call("logs", job_id, attempt, rank, 0, 1 << 20)["data"]
 

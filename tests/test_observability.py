@@ -226,7 +226,7 @@ def test_out_of_service_gpus_usage_and_the_audit_trail_survive_a_restart(watched
 
     old = watched.call("pid")
     ray.kill(watched.actor, no_restart=False)
-    wait_for(lambda: _pid(watched) not in (None, old), 60, what="a restarted orchestrator")
+    wait_for(lambda: watched.pid_or_none() not in (None, old), 60, what="a restarted orchestrator")
 
     gpus = gpus_of(watched.call("resources"))
     assert gpus["gmi-node-2:6"]["state"] == "unhealthy"
@@ -236,10 +236,3 @@ def test_out_of_service_gpus_usage_and_the_audit_trail_survive_a_restart(watched
     # Ray still holds the quarantined and drained GPUs: a 13-GPU job fits only around them.
     job = watched.wait_state(watched.submit("sleep 300", gpus=13, run_id="around"), "running", timeout=60)
     assert job["allocation"] == {"gmi-node-1": [2, 3, 4, 5, 6, 7], "gmi-node-2": [0, 1, 2, 3, 4, 5, 7]}
-
-
-def _pid(harness):
-    try:
-        return harness.call("pid", timeout=5)
-    except Exception:
-        return None

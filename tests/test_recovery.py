@@ -46,7 +46,7 @@ def test_orchestrator_restart_loses_nothing(orch, how):
     else:
         os.kill(old_pid, signal.SIGKILL)
     # ray.kill returns before the actor is gone: wait for a new process to answer.
-    wait_for(lambda: _pid(orch) not in (None, old_pid), 60, what="a restarted orchestrator")
+    wait_for(lambda: orch.pid_or_none() not in (None, old_pid), 60, what="a restarted orchestrator")
 
     assert orch.job(waiting)["state"] == "queued"
     job = orch.wait_state(ending, "failed", timeout=60)
@@ -60,13 +60,6 @@ def test_orchestrator_restart_loses_nothing(orch, how):
     orch.call("cancel", long)
     orch.wait_state(waiting, "completed", timeout=90)
     assert orch.log(waiting) == "all\n"
-
-
-def _pid(orch):
-    try:
-        return orch.call("pid", timeout=5)
-    except Exception:
-        return None
 
 
 def test_placement_that_never_happens_goes_back_in_line(orch, ray_cluster):

@@ -4,7 +4,6 @@ provider is checked on a stand-in NVML module (no GPU on this machine)."""
 import os
 import subprocess
 import sys
-import time
 import types
 
 import pytest
@@ -42,11 +41,11 @@ def test_simulated_utilization_follows_the_job_processes_on_each_gpu():
         p.sample()
 
         def readings():
-            time.sleep(0.5)
             return {g.index: g for g in p.sample()}
 
-        # (Python's own start-up costs CPU: wait for both to settle into their loop and sleep.)
-        gpus = wait_for(lambda: (r := readings())[2].utilization > 0.3 and r[5].utilization < 0.05 and r, 20,
+        # Each reading covers the time since the previous one (the poll's interval). Python's
+        # own start-up costs CPU: wait for both to settle into their loop and sleep.
+        gpus = wait_for(lambda: (r := readings())[2].utilization > 0.3 and r[5].utilization < 0.05 and r, 20, 0.5,
                         what="the busy GPU to read busy and the sleeping one idle")
         assert gpus[5].memory_used_bytes > gpus[0].memory_used_bytes  # held, though idle
         assert gpus[0].utilization == 0.0 and gpus[2].power_watts > gpus[0].power_watts
