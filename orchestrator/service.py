@@ -286,6 +286,7 @@ class OrchestratorService(Requests):
     def finish(self, job: Job, attempt: int, results: list[dict | None]) -> None:
         """The job's processes are gone: decide its state, give its GPUs back."""
         now = time.time()
+        evicted = self.evicting.pop(job.id, None)  # before _release, which forgets it
         for name in job.slots.get(attempt, []):
             self.backend.park(name)
         started = job.state_times.get(JobState.RUNNING, now)
@@ -295,7 +296,6 @@ class OrchestratorService(Requests):
             self.usage.add(job.user, run.gpu_seconds, now)
             self.accounting.add(run)
         self._release(job)
-        evicted = self.evicting.pop(job.id, None)
         if job.state is JobState.PREEMPTED:
             self.save([self.queue.requeue(job.id, now, "preempted; back in line in its place")])
         elif job.state is JobState.RUNNING:
@@ -355,6 +355,7 @@ class OrchestratorService(Requests):
         if self.inventory.allocation_of(job.id) is not None:
             self.inventory.release(job.id)
         self.stopping.discard(job.id)
+        self.evicting.pop(job.id, None)  # a launch given up, or a job ended: no stop is owed
 
 def _report_store_failure(done: asyncio.Future) -> None:
     if not done.cancelled() and done.exception() is not None:
