@@ -16,7 +16,7 @@ import threading
 import ray
 
 from orchestrator import procs
-from orchestrator.runner import job_dir, read_exit
+from orchestrator.jobfiles import job_dir, open_owned, read_exit
 from orchestrator.telemetry import SIMULATED, NodeReport, provider_for, report
 
 MAX_READ = 1024 * 1024
@@ -71,15 +71,15 @@ class NodeAgent:
 
     def read_log(self, job_id: str, attempt: int, rank: int, offset: int = 0, limit: int = MAX_READ, tail: int | None = None) -> dict:
         """Bytes [offset, offset+limit) of a bundle's output, or its last `tail` bytes."""
-        path = job_dir(self.data_root, self.node, job_id, attempt, rank) / "output.log"
-        try:
-            size = path.stat().st_size
-        except OSError:
+        # The job's user owns its folder: never follow a link there (jobfiles.py).
+        fd = open_owned(job_dir(self.data_root, self.node, job_id, attempt, rank), "output.log")
+        if fd is None:
             return {"data": "", "offset": offset, "size": 0, "exists": False}
-        if tail is not None:
-            offset = max(0, size - tail)
-        limit = max(0, min(limit, MAX_READ))
-        with open(path, "rb") as f:
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(fd).st_size
+            if tail is not None:
+                offset = max(0, size - tail)
+            limit = max(0, min(limit, MAX_READ))
             f.seek(offset)
             data = f.read(limit)
         return {"data": data.decode("utf-8", "replace"), "offset": offset + len(data), "size": size, "exists": True}

@@ -270,8 +270,9 @@ class RayBackend:
         except ValueError:
             return None
 
-    async def start(self, slots: list[str], job_id: str, attempt: int, base_env: dict[str, str], command: str,
-                    working_dir: str | None, time_limit: float, grace: float) -> list[dict]:
+    async def start(self, slots: list[str], job_id: str, attempt: int, job_env: dict[str, str], command: str,
+                    working_dir: str | None, time_limit: float, grace: float, account: str | None = None,
+                    base_env: dict[str, str] | None = None, group_read: bool = False) -> list[dict]:
         """Run the job on its slots, rank 0 first (its address is the others' rendezvous).
         Returns what each runner reports: node, the GPU ids Ray bound, pid."""
         runners = [self.runner(n) for n in slots]
@@ -283,7 +284,7 @@ class RayBackend:
         calls = []
         for rank, (runner, hello) in enumerate(zip(runners, hellos)):
             env = {
-                **base_env,
+                **job_env,
                 "GPUQ_CLUSTER": self.cluster_id, "GPUQ_NODE": hello["node"], "GPUQ_NODE_RANK": str(rank),
                 "GPUQ_NNODES": str(nnodes), "GPUQ_NUM_GPUS": str(len(hello["gpus"])), "GPUQ_WORLD_SIZE": str(world),
                 # GPU indices mean the same to CUDA as to NVML (and so to gpuq's health checks).
@@ -293,7 +294,8 @@ class RayBackend:
                 "PET_NNODES": str(nnodes), "PET_NODE_RANK": str(rank), "PET_NPROC_PER_NODE": str(len(hello["gpus"])),
                 "PET_MASTER_ADDR": master["ip"], "PET_MASTER_PORT": str(master["port"]),
             }
-            calls.append(runner.run.remote(job_id, attempt, rank, command, env, working_dir, time_limit, grace))
+            calls.append(runner.run.remote(job_id, attempt, rank, command, env, working_dir, time_limit, grace,
+                                           account, base_env, group_read))
         return list(await asyncio.gather(*calls))
 
     def stop(self, slots: list[str], job_id: str, attempt: int) -> None:

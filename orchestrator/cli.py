@@ -58,7 +58,10 @@ def up(
     console.print(f"  web page: [bold]{started['api']}/[/bold]")
     console.print(f"  REST API: [bold]{started['api']}[/bold]  (OpenAPI at {started['api']}/docs; Prometheus "
                   f"metrics at {started['api']}/metrics)")
-    console.print(f"  admin token: {started['admin_token_file']}")
+    console.print(f"  admin token: {started['admin_token_file']}  (more: gpuq token create USER)")
+    install = started["install"]
+    colour = "green" if install["mode"] == "multi-user" else "yellow"
+    console.print(f"  [{colour}]{install['mode']} install[/{colour}]: {install['message']}")
     console.print("Stop with: gpuq down")
 
 
@@ -149,6 +152,10 @@ cli_jobs.register(app)
 from orchestrator import cli_fleet  # noqa: E402  (usage, and what admins do to the fleet)
 
 cli_fleet.register(app)
+
+from orchestrator import cli_access  # noqa: E402  (tokens and the audit trail, for admins)
+
+cli_access.register(app)
 
 if __name__ == "__main__":
     app()

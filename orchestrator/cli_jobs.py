@@ -213,6 +213,10 @@ def register(app: typer.Typer) -> None:
         console.print(f"GPUs: {r['total_gpus']} total, {r['available_gpus']} available, {r['allocated_gpus']} allocated "
                       f"({util:.0%})")
         console.print(f"jobs: {q['queued']} queued, {q['running']} running, {q['completed']} completed, {q['failed']} failed")
+        install = s.get("details", {}).get("install")
+        if install:
+            colour = "green" if install["mode"] == "multi-user" else "yellow"
+            console.print(f"[{colour}]{install['mode']} install[/{colour}]: {install['message']}")
 
     @app.command()
     def top(once: Annotated[bool, typer.Option("--once", help="print one frame and exit")] = False,

@@ -37,8 +37,27 @@ class Config(BaseModel):
     # The REST API. Loopback unless an operator opens it: a job is arbitrary code.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
-    # Mutations always need a token; with this, reads (status, queue, jobs, logs) do too.
-    api_auth_reads: bool = False
+    # Mutations always need a token; so do reads unless a site opens them (false): the
+    # queue shows who runs what, and a job's command, env and logs are its owner's.
+    api_auth_reads: bool = True
+
+    # Who is who (orchestrator/accounts.py, orchestrator/rights.py). A gpuq user runs as
+    # the Unix account of the same name unless mapped here; the built-in `admin` user
+    # runs as the service account unless mapped.
+    unix_users: dict[str, str] = Field(default_factory=dict)
+    # Slurm's QOS idea: the highest priority each role may submit or raise a job to, and
+    # per-user grants above that. A user with a grant (and every admin) may also mark a
+    # job non-preemptible.
+    max_priority: dict[str, str] = Field(default_factory=lambda: {"user": "HIGH", "admin": "CRITICAL"})
+    priority_grants: dict[str, str] = Field(default_factory=dict)
+    # A job's PATH (its environment starts clean, like sbatch --export=NONE).
+    job_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    # Job log directories: 0750 for the job's group (true) or 0700 (false).
+    job_logs_group_readable: bool = False
+    # A single-user install (gpuq not running as root) runs every job as its one account,
+    # so users cannot be kept apart: tokens for other users are refused unless a site
+    # that accepts this says so here.
+    allow_shared_account: bool = False
     # Where the orchestrator keeps its SQLite store (on the head node) and where each node
     # keeps job logs and exit records (on that node's own disk). Default: under GPUQ_HOME.
     store_path: str | None = None
@@ -78,6 +97,18 @@ class Config(BaseModel):
     # An allocated GPU under this utilization (0..1) for this long is flagged idle.
     idle_utilization: float = Field(default=0.05, ge=0, le=1)
     idle_window_s: float = Field(default=600.0, gt=0)
+
+    @field_validator("max_priority", "priority_grants")
+    @classmethod
+    def _priorities(cls, levels: dict[str, str]) -> dict[str, str]:
+        from orchestrator.job import Priority
+
+        for who, level in levels.items():
+            try:
+                Priority.parse(level)
+            except ValueError as e:
+                raise ValueError(f"{who}: {e}") from None
+        return levels
 
     @field_validator("nodes")
     @classmethod

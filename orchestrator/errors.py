@@ -1,7 +1,7 @@
 """Errors a user can act on. Each carries a message meant to be shown as it is.
 
 The API maps them to HTTP statuses (IllegalTransition → 409, JobNotFound → 404,
-InvalidSpec → 422); the CLI prints the message without a stack trace.
+InvalidSpec → 422, Forbidden → 403); the CLI prints the message without a stack trace.
 """
 
 from __future__ import annotations
@@ -64,3 +64,15 @@ class InvalidSpec(GpuqError):
 
     def __reduce__(self):
         return (InvalidSpec, (self.errors,))
+
+
+class Forbidden(GpuqError):
+    """The caller lacks a right the request needs (403). `right` names it, so the user
+    knows what to ask an admin for."""
+
+    def __init__(self, right: str, message: str):
+        self.right = right
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (Forbidden, (self.right, self.args[0]))

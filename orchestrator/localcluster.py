@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.paths import gpuq_home
+from orchestrator.paths import gpuq_home, secure_home
 
 HEAD_PORT = int(os.environ.get("GPUQ_RAY_PORT", "6380"))
 SIMULATED_NODES = ("gmi-node-1", "gmi-node-2")
@@ -150,6 +150,7 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
     from orchestrator.actor import start_orchestrator
     from orchestrator.backend import discover_nodes
 
+    secure_home()
     if attach:
         connect(attach)
         started = {"address": attach, "simulated": False, "nodes": {n: i.gpus for n, i in discover_nodes().items()}}
@@ -164,11 +165,14 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
     ray.get(orch.ping.remote(), timeout=120)
     from orchestrator.config import Config
     from serve_app.api import deploy
+    from orchestrator.accounts import install_mode
     from serve_app.auth import ensure_admin_token, tokens_path
 
     site = Config.model_validate(config or {})
     started["admin_token_file"] = str(ensure_admin_token())
-    started["api"] = deploy(site.api_host, site.api_port, str(tokens_path()), site.api_auth_reads)
+    started["api"] = deploy(site.api_host, site.api_port, str(tokens_path()), site.api_auth_reads,
+                            {"unix_users": site.unix_users, "allow_shared_account": site.allow_shared_account})
+    started["install"] = install_mode()
     return started
 
 

@@ -62,8 +62,7 @@ async def recover(svc) -> None:
 
 async def _finish_launch(svc, job, attempt: int, names: list[str]) -> None:
     try:
-        infos = await svc.backend.start(names, job.id, attempt, svc.job_env(job, attempt), job.spec.command,
-                                        job.spec.working_dir, float(job.time_limit), svc.site.stop_grace_s)
+        infos = await svc.run_on(names, job, attempt)
     except Exception:
         log.exception("recovery: could not finish the launch of %s", job.id)
         for name in names:

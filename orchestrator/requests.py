@@ -5,6 +5,11 @@ These are methods of the orchestrator actor (OrchestratorService inherits them) 
 apart from the loop and the job lifecycle in service.py. Each validates, changes the
 queue or the fleet, makes the change durable before it answers where a user is told
 it happened, and wakes the loop.
+
+`by` is who asks, as the API authenticated them ({"user", "role"}): the rights in
+rights.py are checked against it, and every change is written to the audit trail
+with it, in the same commit as the change. A direct call on the actor (no `by`) can
+only come from the service account itself and is trusted.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import time
 import ray
 
 from orchestrator import views
+from orchestrator.accounts import missing_account
 from orchestrator.config import Config
 from orchestrator.errors import GpuqError, InvalidSpec
-from orchestrator.job import Job, JobSpec, format_allocation
+from orchestrator.job import Job, JobSpec, Priority, format_allocation
+from orchestrator.rights import Caller, check_preemptible, check_priority
 from orchestrator.policy import Start, dry_run
 from orchestrator.snapshot import snapshot_of
 from orchestrator.states import JobState
@@ -28,7 +35,17 @@ class Requests:
         sizes = self.inventory.sizes or dict(self.site.nodes)
         return self.site.model_copy(update={"nodes": sizes})
 
-    async def submit(self, spec: dict, idempotency_key: str | None = None) -> dict:
+    def may_submit(self, parsed: JobSpec, by: dict | None) -> None:
+        """Rights (rights.py) and the Unix account the job will run as (accounts.py)."""
+        if by is not None:
+            caller = Caller(by["user"], by["role"])
+            check_priority(caller, parsed.priority, None, self.site.max_priority, self.site.priority_grants)
+            check_preemptible(caller, parsed.preemptible, self.site.priority_grants)
+        why = missing_account(parsed.user, self.site.unix_users)
+        if why:
+            raise InvalidSpec([("user", why)])
+
+    async def submit(self, spec: dict, idempotency_key: str | None = None, by: dict | None = None) -> dict:
         """Validate and enqueue; durable before it answers. A submit repeated with the same
         key by the same user (a client retrying after a time-out) returns the first job.
         Two fields are about the submission, not the job: `array` (a count, "A-B" or
@@ -40,10 +57,11 @@ class Requests:
         if not isinstance(test_only, bool):
             raise InvalidSpec([("test_only", "must be true or false")])
         parsed = JobSpec.parse(spec, self.validation_config())
+        self.may_submit(parsed, by)
         if test_only:
             return self.dry_run(parsed)
         if indices is not None:
-            return await self.submit_array(parsed, indices, idempotency_key)
+            return await self.submit_array(parsed, indices, idempotency_key, by)
         if idempotency_key is not None:
             known = self._by_key.get((parsed.user, idempotency_key))
             if known is not None:
@@ -51,7 +69,8 @@ class Requests:
         job = self.queue.submit(parsed, time.time())
         job.idempotency_key = idempotency_key
         try:
-            await self.save([job])
+            await self.save([job], audit=[audit(by, "submit", job.id, user=parsed.user, run_id=parsed.run_id,
+                                                gpus=parsed.gpu_count, priority=parsed.priority.name)])
         except GpuqError:
             self.queue.forget(job.id)  # not stored means not accepted: the caller may retry
             raise
@@ -71,7 +90,7 @@ class Requests:
         return {"success": True, "test_only": True, "would_start": False, "estimated_start": answer.estimated_start,
                 "reason": answer.code.value, "message": answer.message}
 
-    async def submit_array(self, parsed: JobSpec, indices: list[int], key: str | None) -> dict:
+    async def submit_array(self, parsed: JobSpec, indices: list[int], key: str | None, by: dict | None = None) -> dict:
         if key is not None and (parsed.user, key) in self._by_key:
             first = self.queue.get(self._by_key[(parsed.user, key)])
             return {**views.submitted(first, self.queue), "array": {"count": len(indices)}}
@@ -83,7 +102,9 @@ class Requests:
             jobs.append(self.queue.submit(spec, now))
         jobs[0].idempotency_key = key
         try:
-            await self.save(jobs)
+            await self.save(jobs, audit=[audit(by, "submit", jobs[0].id, user=parsed.user, run_id=parsed.run_id,
+                                               gpus=parsed.gpu_count, priority=parsed.priority.name,
+                                               array=len(jobs), last=jobs[-1].id)])
         except GpuqError:
             for job in jobs:
                 self.queue.forget(job.id)
@@ -94,11 +115,11 @@ class Requests:
         return {**views.submitted(jobs[0], self.queue),
                 "array": {"count": len(jobs), "indices": [indices[0], indices[-1]], "job_ids": [j.id for j in jobs]}}
 
-    async def cancel(self, job_id: str, reason: str = "cancelled") -> dict:
+    async def cancel(self, job_id: str, reason: str = "cancelled", by: dict | None = None) -> dict:
         job = self.queue.get(job_id)
         was = job.state
         self.queue.cancel(job_id, time.time(), reason)
-        await self.save([job])
+        await self.save([job], audit=[audit(by, "cancel", job_id, user=job.user, was=was.value)])
         if was in (JobState.RUNNING, JobState.PREEMPTED):
             self.stop_job(job)
         elif was is JobState.SCHEDULED:
@@ -106,20 +127,25 @@ class Requests:
         self.wake()
         return views.job(job, self.queue)
 
-    async def hold(self, job_id: str) -> dict:
+    async def hold(self, job_id: str, by: dict | None = None) -> dict:
         job = self.queue.hold(job_id, time.time())
-        await self.save([job])
+        await self.save([job], audit=[audit(by, "hold", job_id, user=job.user)])
         return views.job(job, self.queue)
 
-    async def release(self, job_id: str) -> dict:
+    async def release(self, job_id: str, by: dict | None = None) -> dict:
         job = self.queue.release(job_id, time.time())
-        await self.save([job])
+        await self.save([job], audit=[audit(by, "release", job_id, user=job.user)])
         self.wake()
         return views.job(job, self.queue)
 
-    async def set_priority(self, job_id: str, priority) -> dict:
+    async def set_priority(self, job_id: str, priority, by: dict | None = None) -> dict:
+        job = self.queue.get(job_id)
+        was = job.priority
+        if by is not None:
+            check_priority(Caller(by["user"], by["role"]), Priority.parse(priority), was,
+                           self.site.max_priority, self.site.priority_grants)
         job = self.queue.set_priority(job_id, priority, time.time())
-        await self.save([job])
+        await self.save([job], audit=[audit(by, "priority", job_id, user=job.user, was=was.name, now=job.priority.name)])
         self.wake()
         return views.job(job, self.queue)
 
@@ -148,11 +174,16 @@ class Requests:
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidSpec([("reason", "is required: say why the GPUs are drained (it is kept in the audit trail)")])
         out = self.watch.take_out(node, gpus, "drained", reason.strip(), by, requeue=requeue)
-        return {**out, "gpus": self.fleet.targets(node, gpus)}
+        targets = self.fleet.targets(node, gpus)
+        await self.save([], audit=[audit({"user": by}, "drain", node, gpus=targets, reason=reason.strip(),
+                                         requeue=requeue)])
+        return {**out, "gpus": targets}
 
     async def undrain(self, node: str, gpus: list[int] | None, by: str, reason: str = "") -> dict:
         """Put drained or unhealthy GPUs back in service (an admin's call)."""
-        return {"node": node, "returned": self.watch.put_back(node, gpus, by, reason)}
+        returned = self.watch.put_back(node, gpus, by, reason)
+        await self.save([], audit=[audit({"user": by}, "undrain", node, gpus=returned, reason=reason)])
+        return {"node": node, "returned": returned}
 
     async def inject(self, node: str, fault: str, gpu: int | None = None, value: float | None = None) -> str:
         """Inject a fault into a simulated node's telemetry (refused on real NVML)."""
@@ -163,6 +194,14 @@ class Requests:
             raise InvalidSpec([("fault", str(e.cause))]) from None
         self.spawn(self.watch.poll())  # judge it now, not at the next poll
         return answer
+
+    async def record(self, by: dict, action: str, target: str, detail: dict) -> None:
+        """Audit a change made elsewhere (the API's token changes); durable when it returns."""
+        await self.save([], audit=[audit(by, action, target, **detail)])
+
+    async def audit_trail(self, limit: int = 100, who: str | None = None, action: str | None = None,
+                          since: float = 0.0) -> list[dict]:
+        return self.store.audit(limit, who, action, since)
 
     async def fleet_events(self, limit: int = 100) -> list[dict]:
         return list(self.fleet.events)[-limit:][::-1]
@@ -203,6 +242,12 @@ class Requests:
         import os
 
         return os.getpid()
+
+
+def audit(by: dict | None, action: str, target: str, **detail) -> tuple:
+    """An audit row. Without `by` the call came straight to the actor, which only the
+    service account can do."""
+    return (time.time(), (by or {}).get("user") or "service", action, target, detail)
 
 
 MAX_ARRAY = 10_000

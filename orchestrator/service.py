@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 
 import ray
 
 from orchestrator.accounting import Accounting, Run
+from orchestrator.accounts import account_for
 from orchestrator.backend import RayBackend, discover_nodes
 from orchestrator.config import Config
 from orchestrator.fairshare import UsageLedger
@@ -182,10 +184,13 @@ class OrchestratorService(Requests):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def save(self, jobs: list[Job], kv: dict | None = None, usage: list[tuple] | None = None) -> asyncio.Future:
+    def save(self, jobs: list[Job], kv: dict | None = None, usage: list[tuple] | None = None,
+             audit: list[tuple] | None = None) -> asyncio.Future:
         """Write jobs through to the store; await the result where the next step must not
-        happen before the change is durable."""
-        done = self.durable.save(jobs, kv={"stats": dict(self.queue.stats.__dict__), **(kv or {})}, usage=usage)
+        happen before the change is durable. `audit` rows (at, who, action, target,
+        detail) commit in the same transaction as the change they record."""
+        done = self.durable.save(jobs, kv={"stats": dict(self.queue.stats.__dict__), **(kv or {})}, usage=usage,
+                                 audit=audit)
         done.add_done_callback(_report_store_failure)
         return done
 
@@ -228,13 +233,21 @@ class OrchestratorService(Requests):
                 return
         job.slots[attempt] = names
         await self.save([job])  # before anything runs: a restart finds the slots by these names
-        infos = await self.backend.start(names, job.id, attempt, self.job_env(job, attempt), job.spec.command,
-                                         job.spec.working_dir, float(job.time_limit), self.site.stop_grace_s)
+        infos = await self.run_on(names, job, attempt)
         await self.adopt(job, attempt, infos)
 
-    def job_env(self, job: Job, attempt: int) -> dict[str, str]:
-        return {**job.spec.env, "GPUQ_JOB_ID": job.id, "GPUQ_RUN_ID": job.spec.run_id,
-                "GPUQ_ATTEMPT": str(attempt), "GPUQ_USER": job.spec.user}
+    async def run_on(self, names: list[str], job: Job, attempt: int) -> list[dict]:
+        """Start the job's command on its slots, as its user's account (accounts.py), in a
+        clean environment: the site's base, the job's env and gpuq's variables."""
+        env = {**job.spec.env, "GPUQ_JOB_ID": job.id, "GPUQ_RUN_ID": job.spec.run_id,
+               "GPUQ_ATTEMPT": str(attempt), "GPUQ_USER": job.spec.user}
+        base = {"PATH": self.site.job_path, "LANG": os.environ.get("LANG") or "C.UTF-8"}
+        if os.environ.get("TZ"):
+            base["TZ"] = os.environ["TZ"]
+        return await self.backend.start(names, job.id, attempt, env, job.spec.command, job.spec.working_dir,
+                                        float(job.time_limit), self.site.stop_grace_s,
+                                        account_for(job.spec.user, self.site.unix_users), base,
+                                        self.site.job_logs_group_readable)
 
     async def adopt(self, job: Job, attempt: int, infos: list[dict]) -> None:
         """The command runs: record where it really runs, then watch it."""
@@ -291,6 +304,7 @@ class OrchestratorService(Requests):
             self.backend.park(name)
         started = job.state_times.get(JobState.RUNNING, now)
         run = None
+        final = False
         if job.state_times.get(JobState.RUNNING) is not None and job.placements.get(attempt):
             run = Run(job.id, attempt, job.user, job.gpus, started, now)
             self.usage.add(job.user, run.gpu_seconds, now)
@@ -309,6 +323,12 @@ class OrchestratorService(Requests):
             elif reasons & {"stopped", "interrupted"}:
                 # Stopped, but not by gpuq (it was RUNNING): its runner or node went away.
                 self.queue.fail(job.id, now, "stopped by the system: its runner or node went away", infrastructure=True)
+            elif "no_account" in reasons:
+                # The account is missing on that node: another try would fail the same way.
+                rank = next(i for i, r in enumerate(results) if r and r.get("reason") == "no_account")
+                node = job.node_of_rank(attempt, rank) or "its node"
+                self.queue.fail(job.id, now, f"no Unix account for {job.user} on {node}")
+                final = True
             elif "time_limit" in reasons:
                 self.queue.fail(job.id, now, "time limit", exit_code=next((c for c in codes if c), None))
             elif all(c == 0 for c in codes):
@@ -317,7 +337,7 @@ class OrchestratorService(Requests):
                 self.queue.fail(job.id, now, "command failed", exit_code=next(c for c in codes if c != 0))
             self.metrics.finished(job, now - started)
             if job.state is JobState.FAILED:
-                self._retry_or_stop(job)
+                self._retry_or_stop(job, final)
             else:
                 self.save([job])
         else:
@@ -342,9 +362,9 @@ class OrchestratorService(Requests):
         return [Run(j.id, j.attempts, j.user, j.gpus, j.state_times[JobState.RUNNING], now)
                 for j in self.queue.jobs() if j.state is JobState.RUNNING and JobState.RUNNING in j.state_times]
 
-    def _retry_or_stop(self, job: Job) -> None:
+    def _retry_or_stop(self, job: Job, final: bool = False) -> None:
         now = time.time()
-        if job.failure_reason != "time limit" and self.queue.can_retry(job.id) and (
+        if not final and job.failure_reason != "time limit" and self.queue.can_retry(job.id) and (
             job.infrastructure_failure or job.worth_retry(job.exit_code)
         ):
             self.queue.retry(job.id, now)

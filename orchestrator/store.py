@@ -4,8 +4,10 @@ A change is written (WAL, synchronous=FULL: fsync at commit) before the caller i
 told it happened, so an orchestrator that dies and restarts reloads exactly what it
 acknowledged. One row per job holds the whole Job document (its event history
 included); one row per finished run (job, attempt) holds its GPU usage for
-accounting; a small key/value table holds counters, the fleet's drains and its
-audit trail.
+accounting; one row per mutation anyone asked for (submit, cancel, hold, release,
+priority, drain, undrain, token changes) is the audit trail, written in the same
+transaction as the change it records; a small key/value table holds counters and
+the fleet's drains.
 
 What is deliberately not stored: the line order (rebuilt from priority and the
 submission sequence), the inventory (rebuilt from the jobs that hold GPUs), and the
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,6 +44,15 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (job_id, attempt)
 );
 CREATE INDEX IF NOT EXISTS usage_end ON usage(end);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -60,6 +72,9 @@ class Store:
             # One writer (the orchestrator actor); check_same_thread off because Ray may
             # run the actor's methods on a worker thread other than the one that opened it.
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # The service's alone: jobs' commands and env are in it (SQLite gives its WAL
+            # and shared-memory files the database file's mode).
+            os.chmod(self.path, 0o600)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
@@ -71,7 +86,7 @@ class Store:
         self.write(rows_of(jobs), kv)
 
     def write(self, rows: list[tuple[str, int, str, str]], kv: dict[str, object] | None = None,
-              usage: list[tuple] | None = None) -> None:
+              usage: list[tuple] | None = None, audit: list[tuple] | None = None) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
@@ -84,6 +99,9 @@ class Store:
                     "INSERT OR REPLACE INTO usage (job_id, attempt, user, gpus, start, end) VALUES (?, ?, ?, ?, ?, ?)",
                     usage,
                 )
+            if audit:
+                self._db.executemany("INSERT INTO audit (at, who, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                                     [(at, who, action, target, json.dumps(detail)) for at, who, action, target, detail in audit])
             if kv:
                 self._db.executemany(
                     "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -114,6 +132,24 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
 
+    def audit(self, limit: int = 100, who: str | None = None, action: str | None = None,
+              since: float = 0.0) -> list[dict]:
+        """The audit trail, newest first."""
+        where, args = ["at >= ?"], [since]
+        if who:
+            where.append("who = ?")
+            args.append(who)
+        if action:
+            where.append("action = ?")
+            args.append(action)
+        try:
+            rows = self._db.execute(
+                f"SELECT at, who, action, target, detail FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                (*args, limit)).fetchall()  # the WHERE clause is built from fixed strings only
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
+        return [{"time": at, "who": w, "action": a, "target": t, "detail": json.loads(d)} for at, w, a, t, d in rows]
+
     def get(self, key: str, default: object = None) -> object:
         row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
@@ -141,15 +177,18 @@ class GroupCommit:
         self._rows: dict[str, tuple[str, int, str, str]] = {}
         self._kv: dict[str, object] = {}
         self._usage: list[tuple] = []
+        self._audit: list[tuple] = []
         self._waiters: list[asyncio.Future] = []
         self._task: asyncio.Task | None = None
 
-    def save(self, jobs: Iterable[Job], kv: dict[str, object] | None = None, usage: list[tuple] | None = None) -> asyncio.Future:
+    def save(self, jobs: Iterable[Job], kv: dict[str, object] | None = None, usage: list[tuple] | None = None,
+             audit: list[tuple] | None = None) -> asyncio.Future:
         loop = asyncio.get_event_loop()
         for row in rows_of(jobs):
             self._rows[row[0]] = row
         self._kv.update(kv or {})
         self._usage += usage or []
+        self._audit += audit or []
         done = loop.create_future()
         self._waiters.append(done)
         if self._task is None or self._task.done():
@@ -158,10 +197,11 @@ class GroupCommit:
 
     async def _flush(self) -> None:
         while self._waiters:
-            rows, kv, usage, waiters = list(self._rows.values()), dict(self._kv), self._usage, self._waiters
-            self._rows, self._kv, self._usage, self._waiters = {}, {}, [], []
+            rows, kv, usage, audit, waiters = (list(self._rows.values()), dict(self._kv), self._usage, self._audit,
+                                               self._waiters)
+            self._rows, self._kv, self._usage, self._audit, self._waiters = {}, {}, [], [], []
             try:
-                await asyncio.to_thread(self.store.write, rows, kv, usage)
+                await asyncio.to_thread(self.store.write, rows, kv, usage, audit)
             except StoreError as e:
                 for w in waiters:
                     if not w.done():

@@ -1,6 +1,7 @@
 """The supervisor: a small process between a runner and the user's command.
 
-    python -m orchestrator.supervisor --dir DIR --time-limit S --grace S -- CMD...
+    python -m orchestrator.supervisor --dir DIR --time-limit S --grace S [--user ACCOUNT]
+                                      [--cwd DIR] [--group-read] -- CMD...  < env.json
 
 Why it exists (measured on Ray 2.60): killing a Ray worker kills its process group,
 but a child in its own session survives a worker SIGKILL, and grandchildren leak on
@@ -12,7 +13,21 @@ but a child in its own session survives a worker SIGKILL, and grandchildren leak
   waits the grace period (training code can checkpoint), then KILLs it;
 - copies the command's output into DIR/output.log, up to a size cap, noting any
   truncation, so logs live on the node and outlast the runner;
-- writes DIR/exit.json atomically with the exit code and why it ended.
+- writes DIR/exit.json atomically with the exit code and why it ended, and prints the
+  same record on its standard output for the runner (which so need not trust a file
+  the job's user owns).
+
+In a multi-user install it runs as root, like slurmstepd, and starts the command as
+the job's account (`--user`): its uid, primary gid and every group it is in, its HOME,
+USER, LOGNAME and SHELL, in its home unless the job names a working directory (the
+change of directory is made as the user, so a job cannot start inside a folder its
+user could not enter). The command's environment is built from nothing, like
+`sbatch --export=NONE`: the base the runner sends on standard input (PATH, LANG, TZ),
+the account's variables, the job's own env and gpuq's variables; the service's own
+environment (Ray's address and token, gpuq's paths) never reaches it. The supervisor
+itself stays root, so cancel, preemption and the time limit can always stop the job.
+A job whose account does not exist on this node ends with reason `no_account`.
+
 It uses the standard library only: it starts fast and cannot fail on an import.
 """
 
@@ -29,6 +44,9 @@ import sys
 import time
 from pathlib import Path
 
+from orchestrator import jobfiles
+from orchestrator.accounts import Account
+
 PR_SET_PDEATHSIG = 1
 DEFAULT_LOG_CAP = 64 * 1024 * 1024
 
@@ -40,15 +58,6 @@ def _die_with_parent() -> None:
         pass  # not Linux: the node reaper is the backstop
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gpuq-supervisor")
     ap.add_argument("--dir", required=True, type=Path)
@@ -56,11 +65,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grace", type=float, default=10.0)
     ap.add_argument("--log-cap", type=int, default=DEFAULT_LOG_CAP)
     ap.add_argument("--cwd")
+    ap.add_argument("--user", help="run the command as this Unix account (needs root)")
+    ap.add_argument("--group-read", action="store_true", help="the job's group may read its log")
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     _die_with_parent()
-    args.dir.mkdir(parents=True, exist_ok=True)
+    sent = json.loads(sys.stdin.read() or "{}")
+    started = time.time()
+
+    try:
+        account = Account.lookup(args.user) if args.user else Account.current()
+    except KeyError:
+        account = None
+    owner = (account.uid, account.gid) if args.user and account else None
+    dfd, log_fd = jobfiles.prepare(args.dir, owner, args.group_read)
+
+    def finish(record: dict) -> int:
+        record = {**record, "started_at": started, "ended_at": time.time()}
+        jobfiles.write_record(dfd, "exit.json", record, owner, args.group_read)
+        try:
+            print(json.dumps(record), flush=True)
+        except (BrokenPipeError, OSError):
+            pass  # the runner is gone; the record on disk is what its node will read
+        return 0
+
+    if account is None:
+        message = f"no Unix account {args.user!r} on this node"
+        os.write(log_fd, f"[gpuq] {message}; the job cannot run here\n".encode())
+        return finish({"exit_code": None, "signal": None, "reason": "no_account", "message": message})
+
+    env = {**sent.get("base", {}), **account.login_env(), **sent.get("env", {})}
+    # The directory change happens as the user (env --chdir runs after the switch).
+    command = ["/usr/bin/env", f"--chdir={args.cwd or account.home}", *command]
+    switch = {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)} if owner else {}
 
     stop_requested = {"why": None}
 
@@ -71,19 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, on_term)
 
-    started = time.time()
     try:
         child = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            process_group=0, cwd=args.cwd or None, close_fds=True,
+            process_group=0, close_fds=True, env=env, **switch,
         )
     except OSError as e:
-        with open(args.dir / "output.log", "ab") as log:
-            log.write(f"[gpuq] could not start the command: {e}\n".encode())
-        _write_json(args.dir / "exit.json", {"exit_code": 127, "signal": None, "reason": "launch_failed",
-                                              "ended_at": time.time(), "started_at": started})
-        return 127
-    _write_json(args.dir / "start.json", {"supervisor_pid": os.getpid(), "pid": child.pid, "started_at": started})
+        os.write(log_fd, f"[gpuq] could not start the command: {e}\n".encode())
+        return finish({"exit_code": 127, "signal": None, "reason": "launch_failed"})
+    jobfiles.write_record(dfd, "start.json", {"supervisor_pid": os.getpid(), "pid": child.pid, "started_at": started},
+                          owner, args.group_read)
 
     deadline = started + args.time_limit if args.time_limit > 0 else None
     written = dropped = 0
@@ -92,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     sel = selectors.DefaultSelector()
     os.set_blocking(child.stdout.fileno(), False)
     sel.register(child.stdout, selectors.EVENT_READ)
-    with open(args.dir / "output.log", "ab", buffering=0) as log:
+    with os.fdopen(log_fd, "ab", buffering=0) as log:
         open_pipe = True
         while True:
             now = time.time()
@@ -140,14 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     _signal_group(child.pid, signal.SIGKILL)
     code = child.returncode
     sig = -code if code < 0 else None
-    _write_json(args.dir / "exit.json", {
-        "exit_code": 128 + sig if sig else code,
-        "signal": sig,
-        "reason": reason or "exited",
-        "started_at": started,
-        "ended_at": time.time(),
-    })
-    return 0
+    return finish({"exit_code": 128 + sig if sig else code, "signal": sig, "reason": reason or "exited"})
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from orchestrator.accounts import install_mode
 from orchestrator.inventory import Inventory, SlotState
 from orchestrator.job import Job, format_allocation
 from orchestrator.policy import Pending, Plan, Reason
@@ -119,6 +120,7 @@ def status(service, ray_up: bool) -> dict:
                       "parked": sum(1 for sl in service.backend.slots.values() if sl.parked_at is not None and sl.ready)},
             "cluster_id": service.cluster_id,
             "started_at": service.started_at,
+            "install": install_mode(),
         },
     }
 

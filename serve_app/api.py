@@ -1,9 +1,13 @@
 """The REST API: a FastAPI app served by Ray Serve, talking to the orchestrator actor.
 
 Shapes follow the seed document (POST /queue/submit, GET /orchestrator/status);
-everything else is added under new paths and keys. Every mutation needs a bearer
-token (serve_app/auth.py); reads are open unless deployed with `auth_reads`.
-Errors: 401 no or bad token, 403 not yours, 404 unknown job, 409 illegal transition,
+everything else is added under new paths and keys. Every route but the health check,
+Ray's version probe and the web page's static files needs a bearer token
+(serve_app/auth.py) unless a site opens reads (`api_auth_reads = false`); what one
+user may see of another's job is decided in serve_app/visibility.py, who may ask for
+which priority in orchestrator/rights.py.
+Errors: 401 no, unknown, revoked or expired token, 403 a right is missing (not your
+job, a priority above yours, admin only), 404 unknown job, 409 illegal transition,
 413 body too large, 422 invalid input naming the field, 503 orchestrator unavailable
 (with Retry-After; nothing was accepted).
 """
@@ -23,9 +27,10 @@ from ray import serve
 
 from orchestrator.backend import NAMESPACE, ORCHESTRATOR_NAME
 from orchestrator.durations import parse_duration
-from orchestrator.errors import GpuqError, IllegalTransition, InvalidSpec, JobNotFound
-from serve_app import rayjobs
-from serve_app.auth import Principal, authenticate, load_tokens, tokens_path
+from orchestrator.errors import Forbidden, GpuqError, IllegalTransition, InvalidSpec, JobNotFound
+from serve_app import rayjobs, token_admin
+from serve_app.auth import Principal, TokenFile, TokenRefused, tokens_path
+from serve_app.visibility import job_for
 
 MAX_BODY_BYTES = 64 * 1024
 RETRY_AFTER_S = 2
@@ -103,11 +108,12 @@ def _since(text: str) -> float:
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class GpuqAPI:
-    def __init__(self, tokens_file: str | None = None, auth_reads: bool = False):
-        # The replica runs in its own process: where the tokens are is passed in, not inherited.
-        self._tokens_file = Path(tokens_file) if tokens_file else None
-        self._tokens = load_tokens(self._tokens_file)
+    def __init__(self, tokens_file: str | None = None, auth_reads: bool = True, site: dict | None = None):
+        # The replica runs in its own process: where the tokens are, and the site's rules
+        # for them, are passed in, not inherited.
+        self._tokens = TokenFile(tokens_file)
         self._read_auth = auth_reads
+        self._site = site or {}
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -119,6 +125,8 @@ class GpuqAPI:
             raise ApiError(422, _errors(e)) from None
         except JobNotFound as e:
             raise ApiError(404, str(e)) from None
+        except Forbidden as e:
+            raise ApiError(403, str(e)) from None
         except IllegalTransition as e:
             raise ApiError(409, str(e)) from None
         except GpuqError as e:
@@ -127,15 +135,32 @@ class GpuqAPI:
             raise ApiError(503, "the orchestrator is unavailable; nothing was changed, try again",
                            {"Retry-After": str(RETRY_AFTER_S)}) from None
 
-    def _who(self, request: Request, required: bool = True) -> Principal | None:
-        who = authenticate(request.headers.get("authorization"), self._tokens)
+    def _who(self, request: Request | WebSocket, required: bool = True) -> Principal | None:
+        """The token's principal. `required=False` is a read: it needs a token unless the
+        site opened reads, and then None stands for anyone."""
+        try:
+            who = self._tokens.authenticate(request.headers.get("authorization"))
+        except TokenRefused as e:
+            raise ApiError(401, str(e), {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
         if who is None and (required or self._read_auth):
-            if not self._tokens:
-                self._tokens = load_tokens(self._tokens_file)  # created after the API started
-                who = authenticate(request.headers.get("authorization"), self._tokens)
-            if who is None:
-                raise ApiError(401, "a valid bearer token is required (Authorization: Bearer <token>)",
-                               {"WWW-Authenticate": "Bearer"})
+            raise ApiError(401, "a valid bearer token is required (Authorization: Bearer <token>)",
+                           {"WWW-Authenticate": "Bearer"})
+        return who
+
+    def _writer(self, request: Request) -> Principal:
+        """A token that may change things: readers only read."""
+        who = self._who(request)
+        if who.role == "reader":
+            raise ApiError(403, f"token {who.token_id} is read-only (role reader)")
+        return who
+
+    async def _private(self, request: Request | WebSocket, job_id: str) -> Principal | None:
+        """A read of a job's private parts (command, env, output): its owner's and admins'."""
+        who = self._who(request, required=False)
+        job = await self._call("get_job", job_id)
+        if who is None or not who.may_act_for(job["user"]):
+            raise ApiError(403 if who else 401, f"job {job_id} belongs to {job['user']}; only its owner or an admin "
+                                                "may read its command, environment and output")
         return who
 
     async def _body(self, request: Request) -> dict:
@@ -153,11 +178,11 @@ class GpuqAPI:
     def _admin(self, request: Request) -> Principal:
         who = self._who(request)
         if not who.admin:
-            raise ApiError(403, f"you are {who.user}: only an admin may change the fleet")
+            raise ApiError(403, f"you are {who.user}: only an admin may do this")
         return who
 
     async def _own(self, request: Request, job_id: str) -> Principal:
-        who = self._who(request)
+        who = self._writer(request)
         job = await self._call("get_job", job_id)
         if not who.may_act_for(job["user"]):
             raise ApiError(403, f"job {job_id} belongs to {job['user']}; only its owner or an admin may change it")
@@ -192,7 +217,7 @@ class GpuqAPI:
     async def submit(self, request: Request):
         """Submit a job (the seed's body and answer). `user` defaults to the token's user.
         An `Idempotency-Key` header makes a retried submit return the first job."""
-        who = self._who(request)
+        who = self._writer(request)
         body = await self._body(request)
         body.setdefault("user", who.user)
         if not who.may_act_for(str(body["user"])):
@@ -200,7 +225,7 @@ class GpuqAPI:
         key = request.headers.get("idempotency-key")
         if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
             raise ApiError(422, [{"field": "Idempotency-Key", "message": "must be 1-200 printable characters"}])
-        return await self._call("submit", body, key)
+        return await self._call("submit", body, key, who.caller)
 
     @app.get("/orchestrator/status")
     async def status(self, request: Request):
@@ -229,27 +254,29 @@ class GpuqAPI:
 
     @app.get("/jobs/{job_id}")
     async def job(self, request: Request, job_id: str):
-        self._who(request, required=False)
-        return await self._call("get_job", job_id)
+        """A job with its history; its command, env and working directory only for its
+        owner and admins (serve_app/visibility.py)."""
+        who = self._who(request, required=False)
+        return job_for(who, await self._call("get_job", job_id))
 
     @app.post("/jobs/{job_id}/cancel")
     async def cancel(self, request: Request, job_id: str):
         who = await self._own(request, job_id)
-        return await self._call("cancel", job_id, f"cancelled by {who.user}")
+        return await self._call("cancel", job_id, f"cancelled by {who.user}", who.caller)
 
     @app.post("/jobs/{job_id}/hold")
     async def hold(self, request: Request, job_id: str):
-        await self._own(request, job_id)
-        return await self._call("hold", job_id)
+        who = await self._own(request, job_id)
+        return await self._call("hold", job_id, who.caller)
 
     @app.post("/jobs/{job_id}/release")
     async def release(self, request: Request, job_id: str):
-        await self._own(request, job_id)
-        return await self._call("release", job_id)
+        who = await self._own(request, job_id)
+        return await self._call("release", job_id, who.caller)
 
     @app.patch("/jobs/{job_id}")
     async def update(self, request: Request, job_id: str):
-        await self._own(request, job_id)
+        who = await self._own(request, job_id)
         body = await self._body(request)
         unknown = set(body) - {"priority"}
         if unknown or "priority" not in body:
@@ -261,14 +288,14 @@ class GpuqAPI:
             Priority.parse(body["priority"])
         except ValueError as e:
             raise ApiError(422, [{"field": "priority", "message": str(e)}]) from None
-        return await self._call("set_priority", job_id, body["priority"])
+        return await self._call("set_priority", job_id, body["priority"], who.caller)
 
     @app.get("/jobs/{job_id}/logs")
     async def logs(self, request: Request, job_id: str, offset: int = 0, tail: int | None = None,
                    attempt: int | None = None, rank: int = 0, limit: int = 65536, follow: bool = False):
         """A slice of a job's output ({data, offset, size, done}); with follow=true, the
-        output as a text stream from `offset` until the job ends."""
-        self._who(request, required=False)
+        output as a text stream from `offset` until the job ends. Its owner's and admins'."""
+        await self._private(request, job_id)
         first = await self._call("logs", job_id, attempt, rank, max(0, offset), max(1, min(limit, 1 << 20)), tail)
         if not follow:
             return first
@@ -304,6 +331,15 @@ class GpuqAPI:
         """The fleet's audit trail, newest first: drains, health findings, returns."""
         self._who(request, required=False)
         return {"events": await self._call("fleet_events", max(1, min(limit, 1000)))}
+
+    @app.get("/audit")
+    async def audit(self, request: Request, limit: int = 100, user: str | None = None, action: str | None = None,
+                    since: str | None = None):
+        """Admin: every change anyone asked for (submit, cancel, hold, release, priority,
+        drain, undrain, token changes): who, when, what; newest first."""
+        self._admin(request)
+        return {"events": await self._call("audit_trail", max(1, min(limit, 10_000)), user, action,
+                                           _since(since) if since else 0.0)}
 
     @app.post("/nodes/{node}/drain")
     async def drain(self, request: Request, node: str):
@@ -343,6 +379,42 @@ class GpuqAPI:
         self._who(request, required=False)
         return await self._call("resources")
 
+    # --- tokens (admins) ---------------------------------------------------------------
+
+    @app.post("/tokens")
+    async def token_create(self, request: Request):
+        """Admin: a new token for `user` with `role` (user, admin, reader), expiring after
+        `expires` (90d, 12h; default never). The token is in the answer this once only."""
+        who = self._admin(request)
+        body = await self._body(request)
+        _only(body, {"user", "role", "expires"})
+        return await self._token_change(token_admin.create(self._tokens, who, body, self._site, self._record))
+
+    @app.get("/tokens")
+    async def token_list(self, request: Request):
+        """Admin: every token's id, user, role, creation, expiry and last use; never a secret."""
+        self._admin(request)
+        return {"tokens": self._tokens.listing()}
+
+    @app.delete("/tokens/{token_id}")
+    async def token_revoke(self, request: Request, token_id: str):
+        """Admin: revoke a token; it is refused from the next request on."""
+        who = self._admin(request)
+        return await self._token_change(token_admin.revoke(self._tokens, who, token_id, self._record))
+
+    async def _record(self, by: dict, action: str, target: str, detail: dict) -> None:
+        await self._call("record", by, action, target, detail)
+
+    async def _token_change(self, change):
+        try:
+            return await change
+        except InvalidSpec as e:
+            raise ApiError(422, _errors(e)) from None
+        except Forbidden as e:
+            raise ApiError(403, str(e)) from None
+        except token_admin.UnknownToken as e:
+            raise ApiError(404, str(e)) from None
+
     # --- Ray's Jobs API (what `ray job submit/status/logs/stop/list` call) -------------
 
     @app.get("/api/version")
@@ -352,7 +424,7 @@ class GpuqAPI:
 
     @app.post("/api/jobs/")
     async def ray_submit(self, request: Request):
-        who = self._who(request)
+        who = self._writer(request)
         body = await self._body(request)
         try:
             spec, key = rayjobs.spec_from_ray(body, who.user)
@@ -360,23 +432,23 @@ class GpuqAPI:
             raise ApiError(422, [{"field": e.field, "message": e.message}]) from None
         if not who.may_act_for(str(spec["user"])):
             raise ApiError(403, f"you are {who.user}: you may submit only as yourself")
-        out = await self._call("submit", spec, key)
+        out = await self._call("submit", spec, key, who.caller)
         return {"job_id": out["job_id"], "submission_id": out["job_id"]}
 
     @app.get("/api/jobs/")
     async def ray_list(self, request: Request):
-        self._who(request, required=False)
+        who = self._who(request, required=False)
         listed = await self._call("list_jobs", None, None, 500, 0)
-        return [rayjobs.details(await self._call("get_job", j["id"])) for j in listed["jobs"]]
+        return [rayjobs.details(job_for(who, await self._call("get_job", j["id"]))) for j in listed["jobs"]]
 
     @app.get("/api/jobs/{job_id}")
     async def ray_info(self, request: Request, job_id: str):
-        self._who(request, required=False)
-        return rayjobs.details(await self._call("get_job", job_id))
+        who = self._who(request, required=False)
+        return rayjobs.details(job_for(who, await self._call("get_job", job_id)))
 
     @app.get("/api/jobs/{job_id}/logs")
     async def ray_logs(self, request: Request, job_id: str):
-        self._who(request, required=False)
+        await self._private(request, job_id)
         out = await self._call("logs", job_id, None, 0, 0, 1 << 20, None)
         return {"logs": out["data"]}
 
@@ -386,7 +458,7 @@ class GpuqAPI:
         job = await self._call("get_job", job_id)
         if rayjobs.STATUS[job["state"]] in rayjobs.TERMINAL:
             return {"stopped": False}
-        await self._call("cancel", job_id, f"stopped by {who.user} (ray job stop)")
+        await self._call("cancel", job_id, f"stopped by {who.user} (ray job stop)", who.caller)
         return {"stopped": True}
 
     @app.delete("/api/jobs/{job_id}")
@@ -396,7 +468,15 @@ class GpuqAPI:
 
     @app.websocket("/api/jobs/{job_id}/logs/tail")
     async def ray_tail(self, ws: WebSocket, job_id: str):
-        """Stream the job's output as it is written; close when the job is finished."""
+        """Stream the job's output as it is written; close when the job is finished.
+        Its owner's and admins' only, like every read of a job's output."""
+        try:
+            await self._private(ws, job_id)
+        except ApiError as e:
+            # Refused in the handshake, as an HTTP answer where the server can send one.
+            await ws.send_denial_response(JSONResponse({"success": False, "detail": e.detail}, e.status,
+                                                       headers=e.headers))
+            return
         await ws.accept()
         offset, attempt = 0, None
         try:
@@ -420,8 +500,10 @@ class GpuqAPI:
         await ws.close()
 
 
-def deploy(host: str = "127.0.0.1", port: int = 8000, tokens_file: str | None = None, auth_reads: bool = False) -> str:
-    """Run the API on Ray Serve (loopback unless told otherwise); returns its URL."""
+def deploy(host: str = "127.0.0.1", port: int = 8000, tokens_file: str | None = None, auth_reads: bool = True,
+           site: dict | None = None) -> str:
+    """Run the API on Ray Serve (loopback unless told otherwise); returns its URL.
+    `site`: the site config's unix_users and allow_shared_account (token rules)."""
     serve.start(http_options={"host": host, "port": port})
-    serve.run(GpuqAPI.bind(str(tokens_file or tokens_path()), auth_reads), name="gpuq", route_prefix="/")
+    serve.run(GpuqAPI.bind(str(tokens_file or tokens_path()), auth_reads, site or {}), name="gpuq", route_prefix="/")
     return f"http://{host}:{port}"

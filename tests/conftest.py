@@ -12,7 +12,22 @@ def queue() -> JobQueue:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def unix_accounts():
+    """The test run's throwaway Unix accounts (tests/accounts.py), when the suite runs as
+    root (CI does): then gpuq is a multi-user install and every job runs as its user.
+    Not root, gpuq is a single-user install and the jobs run as whoever runs the tests."""
+    from tests import accounts
+
+    if not accounts.can_create():
+        yield {}
+        return
+    accounts.create()
+    yield accounts.UNIX_USERS
+    accounts.remove()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(unix_accounts):
     import ray
 
     from tests.raycluster import start_cluster
@@ -36,22 +51,37 @@ def orch(ray_cluster, tmp_path):
 
 @pytest.fixture(scope="session")
 def api(ray_cluster, tmp_path_factory):
-    """The REST API on Ray Serve (one per session), with three tokens: two users and an admin."""
-    import json
+    """The REST API on Ray Serve (one per session), deployed as `gpuq up` deploys it (reads
+    need a token), with four tokens: two users, an admin and a reader. Its tokens file
+    is at `api.tokens`."""
     import socket
 
     from serve_app.api import deploy
+    from serve_app.auth import TokenFile
+    from tests.accounts import UNIX_USERS
 
-    tokens = tmp_path_factory.mktemp("auth") / "tokens.json"
-    tokens.write_text(json.dumps({
-        "alice-token": {"user": "alice", "role": "user"},
-        "bob-token": {"user": "bob", "role": "user"},
-        "admin-token": {"user": "root", "role": "admin"},
-    }))
+    tokens = TokenFile(tmp_path_factory.mktemp("auth") / "tokens.json")
+    for token, user, role in TEST_TOKENS:
+        tokens.create(user, role, by="tests", token=token)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    return deploy("127.0.0.1", port, str(tokens))
+    url = deploy("127.0.0.1", port, str(tokens.path), site={"unix_users": UNIX_USERS})
+    return ApiUrl(url, tokens.path)
+
+
+# token, user, role
+TEST_TOKENS = [("alice-token", "alice", "user"), ("bob-token", "bob", "user"), ("admin-token", "root", "admin"),
+               ("reader-token", "prometheus", "reader")]
+
+
+class ApiUrl(str):
+    """The API's URL (a str, as tests use it), with where its tokens file is."""
+
+    def __new__(cls, url: str, tokens):
+        self = super().__new__(cls, url)
+        self.tokens = tokens
+        return self
 
 
 @pytest.fixture(scope="session")
@@ -66,16 +96,23 @@ def prometheus(api, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def private_api(api, tmp_path_factory):
-    """A second copy of the API under /private, deployed with api_auth_reads: every read
-    needs a token there. Returns the page's URL (the trailing slash matters: the page's
+    """A second copy of the API under /private (as behind a proxy's path prefix), with
+    the same tokens. Returns the page's URL (the trailing slash matters: the page's
     paths are relative)."""
-    import json
-
     from ray import serve
 
     from serve_app.api import GpuqAPI
 
-    tokens = tmp_path_factory.mktemp("private-auth") / "tokens.json"
-    tokens.write_text(json.dumps({"alice-token": {"user": "alice", "role": "user"}}))
-    serve.run(GpuqAPI.bind(str(tokens), True), name="gpuq-private", route_prefix="/private")
+    serve.run(GpuqAPI.bind(str(api.tokens), True), name="gpuq-private", route_prefix="/private")
     return f"{api}/private/"
+
+
+@pytest.fixture(scope="session")
+def open_api(api):
+    """A copy of the API under /open for a site that opened reads (api_auth_reads = false)."""
+    from ray import serve
+
+    from serve_app.api import GpuqAPI
+
+    serve.run(GpuqAPI.bind(str(api.tokens), False), name="gpuq-open", route_prefix="/open")
+    return f"{api}/open"

@@ -8,11 +8,13 @@ from ray.util.placement_group import PlacementGroup, remove_placement_group
 from orchestrator.actor import get_orchestrator, start_orchestrator
 from orchestrator.agent import reap
 from orchestrator.backend import NAMESPACE, ORCHESTRATOR_NAME
+from tests.accounts import UNIX_USERS
 from tests.raycluster import wait_for
 
 # No warm slots: each test starts a fresh orchestrator, and 16 idle Ray workers per test
 # would cost more CPU than the tests themselves (test_warm_slots covers them).
-FAST = dict(loop_interval_s=0.5, placement_timeout_s=20, stop_grace_s=1.0, reap_interval_s=1.0, warm_slots_per_node=0)
+FAST = dict(loop_interval_s=0.5, placement_timeout_s=20, stop_grace_s=1.0, reap_interval_s=1.0, warm_slots_per_node=0,
+            unix_users=UNIX_USERS)
 
 
 class Harness:

@@ -22,13 +22,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_config(api_url: str) -> dict:
-    """The shipped config, scraping the test API every second (and evaluating rules as often)."""
+def test_config(api_url: str, token_file: Path | None = None) -> dict:
+    """The shipped config, scraping the test API every second (and evaluating rules as
+    often), with the read-only token in `token_file`."""
     config = yaml.safe_load((DASHBOARDS / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(DASHBOARDS / f) for f in config["rule_files"]]
     jobs = [j for j in config["scrape_configs"] if j["job_name"] == "gpuq"]
     jobs[0]["static_configs"] = [{"targets": [api_url.split("://", 1)[1]]}]
+    if token_file is not None:
+        jobs[0]["authorization"]["credentials_file"] = str(token_file)
     config["scrape_configs"] = jobs
     return config
 
@@ -39,7 +42,9 @@ class Prometheus:
         if binary is None:
             raise RuntimeError("prometheus is not installed; scripts/test installs Debian's package (apt-get install prometheus)")
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "prometheus.yml").write_text(yaml.safe_dump(test_config(api_url)))
+        token_file = workdir / "gpuq.token"
+        token_file.write_text("reader-token\n")  # the session API's read-only token (conftest.TEST_TOKENS)
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(test_config(api_url, token_file)))
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log = open(workdir / "prometheus.log", "wb")
         self.proc = subprocess.Popen(

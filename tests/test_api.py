@@ -8,12 +8,16 @@ pytestmark = pytest.mark.ray
 ALICE = {"Authorization": "Bearer alice-token"}
 BOB = {"Authorization": "Bearer bob-token"}
 ADMIN = {"Authorization": "Bearer admin-token"}
-SEED = {"run_id": "experiment-1", "user": "alice", "command": "python -c 'print(1)'", "gpu_count": 4, "priority": 3}
+SEED = {"run_id": "experiment-1", "user": "alice", "command": "python3 -c 'print(1)'", "gpu_count": 4, "priority": 3}
+
+
+NOBODY = {"Authorization": ""}
 
 
 @pytest.fixture
 def http(api, orch):
-    with httpx.Client(base_url=api, timeout=30) as client:
+    """A client that reads as alice unless a request says otherwise."""
+    with httpx.Client(base_url=api, timeout=30, headers=ALICE) as client:
         yield client
 
 
@@ -55,7 +59,7 @@ def test_oversized_body_is_refused(http):
 
 
 def test_auth_rules(http):
-    assert http.post("/queue/submit", json=SEED).status_code == 401
+    assert http.post("/queue/submit", json=SEED, headers=NOBODY).status_code == 401
     assert http.post("/queue/submit", json=SEED, headers={"Authorization": "Bearer nope"}).status_code == 401
     assert http.post("/queue/submit", json=SEED, headers=BOB).status_code == 403  # bob submitting as alice
     blocker = http.post("/queue/submit", json={**SEED, "gpu_count": 16, "command": "sleep 30"}, headers=ALICE).json()
@@ -98,7 +102,9 @@ def test_reprioritise_through_patch(http):
     blocker = http.post("/queue/submit", json={**SEED, "gpu_count": 16, "command": "sleep 30"}, headers=ALICE).json()
     job_id = http.post("/queue/submit", json={**SEED, "gpu_count": 16, "command": "sleep 30"}, headers=ALICE).json()["job_id"]
     assert http.post(f"/jobs/{job_id}/hold", headers=ALICE).json()["state"] == "held"
-    r = http.patch(f"/jobs/{job_id}", json={"priority": "CRITICAL"}, headers=ALICE)
+    r = http.patch(f"/jobs/{job_id}", json={"priority": "HIGH"}, headers=ALICE)
+    assert r.status_code == 200 and r.json()["priority"] == 3
+    r = http.patch(f"/jobs/{job_id}", json={"priority": "CRITICAL"}, headers=ADMIN)
     assert r.status_code == 200 and r.json()["priority"] == 4
     assert http.patch(f"/jobs/{job_id}", json={"priority": 7}, headers=ALICE).status_code == 422
     for j in (job_id, blocker["job_id"]):

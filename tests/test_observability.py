@@ -16,7 +16,7 @@ pytestmark = pytest.mark.ray
 # Short windows; silence only after a minute, so that a node slow to answer on a loaded
 # 2-core machine is not taken for dead (the silence test sets its own).
 WATCHED = dict(telemetry_interval_s=0.5, idle_window_s=2.0, idle_utilization=0.05, node_silent_after_s=60.0)
-BUSY = "python -c 'import time\nt = time.time()\nwhile time.time() - t < 120: pass'"
+BUSY = "python3 -c 'import time\nt = time.time()\nwhile time.time() - t < 120: pass'"
 ADMIN = {"Authorization": "Bearer admin-token"}
 ALICE = {"Authorization": "Bearer alice-token"}
 
@@ -158,7 +158,7 @@ def test_usage_counts_gpu_seconds_of_finished_runs_per_user(watched):
 
 @pytest.fixture
 def http(api, watched):
-    with httpx.Client(base_url=api, timeout=30) as client:
+    with httpx.Client(base_url=api, timeout=30, headers=ALICE) as client:
         yield client
 
 

@@ -27,7 +27,7 @@ def ray_job(api, orch):
 def test_ray_job_submit_queues_a_gpuq_job_streams_its_output_and_succeeds(ray_job, orch):
     run, api = ray_job
     r = run("submit", "--address", api, "--headers", ALICE, "--entrypoint-num-gpus", "2", "--",
-            "python", "-c", "import os; print('gpus', os.environ['CUDA_VISIBLE_DEVICES'])")
+            "python3", "-c", "import os; print('gpus', os.environ['CUDA_VISIBLE_DEVICES'])")
     assert r.returncode == 0, r.stdout + r.stderr
     line = next(x for x in r.stdout.splitlines() if x.startswith("gpus "))
     assert len(line.split()[1].split(",")) == 2

@@ -212,7 +212,8 @@ async function refreshJob(id) {
     ["Priority", j.priority_name], ["Placement", j.placement || "–"], ["Attempts", j.attempts],
     ["Submitted", clock(j.submitted_at)], ["Started", j.started_at ? clock(j.started_at) : "–"],
     ["Exit code", j.exit_code ?? "–"], ["Why it ended", j.failure_reason || "–"],
-    ["Idle GPUs", (j.idle_gpus || []).join(", ") || "–"], ["Command", j.spec.command]];
+    ["Idle GPUs", (j.idle_gpus || []).join(", ") || "–"],
+    ["Command", j.private ? "(visible to its owner and admins)" : j.spec.command]];
   $("#job-fields").replaceChildren(...fields.map(([k, v]) => el("div", { "data-field": k },
     el("dt", { text: k }), el("dd", { text: String(v) }))));
   fill($("#job-events tbody"), j.events.slice().reverse().map((e) => el("tr", {},
@@ -233,6 +234,8 @@ async function tailLog(j) {
     $("#log").textContent = "";
   }
   if (!j.attempts) { $("#log-state").textContent = "(not started)"; return; }
+  // Another user's output is theirs (and the admins'): not asked for, so not refused.
+  if (j.private) { $("#log-state").textContent = "(visible to its owner and admins)"; return; }
   const out = await api(`jobs/${encodeURIComponent(j.id)}/logs?attempt=${j.attempts}&offset=${log.offset}`);
   if (out.data) {
     const pre = $("#log");

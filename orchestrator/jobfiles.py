@@ -1,0 +1,122 @@
+"""A job's files on its node: output.log, start.json and exit.json, one folder per bundle.
+
+    <data_dir>/<node>/jobs/<job id>/<attempt>/<rank>/
+
+In a multi-user install the bundle's folder and files belong to the job's user
+(folder 0700, or 0750 when the site makes logs group-readable; files 0600 or 0640),
+so the user can read them on the node and nobody else can. The folders above belong
+to the service account. Because the user owns the folder, the root-run supervisor
+and agent never follow a name in it: they work through a descriptor of the folder
+and open with O_NOFOLLOW, create with O_EXCL, and accept a record only if it is a
+plain file owned by the folder's owner. So a job that swaps its log for a link to a
+token file or someone else's log gets nothing, and a job that rewrites its own exit
+record fools only itself.
+
+Standard library only: the supervisor imports this.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+from pathlib import Path
+
+NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+MAX_RECORD = 64 * 1024
+
+
+def job_dir(data_root: str, node: str, job_id: str, attempt: int, rank: int) -> Path:
+    """Where a bundle's output and exit record live on its node (no shared file system)."""
+    return Path(data_root) / node / "jobs" / job_id / str(attempt) / str(rank)
+
+
+def prepare(directory: Path, owner: tuple[int, int] | None, group_read: bool) -> tuple[int, int]:
+    """Create the bundle's folder and an empty output.log for `owner` (uid, gid; None:
+    the caller). Returns (folder descriptor, log descriptor open for appending)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass  # a supervisor started again for the same bundle: its descriptor is checked below
+    dfd = os.open(directory, NOFOLLOW_DIR)
+    mode = 0o640 if group_read else 0o600
+    log = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, mode, dir_fd=dfd)
+    if owner is not None:
+        os.fchown(log, *owner)
+        os.fchown(dfd, *owner)
+    os.fchmod(log, mode)
+    os.fchmod(dfd, 0o750 if group_read else 0o700)
+    return dfd, log
+
+
+def write_record(dfd: int, name: str, data: dict, owner: tuple[int, int] | None, group_read: bool = False) -> None:
+    """Write a JSON record atomically into the folder `dfd`, never through a link."""
+    tmp = f".{name}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640 if group_read else 0o600,
+                 dir_fd=dfd)
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.write(fd, json.dumps(data).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+
+def open_owned(directory: Path, name: str) -> int | None:
+    """A descriptor of `directory/name` if it is a plain file owned by the folder's owner
+    (no link followed); None if there is no such file."""
+    try:
+        dfd = os.open(directory, NOFOLLOW_DIR)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+    except OSError:
+        return None
+    finally:
+        folder = os.fstat(dfd)
+        os.close(dfd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != folder.st_uid:
+        os.close(fd)
+        return None
+    return fd
+
+
+def read_record(directory: Path, name: str = "exit.json") -> dict | None:
+    fd = open_owned(directory, name)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(MAX_RECORD)
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_exit(directory: Path) -> dict | None:
+    """The bundle's exit record, with its fields checked: the job's user owns the file,
+    so only what makes sense is believed."""
+    data = read_record(directory, "exit.json")
+    if data is None:
+        return None
+    code = data.get("exit_code")
+    sig = data.get("signal")
+    return {
+        "exit_code": code if isinstance(code, int) and not isinstance(code, bool) else None,
+        "signal": sig if isinstance(sig, int) and not isinstance(sig, bool) else None,
+        "reason": str(data.get("reason") or "exited")[:200],
+        "message": str(data.get("message") or "")[:500],
+        "started_at": _number(data.get("started_at")),
+        "ended_at": _number(data.get("ended_at")),
+    }
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
