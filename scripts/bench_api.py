@@ -70,13 +70,15 @@ def main() -> None:
     orch = start_orchestrator({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "warm_slots_per_node": 0})
     ray.get(orch.ping.remote(), timeout=120)
     tokens = tmp / "tokens.json"
-    tokens.write_text(json.dumps({"bench-token": {"user": "bench", "role": "user"}}))
+    # The built-in admin: its jobs run as the service account, so the benchmark needs no
+    # Unix account of its own when it runs as root (a multi-user install).
+    tokens.write_text(json.dumps({"bench-token": {"user": "admin", "role": "admin"}}))
     url = deploy("127.0.0.1", PORT, str(tokens))
     serve.run(Trivial.bind(), name="trivial", route_prefix="/trivial")
     auth = {"Authorization": "Bearer bench-token"}
-    job = {"run_id": "bench", "user": "bench", "command": "true", "gpu_count": 16}
+    job = {"run_id": "bench", "user": "admin", "command": "true", "gpu_count": 16}
 
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=60, headers=auth) as client:
         blocker = client.post("/queue/submit", json={**job, "command": "sleep 3600"}, headers=auth).json()["job_id"]
         while client.get(f"/jobs/{blocker}").json()["state"] != "running":
             time.sleep(0.2)

@@ -55,7 +55,10 @@ def test_promtool_accepts_the_shipped_files(what):
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing; scripts/test installs Debian's prometheus package"
     path = DASHBOARDS / ("prometheus.yml" if what == "config" else "alerts.yml")
-    out = subprocess.run([promtool, "check", what, str(path)], capture_output=True, text=True)
+    # The config names Prometheus's token file, which exists only where an operator made
+    # it: check its syntax here (the real Prometheus below loads it whole, with a token).
+    syntax_only = ["--syntax-only"] if what == "config" else []
+    out = subprocess.run([promtool, "check", what, *syntax_only, str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
