@@ -54,6 +54,12 @@ async def _validation(request: Request, exc: RequestValidationError):
     return JSONResponse({"success": False, "detail": errors}, 422)
 
 
+def _message(e: Exception) -> str:
+    """The error's own message. An error raised in the orchestrator arrives wrapped by
+    Ray, whose text is a traceback (pids, addresses, paths): never shown to a client."""
+    return str(getattr(e, "cause", None) or e)
+
+
 def _errors(e: InvalidSpec) -> list[dict]:
     return [{"field": f, "message": m} for f, m in e.errors]
 
@@ -124,13 +130,14 @@ class GpuqAPI:
         except InvalidSpec as e:
             raise ApiError(422, _errors(e)) from None
         except JobNotFound as e:
-            raise ApiError(404, str(e)) from None
+            raise ApiError(404, _message(e)) from None
         except Forbidden as e:
-            raise ApiError(403, str(e)) from None
+            raise ApiError(403, _message(e)) from None
         except IllegalTransition as e:
-            raise ApiError(409, str(e)) from None
+            raise ApiError(409, _message(e)) from None
         except GpuqError as e:
-            raise ApiError(503, f"{e}; nothing was changed, try again", {"Retry-After": str(RETRY_AFTER_S)}) from None
+            raise ApiError(503, f"{_message(e)}; nothing was changed, try again",
+                           {"Retry-After": str(RETRY_AFTER_S)}) from None
         except (ValueError, asyncio.TimeoutError, ray.exceptions.RayError):
             raise ApiError(503, "the orchestrator is unavailable; nothing was changed, try again",
                            {"Retry-After": str(RETRY_AFTER_S)}) from None
