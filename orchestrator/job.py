@@ -63,8 +63,8 @@ _PRIORITY_HELP = "must be 1-4 or one of LOW, NORMAL, HIGH, CRITICAL"
 
 # run_id and user become file names, log paths and Prometheus label values: keep them
 # to a charset that is safe in all three, and short.
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_SAFE_NAME_HELP = "must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SAFE_NAME_HELP = "must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # gpuq sets these for the job; letting a user override them would break GPU isolation.
 _RESERVED_ENV = ("CUDA_VISIBLE_DEVICES",)
@@ -103,8 +103,8 @@ class JobSpec(BaseModel):
     @field_validator("run_id", "user")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not _SAFE_NAME.fullmatch(v):
-            raise ValueError(_SAFE_NAME_HELP)
+        if not SAFE_NAME.fullmatch(v):
+            raise ValueError(SAFE_NAME_HELP)
         return v
 
     @field_validator("command")

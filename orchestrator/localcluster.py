@@ -163,9 +163,9 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
         wait_for_nodes(len(started["nodes"]))
     orch = start_orchestrator(config)
     ray.get(orch.ping.remote(), timeout=120)
+    from orchestrator.accounts import install_mode
     from orchestrator.config import Config
     from serve_app.api import deploy
-    from orchestrator.accounts import install_mode
     from serve_app.auth import ensure_admin_token, tokens_path
 
     site = Config.model_validate(config or {})

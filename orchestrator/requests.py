@@ -6,7 +6,7 @@ apart from the loop and the job lifecycle in service.py. Each validates, changes
 queue or the fleet, makes the change durable before it answers where a user is told
 it happened, and wakes the loop.
 
-`by` is who asks, as the API authenticated them ({"user", "role"}): the rights in
+`by` is who asks, as the API authenticated them (a rights.Caller): the rights in
 rights.py are checked against it, and every change is written to the audit trail
 with it, in the same commit as the change. A direct call on the actor (no `by`) can
 only come from the service account itself and is trusted.
@@ -35,17 +35,16 @@ class Requests:
         sizes = self.inventory.sizes or dict(self.site.nodes)
         return self.site.model_copy(update={"nodes": sizes})
 
-    def may_submit(self, parsed: JobSpec, by: dict | None) -> None:
+    def may_submit(self, parsed: JobSpec, by: Caller | None) -> None:
         """Rights (rights.py) and the Unix account the job will run as (accounts.py)."""
         if by is not None:
-            caller = Caller(by["user"], by["role"])
-            check_priority(caller, parsed.priority, None, self.site.max_priority, self.site.priority_grants)
-            check_preemptible(caller, parsed.preemptible, self.site.priority_grants)
+            check_priority(by, parsed.priority, None, self.site.max_priority, self.site.priority_grants)
+            check_preemptible(by, parsed.preemptible, self.site.priority_grants)
         why = missing_account(parsed.user, self.site.unix_users)
         if why:
             raise InvalidSpec([("user", why)])
 
-    async def submit(self, spec: dict, idempotency_key: str | None = None, by: dict | None = None) -> dict:
+    async def submit(self, spec: dict, idempotency_key: str | None = None, by: Caller | None = None) -> dict:
         """Validate and enqueue; durable before it answers. A submit repeated with the same
         key by the same user (a client retrying after a time-out) returns the first job.
         Two fields are about the submission, not the job: `array` (a count, "A-B" or
@@ -90,7 +89,7 @@ class Requests:
         return {"success": True, "test_only": True, "would_start": False, "estimated_start": answer.estimated_start,
                 "reason": answer.code.value, "message": answer.message}
 
-    async def submit_array(self, parsed: JobSpec, indices: list[int], key: str | None, by: dict | None = None) -> dict:
+    async def submit_array(self, parsed: JobSpec, indices: list[int], key: str | None, by: Caller | None = None) -> dict:
         if key is not None and (parsed.user, key) in self._by_key:
             first = self.queue.get(self._by_key[(parsed.user, key)])
             return {**views.submitted(first, self.queue), "array": {"count": len(indices)}}
@@ -115,7 +114,7 @@ class Requests:
         return {**views.submitted(jobs[0], self.queue),
                 "array": {"count": len(jobs), "indices": [indices[0], indices[-1]], "job_ids": [j.id for j in jobs]}}
 
-    async def cancel(self, job_id: str, reason: str = "cancelled", by: dict | None = None) -> dict:
+    async def cancel(self, job_id: str, reason: str = "cancelled", by: Caller | None = None) -> dict:
         job = self.queue.get(job_id)
         was = job.state
         self.queue.cancel(job_id, time.time(), reason)
@@ -127,23 +126,22 @@ class Requests:
         self.wake()
         return views.job(job, self.queue)
 
-    async def hold(self, job_id: str, by: dict | None = None) -> dict:
+    async def hold(self, job_id: str, by: Caller | None = None) -> dict:
         job = self.queue.hold(job_id, time.time())
         await self.save([job], audit=[audit(by, "hold", job_id, user=job.user)])
         return views.job(job, self.queue)
 
-    async def release(self, job_id: str, by: dict | None = None) -> dict:
+    async def release(self, job_id: str, by: Caller | None = None) -> dict:
         job = self.queue.release(job_id, time.time())
         await self.save([job], audit=[audit(by, "release", job_id, user=job.user)])
         self.wake()
         return views.job(job, self.queue)
 
-    async def set_priority(self, job_id: str, priority, by: dict | None = None) -> dict:
+    async def set_priority(self, job_id: str, priority, by: Caller | None = None) -> dict:
         job = self.queue.get(job_id)
         was = job.priority
         if by is not None:
-            check_priority(Caller(by["user"], by["role"]), Priority.parse(priority), was,
-                           self.site.max_priority, self.site.priority_grants)
+            check_priority(by, Priority.parse(priority), was, self.site.max_priority, self.site.priority_grants)
         job = self.queue.set_priority(job_id, priority, time.time())
         await self.save([job], audit=[audit(by, "priority", job_id, user=job.user, was=was.name, now=job.priority.name)])
         self.wake()
@@ -175,14 +173,14 @@ class Requests:
             raise InvalidSpec([("reason", "is required: say why the GPUs are drained (it is kept in the audit trail)")])
         out = self.watch.take_out(node, gpus, "drained", reason.strip(), by, requeue=requeue)
         targets = self.fleet.targets(node, gpus)
-        await self.save([], audit=[audit({"user": by}, "drain", node, gpus=targets, reason=reason.strip(),
+        await self.save([], audit=[audit(Caller(by, "admin"), "drain", node, gpus=targets, reason=reason.strip(),
                                          requeue=requeue)])
         return {**out, "gpus": targets}
 
     async def undrain(self, node: str, gpus: list[int] | None, by: str, reason: str = "") -> dict:
         """Put drained or unhealthy GPUs back in service (an admin's call)."""
         returned = self.watch.put_back(node, gpus, by, reason)
-        await self.save([], audit=[audit({"user": by}, "undrain", node, gpus=returned, reason=reason)])
+        await self.save([], audit=[audit(Caller(by, "admin"), "undrain", node, gpus=returned, reason=reason)])
         return {"node": node, "returned": returned}
 
     async def inject(self, node: str, fault: str, gpu: int | None = None, value: float | None = None) -> str:
@@ -195,7 +193,7 @@ class Requests:
         self.spawn(self.watch.poll())  # judge it now, not at the next poll
         return answer
 
-    async def record(self, by: dict, action: str, target: str, detail: dict) -> None:
+    async def record(self, by: Caller, action: str, target: str, detail: dict) -> None:
         """Audit a change made elsewhere (the API's token changes); durable when it returns."""
         await self.save([], audit=[audit(by, action, target, **detail)])
 
@@ -244,10 +242,10 @@ class Requests:
         return os.getpid()
 
 
-def audit(by: dict | None, action: str, target: str, **detail) -> tuple:
+def audit(by: Caller | None, action: str, target: str, **detail) -> tuple:
     """An audit row. Without `by` the call came straight to the actor, which only the
     service account can do."""
-    return (time.time(), (by or {}).get("user") or "service", action, target, detail)
+    return (time.time(), by.user if by else "service", action, target, detail)
 
 
 MAX_ARRAY = 10_000

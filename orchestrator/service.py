@@ -62,6 +62,9 @@ class OrchestratorService(Requests):
         self.nodes = discover_nodes()
         # Only nodes Ray reports: GPU nodes that join later are added by refresh_nodes().
         self.inventory = Inventory.of({n: info.gpus for n, info in self.nodes.items()})
+        # What every job's environment starts from (it inherits nothing of the service's).
+        self.job_base_env = {"PATH": self.site.job_path, "LANG": os.environ.get("LANG") or "C.UTF-8",
+                             **({"TZ": os.environ["TZ"]} if os.environ.get("TZ") else {})}
         self.stopping: set[str] = set()  # jobs told to stop whose GPUs are not back yet
         self.evicting: dict[str, str] = {}  # jobs stopped because their GPUs left service -> why
         self.metrics = Metrics(self)
@@ -241,12 +244,9 @@ class OrchestratorService(Requests):
         clean environment: the site's base, the job's env and gpuq's variables."""
         env = {**job.spec.env, "GPUQ_JOB_ID": job.id, "GPUQ_RUN_ID": job.spec.run_id,
                "GPUQ_ATTEMPT": str(attempt), "GPUQ_USER": job.spec.user}
-        base = {"PATH": self.site.job_path, "LANG": os.environ.get("LANG") or "C.UTF-8"}
-        if os.environ.get("TZ"):
-            base["TZ"] = os.environ["TZ"]
         return await self.backend.start(names, job.id, attempt, env, job.spec.command, job.spec.working_dir,
                                         float(job.time_limit), self.site.stop_grace_s,
-                                        account_for(job.spec.user, self.site.unix_users), base,
+                                        account_for(job.spec.user, self.site.unix_users), self.job_base_env,
                                         self.site.job_logs_group_readable)
 
     async def adopt(self, job: Job, attempt: int, infos: list[dict]) -> None:

@@ -8,7 +8,9 @@
   1,000 trivial one-GPU jobs -> completed jobs/s          >= 7.7 (Slurm default), goal 22.7
 
 Every job prints `date +%s.%N` first, so "first line" is the moment the command ran.
-Usage: .venv/bin/python scripts/bench_runtime.py [--quick] [--json out.json]
+Usage: .venv/bin/python scripts/bench_runtime.py [--quick] [--user NAME] [--json out.json]
+(--user: submit as this gpuq user; under root its jobs then run as its Unix account.
+The default, the built-in admin, runs as the service account.)
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def bare_first_line(node: str) -> float:
 
 
 class Gpuq:
+    user = "admin"  # --user
+
     def __init__(self, tmp: Path, **config):
         self.actor = start_orchestrator({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"),
                                          "loop_interval_s": 2.0, "stop_grace_s": 1.0, **config})
@@ -90,8 +94,7 @@ class Gpuq:
         return time.time() - t0
 
     def submit(self, command: str, gpus: int = 1, run_id: str = "bench") -> str:
-        # The built-in admin runs as the service account: no Unix account needed under root.
-        spec = {"run_id": run_id, "user": "admin", "command": command, "gpu_count": gpus, "max_retries": 0}
+        spec = {"run_id": run_id, "user": self.user, "command": command, "gpu_count": gpus, "max_retries": 0}
         return ray.get(self.actor.submit.remote(spec))["job_id"]
 
     def job(self, job_id: str) -> dict:
@@ -110,11 +113,13 @@ class Gpuq:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and 200 instead of 1,000 jobs")
+    ap.add_argument("--user", default="admin", help="the gpuq user jobs are submitted as (default: admin)")
     ap.add_argument("--json")
     args = ap.parse_args()
     reps = 10 if args.quick else 30
     many = 200 if args.quick else 1000
-    out: dict = {}
+    Gpuq.user = args.user
+    out: dict = {"user": args.user}
 
     cluster = start_inprocess_cluster()
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-"))

@@ -28,6 +28,7 @@ from ray import serve
 from orchestrator.backend import NAMESPACE, ORCHESTRATOR_NAME
 from orchestrator.durations import parse_duration
 from orchestrator.errors import Forbidden, GpuqError, IllegalTransition, InvalidSpec, JobNotFound
+from orchestrator.rights import Caller
 from serve_app import rayjobs, token_admin
 from serve_app.auth import Principal, TokenFile, TokenRefused, tokens_path
 from serve_app.visibility import job_for
@@ -161,13 +162,20 @@ class GpuqAPI:
             raise ApiError(403, f"token {who.token_id} is read-only (role reader)")
         return who
 
-    async def _private(self, request: Request | WebSocket, job_id: str) -> Principal | None:
+    async def _private(self, request: Request | WebSocket, job_id: str) -> Principal:
         """A read of a job's private parts (command, env, output): its owner's and admins'."""
-        who = self._who(request, required=False)
+        return await self._owner_or_admin(self._who(request, required=False), job_id,
+                                          "read its command, environment and output")
+
+    async def _own(self, request: Request, job_id: str) -> Principal:
+        """A change to a job: its owner's and admins'."""
+        return await self._owner_or_admin(self._writer(request), job_id, "change it")
+
+    async def _owner_or_admin(self, who: Principal | None, job_id: str, doing: str) -> Principal:
         job = await self._call("get_job", job_id)
         if who is None or not who.may_act_for(job["user"]):
             raise ApiError(403 if who else 401, f"job {job_id} belongs to {job['user']}; only its owner or an admin "
-                                                "may read its command, environment and output")
+                                                f"may {doing}")
         return who
 
     async def _body(self, request: Request) -> dict:
@@ -186,13 +194,6 @@ class GpuqAPI:
         who = self._who(request)
         if not who.admin:
             raise ApiError(403, f"you are {who.user}: only an admin may do this")
-        return who
-
-    async def _own(self, request: Request, job_id: str) -> Principal:
-        who = self._writer(request)
-        job = await self._call("get_job", job_id)
-        if not who.may_act_for(job["user"]):
-            raise ApiError(403, f"job {job_id} belongs to {job['user']}; only its owner or an admin may change it")
         return who
 
     # --- the web page ---------------------------------------------------------------
@@ -409,7 +410,7 @@ class GpuqAPI:
         who = self._admin(request)
         return await self._token_change(token_admin.revoke(self._tokens, who, token_id, self._record))
 
-    async def _record(self, by: dict, action: str, target: str, detail: dict) -> None:
+    async def _record(self, by: Caller, action: str, target: str, detail: dict) -> None:
         await self._call("record", by, action, target, detail)
 
     async def _token_change(self, change):

@@ -33,29 +33,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.paths import gpuq_home, secure_home
+from orchestrator.rights import Caller
 
 ROLES = ("user", "admin", "reader")
 USED_WRITE_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
-class Principal:
-    user: str
-    role: str
-    token_id: str = ""
+class Principal(Caller):
+    """A caller as a token names them."""
 
-    @property
-    def admin(self) -> bool:
-        return self.role == "admin"
+    token_id: str = ""
 
     def may_act_for(self, user: str) -> bool:
         """Submit as `user`, or change or read the private parts of `user`'s jobs."""
         return self.admin or (self.role == "user" and self.user == user)
 
     @property
-    def caller(self) -> dict:
-        """Who asks, as the orchestrator checks rights and audits ({"user", "role"})."""
-        return {"user": self.user, "role": self.role}
+    def caller(self) -> Caller:
+        """Who asks, as the orchestrator checks rights and audits (no token id)."""
+        return Caller(self.user, self.role)
 
 
 class TokenRefused(Exception):

@@ -13,22 +13,21 @@ Every change is written to the audit trail; a change the trail cannot record is 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable
 
 from orchestrator.accounts import BUILTIN_ADMIN, missing_account, multi_user, service_account
 from orchestrator.durations import parse_duration
 from orchestrator.errors import Forbidden, InvalidSpec
+from orchestrator.job import SAFE_NAME, SAFE_NAME_HELP
+from orchestrator.rights import Caller
 from serve_app.auth import ROLES, Principal, TokenFile
-
-USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 class UnknownToken(LookupError):
     pass
 
 
-Record = Callable[[dict, str, str, dict], Awaitable[None]]
+Record = Callable[[Caller, str, str, dict], Awaitable[None]]
 
 
 def _expiry(value) -> float | None:
@@ -44,8 +43,8 @@ def _expiry(value) -> float | None:
 
 
 def check_new(user, role, site: dict) -> None:
-    if not isinstance(user, str) or not USER_NAME.match(user):
-        raise InvalidSpec([("user", "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")])
+    if not isinstance(user, str) or not SAFE_NAME.fullmatch(user):
+        raise InvalidSpec([("user", SAFE_NAME_HELP)])
     if role not in ROLES:
         raise InvalidSpec([("role", f"must be one of {', '.join(ROLES)}")])
     if role == "reader":
