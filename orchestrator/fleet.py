@@ -107,6 +107,10 @@ class Fleet:
             self.monitor.last_report[node] = max(self.monitor.last_report.get(node, now), now)
         return back
 
+    def store_event(self, now: float, job_id: str, reason: str) -> None:
+        """Something the store could not keep as it was (a job record set aside at start)."""
+        self._event(now, "store", None, "set aside", reason, "orchestrator", job_id)
+
     def _event(self, now, node, gpu, action, reason, by, job) -> None:
         self.events.append({"time": now, "node": node, "gpu": gpu, "action": action, "reason": reason, "by": by,
                             "job_id": job})

@@ -132,7 +132,10 @@ class ScrapeCollector:
         up.add_metric([], 1.0 if svc.loop_running else 0.0)
         started = _gauge("gpuq_orchestrator_start_time_seconds", "When this orchestrator started (epoch seconds)")
         started.add_metric([], svc.started_at)
-        yield from (up, started)
+        aside = _gauge("gpuq_store_records_set_aside", "Job records that failed to load at the last start and were "
+                       "set aside (store table set_aside)")
+        aside.add_metric([], float(len(svc.set_aside)))
+        yield from (up, started, aside)
 
     def _jobs(self, queue, now: float):
         by_state = _gauge("gpuq_jobs", "Jobs by state", ["state"])

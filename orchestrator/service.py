@@ -86,11 +86,16 @@ class OrchestratorService(Requests):
         for key, value in stats.items():
             setattr(self.queue.stats, key, value)
         self._by_key: dict[tuple[str, str], str] = {}
-        for job in self.store.load():
+        jobs, self.set_aside = self.store.load(now)
+        for bad in self.set_aside:  # kept in the store's set_aside table; said where an admin looks
+            log.error("job %s could not be loaded and was set aside: %s", bad.job_id, bad.error)
+            self.fleet.store_event(now, bad.job_id, f"job record could not be loaded and was set aside "
+                                                   f"(table set_aside): {bad.error}")
+        for job in jobs:
             self.queue.restore(job)
             if job.idempotency_key:
                 self._by_key[(job.user, job.idempotency_key)] = job.id
-        self.store.save([], kv={"cluster_id": self.cluster_id})
+        self.store.save([], kv={"cluster_id": self.cluster_id, **({"fleet": self.fleet.saved()} if self.set_aside else {})})
         self._loop_task = asyncio.get_event_loop().create_task(self._run())
         self._watch_task = asyncio.get_event_loop().create_task(self.watch.run())
 
@@ -162,6 +167,8 @@ class OrchestratorService(Requests):
         # loop on every submit and every job end): refresh them at most once a second.
         explain = time.monotonic() - self._explained_at >= EXPLAIN_INTERVAL_S
         decided = plan(snap, now, self.policy, explain=explain)
+        if not self.site.start_jobs:  # the site stopped starts: keep the reasons, apply nothing
+            decided = decided.stopped("the site has stopped starting jobs (start_jobs = false)")
         self.queue.record_cycle()
         if explain:
             self._explained_at = time.monotonic()

@@ -9,6 +9,10 @@ priority, drain, undrain, token changes) is the audit trail, written in the same
 transaction as the change it records; a small key/value table holds counters and
 the fleet's drains.
 
+A job row that no longer loads (a hand edit, a bug in an older version, a disk that
+flipped bits) must not keep the orchestrator from starting: it is moved, as it was,
+to `set_aside`, reported, and everything else loads.
+
 What is deliberately not stored: the line order (rebuilt from priority and the
 submission sequence), the inventory (rebuilt from the jobs that hold GPUs), and the
 plan (recomputed every cycle). A restart loses nothing a user was told.
@@ -22,6 +26,7 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from orchestrator.errors import GpuqError
 from orchestrator.job import Job
@@ -53,11 +58,31 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+CREATE TABLE IF NOT EXISTS set_aside (
+    id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    error TEXT NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 """
+
+
+class SetAside(NamedTuple):
+    job_id: str
+    seq: int
+    doc: str
+    error: str
+
+
+def _first_line(e: Exception) -> str:
+    """Pydantic's message, short: what failed to load, never the whole document."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return "; ".join(lines[:3])[:500]
 
 
 class StoreError(GpuqError):
@@ -115,13 +140,36 @@ class Store:
                 pass
             raise StoreError(f"could not write to the job store at {self.path}: {e}") from None
 
-    def load(self) -> list[Job]:
-        """Every job, in submission order."""
+    def load(self, now: float) -> tuple[list[Job], list[SetAside]]:
+        """Every job that loads, in submission order, and the rows that did not: those
+        are moved to the set_aside table (kept as they were, for an admin to look at)."""
         try:
-            rows = self._db.execute("SELECT doc FROM jobs ORDER BY seq").fetchall()
+            rows = self._db.execute("SELECT id, seq, doc FROM jobs ORDER BY seq").fetchall()
         except sqlite3.Error as e:
             raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
-        return [Job.model_validate_json(doc) for (doc,) in rows]
+        jobs, bad = [], []
+        for job_id, seq, doc in rows:
+            try:
+                jobs.append(Job.model_validate_json(doc))
+            except ValueError as e:  # pydantic's ValidationError is one
+                bad.append(SetAside(str(job_id), int(seq), str(doc), _first_line(e)))
+        if bad:
+            self._set_aside(bad, now)
+        return jobs, bad
+
+    def _set_aside(self, bad: list[SetAside], now: float) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT INTO set_aside (id, seq, doc, error, at) VALUES (?, ?, ?, ?, ?)",
+                                 [(b.job_id, b.seq, b.doc, b.error, now) for b in bad])
+            self._db.executemany("DELETE FROM jobs WHERE id = ?", [(b.job_id,) for b in bad])
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._db.execute("ROLLBACK")
+            raise StoreError(f"could not set aside unreadable jobs in {self.path}: {e}") from None
+
+    def set_aside_count(self) -> int:
+        return self._db.execute("SELECT count(*) FROM set_aside").fetchone()[0]
 
     def usage(self, since: float = 0.0) -> list[tuple[str, int, str, int, float, float]]:
         """Finished runs (job_id, attempt, user, gpus, start, end) that ended after `since`."""

@@ -60,12 +60,12 @@ def job(j: Job, queue: JobQueue, detail: bool = False) -> dict:
     return out
 
 
-def jobs(queue: JobQueue, state: str | None, user: str | None, limit: int, offset: int) -> dict:
+def jobs(queue: JobQueue, state: str | None, user: str | None, limit: int, offset: int, detail: bool = False) -> dict:
     wanted = JobState(state) if state else None
     selected = [j for j in queue.jobs() if (wanted is None or j.state is wanted) and (user is None or j.spec.user == user)]
     selected.reverse()  # newest first, as people read job lists
     page = selected[offset : offset + limit]
-    return {"jobs": [job(j, queue) for j in page], "total": len(selected), "limit": limit, "offset": offset}
+    return {"jobs": [job(j, queue, detail) for j in page], "total": len(selected), "limit": limit, "offset": offset}
 
 
 def line(queue: JobQueue, last: Plan | None, limit: int) -> list[dict]:
@@ -121,6 +121,8 @@ def status(service, ray_up: bool) -> dict:
             "cluster_id": service.cluster_id,
             "started_at": service.started_at,
             "install": install_mode(),
+            "starting_jobs": service.site.start_jobs,  # false: the site stopped starts (start_jobs = false)
+            "records_set_aside": len(service.set_aside),
         },
     }
 
