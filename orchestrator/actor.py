@@ -10,7 +10,7 @@ from __future__ import annotations
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from orchestrator.backend import NAMESPACE, ORCHESTRATOR_NAME
+from orchestrator.names import NAMESPACE, ORCHESTRATOR_NAME
 from orchestrator.service import OrchestratorService
 
 

@@ -32,12 +32,11 @@ from ray.util.placement_group import PlacementGroup, placement_group, placement_
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from orchestrator.agent import NodeAgent, agent_name
+from orchestrator.names import NAMESPACE, ORCHESTRATOR_NAME  # noqa: F401 (re-exported)
 from orchestrator.runner import Runner
 
 log = logging.getLogger("gpuq.backend")
 
-NAMESPACE = "gpuq"
-ORCHESTRATOR_NAME = "gpuq-orchestrator"
 NODE_LABEL = "gmi/node"  # nodes are started with --labels gmi/node=<name> and --resources '{"<name>": 1}'
 NODE_SHARE = 0.001  # of the per-node resource: pins a bundle without limiting how many fit
 QUARANTINE_PREFIX = "gpuq-quarantine-"

@@ -34,6 +34,11 @@ class Config(BaseModel):
     default_max_retries: int = Field(default=1, ge=0)
     max_retries_limit: int = Field(default=10, ge=0)
 
+    # Accept and queue submissions but start nothing (Kueue's stopPolicy: Hold; a Slurm
+    # partition set DOWN): for a maintenance window, or for a contract test that fuzzes
+    # the API with commands no one should run. Running jobs are left alone.
+    start_jobs: bool = True
+
     # The REST API. Loopback unless an operator opens it: a job is arbitrary code.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)

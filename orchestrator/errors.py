@@ -1,7 +1,10 @@
 """Errors a user can act on. Each carries a message meant to be shown as it is.
 
 The API maps them to HTTP statuses (IllegalTransition → 409, JobNotFound → 404,
-InvalidSpec → 422, Forbidden → 403); the CLI prints the message without a stack trace.
+InvalidSpec and AmbiguousJobId → 422, Forbidden → 403; any other GpuqError is the
+service being unable to do it now → 503); the CLI prints the message without a stack
+trace. An exception that is not a GpuqError is a bug: the API answers 500 with a
+reference to the log, never the exception.
 """
 
 from __future__ import annotations
@@ -44,6 +47,19 @@ class JobNotFound(GpuqError, KeyError):
 
     def __reduce__(self):
         return (JobNotFound, (self.job_id,))
+
+
+class AmbiguousJobId(GpuqError):
+    """A short job id that more than one job's id starts with."""
+
+    def __init__(self, ref: str, matches: list[str], count: int | None = None):
+        self.ref, self.matches, self.count = ref, matches[:5], count or len(matches)
+        more = f" and {self.count - 5} more" if self.count > 5 else ""
+        super().__init__(f"{ref!r} is the start of {self.count} job ids ({', '.join(self.matches)}{more}); "
+                         "give more of the id")
+
+    def __reduce__(self):
+        return (AmbiguousJobId, (self.ref, self.matches, self.count))
 
 
 class DuplicateJob(GpuqError):

@@ -43,6 +43,7 @@ class Reason(str, Enum):
     PREEMPTING = "Preempting"  # lower-priority jobs are being stopped to make room
     UNPLACEABLE = "Unplaceable"  # larger than every GPU now in service put together
     HELD = "Held"  # set aside by its owner or an admin (never in the plan; the queue says so)
+    STOPPED = "Stopped"  # the site stopped all starts (Slurm: PartitionDown)
 
 
 class PolicyName(str, Enum):
@@ -149,6 +150,11 @@ class Plan:
     reservations: dict[str, Reservation] = field(default_factory=dict)
     pending: dict[str, Pending] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # the head of the line as the policy sees it
+
+    def stopped(self, why: str) -> "Plan":
+        """This plan with no action taken: every job waits, and says why."""
+        pending = {jid: Pending(Reason.STOPPED, why) for jid in [*self.pending, *(s.job_id for s in self.starts)]}
+        return Plan(pending=pending, order=self.order)
 
 
 def plan(snap: Snapshot, now: float, cfg: PolicyConfig, explain: bool = True, extra: Waiting | None = None) -> Plan:

@@ -19,10 +19,13 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from orchestrator.errors import DuplicateJob, IllegalTransition, JobNotFound
+from orchestrator.errors import AmbiguousJobId, DuplicateJob, IllegalTransition, JobNotFound
 from orchestrator.job import Allocation, Event, Job, JobSpec, Priority, format_allocation
 from orchestrator.ordering import Line
 from orchestrator.states import JobState, Trigger
+
+
+MIN_PREFIX = 4  # shorter is too easy to mistype into someone else's job
 
 
 @dataclass
@@ -63,6 +66,19 @@ class JobQueue:
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._jobs
+
+    def resolve(self, ref: str) -> str:
+        """The id of the one job whose id is `ref` or starts with it (at least
+        MIN_PREFIX characters), as `gpuq jobs` prints ids short. A scan, paid only
+        when `ref` is not a whole id."""
+        if ref in self._jobs:
+            return ref
+        matches = [i for i in self._jobs if i.startswith(ref)] if len(ref) >= MIN_PREFIX else []
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise AmbiguousJobId(ref, sorted(matches))
+        raise JobNotFound(ref)
 
     def get(self, job_id: str) -> Job:
         try:

@@ -62,6 +62,7 @@ class Requests:
         if indices is not None:
             return await self.submit_array(parsed, indices, idempotency_key, by)
         if idempotency_key is not None:
+            check_key(idempotency_key)
             known = self._by_key.get((parsed.user, idempotency_key))
             if known is not None:
                 return views.submitted(self.queue.get(known), self.queue)
@@ -90,6 +91,8 @@ class Requests:
                 "reason": answer.code.value, "message": answer.message}
 
     async def submit_array(self, parsed: JobSpec, indices: list[int], key: str | None, by: Caller | None = None) -> dict:
+        if key is not None:
+            check_key(key)
         if key is not None and (parsed.user, key) in self._by_key:
             first = self.queue.get(self._by_key[(parsed.user, key)])
             return {**views.submitted(first, self.queue), "array": {"count": len(indices)}}
@@ -115,6 +118,7 @@ class Requests:
                 "array": {"count": len(jobs), "indices": [indices[0], indices[-1]], "job_ids": [j.id for j in jobs]}}
 
     async def cancel(self, job_id: str, reason: str = "cancelled", by: Caller | None = None) -> dict:
+        job_id = self.queue.resolve(job_id)
         job = self.queue.get(job_id)
         was = job.state
         self.queue.cancel(job_id, time.time(), reason)
@@ -127,33 +131,42 @@ class Requests:
         return views.job(job, self.queue)
 
     async def hold(self, job_id: str, by: Caller | None = None) -> dict:
+        job_id = self.queue.resolve(job_id)
         job = self.queue.hold(job_id, time.time())
         await self.save([job], audit=[audit(by, "hold", job_id, user=job.user)])
         return views.job(job, self.queue)
 
     async def release(self, job_id: str, by: Caller | None = None) -> dict:
+        job_id = self.queue.resolve(job_id)
         job = self.queue.release(job_id, time.time())
         await self.save([job], audit=[audit(by, "release", job_id, user=job.user)])
         self.wake()
         return views.job(job, self.queue)
 
     async def set_priority(self, job_id: str, priority, by: Caller | None = None) -> dict:
+        job_id = self.queue.resolve(job_id)
         job = self.queue.get(job_id)
         was = job.priority
+        try:
+            priority = Priority.parse(priority)
+        except ValueError as e:
+            raise InvalidSpec([("priority", str(e))]) from None
         if by is not None:
-            check_priority(by, Priority.parse(priority), was, self.site.max_priority, self.site.priority_grants)
+            check_priority(by, priority, was, self.site.max_priority, self.site.priority_grants)
         job = self.queue.set_priority(job_id, priority, time.time())
         await self.save([job], audit=[audit(by, "priority", job_id, user=job.user, was=was.name, now=job.priority.name)])
         self.wake()
         return views.job(job, self.queue)
 
     async def get_job(self, job_id: str) -> dict:
+        job_id = self.queue.resolve(job_id)
         out = views.job(self.queue.get(job_id), self.queue, detail=True)
         out["idle_gpus"] = self.watch.idle_of(job_id, time.time())  # held but unused for the idle window
         return out
 
-    async def list_jobs(self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0) -> dict:
-        return views.jobs(self.queue, state, user, limit, offset)
+    async def list_jobs(self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0,
+                        detail: bool = False) -> dict:
+        return views.jobs(self.queue, state, user, limit, offset, detail)
 
     async def queue_view(self, limit: int = 100) -> list[dict]:
         return views.line(self.queue, self.last_plan, limit)
@@ -220,8 +233,16 @@ class Requests:
 
     async def logs(self, job_id: str, attempt: int | None = None, rank: int = 0, offset: int = 0,
                    limit: int = 65536, tail: int | None = None) -> dict:
-        job = self.queue.get(job_id)
+        job = self.queue.get(self.queue.resolve(job_id))
         attempt = attempt or job.attempts
+        if not 0 <= attempt <= job.attempts:
+            raise InvalidSpec([("attempt", f"must be between 1 and {job.attempts} (the job's attempts so far)"
+                                           if job.attempts else "the job has not started yet")])
+        ranks = max(1, len(job.placements.get(attempt, {})))
+        if not 0 <= rank < ranks:
+            raise InvalidSpec([("rank", f"must be between 0 and {ranks - 1} (the attempt's bundles)")])
+        if not 0 <= offset <= MAX_LOG_OFFSET:
+            raise InvalidSpec([("offset", f"must be between 0 and {MAX_LOG_OFFSET}")])
         node = job.node_of_rank(attempt, rank)
         if node is None:  # not started yet
             return {"data": "", "offset": offset, "size": 0, "exists": False, "attempt": attempt,
@@ -249,25 +270,44 @@ def audit(by: Caller | None, action: str, target: str, **detail) -> tuple:
 
 
 MAX_ARRAY = 10_000
+MAX_ARRAY_TEXT = 20_000  # characters of an "A-B,C,…" list: bounds the parse itself
+MAX_KEY_CHARS = 200
+MAX_LOG_OFFSET = 1 << 50  # a byte offset into a log; beyond any file a job writes
+
+
+def check_key(key) -> None:
+    """An idempotency key is stored with the job and loaded at every start: only text."""
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS or not key.isprintable():
+        raise InvalidSpec([("idempotency_key", f"must be 1-{MAX_KEY_CHARS} printable characters")])
 
 
 def parse_array(value) -> list[int] | None:
-    """`array`: a count (10 -> 0..9), a range "A-B", or a list "1,3,5"; at most 10,000 jobs."""
+    """`array`: a count (10 -> 0..9), a range "A-B", or a list "1,3,5"; at most 10,000 jobs.
+    Sizes are checked before any index is made, so a huge range costs nothing."""
     if value is None:
         return None
     help_ = f'must be a count, a range "0-9" or a list "1,3,5", of at most {MAX_ARRAY} jobs'
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InvalidSpec([("array", help_)])
+    if isinstance(value, int):
+        if not 1 <= value <= MAX_ARRAY:
+            raise InvalidSpec([("array", help_)])
+        return list(range(value))
+    if len(value) > MAX_ARRAY_TEXT:
+        raise InvalidSpec([("array", help_)])
+    spans = []
     try:
-        if isinstance(value, bool):
-            raise ValueError
-        if isinstance(value, int):
-            indices = list(range(value))
-        else:
-            indices = []
-            for part in str(value).split(","):
-                lo, _, hi = part.strip().partition("-")
-                indices += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+        for part in value.split(","):
+            lo, _, hi = part.strip().partition("-")
+            lo, hi = int(lo), int(hi) if hi else int(lo)
+            if not 0 <= lo <= hi:
+                raise ValueError
+            spans.append((lo, hi))
     except ValueError:
         raise InvalidSpec([("array", help_)]) from None
-    if not 1 <= len(indices) <= MAX_ARRAY or min(indices) < 0 or len(set(indices)) != len(indices):
+    if sum(hi - lo + 1 for lo, hi in spans) > MAX_ARRAY:
         raise InvalidSpec([("array", help_)])
-    return sorted(indices)
+    indices = sorted(i for lo, hi in spans for i in range(lo, hi + 1))
+    if len(set(indices)) != len(indices):
+        raise InvalidSpec([("array", help_ + ", each index once")])
+    return indices

@@ -7,7 +7,7 @@ from ray.util.placement_group import PlacementGroup, remove_placement_group
 
 from orchestrator.actor import get_orchestrator, start_orchestrator
 from orchestrator.agent import reap
-from orchestrator.backend import NAMESPACE, ORCHESTRATOR_NAME
+from orchestrator.names import NAMESPACE, ORCHESTRATOR_NAME
 from tests.accounts import UNIX_USERS
 from tests.raycluster import wait_for
 
