@@ -4,52 +4,40 @@ So that the unmodified `ray job submit --address http://127.0.0.1:8000 --headers
 '{"Authorization": "Bearer <token>"}' --entrypoint-num-gpus 2 -- python train.py`
 queues a gpuq job, streams its output and exits 0 or 1 with it.
 
-Mapping: `entrypoint` -> command; `entrypoint_num_gpus` -> gpu_count (rounded up; a
-job that asks for none gets 1: gpuq queues GPU jobs); `submission_id` -> run id and
-idempotency key; `runtime_env.env_vars` -> env; `metadata` keys `priority`, `user`
-(admins), `time_limit`, `max_retries` -> the same gpuq fields. Other runtime_env keys
-(working_dir uploads, pip) are refused by name: gpuq runs commands in place.
+Mapping (the request is checked by models.RaySubmitRequest first): `entrypoint` ->
+command; `entrypoint_num_gpus` -> gpu_count (whole GPUs; a job that names none gets
+1: gpuq queues GPU jobs); `submission_id` -> run id and idempotency key;
+`runtime_env.env_vars` -> env; `metadata` keys `priority`, `user` (admins),
+`time_limit`, `max_retries`, `name` -> the same gpuq fields. What gpuq cannot honour
+(other runtime_env keys, CPU, memory or custom resources, label selectors) is refused
+by name, never dropped.
 """
 
-import math
 import re
+
+from serve_app.models import RaySubmitRequest
 
 STATUS = {
     "queued": "PENDING", "held": "PENDING", "scheduled": "PENDING", "allocating": "PENDING",
     "preempted": "PENDING", "running": "RUNNING", "completed": "SUCCEEDED", "failed": "FAILED", "cancelled": "STOPPED",
 }
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-METADATA_FIELDS = {"priority": "priority", "user": "user", "time_limit": "time_limit", "max_retries": "max_retries"}
 
 
-class Refused(ValueError):
-    def __init__(self, field: str, message: str):
-        self.field, self.message = field, message
-        super().__init__(f"{field}: {message}")
-
-
-def spec_from_ray(body: dict, default_user: str) -> tuple[dict, str | None]:
-    """A gpuq spec (and idempotency key) from a Ray job submission body."""
-    entrypoint = body.get("entrypoint")
-    if not isinstance(entrypoint, str) or not entrypoint.strip():
-        raise Refused("entrypoint", "must be a non-empty command")
-    runtime_env = body.get("runtime_env") or {}
-    unsupported = sorted(set(runtime_env) - {"env_vars"})
-    if unsupported:
-        raise Refused("runtime_env", f"{', '.join(unsupported)} not supported: gpuq runs the command in place; "
-                                     "use env_vars, and absolute paths in the command")
-    gpus = body.get("entrypoint_num_gpus") or 1
-    submission_id = body.get("submission_id") or body.get("job_id")
+def spec_from_ray(req: RaySubmitRequest, default_user: str) -> tuple[dict, str | None]:
+    """A gpuq spec (and idempotency key) from a Ray job submission."""
+    submission_id = req.submission_id or req.job_id
+    env = req.runtime_env.env_vars if req.runtime_env and req.runtime_env.env_vars else {}
     spec = {
-        "command": entrypoint,
-        "gpu_count": max(1, math.ceil(float(gpus))),
+        "command": req.entrypoint,
+        "gpu_count": int(req.entrypoint_num_gpus or 1),
         "run_id": _safe(submission_id) if submission_id else "ray-job",
         "user": default_user,
-        "env": {str(k): str(v) for k, v in (runtime_env.get("env_vars") or {}).items()},
+        "env": dict(env),
+        **(req.metadata or {}),  # gpuq's own fields, validated with the rest by JobSpec
     }
-    for key, value in (body.get("metadata") or {}).items():
-        if key in METADATA_FIELDS:
-            spec[METADATA_FIELDS[key]] = int(value) if key == "max_retries" and str(value).isdigit() else value
+    if "max_retries" in spec:  # metadata values are strings in Ray's API
+        spec["max_retries"] = int(spec["max_retries"]) if spec["max_retries"].isdigit() else spec["max_retries"]
     return spec, submission_id
 
 
@@ -84,5 +72,5 @@ def details(job: dict) -> dict:
 
 
 def _safe(text: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", str(text))[:64].lstrip("-._")
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", text)[:64].lstrip("-._")
     return cleaned or "ray-job"

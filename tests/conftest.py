@@ -8,6 +8,16 @@ def queue() -> JobQueue:
     return JobQueue()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_tracebacks_to_clients():
+    """Every HTTP answer a test receives is scanned for a traceback (tests/noleaks.py)."""
+    from tests import noleaks
+
+    with pytest.MonkeyPatch.context() as mp:
+        noleaks.install(mp)
+        yield
+
+
 # --- the real Ray cluster (started only by tests that ask for it) -----------------------
 
 

@@ -11,7 +11,8 @@ from orchestrator.errors import Forbidden, InvalidSpec
 from orchestrator.job import Priority
 from orchestrator.rights import Caller, check_preemptible, check_priority
 from serve_app import token_admin
-from serve_app.api import ApiError, GpuqAPI
+from serve_app.errors import ApiError
+from serve_app.gateway import Gateway
 from serve_app.auth import Principal, TokenFile, TokenRefused
 from serve_app.visibility import job_for
 
@@ -100,22 +101,18 @@ def test_others_see_a_jobs_shape_not_its_command_or_env():
 
 @pytest.mark.parametrize("auth_reads", [False, True])
 def test_reads_need_a_token_unless_the_site_opens_them(tokens, auth_reads):
-    cls = GpuqAPI.func_or_class
-    api = cls.__new__(cls)
-    init = cls.__init__(api, str(tokens.path), auth_reads)  # Serve's ingress makes __init__ a coroutine
-    if init is not None:
-        asyncio.run(init)
+    gw = Gateway(str(tokens.path), auth_reads)
     if auth_reads:
         with pytest.raises(ApiError) as exc:
-            api._who(request(), required=False)
+            gw.who(request(), required=False)
         assert exc.value.status == 401
     else:
-        assert api._who(request(), required=False) is None
-    assert api._who(request("a-token"), required=False).user == "alice"
+        assert gw.who(request(), required=False) is None
+    assert gw.who(request("a-token"), required=False).user == "alice"
     with pytest.raises(ApiError):
-        api._who(request(), required=True)  # mutations: always
+        gw.who(request(), required=True)  # mutations: always
     with pytest.raises(ApiError) as exc:
-        api._who(request("wrong"), required=False)  # a bad token is never taken for none
+        gw.who(request("wrong"), required=False)  # a bad token is never taken for none
     assert exc.value.status == 401
 
 

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests.noleaks import assert_clean
+
 pytestmark = pytest.mark.ray
 
 
@@ -14,8 +16,10 @@ def gpuq(api, orch):
     env = {**os.environ, "GPUQ_URL": api, "GPUQ_TOKEN": "alice-token"}
 
     def run(*args, timeout=120):
-        return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
-                              env=env, timeout=timeout)
+        out = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                             env=env, timeout=timeout)
+        assert_clean(out.stdout + out.stderr, f"gpuq {' '.join(args)}")
+        return out
 
     return run
 

@@ -222,3 +222,22 @@ def test_the_page_asks_for_a_token_and_shows_nothing_until_then(browser, private
         assert all("401" in e for e in tab.errors), tab.errors
     finally:
         tab.close()
+
+
+def test_the_api_docs_work_offline_under_the_pages_policy(browser, private_api):
+    """/docs loads Swagger UI from this server (no CDN) under the page's
+    Content-Security-Policy, and lists every operation, behind a path prefix too."""
+    tab = Page(browser, private_api.rstrip("/"))
+    tab.page.goto(f"{private_api}docs")
+    tab.errors.clear()  # the dashboard's reads, refused without a token, before it navigated
+    tab.requests.clear()
+    tab.page.reload()
+    try:
+        tab.page.wait_for_selector(".opblock")
+        shown = tab.page.locator(".opblock").count()
+        assert shown == sum(len(ops) for ops in httpx.get(f"{private_api}openapi.json").json()["paths"].values())
+        assert all(u.startswith(private_api.split("/private")[0]) for u in tab.requests), tab.requests
+        assert "default-src 'self'" in httpx.get(f"{private_api}docs").headers["content-security-policy"]
+        assert not tab.errors, tab.errors
+    finally:
+        tab.close()

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""The API under abuse (issue #12), in one run: log followers against the rest of the
+API, and what a request that breaks a bound costs.
+
+A job prints a line every 0.1 s. With 0 and then N followers of its output open
+(`GET /jobs/{id}/logs?follow=true`, every follower reading all the time), the script
+times GET /healthz and POST /queue/submit from one client, and reports p50/p99 of
+each beside the same requests with no follower open.
+
+Then, beside a valid submit, the time to refuse: JSON nested 8,000 deep, an array
+range of 10^12 jobs, a 70 KB body, and a plain invalid field.
+
+Target: with 100 followers, /healthz and POST /queue/submit p99 <= 200 ms; a request
+that breaks a bound costs milliseconds.
+Usage: .venv/bin/python scripts/bench_abuse.py [--followers 100] [--n 200] [--json out.json]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ["RAY_AUTH_MODE"] = "disabled"  # a private loopback cluster for this run
+os.environ.pop("RAY_ADDRESS", None)
+
+import httpx  # noqa: E402
+import ray  # noqa: E402
+
+from orchestrator.actor import start_orchestrator  # noqa: E402
+from orchestrator.localcluster import start_inprocess_cluster  # noqa: E402
+from serve_app.api import deploy  # noqa: E402
+from serve_app.limits import MAX_STREAMS_PER_USER  # noqa: E402
+
+PORT = 8766
+PRINTER = "python3 -c \"import time\nfor i in range(100000): print('line', i, flush=True); time.sleep(0.1)\""
+
+
+def pct(values, q):
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * len(s) + 0.5) - 1))]
+
+
+def timed(client: httpx.Client, n: int, job: dict) -> dict:
+    health, submit = [], []
+    for _ in range(n // 2):
+        t = time.perf_counter()
+        assert client.get("/healthz").status_code == 200
+        health.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        r = client.post("/queue/submit", json=job)
+        assert r.status_code == 200, r.text
+        submit.append(time.perf_counter() - t)
+    ms = lambda xs, q: round(pct(xs, q) * 1000, 1)  # noqa: E731
+    return {"healthz_p50_ms": ms(health, 0.5), "healthz_p99_ms": ms(health, 0.99),
+            "submit_p50_ms": ms(submit, 0.5), "submit_p99_ms": ms(submit, 0.99)}
+
+
+def refusals(client: httpx.Client, job: dict, n: int = 30) -> dict:
+    """p50 ms to answer each kind of request, valid first: the refusals should cost no more."""
+    json_type = {"content-type": "application/json"}
+    kinds = {
+        "valid_submit": lambda: client.post("/queue/submit", json=job),
+        "deep_json_8000": lambda: client.post("/queue/submit", headers=json_type,
+                                              content=b'{"command": ' + b"[" * 8000 + b"]" * 8000 + b"}"),
+        "array_0_to_1e12": lambda: client.post("/queue/submit", json={**job, "array": "0-1000000000000"}),
+        "body_70kb": lambda: client.post("/queue/submit", json={**job, "command": "x" * 70_000}),
+        "bad_gpu_count": lambda: client.post("/queue/submit", json={**job, "gpu_count": "x"}),
+    }
+    out = {}
+    for name, send in kinds.items():
+        lat = []
+        for _ in range(n):
+            t = time.perf_counter()
+            r = send()
+            lat.append(time.perf_counter() - t)
+            assert (r.status_code == 200) == (name == "valid_submit"), (name, r.status_code, r.text[:200])
+        out[f"{name}_p50_ms"] = round(statistics.median(lat) * 1000, 1)
+    return out
+
+
+class Followers:
+    """N followers in one asyncio loop on a thread, each reading its stream to the end."""
+
+    def __init__(self, url: str, job_id: str, n: int):
+        self.url, self.job_id, self.n = url, job_id, n
+        self.bytes = [0] * n
+        self.ready = threading.Event()
+        self.stop = threading.Event()
+        self.statuses: list[int] = []
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _one(self, client, i, opened):
+        token = f"viewer-{i // MAX_STREAMS_PER_USER}"
+        async with client.stream("GET", f"/jobs/{self.job_id}/logs?follow=true",
+                                 headers={"Authorization": f"Bearer {token}"}) as r:
+            self.statuses.append(r.status_code)
+            opened.release()
+            async for chunk in r.aiter_bytes():
+                self.bytes[i] += len(chunk)
+                if self.stop.is_set():
+                    return
+
+    async def _run(self):
+        limits = httpx.Limits(max_connections=self.n + 10, max_keepalive_connections=self.n + 10)
+        async with httpx.AsyncClient(base_url=self.url, timeout=None, limits=limits) as client:
+            opened = asyncio.Semaphore(0)
+            tasks = [asyncio.create_task(self._one(client, i, opened)) for i in range(self.n)]
+            for _ in range(self.n):
+                await opened.acquire()
+            self.ready.set()
+            while not self.stop.is_set():
+                await asyncio.sleep(0.1)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--followers", type=int, default=100)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    out: dict = {"machine": f"{os.cpu_count()} cores", "followers": args.followers}
+
+    start_inprocess_cluster()
+    tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-streams-"))
+    orch = start_orchestrator({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "warm_slots_per_node": 0})
+    ray.get(orch.ping.remote(), timeout=120)
+    tokens = tmp / "tokens.json"
+    # The built-in admin submits (its jobs run as the service account); viewers are
+    # admins too, so they may read its output, MAX_STREAMS_PER_USER streams each.
+    viewers = {f"viewer-{k}": {"user": f"viewer{k}", "role": "admin"}
+               for k in range(args.followers // MAX_STREAMS_PER_USER + 1)}
+    tokens.write_text(json.dumps({"bench-token": {"user": "admin", "role": "admin"}, **viewers}))
+    url = deploy("127.0.0.1", PORT, str(tokens))
+    auth = {"Authorization": "Bearer bench-token"}
+    queued = {"run_id": "bench", "user": "admin", "command": "true", "gpu_count": 16}  # waits behind the printer
+
+    with httpx.Client(base_url=url, timeout=60, headers=auth) as client:
+        printer = client.post("/queue/submit", json={"run_id": "printer", "user": "admin", "command": PRINTER,
+                                                     "gpu_count": 1}).json()["job_id"]
+        while client.get(f"/jobs/{printer}").json()["state"] != "running":
+            time.sleep(0.2)
+        timed(client, 20, queued)  # warm up
+        out["none"] = timed(client, args.n, queued)
+        print("no follower:", json.dumps(out["none"]), flush=True)
+
+        followers = Followers(url, printer, args.followers)
+        followers.thread.start()
+        assert followers.ready.wait(120), "followers did not open"
+        assert set(followers.statuses) == {200}, followers.statuses
+        time.sleep(2)
+        before = sum(followers.bytes)
+        t0 = time.perf_counter()
+        out["with_followers"] = timed(client, args.n, queued)
+        span = time.perf_counter() - t0
+        got = sum(followers.bytes) - before
+        out["with_followers"]["follower_bytes_per_s_each"] = round(got / span / args.followers, 1)
+        out["with_followers"]["followers_receiving"] = sum(1 for b in followers.bytes if b)
+        print(f"{args.followers} followers:", json.dumps(out["with_followers"]), flush=True)
+        followers.stop.set()
+        followers.thread.join(30)
+        for key in ("healthz_p99_ms", "submit_p99_ms"):
+            out[f"{key}_ratio"] = round(out["with_followers"][key] / out["none"][key], 2)
+        out["refusals"] = refusals(client, queued)
+        print("refusals:", json.dumps(out["refusals"]), flush=True)
+        print(json.dumps(out, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Ray's Jobs API on gpuq (the mapping is in serve_app/rayjobs.py): what `ray job
+submit/status/logs/stop/list` and JobSubmissionClient call."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import ray
+from fastapi import APIRouter, Depends, Path, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+
+from serve_app import rayjobs
+from serve_app.auth import Principal
+from serve_app.errors import ERRORS, ApiError
+from serve_app.gateway import Gateway, gateway, reader, writer
+from serve_app.models import RaySubmitRequest
+from serve_app.visibility import job_for
+
+router = APIRouter(prefix="/api", tags=["ray jobs"], responses=ERRORS)
+JobId = Annotated[str, Path(min_length=1, max_length=64)]
+RAY_LIST_LIMIT = 500
+
+
+@router.get("/version")
+async def version():
+    """What Ray's client checks before it talks to a Jobs server."""
+    return {"version": "4", "ray_version": ray.__version__, "ray_commit": getattr(ray, "__commit__", ""),
+            "session_name": "gpuq"}
+
+
+@router.post("/jobs/")
+async def submit(req: RaySubmitRequest, who: Principal = Depends(writer), gw: Gateway = Depends(gateway)):
+    spec, key = rayjobs.spec_from_ray(req, who.user)
+    if not who.may_act_for(spec["user"]):
+        raise ApiError(403, f"you are {who.user}: you may submit only as yourself")
+    try:
+        out = await gw.call("submit", spec, key, who.caller)
+    except ApiError as e:
+        raise _ray_names(e) from None
+    return {"job_id": out["job_id"], "submission_id": out["job_id"]}
+
+
+@router.get("/jobs/")
+async def listing(who: Principal | None = Depends(reader), gw: Gateway = Depends(gateway)):
+    """The newest 500 jobs as Ray's JobDetails, in one call to the orchestrator."""
+    listed = await gw.call("list_jobs", None, None, RAY_LIST_LIMIT, 0, True)
+    return [rayjobs.details(job_for(who, j)) for j in listed["jobs"]]
+
+
+@router.get("/jobs/{job_id}")
+async def info(job_id: JobId, who: Principal | None = Depends(reader), gw: Gateway = Depends(gateway)):
+    return rayjobs.details(job_for(who, await gw.call("get_job", job_id)))
+
+
+@router.get("/jobs/{job_id}/logs")
+async def logs(job_id: JobId, who: Principal | None = Depends(reader), gw: Gateway = Depends(gateway)):
+    job = await gw.owner_or_admin(who, job_id, "read its command, environment and output")
+    out = await gw.call("logs", job["id"], None, 0, 0, 1 << 20, None)
+    return {"logs": out["data"]}
+
+
+@router.post("/jobs/{job_id}/stop")
+async def stop(job_id: JobId, who: Principal = Depends(writer), gw: Gateway = Depends(gateway)):
+    job = await gw.owner_or_admin(who, job_id, "change it")
+    if rayjobs.STATUS[job["state"]] in rayjobs.TERMINAL:
+        return {"stopped": False}
+    await gw.call("cancel", job["id"], f"stopped by {who.user} (ray job stop)", who.caller)
+    return {"stopped": True}
+
+
+@router.delete("/jobs/{job_id}", responses={400: ERRORS[409]})
+async def delete(job_id: JobId, who: Principal = Depends(writer), gw: Gateway = Depends(gateway)):
+    await gw.owner_or_admin(who, job_id, "change it")
+    raise ApiError(400, "gpuq keeps every job's record (its history is the audit trail); nothing was deleted")
+
+
+@router.websocket("/jobs/{job_id}/logs/tail")
+async def tail(ws: WebSocket, job_id: str):
+    """The job's output as it is written, the latest attempt's (a retry starts over);
+    closed when the job has finished. Its owner's and admins' only."""
+    try:
+        gw = gateway()
+        who = gw.who(ws, required=False)
+        job = await gw.owner_or_admin(who, job_id[:64], "read its command, environment and output")
+        release = gw.streams.enter(who.user if who else "anyone")
+    except ApiError as e:
+        # Refused in the handshake, as an HTTP answer where the server can send one.
+        await ws.send_denial_response(JSONResponse({"success": False, "detail": e.detail}, e.status,
+                                                   headers=e.headers))
+        return
+    await ws.accept()
+    try:
+        async for chunk in gw.logs.follow(job["id"], None, 0, 0, 0):
+            await ws.send_text(chunk)
+    except (ApiError, WebSocketDisconnect):
+        pass
+    finally:
+        release()
+    await ws.close()
+
+
+def _ray_names(e: ApiError) -> ApiError:
+    """The orchestrator names gpuq's fields; a Ray client sent Ray's."""
+    if isinstance(e.detail, list):
+        names = {"command": "entrypoint", "gpu_count": "entrypoint_num_gpus", "idempotency_key": "submission_id",
+                 "run_id": "submission_id", "env": "runtime_env.env_vars"}
+        for d in e.detail:
+            head, dot, rest = d["field"].partition(".")
+            if head in names:
+                d["field"] = names[head] + dot + rest
+            elif head in ("priority", "user", "time_limit", "max_retries", "name"):
+                d["field"] = f"metadata.{d['field']}"
+    return e
