@@ -26,11 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.ordering import Line, WaitingJob as W  # noqa: E402
-from orchestrator.policy import PolicyConfig, Snapshot, plan  # noqa: E402
-from orchestrator.preemption import Running  # noqa: E402
-from orchestrator.simulator import simulate  # noqa: E402
-from orchestrator.traces import load_trace  # noqa: E402
+from orchestrator.core.ordering import Line, WaitingJob as W  # noqa: E402
+from orchestrator.core.decisions import Snapshot  # noqa: E402
+from orchestrator.core.policy import PolicyConfig, plan  # noqa: E402
+from orchestrator.core.preemption import Running  # noqa: E402
+from orchestrator.sim.simulator import simulate  # noqa: E402
+from orchestrator.sim.traces import load_trace  # noqa: E402
 
 SIZES_MIX = [1] * 76 + [2] * 10 + [4] * 8 + [8] * 5 + [16] * 1  # roughly Philly's shape, heavier on big jobs
 

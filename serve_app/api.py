@@ -4,7 +4,7 @@ Shapes follow the seed document (POST /queue/submit, GET /orchestrator/status);
 everything else is added under new paths and keys. The routes are in routes/, one
 module per resource; request bodies in models.py; who may do what in gateway.py
 (tokens: auth.py, what one user sees of another's job: visibility.py, priorities:
-orchestrator/rights.py); every error body and status in errors.py; bounds checked
+orchestrator/core/rights.py); every error body and status in errors.py; bounds checked
 before any work in limits.py. /docs is the whole contract, served offline.
 """
 

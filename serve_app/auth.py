@@ -32,8 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.paths import gpuq_home, secure_home
-from orchestrator.rights import Caller
+from orchestrator.core.paths import gpuq_home, secure_home
+from orchestrator.core.rights import Caller
 
 ROLES = ("user", "admin", "reader")
 USED_WRITE_EVERY_S = 60.0

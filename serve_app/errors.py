@@ -5,7 +5,7 @@ message, or for 422 a list of `{field, message}` naming each bad field and what 
 allowed. Routes declare ERRORS, so the OpenAPI spec holds the whole contract.
 
 No exception text from inside the service reaches a client: errors from the
-orchestrator cross Ray as gpuq's own types (orchestrator/errors.py) and are mapped
+orchestrator cross Ray as gpuq's own types (orchestrator/core/errors.py) and are mapped
 to their message in gateway.py; anything else is a bug, logged here with a reference
 and answered 500 with that reference only.
 """

@@ -18,8 +18,8 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
-from orchestrator.errors import AmbiguousJobId, Forbidden, GpuqError, IllegalTransition, InvalidSpec, JobNotFound
-from orchestrator.names import NAMESPACE, ORCHESTRATOR_NAME
+from orchestrator.core.errors import AmbiguousJobId, Forbidden, GpuqError, IllegalTransition, InvalidSpec, JobNotFound
+from orchestrator.runtime.names import NAMESPACE, ORCHESTRATOR_NAME
 from serve_app.auth import Principal, TokenFile, TokenRefused
 from serve_app.errors import ApiError, invalid, unavailable
 from serve_app.follow import LogReader

@@ -4,7 +4,7 @@ These models check types and absolute bounds (lengths, counts, numeric ranges) b
 anything is sent on: a body that breaks one is answered 422 here, naming the field.
 What depends on the site and the cluster (a GPU count the cluster can place, the
 longest time limit, who may ask for which priority) is checked once, where it is
-known: by JobSpec in the orchestrator (orchestrator/job.py). Unknown fields are
+known: by JobSpec in the orchestrator (orchestrator/core/job.py). Unknown fields are
 refused everywhere, so a typo is never silently dropped.
 """
 
@@ -29,11 +29,11 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.durations import parse_duration
+from orchestrator.core.durations import parse_duration
 from serve_app.errors import ApiError
-from orchestrator.job import MAX_COMMAND_CHARS, MAX_ENV_VALUE_CHARS, MAX_ENV_VARS, SAFE_NAME
-from orchestrator.job import Priority as JobPriority
-from orchestrator.requests import MAX_ARRAY, MAX_ARRAY_TEXT
+from orchestrator.core.job import MAX_COMMAND_CHARS, MAX_ENV_VALUE_CHARS, MAX_ENV_VARS, SAFE_NAME
+from orchestrator.core.job import Priority as JobPriority
+from orchestrator.core.submission import MAX_ARRAY, MAX_ARRAY_TEXT
 
 Name = Annotated[str, StringConstraints(pattern=f"^{SAFE_NAME.pattern}$")]
 Text = Annotated[str, StringConstraints(max_length=1000)]

@@ -2,7 +2,7 @@
 
 Rules a site lives by:
 - in a multi-user install a `user` token is only made for someone whose jobs can run
-  as their own Unix account (orchestrator/accounts.py): a name with no account is
+  as their own Unix account (orchestrator/core/accounts.py): a name with no account is
   refused here, not at their first submit;
 - in a single-user install every job runs as the service account, so a token for
   anyone but that account (or the built-in admin) would let them act as it: refused
@@ -16,11 +16,11 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from orchestrator.accounts import BUILTIN_ADMIN, missing_account, multi_user, service_account
-from orchestrator.durations import parse_duration
-from orchestrator.errors import Forbidden, InvalidSpec
-from orchestrator.job import SAFE_NAME, SAFE_NAME_HELP
-from orchestrator.rights import Caller
+from orchestrator.core.accounts import BUILTIN_ADMIN, missing_account, multi_user, service_account
+from orchestrator.core.durations import parse_duration
+from orchestrator.core.errors import Forbidden, InvalidSpec
+from orchestrator.core.job import SAFE_NAME, SAFE_NAME_HELP
+from orchestrator.core.rights import Caller
 from serve_app.auth import ROLES, Principal, TokenFile
 
 class UnknownToken(LookupError):

@@ -1,6 +1,6 @@
 import pytest
 
-from orchestrator.queue import JobQueue
+from orchestrator.core.queue import JobQueue
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ray
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-from orchestrator.actor import get_orchestrator, start_orchestrator
-from orchestrator.agent import reap
-from orchestrator.names import NAMESPACE, ORCHESTRATOR_NAME
+from orchestrator.runtime.actor import get_orchestrator, start_orchestrator
+from orchestrator.runtime.agent import reap
+from orchestrator.runtime.names import NAMESPACE, ORCHESTRATOR_NAME
 from tests.accounts import UNIX_USERS
 from tests.raycluster import wait_for
 

@@ -1,6 +1,6 @@
 """Builders shared by the pure-core tests (no Ray)."""
 
-from orchestrator.job import JobSpec
+from orchestrator.core.job import JobSpec
 
 # The seed's "Priority Queue Example", time T0: (run id, user, GPUs, priority).
 SEED_T0 = [
@@ -22,9 +22,9 @@ class Lab:
     Tests use it to read a cycle's decisions the way the orchestrator will apply them."""
 
     def __init__(self, sizes=None, cfg=None):
-        from orchestrator.inventory import Inventory
-        from orchestrator.policy import PolicyConfig
-        from orchestrator.queue import JobQueue
+        from orchestrator.core.inventory import Inventory
+        from orchestrator.core.policy import PolicyConfig
+        from orchestrator.core.queue import JobQueue
 
         self.queue = JobQueue()
         self.inventory = Inventory.of(sizes or {"gmi-node-1": 8, "gmi-node-2": 8})
@@ -35,24 +35,25 @@ class Lab:
         return self.queue.submit(make_spec(run_id, user, gpus, priority, **extra), now=now)
 
     def snapshot(self, now):
-        from orchestrator.snapshot import snapshot_of
+        from orchestrator.core.snapshot import snapshot_of
 
         return snapshot_of(self.queue, self.inventory, now, self.usage)
 
     def cycle(self, now, apply=True):
-        from orchestrator.policy import plan
+        """One cycle, its decisions carried out at once as the runtime would: through the
+        lifecycle, with each victim's processes gone and each start running at `now`."""
+        from orchestrator.core import lifecycle
+        from orchestrator.core.policy import plan
 
         decided = plan(self.snapshot(now), now, self.cfg)
         if apply:
-            for p in decided.preemptions:
-                self.inventory.release(p.job_id)
-                self.queue.preempt(p.job_id, now, p.reason)
-                self.queue.requeue(p.job_id, now, "preempted")
-            for s in decided.starts:
-                self.inventory.allocate(s.job_id, s.allocation)
-                self.queue.schedule(s.job_id, now, s.allocation)
-                self.queue.allocate(s.job_id, now)
-                self.queue.start(s.job_id, now)
+            effects = lifecycle.apply_plan(self.queue, self.inventory, decided, now)
+            for victim in effects.stop:
+                self.inventory.release(victim.id)
+                lifecycle.run_ended(self.queue, victim, None, now)
+            for job in effects.launch:
+                self.queue.allocate(job.id, now)
+                self.queue.start(job.id, now)
         return decided
 
     def finish(self, job, now):

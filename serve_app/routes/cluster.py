@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from orchestrator.durations import parse_duration
+from orchestrator.core.durations import parse_duration
 from serve_app.auth import Principal
 from serve_app.errors import ERRORS, invalid
 from serve_app.gateway import Gateway, admin, gateway, reader, signed_in
@@ -68,7 +68,7 @@ async def history(window: Annotated[float, Query(ge=60, le=3600, description="se
 
 @router.get("/metrics", response_class=Response)
 async def metrics(_=Depends(reader), gw: Gateway = Depends(gateway)):
-    """Prometheus exposition of the orchestrator's registry (orchestrator/metrics.py)."""
+    """Prometheus exposition of the orchestrator's registry (orchestrator/runtime/metrics.py)."""
     return Response(await gw.call("metrics_text"), media_type=CONTENT_TYPE_LATEST)
 
 

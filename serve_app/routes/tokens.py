@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
 
-from orchestrator.errors import Forbidden, InvalidSpec
-from orchestrator.rights import Caller
+from orchestrator.core.errors import Forbidden, InvalidSpec
+from orchestrator.core.rights import Caller
 from serve_app import token_admin
 from serve_app.auth import Principal
 from serve_app.errors import ERRORS, ApiError

@@ -1,0 +1,309 @@
+"""`gpuq` commands for researchers: submit, queue, jobs, show, logs, cancel, hold,
+release, priority, status, top, nodes. They talk only to the REST API.
+
+Exit codes scripts can rely on: 0 done; 1 refused by gpuq (bad input, not yours, not
+found, not allowed in this state); 3 gpuq unreachable or unavailable; `submit --wait`
+exits with the job's own exit code (1 if it failed without one, e.g. a time limit).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.cli.client import ApiRefused, ApiUnavailable, Client
+from orchestrator.core.durations import format_duration, parse_duration
+
+console = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True)
+STATE_COLOURS = {"queued": "yellow", "held": "magenta", "scheduled": "cyan", "allocating": "cyan", "running": "green",
+                 "preempted": "yellow", "completed": "blue", "failed": "red", "cancelled": "dim"}
+JSON_OPT = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+def _client() -> Client:
+    return Client()
+
+
+def _run(fn):
+    """Call the API; turn its refusals into a message and an exit code, never a traceback."""
+    try:
+        return fn()
+    except ApiRefused as e:
+        err.print(f"[red]refused ({e.status}):[/red] {e}")
+        raise typer.Exit(1) from None
+    except ApiUnavailable as e:
+        err.print(f"[red]unavailable:[/red] {e}")
+        raise typer.Exit(3) from None
+
+
+def _state(s: str) -> str:
+    return f"[{STATE_COLOURS.get(s, 'white')}]{s}[/]"
+
+
+def _ago(t: float | None) -> str:
+    return "" if not t else format_duration(max(0.0, time.time() - t))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def submit(
+        ctx: typer.Context,
+        gpus: Annotated[int, typer.Option("--gpus", "-g", help="GPUs the job needs")] = 1,
+        priority: Annotated[str, typer.Option("--priority", "-p", help="low, normal, high, critical or 1-4")] = "normal",
+        time_limit: Annotated[str | None, typer.Option("--time", "-t", help="time limit: 90m, 4h, 2d, D-HH:MM:SS")] = None,
+        retries: Annotated[int | None, typer.Option("--retries", help="auto-retries after a failure")] = None,
+        run_id: Annotated[str | None, typer.Option("--run-id", help="your name for this run (default: the command's first word)")] = None,
+        user: Annotated[str | None, typer.Option(help="submit as this user (admins only; default: your token's user)")] = None,
+        env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE, repeatable")] = None,
+        workdir: Annotated[str | None, typer.Option(help="absolute working directory")] = None,
+        array: Annotated[str | None, typer.Option(help="a job per index: 10, 0-9 or 1,3,5 (GPUQ_ARRAY_INDEX)")] = None,
+        test_only: Annotated[bool, typer.Option("--test-only", help="where and when it would start; submits nothing")] = False,
+        wait: Annotated[bool, typer.Option("--wait", help="wait for the job and exit with its exit code")] = False,
+        as_json: JSON_OPT = False,
+    ) -> None:
+        """Submit a command: gpuq submit --gpus 4 --priority high --time 4h -- python train.py"""
+        # One argument is a command line as typed; several are quoted as the shell would
+        # have received them (`-- bash -c "exit 7"`), like `ray job submit` does.
+        command = ctx.args[0] if len(ctx.args) == 1 else shlex.join(ctx.args)
+        if not command.strip():
+            err.print("[red]command:[/red] give the command after --, e.g. gpuq submit --gpus 2 -- python train.py")
+            raise typer.Exit(2)
+        body: dict = {"command": command, "gpu_count": gpus, "priority": priority,
+                      "run_id": run_id or _default_run_id(ctx.args)}
+        if user:
+            body["user"] = user
+        if time_limit:
+            try:
+                body["time_limit"] = parse_duration(time_limit)
+            except ValueError as e:
+                err.print(f"[red]--time:[/red] {e}")
+                raise typer.Exit(2) from None
+        if retries is not None:
+            body["max_retries"] = retries
+        if env:
+            body["env"] = dict(e.split("=", 1) for e in env if "=" in e)
+        if workdir:
+            body["working_dir"] = workdir
+        if array:
+            body["array"] = int(array) if array.isdigit() else array
+        if test_only:
+            body["test_only"] = True
+        client = _client()
+        out = _run(lambda: client.post("/queue/submit", body))
+        if as_json:
+            console.print_json(json.dumps(out))
+        elif test_only:
+            when = out.get("estimated_start")
+            at = time.strftime("%a %H:%M", time.localtime(when)) if when else "unknown"
+            console.print(f"would start now on {out['placement']}" if out["would_start"]
+                          else f"would wait: {out['reason']}: {out['message']} (estimated start {at})")
+            return
+        elif "array" in out:
+            console.print(f"submitted an array of {out['array']['count']} jobs; first {out['job_id']}, position {out['queue_position']}")
+        else:
+            console.print(f"submitted [bold]{out['job_id']}[/bold] ({body['run_id']}), position {out['queue_position']} in line")
+        if wait:
+            job = _wait(client, out["job_id"])
+            code = job.get("exit_code")
+            raise typer.Exit(0 if job["state"] == "completed" else (code if code else 1))
+
+    @app.command()
+    def queue(as_json: JSON_OPT = False, limit: int = 100) -> None:
+        """The line: position, job, user, GPUs, priority, why it waits, estimated start."""
+        jobs = _run(lambda: _client().get("/queue", limit=limit))["jobs"]
+        if as_json:
+            console.print_json(json.dumps(jobs))
+            return
+        t = Table(title=f"gpuq queue ({len(jobs)} waiting)")
+        for col in ("#", "id", "run id", "user", "GPUs", "priority", "waiting", "reason", "estimated start"):
+            t.add_column(col)
+        for j in jobs:
+            est = j.get("estimated_start")
+            t.add_row(str(j["position"] or "-"), j["id"][:8], j["run_id"], j["user"], str(j["gpu_count"]), j["priority_name"],
+                      _ago(j["submitted_at"]), f"{j['reason']}: {j['message']}",
+                      time.strftime("%a %H:%M", time.localtime(est)) if est else "")
+        console.print(t)
+
+    @app.command()
+    def jobs(state: str | None = None, user: str | None = None, limit: int = 50, as_json: JSON_OPT = False) -> None:
+        """Jobs, newest first (filter with --state, --user)."""
+        out = _run(lambda: _client().get("/jobs", state=state, user=user, limit=limit))
+        if as_json:
+            console.print_json(json.dumps(out))
+            return
+        t = Table(title=f"gpuq jobs ({out['total']})")
+        for col in ("id", "run id", "user", "state", "GPUs", "placement", "age", "exit"):
+            t.add_column(col)
+        for j in out["jobs"]:
+            t.add_row(j["id"][:8], j["run_id"], j["user"], _state(j["state"]), str(j["gpu_count"]), j["placement"],
+                      _ago(j["submitted_at"]), "" if j["exit_code"] is None else str(j["exit_code"]))
+        console.print(t)
+
+    @app.command()
+    def show(job_id: str, as_json: JSON_OPT = False) -> None:
+        """One job: details and its event history."""
+        j = _run(lambda: _client().get(f"/jobs/{job_id}"))
+        if as_json:
+            console.print_json(json.dumps(j))
+            return
+        console.print(f"[bold]{j['id']}[/bold]  {j['run_id']}  {_state(j['state'])}  user {j['user']}  "
+                      f"{j['gpu_count']} GPUs  priority {j['priority_name']}")
+        console.print(f"command: {j['spec']['command']}")
+        if j["placement"]:
+            console.print(f"placement: {j['placement']}")
+        if j["failure_reason"]:
+            console.print(f"failure: {j['failure_reason']} (exit code {j['exit_code']})")
+        t = Table(title="events")
+        for col in ("time", "from", "to", "why"):
+            t.add_column(col)
+        for e in j["events"]:
+            t.add_row(time.strftime("%H:%M:%S", time.localtime(e["time"])), e["from_state"] or "", _state(e["to_state"]), e["reason"])
+        console.print(t)
+
+    @app.command()
+    def logs(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+             attempt: int | None = None, rank: int = 0, tail: int | None = None) -> None:
+        """A job's output; -f follows it until the job ends."""
+        client = _client()
+        out = _run(lambda: client.get(f"/jobs/{job_id}/logs", attempt=attempt, rank=rank, tail=tail))
+        sys.stdout.write(out["data"])
+        offset = out["offset"]
+        while follow and not out.get("done"):
+            time.sleep(0.5)
+            out = _run(lambda: client.get(f"/jobs/{job_id}/logs", attempt=attempt, rank=rank, offset=offset))
+            sys.stdout.write(out["data"])
+            sys.stdout.flush()
+            offset = out["offset"]
+        if follow:  # the last words written after the final state was reached
+            out = _run(lambda: client.get(f"/jobs/{job_id}/logs", attempt=attempt, rank=rank, offset=offset))
+            sys.stdout.write(out["data"])
+
+    for verb in ("cancel", "hold", "release"):
+        def action(job_id: str, _verb=verb) -> None:
+            j = _run(lambda: _client().post(f"/jobs/{job_id}/{_verb}"))
+            console.print(f"{j['id']}: {_state(j['state'])}")
+
+        action.__doc__ = {"cancel": "Cancel a job (stops it if running).", "hold": "Hold a queued job.",
+                          "release": "Put a held job back in line."}[verb]
+        app.command(name=verb)(action)
+
+    @app.command()
+    def priority(job_id: str, level: str) -> None:
+        """Change a job's priority: gpuq priority ID high"""
+        j = _run(lambda: _client().patch(f"/jobs/{job_id}", {"priority": level}))
+        console.print(f"{j['id']}: priority {j['priority_name']}")
+
+    @app.command()
+    def status(as_json: JSON_OPT = False) -> None:
+        """Cluster and queue at a glance (the seed's status)."""
+        s = _run(lambda: _client().get("/orchestrator/status"))
+        if as_json:
+            console.print_json(json.dumps(s))
+            return
+        r, q = s["resource_summary"], s["queue_summary"]
+        util = r["allocated_gpus"] / r["total_gpus"] if r["total_gpus"] else 0
+        console.print(f"GPUs: {r['total_gpus']} total, {r['available_gpus']} available, {r['allocated_gpus']} allocated "
+                      f"({util:.0%})")
+        console.print(f"jobs: {q['queued']} queued, {q['running']} running, {q['completed']} completed, {q['failed']} failed")
+        install = s.get("details", {}).get("install")
+        if install:
+            colour = "green" if install["mode"] == "multi-user" else "yellow"
+            console.print(f"[{colour}]{install['mode']} install[/{colour}]: {install['message']}")
+
+    @app.command()
+    def top(once: Annotated[bool, typer.Option("--once", help="print one frame and exit")] = False,
+            interval: float = 2.0) -> None:
+        """A live view of cluster, GPUs, active jobs and the line (Ctrl-C to quit)."""
+        from rich.live import Live
+
+        client = _client()
+        if once:
+            console.print(_run(lambda: _top_view(client)))
+            return
+        with Live(_run(lambda: _top_view(client)), console=console, screen=False, auto_refresh=False) as live:
+            try:
+                while True:
+                    time.sleep(interval)
+                    live.update(_run(lambda: _top_view(client)), refresh=True)
+            except KeyboardInterrupt:
+                pass
+
+    @app.command()
+    def nodes(as_json: JSON_OPT = False) -> None:
+        """Every node and GPU: free, or which job and user hold it."""
+        out = _run(lambda: _client().get("/resources"))
+        if as_json:
+            console.print_json(json.dumps(out))
+            return
+        for node in out["nodes"]:
+            cells = []
+            for g in node["gpus"]:
+                util = f" {g['telemetry']['utilization']:.0%}" if g.get("telemetry") else ""
+                if g["state"] == "free":
+                    cells.append(f"[green]{g['index']}:free[/]")
+                elif g["state"] == "allocated":
+                    idle = " IDLE" if g.get("idle") else ""
+                    cells.append(f"[yellow]{g['index']}:{g['run_id']}({g['user']}){util}{idle}[/]")
+                else:
+                    cells.append(f"[red]{g['index']}:{g['state']}[/]")
+            tel = node.get("telemetry") or {}
+            console.print(f"[bold]{node['node']}[/bold] {node['free']}/{node['total']} free  " + "  ".join(cells))
+            console.print(f"  telemetry: {tel.get('detail', 'none')}", style="dim")
+
+
+def _top_view(client: Client):
+    """The seed's dashboard in a terminal: cluster, queue, GPU grid, active jobs, the line."""
+    from rich.console import Group
+    from rich.panel import Panel
+
+    s = client.get("/orchestrator/status")
+    nodes = client.get("/resources")["nodes"]
+    running = client.get("/jobs", state="running", limit=50)["jobs"]
+    waiting = client.get("/queue", limit=10)["jobs"]
+    r, q = s["resource_summary"], s["queue_summary"]
+    util = r["allocated_gpus"] / r["total_gpus"] if r["total_gpus"] else 0.0
+    head = (f"Cluster  total {r['total_gpus']}  available {r['available_gpus']}  allocated {r['allocated_gpus']}  "
+            f"util {util:.0%}      Jobs  queued {q['queued']}  running {q['running']}  completed {q['completed']}  "
+            f"failed {q['failed']}")
+    grid = []
+    for node in nodes:
+        cells = " ".join("[green]■[/]" if g["state"] == "free" else "[yellow]■[/]" if g["state"] == "allocated" else "[red]■[/]"
+                         for g in node["gpus"])
+        grid.append(f"{node['node']:<12} {cells}")
+    active = Table(title="Active jobs", expand=True)
+    for col in ("run id", "user", "GPUs", "placement", "runtime"):
+        active.add_column(col)
+    for j in running:
+        active.add_row(j["run_id"], j["user"], str(j["gpu_count"]), j["placement"], _ago(j["started_at"]))
+    line = Table(title="Queue (head)", expand=True)
+    for col in ("#", "run id", "user", "GPUs", "priority", "reason"):
+        line.add_column(col)
+    for j in waiting:
+        line.add_row(str(j["position"] or "-"), j["run_id"], j["user"], str(j["gpu_count"]), j["priority_name"], j["reason"])
+    return Group(Panel(head, title="gpuq"), Panel("\n".join(grid), title="GPUs (green free, yellow allocated, red out)"),
+                 active, line)
+
+
+def _default_run_id(args: list[str]) -> str:
+    import re
+
+    word = next((a for a in args if not a.startswith("-")), "job").split("/")[-1]
+    return re.sub(r"[^A-Za-z0-9._-]", "-", word)[:64].lstrip("-._") or "job"
+
+
+def _wait(client: Client, job_id: str) -> dict:
+    # A failure that will be retried goes back to QUEUED in the same step, so a job seen
+    # in a final state stays there.
+    while True:
+        job = _run(lambda: client.get(f"/jobs/{job_id}"))
+        if job["state"] in ("completed", "failed", "cancelled"):
+            return job
+        time.sleep(0.3)

@@ -1,0 +1,161 @@
+"""The `gpuq` command line."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+from orchestrator import __version__
+from orchestrator.core.errors import GpuqError
+from orchestrator.core.states import TABLE
+
+app = typer.Typer(help="gpuq: a GPU job scheduler on Ray.", no_args_is_help=True, add_completion=False)
+# Tables stay readable when piped into a file or a CI log (rich assumes 80 columns there).
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+@app.command()
+def version() -> None:
+    """Print gpuq's version."""
+    console.print(f"gpuq {__version__}")
+
+
+@app.command()
+def states() -> None:
+    """Show the job state machine: every move, from where, to where, and why."""
+    table = Table(title="gpuq job states")
+    for col in ("move", "from", "to", "when"):
+        table.add_column(col)
+    for move in TABLE:
+        table.add_row(move.trigger.value, ", ".join(sorted(s.value for s in move.sources)), move.target.value, move.why)
+    console.print(table)
+
+
+@app.command()
+def up(
+    simulate: Annotated[bool | None, typer.Option("--simulate/--real", help="simulated 8-GPU nodes, or this host's GPUs (default: by what NVML finds)")] = None,
+    address: Annotated[str | None, typer.Option(help="attach to this running Ray cluster instead of starting one (cluster.yaml does)")] = None,
+) -> None:
+    """Start a local Ray cluster and the orchestrator on it."""
+    from orchestrator.runtime import localcluster
+    from orchestrator.core.config import load_config
+
+    try:
+        cfg = load_config()
+        started = localcluster.up(config=cfg.model_dump(), simulate=simulate, attach=address)
+    except (GpuqError, RuntimeError) as e:
+        _fail(str(e))
+    kind = "simulated" if started["simulated"] else "real"
+    console.print(f"[green]gpuq is up[/green] — Ray at {started['address']} (namespace gpuq)")
+    for node, gpus in started["nodes"].items():
+        console.print(f"  node {node}: {gpus} {kind} GPUs")
+    console.print("  orchestrator: actor gpuq-orchestrator (detached), store " + cfg.resolved_store_path())
+    console.print(f"  web page: [bold]{started['api']}/[/bold]")
+    console.print(f"  REST API: [bold]{started['api']}[/bold]  (OpenAPI at {started['api']}/docs; Prometheus "
+                  f"metrics at {started['api']}/metrics)")
+    console.print(f"  admin token: {started['admin_token_file']}  (more: gpuq token create USER)")
+    install = started["install"]
+    colour = "green" if install["mode"] == "multi-user" else "yellow"
+    console.print(f"  [{colour}]{install['mode']} install[/{colour}]: {install['message']}")
+    console.print("Stop with: gpuq down")
+
+
+@app.command()
+def down() -> None:
+    """Stop the orchestrator and the local Ray cluster that `gpuq up` started."""
+    from orchestrator.runtime import localcluster
+
+    if localcluster.down():
+        console.print("gpuq is down (queued jobs are kept in the store and come back with gpuq up).")
+    else:
+        console.print("Nothing to stop: gpuq is not up.")
+
+
+@app.command()
+def simulate(
+    trace: Annotated[Path, typer.Option(help="CSV trace: Philly format, or any CSV with --columns")],
+    vc: Annotated[str | None, typer.Option(help="Philly virtual cluster to replay (e.g. 11cb48)")] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="generic CSV: submit=COL,duration=COL,gpus=COL[,user=COL,priority=COL]")
+    ] = None,
+    nodes: Annotated[int, typer.Option(min=1, help="nodes in the simulated cluster")] = 2,
+    gpus_per_node: Annotated[int, typer.Option(min=1, help="GPUs per node")] = 8,
+    policy: Annotated[list[str] | None, typer.Option(help="default, fifo, greedy or easy; repeat to compare")] = None,
+    reservation_depth: Annotated[
+        int | None, typer.Option(min=0, help="reservations for the top N waiting jobs (default and easy only)")
+    ] = None,
+    time_limits: Annotated[str, typer.Option(help="exact (true durations) or coarse (rounded up to 1h,2h,4h,8h,1d,3d,7d,14d,30d)")] = "exact",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON here")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write a PNG: utilization over time and wait CDF")] = None,
+) -> None:
+    """Replay a job trace through gpuq's own policy with a virtual clock."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orchestrator.sim import report
+    from orchestrator.core.policy import PolicyConfig, PolicyName
+    from orchestrator.sim.simulator import simulate as run_simulation
+    from orchestrator.sim.traces import load_trace, parse_columns
+
+    names = policy or ["default"]
+    try:
+        configs = []
+        for name in names:
+            try:
+                kind = PolicyName(name)
+            except ValueError:
+                raise GpuqError(f"--policy {name!r}: use one of {', '.join(p.value for p in PolicyName)}") from None
+            overrides = {}
+            if reservation_depth is not None and kind in (PolicyName.DEFAULT, PolicyName.EASY):
+                overrides["reservation_depth"] = reservation_depth
+            configs.append(PolicyConfig.preset(kind, **overrides))
+        if time_limits not in ("exact", "coarse"):
+            raise GpuqError(f"--time-limits {time_limits!r}: use exact or coarse")
+        jobs = load_trace(trace, vc=vc, columns=parse_columns(columns) if columns else None)
+    except GpuqError as e:
+        _fail(str(e))
+    if not jobs:
+        _fail(f"no jobs in {trace}" + (f" for --vc {vc}" if vc else ""))
+    sizes = {f"node-{i + 1}": gpus_per_node for i in range(nodes)}
+    results = []
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty(),
+    ) as progress:
+        for cfg in configs:
+            task = progress.add_task(f"replaying {len(jobs):,} jobs with {cfg.name.value}", total=len(jobs))
+            results.append(
+                run_simulation(jobs, cfg, sizes, limits=time_limits, progress=lambda done, total: progress.update(task, completed=done))
+            )
+    console.print(report.table(results))
+    if json_out:
+        report.write_json(results, json_out)
+        console.print(f"wrote {json_out}")
+    if plot:
+        report.write_plot(results, nodes * gpus_per_node, plot)
+        console.print(f"wrote {plot}")
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+from orchestrator.cli import jobs as cli_jobs  # noqa: E402  (the commands researchers use)
+
+cli_jobs.register(app)
+
+from orchestrator.cli import fleet as cli_fleet  # noqa: E402  (usage, and what admins do to the fleet)
+
+cli_fleet.register(app)
+
+from orchestrator.cli import access as cli_access  # noqa: E402  (tokens and the audit trail, for admins)
+
+cli_access.register(app)
+
+if __name__ == "__main__":
+    app()

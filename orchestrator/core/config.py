@@ -1,0 +1,149 @@
+"""Site configuration: defaults and limits that an operator sets, not a user.
+
+Read from a TOML file: `$GPUQ_CONFIG`, else `$GPUQ_HOME/config.toml` (GPUQ_HOME
+defaults to ~/.gpuq). Every key is optional; a missing file means all defaults.
+Unknown keys are an error, so a typo in the file cannot silently change nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator.core.errors import InvalidSpec
+from orchestrator.core.paths import gpuq_home
+
+DAY_S = 24 * 3600
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The nodes gpuq expects and their GPU counts. The live orchestrator replaces this
+    # with what Ray reports; it is what validation uses before the cluster is known.
+    nodes: dict[str, int] = Field(default_factory=lambda: {"gmi-node-1": 8, "gmi-node-2": 8})
+    # Like Slurm's DefaultTime/MaxTime: a job without a limit gets the default; no job
+    # may ask for more than the maximum, so backfill always has an end time to plan with.
+    default_time_limit_s: int = Field(default=DAY_S, ge=1)
+    max_time_limit_s: int = Field(default=7 * DAY_S, ge=1)
+    # Auto-retry after a non-zero exit. One retry absorbs most transient faults without
+    # letting a broken script burn GPUs for hours.
+    default_max_retries: int = Field(default=1, ge=0)
+    max_retries_limit: int = Field(default=10, ge=0)
+
+    # Accept and queue submissions but start nothing (Kueue's stopPolicy: Hold; a Slurm
+    # partition set DOWN): for a maintenance window, or for a contract test that fuzzes
+    # the API with commands no one should run. Running jobs are left alone.
+    start_jobs: bool = True
+
+    # The REST API. Loopback unless an operator opens it: a job is arbitrary code.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    # Mutations always need a token; so do reads unless a site opens them (false): the
+    # queue shows who runs what, and a job's command, env and logs are its owner's.
+    api_auth_reads: bool = True
+
+    # Who is who (orchestrator/core/accounts.py, orchestrator/core/rights.py). A gpuq user runs as
+    # the Unix account of the same name unless mapped here; the built-in `admin` user
+    # runs as the service account unless mapped.
+    unix_users: dict[str, str] = Field(default_factory=dict)
+    # Slurm's QOS idea: the highest priority each role may submit or raise a job to, and
+    # per-user grants above that. A user with a grant (and every admin) may also mark a
+    # job non-preemptible.
+    max_priority: dict[str, str] = Field(default_factory=lambda: {"user": "HIGH", "admin": "CRITICAL"})
+    priority_grants: dict[str, str] = Field(default_factory=dict)
+    # A job's PATH (its environment starts clean, like sbatch --export=NONE).
+    job_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    # Job log directories: 0750 for the job's group (true) or 0700 (false).
+    job_logs_group_readable: bool = False
+    # A single-user install (gpuq not running as root) runs every job as its one account,
+    # so users cannot be kept apart: tokens for other users are refused unless a site
+    # that accepts this says so here.
+    allow_shared_account: bool = False
+    # Where the orchestrator keeps its SQLite store (on the head node) and where each node
+    # keeps job logs and exit records (on that node's own disk). Default: under GPUQ_HOME.
+    store_path: str | None = None
+    data_dir: str | None = None
+    # A placement group Ray has not placed by then goes back in line (Ray never errors on it).
+    placement_timeout_s: float = Field(default=60.0, gt=0)
+    # Cancel, preemption and time limits: TERM, this long for the job to checkpoint, then KILL.
+    stop_grace_s: float = Field(default=30.0, ge=0)
+    # The loop runs at once on submit and on job end, and at least this often otherwise.
+    loop_interval_s: float = Field(default=2.0, gt=0)
+    # A slot (placement group + runner) whose job ended waits this long for the next job of
+    # its shape before it is removed: starting a Ray worker is the costliest step of a launch.
+    slot_idle_s: float = Field(default=60.0, ge=0)
+    # One-GPU slots kept warm per node while nothing waits, so a burst of small jobs starts
+    # at once (each costs an idle Ray worker process on its node).
+    warm_slots_per_node: int = Field(default=8, ge=0)
+    # How often each node kills leftover processes of jobs that are no longer running.
+    reap_interval_s: float = Field(default=15.0, gt=0)
+    # Scheduling policy (orchestrator/core/policy.py).
+    policy: str = "default"
+    reservation_depth: int = Field(default=1, ge=0)
+    user_gpu_caps: dict[str, int] = Field(default_factory=dict)
+    default_user_gpu_cap: int | None = Field(default=None, ge=1)
+    preemption: dict[str, list[str]] = Field(default_factory=lambda: {"CRITICAL": ["LOW", "NORMAL"]})
+    fairshare_half_life_s: float = Field(default=7 * DAY_S, gt=0)
+    # Opt-in aging across priority levels: one level per this many seconds of waiting
+    # (0 = never: aging only orders jobs within their level), at most this many levels.
+    promote_after_s: float = Field(default=0.0, ge=0)
+    promote_levels: int = Field(default=1, ge=0)
+
+    # GPU telemetry: "auto" reads NVML where it works and simulates it where it does not
+    # (saying so); "nvml" refuses to simulate; "simulated" never reads NVML.
+    telemetry: str = Field(default="auto", pattern="^(auto|nvml|simulated)$")
+    telemetry_interval_s: float = Field(default=5.0, gt=0)
+    # A node whose agent has not reported for this long has all its GPUs marked unhealthy.
+    node_silent_after_s: float = Field(default=30.0, gt=0)
+    # An allocated GPU under this utilization (0..1) for this long is flagged idle.
+    idle_utilization: float = Field(default=0.05, ge=0, le=1)
+    idle_window_s: float = Field(default=600.0, gt=0)
+
+    @field_validator("max_priority", "priority_grants")
+    @classmethod
+    def _priorities(cls, levels: dict[str, str]) -> dict[str, str]:
+        from orchestrator.core.job import Priority
+
+        for who, level in levels.items():
+            try:
+                Priority.parse(level)
+            except ValueError as e:
+                raise ValueError(f"{who}: {e}") from None
+        return levels
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes_have_gpus(cls, nodes: dict[str, int]) -> dict[str, int]:
+        if not nodes or any(n < 1 for n in nodes.values()):
+            raise ValueError("must name at least one node, each with at least 1 GPU")
+        return nodes
+
+    @property
+    def max_gpus_per_job(self) -> int:
+        """The largest job the cluster can ever hold: every GPU of every node."""
+        return sum(self.nodes.values())
+
+
+    def resolved_store_path(self) -> str:
+        return self.store_path or str(gpuq_home() / "gpuq.db")
+
+    def resolved_data_dir(self) -> str:
+        return self.data_dir or str(gpuq_home() / "data")
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the site config; raises InvalidSpec naming the bad key and file."""
+    path = Path(path or os.environ.get("GPUQ_CONFIG") or gpuq_home() / "config.toml")
+    if not path.exists():
+        return Config()
+    try:
+        with path.open("rb") as f:
+            return Config.model_validate(tomllib.load(f))
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidSpec([(str(path), f"is not valid TOML: {e}")]) from None
+    except ValidationError as e:
+        raise InvalidSpec([(f"{path}: {'.'.join(map(str, err['loc']))}", err["msg"]) for err in e.errors()]) from None

@@ -1,0 +1,349 @@
+"""What a user submits (JobSpec) and what gpuq keeps about it (Job).
+
+No Ray here: the same models serve the live orchestrator, the simulator and the API.
+Times are float seconds since the epoch, passed in by the caller (never read from a
+clock here) so that tests and the simulator drive time themselves.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from enum import IntEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.core.config import Config
+from orchestrator.core.durations import parse_duration
+from orchestrator.core.errors import IllegalTransition, InvalidSpec
+from orchestrator.core.inventory import Allocation  # node name -> GPU indices on it (each node numbers from 0)
+from orchestrator.core.states import JobState, Trigger, next_state
+
+
+class Priority(IntEnum):
+    """The seed's four levels. The API accepts the number or the name, shows the number."""
+
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @classmethod
+    def parse(cls, value: Any) -> "Priority":
+        if isinstance(value, bool):
+            raise ValueError(_PRIORITY_HELP)
+        if isinstance(value, int):
+            try:
+                return cls(value)
+            except ValueError:
+                raise ValueError(_PRIORITY_HELP) from None
+        if isinstance(value, str):
+            text = value.strip()
+            if text.isdigit():
+                return cls.parse(int(text))
+            try:
+                return cls[text.upper()]
+            except KeyError:
+                pass
+        raise ValueError(_PRIORITY_HELP)
+
+
+_PRIORITY_HELP = "must be 1-4 or one of LOW, NORMAL, HIGH, CRITICAL"
+
+# run_id and user become file names, log paths and Prometheus label values: keep them
+# to a charset that is safe in all three, and short.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SAFE_NAME_HELP = "must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# gpuq sets these for the job; letting a user override them would break GPU isolation.
+_RESERVED_ENV = ("CUDA_VISIBLE_DEVICES",)
+_RESERVED_ENV_PREFIX = "GPUQ_"
+MAX_COMMAND_CHARS = 16_384
+MAX_ENV_VARS = 256
+MAX_ENV_VALUE_CHARS = 8_192
+
+
+def _config(info: ValidationInfo) -> Config:
+    ctx = info.context or {}
+    return ctx.get("config") or Config()
+
+
+class JobSpec(BaseModel):
+    """A job as submitted. Unknown fields are refused so a typo is never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str = Field(description="the user's name for this run (experiment-1)")
+    user: str
+    command: str = Field(description="shell command line run on the allocated GPUs")
+    gpu_count: StrictInt
+    priority: Priority = Priority.NORMAL
+    env: dict[str, str] = Field(default_factory=dict)
+    working_dir: str | None = None
+    max_retries: StrictInt | None = Field(default=None, description="auto-retries after a failure; site default")
+    time_limit: Annotated[int | None, Field(description="seconds; also '4h', '2d', 'D-HH:MM:SS'")] = None
+    name: str | None = None
+    preemptible: StrictBool = True
+    multi_node: StrictBool = Field(default=False, description="may span nodes even when it fits on one")
+    retry_on_exit_codes: list[StrictInt] | None = Field(
+        default=None, description="exit codes worth an auto-retry; default: any non-zero code"
+    )
+
+    @field_validator("run_id", "user")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not SAFE_NAME.fullmatch(v):
+            raise ValueError(SAFE_NAME_HELP)
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        if len(v) > MAX_COMMAND_CHARS:
+            raise ValueError(f"must be at most {MAX_COMMAND_CHARS} characters")
+        if "\x00" in v:
+            raise ValueError("must not contain NUL characters")
+        return v
+
+    @field_validator("gpu_count")
+    @classmethod
+    def _gpu_count(cls, v: int, info: ValidationInfo) -> int:
+        most = _config(info).max_gpus_per_job
+        if not 1 <= v <= most:
+            raise ValueError(f"must be between 1 and {most} (the cluster's largest placement)")
+        return v
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority(cls, v: Any) -> Priority:
+        return Priority.parse(v)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > MAX_ENV_VARS:
+            raise ValueError(f"may hold at most {MAX_ENV_VARS} variables")
+        for key, value in v.items():
+            if not _ENV_NAME.fullmatch(key):
+                raise ValueError(f"{key!r} is not a valid variable name (letters, digits, '_'; not starting with a digit)")
+            if key in _RESERVED_ENV or key.startswith(_RESERVED_ENV_PREFIX):
+                raise ValueError(f"{key} is set by gpuq for each job and cannot be overridden")
+            if len(value) > MAX_ENV_VALUE_CHARS or "\x00" in value:
+                raise ValueError(f"value of {key} must be at most {MAX_ENV_VALUE_CHARS} characters, without NUL")
+        return v
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or "\x00" in v):
+            raise ValueError("must be an absolute path")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) > 200 or not v.isprintable()):
+            raise ValueError("must be at most 200 printable characters")
+        return v
+
+    @field_validator("time_limit", mode="before")
+    @classmethod
+    def _time_limit_text(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be a duration in seconds, or text such as '4h' or '2-00:00:00'")
+        if isinstance(v, str):
+            return parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _defaults_and_limits(self, info: ValidationInfo) -> "JobSpec":
+        cfg = _config(info)
+        # Filled here, not as field defaults, because the site config decides them.
+        if self.max_retries is None:
+            self.max_retries = cfg.default_max_retries
+        elif not 0 <= self.max_retries <= cfg.max_retries_limit:
+            raise _FieldError("max_retries", f"must be between 0 and {cfg.max_retries_limit}")
+        if self.time_limit is None:
+            self.time_limit = cfg.default_time_limit_s
+        elif not 1 <= self.time_limit <= cfg.max_time_limit_s:
+            raise _FieldError("time_limit", f"must be between 1 and {cfg.max_time_limit_s} seconds")
+        return self
+
+    @classmethod
+    def parse(cls, data: Any, config: Config | None = None) -> "JobSpec":
+        """Validate a submission; raises InvalidSpec naming each bad field and what is allowed."""
+        try:
+            return cls.model_validate(data, context={"config": config or Config()})
+        except ValidationError as e:
+            raise InvalidSpec(validation_messages(e)) from None
+
+
+class _FieldError(ValueError):
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field} {message}")
+
+
+def validation_messages(e: ValidationError) -> list[tuple[str, str]]:
+    """(field, message) pairs from a pydantic error, in words a user can act on."""
+    out: list[tuple[str, str]] = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = err["msg"]
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, _FieldError):
+            loc, msg = cause.field, str(cause)[len(cause.field) + 1 :]
+        elif err["type"] == "extra_forbidden":
+            msg = "is not a known field"
+        elif err["type"] == "missing":
+            msg = "is required"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        out.append((loc, msg))
+    return out
+
+
+class Event(BaseModel):
+    """One entry of a job's append-only history."""
+
+    time: float
+    from_state: JobState | None  # None for the submission itself
+    to_state: JobState
+    trigger: str
+    reason: str = ""
+
+
+
+
+class Job(BaseModel):
+    """A job and everything that happened to it. Change it only through JobQueue, which
+    keeps the line in order; `apply` is the one place a state changes."""
+
+    id: str
+    seq: int = Field(description="submission order: the job's place in line, kept through retries")
+    spec: JobSpec
+    state: JobState = JobState.QUEUED
+    submitted_at: float
+    state_times: dict[JobState, float] = Field(default_factory=dict, description="when each state was last entered")
+    attempts: int = Field(default=0, description="how many times the command was started")
+    retries: int = Field(default=0, description="auto-retries used after failures of the job's own making")
+    allocation: Allocation = Field(default_factory=dict, description="GPUs held now (planned, then as bound)")
+    placements: dict[int, Allocation] = Field(default_factory=dict, description="where each attempt ran, by attempt")
+    slots: dict[int, list[str]] = Field(default_factory=dict, description="Ray slots (runner names) of each attempt, by rank")
+    idempotency_key: str | None = Field(default=None, description="the client's key: a retried submit returns this job")
+    exit_code: int | None = None
+    failure_reason: str | None = None
+    infrastructure_failure: bool = False
+    events: list[Event] = Field(default_factory=list)
+
+    @classmethod
+    def new(cls, spec: JobSpec, seq: int, now: float, job_id: str | None = None) -> "Job":
+        job = cls(id=job_id or str(uuid.uuid4()), seq=seq, spec=spec, submitted_at=now)
+        job.state_times[JobState.QUEUED] = now
+        job.events.append(Event(time=now, from_state=None, to_state=JobState.QUEUED, trigger="submit", reason="submitted"))
+        return job
+
+    @property
+    def priority(self) -> Priority:
+        return self.spec.priority
+
+    def worth_retry(self, exit_code: int | None) -> bool:
+        """The user's exit-code policy: may this failure be retried at all?"""
+        codes = self.spec.retry_on_exit_codes
+        return codes is None or exit_code in codes
+
+    @property
+    def retries_left(self) -> int:
+        return max(0, (self.spec.max_retries or 0) - self.retries)
+
+    # The attributes the policy reads (orchestrator.core.ordering.Waiting).
+    @property
+    def gpus(self) -> int:
+        return self.spec.gpu_count
+
+    @property
+    def label(self) -> str:
+        return self.spec.run_id
+
+    @property
+    def user(self) -> str:
+        return self.spec.user
+
+    @property
+    def time_limit(self) -> int:
+        return self.spec.time_limit  # type: ignore[return-value]  # filled in by validation
+
+    @property
+    def preemptible(self) -> bool:
+        return self.spec.preemptible
+
+    @property
+    def multi_node(self) -> bool:
+        return self.spec.multi_node
+
+    def node_of_rank(self, attempt: int, rank: int) -> str | None:
+        """The node of a bundle in a given attempt (ranks follow the placement's node order)."""
+        nodes = list(self.placements.get(attempt, {}))
+        return nodes[rank] if rank < len(nodes) else None
+
+    def note(self, now: float, what: str, reason: str) -> None:
+        """Record something that happened to the job without moving it (an idle GPU, a
+        drained node): the history says it, the state machine is not involved."""
+        self.events.append(Event(time=now, from_state=self.state, to_state=self.state, trigger=what, reason=reason))
+
+    def apply(self, trigger: Trigger, now: float, reason: str = "") -> JobState:
+        """Make one move of the state machine, or raise IllegalTransition and change nothing."""
+        try:
+            target = next_state(self.state, trigger)
+        except IllegalTransition as e:
+            raise e.for_job(self.id) from None
+        if trigger is Trigger.RETRY and not self.infrastructure_failure and self.retries_left == 0:
+            raise IllegalTransition(
+                self.state.value, trigger.value, [], self.id, f"no retries left: {self.retries} of {self.spec.max_retries} used"
+            )
+        # Effects of the move on the job's own fields; everything else is the caller's.
+        if trigger is Trigger.START:
+            self.attempts += 1
+        elif trigger is Trigger.RETRY and not self.infrastructure_failure:
+            self.retries += 1
+        if target is JobState.QUEUED:
+            self.allocation = {}
+            self.exit_code = None
+            self.failure_reason = None
+            self.infrastructure_failure = False
+        self.events.append(Event(time=now, from_state=self.state, to_state=target, trigger=trigger.value, reason=reason))
+        self.state = target
+        self.state_times[target] = now
+        return target
+
+
+def format_allocation(allocation: Allocation) -> str:
+    """The seed's placement notation: `node-1:[0-3], node-2:[4,6]`."""
+    parts = []
+    for node, gpus in allocation.items():
+        parts.append(f"{node}:[{_ranges(sorted(gpus))}]")
+    return ", ".join(parts)
+
+
+def _ranges(ids: list[int]) -> str:
+    out, start = [], None
+    for i, g in enumerate(ids):
+        if start is None:
+            start = g
+        if i + 1 == len(ids) or ids[i + 1] != g + 1:
+            out.append(str(start) if start == g else f"{start}-{g}")
+            start = None
+    return ",".join(out)

@@ -1,0 +1,162 @@
+"""What happens to a job when something happens to it.
+
+The one place that turns an event into moves of the state machine (states.py, applied
+through the queue) and into the effects the runtime must carry out:
+
+- a plan's decisions (`apply_plan`): victims are marked PREEMPTED and must be stopped;
+  starts are SCHEDULED on their GPUs and must be launched;
+- the end of a run (`classify`, then `run_ended`): what the runners reported becomes
+  one typed Exit; a PREEMPTED job goes back in line in its place, a RUNNING one
+  completes or fails, and a failure is retried or not (`may_retry`, the one retry
+  decision);
+- GPUs that left service under a job (`evict`);
+- a placement Ray did not make in time (`placement_timed_out`), and a launch that
+  failed (`launch_failed`).
+
+Pure: `now` is passed in, nothing here touches Ray, the store or a clock. The live
+service carries out the effects (runtime/service.py). The simulator has no runners
+and no store, so it applies a plan itself, at once, with the same meaning: a victim
+frees its GPUs and goes back in line, a start runs (sim/simulator.py, step 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from orchestrator.core.decisions import Plan
+from orchestrator.core.inventory import Inventory
+from orchestrator.core.job import Job
+from orchestrator.core.queue import JobQueue
+from orchestrator.core.states import JobState
+
+
+class ExitKind(str, Enum):
+    """How a run ended, as far as retrying goes."""
+
+    COMPLETED = "completed"  # every rank exited 0
+    FAILED = "failed"  # the command exited non-zero: the job's own failure
+    TIME_LIMIT = "time_limit"  # killed at its time limit (Slurm's TIMEOUT): never retried
+    NO_ACCOUNT = "no_account"  # its user has no Unix account on the node: a retry fails the same way
+    NODE_LOST = "node_lost"  # a runner died without an exit record
+    STOPPED = "stopped"  # stopped while RUNNING, not by gpuq: its runner or node went away
+    EVICTED = "evicted"  # its GPUs left service (health, drain with requeue)
+    LAUNCH_FAILED = "launch_failed"  # Ray could not start it
+
+
+# Faults that are not the job's: retried without using up its retries.
+INFRASTRUCTURE = frozenset({ExitKind.NODE_LOST, ExitKind.STOPPED, ExitKind.EVICTED, ExitKind.LAUNCH_FAILED})
+# Failures another try would repeat.
+FINAL = frozenset({ExitKind.TIME_LIMIT, ExitKind.NO_ACCOUNT})
+
+
+@dataclass(frozen=True)
+class Exit:
+    kind: ExitKind
+    message: str = ""
+    exit_code: int | None = None
+
+
+@dataclass
+class Effects:
+    """What the runtime must do after a lifecycle step, in this order: make `save`
+    durable, stop the processes of `stop`, launch `launch`."""
+
+    save: list[Job] = field(default_factory=list)
+    stop: list[Job] = field(default_factory=list)
+    launch: list[Job] = field(default_factory=list)
+
+
+def apply_plan(queue: JobQueue, inventory: Inventory, decided: Plan, now: float) -> Effects:
+    """A cycle's decisions. A victim keeps its GPUs until its processes are gone (its
+    runner reports, then `run_ended` requeues it); a start holds its GPUs from now."""
+    out = Effects()
+    for p in decided.preemptions:
+        job = queue.preempt(p.job_id, now, p.reason)
+        out.save.append(job)
+        out.stop.append(job)
+    for s in decided.starts:
+        inventory.allocate(s.job_id, s.allocation)
+        job = queue.schedule(s.job_id, now, s.allocation)
+        out.save.append(job)
+        out.launch.append(job)
+    return out
+
+
+def classify(results: list[dict | None], evicted: str | None, node_of_rank: Callable[[int], str | None],
+             user: str) -> Exit:
+    """One Exit from what each rank's runner reported (None: it died without a record).
+    `evicted` is why the job was being stopped for its GPUs, if it was."""
+    codes = [r.get("exit_code") for r in results if r is not None]
+    reasons = {r.get("reason") for r in results if r is not None}
+    if evicted:
+        return Exit(ExitKind.EVICTED, evicted)
+    if not results or any(r is None for r in results):
+        return Exit(ExitKind.NODE_LOST, "node lost: the runner died without an exit record")
+    if reasons & {"stopped", "interrupted"}:
+        return Exit(ExitKind.STOPPED, "stopped by the system: its runner or node went away")
+    if "no_account" in reasons:
+        rank = next(i for i, r in enumerate(results) if r and r.get("reason") == "no_account")
+        return Exit(ExitKind.NO_ACCOUNT, f"no Unix account for {user} on {node_of_rank(rank) or 'its node'}")
+    if "time_limit" in reasons:
+        return Exit(ExitKind.TIME_LIMIT, "time limit", next((c for c in codes if c), None))
+    if all(c == 0 for c in codes):
+        return Exit(ExitKind.COMPLETED)
+    return Exit(ExitKind.FAILED, "command failed", next(c for c in codes if c != 0))
+
+
+def may_retry(job: Job, kind: ExitKind) -> bool:
+    """The retry decision: never for a failure another try would repeat; always for a
+    fault that is not the job's (its retries are not used up); else while retries are
+    left and the exit code is one the job retries on (retry_on_exit_codes)."""
+    if kind in FINAL:
+        return False
+    if kind in INFRASTRUCTURE:
+        return True
+    return job.retries_left > 0 and job.worth_retry(job.exit_code)
+
+
+def run_ended(queue: JobQueue, job: Job, ended: Exit | None, now: float) -> Effects:
+    """The job's processes are gone (its GPUs are the runtime's to give back). `ended`
+    is how the run ended; None when there was no run to judge (a launch cut short)."""
+    if job.state is JobState.PREEMPTED:
+        queue.requeue(job.id, now, "preempted; back in line in its place")
+    elif job.state is JobState.RUNNING and ended is not None:
+        if ended.kind is ExitKind.COMPLETED:
+            queue.complete(job.id, now)
+        else:
+            _fail(queue, job, ended, now)
+    return Effects(save=[job])
+
+
+def evict(queue: JobQueue, job: Job, reason: str, now: float) -> tuple[Effects, bool]:
+    """GPUs under `job` left service. Nothing on Ray yet (SCHEDULED): back in line now.
+    Placed or running: it must be stopped, and its end is then an eviction (the bool:
+    the runtime remembers `reason` until the run ends)."""
+    if job.state is JobState.SCHEDULED:
+        return Effects(save=[queue.requeue(job.id, now, reason)]), False
+    if job.state in (JobState.ALLOCATING, JobState.RUNNING):
+        return Effects(stop=[job] if job.state is JobState.RUNNING else []), True
+    return Effects(), False
+
+
+def placement_timed_out(queue: JobQueue, job: Job, timeout_s: float, now: float) -> Effects:
+    """Ray did not place the job in time: back in line in its place (not a failure)."""
+    if job.state is not JobState.ALLOCATING:
+        return Effects()
+    return Effects(save=[queue.requeue(job.id, now, f"placement timed out after {timeout_s:.0f} s")])
+
+
+def launch_failed(queue: JobQueue, job: Job, error: str, now: float) -> Effects:
+    """The launch raised: an infrastructure failure, retried without using a retry."""
+    if job.state not in (JobState.ALLOCATING, JobState.RUNNING):
+        return Effects()
+    _fail(queue, job, Exit(ExitKind.LAUNCH_FAILED, f"launch failed: {error}"), now)
+    return Effects(save=[job])
+
+
+def _fail(queue: JobQueue, job: Job, ended: Exit, now: float) -> None:
+    queue.fail(job.id, now, ended.message, exit_code=ended.exit_code, infrastructure=ended.kind in INFRASTRUCTURE)
+    if may_retry(job, ended.kind):
+        queue.retry(job.id, now)

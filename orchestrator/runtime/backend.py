@@ -1,0 +1,341 @@
+"""Where gpuq touches Ray: nodes, placement groups, runners and node agents.
+
+Everything here is an effect; the decisions come from policy.plan(). A job runs in
+one *slot* per node it uses: a detached placement group with one GPU bundle pinned to
+that node, and a runner actor inside it (orchestrator/runtime/runner.py). Slots are parked
+when their job ends and reused by the next job of the same shape on that node.
+Facts this relies on (measured on Ray 2.60):
+- tasks and non-detached actors fate-share with their owner, and a placement group
+  with the default lifetime is removed when its creator dies even if it restarts:
+  so slots are `lifetime="detached"` placement groups and detached named runners,
+  which survive an orchestrator restart and are adopted by name;
+- a bundle is pinned to a node by a per-node custom resource ({"GPU": 4,
+  "gmi-node-2": 0.001}); a pinned bundle that cannot fit stays PENDING without
+  error, so placement has its own time-out;
+- Ray binds the lowest free GPU indices of the node to a bundle when the placement
+  group is created, and `ray.get_gpu_ids()` inside the runner gives them.
+Ray knows nothing of GPU health, so a GPU gpuq takes out of service is *quarantined*:
+held by a detached one-GPU placement group of its own (`gpuq-quarantine-<node>-<i>`)
+so that Ray never binds it to a job (see quarantine()).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import ray
+from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from orchestrator.runtime.agent import NodeAgent, agent_name
+from orchestrator.runtime.names import NAMESPACE
+from orchestrator.runtime.runner import Runner
+
+log = logging.getLogger("gpuq.backend")
+
+NODE_LABEL = "gmi/node"  # nodes are started with --labels gmi/node=<name> and --resources '{"<name>": 1}'
+NODE_SHARE = 0.001  # of the per-node resource: pins a bundle without limiting how many fit
+QUARANTINE_PREFIX = "gpuq-quarantine-"
+FILLER_PREFIX = "gpuq-filler-"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    node_id: str
+    gpus: int
+    ip: str
+
+
+def discover_nodes() -> dict[str, NodeInfo]:
+    """GPU nodes that gpuq schedules on: alive, labelled with a node name that is also a
+    custom resource of the node (so bundles can be pinned to it)."""
+    found: dict[str, NodeInfo] = {}
+    for n in ray.nodes():
+        if not n.get("Alive"):
+            continue
+        name = (n.get("Labels") or {}).get(NODE_LABEL)
+        resources = n.get("Resources") or {}
+        gpus = int(resources.get("GPU", 0))
+        if name and gpus > 0 and name in resources:
+            found[name] = NodeInfo(name, n["NodeID"], gpus, n.get("NodeManagerAddress", ""))
+    return dict(sorted(found.items()))
+
+
+@dataclass
+class Slot:
+    """A placement group with one GPU bundle on one node, and the runner inside it."""
+
+    name: str
+    node: str
+    size: int
+    pg: PlacementGroup
+    runner: ray.actor.ActorHandle
+    gpus: list[int] = field(default_factory=list)  # the indices Ray bound
+    parked_at: float | None = None  # idle since (None: running a job)
+    ready: bool = True  # False while a warm-up slot is still being placed
+
+
+class RayBackend:
+    def __init__(self, data_root: str, cluster_id: str, placement_timeout_s: float, slot_idle_s: float = 60.0,
+                 warm_slots_per_node: int = 0):
+        self.data_root = data_root
+        self.cluster_id = cluster_id
+        self.placement_timeout_s = placement_timeout_s
+        self.slot_idle_s = slot_idle_s
+        self.warm_slots_per_node = warm_slots_per_node
+        self.agents: dict[str, ray.actor.ActorHandle] = {}
+        self.slots: dict[str, Slot] = {}
+        self.capacity: dict[str, int] = {}
+        self.held_out: dict[tuple[str, int], PlacementGroup] = {}  # quarantined GPUs
+        self.telemetry = "auto"
+        self._quarantine_lock = asyncio.Lock()
+
+    # --- nodes and agents -----------------------------------------------------------
+
+    def ensure_agents(self, nodes: dict[str, NodeInfo]) -> None:
+        for name, info in nodes.items():
+            self.capacity[name] = info.gpus
+            if name not in self.agents:
+                self.agents[name] = NodeAgent.options(
+                    name=agent_name(name), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+                    resources={name: NODE_SHARE},
+                ).remote(name, self.data_root, self.cluster_id, info.gpus, self.telemetry)
+                # An agent left by an earlier orchestrator keeps running: bring it up to date.
+                self.agents[name].configure.remote(self.data_root, self.cluster_id, info.gpus, self.telemetry)
+
+    async def call_agent(self, node: str, method: str, *args, timeout: float = 10.0):
+        agent = self.agents.get(node)
+        if agent is None:
+            raise LookupError(f"no agent on node {node}")
+        try:
+            return await asyncio.wait_for(getattr(agent, method).remote(*args), timeout)
+        except ray.exceptions.RayActorError:
+            # Killed for good (or its node died): forget the handle so that ensure_agents
+            # starts a new one instead of calling a dead actor forever.
+            if self.agents.get(node) is agent:
+                del self.agents[node]
+            raise
+
+    # --- slots ----------------------------------------------------------------------
+
+    async def acquire(self, node: str, size: int, prefer: list[int], avoid: set[int] = frozenset()) -> Slot | None:
+        """A slot of `size` GPUs on `node`: a parked one if there is one (the planned GPUs
+        first; none holding a GPU in `avoid`, those out of service), else a new one, after
+        evicting parked slots that Ray would need the GPUs of. None (and nothing left
+        behind) if Ray has not placed it within the time-out."""
+        if avoid - {i for n, i in self.held_out if n == node}:
+            await self.quarantine({node: set(avoid)}, only=node)  # else Ray may bind one of them
+        parked = [s for s in self.slots.values() if s.parked_at is not None and s.ready and s.node == node
+                  and s.size == size and not set(s.gpus) & avoid]
+        if parked:
+            slot = max(parked, key=lambda s: (len(set(s.gpus) & set(prefer)), s.parked_at))
+            slot.parked_at = None
+            return slot
+        held = self._held(node)
+        for old in sorted((s for s in self.slots.values() if s.node == node and s.parked_at is not None),
+                          key=lambda s: s.parked_at):
+            if held + size <= self.capacity.get(node, size):
+                break
+            held -= old.size
+            self.discard(old)
+        return await self._create(node, size)
+
+    async def _create(self, node: str, size: int, warm: bool = False) -> Slot | None:
+        name = f"gpuq-slot-{uuid.uuid4().hex[:12]}"
+        pg = placement_group([{"GPU": float(size), node: NODE_SHARE}], name=name, lifetime="detached")
+        runner = Runner.options(
+            name=name, namespace=NAMESPACE, lifetime="detached", num_gpus=size, num_cpus=0,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0),
+        ).remote(node, self.data_root)
+        # Registered at once, so that a warm-up slot still being placed counts as holding its
+        # GPUs and can be evicted by a job that needs them.
+        slot = Slot(name, node, size, pg, runner, parked_at=time.monotonic() if warm else None, ready=False)
+        self.slots[name] = slot
+        try:
+            # Not pg.ready(): it runs a dummy task in the bundle, which costs a Ray worker of
+            # its own. The runner is scheduled when the group is placed; its answer says so.
+            slot.gpus = (await asyncio.wait_for(runner.hello.remote(), self.placement_timeout_s))["gpus"]
+        except (asyncio.TimeoutError, ray.exceptions.RayError):
+            self.discard(slot)
+            return None
+        slot.ready = True
+        return slot
+
+    async def warm_up(self, free: dict[str, int]) -> None:
+        """While nothing waits, keep up to `warm_slots_per_node` one-GPU slots parked per
+        node on GPUs no slot holds, so a burst of small jobs starts without waiting for
+        Ray workers to boot. A job that needs those GPUs evicts them like any parked slot."""
+        creating = []
+        for node, n_free in free.items():
+            ones = sum(1 for s in self.slots.values() if s.node == node and s.size == 1 and s.parked_at is not None)
+            held = self._held(node)
+            room = min(self.capacity.get(node, 0) - held, self.warm_slots_per_node - ones, n_free)
+            creating += [self._create(node, 1, warm=True) for _ in range(max(0, room))]
+        if creating:
+            await asyncio.gather(*creating)
+
+    def _held(self, node: str) -> int:
+        """GPUs of `node` that Ray has given to gpuq placement groups (slots and quarantine)."""
+        return sum(s.size for s in self.slots.values() if s.node == node) + sum(1 for n, _ in self.held_out if n == node)
+
+    async def quarantine(self, wanted: dict[str, set[int]], only: str | None = None) -> None:
+        async with self._quarantine_lock:  # the watch and a launch may both ask
+            await self._quarantine(wanted, only)
+
+    async def _quarantine(self, wanted: dict[str, set[int]], only: str | None) -> None:
+        """Make Ray hold exactly the out-of-service GPUs that no job holds any more.
+
+        Ray gives a new bundle the lowest free indices, so to hold GPU i it first takes
+        every free index below i in a filler group, then places the one-GPU quarantine
+        group (which gets i), then drops the filler. Parked slots on i are removed
+        first; a GPU still in a running slot waits for the next round."""
+        for (node, i), pg in list(self.held_out.items()):
+            if only is None and i not in wanted.get(node, set()):
+                remove_placement_group(pg)
+                del self.held_out[(node, i)]
+        for node, indices in wanted.items():
+            for i in sorted(indices):
+                if (node, i) in self.held_out:
+                    continue
+                for slot in [s for s in self.slots.values() if s.node == node and i in s.gpus and s.parked_at is not None]:
+                    self.discard(slot)
+                slots = [s for s in self.slots.values() if s.node == node]
+                if any(not s.ready for s in slots):
+                    return  # a slot is being placed: its indices are not known yet
+                taken = {g for s in slots for g in s.gpus} | {g for n, g in self.held_out if n == node}
+                if i in taken:
+                    continue
+                below = [g for g in range(i) if g not in taken]
+                filler = None
+                if below:
+                    # Named, so that a restart removes it if we die before we do (forget_unknown_slots).
+                    filler = placement_group([{"GPU": float(len(below)), node: NODE_SHARE}],
+                                             name=f"{FILLER_PREFIX}{node}", lifetime="detached")
+                    if not await _placed(filler, self.placement_timeout_s):
+                        remove_placement_group(filler)
+                        continue
+                pg = placement_group([{"GPU": 1.0, node: NODE_SHARE}], name=f"{QUARANTINE_PREFIX}{node}-{i}",
+                                     lifetime="detached")
+                placed = await _placed(pg, self.placement_timeout_s)
+                if filler is not None:
+                    remove_placement_group(filler)
+                if placed:
+                    self.held_out[(node, i)] = pg
+                else:
+                    remove_placement_group(pg)
+
+    def adopt_quarantine(self) -> None:
+        """After a restart: take back the quarantine groups by name."""
+        for pg_id, info in placement_group_table().items():
+            name = info.get("name", "")
+            if name.startswith(QUARANTINE_PREFIX) and info.get("state") == "CREATED":
+                node, _, index = name[len(QUARANTINE_PREFIX):].rpartition("-")
+                self.held_out[(node, int(index))] = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id)))
+
+    def park(self, name: str) -> None:
+        """The slot's job is over: keep it warm for the next job of its shape."""
+        slot = self.slots.get(name)
+        if slot is not None:
+            slot.parked_at = time.monotonic()
+
+    def discard(self, name_or_slot) -> None:
+        slot = self.slots.pop(name_or_slot, None) if isinstance(name_or_slot, str) else self.slots.pop(name_or_slot.name, None)
+        if slot is not None:
+            ray.kill(slot.runner, no_restart=True)
+            remove_placement_group(slot.pg)
+
+    def evict_idle(self) -> None:
+        """Remove slots parked too long, but keep the warm one-GPU slots."""
+        now = time.monotonic()
+        warm_kept: dict[str, int] = {}
+        for slot in sorted((s for s in self.slots.values() if s.parked_at is not None), key=lambda s: -s.parked_at):
+            if slot.size == 1 and warm_kept.get(slot.node, 0) < self.warm_slots_per_node:
+                warm_kept[slot.node] = warm_kept.get(slot.node, 0) + 1
+                continue
+            if now - slot.parked_at > self.slot_idle_s:
+                self.discard(slot)
+
+    def runner(self, name: str):
+        slot = self.slots.get(name)
+        if slot is not None:
+            return slot.runner
+        try:
+            return ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    async def start(self, slots: list[str], job_id: str, attempt: int, job_env: dict[str, str], command: str,
+                    working_dir: str | None, time_limit: float, grace: float, account: str | None = None,
+                    base_env: dict[str, str] | None = None, group_read: bool = False) -> list[dict]:
+        """Run the job on its slots, rank 0 first (its address is the others' rendezvous).
+        Returns what each runner reports: node, the GPU ids Ray bound, pid."""
+        runners = [self.runner(n) for n in slots]
+        if any(r is None for r in runners):
+            raise RuntimeError("a slot of the job has no runner")
+        master = await runners[0].rendezvous.remote()
+        hellos = await asyncio.gather(*(r.hello.remote() for r in runners))
+        nnodes, world = len(runners), sum(len(h["gpus"]) for h in hellos)
+        calls = []
+        for rank, (runner, hello) in enumerate(zip(runners, hellos)):
+            env = {
+                **job_env,
+                "GPUQ_CLUSTER": self.cluster_id, "GPUQ_NODE": hello["node"], "GPUQ_NODE_RANK": str(rank),
+                "GPUQ_NNODES": str(nnodes), "GPUQ_NUM_GPUS": str(len(hello["gpus"])), "GPUQ_WORLD_SIZE": str(world),
+                # GPU indices mean the same to CUDA as to NVML (and so to gpuq's health checks).
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+                # torchrun reads these (and its PET_* equivalents) across the bundles.
+                "MASTER_ADDR": master["ip"], "MASTER_PORT": str(master["port"]), "NODE_RANK": str(rank),
+                "PET_NNODES": str(nnodes), "PET_NODE_RANK": str(rank), "PET_NPROC_PER_NODE": str(len(hello["gpus"])),
+                "PET_MASTER_ADDR": master["ip"], "PET_MASTER_PORT": str(master["port"]),
+            }
+            calls.append(runner.run.remote(job_id, attempt, rank, command, env, working_dir, time_limit, grace,
+                                           account, base_env, group_read))
+        return list(await asyncio.gather(*calls))
+
+    def stop(self, slots: list[str], job_id: str, attempt: int) -> None:
+        for rank, name in enumerate(slots):
+            r = self.runner(name)
+            if r is not None:
+                r.stop.remote(job_id, attempt, rank)
+
+    def forget_unknown_slots(self, keep: set[str]) -> None:
+        """After a restart: remove every gpuq slot (runner and placement group) that no job
+        still needs, and any quarantine filler left half-way. Parked slots are not
+        remembered across restarts."""
+        for info in ray.util.list_named_actors(all_namespaces=True):
+            name = info["name"]
+            if info["namespace"] == NAMESPACE and name.startswith("gpuq-slot-") and name not in keep:
+                try:
+                    ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+                except ValueError:
+                    pass
+        for pg_id, info in placement_group_table().items():
+            name = info.get("name", "")
+            stale = name.startswith("gpuq-slot-") and name not in keep or name.startswith(FILLER_PREFIX)
+            if stale and info.get("state") != "REMOVED":
+                remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+
+    def adopt_slot(self, name: str, node: str, size: int, gpus: list[int]) -> None:
+        """Take back a slot a running job uses, found by name after a restart."""
+        runner = self.runner(name)
+        try:
+            pg = ray.util.get_placement_group(name)
+        except ValueError:
+            pg = None
+        if runner is not None and pg is not None:
+            self.slots[name] = Slot(name, node, size, pg, runner, list(gpus))
+
+
+async def _placed(pg: PlacementGroup, timeout: float) -> bool:
+    """Wait until Ray has placed a group, without pg.ready() (which costs a worker)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if placement_group_table(pg).get("state") == "CREATED":
+            return True
+        await asyncio.sleep(0.05)
+    return False

@@ -1,0 +1,187 @@
+"""`gpuq up` / `gpuq down`: a local Ray cluster with the orchestrator on it.
+
+Without GPUs (a laptop, CI) the cluster is a head plus two *simulated* 8-GPU nodes,
+`gmi-node-1` and `gmi-node-2`: worker raylets on this host that declare num_gpus=8,
+the node label and the per-node resource, exactly as the real nodes are started by
+cluster.yaml. With GPUs, the head itself is the one GPU node, named after the host.
+
+Lean settings for small machines: no dashboard, one CPU slot per raylet (gpuq's own
+actors reserve no CPU), a small object store. Each simulated raylet needs its own
+agent and metrics ports to share the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.core.paths import gpuq_home, secure_home
+
+HEAD_PORT = int(os.environ.get("GPUQ_RAY_PORT", "6380"))
+SIMULATED_NODES = ("gmi-node-1", "gmi-node-2")
+OBJECT_STORE_BYTES = 200 * 1024 * 1024
+# gpuq's actors reserve no CPU, so a raylet's CPU count only sets how many Ray workers it
+# may start at once (min(cores, num_cpus)); one would start runners one at a time.
+WORKER_CPUS = os.cpu_count() or 2
+
+
+def ray_bin() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def address() -> str:
+    return f"127.0.0.1:{HEAD_PORT}"
+
+
+def state_file() -> Path:
+    return gpuq_home() / "cluster.json"
+
+
+def real_gpu_count() -> int:
+    """GPUs NVML can see on this host (0 where there is no driver)."""
+    try:
+        import warnings
+
+        with warnings.catch_warnings():  # pynvml warns that it is a shim over nvidia-ml-py
+            warnings.simplefilter("ignore")
+            import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetCount()
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return 0
+
+
+def _run(args: list[str]) -> None:
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:3])} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_ray(simulate: bool | None = None) -> dict:
+    """Start the head and its GPU nodes; returns what was started."""
+    if _port_open(HEAD_PORT):
+        raise RuntimeError(f"something already listens on port {HEAD_PORT}: is gpuq up already? (gpuq down stops it)")
+    gpus = real_gpu_count()
+    simulate = gpus == 0 if simulate is None else simulate
+    common = ["--disable-usage-stats", "--include-dashboard=false", f"--object-store-memory={OBJECT_STORE_BYTES}"]
+    nodes: dict[str, int] = {}
+    if simulate:
+        _run([ray_bin(), "start", "--head", f"--port={HEAD_PORT}", "--num-cpus=1", "--num-gpus=0", *common])
+        for k, name in enumerate(SIMULATED_NODES):
+            base = 52000 + 10 * k  # each raylet on this host needs its own agent and metrics ports
+            _run([
+                ray_bin(), "start", f"--address={address()}", f"--num-cpus={WORKER_CPUS}", "--num-gpus=8",
+                f"--resources={json.dumps({name: 1})}", f"--labels=gmi/node={name}",
+                f"--dashboard-agent-listen-port={base}", f"--dashboard-agent-grpc-port={base + 1}",
+                f"--metrics-export-port={base + 2}", f"--runtime-env-agent-port={base + 3}",
+                f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats",
+            ])
+            nodes[name] = 8
+    else:
+        name = socket.gethostname()
+        _run([ray_bin(), "start", "--head", f"--port={HEAD_PORT}", f"--num-gpus={gpus}",
+              f"--resources={json.dumps({name: 1})}", f"--labels=gmi/node={name}", *common])
+        nodes[name] = gpus
+    started = {"address": address(), "simulated": simulate, "nodes": nodes, "started_at": time.time()}
+    state_file().parent.mkdir(parents=True, exist_ok=True)
+    state_file().write_text(json.dumps(started, indent=2))
+    return started
+
+
+def start_inprocess_cluster():
+    """The same shape as `gpuq up` without GPUs — a head and the simulated 8-GPU nodes —
+    started inside this process and connected to, for tests and benchmarks. It is a
+    private loopback cluster, so Ray's token authentication is turned off for it."""
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ.pop("RAY_ADDRESS", None)
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from orchestrator.runtime.backend import NODE_LABEL
+
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False))
+    for name in SIMULATED_NODES:
+        cluster.add_node(num_cpus=WORKER_CPUS, num_gpus=8, resources={name: 1}, labels={NODE_LABEL: name})
+    ray.init(address=cluster.address, namespace="gpuq", log_to_driver=False, logging_level="ERROR")
+    cluster.wait_for_nodes()
+    return cluster
+
+
+def connect(addr: str | None = None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=addr or address(), namespace="gpuq", log_to_driver=False, logging_level="ERROR")
+
+
+def wait_for_nodes(expected: int, timeout: float = 60) -> None:
+    import ray
+
+    from orchestrator.runtime.backend import discover_nodes
+
+    deadline = time.monotonic() + timeout
+    while len(discover_nodes()) < expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(discover_nodes())} of {expected} GPU nodes joined; see `ray status`")
+        time.sleep(0.5)
+    assert ray.is_initialized()
+
+
+def up(config: dict | None = None, simulate: bool | None = None, attach: str | None = None) -> dict:
+    """Start Ray (unless `attach` names a running cluster) and the orchestrator on it;
+    returns a summary for the user."""
+    import ray
+
+    from orchestrator.runtime.actor import start_orchestrator
+    from orchestrator.runtime.backend import discover_nodes
+
+    secure_home()
+    if attach:
+        connect(attach)
+        started = {"address": attach, "simulated": False, "nodes": {n: i.gpus for n, i in discover_nodes().items()}}
+    else:
+        if _port_open(HEAD_PORT) and state_file().exists():
+            started = json.loads(state_file().read_text())
+        else:
+            started = start_ray(simulate)
+        connect()
+        wait_for_nodes(len(started["nodes"]))
+    orch = start_orchestrator(config)
+    ray.get(orch.ping.remote(), timeout=120)
+    from orchestrator.core.accounts import install_mode
+    from orchestrator.core.config import Config
+    from serve_app.api import deploy
+    from serve_app.auth import ensure_admin_token, tokens_path
+
+    site = Config.model_validate(config or {})
+    started["admin_token_file"] = str(ensure_admin_token())
+    started["api"] = deploy(site.api_host, site.api_port, str(tokens_path()), site.api_auth_reads,
+                            {"unix_users": site.unix_users, "allow_shared_account": site.allow_shared_account})
+    started["install"] = install_mode()
+    return started
+
+
+def down() -> bool:
+    """Stop the orchestrator and the local cluster. False if nothing was running."""
+    if not _port_open(HEAD_PORT) and not state_file().exists():
+        return False
+    # `ray stop` ends every Ray instance this user started on this host; gpuq up starts one.
+    subprocess.run([ray_bin(), "stop"], capture_output=True)
+    state_file().unlink(missing_ok=True)
+    return True
+

@@ -1,0 +1,74 @@
+"""After a (re)start: make what Ray runs agree with what the store says.
+
+The store is the truth for what users were told; Ray is the truth for what runs.
+- SCHEDULED jobs had nothing on Ray yet: they go back in line.
+- ALLOCATING jobs whose slots were all recorded (the names are stored before any job
+  runs in them) finish their launch: `run` is idempotent per job, so a command that
+  already started is adopted, never started twice. Others go back in line.
+- RUNNING jobs are adopted: their runners, found by slot name, are watched again. A
+  runner that is gone is asked about through its node's agent: an exit record there
+  means the job ended while we were down; none means its node was lost.
+- PREEMPTED and CANCELLED jobs whose runners still exist are stopped again.
+- Every other gpuq slot (parked ones included) is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from orchestrator.core.inventory import AllocationError
+from orchestrator.core.states import JobState
+
+log = logging.getLogger("gpuq.recovery")
+
+_HOLDING = (JobState.ALLOCATING, JobState.RUNNING, JobState.PREEMPTED, JobState.CANCELLED)
+
+
+async def recover(svc) -> None:
+    now = time.time()
+    keep: set[str] = set()
+    for job in list(svc.queue.jobs()):
+        if job.state is JobState.SCHEDULED:
+            svc.save([svc.queue.requeue(job.id, now, "orchestrator restarted before launch")])
+            continue
+        if job.state not in _HOLDING or not job.allocation:
+            continue
+        attempt = job.attempts + 1 if job.state is JobState.ALLOCATING else job.attempts
+        names = job.slots.get(attempt, [])
+        alive = [svc.backend.runner(n) is not None for n in names]
+        if job.state is JobState.ALLOCATING and (len(names) != len(job.allocation) or not all(alive)):
+            svc.save([svc.queue.requeue(job.id, now, "orchestrator restarted during placement")])
+            continue
+        if job.state is JobState.CANCELLED and not any(alive):
+            continue
+        try:
+            svc.inventory.allocate(job.id, job.allocation)
+        except AllocationError as e:  # should not happen; never let it stop recovery
+            log.error("recovery: %s", e)
+        for name, (node, gpus) in zip(names, job.allocation.items()):
+            svc.backend.adopt_slot(name, node, len(gpus), gpus)
+            keep.add(name)
+        if job.state is JobState.ALLOCATING:
+            svc.spawn(_finish_launch(svc, job, attempt, names))
+            continue
+        if job.state in (JobState.PREEMPTED, JobState.CANCELLED):
+            svc.stop_job(job)
+        svc.spawn(svc.monitor(job, attempt))
+    svc.backend.forget_unknown_slots(keep)
+    svc.backend.adopt_quarantine()
+    svc.wake()
+
+
+async def _finish_launch(svc, job, attempt: int, names: list[str]) -> None:
+    try:
+        infos = await svc.run_on(names, job, attempt)
+    except Exception:
+        log.exception("recovery: could not finish the launch of %s", job.id)
+        for name in names:
+            svc.backend.discard(name)
+        svc.release(job)
+        svc.save([svc.queue.requeue(job.id, time.time(), "orchestrator restarted during launch")])
+        svc.wake()
+        return
+    await svc.adopt(job, attempt, infos)

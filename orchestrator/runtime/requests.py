@@ -1,0 +1,271 @@
+"""What users and admins ask of the orchestrator: submit, cancel, hold, release,
+priority, job and queue views, logs, status, resources; drains, faults and usage.
+
+These are methods of the orchestrator actor (OrchestratorService inherits them) kept
+apart from the loop and the job lifecycle in service.py. Each validates, changes the
+queue or the fleet, makes the change durable before it answers where a user is told
+it happened, and wakes the loop.
+
+`by` is who asks, as the API authenticated them (a rights.Caller): the rights in
+rights.py are checked against it, and every change is written to the audit trail
+with it, in the same commit as the change. A direct call on the actor (no `by`) can
+only come from the service account itself and is trusted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import ray
+
+from orchestrator.runtime import views
+from orchestrator.core.accounts import missing_account
+from orchestrator.core.config import Config
+from orchestrator.core.errors import GpuqError, InvalidSpec
+from orchestrator.core.job import Job, JobSpec, Priority, format_allocation
+from orchestrator.core.rights import Caller, check_preemptible, check_priority
+from orchestrator.core.decisions import Start
+from orchestrator.core.policy import dry_run
+from orchestrator.core.snapshot import snapshot_of
+from orchestrator.core.states import JobState
+from orchestrator.core.submission import MAX_LOG_OFFSET, check_key, parse_array
+
+
+class Requests:
+
+    def validation_config(self) -> Config:
+        sizes = self.inventory.sizes or dict(self.site.nodes)
+        return self.site.model_copy(update={"nodes": sizes})
+
+    def may_submit(self, parsed: JobSpec, by: Caller | None) -> None:
+        """Rights (rights.py) and the Unix account the job will run as (accounts.py)."""
+        if by is not None:
+            check_priority(by, parsed.priority, None, self.site.max_priority, self.site.priority_grants)
+            check_preemptible(by, parsed.preemptible, self.site.priority_grants)
+        why = missing_account(parsed.user, self.site.unix_users)
+        if why:
+            raise InvalidSpec([("user", why)])
+
+    async def submit(self, spec: dict, idempotency_key: str | None = None, by: Caller | None = None) -> dict:
+        """Validate and enqueue; durable before it answers. A submit repeated with the same
+        key by the same user (a client retrying after a time-out) returns the first job.
+        Two fields are about the submission, not the job: `array` (a count, "A-B" or
+        "1,3,5": one job per index, with GPUQ_ARRAY_INDEX) and `test_only` (a dry run:
+        where and when it would start; nothing is enqueued)."""
+        spec = dict(spec)
+        indices = parse_array(spec.pop("array", None))
+        test_only = spec.pop("test_only", False)
+        if not isinstance(test_only, bool):
+            raise InvalidSpec([("test_only", "must be true or false")])
+        parsed = JobSpec.parse(spec, self.validation_config())
+        self.may_submit(parsed, by)
+        if test_only:
+            return self.dry_run(parsed)
+        if indices is not None:
+            return await self.submit_array(parsed, indices, idempotency_key, by)
+        if idempotency_key is not None:
+            check_key(idempotency_key)
+            known = self._by_key.get((parsed.user, idempotency_key))
+            if known is not None:
+                return views.submitted(self.queue.get(known), self.queue)
+        job = self.queue.submit(parsed, time.time())
+        job.idempotency_key = idempotency_key
+        try:
+            await self.save([job], audit=[audit(by, "submit", job.id, user=parsed.user, run_id=parsed.run_id,
+                                                gpus=parsed.gpu_count, priority=parsed.priority.name)])
+        except GpuqError:
+            self.queue.forget(job.id)  # not stored means not accepted: the caller may retry
+            raise
+        if idempotency_key is not None:
+            self._by_key[(parsed.user, idempotency_key)] = job.id
+        self.wake()
+        return views.submitted(job, self.queue)
+
+    def dry_run(self, parsed: JobSpec) -> dict:
+        now = time.time()
+        probe = Job.new(parsed, seq=self.queue.next_seq, now=now, job_id="dry-run")
+        snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping))
+        answer = dry_run(snap, now, self.policy, probe)
+        if isinstance(answer, Start):
+            return {"success": True, "test_only": True, "would_start": True, "estimated_start": now,
+                    "allocation": answer.allocation, "placement": format_allocation(answer.allocation)}
+        return {"success": True, "test_only": True, "would_start": False, "estimated_start": answer.estimated_start,
+                "reason": answer.code.value, "message": answer.message}
+
+    async def submit_array(self, parsed: JobSpec, indices: list[int], key: str | None, by: Caller | None = None) -> dict:
+        if key is not None:
+            check_key(key)
+        if key is not None and (parsed.user, key) in self._by_key:
+            first = self.queue.get(self._by_key[(parsed.user, key)])
+            return {**views.submitted(first, self.queue), "array": {"count": len(indices)}}
+        now = time.time()
+        base = parsed.run_id[: 64 - len(str(max(indices))) - 1]
+        jobs = []
+        for i in indices:
+            spec = parsed.model_copy(update={"run_id": f"{base}_{i}", "env": {**parsed.env, "GPUQ_ARRAY_INDEX": str(i)}})
+            jobs.append(self.queue.submit(spec, now))
+        jobs[0].idempotency_key = key
+        try:
+            await self.save(jobs, audit=[audit(by, "submit", jobs[0].id, user=parsed.user, run_id=parsed.run_id,
+                                               gpus=parsed.gpu_count, priority=parsed.priority.name,
+                                               array=len(jobs), last=jobs[-1].id)])
+        except GpuqError:
+            for job in jobs:
+                self.queue.forget(job.id)
+            raise
+        if key is not None:
+            self._by_key[(parsed.user, key)] = jobs[0].id
+        self.wake()
+        return {**views.submitted(jobs[0], self.queue),
+                "array": {"count": len(jobs), "indices": [indices[0], indices[-1]], "job_ids": [j.id for j in jobs]}}
+
+    async def cancel(self, job_id: str, reason: str = "cancelled", by: Caller | None = None) -> dict:
+        job_id = self.queue.resolve(job_id)
+        job = self.queue.get(job_id)
+        was = job.state
+        self.queue.cancel(job_id, time.time(), reason)
+        await self.save([job], audit=[audit(by, "cancel", job_id, user=job.user, was=was.value)])
+        if was in (JobState.RUNNING, JobState.PREEMPTED):
+            self.stop_job(job)
+        elif was is JobState.SCHEDULED:
+            self.release(job)  # its launch task sees CANCELLED and stops there
+        self.wake()
+        return views.job(job, self.queue)
+
+    async def hold(self, job_id: str, by: Caller | None = None) -> dict:
+        job_id = self.queue.resolve(job_id)
+        job = self.queue.hold(job_id, time.time())
+        await self.save([job], audit=[audit(by, "hold", job_id, user=job.user)])
+        return views.job(job, self.queue)
+
+    async def release(self, job_id: str, by: Caller | None = None) -> dict:
+        job_id = self.queue.resolve(job_id)
+        job = self.queue.release(job_id, time.time())
+        await self.save([job], audit=[audit(by, "release", job_id, user=job.user)])
+        self.wake()
+        return views.job(job, self.queue)
+
+    async def set_priority(self, job_id: str, priority, by: Caller | None = None) -> dict:
+        job_id = self.queue.resolve(job_id)
+        job = self.queue.get(job_id)
+        was = job.priority
+        try:
+            priority = Priority.parse(priority)
+        except ValueError as e:
+            raise InvalidSpec([("priority", str(e))]) from None
+        if by is not None:
+            check_priority(by, priority, was, self.site.max_priority, self.site.priority_grants)
+        job = self.queue.set_priority(job_id, priority, time.time())
+        await self.save([job], audit=[audit(by, "priority", job_id, user=job.user, was=was.name, now=job.priority.name)])
+        self.wake()
+        return views.job(job, self.queue)
+
+    async def get_job(self, job_id: str) -> dict:
+        job_id = self.queue.resolve(job_id)
+        out = views.job(self.queue.get(job_id), self.queue, detail=True)
+        out["idle_gpus"] = self.watch.idle_of(job_id, time.time())  # held but unused for the idle window
+        return out
+
+    async def list_jobs(self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0,
+                        detail: bool = False) -> dict:
+        return views.jobs(self.queue, state, user, limit, offset, detail)
+
+    async def queue_view(self, limit: int = 100) -> list[dict]:
+        return views.line(self.queue, self.last_plan, limit)
+
+    async def status(self) -> dict:
+        return views.status(self, ray.is_initialized())
+
+    async def resources(self) -> dict:
+        return views.resources(self, time.time())
+
+    # --- the fleet: drains, health, telemetry, usage ------------------------------------
+
+    async def drain(self, node: str, gpus: list[int] | None, reason: str, by: str, requeue: bool = False) -> dict:
+        """Take GPUs (a whole node by default) out of service, like `scontrol update
+        state=drain`: running jobs finish unless `requeue`, nothing new is placed there."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidSpec([("reason", "is required: say why the GPUs are drained (it is kept in the audit trail)")])
+        out = self.watch.take_out(node, gpus, "drained", reason.strip(), by, requeue=requeue)
+        targets = self.fleet.targets(node, gpus)
+        await self.save([], audit=[audit(Caller(by, "admin"), "drain", node, gpus=targets, reason=reason.strip(),
+                                         requeue=requeue)])
+        return {**out, "gpus": targets}
+
+    async def undrain(self, node: str, gpus: list[int] | None, by: str, reason: str = "") -> dict:
+        """Put drained or unhealthy GPUs back in service (an admin's call)."""
+        returned = self.watch.put_back(node, gpus, by, reason)
+        await self.save([], audit=[audit(Caller(by, "admin"), "undrain", node, gpus=returned, reason=reason)])
+        return {"node": node, "returned": returned}
+
+    async def inject(self, node: str, fault: str, gpu: int | None = None, value: float | None = None) -> str:
+        """Inject a fault into a simulated node's telemetry (refused on real NVML)."""
+        self.fleet.targets(node, None)  # an unknown node is an InvalidSpec naming the field
+        try:
+            answer = await self.backend.call_agent(node, "inject", fault, gpu, value)
+        except ray.exceptions.RayTaskError as e:  # the agent refused: say why, without its traceback
+            raise InvalidSpec([("fault", str(e.cause))]) from None
+        self.spawn(self.watch.poll())  # judge it now, not at the next poll
+        return answer
+
+    async def record(self, by: Caller, action: str, target: str, detail: dict) -> None:
+        """Audit a change made elsewhere (the API's token changes); durable when it returns."""
+        await self.save([], audit=[audit(by, action, target, **detail)])
+
+    async def audit_trail(self, limit: int = 100, who: str | None = None, action: str | None = None,
+                          since: float = 0.0) -> list[dict]:
+        return self.store.audit(limit, who, action, since)
+
+    async def fleet_events(self, limit: int = 100) -> list[dict]:
+        return list(self.fleet.events)[-limit:][::-1]
+
+    async def usage_report(self, since: float, until: float | None = None, user: str | None = None) -> dict:
+        now = time.time()
+        until = min(until or now, now)
+        return self.accounting.report(since, until, self.running_runs(now), user)
+
+    async def history(self, window_s: float = 3600.0) -> dict:
+        """Allocation and measured utilization over the last `window_s` (one point per 10 s)."""
+        since = time.time() - window_s
+        return {"points": [list(p) for p in self.watch.history if p[0] >= since],
+                "telemetry": sorted({r.source for r in self.fleet.reports.values()})}
+
+    async def metrics_text(self) -> bytes:
+        return self.metrics.text()
+
+    async def logs(self, job_id: str, attempt: int | None = None, rank: int = 0, offset: int = 0,
+                   limit: int = 65536, tail: int | None = None) -> dict:
+        job = self.queue.get(self.queue.resolve(job_id))
+        attempt = attempt or job.attempts
+        if not 0 <= attempt <= job.attempts:
+            raise InvalidSpec([("attempt", f"must be between 1 and {job.attempts} (the job's attempts so far)"
+                                           if job.attempts else "the job has not started yet")])
+        ranks = max(1, len(job.placements.get(attempt, {})))
+        if not 0 <= rank < ranks:
+            raise InvalidSpec([("rank", f"must be between 0 and {ranks - 1} (the attempt's bundles)")])
+        if not 0 <= offset <= MAX_LOG_OFFSET:
+            raise InvalidSpec([("offset", f"must be between 0 and {MAX_LOG_OFFSET}")])
+        node = job.node_of_rank(attempt, rank)
+        if node is None:  # not started yet
+            return {"data": "", "offset": offset, "size": 0, "exists": False, "attempt": attempt,
+                    "done": job.state.is_terminal}
+        out = await self.backend.call_agent(node, "read_log", job_id, attempt, rank, offset, limit, tail)
+        return {**out, "attempt": attempt, "done": job.state.is_terminal}
+
+    @property
+    def loop_running(self) -> bool:
+        return not self._loop_task.done()
+
+    async def ping(self) -> str:
+        return "ok"
+
+    async def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+def audit(by: Caller | None, action: str, target: str, **detail) -> tuple:
+    """An audit row. Without `by` the call came straight to the actor, which only the
+    service account can do."""
+    return (time.time(), by.user if by else "service", action, target, detail)

@@ -1,0 +1,370 @@
+"""The orchestrator: the queue, the state machine and the loop that applies plans.
+
+It runs as the detached Ray actor `gpuq-orchestrator` (orchestrator/runtime/actor.py), an
+asyncio actor: every method and the loop run on one event loop, so the pure core
+(JobQueue, Inventory) needs no locks. The loop follows the seed's steps — poll the
+queue, check resources, allocate, launch, monitor — and wakes at once on submit and
+on job end, and every `loop_interval_s` otherwise.
+
+Order of writes, so that a restart never starts a job twice or loses one:
+1. SCHEDULED (with the planned GPUs) is stored before anything is asked of Ray;
+2. ALLOCATING is stored before the placement group is created (named after job and
+   attempt, so a restart can find or remove it);
+3. runners are named after job, attempt and rank, and `start` is idempotent: a
+   restart adopts what exists instead of launching again;
+4. RUNNING is stored with the GPUs Ray really bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+
+import ray
+
+from orchestrator.core import lifecycle
+from orchestrator.core.accounts import account_for
+from orchestrator.core.config import Config
+from orchestrator.core.fairshare import UsageLedger
+from orchestrator.core.inventory import Inventory
+from orchestrator.core.job import Job
+from orchestrator.core.policy import PolicyConfig, plan
+from orchestrator.core.queue import JobQueue
+from orchestrator.core.snapshot import snapshot_of
+from orchestrator.core.states import JobState
+from orchestrator.runtime.accounting import Accounting, Run
+from orchestrator.runtime.backend import RayBackend, discover_nodes
+from orchestrator.runtime.metrics import Metrics
+from orchestrator.runtime.recovery import recover
+from orchestrator.runtime.requests import Requests
+from orchestrator.runtime.store import GroupCommit, Store
+from orchestrator.runtime.watch import GpuWatch
+
+log = logging.getLogger("gpuq.orchestrator")
+NODE_REFRESH_S = 10.0
+EXPLAIN_INTERVAL_S = 1.0
+
+
+class OrchestratorService(Requests):
+    def __init__(self, config: dict | None = None):
+        self.site = Config.model_validate(config or {})
+        self.store = Store(self.site.resolved_store_path())
+        self.durable = GroupCommit(self.store)
+        self.cluster_id = str(self.store.get("cluster_id") or uuid.uuid4().hex[:12])
+        self.backend = RayBackend(self.site.resolved_data_dir(), self.cluster_id, self.site.placement_timeout_s,
+                                  self.site.slot_idle_s, self.site.warm_slots_per_node)
+        self.backend.telemetry = self.site.telemetry
+        self.policy = PolicyConfig.from_site(self.site)
+        self.queue = JobQueue()
+        self.usage = UsageLedger(self.site.fairshare_half_life_s)
+        self.nodes = discover_nodes()
+        # Only nodes Ray reports: GPU nodes that join later are added by refresh_nodes().
+        self.inventory = Inventory.of({n: info.gpus for n, info in self.nodes.items()})
+        # What every job's environment starts from (it inherits nothing of the service's).
+        self.job_base_env = {"PATH": self.site.job_path, "LANG": os.environ.get("LANG") or "C.UTF-8",
+                             **({"TZ": os.environ["TZ"]} if os.environ.get("TZ") else {})}
+        self.stopping: set[str] = set()  # jobs told to stop whose GPUs are not back yet
+        self.evicting: dict[str, str] = {}  # jobs stopped because their GPUs left service -> why
+        self.metrics = Metrics(self)
+        self.watch = GpuWatch(self, self.store.get("fleet"))
+        self.fleet = self.watch.fleet
+        now = time.time()
+        self.accounting = Accounting(Run(*row) for row in self.store.usage())
+        for run in self.accounting.runs:  # fair-share remembers recent usage across restarts
+            if now - run.end < 8 * self.site.fairshare_half_life_s:
+                self.usage.add(run.user, run.gpu_seconds, run.end)
+        self.last_plan = None
+        self.started_at = time.time()
+        self.backend.ensure_agents(self.nodes)
+        self._wake = asyncio.Event()
+        self._warming: asyncio.Task | None = None
+        self._explained_at = 0.0
+        self._tasks: set[asyncio.Task] = set()
+        stats = self.store.get("stats") or {}
+        for key, value in stats.items():
+            setattr(self.queue.stats, key, value)
+        self._by_key: dict[tuple[str, str], str] = {}
+        jobs, self.set_aside = self.store.load(now)
+        for bad in self.set_aside:  # kept in the store's set_aside table; said where an admin looks
+            log.error("job %s could not be loaded and was set aside: %s", bad.job_id, bad.error)
+            self.fleet.store_event(now, bad.job_id, f"job record could not be loaded and was set aside "
+                                                   f"(table set_aside): {bad.error}")
+        for job in jobs:
+            self.queue.restore(job)
+            if job.idempotency_key:
+                self._by_key[(job.user, job.idempotency_key)] = job.id
+        self.store.save([], kv={"cluster_id": self.cluster_id, **({"fleet": self.fleet.saved()} if self.set_aside else {})})
+        self._loop_task = asyncio.get_event_loop().create_task(self._run())
+        self._watch_task = asyncio.get_event_loop().create_task(self.watch.run())
+
+    # --- the loop -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        await recover(self)
+        last_reap = last_nodes = time.monotonic()
+        while True:
+            if time.monotonic() - last_nodes > NODE_REFRESH_S or not self.nodes:
+                last_nodes = time.monotonic()
+                self.refresh_nodes()
+            try:
+                self.cycle()
+                self.backend.evict_idle()
+                self.keep_warm()
+            except Exception:  # a bad cycle must not stop scheduling; the next one retries
+                log.exception("scheduling cycle failed")
+            if time.monotonic() - last_reap > self.site.reap_interval_s:
+                last_reap = time.monotonic()
+                self.reap()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.site.loop_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    def keep_warm(self) -> None:
+        if self._warming is not None and not self._warming.done():
+            return
+        if self.queue.count(JobState.QUEUED) or not self.site.warm_slots_per_node:
+            return  # waiting jobs need the GPUs now: no speculative slots
+        free = {n: len(g) for n, g in self.inventory.free().items()}
+        self._warming = asyncio.get_event_loop().create_task(self.backend.warm_up(free))
+
+    def refresh_nodes(self) -> None:
+        """Add GPU nodes that joined since the last look (a lost node's jobs fail through
+        their runners; its GPUs stay in the inventory until health checks drain them)."""
+        try:
+            found = discover_nodes()
+        except Exception:
+            log.exception("could not list Ray nodes")
+            return
+        for name, info in found.items():
+            if name not in self.inventory.nodes:
+                self.inventory.add_node(name, info.gpus)
+                self.fleet.node_added(name)
+                log.info("node %s joined with %d GPUs", name, info.gpus)
+        self.nodes.update(found)
+        self.backend.ensure_agents(found)
+        self.wake()
+
+    def reap(self) -> None:
+        """Backstop: have each node kill processes of jobs that are no longer running
+        (or being stopped). Jobs between scheduling and running count as running."""
+        live = [j.id for j in self.queue.jobs() if j.state.holds_gpus] + list(self.stopping)
+        for agent in self.backend.agents.values():
+            agent.reap.remote(live)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cycle(self) -> None:
+        """One scheduling cycle: plan on a snapshot, then apply the decisions."""
+        now = time.time()
+        began = time.perf_counter()
+        snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping))
+        # Reasons and estimated starts cost more than the decisions (a busy queue wakes the
+        # loop on every submit and every job end): refresh them at most once a second.
+        explain = time.monotonic() - self._explained_at >= EXPLAIN_INTERVAL_S
+        decided = plan(snap, now, self.policy, explain=explain)
+        if not self.site.start_jobs:  # the site stopped starts: keep the reasons, apply nothing
+            decided = decided.stopped("the site has stopped starting jobs (start_jobs = false)")
+        self.queue.record_cycle()
+        if explain:
+            self._explained_at = time.monotonic()
+            self.last_plan = decided
+        effects = lifecycle.apply_plan(self.queue, self.inventory, decided, now)
+        for job in effects.stop:
+            self.stop_job(job)
+            self.metrics.decisions.labels("preempt").inc()
+        for job in effects.launch:
+            self.metrics.scheduled(job, now)
+        self.metrics.cycle.observe(time.perf_counter() - began)
+        if effects.save:
+            durable = self.save(effects.save)
+            for job in effects.launch:
+                self.spawn(self.launch(job, durable))
+
+    def spawn(self, coro) -> None:
+        task = asyncio.get_event_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def save(self, jobs: list[Job], kv: dict | None = None, usage: list[tuple] | None = None,
+             audit: list[tuple] | None = None) -> asyncio.Future:
+        """Write jobs through to the store; await the result where the next step must not
+        happen before the change is durable. `audit` rows (at, who, action, target,
+        detail) commit in the same transaction as the change they record."""
+        done = self.durable.save(jobs, kv={"stats": dict(self.queue.stats.__dict__), **(kv or {})}, usage=usage,
+                                 audit=audit)
+        done.add_done_callback(_report_store_failure)
+        return done
+
+    # --- launching and monitoring ---------------------------------------------------
+
+    async def launch(self, job: Job, scheduled_stored: asyncio.Future) -> None:
+        try:
+            await scheduled_stored  # SCHEDULED is durable before anything is asked of Ray
+            await self._launch_steps(job)
+        except Exception as e:  # never leave a job stuck half-launched
+            log.exception("launch of %s failed", job.id)
+            attempt = job.attempts + (1 if job.state is JobState.ALLOCATING else 0)
+            for name in job.slots.get(attempt, []):
+                self.backend.discard(name)
+            self.release(job)
+            self.carry_out(lifecycle.launch_failed(self.queue, job, str(e), time.time()))
+
+    async def _launch_steps(self, job: Job) -> None:
+        if job.state is not JobState.SCHEDULED:
+            return  # cancelled before its launch began; cancel gave its GPUs back
+        attempt = job.attempts + 1
+        # ALLOCATING is stored together with the slot names, below: a restart before that
+        # finds the job SCHEDULED (back in line) and removes any slot no job names.
+        self.queue.allocate(job.id, time.time())
+        names: list[str] = []
+        for node, gpus in job.allocation.items():
+            slot = await self.backend.acquire(node, len(gpus), gpus, self.fleet.out_of_service_on(node))
+            if slot is not None:
+                names.append(slot.name)
+            if slot is None or job.state is not JobState.ALLOCATING:
+                for name in names:
+                    self.backend.park(name)
+                self.release(job)
+                self.carry_out(lifecycle.placement_timed_out(self.queue, job, self.site.placement_timeout_s,
+                                                             time.time()))
+                return
+        job.slots[attempt] = names
+        await self.save([job])  # before anything runs: a restart finds the slots by these names
+        infos = await self.run_on(names, job, attempt)
+        await self.adopt(job, attempt, infos)
+
+    async def run_on(self, names: list[str], job: Job, attempt: int) -> list[dict]:
+        """Start the job's command on its slots, as its user's account (accounts.py), in a
+        clean environment: the site's base, the job's env and gpuq's variables."""
+        env = {**job.spec.env, "GPUQ_JOB_ID": job.id, "GPUQ_RUN_ID": job.spec.run_id,
+               "GPUQ_ATTEMPT": str(attempt), "GPUQ_USER": job.spec.user}
+        return await self.backend.start(names, job.id, attempt, env, job.spec.command, job.spec.working_dir,
+                                        float(job.time_limit), self.site.stop_grace_s,
+                                        account_for(job.spec.user, self.site.unix_users), self.job_base_env,
+                                        self.site.job_logs_group_readable)
+
+    async def adopt(self, job: Job, attempt: int, infos: list[dict]) -> None:
+        """The command runs: record where it really runs, then watch it."""
+        actual = {info["node"]: sorted(info["gpus"]) for info in infos}
+        if job.state is JobState.ALLOCATING:
+            moved = self.inventory.rebind(job.id, actual)
+            for other_id, alloc in moved.items():  # still only planned: their plan follows Ray
+                self.queue.get(other_id).allocation = alloc
+            self.save([self.queue.start(job.id, min(i["started_at"] for i in infos), actual),
+                       *(self.queue.get(o) for o in moved)])
+            if job.id in self.evicting:  # its GPUs left service while it was being placed
+                self.stop_job(job)
+        elif job.state is JobState.CANCELLED:
+            self.stop_job(job)
+        await self.monitor(job, attempt)
+
+    def stop_job(self, job: Job) -> None:
+        """TERM, grace, KILL: the supervisor of each bundle does it."""
+        self.stopping.add(job.id)
+        self.backend.stop(job.slots.get(job.attempts + (1 if job.state is JobState.ALLOCATING else 0), []),
+                          job.id, job.attempts)
+
+    async def monitor(self, job: Job, attempt: int) -> None:
+        """Wait for every rank of the attempt to end, then finish the job."""
+        names = job.slots.get(attempt, [])
+        waits = {}
+        for rank, name in enumerate(names):
+            runner = self.backend.runner(name)
+            waits[rank] = asyncio.ensure_future(_await_ref(runner.wait.remote(job.id, attempt, rank)) if runner else _lost())
+        results: dict[int, dict | None] = {}
+        pending = set(waits.values())
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for rank, fut in waits.items():
+                if fut in done and rank not in results:
+                    results[rank] = fut.result()
+                    if results[rank] is None or results[rank].get("exit_code") != 0:
+                        self.backend.stop(names, job.id, attempt)  # one rank failed: stop the others
+        # A runner that died without an exit record: ask its node whether the job ended.
+        for rank, res in results.items():
+            if res is None:
+                node = job.node_of_rank(attempt, rank)
+                try:
+                    results[rank] = await self.backend.call_agent(node, "read_exit", job.id, attempt, rank) if node else None
+                except Exception:
+                    results[rank] = None
+                self.backend.discard(names[rank])  # a slot whose runner failed is not reused
+        self.finish(job, attempt, [results[r] for r in sorted(results)])
+
+    def finish(self, job: Job, attempt: int, results: list[dict | None]) -> None:
+        """The job's processes are gone: give its GPUs back, count its usage, and let the
+        lifecycle decide its state from what the runners reported."""
+        now = time.time()
+        evicted = self.evicting.pop(job.id, None)  # before release, which forgets it
+        for name in job.slots.get(attempt, []):
+            self.backend.park(name)
+        started = job.state_times.get(JobState.RUNNING, now)
+        run = None
+        if job.state_times.get(JobState.RUNNING) is not None and job.placements.get(attempt):
+            run = Run(job.id, attempt, job.user, job.gpus, started, now)
+            self.usage.add(job.user, run.gpu_seconds, now)
+            self.accounting.add(run)
+        self.release(job)
+        was_running = job.state is JobState.RUNNING
+        ended = lifecycle.classify(results, evicted, lambda rank: job.node_of_rank(attempt, rank), job.user)
+        self.carry_out(lifecycle.run_ended(self.queue, job, ended, now))
+        if was_running:
+            self.metrics.finished(job, now - started)
+        if run is not None:
+            self.save([], usage=[(run.job_id, run.attempt, run.user, run.gpus, run.start, run.end)])
+
+    def evict(self, job: Job, reason: str) -> None:
+        """Stop a job whose GPUs left service and put it back in line, as a failure that
+        is not its own. Held GPUs stay out of service when the job lets them go."""
+        was = job.state
+        effects, stopping = lifecycle.evict(self.queue, job, reason, time.time())
+        if stopping:
+            self.evicting[job.id] = reason  # how its run ends, when it ends
+        elif was is JobState.SCHEDULED:
+            self.release(job)  # nothing on Ray yet: its launch stops at the first check
+        self.carry_out(effects)
+
+    def carry_out(self, effects: lifecycle.Effects) -> None:
+        """What a lifecycle step asks of the runtime: store, stop, launch; then a cycle."""
+        if effects.save:
+            durable = self.save(effects.save)
+            for job in effects.launch:
+                self.spawn(self.launch(job, durable))
+        for job in effects.stop:
+            self.stop_job(job)
+        self.wake()
+
+    def running_runs(self, now: float) -> list[Run]:
+        """Runs still going, counted up to `now` (for usage and its metric)."""
+        return [Run(j.id, j.attempts, j.user, j.gpus, j.state_times[JobState.RUNNING], now)
+                for j in self.queue.jobs() if j.state is JobState.RUNNING and JobState.RUNNING in j.state_times]
+
+    def release(self, job: Job) -> None:
+        """Give the job's GPUs back and forget any stop owed to it."""
+        if self.inventory.allocation_of(job.id) is not None:
+            self.inventory.release(job.id)
+        self.stopping.discard(job.id)
+        self.evicting.pop(job.id, None)  # a launch given up, or a job ended: no stop is owed
+
+def _report_store_failure(done: asyncio.Future) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("job store write failed: %s", done.exception())
+
+
+async def _await_ref(ref) -> dict | None:
+    try:
+        return await ref
+    except ray.exceptions.RayError:
+        return None  # the runner (or its node) died
+
+
+async def _lost() -> None:
+    return None
+
+

@@ -1,0 +1,260 @@
+"""Durable state: every job and every transition, in SQLite on the head node.
+
+A change is written (WAL, synchronous=FULL: fsync at commit) before the caller is
+told it happened, so an orchestrator that dies and restarts reloads exactly what it
+acknowledged. One row per job holds the whole Job document (its event history
+included); one row per finished run (job, attempt) holds its GPU usage for
+accounting; one row per mutation anyone asked for (submit, cancel, hold, release,
+priority, drain, undrain, token changes) is the audit trail, written in the same
+transaction as the change it records; a small key/value table holds counters and
+the fleet's drains.
+
+A job row that no longer loads (a hand edit, a bug in an older version, a disk that
+flipped bits) must not keep the orchestrator from starting: it is moved, as it was,
+to `set_aside`, reported, and everything else loads.
+
+What is deliberately not stored: the line order (rebuilt from priority and the
+submission sequence), the inventory (rebuilt from the jobs that hold GPUs), and the
+plan (recomputed every cycle). A restart loses nothing a user was told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from orchestrator.core.errors import GpuqError
+from orchestrator.core.job import Job
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS usage (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    gpus INTEGER NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+);
+CREATE INDEX IF NOT EXISTS usage_end ON usage(end);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+CREATE TABLE IF NOT EXISTS set_aside (
+    id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    error TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class SetAside(NamedTuple):
+    job_id: str
+    seq: int
+    doc: str
+    error: str
+
+
+def _first_line(e: Exception) -> str:
+    """Pydantic's message, short: what failed to load, never the whole document."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return "; ".join(lines[:3])[:500]
+
+
+class StoreError(GpuqError):
+    """The store could not be read or written; the change was not made."""
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One writer (the orchestrator actor); check_same_thread off because Ray may
+            # run the actor's methods on a worker thread other than the one that opened it.
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # The service's alone: jobs' commands and env are in it (SQLite gives its WAL
+            # and shared-memory files the database file's mode).
+            os.chmod(self.path, 0o600)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the job store at {self.path}: {e}") from None
+
+    def save(self, jobs: Iterable[Job], kv: dict[str, object] | None = None) -> None:
+        """Write jobs (and counters) in one transaction; raises StoreError if it did not commit."""
+        self.write(rows_of(jobs), kv)
+
+    def write(self, rows: list[tuple[str, int, str, str]], kv: dict[str, object] | None = None,
+              usage: list[tuple] | None = None, audit: list[tuple] | None = None) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT INTO jobs (id, seq, state, doc) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
+                rows,
+            )
+            if usage:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO usage (job_id, attempt, user, gpus, start, end) VALUES (?, ?, ?, ?, ?, ?)",
+                    usage,
+                )
+            if audit:
+                self._db.executemany("INSERT INTO audit (at, who, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                                     [(at, who, action, target, json.dumps(detail)) for at, who, action, target, detail in audit])
+            if kv:
+                self._db.executemany(
+                    "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [(k, json.dumps(v)) for k, v in kv.items()],
+                )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise StoreError(f"could not write to the job store at {self.path}: {e}") from None
+
+    def load(self, now: float) -> tuple[list[Job], list[SetAside]]:
+        """Every job that loads, in submission order, and the rows that did not: those
+        are moved to the set_aside table (kept as they were, for an admin to look at)."""
+        try:
+            rows = self._db.execute("SELECT id, seq, doc FROM jobs ORDER BY seq").fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
+        jobs, bad = [], []
+        for job_id, seq, doc in rows:
+            try:
+                jobs.append(Job.model_validate_json(doc))
+            except ValueError as e:  # pydantic's ValidationError is one
+                bad.append(SetAside(str(job_id), int(seq), str(doc), _first_line(e)))
+        if bad:
+            self._set_aside(bad, now)
+        return jobs, bad
+
+    def _set_aside(self, bad: list[SetAside], now: float) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT INTO set_aside (id, seq, doc, error, at) VALUES (?, ?, ?, ?, ?)",
+                                 [(b.job_id, b.seq, b.doc, b.error, now) for b in bad])
+            self._db.executemany("DELETE FROM jobs WHERE id = ?", [(b.job_id,) for b in bad])
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._db.execute("ROLLBACK")
+            raise StoreError(f"could not set aside unreadable jobs in {self.path}: {e}") from None
+
+    def set_aside_count(self) -> int:
+        return self._db.execute("SELECT count(*) FROM set_aside").fetchone()[0]
+
+    def usage(self, since: float = 0.0) -> list[tuple[str, int, str, int, float, float]]:
+        """Finished runs (job_id, attempt, user, gpus, start, end) that ended after `since`."""
+        try:
+            return self._db.execute(
+                "SELECT job_id, attempt, user, gpus, start, end FROM usage WHERE end > ? ORDER BY end", (since,)
+            ).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
+
+    def audit(self, limit: int = 100, who: str | None = None, action: str | None = None,
+              since: float = 0.0) -> list[dict]:
+        """The audit trail, newest first."""
+        where, args = ["at >= ?"], [since]
+        if who:
+            where.append("who = ?")
+            args.append(who)
+        if action:
+            where.append("action = ?")
+            args.append(action)
+        try:
+            rows = self._db.execute(
+                f"SELECT at, who, action, target, detail FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                (*args, limit)).fetchall()  # the WHERE clause is built from fixed strings only
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
+        return [{"time": at, "who": w, "action": a, "target": t, "detail": json.loads(d)} for at, w, a, t, d in rows]
+
+    def get(self, key: str, default: object = None) -> object:
+        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def rows_of(jobs: Iterable[Job]) -> list[tuple[str, int, str, str]]:
+    return [(j.id, j.seq, j.state.value, j.model_dump_json()) for j in jobs]
+
+
+class GroupCommit:
+    """Durable writes from an asyncio loop without stalling it on fsync.
+
+    `save()` serialises the jobs at once (their state as of the call) and returns a
+    future that resolves when they are committed. One commit at a time runs in a
+    thread; saves made meanwhile are written together by the next one, so a burst of
+    submissions and job ends shares fsyncs. A caller that must not go on before its
+    change is durable (acknowledging a submit, launching on Ray) awaits the future.
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._rows: dict[str, tuple[str, int, str, str]] = {}
+        self._kv: dict[str, object] = {}
+        self._usage: list[tuple] = []
+        self._audit: list[tuple] = []
+        self._waiters: list[asyncio.Future] = []
+        self._task: asyncio.Task | None = None
+
+    def save(self, jobs: Iterable[Job], kv: dict[str, object] | None = None, usage: list[tuple] | None = None,
+             audit: list[tuple] | None = None) -> asyncio.Future:
+        loop = asyncio.get_event_loop()
+        for row in rows_of(jobs):
+            self._rows[row[0]] = row
+        self._kv.update(kv or {})
+        self._usage += usage or []
+        self._audit += audit or []
+        done = loop.create_future()
+        self._waiters.append(done)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._flush())
+        return done
+
+    async def _flush(self) -> None:
+        while self._waiters:
+            rows, kv, usage, audit, waiters = (list(self._rows.values()), dict(self._kv), self._usage, self._audit,
+                                               self._waiters)
+            self._rows, self._kv, self._usage, self._audit, self._waiters = {}, {}, [], [], []
+            try:
+                await asyncio.to_thread(self.store.write, rows, kv, usage, audit)
+            except StoreError as e:
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(e)
+                continue
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)

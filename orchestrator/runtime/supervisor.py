@@ -1,0 +1,189 @@
+"""The supervisor: a small process between a runner and the user's command.
+
+    python -m orchestrator.runtime.supervisor --dir DIR --time-limit S --grace S [--user ACCOUNT]
+                                      [--cwd DIR] [--group-read] -- CMD...  < env.json
+
+Why it exists (measured on Ray 2.60): killing a Ray worker kills its process group,
+but a child in its own session survives a worker SIGKILL, and grandchildren leak on
+`ray.cancel(force=True)`. The supervisor
+- runs the command in its own process group, so the whole tree can be signalled;
+- asks the kernel to TERM it when its parent (the runner) dies (PR_SET_PDEATHSIG),
+  and then stops the command: no job outlives the runner that tracks it;
+- on SIGTERM (cancel, preemption) or at the time limit sends TERM to the group,
+  waits the grace period (training code can checkpoint), then KILLs it;
+- copies the command's output into DIR/output.log, up to a size cap, noting any
+  truncation, so logs live on the node and outlast the runner;
+- writes DIR/exit.json atomically with the exit code and why it ended, and prints the
+  same record on its standard output for the runner (which so need not trust a file
+  the job's user owns).
+
+In a multi-user install it runs as root, like slurmstepd, and starts the command as
+the job's account (`--user`): its uid, primary gid and every group it is in, its HOME,
+USER, LOGNAME and SHELL, in its home unless the job names a working directory (the
+change of directory is made as the user, so a job cannot start inside a folder its
+user could not enter). The command's environment is built from nothing, like
+`sbatch --export=NONE`: the base the runner sends on standard input (PATH, LANG, TZ),
+the account's variables, the job's own env and gpuq's variables; the service's own
+environment (Ray's address and token, gpuq's paths) never reaches it. The supervisor
+itself stays root, so cancel, preemption and the time limit can always stop the job.
+A job whose account does not exist on this node ends with reason `no_account`.
+
+It uses the standard library only: it starts fast and cannot fail on an import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.runtime import jobfiles
+from orchestrator.core.accounts import Account
+
+PR_SET_PDEATHSIG = 1
+DEFAULT_LOG_CAP = 64 * 1024 * 1024
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the node reaper is the backstop
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="gpuq-supervisor")
+    ap.add_argument("--dir", required=True, type=Path)
+    ap.add_argument("--time-limit", type=float, default=0.0, help="seconds; 0 = none")
+    ap.add_argument("--grace", type=float, default=10.0)
+    ap.add_argument("--log-cap", type=int, default=DEFAULT_LOG_CAP)
+    ap.add_argument("--cwd")
+    ap.add_argument("--user", help="run the command as this Unix account (needs root)")
+    ap.add_argument("--group-read", action="store_true", help="the job's group may read its log")
+    ap.add_argument("command", nargs=argparse.REMAINDER)
+    args = ap.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    _die_with_parent()
+    sent = json.loads(sys.stdin.read() or "{}")
+    started = time.time()
+
+    try:
+        account = Account.lookup(args.user) if args.user else Account.current()
+    except KeyError:
+        account = None
+    owner = (account.uid, account.gid) if args.user and account else None
+    dfd, log_fd = jobfiles.prepare(args.dir, owner, args.group_read)
+
+    def finish(record: dict) -> int:
+        record = {**record, "started_at": started, "ended_at": time.time()}
+        jobfiles.write_record(dfd, "exit.json", record, owner, args.group_read)
+        try:
+            print(json.dumps(record), flush=True)
+        except (BrokenPipeError, OSError):
+            pass  # the runner is gone; the record on disk is what its node will read
+        return 0
+
+    if account is None:
+        message = f"no Unix account {args.user!r} on this node"
+        os.write(log_fd, f"[gpuq] {message}; the job cannot run here\n".encode())
+        return finish({"exit_code": None, "signal": None, "reason": "no_account", "message": message})
+
+    env = {**sent.get("base", {}), **account.login_env(), **sent.get("env", {})}
+    # The directory change happens as the user (env --chdir runs after the switch).
+    command = ["/usr/bin/env", f"--chdir={args.cwd or account.home}", *command]
+    switch = {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)} if owner else {}
+
+    stop_requested = {"why": None}
+
+    def on_term(signum, frame):  # noqa: ARG001
+        stop_requested["why"] = stop_requested["why"] or ("stopped" if signum == signal.SIGTERM else "interrupted")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+    try:
+        child = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            process_group=0, close_fds=True, env=env, **switch,
+        )
+    except OSError as e:
+        os.write(log_fd, f"[gpuq] could not start the command: {e}\n".encode())
+        return finish({"exit_code": 127, "signal": None, "reason": "launch_failed"})
+    jobfiles.write_record(dfd, "start.json", {"supervisor_pid": os.getpid(), "pid": child.pid, "started_at": started},
+                          owner, args.group_read)
+
+    deadline = started + args.time_limit if args.time_limit > 0 else None
+    written = dropped = 0
+    reason = None
+    term_sent_at = None
+    sel = selectors.DefaultSelector()
+    os.set_blocking(child.stdout.fileno(), False)
+    sel.register(child.stdout, selectors.EVENT_READ)
+    with os.fdopen(log_fd, "ab", buffering=0) as log:
+        open_pipe = True
+        while True:
+            now = time.time()
+            if reason is None:
+                if stop_requested["why"]:
+                    reason = stop_requested["why"]
+                elif deadline is not None and now >= deadline:
+                    reason = "time_limit"
+                    log.write(f"\n[gpuq] time limit of {args.time_limit:.0f} s reached; stopping\n".encode())
+                if reason is not None:
+                    _signal_group(child.pid, signal.SIGTERM)
+                    term_sent_at = now
+            elif term_sent_at is not None and now - term_sent_at >= args.grace:
+                _signal_group(child.pid, signal.SIGKILL)
+                term_sent_at = None
+            if open_pipe:
+                for _key, _ in sel.select(timeout=0.2):
+                    try:
+                        chunk = os.read(child.stdout.fileno(), 65536)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        sel.unregister(child.stdout)
+                        open_pipe = False
+                        break
+                    room = args.log_cap - written
+                    if room > 0:
+                        log.write(chunk[:room])
+                        written += min(room, len(chunk))
+                        if len(chunk) > room:
+                            log.write(f"\n[gpuq] log truncated at {args.log_cap} bytes; later output is discarded\n".encode())
+                    dropped += max(0, len(chunk) - max(room, 0))
+            else:
+                time.sleep(0.05)
+            code = child.poll()
+            if code is not None and not open_pipe:
+                break
+            if code is not None:
+                # The command exited but something it started still holds the pipe: the job
+                # is over, so stop the rest of its group (output already in the pipe is kept).
+                _signal_group(child.pid, signal.SIGKILL)
+        if dropped:
+            log.write(f"[gpuq] {dropped} bytes of output were discarded\n".encode())
+    # Anything left in the group (a daemon the command started) goes with it.
+    _signal_group(child.pid, signal.SIGKILL)
+    code = child.returncode
+    sig = -code if code < 0 else None
+    return finish({"exit_code": 128 + sig if sig else code, "signal": sig, "reason": reason or "exited"})
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

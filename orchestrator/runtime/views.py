@@ -1,0 +1,169 @@
+"""What the orchestrator shows: plain dicts in the seed's shapes, for the API and CLI.
+
+Times are seconds since the epoch (UTC). Keys the seed defines keep its names and
+meaning; everything else is added under new keys.
+"""
+
+from __future__ import annotations
+
+import time
+
+from orchestrator.core.accounts import install_mode
+from orchestrator.core.inventory import Inventory, SlotState
+from orchestrator.core.job import Job, format_allocation
+from orchestrator.core.decisions import Pending, Plan, Reason
+from orchestrator.core.queue import JobQueue
+from orchestrator.core.states import JobState
+
+
+def submitted(job: Job, queue: JobQueue) -> dict:
+    """The seed's POST /queue/submit answer."""
+    return {
+        "success": True,
+        "job_id": job.id,
+        "job": {"id": job.id, "run_id": job.spec.run_id, "state": job.state.value,
+                "gpu_count": job.spec.gpu_count, "priority": int(job.priority)},
+        "queue_position": queue.position(job.id),
+    }
+
+
+def job(j: Job, queue: JobQueue, detail: bool = False) -> dict:
+    out = {
+        "id": j.id,
+        "run_id": j.spec.run_id,
+        "name": j.spec.name,
+        "user": j.spec.user,
+        "state": j.state.value,
+        "gpu_count": j.spec.gpu_count,
+        "priority": int(j.priority),
+        "priority_name": j.priority.name,
+        "time_limit": j.spec.time_limit,
+        "submitted_at": j.submitted_at,
+        "started_at": j.state_times.get(JobState.RUNNING),
+        "ended_at": j.state_times.get(j.state) if j.state.is_terminal else None,
+        "attempts": j.attempts,
+        "retries": j.retries,
+        "allocation": j.allocation,
+        "placement": format_allocation(j.allocation),
+        "exit_code": j.exit_code,
+        "failure_reason": j.failure_reason,
+        "queue_position": queue.position(j.id),
+    }
+    if detail:
+        out.update(
+            spec=j.spec.model_dump(mode="json"),
+            placements={str(a): alloc for a, alloc in j.placements.items()},
+            slots={str(a): names for a, names in j.slots.items()},
+            state_times={s.value: t for s, t in j.state_times.items()},
+            events=[e.model_dump(mode="json") for e in j.events],
+        )
+    return out
+
+
+def jobs(queue: JobQueue, state: str | None, user: str | None, limit: int, offset: int, detail: bool = False) -> dict:
+    wanted = JobState(state) if state else None
+    selected = [j for j in queue.jobs() if (wanted is None or j.state is wanted) and (user is None or j.spec.user == user)]
+    selected.reverse()  # newest first, as people read job lists
+    page = selected[offset : offset + limit]
+    return {"jobs": [job(j, queue, detail) for j in page], "total": len(selected), "limit": limit, "offset": offset}
+
+
+def line(queue: JobQueue, last: Plan | None, limit: int) -> list[dict]:
+    """Queued (and held) jobs in the order the policy considers them, with why and when."""
+    order = list(last.order) if last else []
+    seen = set(order)
+    order += [j.id for j in queue.queued() if j.id not in seen]  # submitted since the last cycle
+    out = []
+    for jid in order:
+        if jid not in queue:
+            continue
+        j = queue.get(jid)
+        if j.state is not JobState.QUEUED:
+            continue
+        pending = (last.pending.get(jid) if last else None) or Pending(Reason.PRIORITY, "waiting for the next scheduling cycle")
+        out.append({**job(j, queue), "position": len(out) + 1, "reason": pending.code.value,
+                    "message": pending.message, "estimated_start": pending.estimated_start})
+        if len(out) >= limit:
+            break
+    held = [j for j in queue.jobs() if j.state is JobState.HELD]
+    out += [{**job(j, queue), "position": None, "reason": Reason.HELD.value,
+             "message": "held; release it to put it back in line", "estimated_start": None} for j in held]
+    return out
+
+
+def status(service, ray_up: bool) -> dict:
+    """The seed's GET /orchestrator/status, plus extras under new keys."""
+    inv: Inventory = service.inventory
+    q: JobQueue = service.queue
+    s = q.stats
+    total, allocated = inv.total, inv.allocated_count()
+    unhealthy = inv.unhealthy_count()
+    summary = q.summary()
+    return {
+        "running": bool(ray_up and service.loop_running),
+        "stats": {"jobs_scheduled": s.jobs_scheduled, "jobs_completed": s.jobs_completed,
+                  "jobs_failed": s.jobs_failed, "scheduling_cycles": s.scheduling_cycles},
+        "resource_summary": {"total_gpus": total, "available_gpus": inv.free_count(), "allocated_gpus": allocated},
+        "queue_summary": {k: summary[k] for k in ("total_jobs", "queued", "running", "completed", "failed")},
+        "details": {
+            "utilization": allocated / total if total else 0.0,
+            "unhealthy_gpus": unhealthy,
+            "drained_gpus": sum(1 for o in service.fleet.out.values() if o.state == "drained"),
+            "idle_gpus": len(service.fleet.idle(time.time())),
+            "telemetry": sorted({r.source for r in service.fleet.reports.values()}),
+            "queue_wait": queue_wait(q, time.time()),
+            "states": summary,
+            "jobs_retried": s.jobs_retried, "jobs_preempted": s.jobs_preempted, "jobs_cancelled": s.jobs_cancelled,
+            "nodes": list(inv.sizes),
+            "policy": service.policy.name.value,
+            "slots": {"busy": sum(1 for sl in service.backend.slots.values() if sl.parked_at is None),
+                      "parked": sum(1 for sl in service.backend.slots.values() if sl.parked_at is not None and sl.ready)},
+            "cluster_id": service.cluster_id,
+            "started_at": service.started_at,
+            "install": install_mode(),
+            "starting_jobs": service.site.start_jobs,  # false: the site stopped starts (start_jobs = false)
+            "records_set_aside": len(service.set_aside),
+        },
+    }
+
+
+def queue_wait(queue: JobQueue, now: float) -> dict:
+    """How long the jobs in line now have waited: the seed's "Queue Wait Time (avg, max)"."""
+    waits = [now - j.state_times.get(JobState.QUEUED, j.submitted_at) for j in queue.queued()]
+    return {"avg_s": sum(waits) / len(waits) if waits else 0.0, "max_s": max(waits, default=0.0), "jobs": len(waits)}
+
+
+def resources(service, now: float) -> dict:
+    """Every node and GPU: state, job, user, health, idleness and the latest telemetry.
+    A node's `telemetry.source` says whether its readings are real NVML or simulated."""
+    inv: Inventory = service.inventory
+    queue: JobQueue = service.queue
+    fleet = service.fleet
+    idle = fleet.idle(now)
+    out = []
+    for node, slots in inv.nodes.items():
+        report = fleet.reports.get(node)
+        samples = {g.index: g for g in report.gpus} if report else {}
+        gpus = []
+        for slot in slots:
+            j = queue.get(slot.job_id) if slot.job_id and slot.job_id in queue else None
+            why = fleet.state_of(node, slot.index)
+            g = samples.get(slot.index)
+            gpus.append({"index": slot.index, "name": slot.name, "state": slot.shown,
+                         "job_id": slot.job_id, "run_id": j.spec.run_id if j else None,
+                         "user": j.spec.user if j else None,
+                         "idle": (node, slot.index) in idle,
+                         "idle_since": idle[(node, slot.index)][1] if (node, slot.index) in idle else None,
+                         "out_of_service": None if why is None else {"state": why.state, "reason": why.reason,
+                                                                     "by": why.by, "since": why.since},
+                         "telemetry": None if g is None else {
+                             "utilization": g.utilization, "memory_used_bytes": g.memory_used_bytes,
+                             "memory_total_bytes": g.memory_total_bytes, "temperature_celsius": g.temperature_celsius,
+                             "power_watts": g.power_watts, "ecc_uncorrected": g.ecc_uncorrected}})
+        info = service.nodes.get(node)
+        out.append({"node": node, "ip": info.ip if info else None, "total": len(slots),
+                    "free": sum(1 for s in slots if s.state is SlotState.FREE), "gpus": gpus,
+                    "telemetry": {"source": report.source if report else None,
+                                  "detail": report.detail if report else "no report yet",
+                                  "reported_at": report.at if report else None}})
+    return {"nodes": out}

@@ -1,0 +1,212 @@
+"""A discrete-event replay of a job trace through the real policy.
+
+A virtual clock jumps from event to event (arrivals and completions). At every
+instant with an event, the simulator applies it, then runs one scheduling cycle:
+`policy.plan()` — the same function the live orchestrator calls — on a Snapshot of
+its own bookkeeping, and applies the starts and preemptions. Jobs run for their
+true duration; the policy sees only their time limits. Jobs larger than the
+cluster are dropped (counted in the result). Preempted jobs go back in line and
+later run again from the start.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from orchestrator.core.fairshare import UsageLedger
+from orchestrator.core.inventory import Inventory
+from orchestrator.core.ordering import Line, WaitingJob
+from orchestrator.core.placement import can_ever_fit
+from orchestrator.core.decisions import Snapshot
+from orchestrator.core.policy import PolicyConfig, nothing_to_decide, plan
+from orchestrator.core.preemption import Running
+from orchestrator.sim.traces import TraceJob
+
+# What users really type as time limits: round the true duration up to the next of these.
+COARSE_LIMITS_S = (3600, 2 * 3600, 4 * 3600, 8 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400)
+
+
+def time_limit(duration: float, model: str) -> float:
+    if model == "exact":
+        return max(duration, 1.0)
+    if model == "coarse":
+        for limit in COARSE_LIMITS_S:
+            if duration <= limit:
+                return float(limit)
+        return math.ceil(duration / 86400) * 86400.0
+    raise ValueError(f"time-limit model must be exact or coarse, not {model!r}")
+
+
+@dataclass(slots=True)
+class SimJob(WaitingJob):
+    """A trace job as the policy sees it, plus its true duration and its fate."""
+
+    duration: float = 0.0
+    first_start: float | None = None
+    start: float | None = None
+    end: float | None = None
+    run: int = 0  # bumps on preemption so a stale completion event is ignored
+    view: Running | None = None  # how the policy sees it while it runs
+
+
+@dataclass
+class Result:
+    policy: str
+    jobs: int
+    dropped: int
+    utilization: float
+    avg_wait_s: float
+    p50_wait_s: float
+    p95_wait_s: float
+    max_wait_s: float
+    avg_jct_s: float
+    makespan_s: float
+    preemptions: int
+    cycles: int
+    user_share: dict[str, float] = field(default_factory=dict)
+    # For plots: (time since first submit, busy GPUs) at each change, and every job's wait.
+    busy_series: list[tuple[float, int]] = field(default_factory=list, repr=False)
+    waits: list[float] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("busy_series", "waits")}
+
+
+def simulate(
+    trace: Sequence[TraceJob],
+    cfg: PolicyConfig,
+    sizes: dict[str, int],
+    limits: str = "exact",
+    progress: Callable[[int, int], None] | None = None,
+    fairshare_half_life_s: float = 7 * 86400.0,
+) -> Result:
+    inventory = Inventory.of(sizes)
+    line = Line()
+    ledger = UsageLedger(fairshare_half_life_s)
+    jobs: list[SimJob] = []
+    dropped = 0
+    for n, t in enumerate(trace):
+        if not can_ever_fit(sizes, t.gpus):
+            dropped += 1
+            continue
+        jobs.append(SimJob(str(n), f"job-{n}", t.user, t.gpus, t.priority, n, t.submit, time_limit(t.duration, limits),
+                           duration=t.duration))
+    running: dict[str, SimJob] = {}
+    ends: list[tuple[float, int, str, int]] = []  # (end time, seq, job id, run) — a heap
+    by_id = {j.id: j for j in jobs}
+    next_arrival = 0
+    cycles = preemptions = done = 0
+    busy_series: list[tuple[float, int]] = []
+    origin = jobs[0].submitted_at if jobs else 0.0
+    uses_usage = bool(cfg.weights.fairshare_weight)
+
+    while next_arrival < len(jobs) or ends:
+        now = min(
+            jobs[next_arrival].submitted_at if next_arrival < len(jobs) else math.inf,
+            ends[0][0] if ends else math.inf,
+        )
+        # 1. Apply every event at this instant: completions first, then arrivals.
+        while ends and ends[0][0] == now:
+            _, _, job_id, run = heapq.heappop(ends)
+            job = by_id[job_id]
+            if job.run != run or job_id not in running:
+                continue  # the run this event belonged to was preempted
+            inventory.release(job_id)
+            del running[job_id]
+            job.end = now
+            done += 1
+            if uses_usage:
+                ledger.add(job.user, job.gpus * job.duration, now)
+        while next_arrival < len(jobs) and jobs[next_arrival].submitted_at == now:
+            line.add(jobs[next_arrival])
+            next_arrival += 1
+        # 2. One cycle; after preemptions, one more so the preemptor takes the freed GPUs.
+        # Decisions are applied at once, with core/lifecycle.py's meaning: a victim goes
+        # back in line in its place and a start runs. Where the live service waits for a
+        # runner (a victim's GPUs come back when its processes are gone, a start is
+        # placed and launched first), the simulator has none: this is the one difference.
+        while True:
+            snap = Snapshot(
+                sizes=sizes,
+                free=inventory.free(),
+                line=line,
+                running=[j.view for j in running.values()],  # type: ignore[misc]
+                usage=ledger.snapshot(now) if uses_usage else {},
+            )
+            if nothing_to_decide(snap, cfg):
+                break  # the cycle would be empty: same result, less work
+            cycles += 1
+            decided = plan(snap, now, cfg, explain=False)
+            for p in decided.preemptions:
+                victim = by_id[p.job_id]
+                inventory.release(victim.id)
+                del running[victim.id]
+                victim.run += 1
+                victim.start = None
+                line.add(victim)
+                preemptions += 1
+            for s in decided.starts:
+                job = by_id[s.job_id]
+                inventory.allocate(job.id, s.allocation)
+                line.remove(job)
+                running[job.id] = job
+                job.start = now
+                job.view = Running(
+                    job.id, job.label, job.user, job.priority, {n: len(g) for n, g in s.allocation.items()},
+                    now, job.time_limit, job.preemptible,
+                )
+                if job.first_start is None:
+                    job.first_start = now
+                heapq.heappush(ends, (now + job.duration, job.seq, job.id, job.run))
+            if not decided.preemptions:
+                break
+        busy = inventory.allocated_count()
+        if not busy_series or busy_series[-1][1] != busy:
+            busy_series.append((now - origin, busy))
+        if progress is not None:
+            progress(done, len(jobs))
+
+    return _result(cfg.name.value, jobs, dropped, sizes, preemptions, cycles, busy_series)
+
+
+def _result(name, jobs: list[SimJob], dropped, sizes, preemptions, cycles, busy_series) -> Result:
+    if not jobs:
+        return Result(name, 0, dropped, 0.0, 0, 0, 0, 0, 0, 0, preemptions, cycles)
+    first = min(j.submitted_at for j in jobs)
+    last = max(j.end for j in jobs if j.end is not None)
+    makespan = last - first
+    total_gpus = sum(sizes.values())
+    work = sum(j.gpus * j.duration for j in jobs)
+    # A job's wait is submit -> the start of the run that finished it.
+    waits = sorted(j.start - j.submitted_at for j in jobs)  # type: ignore[operator]
+    jcts = [j.end - j.submitted_at for j in jobs]  # type: ignore[operator]
+    by_user: dict[str, float] = {}
+    for j in jobs:
+        by_user[j.user] = by_user.get(j.user, 0.0) + j.gpus * j.duration
+    share = {u: w / work for u, w in by_user.items()} if len(by_user) > 1 else {}
+    return Result(
+        policy=name,
+        jobs=len(jobs),
+        dropped=dropped,
+        utilization=work / (total_gpus * makespan) if makespan > 0 else 0.0,
+        avg_wait_s=sum(waits) / len(waits),
+        p50_wait_s=_pct(waits, 0.50),
+        p95_wait_s=_pct(waits, 0.95),
+        max_wait_s=waits[-1],
+        avg_jct_s=sum(jcts) / len(jcts),
+        makespan_s=makespan,
+        preemptions=preemptions,
+        cycles=cycles,
+        user_share=share,
+        busy_series=busy_series,
+        waits=waits,
+    )
+
+
+def _pct(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[k]

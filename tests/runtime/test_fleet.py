@@ -1,0 +1,53 @@
+"""Taking GPUs out of service and back: the fleet's bookkeeping, no Ray."""
+
+import pytest
+
+from orchestrator.core.errors import InvalidSpec
+from orchestrator.runtime.fleet import Fleet
+from orchestrator.runtime.health import HealthRules
+from orchestrator.core.inventory import Inventory, SlotState
+
+
+@pytest.fixture
+def fleet() -> Fleet:
+    return Fleet(Inventory.of({"gmi-node-1": 8, "gmi-node-2": 8}), HealthRules())
+
+
+def test_an_unhealthy_gpu_under_a_job_names_the_job_and_stays_out_after_release(fleet):
+    fleet.inventory.allocate("job-a", {"gmi-node-2": [2, 3]})
+    holders = fleet.take_out("gmi-node-2", [3], "unhealthy", "XID 79", "gpuq", now=1.0)
+    assert holders == {"job-a": [3]}
+    fleet.inventory.release("job-a")
+    assert fleet.inventory.free()["gmi-node-2"] == [0, 1, 2, 4, 5, 6, 7]
+    assert fleet.quarantined() == {"gmi-node-2": {3}}
+
+
+def test_a_drained_node_takes_no_new_allocation_and_undrain_brings_it_back(fleet):
+    fleet.take_out("gmi-node-1", None, "drained", "firmware", "root", now=1.0)
+    assert fleet.inventory.free()["gmi-node-1"] == []
+    assert fleet.put_back("gmi-node-1", None, "root", now=2.0) == list(range(8))
+    assert fleet.inventory.free()["gmi-node-1"] == list(range(8))
+    assert [e["action"] for e in fleet.events] == ["drained"] * 8 + ["returned"] * 8
+
+
+def test_draining_an_unhealthy_gpu_keeps_it_unhealthy(fleet):
+    fleet.take_out("gmi-node-2", [3], "unhealthy", "XID 79", "gpuq", now=1.0)
+    fleet.take_out("gmi-node-2", [3], "drained", "swap it", "root", now=2.0)
+    assert fleet.state_of("gmi-node-2", 3).state == "unhealthy"
+
+
+def test_what_is_stored_comes_back_after_a_restart(fleet):
+    fleet.take_out("gmi-node-2", [5], "unhealthy", "ECC", "gpuq", now=1.0)
+    again = Fleet(Inventory.of({"gmi-node-1": 8, "gmi-node-2": 8}), HealthRules(), fleet.saved())
+    assert again.state_of("gmi-node-2", 5).reason == "ECC"
+    assert again.inventory.nodes["gmi-node-2"][5].state is SlotState.UNHEALTHY
+    assert len(again.events) == 1
+
+
+@pytest.mark.parametrize(("node", "gpus", "field"), [("gmi-node-9", None, "node"), ("gmi-node-1", [8], "gpus"),
+                                                     ("gmi-node-1", [], "gpus"), ("gmi-node-1", [True], "gpus")])
+def test_bad_targets_name_the_field_and_change_nothing(fleet, node, gpus, field):
+    with pytest.raises(InvalidSpec) as e:
+        fleet.take_out(node, gpus, "drained", "x", "root", now=1.0)
+    assert e.value.errors[0][0] == field
+    assert not fleet.out and not fleet.events

@@ -1,0 +1,98 @@
+"""Nothing lost when the orchestrator dies: running jobs keep running, queued jobs stay
+queued, jobs that ended meanwhile get their exit codes, no GPU is booked twice."""
+
+import os
+import signal
+
+import pytest
+import ray
+
+from orchestrator.runtime.agent import tagged_processes
+from tests.raycluster import wait_for
+
+pytestmark = pytest.mark.ray
+
+
+def pids_of(orch, job_id):
+    return sorted(pid for pid, j in tagged_processes(orch.cluster_id).items() if j == job_id)
+
+
+def no_gpu_twice(orch):
+    owners = {}
+    for node in orch.call("resources")["nodes"]:
+        for gpu in node["gpus"]:
+            if gpu["job_id"]:
+                owners.setdefault(gpu["job_id"], []).append(gpu["name"])
+    names = [n for gpus in owners.values() for n in gpus]
+    assert len(names) == len(set(names))
+    return owners
+
+
+@pytest.mark.parametrize("how", ["ray.kill", "SIGKILL"])
+def test_orchestrator_restart_loses_nothing(orch, how):
+    long = orch.submit("echo started; sleep 300", gpus=4, run_id="long")
+    ending = orch.submit("sleep 3; exit 3", gpus=1, max_retries=0, run_id="ending")
+    waiting = orch.submit("echo all", gpus=16, run_id="waiting")
+    orch.wait_state(long, "running")
+    orch.wait_state(ending, "running")
+    wait_for(lambda: orch.log(long) == "started\n", 30, what="the long job's command to run")
+    before = pids_of(orch, long)
+    assert len(before) >= 2  # its supervisor and its command
+    placement = orch.job(long)["allocation"]
+
+    old_pid = orch.call("pid")
+    if how == "ray.kill":
+        ray.kill(orch.actor, no_restart=False)
+    else:
+        os.kill(old_pid, signal.SIGKILL)
+    # ray.kill returns before the actor is gone: wait for a new process to answer.
+    wait_for(lambda: orch.pid_or_none() not in (None, old_pid), 60, what="a restarted orchestrator")
+
+    assert orch.job(waiting)["state"] == "queued"
+    job = orch.wait_state(ending, "failed", timeout=60)
+    assert job["exit_code"] == 3 and job["attempts"] == 1
+    job = orch.job(long)
+    assert job["state"] == "running" and job["attempts"] == 1 and job["allocation"] == placement
+    assert pids_of(orch, long) == before  # the same processes: not restarted, not killed
+    owners = no_gpu_twice(orch)
+    assert sum(len(g) for g in owners.values()) == 4
+
+    orch.call("cancel", long)
+    orch.wait_state(waiting, "completed", timeout=90)
+    assert orch.log(waiting) == "all\n"
+
+
+def test_placement_that_never_happens_goes_back_in_line(orch, ray_cluster):
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    # Something outside gpuq holds all of gmi-node-1's GPUs: gpuq's inventory does not know.
+    blocker = placement_group([{"GPU": 8, "gmi-node-1": 0.001}], name="outsider")
+    ray.get(blocker.ready(), timeout=30)
+    try:
+        small = Harness_short(orch)
+        job_id = small.submit("echo placed", gpus=8)
+        wait_for(lambda: any("placement timed out" in e["reason"] for e in small.job(job_id)["events"]), 60,
+                 what="a placement time-out")
+    finally:
+        remove_placement_group(blocker)
+    small.wait_state(job_id, "completed", timeout=60)
+
+
+def Harness_short(orch):
+    """The same test orchestrator, restarted with a 2 s placement time-out."""
+    from orchestrator.runtime.actor import start_orchestrator
+
+    ray.kill(orch.actor, no_restart=True)
+    wait_for(lambda: not _exists(), 30, what="the old orchestrator to go")
+    orch.config["placement_timeout_s"] = 2
+    orch.actor = start_orchestrator(orch.config)
+    assert ray.get(orch.actor.ping.remote(), timeout=60) == "ok"
+    return orch
+
+
+def _exists():
+    try:
+        ray.get_actor("gpuq-orchestrator", namespace="gpuq")
+        return True
+    except ValueError:
+        return False
