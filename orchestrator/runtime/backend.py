@@ -66,6 +66,10 @@ def discover_nodes() -> dict[str, NodeInfo]:
     return dict(sorted(found.items()))
 
 
+class AgentRefused(Exception):
+    """A node agent raised (a fault it will not inject, a file it will not read)."""
+
+
 @dataclass
 class Slot:
     """A placement group with one GPU bundle on one node, and the runner inside it."""
@@ -114,6 +118,8 @@ class RayBackend:
             raise LookupError(f"no agent on node {node}")
         try:
             return await asyncio.wait_for(getattr(agent, method).remote(*args), timeout)
+        except ray.exceptions.RayTaskError as e:  # the agent raised: its message, not Ray's traceback
+            raise AgentRefused(str(e.cause if e.cause is not None else e)) from None
         except ray.exceptions.RayActorError:
             # Killed for good (or its node died): forget the handle so that ensure_agents
             # starts a new one instead of calling a dead actor forever.
@@ -296,6 +302,31 @@ class RayBackend:
             calls.append(runner.run.remote(job_id, attempt, rank, command, env, working_dir, time_limit, grace,
                                            account, base_env, group_read))
         return list(await asyncio.gather(*calls))
+
+    async def wait(self, name: str, job_id: str, attempt: int, rank: int) -> dict | None:
+        """The rank's exit record when its process ends; None when its runner (or the
+        runner's node) is gone."""
+        runner = self.runner(name)
+        if runner is None:
+            return None
+        try:
+            return await runner.wait.remote(job_id, attempt, rank)
+        except ray.exceptions.RayError:
+            return None
+
+    def connected(self) -> bool:
+        return ray.is_initialized()
+
+    def has_runner(self, name: str) -> bool:
+        return self.runner(name) is not None
+
+    def discover(self) -> dict[str, NodeInfo]:
+        return discover_nodes()
+
+    def reap(self, live: list[str]) -> None:
+        """Have each node kill processes of jobs not in `live` (a backstop)."""
+        for agent in self.agents.values():
+            agent.reap.remote(live)
 
     def stop(self, slots: list[str], job_id: str, attempt: int) -> None:
         for rank, name in enumerate(slots):

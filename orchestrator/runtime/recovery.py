@@ -15,7 +15,6 @@ The store is the truth for what users were told; Ray is the truth for what runs.
 from __future__ import annotations
 
 import logging
-import time
 
 from orchestrator.core.inventory import AllocationError
 from orchestrator.core.states import JobState
@@ -26,7 +25,7 @@ _HOLDING = (JobState.ALLOCATING, JobState.RUNNING, JobState.PREEMPTED, JobState.
 
 
 async def recover(svc) -> None:
-    now = time.time()
+    now = svc.clock()
     keep: set[str] = set()
     for job in list(svc.queue.jobs()):
         if job.state is JobState.SCHEDULED:
@@ -36,7 +35,7 @@ async def recover(svc) -> None:
             continue
         attempt = job.attempts + 1 if job.state is JobState.ALLOCATING else job.attempts
         names = job.slots.get(attempt, [])
-        alive = [svc.backend.runner(n) is not None for n in names]
+        alive = [svc.backend.has_runner(n) for n in names]
         if job.state is JobState.ALLOCATING and (len(names) != len(job.allocation) or not all(alive)):
             svc.save([svc.queue.requeue(job.id, now, "orchestrator restarted during placement")])
             continue
@@ -68,7 +67,7 @@ async def _finish_launch(svc, job, attempt: int, names: list[str]) -> None:
         for name in names:
             svc.backend.discard(name)
         svc.release(job)
-        svc.save([svc.queue.requeue(job.id, time.time(), "orchestrator restarted during launch")])
+        svc.save([svc.queue.requeue(job.id, svc.clock(), "orchestrator restarted during launch")])
         svc.wake()
         return
     await svc.adopt(job, attempt, infos)

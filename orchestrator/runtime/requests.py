@@ -14,21 +14,19 @@ only come from the service account itself and is trusted.
 
 from __future__ import annotations
 
-import time
 
-import ray
-
-from orchestrator.runtime import views
 from orchestrator.core.accounts import missing_account
 from orchestrator.core.config import Config
+from orchestrator.core.decisions import Start
 from orchestrator.core.errors import GpuqError, InvalidSpec
 from orchestrator.core.job import Job, JobSpec, Priority, format_allocation
-from orchestrator.core.rights import Caller, check_preemptible, check_priority
-from orchestrator.core.decisions import Start
 from orchestrator.core.policy import dry_run
+from orchestrator.core.rights import Caller, check_preemptible, check_priority
 from orchestrator.core.snapshot import snapshot_of
 from orchestrator.core.states import JobState
 from orchestrator.core.submission import MAX_LOG_OFFSET, check_key, parse_array
+from orchestrator.runtime import views
+from orchestrator.runtime.backend import AgentRefused
 
 
 class Requests:
@@ -68,10 +66,10 @@ class Requests:
             known = self._by_key.get((parsed.user, idempotency_key))
             if known is not None:
                 return views.submitted(self.queue.get(known), self.queue)
-        job = self.queue.submit(parsed, time.time())
+        job = self.queue.submit(parsed, self.clock())
         job.idempotency_key = idempotency_key
         try:
-            await self.save([job], audit=[audit(by, "submit", job.id, user=parsed.user, run_id=parsed.run_id,
+            await self.save([job], audit=[audit(self.clock(), by, "submit", job.id, user=parsed.user, run_id=parsed.run_id,
                                                 gpus=parsed.gpu_count, priority=parsed.priority.name)])
         except GpuqError:
             self.queue.forget(job.id)  # not stored means not accepted: the caller may retry
@@ -82,7 +80,7 @@ class Requests:
         return views.submitted(job, self.queue)
 
     def dry_run(self, parsed: JobSpec) -> dict:
-        now = time.time()
+        now = self.clock()
         probe = Job.new(parsed, seq=self.queue.next_seq, now=now, job_id="dry-run")
         snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping))
         answer = dry_run(snap, now, self.policy, probe)
@@ -98,7 +96,7 @@ class Requests:
         if key is not None and (parsed.user, key) in self._by_key:
             first = self.queue.get(self._by_key[(parsed.user, key)])
             return {**views.submitted(first, self.queue), "array": {"count": len(indices)}}
-        now = time.time()
+        now = self.clock()
         base = parsed.run_id[: 64 - len(str(max(indices))) - 1]
         jobs = []
         for i in indices:
@@ -106,7 +104,7 @@ class Requests:
             jobs.append(self.queue.submit(spec, now))
         jobs[0].idempotency_key = key
         try:
-            await self.save(jobs, audit=[audit(by, "submit", jobs[0].id, user=parsed.user, run_id=parsed.run_id,
+            await self.save(jobs, audit=[audit(self.clock(), by, "submit", jobs[0].id, user=parsed.user, run_id=parsed.run_id,
                                                gpus=parsed.gpu_count, priority=parsed.priority.name,
                                                array=len(jobs), last=jobs[-1].id)])
         except GpuqError:
@@ -123,8 +121,8 @@ class Requests:
         job_id = self.queue.resolve(job_id)
         job = self.queue.get(job_id)
         was = job.state
-        self.queue.cancel(job_id, time.time(), reason)
-        await self.save([job], audit=[audit(by, "cancel", job_id, user=job.user, was=was.value)])
+        self.queue.cancel(job_id, self.clock(), reason)
+        await self.save([job], audit=[audit(self.clock(), by, "cancel", job_id, user=job.user, was=was.value)])
         if was in (JobState.RUNNING, JobState.PREEMPTED):
             self.stop_job(job)
         elif was is JobState.SCHEDULED:
@@ -134,14 +132,14 @@ class Requests:
 
     async def hold(self, job_id: str, by: Caller | None = None) -> dict:
         job_id = self.queue.resolve(job_id)
-        job = self.queue.hold(job_id, time.time())
-        await self.save([job], audit=[audit(by, "hold", job_id, user=job.user)])
+        job = self.queue.hold(job_id, self.clock())
+        await self.save([job], audit=[audit(self.clock(), by, "hold", job_id, user=job.user)])
         return views.job(job, self.queue)
 
     async def release(self, job_id: str, by: Caller | None = None) -> dict:
         job_id = self.queue.resolve(job_id)
-        job = self.queue.release(job_id, time.time())
-        await self.save([job], audit=[audit(by, "release", job_id, user=job.user)])
+        job = self.queue.release(job_id, self.clock())
+        await self.save([job], audit=[audit(self.clock(), by, "release", job_id, user=job.user)])
         self.wake()
         return views.job(job, self.queue)
 
@@ -155,15 +153,15 @@ class Requests:
             raise InvalidSpec([("priority", str(e))]) from None
         if by is not None:
             check_priority(by, priority, was, self.site.max_priority, self.site.priority_grants)
-        job = self.queue.set_priority(job_id, priority, time.time())
-        await self.save([job], audit=[audit(by, "priority", job_id, user=job.user, was=was.name, now=job.priority.name)])
+        job = self.queue.set_priority(job_id, priority, self.clock())
+        await self.save([job], audit=[audit(self.clock(), by, "priority", job_id, user=job.user, was=was.name, now=job.priority.name)])
         self.wake()
         return views.job(job, self.queue)
 
     async def get_job(self, job_id: str) -> dict:
         job_id = self.queue.resolve(job_id)
         out = views.job(self.queue.get(job_id), self.queue, detail=True)
-        out["idle_gpus"] = self.watch.idle_of(job_id, time.time())  # held but unused for the idle window
+        out["idle_gpus"] = self.watch.idle_of(job_id, self.clock())  # held but unused for the idle window
         return out
 
     async def list_jobs(self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0,
@@ -174,10 +172,10 @@ class Requests:
         return views.line(self.queue, self.last_plan, limit)
 
     async def status(self) -> dict:
-        return views.status(self, ray.is_initialized())
+        return views.status(self, self.backend.connected())
 
     async def resources(self) -> dict:
-        return views.resources(self, time.time())
+        return views.resources(self, self.clock())
 
     # --- the fleet: drains, health, telemetry, usage ------------------------------------
 
@@ -188,14 +186,14 @@ class Requests:
             raise InvalidSpec([("reason", "is required: say why the GPUs are drained (it is kept in the audit trail)")])
         out = self.watch.take_out(node, gpus, "drained", reason.strip(), by, requeue=requeue)
         targets = self.fleet.targets(node, gpus)
-        await self.save([], audit=[audit(Caller(by, "admin"), "drain", node, gpus=targets, reason=reason.strip(),
+        await self.save([], audit=[audit(self.clock(), Caller(by, "admin"), "drain", node, gpus=targets, reason=reason.strip(),
                                          requeue=requeue)])
         return {**out, "gpus": targets}
 
     async def undrain(self, node: str, gpus: list[int] | None, by: str, reason: str = "") -> dict:
         """Put drained or unhealthy GPUs back in service (an admin's call)."""
         returned = self.watch.put_back(node, gpus, by, reason)
-        await self.save([], audit=[audit(Caller(by, "admin"), "undrain", node, gpus=returned, reason=reason)])
+        await self.save([], audit=[audit(self.clock(), Caller(by, "admin"), "undrain", node, gpus=returned, reason=reason)])
         return {"node": node, "returned": returned}
 
     async def inject(self, node: str, fault: str, gpu: int | None = None, value: float | None = None) -> str:
@@ -203,14 +201,14 @@ class Requests:
         self.fleet.targets(node, None)  # an unknown node is an InvalidSpec naming the field
         try:
             answer = await self.backend.call_agent(node, "inject", fault, gpu, value)
-        except ray.exceptions.RayTaskError as e:  # the agent refused: say why, without its traceback
-            raise InvalidSpec([("fault", str(e.cause))]) from None
+        except AgentRefused as e:  # the agent refused: say why
+            raise InvalidSpec([("fault", str(e))]) from None
         self.spawn(self.watch.poll())  # judge it now, not at the next poll
         return answer
 
     async def record(self, by: Caller, action: str, target: str, detail: dict) -> None:
         """Audit a change made elsewhere (the API's token changes); durable when it returns."""
-        await self.save([], audit=[audit(by, action, target, **detail)])
+        await self.save([], audit=[audit(self.clock(), by, action, target, **detail)])
 
     async def audit_trail(self, limit: int = 100, who: str | None = None, action: str | None = None,
                           since: float = 0.0) -> list[dict]:
@@ -220,13 +218,13 @@ class Requests:
         return list(self.fleet.events)[-limit:][::-1]
 
     async def usage_report(self, since: float, until: float | None = None, user: str | None = None) -> dict:
-        now = time.time()
+        now = self.clock()
         until = min(until or now, now)
         return self.accounting.report(since, until, self.running_runs(now), user)
 
     async def history(self, window_s: float = 3600.0) -> dict:
         """Allocation and measured utilization over the last `window_s` (one point per 10 s)."""
-        since = time.time() - window_s
+        since = self.clock() - window_s
         return {"points": [list(p) for p in self.watch.history if p[0] >= since],
                 "telemetry": sorted({r.source for r in self.fleet.reports.values()})}
 
@@ -265,7 +263,7 @@ class Requests:
         return os.getpid()
 
 
-def audit(by: Caller | None, action: str, target: str, **detail) -> tuple:
+def audit(at: float, by: Caller | None, action: str, target: str, **detail) -> tuple:
     """An audit row. Without `by` the call came straight to the actor, which only the
     service account can do."""
-    return (time.time(), by.user if by else "service", action, target, detail)
+    return (at, by.user if by else "service", action, target, detail)

@@ -22,8 +22,7 @@ import logging
 import os
 import time
 import uuid
-
-import ray
+from collections.abc import Callable
 
 from orchestrator.core import lifecycle
 from orchestrator.core.accounts import account_for
@@ -36,7 +35,7 @@ from orchestrator.core.queue import JobQueue
 from orchestrator.core.snapshot import snapshot_of
 from orchestrator.core.states import JobState
 from orchestrator.runtime.accounting import Accounting, Run
-from orchestrator.runtime.backend import RayBackend, discover_nodes
+from orchestrator.runtime.backend import RayBackend
 from orchestrator.runtime.metrics import Metrics
 from orchestrator.runtime.recovery import recover
 from orchestrator.runtime.requests import Requests
@@ -49,18 +48,22 @@ EXPLAIN_INTERVAL_S = 1.0
 
 
 class OrchestratorService(Requests):
-    def __init__(self, config: dict | None = None):
+    def __init__(self, config: dict | None = None, backend=None, clock: Callable[[], float] = time.time):
+        """`backend`: where jobs run (RayBackend unless a test passes a fake with the same
+        methods); `clock`: what "now" is for every state change and record."""
         self.site = Config.model_validate(config or {})
+        self.clock = clock
         self.store = Store(self.site.resolved_store_path())
         self.durable = GroupCommit(self.store)
         self.cluster_id = str(self.store.get("cluster_id") or uuid.uuid4().hex[:12])
-        self.backend = RayBackend(self.site.resolved_data_dir(), self.cluster_id, self.site.placement_timeout_s,
-                                  self.site.slot_idle_s, self.site.warm_slots_per_node)
+        self.backend = backend or RayBackend(self.site.resolved_data_dir(), self.cluster_id,
+                                             self.site.placement_timeout_s, self.site.slot_idle_s,
+                                             self.site.warm_slots_per_node)
         self.backend.telemetry = self.site.telemetry
         self.policy = PolicyConfig.from_site(self.site)
         self.queue = JobQueue()
         self.usage = UsageLedger(self.site.fairshare_half_life_s)
-        self.nodes = discover_nodes()
+        self.nodes = self.backend.discover()
         # Only nodes Ray reports: GPU nodes that join later are added by refresh_nodes().
         self.inventory = Inventory.of({n: info.gpus for n, info in self.nodes.items()})
         # What every job's environment starts from (it inherits nothing of the service's).
@@ -71,13 +74,13 @@ class OrchestratorService(Requests):
         self.metrics = Metrics(self)
         self.watch = GpuWatch(self, self.store.get("fleet"))
         self.fleet = self.watch.fleet
-        now = time.time()
+        now = self.clock()
         self.accounting = Accounting(Run(*row) for row in self.store.usage())
         for run in self.accounting.runs:  # fair-share remembers recent usage across restarts
             if now - run.end < 8 * self.site.fairshare_half_life_s:
                 self.usage.add(run.user, run.gpu_seconds, run.end)
         self.last_plan = None
-        self.started_at = time.time()
+        self.started_at = self.clock()
         self.backend.ensure_agents(self.nodes)
         self._wake = asyncio.Event()
         self._warming: asyncio.Task | None = None
@@ -136,7 +139,7 @@ class OrchestratorService(Requests):
         """Add GPU nodes that joined since the last look (a lost node's jobs fail through
         their runners; its GPUs stay in the inventory until health checks drain them)."""
         try:
-            found = discover_nodes()
+            found = self.backend.discover()
         except Exception:
             log.exception("could not list Ray nodes")
             return
@@ -153,15 +156,14 @@ class OrchestratorService(Requests):
         """Backstop: have each node kill processes of jobs that are no longer running
         (or being stopped). Jobs between scheduling and running count as running."""
         live = [j.id for j in self.queue.jobs() if j.state.holds_gpus] + list(self.stopping)
-        for agent in self.backend.agents.values():
-            agent.reap.remote(live)
+        self.backend.reap(live)
 
     def wake(self) -> None:
         self._wake.set()
 
     def cycle(self) -> None:
         """One scheduling cycle: plan on a snapshot, then apply the decisions."""
-        now = time.time()
+        now = self.clock()
         began = time.perf_counter()
         snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping))
         # Reasons and estimated starts cost more than the decisions (a busy queue wakes the
@@ -213,7 +215,7 @@ class OrchestratorService(Requests):
             for name in job.slots.get(attempt, []):
                 self.backend.discard(name)
             self.release(job)
-            self.carry_out(lifecycle.launch_failed(self.queue, job, str(e), time.time()))
+            self.carry_out(lifecycle.launch_failed(self.queue, job, str(e), self.clock()))
 
     async def _launch_steps(self, job: Job) -> None:
         if job.state is not JobState.SCHEDULED:
@@ -221,7 +223,7 @@ class OrchestratorService(Requests):
         attempt = job.attempts + 1
         # ALLOCATING is stored together with the slot names, below: a restart before that
         # finds the job SCHEDULED (back in line) and removes any slot no job names.
-        self.queue.allocate(job.id, time.time())
+        self.queue.allocate(job.id, self.clock())
         names: list[str] = []
         for node, gpus in job.allocation.items():
             slot = await self.backend.acquire(node, len(gpus), gpus, self.fleet.out_of_service_on(node))
@@ -232,7 +234,7 @@ class OrchestratorService(Requests):
                     self.backend.park(name)
                 self.release(job)
                 self.carry_out(lifecycle.placement_timed_out(self.queue, job, self.site.placement_timeout_s,
-                                                             time.time()))
+                                                             self.clock()))
                 return
         job.slots[attempt] = names
         await self.save([job])  # before anything runs: a restart finds the slots by these names
@@ -273,10 +275,8 @@ class OrchestratorService(Requests):
     async def monitor(self, job: Job, attempt: int) -> None:
         """Wait for every rank of the attempt to end, then finish the job."""
         names = job.slots.get(attempt, [])
-        waits = {}
-        for rank, name in enumerate(names):
-            runner = self.backend.runner(name)
-            waits[rank] = asyncio.ensure_future(_await_ref(runner.wait.remote(job.id, attempt, rank)) if runner else _lost())
+        waits = {rank: asyncio.ensure_future(self.backend.wait(name, job.id, attempt, rank))
+                 for rank, name in enumerate(names)}
         results: dict[int, dict | None] = {}
         pending = set(waits.values())
         while pending:
@@ -300,7 +300,7 @@ class OrchestratorService(Requests):
     def finish(self, job: Job, attempt: int, results: list[dict | None]) -> None:
         """The job's processes are gone: give its GPUs back, count its usage, and let the
         lifecycle decide its state from what the runners reported."""
-        now = time.time()
+        now = self.clock()
         evicted = self.evicting.pop(job.id, None)  # before release, which forgets it
         for name in job.slots.get(attempt, []):
             self.backend.park(name)
@@ -323,7 +323,7 @@ class OrchestratorService(Requests):
         """Stop a job whose GPUs left service and put it back in line, as a failure that
         is not its own. Held GPUs stay out of service when the job lets them go."""
         was = job.state
-        effects, stopping = lifecycle.evict(self.queue, job, reason, time.time())
+        effects, stopping = lifecycle.evict(self.queue, job, reason, self.clock())
         if stopping:
             self.evicting[job.id] = reason  # how its run ends, when it ends
         elif was is JobState.SCHEDULED:
@@ -355,16 +355,3 @@ class OrchestratorService(Requests):
 def _report_store_failure(done: asyncio.Future) -> None:
     if not done.cancelled() and done.exception() is not None:
         log.error("job store write failed: %s", done.exception())
-
-
-async def _await_ref(ref) -> dict | None:
-    try:
-        return await ref
-    except ray.exceptions.RayError:
-        return None  # the runner (or its node) died
-
-
-async def _lost() -> None:
-    return None
-
-

@@ -1,0 +1,190 @@
+"""The orchestrator service without Ray: a fake backend (tests/runtime/fakes.py) and a
+fake clock. Each test drives one event through the live service's code (the loop,
+launch, monitor, finish, recovery) and checks what it did to the job and asked of the
+backend. The same paths run on a real cluster in test_runtime.py and test_recovery.py."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+
+from orchestrator.core.states import JobState
+from orchestrator.runtime.service import OrchestratorService
+from tests.runtime.fakes import FakeBackend
+
+T0 = 1_800_000_000.0
+USER = getpass.getuser()  # an account that exists, single- or multi-user
+
+
+class Clock:
+    def __init__(self, t: float = T0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+async def until(what, timeout: float = 10.0):
+    """Wait for the service to get there (it works on its own tasks)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (result := what()):
+        assert asyncio.get_running_loop().time() < deadline, "the service did not get there"
+        await asyncio.sleep(0.01)
+    return result
+
+
+class World:
+    def __init__(self, tmp_path, **config):
+        self.clock = Clock()
+        self.backend = FakeBackend(self.clock)
+        self.config = {"store_path": str(tmp_path / "gpuq.db"), "data_dir": str(tmp_path / "data"),
+                       "loop_interval_s": 0.05, "warm_slots_per_node": 0, "telemetry_interval_s": 3600, **config}
+        self.svc = self.start()
+
+    def start(self) -> OrchestratorService:
+        return OrchestratorService(self.config, backend=self.backend, clock=self.clock)
+
+    async def submit(self, gpus: int = 1, **fields) -> str:
+        spec = {"run_id": "t", "user": USER, "command": "true", "gpu_count": gpus, **fields}
+        return (await self.svc.submit(spec))["job_id"]
+
+    def job(self, job_id: str):
+        return self.svc.queue.get(job_id)
+
+    async def running(self, job_id: str, attempt: int = 1):
+        await until(lambda: self.job(job_id).state is JobState.RUNNING and self.job(job_id).attempts == attempt)
+        return self.job(job_id)
+
+    def stop(self) -> None:
+        for task in (self.svc._loop_task, self.svc._watch_task, *self.svc._tasks):
+            task.cancel()
+        self.svc.store.close()
+
+
+def scenario(tmp_path, body, **config):
+    async def run():
+        world = World(tmp_path, **config)
+        try:
+            await body(world)
+        finally:
+            world.stop()
+
+    asyncio.run(run())
+
+
+def test_a_job_runs_and_completes_at_the_clocks_times(tmp_path):
+    async def body(w):
+        job_id = await w.submit(gpus=2)
+        job = await w.running(job_id)
+        assert w.backend.started == [(job_id, 1)] and job.state_times[JobState.RUNNING] == T0
+        w.clock.advance(30)
+        w.backend.end(job_id, 1, exit_code=0)
+        await until(lambda: job.state is JobState.COMPLETED)
+        assert job.state_times[JobState.COMPLETED] == T0 + 30 and job.exit_code == 0
+        assert [(r.job_id, r.gpu_seconds) for r in w.svc.accounting.runs] == [(job_id, 60.0)]
+        assert w.svc.inventory.free_count() == 16
+    scenario(tmp_path, body)
+
+
+def test_a_failed_command_is_retried_then_fails_for_good(tmp_path):
+    async def body(w):
+        job_id = await w.submit(max_retries=1)
+        await w.running(job_id)
+        w.backend.end(job_id, 1, exit_code=3)
+        job = await w.running(job_id, attempt=2)
+        assert job.retries == 1
+        w.backend.end(job_id, 2, exit_code=3)
+        await until(lambda: job.state is JobState.FAILED)
+        assert job.exit_code == 3 and job.failure_reason == "command failed"
+    scenario(tmp_path, body)
+
+
+def test_a_time_limit_is_final_even_with_retries_left(tmp_path):
+    async def body(w):
+        job_id = await w.submit(max_retries=3)
+        job = await w.running(job_id)
+        w.backend.end(job_id, 1, exit_code=-9, reason="time_limit")
+        await until(lambda: job.state is JobState.FAILED)
+        await asyncio.sleep(0.2)  # a few loop cycles: nothing starts it again
+        assert w.backend.started == [(job_id, 1)] and job.failure_reason == "time limit"
+    scenario(tmp_path, body)
+
+
+def test_a_lost_runner_puts_the_job_back_without_using_a_retry(tmp_path):
+    async def body(w):
+        job_id = await w.submit(max_retries=0)
+        await w.running(job_id)
+        w.backend.lose(job_id, 1)
+        job = await w.running(job_id, attempt=2)
+        assert job.retries == 0
+        assert any(e.reason.startswith("node lost") for e in job.events)
+    scenario(tmp_path, body)
+
+
+def test_a_placement_that_times_out_goes_back_in_line_and_starts_later(tmp_path):
+    async def body(w):
+        w.backend.placeable = False
+        job_id = await w.submit()
+        job = w.job(job_id)
+        await until(lambda: any(e.reason.startswith("placement timed out") for e in job.events))
+        assert job.attempts == 0 and job.retries == 0
+        w.backend.placeable = True
+        await w.running(job_id)
+    scenario(tmp_path, body)
+
+
+def test_a_critical_job_preempts_a_low_one_which_goes_back_in_line(tmp_path):
+    async def body(w):
+        low = await w.submit(gpus=16, priority="LOW")
+        await w.running(low)
+        critical = await w.submit(gpus=16, priority="CRITICAL")
+        await until(lambda: (low, 1) in w.backend.stopped)
+        await w.running(critical)
+        assert w.job(low).state is JobState.QUEUED and w.job(low).retries == 0
+        w.backend.end(critical, 1)
+        await w.running(low, attempt=2)
+    scenario(tmp_path, body)
+
+
+def test_a_job_whose_gpus_leave_service_is_stopped_and_requeued_as_not_its_fault(tmp_path):
+    async def body(w):
+        job_id = await w.submit(max_retries=0)
+        job = await w.running(job_id)
+        w.svc.evict(job, "GPU gmi-node-1:0 unhealthy: XID 79")
+        await until(lambda: (job_id, 1) in w.backend.stopped)
+        await w.running(job_id, attempt=2)
+        assert job.retries == 0 and any("XID 79" in e.reason for e in job.events)
+    scenario(tmp_path, body)
+
+
+def test_after_a_restart_a_running_job_is_adopted_not_started_again(tmp_path):
+    async def body(w):
+        job_id = await w.submit()
+        await w.running(job_id)
+        for task in (w.svc._loop_task, w.svc._watch_task, *w.svc._tasks):
+            task.cancel()
+        w.svc.store.close()
+        w.svc = w.start()  # the same store, the same runners
+        job = w.job(job_id)
+        assert job.state is JobState.RUNNING
+        w.clock.advance(5)
+        w.backend.end(job_id, 1)
+        await until(lambda: job.state is JobState.COMPLETED)
+        assert w.backend.started == [(job_id, 1)]
+    scenario(tmp_path, body)
+
+
+def test_a_job_cancelled_while_it_is_being_placed_never_starts(tmp_path):
+    async def body(w):
+        w.backend.placeable = False  # hold it in placement
+        job_id = await w.submit()
+        await until(lambda: w.job(job_id).state is JobState.ALLOCATING)
+        await w.svc.cancel(job_id)
+        w.backend.placeable = True
+        await asyncio.sleep(0.2)
+        assert w.job(job_id).state is JobState.CANCELLED and w.backend.started == []
+        assert w.svc.inventory.free_count() == 16
+    scenario(tmp_path, body)
