@@ -14,9 +14,32 @@ from orchestrator.runtime.names import NAMESPACE, ORCHESTRATOR_NAME
 from orchestrator.runtime.service import OrchestratorService
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
-class Orchestrator(OrchestratorService):
-    pass
+# What callers may ask of the actor (the API, `gpuq up`, the tests); every one is a
+# request method of the service (runtime/requests.py). The service's own hooks
+# (finish, evict, launch, save, carry_out...) are not reachable through Ray.
+PUBLIC = ("submit", "cancel", "hold", "release", "set_priority", "get_job", "list_jobs", "queue_view", "logs",
+          "status", "resources", "history", "metrics_text", "usage_report", "fleet_events", "audit_trail",
+          "drain", "undrain", "inject", "record", "ping", "pid")
+
+
+class _Orchestrator:
+    def __init__(self, config: dict | None = None):
+        self._service = OrchestratorService(config)
+
+
+def _forward(name: str):
+    async def method(self, *args, **kwargs):
+        return await getattr(self._service, name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = getattr(OrchestratorService, name).__doc__
+    return method
+
+
+for _name in PUBLIC:
+    setattr(_Orchestrator, _name, _forward(_name))
+
+Orchestrator = ray.remote(num_cpus=0, max_restarts=-1)(_Orchestrator)
 
 
 def head_node_id() -> str:

@@ -66,7 +66,7 @@ async def _finish_launch(svc, job, attempt: int, names: list[str]) -> None:
         log.exception("recovery: could not finish the launch of %s", job.id)
         for name in names:
             svc.backend.discard(name)
-        svc.release(job)
+        svc.give_back(job)
         svc.save([svc.queue.requeue(job.id, svc.clock(), "orchestrator restarted during launch")])
         svc.wake()
         return

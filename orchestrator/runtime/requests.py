@@ -126,7 +126,7 @@ class Requests:
         if was in (JobState.RUNNING, JobState.PREEMPTED):
             self.stop_job(job)
         elif was is JobState.SCHEDULED:
-            self.release(job)  # its launch task sees CANCELLED and stops there
+            self.give_back(job)  # its launch task sees CANCELLED and stops there
         self.wake()
         return views.job(job, self.queue)
 

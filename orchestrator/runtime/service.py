@@ -214,7 +214,7 @@ class OrchestratorService(Requests):
             attempt = job.attempts + (1 if job.state is JobState.ALLOCATING else 0)
             for name in job.slots.get(attempt, []):
                 self.backend.discard(name)
-            self.release(job)
+            self.give_back(job)
             self.carry_out(lifecycle.launch_failed(self.queue, job, str(e), self.clock()))
 
     async def _launch_steps(self, job: Job) -> None:
@@ -232,7 +232,7 @@ class OrchestratorService(Requests):
             if slot is None or job.state is not JobState.ALLOCATING:
                 for name in names:
                     self.backend.park(name)
-                self.release(job)
+                self.give_back(job)
                 self.carry_out(lifecycle.placement_timed_out(self.queue, job, self.site.placement_timeout_s,
                                                              self.clock()))
                 return
@@ -301,7 +301,7 @@ class OrchestratorService(Requests):
         """The job's processes are gone: give its GPUs back, count its usage, and let the
         lifecycle decide its state from what the runners reported."""
         now = self.clock()
-        evicted = self.evicting.pop(job.id, None)  # before release, which forgets it
+        evicted = self.evicting.pop(job.id, None)  # before give_back, which forgets it
         for name in job.slots.get(attempt, []):
             self.backend.park(name)
         started = job.state_times.get(JobState.RUNNING, now)
@@ -310,7 +310,7 @@ class OrchestratorService(Requests):
             run = Run(job.id, attempt, job.user, job.gpus, started, now)
             self.usage.add(job.user, run.gpu_seconds, now)
             self.accounting.add(run)
-        self.release(job)
+        self.give_back(job)
         was_running = job.state is JobState.RUNNING
         ended = lifecycle.classify(results, evicted, lambda rank: job.node_of_rank(attempt, rank), job.user)
         self.carry_out(lifecycle.run_ended(self.queue, job, ended, now))
@@ -327,7 +327,7 @@ class OrchestratorService(Requests):
         if stopping:
             self.evicting[job.id] = reason  # how its run ends, when it ends
         elif was is JobState.SCHEDULED:
-            self.release(job)  # nothing on Ray yet: its launch stops at the first check
+            self.give_back(job)  # nothing on Ray yet: its launch stops at the first check
         self.carry_out(effects)
 
     def carry_out(self, effects: lifecycle.Effects) -> None:
@@ -345,7 +345,7 @@ class OrchestratorService(Requests):
         return [Run(j.id, j.attempts, j.user, j.gpus, j.state_times[JobState.RUNNING], now)
                 for j in self.queue.jobs() if j.state is JobState.RUNNING and JobState.RUNNING in j.state_times]
 
-    def release(self, job: Job) -> None:
+    def give_back(self, job: Job) -> None:
         """Give the job's GPUs back and forget any stop owed to it."""
         if self.inventory.allocation_of(job.id) is not None:
             self.inventory.release(job.id)

@@ -107,6 +107,9 @@ def test_reprioritise_through_patch(http):
     r = http.patch(f"/jobs/{job_id}", json={"priority": "CRITICAL"}, headers=ADMIN)
     assert r.status_code == 200 and r.json()["priority"] == 4
     assert http.patch(f"/jobs/{job_id}", json={"priority": 7}, headers=ALICE).status_code == 422
+    r = http.post(f"/jobs/{job_id}/release", headers=ALICE)
+    assert r.status_code == 200 and r.json()["state"] == "queued"
+    assert http.post(f"/jobs/{job_id}/release", headers=ALICE).status_code == 409  # not held any more
     for j in (job_id, blocker["job_id"]):
         http.post(f"/jobs/{j}/cancel", headers=ALICE)
 

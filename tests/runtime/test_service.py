@@ -188,3 +188,18 @@ def test_a_job_cancelled_while_it_is_being_placed_never_starts(tmp_path):
         assert w.job(job_id).state is JobState.CANCELLED and w.backend.started == []
         assert w.svc.inventory.free_count() == 16
     scenario(tmp_path, body)
+
+
+def test_a_held_job_waits_until_its_owner_releases_it(tmp_path):
+    async def body(w):
+        blocker = await w.submit(gpus=16)
+        await w.running(blocker)
+        job_id = await w.submit()
+        assert (await w.svc.hold(job_id))["state"] == "held"
+        w.backend.end(blocker, 1)
+        await until(lambda: w.job(blocker).state is JobState.COMPLETED)
+        await asyncio.sleep(0.2)  # a few cycles with 16 GPUs free: it stays held
+        assert w.job(job_id).state is JobState.HELD and w.backend.started == [(blocker, 1)]
+        assert (await w.svc.release(job_id))["state"] == "queued"
+        await w.running(job_id)
+    scenario(tmp_path, body)
