@@ -52,15 +52,32 @@ class Client:
             r = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as e:
             raise ApiUnavailable(f"cannot reach gpuq at {self.url} ({e.__class__.__name__}); is it up? (scripts/up)") from None
-        if r.status_code == 503:
-            raise ApiUnavailable(r.json().get("detail", "gpuq is unavailable; try again"))
         if r.status_code >= 400:
-            try:
-                detail = r.json().get("detail", r.text)
-            except ValueError:
-                detail = r.text
-            raise ApiRefused(r.status_code, detail)
+            self._refuse(r)
         return r.json()
+
+    @staticmethod
+    def _refuse(r: httpx.Response):
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        if r.status_code == 503:
+            raise ApiUnavailable(detail or "gpuq is unavailable; try again")
+        raise ApiRefused(r.status_code, detail)
+
+    def stream(self, path: str, **params):
+        """A streamed answer's text, chunk by chunk, as the server writes it (a log
+        follow). No read time-out: a quiet job may write nothing for hours."""
+        params = {k: v for k, v in params.items() if v is not None}
+        try:
+            with self.http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    self._refuse(r)
+                yield from r.iter_text()
+        except httpx.HTTPError as e:
+            raise ApiUnavailable(f"lost gpuq at {self.url} ({e.__class__.__name__}); is it up? (scripts/up)") from None
 
     def get(self, path: str, **params):
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})

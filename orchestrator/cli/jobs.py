@@ -173,18 +173,18 @@ def register(app: typer.Typer) -> None:
              attempt: int | None = None, rank: int = 0, tail: int | None = None) -> None:
         """A job's output; -f follows it until the job ends."""
         client = _client()
-        out = _run(lambda: client.get(f"/jobs/{job_id}/logs", attempt=attempt, rank=rank, tail=tail))
-        sys.stdout.write(out["data"])
-        offset = out["offset"]
-        while follow and not out.get("done"):
-            time.sleep(0.5)
-            out = _run(lambda: client.get(f"/jobs/{job_id}/logs", attempt=attempt, rank=rank, offset=offset))
-            sys.stdout.write(out["data"])
-            sys.stdout.flush()
-            offset = out["offset"]
-        if follow:  # the last words written after the final state was reached
-            out = _run(lambda: client.get(f"/jobs/{job_id}/logs", attempt=attempt, rank=rank, offset=offset))
-            sys.stdout.write(out["data"])
+        if not follow:
+            sys.stdout.write(_run(lambda: client.get(f"/jobs/{job_id}/logs", attempt=attempt, rank=rank,
+                                                     tail=tail))["data"])
+            return
+
+        def copy() -> None:  # the API's follow stream (serve_app/follow.py), to the job's end
+            for chunk in client.stream(f"/jobs/{job_id}/logs", attempt=attempt, rank=rank, tail=tail,
+                                       follow="true"):
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+
+        _run(copy)
 
     for verb in ("cancel", "hold", "release"):
         def action(job_id: str, _verb=verb) -> None:

@@ -32,7 +32,7 @@ class AllocationError(GpuqError):
 
 
 @dataclass
-class Slot:
+class GpuSlot:
     node: str
     index: int
     state: SlotState = SlotState.FREE
@@ -58,7 +58,7 @@ class Slot:
 
 @dataclass
 class Inventory:
-    nodes: dict[str, list[Slot]] = field(default_factory=dict)
+    nodes: dict[str, list[GpuSlot]] = field(default_factory=dict)
     _by_job: dict[str, Allocation] = field(default_factory=dict)
 
     @classmethod
@@ -72,7 +72,7 @@ class Inventory:
     def add_node(self, node: str, gpus: int) -> None:
         if node in self.nodes:
             raise AllocationError(f"node {node} is already in the inventory")
-        self.nodes[node] = [Slot(node, i) for i in range(gpus)]
+        self.nodes[node] = [GpuSlot(node, i) for i in range(gpus)]
 
     # --- reading -------------------------------------------------------------------
 
@@ -208,7 +208,7 @@ class Inventory:
         else:
             slot.state = SlotState.FREE
 
-    def _slot(self, node: str, index: int) -> Slot:
+    def _slot(self, node: str, index: int) -> GpuSlot:
         try:
             return self.nodes[node][index]
         except (KeyError, IndexError):

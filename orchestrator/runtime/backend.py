@@ -71,7 +71,7 @@ class AgentRefused(Exception):
 
 
 @dataclass
-class Slot:
+class PlacementSlot:
     """A placement group with one GPU bundle on one node, and the runner inside it."""
 
     name: str
@@ -93,7 +93,7 @@ class RayBackend:
         self.slot_idle_s = slot_idle_s
         self.warm_slots_per_node = warm_slots_per_node
         self.agents: dict[str, ray.actor.ActorHandle] = {}
-        self.slots: dict[str, Slot] = {}
+        self.slots: dict[str, PlacementSlot] = {}
         self.capacity: dict[str, int] = {}
         self.held_out: dict[tuple[str, int], PlacementGroup] = {}  # quarantined GPUs
         self.telemetry = "auto"
@@ -129,7 +129,7 @@ class RayBackend:
 
     # --- slots ----------------------------------------------------------------------
 
-    async def acquire(self, node: str, size: int, prefer: list[int], avoid: set[int] = frozenset()) -> Slot | None:
+    async def acquire(self, node: str, size: int, prefer: list[int], avoid: set[int] = frozenset()) -> PlacementSlot | None:
         """A slot of `size` GPUs on `node`: a parked one if there is one (the planned GPUs
         first; none holding a GPU in `avoid`, those out of service), else a new one, after
         evicting parked slots that Ray would need the GPUs of. None (and nothing left
@@ -151,7 +151,7 @@ class RayBackend:
             self.discard(old)
         return await self._create(node, size)
 
-    async def _create(self, node: str, size: int, warm: bool = False) -> Slot | None:
+    async def _create(self, node: str, size: int, warm: bool = False) -> PlacementSlot | None:
         name = f"gpuq-slot-{uuid.uuid4().hex[:12]}"
         pg = placement_group([{"GPU": float(size), node: NODE_SHARE}], name=name, lifetime="detached")
         runner = Runner.options(
@@ -160,7 +160,7 @@ class RayBackend:
         ).remote(node, self.data_root)
         # Registered at once, so that a warm-up slot still being placed counts as holding its
         # GPUs and can be evicted by a job that needs them.
-        slot = Slot(name, node, size, pg, runner, parked_at=time.monotonic() if warm else None, ready=False)
+        slot = PlacementSlot(name, node, size, pg, runner, parked_at=time.monotonic() if warm else None, ready=False)
         self.slots[name] = slot
         try:
             # Not pg.ready(): it runs a dummy task in the bundle, which costs a Ray worker of
@@ -359,7 +359,7 @@ class RayBackend:
         except ValueError:
             pg = None
         if runner is not None and pg is not None:
-            self.slots[name] = Slot(name, node, size, pg, runner, list(gpus))
+            self.slots[name] = PlacementSlot(name, node, size, pg, runner, list(gpus))
 
 
 async def _placed(pg: PlacementGroup, timeout: float) -> bool:
