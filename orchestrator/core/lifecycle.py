@@ -10,8 +10,8 @@ through the queue) and into the effects the runtime must carry out:
   completes or fails, and a failure is retried or not (`may_retry`, the one retry
   decision);
 - GPUs that left service under a job (`evict`);
-- a placement Ray did not make in time (`placement_timed_out`), and a launch that
-  failed (`launch_failed`).
+- a placement Ray did not make in time (`placement_timed_out`), a launch that
+  failed (`launch_failed`), a launch a restart cut short (`not_started`).
 
 Pure: `now` is passed in, nothing here touches Ray, the store or a clock. The live
 service carries out the effects (runtime/service.py). The simulator has no runners
@@ -145,7 +145,16 @@ def placement_timed_out(queue: JobQueue, job: Job, timeout_s: float, now: float)
     """Ray did not place the job in time: back in line in its place (not a failure)."""
     if job.state is not JobState.ALLOCATING:
         return Effects()
-    return Effects(save=[queue.requeue(job.id, now, f"placement timed out after {timeout_s:.0f} s")])
+    return not_started(queue, job, f"placement timed out after {timeout_s:.0f} s", now)
+
+
+def not_started(queue: JobQueue, job: Job, why: str, now: float) -> Effects:
+    """A job scheduled or being placed whose command never ran (a placement that timed
+    out, a restart before its launch finished): back in line in its place; not a
+    failure, so no retry is used."""
+    if job.state not in (JobState.SCHEDULED, JobState.ALLOCATING):
+        return Effects()
+    return Effects(save=[queue.requeue(job.id, now, why)])
 
 
 def launch_failed(queue: JobQueue, job: Job, error: str, now: float) -> Effects:

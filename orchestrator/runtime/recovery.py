@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+from orchestrator.core import lifecycle
 from orchestrator.core.inventory import AllocationError
 from orchestrator.core.states import JobState
 
@@ -29,7 +30,7 @@ async def recover(svc) -> None:
     keep: set[str] = set()
     for job in list(svc.queue.jobs()):
         if job.state is JobState.SCHEDULED:
-            svc.save([svc.queue.requeue(job.id, now, "orchestrator restarted before launch")])
+            svc.carry_out(lifecycle.not_started(svc.queue, job, "orchestrator restarted before launch", now))
             continue
         if job.state not in _HOLDING or not job.allocation:
             continue
@@ -37,7 +38,7 @@ async def recover(svc) -> None:
         names = job.slots.get(attempt, [])
         alive = [svc.backend.has_runner(n) for n in names]
         if job.state is JobState.ALLOCATING and (len(names) != len(job.allocation) or not all(alive)):
-            svc.save([svc.queue.requeue(job.id, now, "orchestrator restarted during placement")])
+            svc.carry_out(lifecycle.not_started(svc.queue, job, "orchestrator restarted during placement", now))
             continue
         if job.state is JobState.CANCELLED and not any(alive):
             continue
@@ -67,7 +68,6 @@ async def _finish_launch(svc, job, attempt: int, names: list[str]) -> None:
         for name in names:
             svc.backend.discard(name)
         svc.give_back(job)
-        svc.save([svc.queue.requeue(job.id, svc.clock(), "orchestrator restarted during launch")])
-        svc.wake()
+        svc.carry_out(lifecycle.not_started(svc.queue, job, "orchestrator restarted during launch", svc.clock()))
         return
     await svc.adopt(job, attempt, infos)

@@ -170,3 +170,14 @@ def test_a_failed_launch_is_an_infrastructure_failure_retried_for_free(world):
     lifecycle.launch_failed(queue, job, "runner died", 2.0)
     assert job.state is JobState.QUEUED and job.retries == 0
     assert any(e.reason == "launch failed: runner died" for e in job.events)
+
+
+def test_a_launch_a_restart_cut_short_goes_back_in_line_and_a_running_job_is_left_alone(world):
+    queue, inventory = world
+    job = queue.submit(make_spec(max_retries=0), now=0.0)
+    lifecycle.apply_plan(queue, inventory, Plan(starts=[Start(job.id, {"gmi-node-1": [0]})]), 1.0)
+    effects = lifecycle.not_started(queue, job, "orchestrator restarted before launch", 2.0)
+    assert job.state is JobState.QUEUED and effects.save == [job] and job.retries == 0
+    other = running(world)
+    assert lifecycle.not_started(queue, other, "restart", 3.0) == lifecycle.Effects()
+    assert other.state is JobState.RUNNING
