@@ -23,3 +23,26 @@ def test_no_module_is_over_400_lines_unless_its_opening_says_why():
         if text.count("\n") > MAX_LINES and "over 400 lines" not in text[:3000]:
             long.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
     assert not long, long
+
+
+def test_state_names_elsewhere_are_exactly_the_tables():
+    from orchestrator.cli.jobs import STATE_COLOURS
+    from orchestrator.core.states import JobState
+    from serve_app.rayjobs import STATUS
+
+    names = {s.value for s in JobState}
+    assert set(STATUS) == names  # Ray's status for each of gpuq's states
+    assert set(STATE_COLOURS) == names
+
+
+def test_the_api_asks_the_actor_only_what_it_offers():
+    """The API calls the orchestrator by method name (serve_app/gateway.py); each name
+    must be one the actor forwards (runtime/actor.py, PUBLIC)."""
+    import re
+
+    from orchestrator.runtime.actor import PUBLIC
+
+    asked = set()
+    for path in ROOT.glob("serve_app/**/*.py"):
+        asked |= set(re.findall(r'\bcall\("([a-z_]+)"', path.read_text()))
+    assert asked and asked <= set(PUBLIC), asked - set(PUBLIC)
