@@ -14,9 +14,10 @@ through the queue) and into the effects the runtime must carry out:
   failed (`launch_failed`), a launch a restart cut short (`not_started`).
 
 Pure: `now` is passed in, nothing here touches Ray, the store or a clock. The live
-service carries out the effects (runtime/service.py). The simulator has no runners
-and no store, so it applies a plan itself, at once, with the same meaning: a victim
-frees its GPUs and goes back in line, a start runs (sim/simulator.py, step 2).
+service carries out the effects (runtime/service.py). The simulator applies its
+plans through `apply_plan` and `run_ended` too, on its own light records (`Moves`);
+having no runners, it carries out the effects at once: a victim's GPUs come back
+and a start runs in the same instant (sim/simulator.py, step 2, says so).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 from orchestrator.core.decisions import Plan
 from orchestrator.core.inventory import Inventory
@@ -58,6 +60,14 @@ class Exit:
     exit_code: int | None = None
 
 
+class Moves(Protocol):
+    """The queue moves a plan needs: JobQueue's, or the simulator's on its light records."""
+
+    def schedule(self, job_id: str, now: float, allocation): ...
+    def preempt(self, job_id: str, now: float, reason: str): ...
+    def requeue(self, job_id: str, now: float, reason: str): ...
+
+
 @dataclass
 class Effects:
     """What the runtime must do after a lifecycle step, in this order: make `save`
@@ -68,7 +78,7 @@ class Effects:
     launch: list[Job] = field(default_factory=list)
 
 
-def apply_plan(queue: JobQueue, inventory: Inventory, decided: Plan, now: float) -> Effects:
+def apply_plan(queue: Moves, inventory: Inventory, decided: Plan, now: float) -> Effects:
     """A cycle's decisions. A victim keeps its GPUs until its processes are gone (its
     runner reports, then `run_ended` requeues it); a start holds its GPUs from now."""
     out = Effects()
@@ -119,7 +129,8 @@ def may_retry(job: Job, kind: ExitKind) -> bool:
 
 def run_ended(queue: JobQueue, job: Job, ended: Exit | None, now: float) -> Effects:
     """The job's processes are gone (its GPUs are the runtime's to give back). `ended`
-    is how the run ended; None when there was no run to judge (a launch cut short)."""
+    is how the run ended; None when there is nothing to judge (a preempted job, in the
+    simulator: only Moves are needed then)."""
     if job.state is JobState.PREEMPTED:
         queue.requeue(job.id, now, "preempted; back in line in its place")
     elif job.state is JobState.RUNNING and ended is not None:

@@ -16,12 +16,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from orchestrator.core import lifecycle
 from orchestrator.core.fairshare import UsageLedger
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.ordering import Line, WaitingJob
 from orchestrator.core.placement import can_ever_fit
 from orchestrator.core.decisions import Snapshot
 from orchestrator.core.policy import PolicyConfig, nothing_to_decide, plan
+from orchestrator.core.states import JobState
 from orchestrator.core.preemption import Running
 from orchestrator.sim.traces import TraceJob
 
@@ -50,6 +52,33 @@ class SimJob(WaitingJob):
     end: float | None = None
     run: int = 0  # bumps on preemption so a stale completion event is ignored
     view: Running | None = None  # how the policy sees it while it runs
+    state: JobState = JobState.QUEUED
+    allocation: dict[str, list[int]] = field(default_factory=dict)
+
+
+class _Moves:
+    """The queue moves the lifecycle makes (lifecycle.Moves), on the simulator's light
+    records: a JobQueue of pydantic Jobs would cost more than the replay itself."""
+
+    def __init__(self, by_id: dict[str, SimJob], line: Line):
+        self.by_id, self.line = by_id, line
+
+    def schedule(self, job_id: str, now: float, allocation) -> SimJob:
+        job = self.by_id[job_id]
+        self.line.remove(job)
+        job.state, job.allocation = JobState.SCHEDULED, allocation
+        return job
+
+    def preempt(self, job_id: str, now: float, reason: str) -> SimJob:
+        job = self.by_id[job_id]
+        job.state = JobState.PREEMPTED
+        return job
+
+    def requeue(self, job_id: str, now: float, reason: str) -> SimJob:
+        job = self.by_id[job_id]
+        job.state = JobState.QUEUED
+        self.line.add(job)
+        return job
 
 
 @dataclass
@@ -97,6 +126,7 @@ def simulate(
     running: dict[str, SimJob] = {}
     ends: list[tuple[float, int, str, int]] = []  # (end time, seq, job id, run) — a heap
     by_id = {j.id: j for j in jobs}
+    moves = _Moves(by_id, line)
     next_arrival = 0
     cycles = preemptions = done = 0
     busy_series: list[tuple[float, int]] = []
@@ -116,7 +146,7 @@ def simulate(
                 continue  # the run this event belonged to was preempted
             inventory.release(job_id)
             del running[job_id]
-            job.end = now
+            job.state, job.end = JobState.COMPLETED, now
             done += 1
             if uses_usage:
                 ledger.add(job.user, job.gpus * job.duration, now)
@@ -124,10 +154,10 @@ def simulate(
             line.add(jobs[next_arrival])
             next_arrival += 1
         # 2. One cycle; after preemptions, one more so the preemptor takes the freed GPUs.
-        # Decisions are applied at once, with core/lifecycle.py's meaning: a victim goes
-        # back in line in its place and a start runs. Where the live service waits for a
-        # runner (a victim's GPUs come back when its processes are gone, a start is
-        # placed and launched first), the simulator has none: this is the one difference.
+        # Decisions are applied through core/lifecycle.py, as the live service applies
+        # them. The one difference: the live service waits for runners (a victim's GPUs
+        # come back when its processes are gone, a start is placed and launched first);
+        # the simulator has none, so both happen at once, here.
         while True:
             snap = Snapshot(
                 sizes=sizes,
@@ -140,22 +170,22 @@ def simulate(
                 break  # the cycle would be empty: same result, less work
             cycles += 1
             decided = plan(snap, now, cfg, explain=False)
-            for p in decided.preemptions:
-                victim = by_id[p.job_id]
+            if not decided.starts and not decided.preemptions:
+                break  # most cycles decide nothing: skip the bookkeeping (the replay's hot path)
+            effects = lifecycle.apply_plan(moves, inventory, decided, now)
+            for victim in effects.stop:  # no runner to wait for: its GPUs come back now
                 inventory.release(victim.id)
                 del running[victim.id]
                 victim.run += 1
                 victim.start = None
-                line.add(victim)
+                lifecycle.run_ended(moves, victim, None, now)  # back in line in its place
                 preemptions += 1
-            for s in decided.starts:
-                job = by_id[s.job_id]
-                inventory.allocate(job.id, s.allocation)
-                line.remove(job)
+            for job in effects.launch:  # no placement to wait for: it runs now
+                job.state = JobState.RUNNING
                 running[job.id] = job
                 job.start = now
                 job.view = Running(
-                    job.id, job.label, job.user, job.priority, {n: len(g) for n, g in s.allocation.items()},
+                    job.id, job.label, job.user, job.priority, {n: len(g) for n, g in job.allocation.items()},
                     now, job.time_limit, job.preemptible,
                 )
                 if job.first_start is None:
