@@ -148,6 +148,10 @@ class FaultRequest(Body):
     value: Annotated[Number, Field(ge=-1e9, le=1e9)] | None = None
 
 
+class StartsChange(Body):
+    enabled: StrictBool = Field(description="false: start nothing new (queue only); true: start again")
+
+
 class TokenRequest(Body):
     user: Name
     role: Literal["user", "admin", "reader"] = "user"

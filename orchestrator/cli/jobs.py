@@ -217,6 +217,14 @@ def register(app: typer.Typer) -> None:
         if install:
             colour = "green" if install["mode"] == "multi-user" else "yellow"
             console.print(f"[{colour}]{install['mode']} install[/{colour}]: {install['message']}")
+        details = s.get("details", {})
+        if details.get("starting_jobs") is False:
+            console.print("[yellow]starting no jobs[/yellow]: submissions are queued but nothing starts "
+                          "(an admin stopped starts, or start_jobs = false); resume with "
+                          "PUT /orchestrator/starts {\"enabled\": true}")
+        if details.get("records_set_aside"):
+            console.print(f"[red]{details['records_set_aside']} job record(s) set aside[/red] at the last start: "
+                          "see gpuq events")
 
     @app.command()
     def top(once: Annotated[bool, typer.Option("--once", help="print one frame and exit")] = False,

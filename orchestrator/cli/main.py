@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -66,14 +67,47 @@ def up(
 
 
 @app.command()
-def down() -> None:
-    """Stop the orchestrator and the local Ray cluster that `gpuq up` started."""
+def down(
+    force: Annotated[bool, typer.Option("--force", help="stop even if jobs are running (they are killed)")] = False,
+    drain: Annotated[bool, typer.Option("--drain", help="stop starting jobs, wait for the running ones to end, "
+                                                         "then stop")] = False,
+) -> None:
+    """Stop the orchestrator and the local Ray cluster that `gpuq up` started.
+
+    Refuses while jobs are running unless told what to do with them: --drain waits for
+    them (new submissions are still queued, and start after the next `gpuq up`),
+    --force kills them (queued jobs are kept either way)."""
+    from orchestrator.cli.client import ApiRefused, ApiUnavailable, Client
     from orchestrator.runtime import localcluster
 
-    if localcluster.down():
-        console.print("gpuq is down (queued jobs are kept in the store and come back with gpuq up).")
-    else:
+    if not localcluster.is_up():
         console.print("Nothing to stop: gpuq is not up.")
+        return
+    client = Client(localcluster.api_url())
+    try:
+        active = _active_jobs(client)
+        if active and drain:
+            client.request("PUT", "/orchestrator/starts", json={"enabled": False})
+            console.print(f"Starting no new jobs; waiting for {active} to end (Ctrl-C to stop waiting; "
+                          "gpuq keeps running)")
+            while active := _active_jobs(client):
+                console.print(f"  {active} still running", highlight=False)
+                time.sleep(5)
+    except (ApiRefused, ApiUnavailable) as e:
+        if not force:
+            _fail(f"cannot tell whether jobs are running ({e}); gpuq down --force stops anyway")
+        active = 0
+    if active and not force:
+        _fail(f"{active} job(s) are running or starting; gpuq down would kill them. Use --drain to let them "
+              "finish first, or --force to kill them (queued jobs are kept either way).")
+    localcluster.down()
+    console.print("gpuq is down (queued jobs are kept in the store and come back with gpuq up).")
+
+
+def _active_jobs(client) -> int:
+    """Jobs that hold or are about to hold GPUs: what `ray stop` would kill."""
+    states = client.get("/orchestrator/status")["details"]["states"]
+    return sum(states.get(s, 0) for s in ("scheduled", "allocating", "running", "preempted"))
 
 
 @app.command()

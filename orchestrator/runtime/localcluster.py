@@ -176,6 +176,20 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
     return started
 
 
+def api_url() -> str | None:
+    """Where the API of the cluster `gpuq up` started listens, if it is up."""
+    if not state_file().exists():
+        return None
+    try:
+        return json.loads(state_file().read_text()).get("api")
+    except ValueError:
+        return None
+
+
+def is_up() -> bool:
+    return _port_open(HEAD_PORT) or state_file().exists()
+
+
 def down() -> bool:
     """Stop the orchestrator and the local cluster. False if nothing was running."""
     if not _port_open(HEAD_PORT) and not state_file().exists():

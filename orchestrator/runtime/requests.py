@@ -206,6 +206,22 @@ class Requests:
         self.spawn(self.watch.poll())  # judge it now, not at the next poll
         return answer
 
+    async def set_starts(self, enabled: bool, by: Caller | None = None) -> dict:
+        """Stop or resume starting jobs, cluster-wide (`gpuq down --drain`, a maintenance
+        window): submissions are still accepted and queued; running jobs go on. Kept in
+        memory only: a restarted orchestrator starts jobs again unless the site config
+        says `start_jobs = false`, which this cannot override."""
+        if not isinstance(enabled, bool):
+            raise InvalidSpec([("enabled", "must be true or false")])
+        self.starts_stopped = not enabled
+        await self.save([], audit=[audit(self.clock(), by, "starts", "cluster", enabled=enabled)])
+        self.wake()
+        return {"starting_jobs": self.starting_jobs, "running": self.queue.count(JobState.RUNNING)}
+
+    @property
+    def starting_jobs(self) -> bool:
+        return self.site.start_jobs and not self.starts_stopped
+
     async def record(self, by: Caller, action: str, target: str, detail: dict) -> None:
         """Audit a change made elsewhere (the API's token changes); durable when it returns."""
         await self.save([], audit=[audit(self.clock(), by, action, target, **detail)])

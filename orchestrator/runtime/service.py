@@ -69,6 +69,7 @@ class OrchestratorService(Requests):
         # What every job's environment starts from (it inherits nothing of the service's).
         self.job_base_env = {"PATH": self.site.job_path, "LANG": os.environ.get("LANG") or "C.UTF-8",
                              **({"TZ": os.environ["TZ"]} if os.environ.get("TZ") else {})}
+        self.starts_stopped = False  # an admin stopped starts (set_starts); memory only
         self.stopping: set[str] = set()  # jobs told to stop whose GPUs are not back yet
         self.evicting: dict[str, str] = {}  # jobs stopped because their GPUs left service -> why
         self.metrics = Metrics(self)
@@ -170,8 +171,10 @@ class OrchestratorService(Requests):
         # loop on every submit and every job end): refresh them at most once a second.
         explain = time.monotonic() - self._explained_at >= EXPLAIN_INTERVAL_S
         decided = plan(snap, now, self.policy, explain=explain)
-        if not self.site.start_jobs:  # the site stopped starts: keep the reasons, apply nothing
-            decided = decided.stopped("the site has stopped starting jobs (start_jobs = false)")
+        if not self.starting_jobs:  # starts are stopped: keep the reasons, apply nothing
+            decided = decided.stopped("the site has stopped starting jobs (start_jobs = false)"
+                                      if not self.site.start_jobs else
+                                      "an admin stopped starting jobs (gpuq down --drain, or PUT /orchestrator/starts)")
         self.queue.record_cycle()
         if explain:
             self._explained_at = time.monotonic()

@@ -121,7 +121,7 @@ def status(service, ray_up: bool) -> dict:
             "cluster_id": service.cluster_id,
             "started_at": service.started_at,
             "install": install_mode(),
-            "starting_jobs": service.site.start_jobs,  # false: the site stopped starts (start_jobs = false)
+            "starting_jobs": service.starting_jobs,  # false: the site config or an admin stopped starts
             "records_set_aside": len(service.set_aside),
         },
     }

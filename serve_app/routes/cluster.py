@@ -15,6 +15,7 @@ from orchestrator.core.durations import parse_duration
 from serve_app.auth import Principal
 from serve_app.errors import ERRORS, invalid
 from serve_app.gateway import Gateway, admin, gateway, reader, signed_in
+from serve_app.models import StartsChange
 
 router = APIRouter(tags=["cluster"], responses=ERRORS)
 Since = Annotated[str, Query(min_length=1, max_length=32, description="a duration back from now (7d, 12h, 30m, 3600) "
@@ -78,6 +79,14 @@ async def usage(since: Since = "7d", until: Annotated[float | None, Query(ge=0, 
                 gw: Gateway = Depends(gateway)):
     """GPU-hours per user and per UTC day since `since`."""
     return await gw.call("usage_report", since_time(since), until, user)
+
+
+@router.put("/orchestrator/starts")
+async def starts(change: StartsChange, who: Principal = Depends(admin), gw: Gateway = Depends(gateway)):
+    """Admin: stop or resume starting jobs, cluster-wide (a maintenance window; `gpuq
+    down --drain`). Submissions are still queued and running jobs go on. A site config
+    with `start_jobs = false` stays stopped whatever this says."""
+    return await gw.call("set_starts", change.enabled, who.caller)
 
 
 @router.get("/audit")

@@ -3,6 +3,8 @@
 import httpx
 import pytest
 
+from tests.raycluster import wait_for
+
 pytestmark = pytest.mark.ray
 
 ALICE = {"Authorization": "Bearer alice-token"}
@@ -179,3 +181,17 @@ def test_metrics_are_prometheus_text_matching_status(http):
     status = http.get("/orchestrator/status").json()
     assert f"gpuq_gpus_total {float(status['resource_summary']['total_gpus'])}" in text
     assert "# TYPE gpuq_jobs_completed_total counter" in text
+
+
+def test_an_admin_can_stop_and_resume_starts_and_jobs_queue_meanwhile(http, orch):
+    assert http.put("/orchestrator/starts", json={"enabled": False}, headers=ALICE).status_code == 403
+    r = http.put("/orchestrator/starts", json={"enabled": False}, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["starting_jobs"] is False
+    job_id = http.post("/queue/submit", json={**SEED, "command": "true"}, headers=ALICE).json()["job_id"]
+    line = wait_for(lambda: [j for j in http.get("/queue").json()["jobs"] if j["id"] == job_id and
+                             j["reason"] == "Stopped"], 30, what="the job to wait as Stopped")
+    assert "stopped starting jobs" in line[0]["message"]
+    assert http.get("/orchestrator/status").json()["details"]["starting_jobs"] is False
+    assert http.put("/orchestrator/starts", json={"enabled": True}, headers=ADMIN).json()["starting_jobs"] is True
+    orch.wait_state(job_id, "completed")
+    assert any(e["action"] == "starts" for e in http.get("/audit", headers=ADMIN).json()["events"])

@@ -1,5 +1,6 @@
 """The `gpuq` command end to end, as a subprocess, against the REST API."""
 
+import json
 import os
 import subprocess
 import sys
@@ -88,3 +89,18 @@ def test_fleet_commands_drain_undrain_events_and_usage(gpuq, api):
     assert gpuq("submit", "--wait", "--gpus", "2", "--", "sleep", "1").returncode == 0
     usage = json.loads(gpuq("usage", "--since", "1h", "--json").stdout)
     assert [u["user"] for u in usage["users"]] == ["alice"] and usage["total_gpu_hours"] > 0
+
+
+def test_down_refuses_while_jobs_run_and_says_how_many(gpuq, api, orch, tmp_path):
+    """`gpuq down` against a cluster with a running job stops nothing without --drain or
+    --force. (The cluster here is the test session's: were the refusal to fail, this
+    test would stop it.)"""
+    job_id = orch.submit("sleep 120", gpus=2)
+    orch.wait_state(job_id, "running")
+    (tmp_path / "cluster.json").write_text(json.dumps({"api": api}))
+    env = {**os.environ, "GPUQ_HOME": str(tmp_path), "GPUQ_TOKEN": "admin-token"}
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "down"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 2 and "1 job(s) are running" in out.stderr + out.stdout, out
+    assert "--drain" in out.stderr + out.stdout
+    assert orch.job(job_id)["state"] == "running"
