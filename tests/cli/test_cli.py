@@ -85,7 +85,9 @@ def test_fleet_commands_drain_undrain_events_and_usage(gpuq, api):
     events = json.loads(admin("events", "--json").stdout)
     assert [(e["gpu"], e["action"], e["by"], e["reason"]) for e in events] == [(4, "drained", "root", "cabling"),
                                                                               (3, "drained", "root", "cabling")]
+    assert "14 available" in gpuq("status").stdout and "out of service: 2 drained" in gpuq("status").stdout
     assert "3,4" in admin("undrain", "gmi-node-2").stdout
+    assert "out of service" not in gpuq("status").stdout
     assert gpuq("submit", "--wait", "--gpus", "2", "--", "sleep", "1").returncode == 0
     usage = json.loads(gpuq("usage", "--since", "1h", "--json").stdout)
     assert [u["user"] for u in usage["users"]] == ["alice"] and usage["total_gpu_hours"] > 0
