@@ -36,6 +36,13 @@ async def until(what, timeout: float = 10.0):
     return result
 
 
+async def cycles(w, n: int = 3):
+    """Wait until the loop has run `n` more scheduling cycles: time enough for anything
+    that was going to happen to have happened."""
+    start = w.svc.queue.stats.scheduling_cycles
+    await until(lambda: w.svc.queue.stats.scheduling_cycles >= start + n)
+
+
 class World:
     def __init__(self, tmp_path, **config):
         self.clock = Clock()
@@ -108,7 +115,7 @@ def test_a_time_limit_is_final_even_with_retries_left(tmp_path):
         job = await w.running(job_id)
         w.backend.end(job_id, 1, exit_code=-9, reason="time_limit")
         await until(lambda: job.state is JobState.FAILED)
-        await asyncio.sleep(0.2)  # a few loop cycles: nothing starts it again
+        await cycles(w)  # nothing starts it again
         assert w.backend.started == [(job_id, 1)] and job.failure_reason == "time limit"
     scenario(tmp_path, body)
 
@@ -184,7 +191,7 @@ def test_a_job_cancelled_while_it_is_being_placed_never_starts(tmp_path):
         await until(lambda: w.job(job_id).state is JobState.ALLOCATING)
         await w.svc.cancel(job_id)
         w.backend.placeable = True
-        await asyncio.sleep(0.2)
+        await cycles(w)
         assert w.job(job_id).state is JobState.CANCELLED and w.backend.started == []
         assert w.svc.inventory.free_count() == 16
     scenario(tmp_path, body)
@@ -198,7 +205,7 @@ def test_a_held_job_waits_until_its_owner_releases_it(tmp_path):
         assert (await w.svc.hold(job_id))["state"] == "held"
         w.backend.end(blocker, 1)
         await until(lambda: w.job(blocker).state is JobState.COMPLETED)
-        await asyncio.sleep(0.2)  # a few cycles with 16 GPUs free: it stays held
+        await cycles(w)  # cycles with 16 GPUs free: it stays held
         assert w.job(job_id).state is JobState.HELD and w.backend.started == [(blocker, 1)]
         assert (await w.svc.release(job_id))["state"] == "queued"
         await w.running(job_id)
