@@ -39,9 +39,14 @@ web.mount(app)
 # are async and a follower costs little (follow.py), so the bound that matters is the
 # stream cap in limits.py, not Serve's.
 MAX_ONGOING_REQUESTS = 1000
+# The control plane stays on the head, beside the orchestrator and its store: a GPU node's
+# death must not take the API with it (issue #14). The replica is pinned by the head's
+# own resource; the proxy that owns the API's address runs on the head only.
+ON_HEAD = {"node:__internal_head__": 0.001}
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=MAX_ONGOING_REQUESTS, ray_actor_options={"num_cpus": 0})
+@serve.deployment(num_replicas=1, max_ongoing_requests=MAX_ONGOING_REQUESTS,
+                  ray_actor_options={"num_cpus": 0, "resources": ON_HEAD})
 @serve.ingress(app)
 class GpuqAPI:
     def __init__(self, tokens_file: str | None = None, auth_reads: bool = True, site: dict | None = None):
@@ -54,6 +59,6 @@ def deploy(host: str = "127.0.0.1", port: int = 8000, tokens_file: str | None = 
            site: dict | None = None) -> str:
     """Run the API on Ray Serve (loopback unless told otherwise); returns its URL.
     `site`: the site config's unix_users and allow_shared_account (token rules)."""
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
     serve.run(GpuqAPI.bind(str(tokens_file or tokens_path()), auth_reads, site or {}), name="gpuq", route_prefix="/")
     return f"http://{host}:{port}"

@@ -211,8 +211,10 @@ def register(app: typer.Typer) -> None:
         r, q = s["resource_summary"], s["queue_summary"]
         util = r["allocated_gpus"] / r["total_gpus"] if r["total_gpus"] else 0
         d = s.get("details", {})
-        out = {why: d.get(f"{why}_gpus", 0) for why in ("unhealthy", "drained")}
+        out = {why: d.get(f"{why}_gpus", 0) for why in ("down", "unhealthy", "drained")}
         why = "; out of service: " + ", ".join(f"{n} {w}" for w, n in out.items() if n) if any(out.values()) else ""
+        if d.get("down_nodes"):
+            why += f" (node{'s' if len(d['down_nodes']) > 1 else ''} down: {', '.join(d['down_nodes'])})"
         console.print(f"GPUs: {r['total_gpus']} total, {r['available_gpus']} available, {r['allocated_gpus']} allocated "
                       f"({util:.0%}){why}")
         console.print(f"jobs: {q['queued']} queued, {q['running']} running, {q['completed']} completed, {q['failed']} failed")

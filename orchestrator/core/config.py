@@ -99,6 +99,10 @@ class Config(BaseModel):
     telemetry_interval_s: float = Field(default=5.0, gt=0)
     # A node whose agent has not reported for this long has all its GPUs marked unhealthy.
     node_silent_after_s: float = Field(default=30.0, gt=0)
+    # A node Ray declared dead (down) returns to service by itself when a node of that
+    # name registers again, like Slurm's ReturnToService=2. False: it comes back drained,
+    # for an admin to `gpuq undrain`.
+    node_return_to_service: bool = True
     # An allocated GPU under this utilization (0..1) for this long is flagged idle.
     idle_utilization: float = Field(default=0.05, ge=0, le=1)
     idle_window_s: float = Field(default=600.0, gt=0)

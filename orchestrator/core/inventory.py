@@ -25,6 +25,7 @@ class SlotState(str, Enum):
     ALLOCATED = "allocated"
     UNHEALTHY = "unhealthy"  # reported bad (XID, ECC, silent node); never handed out
     DRAINED = "drained"  # taken out of service by an admin; never handed out
+    DOWN = "down"  # its node is gone (Ray declared it dead); back when the node registers again
 
 
 class AllocationError(GpuqError):
@@ -51,6 +52,8 @@ class GpuSlot:
         ends), drained or unhealthy."""
         if SlotState.UNHEALTHY in (self.state, self.out_of_service):
             return "unhealthy"
+        if SlotState.DOWN in (self.state, self.out_of_service):
+            return "down"
         if self.out_of_service is SlotState.DRAINED:
             return "draining"
         return self.state.value
@@ -190,10 +193,10 @@ class Inventory:
         return moved
 
     def set_out_of_service(self, node: str, index: int, state: SlotState) -> str | None:
-        """Mark a GPU unhealthy or drained. Returns the job still holding it, if any:
-        that job must be stopped; the GPU stays out of service when it is released."""
-        if state not in (SlotState.UNHEALTHY, SlotState.DRAINED):
-            raise ValueError("state must be UNHEALTHY or DRAINED")
+        """Mark a GPU unhealthy, drained or down. Returns the job still holding it, if
+        any: that job must be stopped; the GPU stays out of service when it is released."""
+        if state not in (SlotState.UNHEALTHY, SlotState.DRAINED, SlotState.DOWN):
+            raise ValueError("state must be UNHEALTHY, DRAINED or DOWN")
         slot = self._slot(node, index)
         if slot.state is SlotState.ALLOCATED:
             slot.out_of_service = state

@@ -112,6 +112,19 @@ class RayBackend:
                 # An agent left by an earlier orchestrator keeps running: bring it up to date.
                 self.agents[name].configure.remote(self.data_root, self.cluster_id, info.gpus, self.telemetry)
 
+    def node_lost(self, node: str) -> None:
+        """Ray declared the node dead: forget its agent and remove its slots and quarantine
+        groups (a detached group would otherwise wait for the node forever, and a launch
+        waiting on one of them fails now instead of at the placement time-out)."""
+        self.agents.pop(node, None)
+        self.capacity.pop(node, None)
+        for slot in [s for s in self.slots.values() if s.node == node]:
+            self.discard(slot)
+        for (n, i), pg in list(self.held_out.items()):
+            if n == node:
+                remove_placement_group(pg)
+                del self.held_out[(n, i)]
+
     async def call_agent(self, node: str, method: str, *args, timeout: float = 10.0):
         agent = self.agents.get(node)
         if agent is None:

@@ -12,6 +12,12 @@ Two ways out of service, as in Slurm:
   the admin asked for it to be requeued now; meanwhile the GPU shows as draining.
 Either way only an admin puts it back (`gpuq undrain`). Both are stored, so a restart
 keeps them, and every change is an event with who, when and why.
+
+A third way is a whole node's: *down*, when Ray declares its raylet dead. Its jobs are
+requeued as infrastructure failures and nothing is planned on it. As with Slurm's
+ReturnToService=2, a down node returns to service by itself when a node of the same
+name registers again (unless the site turns that off: it then comes back drained).
+GPUs that were unhealthy or drained before the node went down keep that state.
 """
 
 from __future__ import annotations
@@ -35,12 +41,22 @@ class OutOfService:
     since: float
 
 
+@dataclass(frozen=True)
+class NodeDown:
+    reason: str
+    since: float
+
+
 class Fleet:
     def __init__(self, inventory: Inventory, rules: HealthRules, saved: dict | None = None):
         self.inventory = inventory
         self.monitor = HealthMonitor(rules)
         self.reports: dict[str, NodeReport] = {}
         self.out: dict[tuple[str, int], OutOfService] = {}
+        self.down: dict[str, NodeDown] = {n: NodeDown(**d) for n, d in (saved or {}).get("down", {}).items()}
+        # Every GPU node ever seen, with its size: a node that is dead when the orchestrator
+        # starts is still shown (as down), not forgotten.
+        self.known: dict[str, int] = dict((saved or {}).get("nodes", {}))
         self.events: deque[dict] = deque(maxlen=MAX_EVENTS)
         for e in (saved or {}).get("events", []):
             self.events.append(e)
@@ -57,13 +73,62 @@ class Fleet:
 
     def saved(self) -> dict:
         return {"out": {f"{n}:{g}": asdict(o) for (n, g), o in self.out.items()}, "events": list(self.events)[-200:],
-                "xid_seen": {f"{n}:{g}": seen for (n, g), seen in self.monitor.xid_seen.items() if seen}}
+                "xid_seen": {f"{n}:{g}": seen for (n, g), seen in self.monitor.xid_seen.items() if seen},
+                "down": {n: asdict(d) for n, d in self.down.items()}, "nodes": dict(self.known)}
 
     def node_added(self, node: str) -> None:
         """Apply what is stored about a node's GPUs once the node is in the inventory."""
+        self.known[node] = len(self.inventory.nodes[node])
         for (n, g), o in self.out.items():
             if n == node and g < len(self.inventory.nodes[node]):
                 self.inventory.set_out_of_service(n, g, SlotState(o.state))
+        if node in self.down:
+            for g in range(len(self.inventory.nodes[node])):
+                if (node, g) not in self.out:
+                    self.inventory.set_out_of_service(node, g, SlotState.DOWN)
+
+    # --- whole nodes: lost and back -------------------------------------------------
+
+    def node_lost(self, node: str, reason: str, now: float) -> list[str]:
+        """Ray declared the node dead: every GPU of it is down. Returns the jobs holding
+        any GPU there (all must be requeued: their processes are gone with the node)."""
+        if node in self.down or node not in self.inventory.nodes:
+            return []
+        self.down[node] = NodeDown(reason, now)
+        holders = []
+        for slot in self.inventory.nodes[node]:
+            if slot.job_id and slot.job_id not in holders:
+                holders.append(slot.job_id)
+            if (node, slot.index) not in self.out:
+                self.inventory.set_out_of_service(node, slot.index, SlotState.DOWN)
+        self.monitor.forget(node)  # its silence is the down state's to show, not a health finding
+        self.reports.pop(node, None)
+        self._event(now, node, None, "down", reason, "gpuq", None)
+        return holders
+
+    def node_back(self, node: str, now: float, return_to_service: bool) -> list[int]:
+        """A node of this name registered again. Its down GPUs return to service, or with
+        `return_to_service` off become drained, for an admin to return. Returns the GPUs
+        back in service."""
+        was = self.down.pop(node, None)
+        if was is None or node not in self.inventory.nodes:
+            return []
+        back = []
+        for slot in self.inventory.nodes[node]:
+            if (node, slot.index) in self.out:
+                continue  # unhealthy or drained before: an admin's call, as before
+            if return_to_service:
+                self.inventory.return_to_service(node, slot.index)
+                back.append(slot.index)
+            else:
+                self.out[(node, slot.index)] = OutOfService(
+                    "drained", f"was down ({was.reason}); node_return_to_service is off", "gpuq", now)
+                self.inventory.set_out_of_service(node, slot.index, SlotState.DRAINED)
+        self.monitor.expect(node, now)
+        self._event(now, node, None, "returned" if return_to_service else "registered",
+                    f"registered again after {now - was.since:.0f} s down"
+                    + ("" if return_to_service else "; drained until an admin returns it"), "gpuq", None)
+        return back
 
     # --- taking GPUs out and putting them back --------------------------------------
 
@@ -97,6 +162,10 @@ class Fleet:
         back = []
         for g in self.targets(node, gpus):
             if self.out.pop((node, g), None) is None:
+                continue
+            if node in self.down:  # no longer drained, but still gone with its node
+                self.inventory.set_out_of_service(node, g, SlotState.DOWN)
+                self._event(now, node, g, "returned", (reason or "back in service") + "; its node is down", by, None)
                 continue
             self.inventory.return_to_service(node, g)
             self.monitor.back_in_service(node, g)
@@ -136,6 +205,8 @@ class Fleet:
         """Out-of-service GPUs that no job holds any more, per node: Ray must not hand them out."""
         out: dict[str, set[int]] = {}
         for (node, g) in self.out:
+            if node in self.down:
+                continue  # nothing of it left on Ray to hold
             slots = self.inventory.nodes.get(node)
             if slots is not None and g < len(slots) and slots[g].job_id is None:
                 out.setdefault(node, set()).add(g)

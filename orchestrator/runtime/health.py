@@ -105,6 +105,13 @@ class HealthMonitor:
         """(node, gpu) -> (job, idle since) for GPUs under the threshold a whole window."""
         return {k: v for k, v in self.below.items() if now - v[1] >= self.rules.idle_window_s}
 
+    def forget(self, node: str) -> None:
+        """The node is gone (down): no silence to judge until it registers again."""
+        self.last_report.pop(node, None)
+        self.silent.discard(node)
+        for key in [k for k in self.below if k[0] == node]:
+            del self.below[key]
+
     def back_in_service(self, node: str, gpu: int) -> None:
         """An admin put the GPU back: judge it afresh (its old ECC count is the new baseline)."""
         self.below.pop((node, gpu), None)

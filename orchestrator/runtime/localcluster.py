@@ -28,6 +28,16 @@ OBJECT_STORE_BYTES = 200 * 1024 * 1024
 # gpuq's actors reserve no CPU, so a raylet's CPU count only sets how many Ray workers it
 # may start at once (min(cores, num_cpus)); one would start runners one at a time.
 WORKER_CPUS = os.cpu_count() or 2
+# Ray declares a node dead after `failure_threshold` failed health checks from the GCS,
+# `period` apart (Ray's defaults, 5 x 3 s, take about 15 s). gpuq wants a lost node
+# noticed in seconds: with these, a raylet that died is dead to Ray in about 3 s (its port
+# refuses at once) and a host that vanished in about 6 s (each check waits out its
+# time-out). Ray's verdict fences the node: a raylet marked dead exits with its workers
+# even if it was only slow, so a false alarm (a raylet that cannot answer for 3 s) costs
+# the jobs on that node a restart elsewhere, as infrastructure failures; never a double
+# run. cluster.yaml sets the same on the production head.
+RAY_HEALTH_CHECK = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
+                    "health_check_failure_threshold": 3}
 
 
 def ray_bin() -> str:
@@ -60,8 +70,8 @@ def real_gpu_count() -> int:
         return 0
 
 
-def _run(args: list[str]) -> None:
-    done = subprocess.run(args, capture_output=True, text=True)
+def _run(args: list[str], env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:3])} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
@@ -79,9 +89,10 @@ def start_ray(simulate: bool | None = None) -> dict:
     gpus = real_gpu_count()
     simulate = gpus == 0 if simulate is None else simulate
     common = ["--disable-usage-stats", "--include-dashboard=false", f"--object-store-memory={OBJECT_STORE_BYTES}"]
+    health = {f"RAY_{k}": str(v) for k, v in RAY_HEALTH_CHECK.items()}  # read by the head's GCS
     nodes: dict[str, int] = {}
     if simulate:
-        _run([ray_bin(), "start", "--head", f"--port={HEAD_PORT}", "--num-cpus=1", "--num-gpus=0", *common])
+        _run([ray_bin(), "start", "--head", f"--port={HEAD_PORT}", "--num-cpus=1", "--num-gpus=0", *common], health)
         for k, name in enumerate(SIMULATED_NODES):
             base = 52000 + 10 * k  # each raylet on this host needs its own agent and metrics ports
             _run([
@@ -95,7 +106,7 @@ def start_ray(simulate: bool | None = None) -> dict:
     else:
         name = socket.gethostname()
         _run([ray_bin(), "start", "--head", f"--port={HEAD_PORT}", f"--num-gpus={gpus}",
-              f"--resources={json.dumps({name: 1})}", f"--labels=gmi/node={name}", *common])
+              f"--resources={json.dumps({name: 1})}", f"--labels=gmi/node={name}", *common], health)
         nodes[name] = gpus
     started = {"address": address(), "simulated": simulate, "nodes": nodes, "started_at": time.time()}
     state_file().parent.mkdir(parents=True, exist_ok=True)
@@ -112,14 +123,20 @@ def start_inprocess_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    from orchestrator.runtime.backend import NODE_LABEL
-
-    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False))
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False,
+                                                                _system_config=RAY_HEALTH_CHECK))
     for name in SIMULATED_NODES:
-        cluster.add_node(num_cpus=WORKER_CPUS, num_gpus=8, resources={name: 1}, labels={NODE_LABEL: name})
+        add_simulated_node(cluster, name)
     ray.init(address=cluster.address, namespace="gpuq", log_to_driver=False, logging_level="ERROR")
     cluster.wait_for_nodes()
     return cluster
+
+
+def add_simulated_node(cluster, name: str):
+    """One simulated 8-GPU node in an in-process cluster (a lost one, started again)."""
+    from orchestrator.runtime.backend import NODE_LABEL
+
+    return cluster.add_node(num_cpus=WORKER_CPUS, num_gpus=8, resources={name: 1}, labels={NODE_LABEL: name})
 
 
 def connect(addr: str | None = None) -> None:

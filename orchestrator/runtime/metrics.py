@@ -33,7 +33,7 @@ from orchestrator.core.states import JobState
 WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200)
 RUN_BUCKETS = (10, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800)
 CYCLE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-GPU_STATES = ("free", "allocated", "draining", "drained", "unhealthy")
+GPU_STATES = ("free", "allocated", "draining", "drained", "unhealthy", "down")
 
 
 class Metrics:
@@ -112,13 +112,17 @@ class ScrapeCollector:
                 per_gpu_alloc.add_metric([*labels, user], 1.0 if slot.job_id else 0.0)
                 per_gpu_health.add_metric(labels, 0.0 if state == "unhealthy" else 1.0)
                 per_gpu_idle.add_metric([*labels, user], 1.0 if (node, slot.index) in idle else 0.0)
-        yield from (per_gpu_state, per_gpu_alloc, per_gpu_health, per_gpu_idle)
+        node_up = _gauge("gpuq_node_up", "1 if the GPU node is up, 0 if it is down (Ray declared it dead)", ["node"])
+        for node in inv.nodes:
+            node_up.add_metric([node], 0.0 if node in fleet.down else 1.0)
+        yield from (per_gpu_state, per_gpu_alloc, per_gpu_health, per_gpu_idle, node_up)
         for name, value, doc in (
             ("gpuq_gpus_total", total, "GPUs in the cluster"),
             ("gpuq_gpus_allocated", allocated, "GPUs held by jobs"),
             ("gpuq_gpus_available", free, "GPUs free to schedule on"),
             ("gpuq_gpus_unhealthy", states["unhealthy"], "GPUs out of service as unhealthy"),
             ("gpuq_gpus_drained", states["drained"] + states["draining"], "GPUs drained by an admin (draining ones included)"),
+            ("gpuq_gpus_down", states["down"], "GPUs of nodes Ray declared dead"),
             ("gpuq_gpus_idle", len(idle), "Allocated GPUs flagged idle"),
         ):
             g = _gauge(name, doc)

@@ -43,7 +43,6 @@ from orchestrator.runtime.store import GroupCommit, Store
 from orchestrator.runtime.watch import GpuWatch
 
 log = logging.getLogger("gpuq.orchestrator")
-NODE_REFRESH_S = 10.0
 EXPLAIN_INTERVAL_S = 1.0
 
 
@@ -64,8 +63,10 @@ class OrchestratorService(Requests):
         self.queue = JobQueue()
         self.usage = UsageLedger(self.site.fairshare_half_life_s)
         self.nodes = self.backend.discover()
-        # Only nodes Ray reports: GPU nodes that join later are added by refresh_nodes().
-        self.inventory = Inventory.of({n: info.gpus for n, info in self.nodes.items()})
+        # The nodes Ray reports, and those known before that are not back (the watch shows
+        # them down); GPU nodes that join later are added by the watch (watch.look_at_nodes).
+        known = (self.store.get("fleet") or {}).get("nodes", {})
+        self.inventory = Inventory.of({**known, **{n: info.gpus for n, info in self.nodes.items()}})
         # What every job's environment starts from (it inherits nothing of the service's).
         self.job_base_env = {"PATH": self.site.job_path, "LANG": os.environ.get("LANG") or "C.UTF-8",
                              **({"TZ": os.environ["TZ"]} if os.environ.get("TZ") else {})}
@@ -101,18 +102,17 @@ class OrchestratorService(Requests):
             if job.idempotency_key:
                 self._by_key[(job.user, job.idempotency_key)] = job.id
         self.store.save([], kv={"cluster_id": self.cluster_id, **({"fleet": self.fleet.saved()} if self.set_aside else {})})
-        self._loop_task = asyncio.get_event_loop().create_task(self._run())
-        self._watch_task = asyncio.get_event_loop().create_task(self.watch.run())
+        loop = asyncio.get_event_loop()
+        self._loop_task = loop.create_task(self._run())
+        self._background = [self._loop_task, loop.create_task(self.watch.run()), loop.create_task(self.watch.run_nodes())]
 
     # --- the loop -------------------------------------------------------------------
 
     async def _run(self) -> None:
         await recover(self)
-        last_reap = last_nodes = time.monotonic()
+        self.watch.look_at_nodes()  # a node lost while no orchestrator looked: its jobs are evicted
+        last_reap = time.monotonic()
         while True:
-            if time.monotonic() - last_nodes > NODE_REFRESH_S or not self.nodes:
-                last_nodes = time.monotonic()
-                self.refresh_nodes()
             try:
                 self.cycle()
                 self.backend.evict_idle()
@@ -135,23 +135,6 @@ class OrchestratorService(Requests):
             return  # waiting jobs need the GPUs now: no speculative slots
         free = {n: len(g) for n, g in self.inventory.free().items()}
         self._warming = asyncio.get_event_loop().create_task(self.backend.warm_up(free))
-
-    def refresh_nodes(self) -> None:
-        """Add GPU nodes that joined since the last look (a lost node's jobs fail through
-        their runners; its GPUs stay in the inventory until health checks drain them)."""
-        try:
-            found = self.backend.discover()
-        except Exception:
-            log.exception("could not list Ray nodes")
-            return
-        for name, info in found.items():
-            if name not in self.inventory.nodes:
-                self.inventory.add_node(name, info.gpus)
-                self.fleet.node_added(name)
-                log.info("node %s joined with %d GPUs", name, info.gpus)
-        self.nodes.update(found)
-        self.backend.ensure_agents(found)
-        self.wake()
 
     def reap(self) -> None:
         """Backstop: have each node kill processes of jobs that are no longer running
@@ -190,6 +173,12 @@ class OrchestratorService(Requests):
             durable = self.save(effects.save)
             for job in effects.launch:
                 self.spawn(self.launch(job, durable))
+
+    def close(self) -> None:
+        """Stop every task of this service and close its store (tests restart it in-process)."""
+        for task in (*self._background, *self._tasks):
+            task.cancel()
+        self.store.close()
 
     def spawn(self, coro) -> None:
         task = asyncio.get_event_loop().create_task(coro)
@@ -235,8 +224,11 @@ class OrchestratorService(Requests):
             if slot is None or job.state is not JobState.ALLOCATING:
                 for name in names:
                     self.backend.park(name)
+                evicted = self.evicting.get(job.id)  # its node went down or its GPUs left service
                 self.give_back(job)
-                self.carry_out(lifecycle.placement_timed_out(self.queue, job, self.site.placement_timeout_s,
+                self.carry_out(lifecycle.not_started(self.queue, job, f"{evicted}; back in line", self.clock())
+                               if evicted else
+                               lifecycle.placement_timed_out(self.queue, job, self.site.placement_timeout_s,
                                                              self.clock()))
                 return
         job.slots[attempt] = names
@@ -289,6 +281,13 @@ class OrchestratorService(Requests):
                     results[rank] = fut.result()
                     if results[rank] is None or results[rank].get("exit_code") != 0:
                         self.backend.stop(names, job.id, attempt)  # one rank failed: stop the others
+        if any(res is None for res in results.values()):
+            # A runner died: if its node did, mark the node down now, so that the job is
+            # requeued as evicted and nothing is planned on that node again.
+            try:
+                self.watch.look_at_nodes()
+            except Exception:
+                log.exception("looking at Ray's nodes failed")
         # A runner that died without an exit record: ask its node whether the job ended.
         for rank, res in results.items():
             if res is None:

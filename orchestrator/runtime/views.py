@@ -107,8 +107,11 @@ def status(service, ray_up: bool) -> dict:
         "queue_summary": {k: summary[k] for k in ("total_jobs", "queued", "running", "completed", "failed")},
         "details": {
             "utilization": allocated / total if total else 0.0,
+            # Why GPUs are out of service, as the web page and `gpuq status` say it.
             "unhealthy_gpus": unhealthy,
-            "drained_gpus": sum(1 for o in service.fleet.out.values() if o.state == "drained"),
+            "drained_gpus": sum(1 for slots in inv.nodes.values() for sl in slots if sl.shown == "drained"),
+            "down_gpus": sum(1 for slots in inv.nodes.values() for sl in slots if sl.shown == "down"),
+            "down_nodes": sorted(service.fleet.down),
             "idle_gpus": len(service.fleet.idle(time.time())),
             "telemetry": sorted({r.source for r in service.fleet.reports.values()}),
             "queue_wait": queue_wait(q, time.time()),
@@ -161,7 +164,10 @@ def resources(service, now: float) -> dict:
                              "memory_total_bytes": g.memory_total_bytes, "temperature_celsius": g.temperature_celsius,
                              "power_watts": g.power_watts, "ecc_uncorrected": g.ecc_uncorrected}})
         info = service.nodes.get(node)
+        down = fleet.down.get(node)
         out.append({"node": node, "ip": info.ip if info else None, "total": len(slots),
+                    "state": "down" if down else "up",
+                    "down": None if down is None else {"reason": down.reason, "since": down.since},
                     "free": sum(1 for s in slots if s.state is SlotState.FREE), "gpus": gpus,
                     "telemetry": {"source": report.source if report else None,
                                   "detail": report.detail if report else "no report yet",

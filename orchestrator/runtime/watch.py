@@ -9,6 +9,14 @@ judge them (orchestrator/runtime/fleet.py, health.py), and applies what follows:
    (backend.quarantine), and returned ones are given back to Ray.
 Admin drains and un-drains come through here too, so that every way a GPU leaves
 or re-enters service is in one place and in the audit trail.
+
+Nodes are looked at every NODE_LOOK_S (and at once when a runner dies): a node Ray
+declares dead is *down* and its jobs are requeued; a node that registers again (a new
+raylet under the same name) returns to service; a new node joins. Ray's own health
+check decides death (`gpuq up` sets it to about 3 s, localcluster.RAY_HEALTH_CHECK):
+its verdict fences the node — a raylet marked dead exits with its workers even if it
+was only slow — so requeueing never runs a job twice. gpuq adds no guess of its own
+that Ray would not enforce.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from orchestrator.runtime.telemetry import NodeReport
 
 log = logging.getLogger("gpuq.watch")
 HISTORY_STEP_S = 10.0
+NODE_LOOK_S = 1.0  # one GCS call a second: cheap next to Ray's own 1 s health checks
 HISTORY_POINTS = 360  # one hour at one point per HISTORY_STEP_S
 
 
@@ -39,6 +48,61 @@ class GpuWatch:
         # page's chart: researchers get it without running Prometheus.
         self.history: deque[tuple[float, float, float | None]] = deque(maxlen=HISTORY_POINTS)
         self._quarantining: asyncio.Task | None = None
+
+    async def run_nodes(self) -> None:
+        while True:
+            try:
+                self.look_at_nodes()
+            except Exception:
+                log.exception("looking at Ray's nodes failed")
+            await asyncio.sleep(NODE_LOOK_S)
+
+    def look_at_nodes(self) -> None:
+        """Compare Ray's live GPU nodes with the inventory: joined, lost, back."""
+        svc = self.svc
+        found = svc.backend.discover()
+        for name, info in found.items():
+            if name not in svc.inventory.nodes:
+                svc.inventory.add_node(name, info.gpus)
+                self.fleet.node_added(name)
+                self.fleet.monitor.expect(name, time.time())
+                log.info("node %s joined with %d GPUs", name, info.gpus)
+                self.svc.save([], kv={"fleet": self.fleet.saved()})
+            elif name in self.fleet.down:
+                self.node_back(name)
+            elif name in svc.nodes and svc.nodes[name].node_id != info.node_id:
+                # A new raylet under the old name between two looks: the old one's jobs are gone.
+                self.node_lost(name, "its raylet was replaced")
+                self.node_back(name)
+        for name in list(svc.inventory.nodes):
+            if name not in found and name not in self.fleet.down:
+                self.node_lost(name, "Ray reports its raylet dead")
+        if found.keys() != svc.nodes.keys() or any(svc.nodes[n].node_id != i.node_id for n, i in found.items()):
+            svc.nodes = found
+            svc.backend.ensure_agents(found)
+            svc.wake()
+
+    def node_lost(self, node: str, reason: str) -> None:
+        now = time.time()
+        holders = self.fleet.node_lost(node, reason, now)
+        log.warning("node %s is down: %s; requeueing %d job(s)", node, reason, len(holders))
+        self.svc.metrics.health_events.labels("node_down").inc()
+        self.svc.backend.node_lost(node)  # its slots, agent and quarantine groups are gone with it
+        changed = []
+        for job_id in holders:
+            job = self.svc.queue.get(job_id)
+            job.note(now, "evict", f"node {node} down: {reason}")
+            self.svc.evict(job, f"node {node} down: {reason}")
+            changed.append(job)
+        self.svc.save(changed, kv={"fleet": self.fleet.saved()})
+        self.svc.wake()
+
+    def node_back(self, node: str) -> None:
+        back = self.fleet.node_back(node, time.time(), self.svc.site.node_return_to_service)
+        log.info("node %s registered again; %d GPU(s) back in service", node, len(back))
+        self.svc.save([], kv={"fleet": self.fleet.saved()})
+        self.sync_ray()
+        self.svc.wake()
 
     async def run(self) -> None:
         while True:

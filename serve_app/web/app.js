@@ -100,6 +100,11 @@ function showStatus(s) {
   const w = s.details.queue_wait;
   set("wait_avg", w.jobs ? duration(w.avg_s) : "–");
   set("wait_max", w.jobs ? duration(w.max_s) : "–");
+  // Why GPUs are unavailable, with counts: down (node lost), unhealthy, drained.
+  const why = [["down", s.details.down_gpus], ["unhealthy", s.details.unhealthy_gpus], ["drained", s.details.drained_gpus]]
+    .filter(([, n]) => n).map(([w, n]) => `${n} ${w}`);
+  const nodes = (s.details.down_nodes || []).length ? ` (down: ${s.details.down_nodes.join(", ")})` : "";
+  set("out_of_service", why.length ? why.join(", ") + nodes : "none");
   const sources = s.details.telemetry || [];
   $("#telemetry-note").textContent = sources.includes("simulated")
     ? "Telemetry is simulated on nodes without NVML." : "";
@@ -108,7 +113,7 @@ function showStatus(s) {
 function gpuClass(g) {
   if (g.state === "allocated") return g.idle ? "idle" : "allocated";
   if (g.state === "drained" || g.state === "draining") return "draining";
-  return g.state; // free, unhealthy
+  return g.state; // free, unhealthy, down
 }
 
 function gpuText(g, node) {
@@ -128,7 +133,8 @@ function showGpu(g, node) {
 
 function showGrid(resources) {
   const rows = resources.nodes.map((node) => el("div", { class: "node" },
-    el("div", { class: "node-name", text: node.node }),
+    el("div", { class: "node-name", text: node.state === "down" ? `${node.node} (down)` : node.node,
+      title: node.down ? `down: ${node.down.reason}` : "" }),
     el("div", { class: "cells" }, ...node.gpus.map((g) => el("button", {
       type: "button", class: `gpu ${gpuClass(g)}`, "data-gpu": g.name, "data-run": g.run_id || "",
       title: gpuText(g, node), "aria-label": gpuText(g, node), text: String(g.index),

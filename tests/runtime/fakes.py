@@ -34,15 +34,22 @@ class FakeBackend:
         self.stopped: list[tuple[str, int]] = []
         self.placeable = True  # False: acquire() waits, then times out, as a placement Ray cannot make
         self.placement_wait_s = 0.3
+        self.lost_nodes: list[str] = []
+        self.node_ids = {n: f"id-{n}" for n in self.node_sizes}  # a new id: the node's raylet was replaced
         self._n = 0
 
     # --- what the service calls --------------------------------------------------------
 
     def discover(self) -> dict[str, NodeInfo]:
-        return {n: NodeInfo(n, f"id-{n}", g, "127.0.0.1") for n, g in self.node_sizes.items()}
+        return {n: NodeInfo(n, self.node_ids.get(n, f"id-{n}"), g, "127.0.0.1") for n, g in self.node_sizes.items()}
 
     def ensure_agents(self, nodes) -> None:
         pass
+
+    def node_lost(self, node) -> None:
+        self.lost_nodes.append(node)
+        for name in [n for n, s in self.slots.items() if s.node == node]:
+            del self.slots[name]
 
     def connected(self) -> bool:
         return True
@@ -50,7 +57,7 @@ class FakeBackend:
     async def acquire(self, node, size, prefer, avoid=frozenset()):
         deadline = asyncio.get_running_loop().time() + self.placement_wait_s
         while not self.placeable:  # as Ray does: wait for the placement, give up at the time-out
-            if asyncio.get_running_loop().time() > deadline:
+            if asyncio.get_running_loop().time() > deadline or node in self.lost_nodes:
                 return None
             await asyncio.sleep(0.01)
         self._n += 1

@@ -51,3 +51,42 @@ def test_bad_targets_name_the_field_and_change_nothing(fleet, node, gpus, field)
         fleet.take_out(node, gpus, "drained", "x", "root", now=1.0)
     assert e.value.errors[0][0] == field
     assert not fleet.out and not fleet.events
+
+
+# --- whole nodes: down and back --------------------------------------------------------
+
+def test_a_lost_node_is_down_with_its_jobs_named_and_nothing_of_it_is_free(fleet):
+    for node in ("gmi-node-1", "gmi-node-2"):
+        fleet.ingest(node, None, now=0.0)  # both silence clocks run
+    fleet.inventory.allocate("job-a", {"gmi-node-1": [0, 1], "gmi-node-2": [0]})
+    fleet.take_out("gmi-node-1", [7], "drained", "fan", "root", now=1.0)
+    assert fleet.node_lost("gmi-node-1", "raylet dead", now=2.0) == ["job-a"]
+    assert fleet.node_lost("gmi-node-1", "again", now=3.0) == []  # once
+    fleet.inventory.release("job-a")
+    assert [s.shown for s in fleet.inventory.nodes["gmi-node-1"]] == ["down"] * 7 + ["drained"]
+    assert fleet.inventory.free()["gmi-node-1"] == [] and fleet.quarantined() == {}
+    assert [f.node for f in fleet.silence(now=1000.0)] == ["gmi-node-2"]  # down is not also unhealthy
+
+
+def test_a_node_back_returns_its_down_gpus_but_not_an_admins_drain(fleet):
+    fleet.take_out("gmi-node-1", [7], "drained", "fan", "root", now=1.0)
+    fleet.node_lost("gmi-node-1", "raylet dead", now=2.0)
+    assert fleet.node_back("gmi-node-1", now=5.0, return_to_service=True) == list(range(7))
+    assert fleet.inventory.free()["gmi-node-1"] == list(range(7))
+    assert fleet.state_of("gmi-node-1", 7).state == "drained"
+    assert fleet.node_back("gmi-node-1", now=6.0, return_to_service=True) == []  # it was not down
+
+
+def test_undraining_a_gpu_of_a_down_node_leaves_it_down(fleet):
+    fleet.take_out("gmi-node-1", [7], "drained", "fan", "root", now=1.0)
+    fleet.node_lost("gmi-node-1", "raylet dead", now=2.0)
+    assert fleet.put_back("gmi-node-1", [7], "root", now=3.0) == []
+    assert fleet.inventory.nodes["gmi-node-1"][7].shown == "down"
+
+
+def test_a_down_node_is_stored_with_its_size_and_shown_down_after_a_restart(fleet):
+    fleet.node_lost("gmi-node-2", "raylet dead", now=2.0)
+    saved = fleet.saved()
+    inv = Inventory.of({"gmi-node-1": 8, **saved["nodes"]})
+    again = Fleet(inv, HealthRules(), saved)
+    assert {s.shown for s in inv.nodes["gmi-node-2"]} == {"down"} and "gmi-node-2" in again.down

@@ -66,9 +66,7 @@ class World:
         return self.job(job_id)
 
     def stop(self) -> None:
-        for task in (self.svc._loop_task, self.svc._watch_task, *self.svc._tasks):
-            task.cancel()
-        self.svc.store.close()
+        self.svc.close()
 
 
 def scenario(tmp_path, body, **config):
@@ -171,9 +169,7 @@ def test_after_a_restart_a_running_job_is_adopted_not_started_again(tmp_path):
     async def body(w):
         job_id = await w.submit()
         await w.running(job_id)
-        for task in (w.svc._loop_task, w.svc._watch_task, *w.svc._tasks):
-            task.cancel()
-        w.svc.store.close()
+        w.svc.close()
         w.svc = w.start()  # the same store, the same runners
         job = w.job(job_id)
         assert job.state is JobState.RUNNING
@@ -209,4 +205,76 @@ def test_a_held_job_waits_until_its_owner_releases_it(tmp_path):
         assert w.job(job_id).state is JobState.HELD and w.backend.started == [(blocker, 1)]
         assert (await w.svc.release(job_id))["state"] == "queued"
         await w.running(job_id)
+    scenario(tmp_path, body)
+
+
+# --- nodes: down, back ----------------------------------------------------------------
+
+def test_a_node_ray_declares_dead_is_down_and_its_job_runs_on_the_other_node(tmp_path):
+    async def body(w):
+        job_id = await w.submit(gpus=8, max_retries=0)
+        job = await w.running(job_id)
+        lost = next(iter(job.allocation))
+        del w.backend.node_sizes[lost]  # Ray lists it dead
+        w.backend.lose(job_id, 1)  # and its runner is gone with it
+        job = await w.running(job_id, attempt=2)
+        assert list(job.allocation) != [lost] and job.retries == 0
+        assert any(f"node {lost} down" in e.reason for e in job.events)
+        assert {s.shown for s in w.svc.inventory.nodes[lost]} == {"down"}
+        assert w.backend.lost_nodes == [lost] and lost in w.svc.fleet.down
+        another = await w.submit(gpus=8)
+        await cycles(w)
+        assert w.job(another).state is JobState.QUEUED  # nothing is planned on a down node
+    scenario(tmp_path, body)
+
+
+def test_a_node_that_registers_again_returns_to_service_but_a_drained_gpu_stays_drained(tmp_path):
+    async def body(w):
+        await w.svc.drain("gmi-node-1", [3], "fan noise", "admin", requeue=False)
+        w.backend.node_sizes.pop("gmi-node-1")
+        await until(lambda: "gmi-node-1" in w.svc.fleet.down)
+        w.backend.node_sizes["gmi-node-1"] = 8
+        w.backend.node_ids["gmi-node-1"] = "id-new-raylet"
+        await until(lambda: "gmi-node-1" not in w.svc.fleet.down)
+        shown = [s.shown for s in w.svc.inventory.nodes["gmi-node-1"]]
+        assert shown == ["free"] * 3 + ["drained"] + ["free"] * 4
+        assert [e["action"] for e in w.svc.fleet.events if e["node"] == "gmi-node-1"][-2:] == ["down", "returned"]
+    scenario(tmp_path, body)
+
+
+def test_with_return_to_service_off_a_node_comes_back_drained(tmp_path):
+    async def body(w):
+        w.backend.node_sizes.pop("gmi-node-2")
+        await until(lambda: "gmi-node-2" in w.svc.fleet.down)
+        w.backend.node_sizes["gmi-node-2"] = 8
+        await until(lambda: "gmi-node-2" not in w.svc.fleet.down)
+        assert {s.shown for s in w.svc.inventory.nodes["gmi-node-2"]} == {"drained"}
+        assert await w.svc.undrain("gmi-node-2", None, "admin", "checked") is not None
+        assert {s.shown for s in w.svc.inventory.nodes["gmi-node-2"]} == {"free"}
+    scenario(tmp_path, body, node_return_to_service=False)
+
+
+def test_a_placement_waiting_on_a_node_that_dies_goes_back_in_line_at_once(tmp_path):
+    async def body(w):
+        w.backend.placeable, w.backend.placement_wait_s = False, 3600  # Ray would wait for ever
+        job_id = await w.submit(gpus=8)
+        await until(lambda: w.job(job_id).state is JobState.ALLOCATING)
+        node = next(iter(w.job(job_id).allocation))
+        del w.backend.node_sizes[node]
+        await until(lambda: any(f"node {node} down" in e.reason and e.to_state is JobState.QUEUED for e in w.job(job_id).events))
+        w.backend.placeable = True
+        job = await w.running(job_id)
+        assert node not in job.allocation and job.attempts == 1
+    scenario(tmp_path, body)
+
+
+def test_a_node_dead_across_an_orchestrator_restart_is_still_shown_down(tmp_path):
+    async def body(w):
+        w.backend.node_sizes.pop("gmi-node-2")
+        await until(lambda: "gmi-node-2" in w.svc.fleet.down)
+        await asyncio.sleep(0.2)  # the fleet's save is a group commit
+        w.svc.close()
+        w.svc = w.start()
+        assert {s.shown for s in w.svc.inventory.nodes["gmi-node-2"]} == {"down"}
+        assert w.svc.inventory.free_count() == 8
     scenario(tmp_path, body)
