@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from ray import serve
 from starlette.exceptions import HTTPException
 
+from orchestrator.runtime.rollout import code_version
 from serve_app import errors
 from serve_app.auth import tokens_path
 from serve_app.gateway import Gateway, install
@@ -53,6 +54,11 @@ class GpuqAPI:
         # The replica runs in its own process: where the tokens are, and the site's rules
         # for them, are passed in, not inherited.
         install(Gateway(str(tokens_file or tokens_path()), auth_reads, site))
+        self.code = code_version()
+
+    def code_version(self) -> str:
+        """The code this replica runs (deploy() asks it through a handle, not HTTP)."""
+        return self.code
 
 
 def deploy(host: str = "127.0.0.1", port: int = 8000, tokens_file: str | None = None, auth_reads: bool = True,
@@ -60,5 +66,11 @@ def deploy(host: str = "127.0.0.1", port: int = 8000, tokens_file: str | None = 
     """Run the API on Ray Serve (loopback unless told otherwise); returns its URL.
     `site`: the site config's unix_users and allow_shared_account (token rules)."""
     serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
+    try:  # `gpuq up` again replaces a running replica only when the code changed
+        running = serve.get_app_handle("gpuq").code_version.remote().result(timeout_s=10)
+    except Exception:
+        running = None
+    if running == code_version():
+        return f"http://{host}:{port}"
     serve.run(GpuqAPI.bind(str(tokens_file or tokens_path()), auth_reads, site or {}), name="gpuq", route_prefix="/")
     return f"http://{host}:{port}"

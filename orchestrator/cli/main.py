@@ -42,7 +42,11 @@ def up(
     simulate: Annotated[bool | None, typer.Option("--simulate/--real", help="simulated 8-GPU nodes, or this host's GPUs (default: by what NVML finds)")] = None,
     address: Annotated[str | None, typer.Option(help="attach to this running Ray cluster instead of starting one (cluster.yaml does)")] = None,
 ) -> None:
-    """Start a local Ray cluster and the orchestrator on it."""
+    """Start a local Ray cluster and the orchestrator on it.
+
+    Run again on a running cluster, it repairs and upgrades without touching running
+    jobs: simulated nodes that are gone start again, and the orchestrator, node agents
+    and API are replaced if this checkout's code (or the site config) differs."""
     from orchestrator.runtime import localcluster
     from orchestrator.core.config import load_config
 
@@ -54,8 +58,10 @@ def up(
     kind = "simulated" if started["simulated"] else "real"
     console.print(f"[green]gpuq is up[/green] — Ray at {started['address']} (namespace gpuq)")
     for node, gpus in started["nodes"].items():
-        console.print(f"  node {node}: {gpus} {kind} GPUs")
-    console.print("  orchestrator: actor gpuq-orchestrator (detached), store " + cfg.resolved_store_path())
+        again = " (started again)" if node in started.get("repaired", []) else ""
+        console.print(f"  node {node}: {gpus} {kind} GPUs{again}")
+    console.print(f"  orchestrator: actor gpuq-orchestrator (detached), {started['orchestrator']}; store "
+                  + cfg.resolved_store_path())
     console.print(f"  web page: [bold]{started['api']}/[/bold]")
     console.print(f"  REST API: [bold]{started['api']}[/bold]  (OpenAPI at {started['api']}/docs; Prometheus "
                   f"metrics at {started['api']}/metrics)")

@@ -49,11 +49,13 @@ def head_node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def start_orchestrator(config: dict | None = None):
-    """Create the orchestrator if it does not exist yet; return its handle."""
+def start_orchestrator(config: dict | None = None, code: str | None = None):
+    """Create the orchestrator if it does not exist yet; return its handle. `code`
+    (rollout.code_version) puts it in a fresh worker process of its own."""
     return Orchestrator.options(
         name=ORCHESTRATOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
         scheduling_strategy=NodeAffinitySchedulingStrategy(head_node_id(), soft=False),
+        **({"runtime_env": {"env_vars": {"GPUQ_CODE_VERSION": code}}} if code else {}),
     ).remote(config or {})
 
 

@@ -22,8 +22,11 @@ from orchestrator.runtime.telemetry import SIMULATED, NodeReport, provider_for, 
 MAX_READ = 1024 * 1024
 
 
+AGENT_PREFIX = "gpuq-agent-"
+
+
 def agent_name(node: str) -> str:
-    return f"gpuq-agent-{node}"
+    return f"{AGENT_PREFIX}{node}"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=8)

@@ -93,15 +93,8 @@ def start_ray(simulate: bool | None = None) -> dict:
     nodes: dict[str, int] = {}
     if simulate:
         _run([ray_bin(), "start", "--head", f"--port={HEAD_PORT}", "--num-cpus=1", "--num-gpus=0", *common], health)
-        for k, name in enumerate(SIMULATED_NODES):
-            base = 52000 + 10 * k  # each raylet on this host needs its own agent and metrics ports
-            _run([
-                ray_bin(), "start", f"--address={address()}", f"--num-cpus={WORKER_CPUS}", "--num-gpus=8",
-                f"--resources={json.dumps({name: 1})}", f"--labels=gmi/node={name}",
-                f"--dashboard-agent-listen-port={base}", f"--dashboard-agent-grpc-port={base + 1}",
-                f"--metrics-export-port={base + 2}", f"--runtime-env-agent-port={base + 3}",
-                f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats",
-            ])
+        for name in SIMULATED_NODES:
+            start_simulated_node(name)
             nodes[name] = 8
     else:
         name = socket.gethostname()
@@ -112,6 +105,32 @@ def start_ray(simulate: bool | None = None) -> dict:
     state_file().parent.mkdir(parents=True, exist_ok=True)
     state_file().write_text(json.dumps(started, indent=2))
     return started
+
+
+def start_simulated_node(name: str) -> None:
+    """A worker raylet on this host that is the simulated 8-GPU node `name`."""
+    base = 52000 + 10 * SIMULATED_NODES.index(name)  # each raylet on this host needs its own ports
+    _run([
+        ray_bin(), "start", f"--address={address()}", f"--num-cpus={WORKER_CPUS}", "--num-gpus=8",
+        f"--resources={json.dumps({name: 1})}", f"--labels=gmi/node={name}",
+        f"--dashboard-agent-listen-port={base}", f"--dashboard-agent-grpc-port={base + 1}",
+        f"--metrics-export-port={base + 2}", f"--runtime-env-agent-port={base + 3}",
+        f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats",
+    ])
+
+
+def repair(started: dict) -> list[str]:
+    """Start again the simulated nodes of a running local cluster that are gone (a killed
+    raylet); returns their names. Running jobs on the other nodes are not touched."""
+    from orchestrator.runtime.backend import discover_nodes
+
+    if not started.get("simulated"):
+        return []
+    alive = discover_nodes()
+    missing = [name for name in started["nodes"] if name not in alive]
+    for name in missing:
+        start_simulated_node(name)
+    return missing
 
 
 def start_inprocess_cluster():
@@ -162,24 +181,23 @@ def wait_for_nodes(expected: int, timeout: float = 60) -> None:
 def up(config: dict | None = None, simulate: bool | None = None, attach: str | None = None) -> dict:
     """Start Ray (unless `attach` names a running cluster) and the orchestrator on it;
     returns a summary for the user."""
-    import ray
-
-    from orchestrator.runtime.actor import start_orchestrator
     from orchestrator.runtime.backend import discover_nodes
+    from orchestrator.runtime.rollout import ensure_orchestrator
 
     secure_home()
     if attach:
         connect(attach)
         started = {"address": attach, "simulated": False, "nodes": {n: i.gpus for n, i in discover_nodes().items()}}
     else:
-        if _port_open(HEAD_PORT) and state_file().exists():
+        if _port_open(HEAD_PORT) and state_file().exists():  # up already: repair and upgrade, touch no job
             started = json.loads(state_file().read_text())
+            connect()
+            started["repaired"] = repair(started)
         else:
             started = start_ray(simulate)
-        connect()
+            connect()
         wait_for_nodes(len(started["nodes"]))
-    orch = start_orchestrator(config)
-    ray.get(orch.ping.remote(), timeout=120)
+    started["orchestrator"] = ensure_orchestrator(config)
     from orchestrator.core.accounts import install_mode
     from orchestrator.core.config import Config
     from serve_app.api import deploy

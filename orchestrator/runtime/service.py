@@ -39,6 +39,7 @@ from orchestrator.runtime.backend import RayBackend
 from orchestrator.runtime.metrics import Metrics
 from orchestrator.runtime.recovery import recover
 from orchestrator.runtime.requests import Requests
+from orchestrator.runtime.rollout import code_version, config_version
 from orchestrator.runtime.store import GroupCommit, Store
 from orchestrator.runtime.watch import GpuWatch
 
@@ -51,8 +52,12 @@ class OrchestratorService(Requests):
         """`backend`: where jobs run (RayBackend unless a test passes a fake with the same
         methods); `clock`: what "now" is for every state change and record."""
         self.site = Config.model_validate(config or {})
+        self.versions = {"code": code_version(), "config": config_version(config)}  # gpuq up compares them
         self.clock = clock
         self.store = Store(self.site.resolved_store_path())
+        if self.store.migrated_from is not None:
+            log.warning("job store migrated in place from schema %d to %d (the old file is kept beside it as .bak)",
+                        self.store.migrated_from, self.store.schema_version)
         self.durable = GroupCommit(self.store)
         self.cluster_id = str(self.store.get("cluster_id") or uuid.uuid4().hex[:12])
         self.backend = backend or RayBackend(self.site.resolved_data_dir(), self.cluster_id,

@@ -13,6 +13,11 @@ A job row that no longer loads (a hand edit, a bug in an older version, a disk t
 flipped bits) must not keep the orchestrator from starting: it is moved, as it was,
 to `set_aside`, reported, and everything else loads.
 
+The schema is versioned (SQLite's `PRAGMA user_version`) and migrated in place when
+the store opens: MIGRATIONS holds one step per version, append-only, run in one
+transaction after a backup copy of the file is taken. A store newer than the code is
+refused, never downgraded.
+
 What is deliberately not stored: the line order (rebuilt from priority and the
 submission sequence), the inventory (rebuilt from the jobs that hold GPUs), and the
 plan (recomputed every cycle). A restart loses nothing a user was told.
@@ -24,6 +29,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
@@ -31,7 +37,7 @@ from typing import NamedTuple
 from orchestrator.core.errors import GpuqError
 from orchestrator.core.job import Job
 
-SCHEMA = """
+SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
@@ -71,6 +77,22 @@ CREATE TABLE IF NOT EXISTS kv (
 );
 """
 
+# MIGRATIONS[i] takes a store from schema version i to i + 1. Never edit a released step:
+# add one. Version 0 is every store written before versions were kept (up to issue #13),
+# whose tables are exactly SCHEMA_1 (IF NOT EXISTS makes step 1 a no-op for them).
+MIGRATIONS: list[str] = [
+    SCHEMA_1,
+    # 2: when each version was applied, so an operator can see what an upgrade did.
+    """
+    CREATE TABLE IF NOT EXISTS schema_history (
+        version INTEGER PRIMARY KEY,
+        applied_at REAL NOT NULL,
+        from_version INTEGER NOT NULL
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
 
 class SetAside(NamedTuple):
     job_id: str
@@ -102,9 +124,45 @@ class Store:
             os.chmod(self.path, 0o600)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
+            self.migrated_from = self._migrate()
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the job store at {self.path}: {e}") from None
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> int | None:
+        """Bring the schema to SCHEMA_VERSION; returns the version it was at, or None
+        when there was nothing to do. A store with data gets a backup copy first
+        (`<store>.schema-<version>.bak`): a failed step rolls back, but an operator who
+        wants the old release back needs the old file."""
+        found = self.schema_version
+        if found > SCHEMA_VERSION:
+            raise StoreError(f"the job store at {self.path} has schema version {found}, newer than this gpuq's "
+                             f"{SCHEMA_VERSION}: run the newer gpuq, or restore a backup")
+        if found == SCHEMA_VERSION:
+            return None
+        has_data = self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'").fetchone()[0]
+        if has_data:
+            with sqlite3.connect(self.path.with_name(f"{self.path.name}.schema-{found}.bak")) as backup:
+                self._db.backup(backup)
+            os.chmod(self.path.with_name(f"{self.path.name}.schema-{found}.bak"), 0o600)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for version in range(found, SCHEMA_VERSION):
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                if version + 1 >= 2:  # the history table exists from version 2 on
+                    self._db.execute("INSERT OR REPLACE INTO schema_history VALUES (?, ?, ?)",
+                                     (version + 1, time.time(), found))
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._db.execute("ROLLBACK")
+            raise
+        return found if has_data else None
 
     def save(self, jobs: Iterable[Job], kv: dict[str, object] | None = None) -> None:
         """Write jobs (and counters) in one transaction; raises StoreError if it did not commit."""

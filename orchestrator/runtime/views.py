@@ -126,6 +126,7 @@ def status(service, ray_up: bool) -> dict:
             "install": install_mode(),
             "starting_jobs": service.starting_jobs,  # false: the site config or an admin stopped starts
             "records_set_aside": len(service.set_aside),
+            "version": service.versions,  # of the code and site config it runs
         },
     }
 
