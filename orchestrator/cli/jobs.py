@@ -227,6 +227,10 @@ def register(app: typer.Typer) -> None:
             console.print("[yellow]starting no jobs[/yellow]: submissions are queued but nothing starts "
                           "(an admin stopped starts, or start_jobs = false); resume with "
                           "PUT /orchestrator/starts {\"enabled\": true}")
+        store = details.get("store") or {}
+        if store.get("writable") is False:
+            console.print(f"[red]the job store cannot write[/red]: {store.get('error')}; changes are refused "
+                          "until it can (running jobs go on; their ends are recorded then)")
         if details.get("records_set_aside"):
             console.print(f"[red]{details['records_set_aside']} job record(s) set aside[/red] at the last start: "
                           "see gpuq events")

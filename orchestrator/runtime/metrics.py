@@ -139,7 +139,11 @@ class ScrapeCollector:
         aside = _gauge("gpuq_store_records_set_aside", "Job records that failed to load at the last start and were "
                        "set aside (store table set_aside)")
         aside.add_metric([], float(len(svc.set_aside)))
-        yield from (up, started, aside)
+        writable = _gauge("gpuq_store_writable", "0 while the job store cannot commit (a full disk): changes are refused")
+        writable.add_metric([], 0.0 if svc.durable.failing else 1.0)
+        failures = CounterMetricFamily("gpuq_store_write_failures", "Store commits that failed (retried until one works)")
+        failures.add_metric([], float(svc.durable.failures))
+        yield from (up, started, aside, writable, failures)
 
     def _jobs(self, queue, now: float):
         by_state = _gauge("gpuq_jobs", "Jobs by state", ["state"])

@@ -27,9 +27,17 @@ from orchestrator.core.states import JobState
 from orchestrator.core.submission import MAX_LOG_OFFSET, check_key, parse_array
 from orchestrator.runtime import views
 from orchestrator.runtime.backend import AgentRefused
+from orchestrator.runtime.store import StoreError
 
 
 class Requests:
+
+    def writable(self) -> None:
+        """Refuse a change up front while the store cannot commit (a full disk): it would
+        not be durable. Reads go on; running jobs go on; their ends wait in the group
+        commit until the store writes again (store.GroupCommit)."""
+        if self.durable.failing is not None:
+            raise StoreError(f"{self.durable.failing}; gpuq refuses changes until it can write again")
 
     def validation_config(self) -> Config:
         sizes = self.inventory.sizes or dict(self.site.nodes)
@@ -50,6 +58,7 @@ class Requests:
         Two fields are about the submission, not the job: `array` (a count, "A-B" or
         "1,3,5": one job per index, with GPUQ_ARRAY_INDEX) and `test_only` (a dry run:
         where and when it would start; nothing is enqueued)."""
+        self.writable()
         spec = dict(spec)
         indices = parse_array(spec.pop("array", None))
         test_only = spec.pop("test_only", False)
@@ -73,6 +82,7 @@ class Requests:
                                                 gpus=parsed.gpu_count, priority=parsed.priority.name)])
         except GpuqError:
             self.queue.forget(job.id)  # not stored means not accepted: the caller may retry
+            self.durable.drop([job.id])
             raise
         if idempotency_key is not None:
             self._by_key[(parsed.user, idempotency_key)] = job.id
@@ -110,6 +120,7 @@ class Requests:
         except GpuqError:
             for job in jobs:
                 self.queue.forget(job.id)
+            self.durable.drop(j.id for j in jobs)
             raise
         if key is not None:
             self._by_key[(parsed.user, key)] = jobs[0].id
@@ -118,6 +129,7 @@ class Requests:
                 "array": {"count": len(jobs), "indices": [indices[0], indices[-1]], "job_ids": [j.id for j in jobs]}}
 
     async def cancel(self, job_id: str, reason: str = "cancelled", by: Caller | None = None) -> dict:
+        self.writable()
         job_id = self.queue.resolve(job_id)
         job = self.queue.get(job_id)
         was = job.state
@@ -131,12 +143,14 @@ class Requests:
         return views.job(job, self.queue)
 
     async def hold(self, job_id: str, by: Caller | None = None) -> dict:
+        self.writable()
         job_id = self.queue.resolve(job_id)
         job = self.queue.hold(job_id, self.clock())
         await self.save([job], audit=[audit(self.clock(), by, "hold", job_id, user=job.user)])
         return views.job(job, self.queue)
 
     async def release(self, job_id: str, by: Caller | None = None) -> dict:
+        self.writable()
         job_id = self.queue.resolve(job_id)
         job = self.queue.release(job_id, self.clock())
         await self.save([job], audit=[audit(self.clock(), by, "release", job_id, user=job.user)])
@@ -144,6 +158,7 @@ class Requests:
         return views.job(job, self.queue)
 
     async def set_priority(self, job_id: str, priority, by: Caller | None = None) -> dict:
+        self.writable()
         job_id = self.queue.resolve(job_id)
         job = self.queue.get(job_id)
         was = job.priority
@@ -182,6 +197,7 @@ class Requests:
     async def drain(self, node: str, gpus: list[int] | None, reason: str, by: str, requeue: bool = False) -> dict:
         """Take GPUs (a whole node by default) out of service, like `scontrol update
         state=drain`: running jobs finish unless `requeue`, nothing new is placed there."""
+        self.writable()
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidSpec([("reason", "is required: say why the GPUs are drained (it is kept in the audit trail)")])
         out = self.watch.take_out(node, gpus, "drained", reason.strip(), by, requeue=requeue)
@@ -192,6 +208,7 @@ class Requests:
 
     async def undrain(self, node: str, gpus: list[int] | None, by: str, reason: str = "") -> dict:
         """Put drained or unhealthy GPUs back in service (an admin's call)."""
+        self.writable()
         returned = self.watch.put_back(node, gpus, by, reason)
         await self.save([], audit=[audit(self.clock(), Caller(by, "admin"), "undrain", node, gpus=returned, reason=reason)])
         return {"node": node, "returned": returned}

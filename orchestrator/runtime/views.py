@@ -127,6 +127,8 @@ def status(service, ray_up: bool) -> dict:
             "starting_jobs": service.starting_jobs,  # false: the site config or an admin stopped starts
             "records_set_aside": len(service.set_aside),
             "version": service.versions,  # of the code and site config it runs
+            "store": {"writable": service.durable.failing is None,
+                      "error": str(service.durable.failing) if service.durable.failing else None},
         },
     }
 
