@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from orchestrator.runtime.rollout import code_version
+from orchestrator.version import code_version
 from serve_app import errors
 from serve_app.auth import tokens_path
 from serve_app.gateway import Gateway, install

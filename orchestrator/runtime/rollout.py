@@ -21,32 +21,12 @@ starts it in a fresh worker process: a pooled one could hold modules of the old 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from pathlib import Path
 
 import ray
 
 from orchestrator.runtime.names import NAMESPACE, ORCHESTRATOR_NAME
-
-_ROOT = Path(__file__).resolve().parents[2]
-_CODE = ("orchestrator", "serve_app")
-
-
-def code_version() -> str:
-    """A digest of gpuq's code as it is on disk here (every module and web asset)."""
-    h = hashlib.sha256()
-    for top in _CODE:
-        for path in sorted((_ROOT / top).rglob("*")):
-            if path.is_file() and path.suffix in (".py", ".js", ".html", ".css"):
-                h.update(str(path.relative_to(_ROOT)).encode())
-                h.update(path.read_bytes())
-    return h.hexdigest()[:12]
-
-
-def config_version(config: dict | None) -> str:
-    return hashlib.sha256(json.dumps(config or {}, sort_keys=True, default=str).encode()).hexdigest()[:12]
+from orchestrator.version import code_version, config_version
 
 
 def running_versions() -> dict | None:

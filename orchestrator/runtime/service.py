@@ -39,7 +39,7 @@ from orchestrator.runtime.backend import RayBackend
 from orchestrator.runtime.metrics import Metrics
 from orchestrator.runtime.recovery import recover
 from orchestrator.runtime.requests import Requests
-from orchestrator.runtime.rollout import code_version, config_version
+from orchestrator.version import code_version, config_version
 from orchestrator.runtime.store import GroupCommit, Store
 from orchestrator.runtime.watch import GpuWatch
 
@@ -159,7 +159,9 @@ class OrchestratorService(Requests):
         # loop on every submit and every job end): refresh them at most once a second.
         explain = time.monotonic() - self._explained_at >= EXPLAIN_INTERVAL_S
         decided = plan(snap, now, self.policy, explain=explain)
-        if not self.starting_jobs:  # starts are stopped: keep the reasons, apply nothing
+        if self.durable.failing is not None:  # a start must be stored before it reaches Ray
+            decided = decided.stopped(f"no job starts while the job store cannot write: {self.durable.failing}")
+        elif not self.starting_jobs:  # starts are stopped: keep the reasons, apply nothing
             decided = decided.stopped("the site has stopped starting jobs (start_jobs = false)"
                                       if not self.site.start_jobs else
                                       "an admin stopped starting jobs (gpuq down --drain, or PUT /orchestrator/starts)")
@@ -212,7 +214,10 @@ class OrchestratorService(Requests):
             for name in job.slots.get(attempt, []):
                 self.backend.discard(name)
             self.give_back(job)
-            self.carry_out(lifecycle.launch_failed(self.queue, job, str(e), self.clock()))
+            if job.state is JobState.SCHEDULED:  # its start was never stored, nothing reached Ray: back in line
+                self.carry_out(lifecycle.not_started(self.queue, job, f"not started: {e}", self.clock()))
+            else:
+                self.carry_out(lifecycle.launch_failed(self.queue, job, str(e), self.clock()))
 
     async def _launch_steps(self, job: Job) -> None:
         if job.state is not JobState.SCHEDULED:

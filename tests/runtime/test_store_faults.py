@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator.core.errors import GpuqError
 from orchestrator.core.states import JobState
-from tests.runtime.test_service import World, until
+from tests.runtime.test_service import World, cycles, until
 
 
 class TmpfsDisk:
@@ -57,10 +57,11 @@ def test_a_full_disk_refuses_changes_loses_nothing_and_recovers_by_itself(tmp_pa
         running = await w.submit(gpus=2, run_id="runs-through-it")
         await w.running(running)
         await until(lambda: stored_state(db_path, running) == "running")
+        waiting = await w.submit(gpus=16, run_id="waits-for-the-gpus")
         fs.fill()
         with pytest.raises(GpuqError, match="cannot write"):  # the first commit that meets the full disk
             await w.submit(gpus=1, run_id="refused")
-        assert [j.spec.run_id for j in w.svc.queue.jobs()] == ["runs-through-it"]  # not enqueued
+        assert [j.spec.run_id for j in w.svc.queue.jobs()] == ["runs-through-it", "waits-for-the-gpus"]
         assert w.svc.durable.failing is not None
         with pytest.raises(GpuqError, match="refuses changes"):  # later ones are refused up front
             await w.svc.cancel(running)
@@ -71,10 +72,13 @@ def test_a_full_disk_refuses_changes_loses_nothing_and_recovers_by_itself(tmp_pa
         w.backend.end(running, 1, exit_code=0)  # the job ends while nothing can be written
         await until(lambda: w.job(running).state is JobState.COMPLETED)
         assert stored_state(db_path, running) == "running"  # not durable yet, and not lost
+        await cycles(w)  # the GPUs are free, but a start that cannot be stored does not happen
+        assert w.job(waiting).state is JobState.QUEUED and (waiting, 1) not in w.backend.started
 
         fs.free()
         await until(lambda: w.svc.durable.failing is None, timeout=20)  # by itself
         await until(lambda: stored_state(db_path, running) == "completed")
+        await w.running(waiting)
         assert "refused" not in open_ids(db_path, w)  # the refused submit never reached the store
         again = await w.submit(gpus=1, run_id="after")
         assert stored_state(db_path, again) in ("queued", "scheduled", "allocating", "running")

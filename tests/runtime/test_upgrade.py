@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from orchestrator.runtime.rollout import code_version
+from orchestrator.version import code_version
 from tests.raycluster import wait_for
 
 pytestmark = pytest.mark.ray
@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 UP = """
 import json, sys
 from orchestrator.runtime.localcluster import connect
-from orchestrator.runtime.rollout import code_version, ensure_orchestrator
+from orchestrator.runtime.rollout import ensure_orchestrator
+from orchestrator.version import code_version
 connect(sys.argv[1])
 print(json.dumps({"result": ensure_orchestrator(json.loads(sys.argv[2])), "code": code_version()}))
 """
