@@ -294,10 +294,7 @@ class OrchestratorService(Requests):
         if any(res is None for res in results.values()):
             # A runner died: if its node did, mark the node down now, so that the job is
             # requeued as evicted and nothing is planned on that node again.
-            try:
-                self.watch.look_at_nodes()
-            except Exception:
-                log.exception("looking at Ray's nodes failed")
+            self.watch.look_at_nodes()
         # A runner that died without an exit record: ask its node whether the job ended.
         for rank, res in results.items():
             if res is None:

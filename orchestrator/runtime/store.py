@@ -143,8 +143,8 @@ class Store:
                              f"{SCHEMA_VERSION}: run the newer gpuq, or restore a backup")
         if found == SCHEMA_VERSION:
             return None
-        has_data = self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'").fetchone()[0]
-        if has_data:
+        existing = self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'").fetchone()[0]
+        if existing:
             with sqlite3.connect(self.path.with_name(f"{self.path.name}.schema-{found}.bak")) as backup:
                 self._db.backup(backup)
             os.chmod(self.path.with_name(f"{self.path.name}.schema-{found}.bak"), 0o600)
@@ -162,7 +162,7 @@ class Store:
         except sqlite3.Error:
             self._db.execute("ROLLBACK")
             raise
-        return found if has_data else None
+        return found if existing else None
 
     def save(self, jobs: Iterable[Job], kv: dict[str, object] | None = None) -> None:
         """Write jobs (and counters) in one transaction; raises StoreError if it did not commit."""

@@ -109,7 +109,7 @@ def status(service, ray_up: bool) -> dict:
             "utilization": allocated / total if total else 0.0,
             # Why GPUs are out of service, as the web page and `gpuq status` say it.
             "unhealthy_gpus": unhealthy,
-            "drained_gpus": sum(1 for slots in inv.nodes.values() for sl in slots if sl.shown == "drained"),
+            "drained_gpus": sum(1 for o in service.fleet.out.values() if o.state == "drained"),  # draining too
             "down_gpus": sum(1 for slots in inv.nodes.values() for sl in slots if sl.shown == "down"),
             "down_nodes": sorted(service.fleet.down),
             "idle_gpus": len(service.fleet.idle(time.time())),

@@ -51,21 +51,21 @@ class GpuWatch:
 
     async def run_nodes(self) -> None:
         while True:
-            try:
-                self.look_at_nodes()
-            except Exception:
-                log.exception("looking at Ray's nodes failed")
+            self.look_at_nodes()
             await asyncio.sleep(NODE_LOOK_S)
 
     def look_at_nodes(self) -> None:
         """Compare Ray's live GPU nodes with the inventory: joined, lost, back."""
         svc = self.svc
-        found = svc.backend.discover()
+        try:
+            found = svc.backend.discover()
+        except Exception:  # the GCS did not answer: look again next time, change nothing
+            log.exception("could not list Ray's nodes")
+            return
         for name, info in found.items():
             if name not in svc.inventory.nodes:
                 svc.inventory.add_node(name, info.gpus)
                 self.fleet.node_added(name)
-                self.fleet.monitor.expect(name, time.time())
                 log.info("node %s joined with %d GPUs", name, info.gpus)
                 self.svc.save([], kv={"fleet": self.fleet.saved()})
             elif name in self.fleet.down:
@@ -77,7 +77,7 @@ class GpuWatch:
         for name in list(svc.inventory.nodes):
             if name not in found and name not in self.fleet.down:
                 self.node_lost(name, "Ray reports its raylet dead")
-        if found.keys() != svc.nodes.keys() or any(svc.nodes[n].node_id != i.node_id for n, i in found.items()):
+        if found != svc.nodes:
             svc.nodes = found
             svc.backend.ensure_agents(found)
             svc.wake()
@@ -88,12 +88,7 @@ class GpuWatch:
         log.warning("node %s is down: %s; requeueing %d job(s)", node, reason, len(holders))
         self.svc.metrics.health_events.labels("node_down").inc()
         self.svc.backend.node_lost(node)  # its slots, agent and quarantine groups are gone with it
-        changed = []
-        for job_id in holders:
-            job = self.svc.queue.get(job_id)
-            job.note(now, "evict", f"node {node} down: {reason}")
-            self.svc.evict(job, f"node {node} down: {reason}")
-            changed.append(job)
+        changed = [self._evict(job_id, now, f"node {node} down: {reason}") for job_id in holders]
         self.svc.save(changed, kv={"fleet": self.fleet.saved()})
         self.svc.wake()
 
@@ -152,14 +147,21 @@ class GpuWatch:
             job = self.svc.queue.get(job_id)
             where = ", ".join(f"{node}:{g}" for g in on)
             if requeue:
-                job.note(now, "evict", f"{where} {state}: {reason}")
-                self.svc.evict(job, f"GPU {where} {state}: {reason}")
+                self._evict(job_id, now, f"GPU {where} {state}: {reason}", note=f"{where} {state}: {reason}")
             else:
                 job.note(now, "drain", f"{where} draining ({reason}): the job runs to its end")
             changed.append(job)
         self.svc.save(changed, kv={"fleet": self.fleet.saved()})
         self.svc.wake()
         return {"node": node, "state": state, "jobs": sorted(holders)}
+
+    def _evict(self, job_id: str, now: float, why: str, note: str | None = None):
+        """Stop a job whose GPUs left service and put it back in line (service.evict),
+        saying why in its history."""
+        job = self.svc.queue.get(job_id)
+        job.note(now, "evict", note or why)
+        self.svc.evict(job, why)
+        return job
 
     def put_back(self, node: str, gpus: list[int] | None, by: str, reason: str) -> list[int]:
         back = self.fleet.put_back(node, gpus, by, time.time(), reason)

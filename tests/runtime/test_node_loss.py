@@ -42,7 +42,7 @@ class Prober(threading.Thread):
                     except httpx.HTTPError as e:
                         self.failures.append((path, type(e).__name__, str(e)[:200]))
                     self.answers += 1
-                time.sleep(0.2)
+                self.done.wait(0.2)
 
 
 def test_a_dead_gpu_node_is_down_its_job_runs_on_the_other_node_and_the_node_returns(ray_cluster, orch, api):

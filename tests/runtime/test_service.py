@@ -271,8 +271,7 @@ def test_a_placement_waiting_on_a_node_that_dies_goes_back_in_line_at_once(tmp_p
 def test_a_node_dead_across_an_orchestrator_restart_is_still_shown_down(tmp_path):
     async def body(w):
         w.backend.node_sizes.pop("gmi-node-2")
-        await until(lambda: "gmi-node-2" in w.svc.fleet.down)
-        await asyncio.sleep(0.2)  # the fleet's save is a group commit
+        await until(lambda: "gmi-node-2" in (w.svc.store.get("fleet") or {}).get("down", {}))  # durable
         w.svc.close()
         w.svc = w.start()
         assert {s.shown for s in w.svc.inventory.nodes["gmi-node-2"]} == {"down"}
