@@ -30,6 +30,7 @@ class Lab:
         self.inventory = Inventory.of(sizes or {"gmi-node-1": 8, "gmi-node-2": 8})
         self.cfg = cfg or PolicyConfig()
         self.usage: dict[str, float] = {}
+        self.reserved: tuple[str, ...] = ()  # carried from cycle to cycle, as the service does
 
     def submit(self, run_id, user="alice", gpus=1, priority=2, now=0.0, **extra):
         return self.queue.submit(make_spec(run_id, user, gpus, priority, **extra), now=now)
@@ -37,7 +38,7 @@ class Lab:
     def snapshot(self, now):
         from orchestrator.core.snapshot import snapshot_of
 
-        return snapshot_of(self.queue, self.inventory, now, self.usage)
+        return snapshot_of(self.queue, self.inventory, now, self.usage, reserved=self.reserved)
 
     def cycle(self, now, apply=True):
         """One cycle, its decisions carried out at once as the runtime would: through the
@@ -47,6 +48,7 @@ class Lab:
 
         decided = plan(self.snapshot(now), now, self.cfg)
         if apply:
+            self.reserved = tuple(decided.reservations)
             effects = lifecycle.apply_plan(self.queue, self.inventory, decided, now)
             for victim in effects.stop:
                 self.inventory.release(victim.id)

@@ -38,6 +38,9 @@ class Snapshot:
     line: Line  # queued jobs
     running: Sequence[Running]
     usage: Mapping[str, float] = field(default_factory=dict)  # decayed GPU-seconds per user
+    # Jobs that held reservations after the last cycle, in order (Plan.reservations): the
+    # policy keeps them unless their job starts, leaves the line or is outranked by level.
+    reserved: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,24 @@
 """The order in which the policy considers waiting jobs.
 
-Priority level first, always. Within a level the seed's FIFO, refined by two
-tie-breakers from Slurm's multifactor priority:
-- aging: the longer a job has waited, the higher its score (capped at a horizon),
-  so no job waits behind an endless stream of newcomers;
+Priority level first, always. Within a level the seed's FIFO, refined by tie-breakers
+from Slurm's multifactor priority:
+- size: jobs with shorter time limits go first (Slurm's job-size factor, by length), which
+  is what cuts the average wait;
+- aging: a job's wait as a fraction of the longest wait in line. The job that has waited
+  longest gets the whole age weight, so no job waits behind an endless stream of short
+  newcomers. Being relative, aging needs no horizon: a horizon fitted to one trace (the
+  30 days this replaced) is far too slow where waits are hours and too fast where they
+  are weeks (docs/BENCHMARKS.md, the policy suite);
 - fair-share: users with little recent GPU usage go before heavy users.
 The score never lifts a job above its priority level; a site may opt in to
-promotion, which lifts a job one level per `promote_after_s` of waiting.
+promotion, which lifts a job one level per `promote_after_s` of waiting. Jobs that hold a
+reservation (`first`) go before the rest of their level, so a reservation, once made, is
+kept until its job starts rather than handed to whichever job scores best next cycle.
 
-Waiting jobs are kept in groups, one per (level, user), each in submission order.
-Within a group every job has the same fair-share and its older jobs have aged at
-least as much, so each group is already sorted by score; the full order is a lazy
-k-way merge of the group heads. A scheduling cycle that stops after a few jobs
+Waiting jobs are kept in groups, one per (level, user, time-limit class), each in
+submission order. Within a group every job has the same fair-share and size, and its
+older jobs have waited longer, so each group is already sorted by score; the full order
+is a lazy k-way merge of the group heads. A scheduling cycle that stops after a few jobs
 therefore costs O(k log groups), not a sort of the whole queue.
 """
 
@@ -20,7 +27,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -78,6 +85,7 @@ class Line:
         # the order itself when no tie-breaker is weighted.
         self._fifo: SortedDict = SortedDict()
         self._shapes: Counter[tuple[int, bool]] = Counter()  # (gpus, multi_node) -> jobs waiting
+        self._by_id: dict[str, Waiting] = {}
 
     def __len__(self) -> int:
         return len(self._fifo)
@@ -86,6 +94,7 @@ class Line:
         self._groups.setdefault(_group_of(job), SortedDict())[job.seq] = job
         self._fifo[(-int(job.priority), job.seq)] = job
         self._shapes[(job.gpus, job.multi_node)] += 1
+        self._by_id[job.id] = job
 
     def remove(self, job: Waiting) -> None:
         """Remove `job`; call before changing its priority, user or time limit."""
@@ -93,12 +102,16 @@ class Line:
         group = self._groups[key]
         del group[job.seq]
         del self._fifo[(-int(job.priority), job.seq)]
+        del self._by_id[job.id]
         shape = (job.gpus, job.multi_node)
         self._shapes[shape] -= 1
         if not self._shapes[shape]:
             del self._shapes[shape]
         if not group:
             del self._groups[key]
+
+    def get(self, job_id: str) -> Waiting | None:
+        return self._by_id.get(job_id)
 
     def position(self, job: Waiting) -> int:
         """1-based place in the plain priority-then-FIFO order."""
@@ -125,12 +138,10 @@ class Line:
 class OrderWeights:
     """Weights of the tie-breakers within a priority level (all 0 = plain FIFO).
 
-    Defaults were chosen on the Philly trace replay (docs/BENCHMARKS.md): a short-job
-    preference that, with aging over 30 days, cut the average wait of EASY backfill
-    while lowering its maximum wait too."""
+    The default policy's weights (policy.PolicyConfig) were chosen on the policy suite,
+    twelve real traces replayed at three loads (docs/BENCHMARKS.md), not on one trace."""
 
-    age_weight: float = 0.0
-    age_horizon_s: float = 30 * 86400.0
+    age_weight: float = 0.0  # x (wait / longest wait in line), so 0..age_weight
     fairshare_weight: float = 0.0
     short_weight: float = 0.0  # favour short time limits (Slurm's job-size factor, by length)
     # Opt-in: every `promote_after_s` of waiting lifts a job one level in the order, at most
@@ -141,20 +152,30 @@ class OrderWeights:
 
 
 def in_order(
-    line: Line, now: float, weights: OrderWeights, fairshare: Mapping[str, float], extra: Waiting | None = None
+    line: Line, now: float, weights: OrderWeights, fairshare: Mapping[str, float], extra: Waiting | None = None,
+    first: Sequence[str] = (),
 ) -> Iterator[Waiting]:
-    """Waiting jobs, best first. `extra` is a hypothetical job merged in (for dry runs)."""
+    """Waiting jobs, best first. `extra` is a hypothetical job merged in (for dry runs);
+    `first` are ids of jobs holding reservations, which lead their level in that order."""
     promoting = weights.promote_after_s > 0 and weights.promote_levels > 0
-    if not (weights.age_weight or weights.fairshare_weight or weights.short_weight or promoting) and extra is None:
+    held = [job for job in map(line.get, first) if job is not None]
+    if not (weights.age_weight or weights.fairshare_weight or weights.short_weight or promoting or held) \
+            and extra is None:
         yield from line.fifo()  # no tie-breakers: the plain order is the order
         return
-    sources: list[tuple[tuple[int, str, int], Iterator[Waiting]]] = [(key, iter(jobs)) for key, jobs in line.groups()]
+    held_ids = {job.id for job in held}
+    sources: list[tuple[tuple[int, str, int], Iterator[Waiting]]] = [
+        (key, iter(jobs) if not held_ids else (j for j in jobs if j.id not in held_ids)) for key, jobs in line.groups()
+    ]
     if extra is not None:
         sources.append((_group_of(extra), iter([extra])))
-    if len(sources) == 1 and not promoting:  # one group is already in order: no keys to compute
+    if len(sources) == 1 and not promoting and not held:  # one group is already in order: no keys to compute
         yield from sources[0][1]
         return
-    age_w, horizon = weights.age_weight, weights.age_horizon_s
+    age_w = weights.age_weight
+    # Aging is relative to the longest wait in line: each group's head is its oldest job.
+    oldest = min((j.submitted_at for j in _heads(line, extra)), default=now) if age_w else now
+    longest = now - oldest
 
     def level_of(job: Waiting, level: int) -> int:
         # Older jobs of a group are promoted at least as far as newer ones: groups stay sorted.
@@ -162,6 +183,10 @@ def in_order(
             return level
         waited = max(0.0, now - job.submitted_at)
         return level + min(weights.promote_levels, int(waited // weights.promote_after_s))
+
+    def age(job: Waiting) -> float:
+        waited = now - job.submitted_at
+        return age_w * waited / longest if age_w and waited > 0 and longest > 0 else 0.0
 
     heap: list[tuple[int, float, int, int, Waiting, Iterator[Waiting], float, int]] = []
     for n, ((level, user, length), it) in enumerate(sources):
@@ -171,7 +196,13 @@ def in_order(
         # The part of the score every job of the group shares, computed once.
         static = weights.fairshare_weight * fairshare.get(user, 1.0) if weights.fairshare_weight else 0.0
         static += weights.short_weight * (1.0 - length / MAX_LENGTH_CLASS)
-        heap.append((-level_of(job, level), -(static + _age(job, now, age_w, horizon)), job.seq, n, job, it, static, level))
+        heap.append((-level_of(job, level), -(static + age(job)), job.seq, n, job, it, static, level))
+    # Jobs holding reservations: one more source, ahead of every score of their level.
+    keep = sorted(((-level_of(j, int(j.priority)), rank - _HELD, j) for rank, j in enumerate(held)), key=lambda k: k[:2])
+    if keep:
+        lead = iter(keep)
+        lvl, key, job = next(lead)
+        heap.append((lvl, key, job.seq, len(sources), job, lead, 0.0, -1))
     heapq.heapify(heap)
     while heap:
         top = heap[0]
@@ -179,17 +210,23 @@ def in_order(
         nxt = next(top[5], None)
         if nxt is None:
             heapq.heappop(heap)
+        elif top[7] == -1:  # the reservation holders' source yields ready-made keys
+            lvl, key, job = nxt
+            heapq.heapreplace(heap, (lvl, key, job.seq, top[3], job, top[5], 0.0, -1))
         else:
             static, level = top[6], top[7]
-            heapq.heapreplace(heap, (-level_of(nxt, level), -(static + _age(nxt, now, age_w, horizon)), nxt.seq,
+            heapq.heapreplace(heap, (-level_of(nxt, level), -(static + age(nxt)), nxt.seq,
                                      top[3], nxt, top[5], static, level))
 
 
-def _age(job: Waiting, now: float, weight: float, horizon: float) -> float:
-    if not weight:
-        return 0.0
-    waited = now - job.submitted_at
-    return weight * (waited / horizon if waited < horizon else 1.0) if waited > 0 else 0.0
+_HELD = 1e12  # above any score: weights are small numbers
+
+
+def _heads(line: Line, extra: Waiting | None) -> Iterator[Waiting]:
+    for _, jobs in line.groups():
+        yield next(iter(jobs))
+    if extra is not None:
+        yield extra
 
 
 MAX_LENGTH_CLASS = 16  # time limits up to 2^16 minutes (45 days) get distinct classes

@@ -6,7 +6,7 @@ hand the same kind of Snapshot to the same plan().
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.job import Job
@@ -34,9 +34,10 @@ def running_view(job: Job, now: float, stopping: bool = False) -> Running:
 
 def snapshot_of(
     queue: JobQueue, inventory: Inventory, now: float, usage: Mapping[str, float] | None = None,
-    stopping: frozenset[str] = frozenset(),
+    stopping: frozenset[str] = frozenset(), reserved: Sequence[str] = (),
 ) -> Snapshot:
-    """`stopping`: ids of jobs being stopped whose GPUs are not back yet."""
+    """`stopping`: ids of jobs being stopped whose GPUs are not back yet; `reserved`: the
+    jobs that held reservations after the last cycle."""
     running = [
         running_view(queue.get(job_id), now, job_id in stopping)
         for job_id in inventory.jobs()
@@ -47,4 +48,5 @@ def snapshot_of(
         line=queue.line,
         running=running,
         usage=dict(usage or {}),
+        reserved=tuple(reserved),
     )

@@ -92,7 +92,8 @@ class Requests:
     def dry_run(self, parsed: JobSpec) -> dict:
         now = self.clock()
         probe = Job.new(parsed, seq=self.queue.next_seq, now=now, job_id="dry-run")
-        snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping))
+        snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping),
+                           self.reserved)
         answer = dry_run(snap, now, self.policy, probe)
         if isinstance(answer, Start):
             return {"success": True, "test_only": True, "would_start": True, "estimated_start": now,

@@ -87,6 +87,7 @@ class OrchestratorService(Requests):
             if now - run.end < 8 * self.site.fairshare_half_life_s:
                 self.usage.add(run.user, run.gpu_seconds, run.end)
         self.last_plan = None
+        self.reserved: tuple[str, ...] = ()
         self.started_at = self.clock()
         self.backend.ensure_agents(self.nodes)
         self._wake = asyncio.Event()
@@ -154,11 +155,15 @@ class OrchestratorService(Requests):
         """One scheduling cycle: plan on a snapshot, then apply the decisions."""
         now = self.clock()
         began = time.perf_counter()
-        snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping))
+        snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping),
+                           self.reserved)
         # Reasons and estimated starts cost more than the decisions (a busy queue wakes the
         # loop on every submit and every job end): refresh them at most once a second.
         explain = time.monotonic() - self._explained_at >= EXPLAIN_INTERVAL_S
         decided = plan(snap, now, self.policy, explain=explain)
+        # Reservations stay with their jobs from cycle to cycle. Kept in memory only: after a
+        # restart the first cycle reserves afresh, as it would have for the head of the line.
+        self.reserved = tuple(decided.reservations)
         if self.durable.failing is not None:  # a start must be stored before it reaches Ray
             decided = decided.stopped(f"no job starts while the job store cannot write: {self.durable.failing}")
         elif not self.starting_jobs:  # starts are stopped: keep the reasons, apply nothing

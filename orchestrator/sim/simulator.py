@@ -132,6 +132,7 @@ def simulate(
     busy_series: list[tuple[float, int]] = []
     origin = jobs[0].submitted_at if jobs else 0.0
     uses_usage = bool(cfg.weights.fairshare_weight)
+    reserved: tuple[str, ...] = ()
 
     while next_arrival < len(jobs) or ends:
         now = min(
@@ -165,11 +166,13 @@ def simulate(
                 line=line,
                 running=[j.view for j in running.values()],  # type: ignore[misc]
                 usage=ledger.snapshot(now) if uses_usage else {},
+                reserved=reserved,
             )
             if nothing_to_decide(snap, cfg):
                 break  # the cycle would be empty: same result, less work
             cycles += 1
             decided = plan(snap, now, cfg, explain=False)
+            reserved = tuple(decided.reservations)  # kept for the next cycle, as the live service does
             if not decided.starts and not decided.preemptions:
                 break  # most cycles decide nothing: skip the bookkeeping (the replay's hot path)
             effects = lifecycle.apply_plan(moves, inventory, decided, now)

@@ -257,3 +257,44 @@ def test_promotion_across_levels_is_opt_in_and_bounded():
     assert first_of(OrderWeights()) == ["new-high", "old-normal", "old-low"]
     # One level per 4 days, at most one: old-normal reaches HIGH (and was there first), old-low only NORMAL.
     assert first_of(OrderWeights(promote_after_s=4 * 86400, promote_levels=1)) == ["old-normal", "new-high", "old-low"]
+
+
+def _moving_reservation_lab(cfg):
+    """A 16-GPU job reserved behind a running job, then a shorter 16-GPU job that the
+    order prefers once both have waited a while."""
+    lab = Lab(cfg=cfg)
+    lab.submit("running", gpus=4, now=0, time_limit=10 * HOUR)
+    lab.cycle(now=0)
+    lab.submit("big-day", gpus=16, now=1, time_limit=24 * HOUR)
+    assert set(lab.cycle(now=2).reservations) == {lab.by_label("big-day").id}
+    lab.submit("big-hour", gpus=16, now=3, time_limit=HOUR)
+    return lab
+
+
+def test_a_reservation_stays_with_its_job_when_a_shorter_job_would_outrank_it():
+    lab = _moving_reservation_lab(PolicyConfig())
+    decided = lab.cycle(now=5 * HOUR)
+    assert decided.order[0] == lab.by_label("big-day").id  # the order alone would put big-hour first
+    assert set(decided.reservations) == {lab.by_label("big-day").id}
+    assert lab.reason(decided, "big-day").estimated_start == 10 * HOUR
+
+
+def test_without_sticky_reservations_the_reservation_moves_to_the_shorter_job():
+    lab = _moving_reservation_lab(PolicyConfig(sticky_reservations=False))
+    decided = lab.cycle(now=5 * HOUR)
+    assert set(decided.reservations) == {lab.by_label("big-hour").id}
+
+
+def test_a_held_reservation_never_goes_before_a_higher_priority_level():
+    lab = _moving_reservation_lab(PolicyConfig())
+    lab.submit("urgent", gpus=16, priority=3, now=4)
+    decided = lab.cycle(now=5)
+    assert decided.order[:2] == [lab.by_label("urgent").id, lab.by_label("big-day").id]
+    assert set(decided.reservations) == {lab.by_label("urgent").id}
+
+
+def test_a_reservation_is_dropped_once_its_job_leaves_the_line():
+    lab = _moving_reservation_lab(PolicyConfig())
+    lab.queue.cancel(lab.by_label("big-day").id, 4)
+    decided = lab.cycle(now=5)
+    assert set(decided.reservations) == {lab.by_label("big-hour").id}

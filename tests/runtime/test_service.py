@@ -193,6 +193,22 @@ def test_a_job_cancelled_while_it_is_being_placed_never_starts(tmp_path):
     scenario(tmp_path, body)
 
 
+def test_a_reservation_stays_with_its_job_from_cycle_to_cycle(tmp_path):
+    async def body(w):
+        running = await w.submit(gpus=4, time_limit="10h")
+        await w.running(running)
+        big_day = await w.submit(gpus=16, time_limit="24h")
+        await until(lambda: w.svc.reserved == (big_day,))
+        big_hour = await w.submit(gpus=16, time_limit="1h")
+        w.clock.advance(5 * 3600)  # long enough for the order alone to prefer the shorter job
+        await cycles(w)
+        assert w.svc.reserved == (big_day,)
+        w.backend.end(running, 1)
+        await w.running(big_day)
+        assert w.job(big_hour).state is JobState.QUEUED
+    scenario(tmp_path, body)
+
+
 def test_a_held_job_waits_until_its_owner_releases_it(tmp_path):
     async def body(w):
         blocker = await w.submit(gpus=16)

@@ -1,0 +1,34 @@
+"""How a plan words things for people: job names, places and clock times in the
+reasons a waiting job shows (`gpuq show`, the web page, Slurm-like `squeue` reasons).
+Kept apart from the decisions in policy.py: wording changes; decisions are tested."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from orchestrator.core.durations import format_duration
+from orchestrator.core.ordering import Waiting
+from orchestrator.core.placement import Counts
+
+
+def unplaceable(job: Waiting, sizes: Mapping[str, int]) -> str:
+    shape = "" if job.multi_node or job.gpus > max(sizes.values()) else " on one node"
+    return f"needs {job.gpus} GPUs{shape}; only {max(sizes.values()) if shape else sum(sizes.values())} in service"
+
+
+def names(labels: list[str]) -> str:
+    if len(labels) <= 2:
+        return " and ".join(labels)
+    return f"{labels[0]} and {len(labels) - 1} others"
+
+
+def where(counts: Counts) -> str:
+    return " and ".join(counts)
+
+
+def clock(t: float, now: float) -> str:
+    """A time in a message: UTC, said so, whatever the server's timezone (a client that
+    wants local time has the number in `estimated_start`)."""
+    fmt = "%H:%M UTC" if t - now < 86400 else "%a %d %b %H:%M UTC"
+    return f"{time.strftime(fmt, time.gmtime(t))} (in {format_duration(t - now)})"

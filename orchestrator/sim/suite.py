@@ -1,0 +1,128 @@
+"""The policy suite: many real traces, each on a cluster sized to its load, and the
+question "does one policy win on all of them?".
+
+A policy tuned on one trace can lose on the next; this is the check that it does not.
+Each trace runs on N x 8 GPUs with N = max(2, ceil(largest job / 8),
+ceil(offered load / (0.85 x 8))): big enough for its largest job, and loaded to
+about 85 %, as a busy lab is, rather than drowned. Offered load is
+sum(gpus x duration) / (last submit - first submit), in GPUs.
+
+The targets the default must meet against the classic policies on every trace are
+`Targets`. scripts/bench_policy_suite.py runs the suite and prints the tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from orchestrator.core.policy import PolicyConfig
+from orchestrator.sim.simulator import Result, simulate
+from orchestrator.sim.traces import TraceJob, load_trace, parse_columns
+
+GPUS_PER_NODE = 8
+TARGET_LOAD = 0.85
+PHILLY_MIN_JOBS = 1000  # smaller virtual clusters are too few jobs to say much
+ITP_COLUMNS = "submit=submission_time,duration=duration,gpus=num_gpu"
+
+
+@dataclass(frozen=True)
+class SuiteTrace:
+    """One trace of the suite: where to read it, and how."""
+
+    name: str
+    path: Path
+    vc: str | None = None
+    columns: str | None = None
+
+    def load(self) -> list[TraceJob]:
+        return load_trace(self.path, vc=self.vc, columns=parse_columns(self.columns) if self.columns else None)
+
+
+def standard_suite(traces_dir: Path) -> list[SuiteTrace]:
+    """Every Philly virtual cluster with at least 1,000 jobs, then the ITP clusters."""
+    traces: list[SuiteTrace] = []
+    philly = traces_dir / "philly.csv"
+    if philly.exists():
+        with philly.open(newline="") as f:
+            sizes = Counter(row["cluster"] for row in csv.DictReader(f))
+        traces += [SuiteTrace(f"philly-{vc}", philly, vc=vc) for vc, n in sizes.most_common() if n >= PHILLY_MIN_JOBS]
+    traces += [
+        SuiteTrace(f"itp-{p.stem.removeprefix('cluster')}", p, columns=ITP_COLUMNS)
+        for p in sorted((traces_dir / "itp").glob("cluster*.csv"))
+    ]
+    return traces
+
+
+def offered_load(jobs: Sequence[TraceJob]) -> float:
+    """GPUs the trace asks for on average over its submit span."""
+    span = max(j.submit for j in jobs) - min(j.submit for j in jobs)
+    work = sum(j.gpus * j.duration for j in jobs)
+    return work / span if span > 0 else float(max(j.gpus for j in jobs))
+
+
+def nodes_for(jobs: Sequence[TraceJob], per_node: int = GPUS_PER_NODE, load: float = TARGET_LOAD) -> int:
+    largest = max(j.gpus for j in jobs)
+    return max(2, math.ceil(largest / per_node), math.ceil(offered_load(jobs) / (load * per_node)))
+
+
+def cluster_for(jobs: Sequence[TraceJob], per_node: int = GPUS_PER_NODE, load: float = TARGET_LOAD) -> dict[str, int]:
+    return {f"node-{i + 1}": per_node for i in range(nodes_for(jobs, per_node, load))}
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the default must do against the classic policies on every trace."""
+
+    NAMES = ("avg wait <= greedy", "max wait <= EASY", "util >= EASY - 0.5 pt")
+    util_slack: float = 0.005  # utilization >= EASY's - 0.5 points
+
+    def check(self, default: Result, greedy: Result, easy: Result) -> dict[str, bool]:
+        return self.check_values(*(r.summary() for r in (default, greedy, easy)))
+
+    def check_values(self, default: dict, greedy: dict, easy: dict) -> dict[str, bool]:
+        """The same on Result.summary() dicts (what crosses a process boundary)."""
+        avg, most, util = self.NAMES
+        return {
+            avg: default["avg_wait_s"] <= greedy["avg_wait_s"],
+            most: default["max_wait_s"] <= easy["max_wait_s"],
+            util: default["utilization"] >= easy["utilization"] - self.util_slack,
+        }
+
+
+VARIANT_KEYS = {"age": "age_weight", "short": "short_weight", "fairshare": "fairshare_weight"}
+
+
+def variant(spec: str) -> PolicyConfig:
+    """The default with some knobs changed, for ablations: "age:1,short:0.25,sticky:0,depth:2"."""
+    cfg = PolicyConfig()
+    weights, overrides = {}, {}
+    for part in filter(None, spec.split(",")):
+        key, _, value = part.partition(":")
+        if key in VARIANT_KEYS:
+            weights[VARIANT_KEYS[key]] = float(value)
+        elif key == "sticky":
+            overrides["sticky_reservations"] = value not in ("0", "false", "no")
+        elif key == "depth":
+            overrides["reservation_depth"] = int(value)
+        else:
+            raise ValueError(f"variant {spec!r}: unknown key {key!r}; use {', '.join([*VARIANT_KEYS, 'sticky', 'depth'])}")
+    return replace(cfg, weights=replace(cfg.weights, **weights), **overrides)
+
+
+def replay_one(trace: SuiteTrace, policy: str, load: float = TARGET_LOAD, spec: str | None = None,
+               limits: str = "coarse") -> dict:
+    """One trace under one policy (a preset name, or a named variant given by `spec`) on
+    the cluster its load calls for; a plain dict, so process pools can return it."""
+    jobs = trace.load()
+    sizes = cluster_for(jobs, load=load)
+    cfg = variant(spec) if spec is not None else PolicyConfig.preset(policy)
+    t0 = time.perf_counter()
+    result = simulate(jobs, cfg, sizes, limits=limits)
+    return {**result.summary(), "trace": trace.name, "policy": policy, "load": load, "nodes": len(sizes),
+            "offered_gpus": round(offered_load(jobs), 1), "seconds": round(time.perf_counter() - t0, 2)}
