@@ -9,8 +9,9 @@ policy: utilization, avg / p95 / max wait and avg JCT; then the default against 
 three targets (avg wait <= greedy's, max wait <= EASY's, utilization >= EASY's - 0.5 pt).
 
 --load 0.75 0.85 0.95 replays the suite at several loads (a policy tuned to one load
-is tuned to one trace); --with NAME=KEY:VALUE,... adds variants of the default, such as
-the weights before the suite (`--with before=age_weight:1,short_weight:0.25,horizon:30d,sticky:0`).
+is tuned to one trace); --with NAME=KEY:VALUE,... adds variants of the default for
+ablations, e.g. `--with no-sticky=sticky:0 --with oldest-first=age:1` (keys: age, short,
+fairshare, sticky, depth).
 
 Usage: .venv/bin/python scripts/bench_policy_suite.py [--traces ../shared/traces] [--load 0.85 ...]
        [--json docs/bench_policy_suite.json] [--jobs 2]
