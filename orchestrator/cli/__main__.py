@@ -1,3 +1,3 @@
-from orchestrator.cli.main import app
+from orchestrator.cli.main import main
 
-app()
+main()

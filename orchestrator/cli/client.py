@@ -2,13 +2,20 @@
 
 Where: GPUQ_URL (default http://127.0.0.1:8000). Who: GPUQ_TOKEN, else the token file
 `$GPUQ_HOME/admin.token` that `gpuq up` writes.
+
+It is the standard library's http.client, not httpx: a CLI command should answer like
+a shell tool (issue #16: 150 ms), and importing httpx costs 50-90 ms on this machine
+because it loads its own command line (click and rich) at import. One keep-alive
+connection serves every request of a command.
 """
 
 from __future__ import annotations
 
+import codecs
+import http.client
+import json as _json
 import os
-
-import httpx
+from urllib.parse import urlencode, urlsplit
 
 from orchestrator.core.paths import gpuq_home
 
@@ -40,44 +47,92 @@ def default_token() -> str | None:
 
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0):
-        headers = {}
+        self.url = url or default_url()
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ApiUnavailable(f"GPUQ_URL {self.url!r} should look like http://HOST:PORT")
+        self._where = (parts.scheme, parts.hostname, parts.port, parts.path.rstrip("/"))
+        self.timeout = timeout
+        self.headers = {"Accept": "application/json", "User-Agent": "gpuq-cli"}
         token = token or default_token()
         if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self.url = url or default_url()
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+            self.headers["Authorization"] = f"Bearer {token}"
+        self._conn: http.client.HTTPConnection | None = None
 
-    def request(self, method: str, path: str, **kwargs):
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            scheme, host, port, _ = self._where
+            kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+            self._conn = kind(host, port, timeout=self.timeout)
+        return self._conn
+
+    def _send(self, method: str, path: str, params=None, json=None, headers=None) -> http.client.HTTPResponse:
+        target = self._where[3] + path + (f"?{urlencode(params, doseq=True)}" if params else "")
+        body = None if json is None else _json.dumps(json).encode()
+        head = {**self.headers, **(headers or {}), **({"Content-Type": "application/json"} if body is not None else {})}
+        while True:
+            reused = self._conn is not None
+            conn = self._connection()
+            try:
+                conn.request(method, target, body=body, headers=head)
+                return conn.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                self.close()
+                # A kept-alive connection the server has closed fails at once: send again on a
+                # new one. A fresh connection that fails is an answer: gpuq is not there.
+                if not reused or isinstance(e, TimeoutError):
+                    raise ApiUnavailable(
+                        f"cannot reach gpuq at {self.url} ({e.__class__.__name__}); is it up? (scripts/up)") from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def request(self, method: str, path: str, params=None, json=None, headers=None):
+        r = self._send(method, path, params=params, json=json, headers=headers)
         try:
-            r = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as e:
-            raise ApiUnavailable(f"cannot reach gpuq at {self.url} ({e.__class__.__name__}); is it up? (scripts/up)") from None
-        if r.status_code >= 400:
-            self._refuse(r)
-        return r.json()
+            data = r.read()
+        except (OSError, http.client.HTTPException) as e:
+            self.close()
+            raise ApiUnavailable(f"lost gpuq at {self.url} ({e.__class__.__name__}); try again") from None
+        if r.status >= 400:
+            self._refuse(r.status, data)
+        try:
+            return _json.loads(data)
+        except ValueError:
+            raise ApiUnavailable(f"gpuq at {self.url} answered {r.status} with no JSON; is GPUQ_URL gpuq's API?") from None
 
     @staticmethod
-    def _refuse(r: httpx.Response):
+    def _refuse(status: int, data: bytes):
+        text = data.decode(errors="replace")
         try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text
-        if r.status_code == 503:
+            detail = _json.loads(text).get("detail", text)
+        except (ValueError, AttributeError):
+            detail = text
+        if status == 503:
             raise ApiUnavailable(detail or "gpuq is unavailable; try again")
-        raise ApiRefused(r.status_code, detail)
+        raise ApiRefused(status, detail)
 
     def stream(self, path: str, **params):
         """A streamed answer's text, chunk by chunk, as the server writes it (a log
-        follow). No read time-out: a quiet job may write nothing for hours."""
+        follow). No read time-out once the answer starts: a quiet job may write nothing
+        for hours."""
         params = {k: v for k, v in params.items() if v is not None}
+        r = self._send("GET", path, params=params)
+        if r.status >= 400:
+            self._refuse(r.status, r.read())
+        if self._conn is not None and self._conn.sock is not None:
+            self._conn.sock.settimeout(None)
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         try:
-            with self.http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as r:
-                if r.status_code >= 400:
-                    r.read()
-                    self._refuse(r)
-                yield from r.iter_text()
-        except httpx.HTTPError as e:
+            while chunk := r.read1(65536):
+                if text := decode(chunk):
+                    yield text
+        except (OSError, http.client.HTTPException) as e:
             raise ApiUnavailable(f"lost gpuq at {self.url} ({e.__class__.__name__}); is it up? (scripts/up)") from None
+        finally:
+            self.close()
 
     def get(self, path: str, **params):
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
