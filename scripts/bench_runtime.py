@@ -6,9 +6,10 @@
   a finished job's GPUs -> next job's first line          <= 1 s
   16 one-GPU jobs at once -> all 16 running               <= 5 s
   1,000 trivial one-GPU jobs -> completed jobs/s          >= 7.7 (Slurm default), goal 22.7
+  the Slurm peer kit's backfill scenario (bench/bf)       shorts backfilled, longlim not
 
 Every job prints `date +%s.%N` first, so "first line" is the moment the command ran.
-Usage: .venv/bin/python scripts/bench_runtime.py [--quick] [--user NAME] [--json out.json]
+Usage: .venv/bin/python scripts/bench_runtime.py [--quick] [--backfill-only] [--user NAME] [--json out.json]
 (--user: submit as this gpuq user; under root its jobs then run as its Unix account.
 The default, the built-in admin, runs as the service account.)
 """
@@ -93,8 +94,10 @@ class Gpuq:
             time.sleep(0.2)
         return time.time() - t0
 
-    def submit(self, command: str, gpus: int = 1, run_id: str = "bench") -> str:
+    def submit(self, command: str, gpus: int = 1, run_id: str = "bench", time_limit: int | None = None) -> str:
         spec = {"run_id": run_id, "user": self.user, "command": command, "gpu_count": gpus, "max_retries": 0}
+        if time_limit is not None:
+            spec["time_limit"] = time_limit
         return ray.get(self.actor.submit.remote(spec))["job_id"]
 
     def job(self, job_id: str) -> dict:
@@ -110,11 +113,35 @@ class Gpuq:
         return float(data.split()[0]) if data.strip() else None
 
 
+def backfill(g: Gpuq) -> dict:
+    """The Slurm peer kit's backfill scenario (bench/bf), on gpuq. Three 4-GPU `hold` jobs
+    (2-minute limit, 60 s) leave 4 GPUs free; then a 16-GPU `big` job, a 2-GPU `longlim`
+    job (10-minute limit) and six 2-GPU `short` jobs (1-minute limit, 25 s) are queued.
+    Shorts may backfill into the 4 free GPUs; longlim must not (its limit passes big's
+    reservation). Reports what the kit reports."""
+    holds = [g.submit(f"{STAMP}; sleep 60; {STAMP}", gpus=4, run_id=f"hold{i}", time_limit=120) for i in range(3)]
+    for h in holds:
+        while g.job(h)["state"] != "running":
+            time.sleep(0.05)
+    big = g.submit(STAMP, gpus=16, run_id="big", time_limit=60)
+    longlim = g.submit(f"{STAMP}; sleep 25", gpus=2, run_id="longlim", time_limit=600)
+    shorts = [g.submit(f"{STAMP}; sleep 25", gpus=2, run_id=f"short{i}", time_limit=60) for i in range(6)]
+    g.wait(big)
+    holds_end = max(float(ray.get(g.actor.logs.remote(h, None, 0, 0, 4096))["data"].split()[-1]) for h in holds)
+    big_start = g.first_line(big)
+    for j in [longlim, *shorts]:
+        g.wait(j)
+    before_big = [s for s in shorts if g.first_line(s) < big_start]
+    return {"shorts_backfilled": len(before_big), "longlim_backfilled": g.first_line(longlim) < big_start,
+            "big_start_delay_s": round(big_start - holds_end, 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and 200 instead of 1,000 jobs")
     ap.add_argument("--user", default="admin", help="the gpuq user jobs are submitted as (default: admin)")
     ap.add_argument("--json")
+    ap.add_argument("--backfill-only", action="store_true", help="only the Slurm kit's backfill scenario (bench/bf)")
     args = ap.parse_args()
     reps = 10 if args.quick else 30
     many = 200 if args.quick else 1000
@@ -123,6 +150,14 @@ def main() -> None:
 
     cluster = start_inprocess_cluster()
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-"))
+    if args.backfill_only:
+        out["backfill"] = backfill(Gpuq(tmp / "bf"))
+        print("backfill:", json.dumps(out["backfill"]))
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        ray.shutdown()
+        cluster.shutdown()
+        return
     # Warm slots would hold every GPU and leave the bare-Ray baseline nothing to place:
     # the side-by-side part runs without them (a finished job's slot is still reused).
     g = Gpuq(tmp / "a", warm_slots_per_node=0)
@@ -190,6 +225,11 @@ def main() -> None:
     elapsed = time.time() - t0
     out["throughput"] = {"jobs": many, "seconds": elapsed, "jobs_per_s": many / elapsed, "submit_s": submitted}
     print("trivial jobs:", json.dumps(out["throughput"]))
+    g.close()
+
+    # 5. The Slurm peer kit's backfill scenario, on a fresh orchestrator.
+    out["backfill"] = backfill(Gpuq(tmp / "c"))
+    print("backfill:", json.dumps(out["backfill"]))
     out["machine"] = f"{os.cpu_count()} cores"
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

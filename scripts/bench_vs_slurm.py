@@ -14,8 +14,8 @@ run mean much on a shared 2-core machine.
   1,000 trivial one-GPU jobs, completed/s         submitted at once    bench/tput -n 1000
   a job shape with no parked slot -> first line   2..7 GPUs            (any job: the first row)
 
-The kit's backfill scenario (bench/bf) runs too and is reported; gpuq has no equivalent
-scenario in this script yet.
+The kit's backfill scenario (bench/bf: three 4-GPU holds, a 16-GPU job, six short
+2-GPU jobs that may backfill and one long one that must not) runs on both.
 
 Needs root and the Debian mirror for the kit's first `setup` (it installs slurm-wlm).
 The kit is stopped at the end unless --keep.
@@ -39,17 +39,24 @@ ROOT = Path(__file__).resolve().parents[1]
 KIT = ROOT.parent / "shared/peers/slurm"
 
 
-def run_json(argv: list[str], cwd: Path | None = None, timeout: float = 1800) -> dict:
-    """Run a benchmark; its last stdout line is one JSON object (the kit's convention)."""
-    print("  $", " ".join(str(a) for a in argv), flush=True)
-    out = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    if out.returncode != 0:
+def run_json(argv: list[str], setup: list | None = None, timeout: float = 1800) -> dict:
+    """Run a benchmark; its last stdout line is one JSON object (the kit's convention).
+    A kit benchmark that finds a node in a passing state (seen: `planned`, right after
+    the 1,000-job run) asks for `./setup`: run it, and the benchmark once more."""
+    for attempt in (1, 2):
+        print("  $", " ".join(str(a) for a in argv), flush=True)
+        out = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout)
+        if out.returncode == 0:
+            return json.loads(out.stdout.strip().splitlines()[-1])
+        if attempt == 1 and setup and "run ./setup" in out.stderr:
+            subprocess.run([str(a) for a in setup], check=True, timeout=1200, stdout=subprocess.DEVNULL)
+            continue
         raise SystemExit(f"{argv[0]} failed ({out.returncode}):\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    raise AssertionError("unreachable")
 
 
 def gpuq_side() -> dict:
-    """bench_runtime.py in full (30 samples, 1,000 jobs): it takes about 4 minutes."""
+    """bench_runtime.py in full (30 samples, 1,000 jobs, the backfill scenario): about 6 minutes."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gpuq.json"
         argv = [sys.executable, ROOT / "scripts/bench_runtime.py", "--json", path]
@@ -64,11 +71,11 @@ def slurm_side(mode: str, quick: bool, kit: Path) -> dict:
     subprocess.run([str(a) for a in setup], check=True, timeout=1200, stdout=subprocess.DEVNULL)
     n, reps = (10, 5) if quick else (30, 10)
     return {
-        "lat_quiet": run_json([kit / "bench/lat", "-n", n, "--gap", 7]),
-        "lat_after_end": run_json([kit / "bench/lat", "-n", n, "--gap", 0]),
-        "sat": run_json([kit / "bench/sat", "-r", reps]),
-        "tput": run_json([kit / "bench/tput", "-n", 1000]),
-        "bf": run_json([kit / "bench/bf"]),
+        "lat_quiet": run_json([kit / "bench/lat", "-n", n, "--gap", 7], setup),
+        "lat_after_end": run_json([kit / "bench/lat", "-n", n, "--gap", 0], setup),
+        "sat": run_json([kit / "bench/sat", "-r", reps], setup),
+        "tput": run_json([kit / "bench/tput", "-n", 1000], setup),
+        "bf": run_json([kit / "bench/bf"], setup),
     }
 
 
@@ -123,9 +130,8 @@ def main() -> None:
             t = theirs.get(m)
             line += f" {t:>14.2f} {ours / t:>12.2f}" if t else f" {'-':>14} {'-':>12}"
         print(f"{line}  {target}")
-    for m, s in slurm.items():
-        bf = s["bf"]
-        print(f"Slurm {m} backfill: {bf.get('shorts_backfilled')} of 6 shorts backfilled, longlim backfilled "
+    for who, bf in [("gpuq", g["backfill"]), *((f"Slurm {m}", s["bf"]) for m, s in slurm.items())]:
+        print(f"{who} backfill: {bf.get('shorts_backfilled')} of 6 shorts backfilled, longlim backfilled "
               f"{bf.get('longlim_backfilled')}, big started {bf.get('big_start_delay_s')} s after the GPUs were free")
     if args.json:
         args.json.write_text(json.dumps({
