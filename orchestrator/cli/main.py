@@ -220,7 +220,7 @@ def main() -> None:
 
 
 def _command_name(info) -> str:
-    return info.name or info.callback.__name__.lower().replace("_", "-")
+    return info.name or typer.main.get_command_name(info.callback.__name__)  # typer's own naming
 
 
 def _group() -> None:

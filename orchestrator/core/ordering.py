@@ -197,12 +197,10 @@ def in_order(
         static = weights.fairshare_weight * fairshare.get(user, 1.0) if weights.fairshare_weight else 0.0
         static += weights.short_weight * (1.0 - length / MAX_LENGTH_CLASS)
         heap.append((-level_of(job, level), -(static + age(job)), job.seq, n, job, it, static, level))
-    # Jobs holding reservations: one more source, ahead of every score of their level.
-    keep = sorted(((-level_of(j, int(j.priority)), rank - _HELD, j) for rank, j in enumerate(held)), key=lambda k: k[:2])
-    if keep:
-        lead = iter(keep)
-        lvl, key, job = next(lead)
-        heap.append((lvl, key, job.seq, len(sources), job, lead, 0.0, -1))
+    # Jobs holding reservations: one source each, ahead of every score of their level, in
+    # reservation order.
+    for rank, job in enumerate(held):
+        heap.append((-level_of(job, int(job.priority)), rank - _HELD, job.seq, len(sources) + rank, job, iter(()), 0.0, 0))
     heapq.heapify(heap)
     while heap:
         top = heap[0]
@@ -210,9 +208,6 @@ def in_order(
         nxt = next(top[5], None)
         if nxt is None:
             heapq.heappop(heap)
-        elif top[7] == -1:  # the reservation holders' source yields ready-made keys
-            lvl, key, job = nxt
-            heapq.heapreplace(heap, (lvl, key, job.seq, top[3], job, top[5], 0.0, -1))
         else:
             static, level = top[6], top[7]
             heapq.heapreplace(heap, (-level_of(nxt, level), -(static + age(nxt)), nxt.seq,
