@@ -2,6 +2,7 @@
 """Benchmark the REST API (issue #5 targets) beside a trivial Ray Serve endpoint, in one run.
 
   POST /queue/submit, one client in a loop     >= 0.8x the trivial endpoint's req/s, p99 <= 50 ms
+  POST /queue/submit, 16 concurrent clients    >= 300 submits/s, p99 <= 100 ms (issue #16)
   `gpuq submit` in a shell loop                beside the same loop of `curl`
   a 10,000-job array in one request            >= 500 jobs/s accepted, queue consistent
   GET /metrics with those jobs in the store    beside GET /orchestrator/status (issue #6)
@@ -17,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -58,9 +60,39 @@ def loop(client: httpx.Client, n: int, fn) -> dict:
     return {"req_per_s": n / total, "p50_ms": statistics.median(lat) * 1000, "p99_ms": pct(lat, 0.99) * 1000}
 
 
+def concurrent(url: str, headers: dict, clients: int, n: int, fn) -> dict:
+    """`clients` threads, each with its own connection, share `n` requests; all start
+    together. Throughput is requests over the wall time of the whole burst."""
+    lat: list[float] = []
+    go = threading.Barrier(clients + 1)
+
+    def worker(k: int) -> None:
+        mine = []
+        with httpx.Client(base_url=url, timeout=60, headers=headers) as c:
+            fn(c, -1)  # open the connection before the clock starts
+            go.wait()
+            for i in range(k, n, clients):
+                t = time.perf_counter()
+                r = fn(c, i)
+                assert r.status_code == 200, r.text
+                mine.append(time.perf_counter() - t)
+        lat.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    go.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    total = time.perf_counter() - t0
+    return {"req_per_s": n / total, "p50_ms": statistics.median(lat) * 1000, "p99_ms": pct(lat, 0.99) * 1000}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--json")
     args = ap.parse_args()
     out: dict = {"machine": f"{os.cpu_count()} cores"}
@@ -97,6 +129,22 @@ def main() -> None:
                          "submit_p99_ms": max(x["p99_ms"] for x in submit),
                          "trivial_p50_ms": statistics.mean(x["p50_ms"] for x in trivial)}
         print("submit vs trivial endpoint:", json.dumps(out["submit"]))
+
+        # Many researchers (or one script with a thread pool) at once: the group commit
+        # shares fsyncs between concurrent submits (store.GroupCommit).
+        many_t, many_s = [], []
+        for half in range(2):
+            many_t.append(concurrent(url, auth, args.clients, args.n, lambda c, i: c.get("/trivial")))
+            many_s.append(concurrent(url, auth, args.clients, args.n,
+                                     lambda c, i: c.post("/queue/submit", json=job)))
+        out["concurrent"] = {"clients": args.clients,
+                             "trivial_req_per_s": statistics.mean(x["req_per_s"] for x in many_t),
+                             "submit_req_per_s": statistics.mean(x["req_per_s"] for x in many_s),
+                             "submit_p50_ms": statistics.mean(x["p50_ms"] for x in many_s),
+                             "submit_p99_ms": max(x["p99_ms"] for x in many_s),
+                             "trivial_p99_ms": max(x["p99_ms"] for x in many_t)}
+        out["concurrent"]["ratio"] = out["concurrent"]["submit_req_per_s"] / out["concurrent"]["trivial_req_per_s"]
+        print(f"submit, {args.clients} concurrent clients:", json.dumps(out["concurrent"]))
 
         # The command line people type, against curl doing the same request.
         env = {**os.environ, "GPUQ_URL": url, "GPUQ_TOKEN": "bench-token"}

@@ -253,7 +253,7 @@ class RaySubmitRequest(BaseModel):
 # --- query strings ------------------------------------------------------------------------
 
 
-def strict_query(request: HTTPConnection) -> None:
+async def strict_query(request: HTTPConnection) -> None:
     """Refuse query parameters a route does not take, or one given twice: `?limt=5`
     would otherwise be ignored and `?user=a&user=b` quietly read as b."""
     route = request.scope.get("route")

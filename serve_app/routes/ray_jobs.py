@@ -79,7 +79,7 @@ async def tail(ws: WebSocket, job_id: str):
     """The job's output as it is written, the latest attempt's (a retry starts over);
     closed when the job has finished. Its owner's and admins' only."""
     try:
-        gw = gateway()
+        gw = await gateway()
         who = gw.who(ws, required=False)
         job = await gw.owner_or_admin(who, job_id[:64], "read its command, environment and output")
         release = gw.streams.enter(who.user if who else "anyone")
