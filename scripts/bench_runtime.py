@@ -225,9 +225,21 @@ def main() -> None:
     elapsed = time.time() - t0
     out["throughput"] = {"jobs": many, "seconds": elapsed, "jobs_per_s": many / elapsed, "submit_s": submitted}
     print("trivial jobs:", json.dumps(out["throughput"]))
+
+    # 5. A shape with no parked slot while warm one-GPU slots hold every GPU: its start
+    # includes evicting them (issue #16's "eviction of other parked slots included").
+    g.warm(16)
+    evicting = []
+    for i in range(6):
+        t0 = time.time()
+        jid = g.submit(STAMP, gpus=2 + i, run_id=f"evict{i}")
+        g.wait(jid)
+        evicting.append(g.first_line(jid) - t0)
+    out["new_shape_evicting"] = {"p50_s": statistics.median(evicting), "max_s": max(evicting), "runs": len(evicting)}
+    print("new shape, evicting warm slots:", json.dumps(out["new_shape_evicting"]))
     g.close()
 
-    # 5. The Slurm peer kit's backfill scenario, on a fresh orchestrator.
+    # 6. The Slurm peer kit's backfill scenario, on a fresh orchestrator.
     out["backfill"] = backfill(Gpuq(tmp / "c"))
     print("backfill:", json.dumps(out["backfill"]))
     out["machine"] = f"{os.cpu_count()} cores"

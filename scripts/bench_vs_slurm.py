@@ -97,6 +97,8 @@ def rows(g: dict, slurm: dict[str, dict]) -> list[tuple[str, float, dict[str, fl
          each(lambda s: s["tput"]["completed_jobs_per_s"]), ">= Slurm tuned", "higher"),
         ("new job shape -> first line (s)", lat["gpuq_new_slot_p50_s"],
          each(lambda s: s["lat_quiet"]["submit_to_first_line_s"]["median"]), "<= 1.0 s", "lower"),
+        ("new job shape, evicting warm slots (s)", g["new_shape_evicting"]["p50_s"],
+         each(lambda s: s["lat_quiet"]["submit_to_first_line_s"]["median"]), "<= 1.0 s", "lower"),
     ]
 
 

@@ -33,7 +33,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from orchestrator.runtime.agent import NodeAgent, agent_name
 from orchestrator.runtime.names import NAMESPACE
-from orchestrator.runtime.runner import Runner
+from orchestrator.runtime.runner import Runner, rendezvous_env
 
 log = logging.getLogger("gpuq.backend")
 
@@ -296,8 +296,15 @@ class RayBackend:
         runners = [self.runner(n) for n in slots]
         if any(r is None for r in runners):
             raise RuntimeError("a slot of the job has no runner")
-        master = await runners[0].rendezvous.remote()
-        hellos = await asyncio.gather(*(r.hello.remote() for r in runners))
+        # A one-slot job (most jobs) asks nothing before its launch: its slot's node and
+        # GPUs are known here and its runner finds its own rendezvous port (Runner.run),
+        # two round trips fewer per job. Several slots ask rank 0 for the address first.
+        known = [self.slots.get(n) for n in slots]
+        if len(runners) == 1 and known[0] is not None and known[0].ready and known[0].gpus:
+            master, hellos = None, [{"node": known[0].node, "gpus": known[0].gpus}]
+        else:
+            master = await runners[0].rendezvous.remote()
+            hellos = await asyncio.gather(*(r.hello.remote() for r in runners))
         nnodes, world = len(runners), sum(len(h["gpus"]) for h in hellos)
         calls = []
         for rank, (runner, hello) in enumerate(zip(runners, hellos)):
@@ -308,9 +315,9 @@ class RayBackend:
                 # GPU indices mean the same to CUDA as to NVML (and so to gpuq's health checks).
                 "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                 # torchrun reads these (and its PET_* equivalents) across the bundles.
-                "MASTER_ADDR": master["ip"], "MASTER_PORT": str(master["port"]), "NODE_RANK": str(rank),
-                "PET_NNODES": str(nnodes), "PET_NODE_RANK": str(rank), "PET_NPROC_PER_NODE": str(len(hello["gpus"])),
-                "PET_MASTER_ADDR": master["ip"], "PET_MASTER_PORT": str(master["port"]),
+                "NODE_RANK": str(rank), "PET_NNODES": str(nnodes), "PET_NODE_RANK": str(rank),
+                "PET_NPROC_PER_NODE": str(len(hello["gpus"])),
+                **(rendezvous_env(master) if master else {}),
             }
             calls.append(runner.run.remote(job_id, attempt, rank, command, env, working_dir, time_limit, grace,
                                            account, base_env, group_read))

@@ -37,7 +37,7 @@ def test_orchestrator_restart_loses_nothing(orch, how):
     orch.wait_state(ending, "running")
     wait_for(lambda: orch.log(long) == "started\n", 30, what="the long job's command to run")
     before = pids_of(orch, long)
-    assert len(before) >= 2  # its supervisor and its command
+    assert before  # its command (its supervisor, forked by the slot's launcher, carries no tag)
     placement = orch.job(long)["allocation"]
 
     old_pid = orch.call("pid")
