@@ -108,7 +108,7 @@ class Faults:
     def node(self, rng) -> None:
         import ray
 
-        from orchestrator.runtime.backend import NODE_LABEL
+        from orchestrator.runtime.nodes import NODE_LABEL
 
         alive = {n["NodeID"]: n["Labels"].get(NODE_LABEL) for n in ray.nodes() if n["Alive"]}
         victims = [n for n in self.cluster.worker_nodes if alive.get(n.node_id)]

@@ -21,7 +21,7 @@ from serve_app.auth import tokens_path
 from serve_app.gateway import Gateway, install
 from serve_app.limits import BodyLimits
 from serve_app.models import strict_query
-from serve_app.routes import cluster, jobs, nodes, ray_jobs, tokens, web
+from serve_app.routes import cluster, jobs, nodes, packages, ray_jobs, tokens, web
 
 app = FastAPI(title="gpuq", description="GPU job queue on Ray. Every route but /healthz, /api/version and the web "
                                         "page needs a bearer token (reads, unless the site opened them).",
@@ -31,7 +31,7 @@ app.add_exception_handler(errors.ApiError, errors.on_api_error)
 app.add_exception_handler(RequestValidationError, errors.on_validation)
 app.add_exception_handler(HTTPException, errors.on_http)
 app.add_exception_handler(Exception, errors.on_bug)
-for module in (jobs, cluster, nodes, tokens, ray_jobs, web):
+for module in (jobs, cluster, nodes, tokens, ray_jobs, packages, web):
     app.include_router(module.router)
 web.mount(app)
 

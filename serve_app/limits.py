@@ -15,6 +15,7 @@ from collections import Counter
 from serve_app.errors import ApiError
 
 MAX_BODY_BYTES = 64 * 1024
+PACKAGES = "/api/packages/"  # Ray's package uploads: zips, bounded by the site's max_package_bytes
 MAX_JSON_DEPTH = 32  # a job spec is 3 deep; Ray's runtime_env a few more
 # Open log streams (HTTP follow and WebSocket tails) per user and in all. Each is cheap
 # here (followers of one log share one reader, follow.py) but not free.
@@ -52,6 +53,8 @@ class BodyLimits:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
+        if scope["method"] == "PUT" and scope["path"].startswith(PACKAGES):
+            return await self.app(scope, receive, send)  # not JSON; the route bounds it (routes/packages.py)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             return await _refuse(send, 413, f"request body is larger than {self.max_bytes} bytes")

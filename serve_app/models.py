@@ -10,7 +10,7 @@ refused everywhere, so a typo is never silently dropped.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from collections import Counter
 
@@ -26,7 +26,6 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
     field_validator,
-    model_validator,
 )
 
 from orchestrator.core.durations import parse_duration
@@ -122,6 +121,9 @@ class SubmitRequest(Body):
     multi_node: StrictBool | None = Field(None, description="may span nodes even when it fits on one")
     retry_on_exit_codes: Annotated[list[Annotated[StrictInt, Field(ge=0, le=255)]], Field(max_length=256)] | None = (
         None)
+    runtime_env: dict[str, Any] | None = Field(
+        None, description="Ray's runtime_env: working_dir and py_modules (packages uploaded to /api/packages), pip, uv, "
+                          "env_vars, excludes")
     array: Array | None = None
     test_only: StrictBool | None = Field(None, description="where and when it would start; nothing is enqueued")
 
@@ -163,28 +165,6 @@ class TokenRequest(Body):
 RAY_METADATA = ("priority", "user", "time_limit", "max_retries", "name")
 
 
-class RayRuntimeEnv(Body):
-    """Only env_vars: gpuq runs the command in place, on the node it places the job."""
-
-    model_config = ConfigDict(extra="allow")
-    env_vars: Env | None = None
-
-    @field_validator("env_vars", mode="before")
-    @classmethod
-    def _object(cls, v):
-        if v is not None and not isinstance(v, dict):
-            raise ValueError("must be an object of variable names to string values")
-        return v
-
-    @model_validator(mode="after")
-    def _in_place(self):
-        unsupported = sorted(self.model_extra or {})
-        if unsupported:
-            raise ValueError(f"{', '.join(unsupported)} not supported: gpuq runs the command in place; use "
-                             "env_vars, and absolute paths in the command")
-        return self
-
-
 def _whole(v: float | int | None, field: str) -> None:
     if v is not None and v != 0:
         raise ValueError(f"is not supported: gpuq reserves GPUs only (drop {field}, or set it to 0)")
@@ -200,7 +180,8 @@ class RaySubmitRequest(BaseModel):
         None, description="also the idempotency key: a repeated submit returns the first job")
     job_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
         None, description="deprecated by Ray in favour of submission_id")
-    runtime_env: RayRuntimeEnv | None = None
+    runtime_env: dict[str, Any] | None = Field(
+        None, description="working_dir, py_modules (packages uploaded to /api/packages), pip, uv, env_vars, excludes")
     metadata: Annotated[dict[Annotated[str, StringConstraints(max_length=64)],
                              Annotated[str, StringConstraints(max_length=1000)]], Field(max_length=16)] | None = Field(
         None, description=f"gpuq reads {', '.join(RAY_METADATA)}")

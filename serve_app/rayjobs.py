@@ -7,10 +7,11 @@ queues a gpuq job, streams its output and exits 0 or 1 with it.
 Mapping (the request is checked by models.RaySubmitRequest first): `entrypoint` ->
 command; `entrypoint_num_gpus` -> gpu_count (whole GPUs; a job that names none gets
 1: gpuq queues GPU jobs); `submission_id` -> run id and idempotency key;
-`runtime_env.env_vars` -> env; `metadata` keys `priority`, `user` (admins),
+`runtime_env` -> runtime_env (working_dir, py_modules, pip, uv, env_vars, excludes:
+orchestrator/core/runtime_env.py); `metadata` keys `priority`, `user` (admins),
 `time_limit`, `max_retries`, `name` -> the same gpuq fields. What gpuq cannot honour
-(other runtime_env keys, CPU, memory or custom resources, label selectors) is refused
-by name, never dropped.
+(conda, containers, CPU, memory or custom resources, label selectors) is refused by
+name, never dropped.
 """
 
 import re
@@ -27,13 +28,12 @@ TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 def spec_from_ray(req: RaySubmitRequest, default_user: str) -> tuple[dict, str | None]:
     """A gpuq spec (and idempotency key) from a Ray job submission."""
     submission_id = req.submission_id or req.job_id
-    env = req.runtime_env.env_vars if req.runtime_env and req.runtime_env.env_vars else {}
     spec = {
         "command": req.entrypoint,
         "gpu_count": int(req.entrypoint_num_gpus or 1),
         "run_id": _safe(submission_id) if submission_id else "ray-job",
         "user": default_user,
-        "env": dict(env),
+        **({"runtime_env": req.runtime_env} if req.runtime_env else {}),
         **(req.metadata or {}),  # gpuq's own fields, validated with the rest by JobSpec
     }
     if "max_retries" in spec:  # metadata values are strings in Ray's API
@@ -64,7 +64,7 @@ def details(job: dict) -> dict:
         "start_time": int(job["started_at"] * 1000) if job.get("started_at") else None,
         "end_time": int(job["ended_at"] * 1000) if job.get("ended_at") else None,
         "metadata": {"gpuq_run_id": job["run_id"], "user": job["user"], "priority": job["priority_name"]},
-        "runtime_env": {"env_vars": spec.get("env", {})},
+        "runtime_env": {**(spec.get("runtime_env") or {}), "env_vars": spec.get("env", {})},
         "driver_agent_http_address": None,
         "driver_node_id": None,
         "driver_exit_code": job.get("exit_code"),

@@ -66,10 +66,13 @@ class Client:
             self._conn = kind(host, port, timeout=self.timeout)
         return self._conn
 
-    def _send(self, method: str, path: str, params=None, json=None, headers=None) -> http.client.HTTPResponse:
+    def _send(self, method: str, path: str, params=None, json=None, headers=None,
+              data: bytes | None = None) -> http.client.HTTPResponse:
         target = self._where[3] + path + (f"?{urlencode(params, doseq=True)}" if params else "")
-        body = None if json is None else _json.dumps(json).encode()
-        head = {**self.headers, **(headers or {}), **({"Content-Type": "application/json"} if body is not None else {})}
+        body = data if json is None else _json.dumps(json).encode()
+        kind = {"Content-Type": "application/json"} if json is not None else (
+            {"Content-Type": "application/octet-stream"} if data is not None else {})
+        head = {**self.headers, **(headers or {}), **kind}
         while True:
             reused = self._conn is not None
             conn = self._connection()
@@ -89,8 +92,8 @@ class Client:
             self._conn.close()
             self._conn = None
 
-    def request(self, method: str, path: str, params=None, json=None, headers=None):
-        r = self._send(method, path, params=params, json=json, headers=headers)
+    def request(self, method: str, path: str, params=None, json=None, headers=None, data: bytes | None = None):
+        r = self._send(method, path, params=params, json=json, headers=headers, data=data)
         try:
             data = r.read()
         except (OSError, http.client.HTTPException) as e:
@@ -142,3 +145,16 @@ class Client:
 
     def patch(self, path: str, json):
         return self.request("PATCH", path, json=json)
+
+    def put(self, path: str, data: bytes):
+        return self.request("PUT", path, data=data)
+
+    def exists(self, path: str) -> bool:
+        """GET that answers 200 (True) or 404 (False)."""
+        try:
+            self.request("GET", path)
+        except ApiRefused as e:
+            if e.status == 404:
+                return False
+            raise
+        return True

@@ -79,6 +79,14 @@ class Config(BaseModel):
     # One-GPU slots kept warm per node while nothing waits, so a burst of small jobs starts
     # at once (each costs an idle Ray worker process on its node).
     warm_slots_per_node: int = Field(default=8, ge=0)
+    # Ray runtime environments (core/runtime_env.py). Setting one up (download, unpack,
+    # pip) happens while the job is ALLOCATING and does not count against its time limit;
+    # past this it ends FAILED. Packages uploaded for them (`ray job submit --working-dir`)
+    # may be at most max_package_bytes, and stay in Ray's store while a job that is not
+    # finished names them, or for package_keep_s after their upload or last use.
+    runtime_env_setup_timeout_s: float = Field(default=600.0, gt=0)
+    max_package_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    package_keep_s: int = Field(default=3600, ge=60)
     # How often each node kills leftover processes of jobs that are no longer running.
     reap_interval_s: float = Field(default=15.0, gt=0)
     # Scheduling policy (orchestrator/core/policy.py).

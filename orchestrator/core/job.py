@@ -27,6 +27,7 @@ from pydantic import (
 from orchestrator.core.config import Config
 from orchestrator.core.durations import parse_duration
 from orchestrator.core.errors import IllegalTransition, InvalidSpec
+from orchestrator.core import runtime_env
 from orchestrator.core.inventory import Allocation  # node name -> GPU indices on it (each node numbers from 0)
 from orchestrator.core.states import JobState, Trigger, next_state
 
@@ -74,6 +75,19 @@ MAX_ENV_VARS = 256
 MAX_ENV_VALUE_CHARS = 8_192
 
 
+def _checked_env(v: dict[str, str]) -> dict[str, str]:
+    if len(v) > MAX_ENV_VARS:
+        raise ValueError(f"may hold at most {MAX_ENV_VARS} variables")
+    for key, value in v.items():
+        if not _ENV_NAME.fullmatch(key):
+            raise ValueError(f"{key!r} is not a valid variable name (letters, digits, '_'; not starting with a digit)")
+        if key in _RESERVED_ENV or key.startswith(_RESERVED_ENV_PREFIX):
+            raise ValueError(f"{key} is set by gpuq for each job and cannot be overridden")
+        if len(value) > MAX_ENV_VALUE_CHARS or "\x00" in value:
+            raise ValueError(f"value of {key} must be at most {MAX_ENV_VALUE_CHARS} characters, without NUL")
+    return v
+
+
 def _config(info: ValidationInfo) -> Config:
     ctx = info.context or {}
     return ctx.get("config") or Config()
@@ -99,6 +113,8 @@ class JobSpec(BaseModel):
     retry_on_exit_codes: list[StrictInt] | None = Field(
         default=None, description="exit codes worth an auto-retry; default: any non-zero code"
     )
+    runtime_env: dict[str, Any] | None = Field(
+        default=None, description="Ray's runtime_env: working_dir, py_modules, pip, uv, env_vars, excludes")
 
     @field_validator("run_id", "user")
     @classmethod
@@ -134,16 +150,15 @@ class JobSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        if len(v) > MAX_ENV_VARS:
-            raise ValueError(f"may hold at most {MAX_ENV_VARS} variables")
-        for key, value in v.items():
-            if not _ENV_NAME.fullmatch(key):
-                raise ValueError(f"{key!r} is not a valid variable name (letters, digits, '_'; not starting with a digit)")
-            if key in _RESERVED_ENV or key.startswith(_RESERVED_ENV_PREFIX):
-                raise ValueError(f"{key} is set by gpuq for each job and cannot be overridden")
-            if len(value) > MAX_ENV_VALUE_CHARS or "\x00" in value:
-                raise ValueError(f"value of {key} must be at most {MAX_ENV_VALUE_CHARS} characters, without NUL")
-        return v
+        return _checked_env(v)
+
+    @field_validator("runtime_env", mode="before")
+    @classmethod
+    def _runtime_env(cls, v: Any) -> dict | None:
+        try:
+            return runtime_env.check(v)
+        except runtime_env.RuntimeEnvError as e:
+            raise _FieldError(e.field, str(e)) from None
 
     @field_validator("working_dir")
     @classmethod
@@ -171,6 +186,14 @@ class JobSpec(BaseModel):
     @model_validator(mode="after")
     def _defaults_and_limits(self, info: ValidationInfo) -> "JobSpec":
         cfg = _config(info)
+        if self.runtime_env and self.runtime_env.get("env_vars"):
+            try:  # the job's own env wins over its runtime env's variables
+                self.env = _checked_env({**self.runtime_env["env_vars"], **self.env})
+            except ValueError as e:
+                raise _FieldError("runtime_env.env_vars", str(e)) from None
+        if self.runtime_env and "working_dir" in self.runtime_env and self.working_dir is not None:
+            raise _FieldError("working_dir", "cannot be given with runtime_env.working_dir (the command runs in "
+                                             "the uploaded package)")
         # Filled here, not as field defaults, because the site config decides them.
         if self.max_retries is None:
             self.max_retries = cfg.default_max_retries

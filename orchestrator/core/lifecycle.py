@@ -45,12 +45,13 @@ class ExitKind(str, Enum):
     STOPPED = "stopped"  # stopped while RUNNING, not by gpuq: its runner or node went away
     EVICTED = "evicted"  # its GPUs left service (health, drain with requeue)
     LAUNCH_FAILED = "launch_failed"  # Ray could not start it
+    RUNTIME_ENV = "runtime_env"  # its runtime env could not be set up (pip failed): the job's own error
 
 
 # Faults that are not the job's: retried without using up its retries.
 INFRASTRUCTURE = frozenset({ExitKind.NODE_LOST, ExitKind.STOPPED, ExitKind.EVICTED, ExitKind.LAUNCH_FAILED})
 # Failures another try would repeat.
-FINAL = frozenset({ExitKind.TIME_LIMIT, ExitKind.NO_ACCOUNT})
+FINAL = frozenset({ExitKind.TIME_LIMIT, ExitKind.NO_ACCOUNT, ExitKind.RUNTIME_ENV})
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,16 @@ def launch_failed(queue: JobQueue, job: Job, error: str, now: float) -> Effects:
     if job.state not in (JobState.ALLOCATING, JobState.RUNNING):
         return Effects()
     _fail(queue, job, Exit(ExitKind.LAUNCH_FAILED, f"launch failed: {error}"), now)
+    return Effects(save=[job])
+
+
+def runtime_env_failed(queue: JobQueue, job: Job, error: str, now: float) -> Effects:
+    """Ray could not set up the job's runtime env: FAILED, with Ray's words, and not
+    retried (the same spec fails the same way; it is not the infrastructure's fault)."""
+    if job.state is not JobState.ALLOCATING:
+        return Effects()
+    first = error.strip().splitlines()[-1] if error.strip() else "setup failed"
+    _fail(queue, job, Exit(ExitKind.RUNTIME_ENV, f"runtime env setup failed: {first[:500]}"), now)
     return Effects(save=[job])
 
 

@@ -31,39 +31,17 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from orchestrator.core import runtime_env
+from orchestrator.runtime import envs
 from orchestrator.runtime.agent import NodeAgent, agent_name
 from orchestrator.runtime.names import NAMESPACE
+from orchestrator.runtime.nodes import NODE_SHARE, NodeInfo, discover_nodes
 from orchestrator.runtime.runner import Runner, rendezvous_env
 
 log = logging.getLogger("gpuq.backend")
 
-NODE_LABEL = "gmi/node"  # nodes are started with --labels gmi/node=<name> and --resources '{"<name>": 1}'
-NODE_SHARE = 0.001  # of the per-node resource: pins a bundle without limiting how many fit
 QUARANTINE_PREFIX = "gpuq-quarantine-"
 FILLER_PREFIX = "gpuq-filler-"
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    name: str
-    node_id: str
-    gpus: int
-    ip: str
-
-
-def discover_nodes() -> dict[str, NodeInfo]:
-    """GPU nodes that gpuq schedules on: alive, labelled with a node name that is also a
-    custom resource of the node (so bundles can be pinned to it)."""
-    found: dict[str, NodeInfo] = {}
-    for n in ray.nodes():
-        if not n.get("Alive"):
-            continue
-        name = (n.get("Labels") or {}).get(NODE_LABEL)
-        resources = n.get("Resources") or {}
-        gpus = int(resources.get("GPU", 0))
-        if name and gpus > 0 and name in resources:
-            found[name] = NodeInfo(name, n["NodeID"], gpus, n.get("NodeManagerAddress", ""))
-    return dict(sorted(found.items()))
 
 
 class AgentRefused(Exception):
@@ -82,12 +60,16 @@ class PlacementSlot:
     gpus: list[int] = field(default_factory=list)  # the indices Ray bound
     parked_at: float | None = None  # idle since (None: running a job)
     ready: bool = True  # False while a warm-up slot is still being placed
+    env_key: str | None = None  # the runtime env its runner was made with (runtime_env.key)
+    setup_s: float = 0.0  # how long Ray took to prepare that env
 
 
 class RayBackend:
     def __init__(self, data_root: str, cluster_id: str, placement_timeout_s: float, slot_idle_s: float = 60.0,
-                 warm_slots_per_node: int = 0):
+                 warm_slots_per_node: int = 0, setup_timeout_s: float = 600.0, pip_binary_only: bool = False):
         self.data_root = data_root
+        self.setup_timeout_s = setup_timeout_s
+        self.pip_binary_only = pip_binary_only
         self.cluster_id = cluster_id
         self.placement_timeout_s = placement_timeout_s
         self.slot_idle_s = slot_idle_s
@@ -142,15 +124,19 @@ class RayBackend:
 
     # --- slots ----------------------------------------------------------------------
 
-    async def acquire(self, node: str, size: int, prefer: list[int], avoid: set[int] = frozenset()) -> PlacementSlot | None:
-        """A slot of `size` GPUs on `node`: a parked one if there is one (the planned GPUs
-        first; none holding a GPU in `avoid`, those out of service), else a new one, after
-        evicting parked slots that Ray would need the GPUs of. None (and nothing left
-        behind) if Ray has not placed it within the time-out."""
+    async def acquire(self, node: str, size: int, prefer: list[int], avoid: set[int] = frozenset(),
+                      env: dict | None = None) -> PlacementSlot | None:
+        """A slot of `size` GPUs on `node` for a job with runtime env `env` (its prepared
+        part, runtime_env.prepared): a parked one made for the same env if there is one
+        (the planned GPUs first; none holding a GPU in `avoid`, those out of service),
+        else a new one, after evicting parked slots that Ray would need the GPUs of. None
+        (and nothing left behind) if Ray has not placed it within the time-out; raises
+        RuntimeEnvFailed if Ray could not set up the env."""
         if avoid - {i for n, i in self.held_out if n == node}:
             await self.quarantine({node: set(avoid)}, only=node)  # else Ray may bind one of them
+        env_key = runtime_env.key(env)
         parked = [s for s in self.slots.values() if s.parked_at is not None and s.ready and s.node == node
-                  and s.size == size and not set(s.gpus) & avoid]
+                  and s.size == size and s.env_key == env_key and not set(s.gpus) & avoid]
         if parked:
             slot = max(parked, key=lambda s: (len(set(s.gpus) & set(prefer)), s.parked_at))
             slot.parked_at = None
@@ -162,23 +148,41 @@ class RayBackend:
                 break
             held -= old.size
             self.discard(old)
-        return await self._create(node, size)
+        return await self._create(node, size, env=env)
 
-    async def _create(self, node: str, size: int, warm: bool = False) -> PlacementSlot | None:
+    async def _create(self, node: str, size: int, warm: bool = False, env: dict | None = None) -> PlacementSlot | None:
         name = f"gpuq-slot-{uuid.uuid4().hex[:12]}"
         pg = placement_group([{"GPU": float(size), node: NODE_SHARE}], name=name, lifetime="detached")
+        options = {}
+        if env:
+            # Ray's own runtime-env machinery prepares it on the node (download, unpack,
+            # cache, virtualenv) before the runner starts, within gpuq's setup time-out.
+            options["runtime_env"] = envs.for_ray(env, self.setup_timeout_s, self.pip_binary_only)
         runner = Runner.options(
             name=name, namespace=NAMESPACE, lifetime="detached", num_gpus=size, num_cpus=0,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0),
-        ).remote(node, self.data_root)
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0), **options,
+        ).remote(node, self.data_root, env)
         # Registered at once, so that a warm-up slot still being placed counts as holding its
         # GPUs and can be evicted by a job that needs them.
-        slot = PlacementSlot(name, node, size, pg, runner, parked_at=time.monotonic() if warm else None, ready=False)
+        slot = PlacementSlot(name, node, size, pg, runner, parked_at=time.monotonic() if warm else None, ready=False,
+                             env_key=runtime_env.key(env))
         self.slots[name] = slot
         try:
-            # Not pg.ready(): it runs a dummy task in the bundle, which costs a Ray worker of
-            # its own. The runner is scheduled when the group is placed; its answer says so.
-            slot.gpus = (await asyncio.wait_for(runner.hello.remote(), self.placement_timeout_s))["gpus"]
+            if env:  # placement has its own time-out; the setup after it may take minutes (pip)
+                if not await _placed(pg, self.placement_timeout_s):
+                    self.discard(slot)
+                    return None
+                began = time.monotonic()
+                hello = await asyncio.wait_for(runner.hello.remote(), self.setup_timeout_s + 30)
+                slot.setup_s = time.monotonic() - began
+            else:
+                # Not pg.ready(): it runs a dummy task in the bundle, which costs a Ray worker of
+                # its own. The runner is scheduled when the group is placed; its answer says so.
+                hello = await asyncio.wait_for(runner.hello.remote(), self.placement_timeout_s)
+            slot.gpus = hello["gpus"]
+        except ray.exceptions.RuntimeEnvSetupError as e:
+            self.discard(slot)
+            raise envs.RuntimeEnvFailed(envs.setup_error(e)) from None
         except (asyncio.TimeoutError, ray.exceptions.RayError):
             self.discard(slot)
             return None
@@ -279,6 +283,9 @@ class RayBackend:
             if now - slot.parked_at > self.slot_idle_s:
                 self.discard(slot)
 
+    def keep_packages(self, uris: set[str], keep_s: int) -> None:
+        envs.keep_packages(uris, keep_s)  # runtime/envs.py: the packages in Ray's store
+
     def runner(self, name: str):
         slot = self.slots.get(name)
         if slot is not None:
@@ -371,15 +378,16 @@ class RayBackend:
             if stale and info.get("state") != "REMOVED":
                 remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
 
-    def adopt_slot(self, name: str, node: str, size: int, gpus: list[int]) -> None:
-        """Take back a slot a running job uses, found by name after a restart."""
+    def adopt_slot(self, name: str, node: str, size: int, gpus: list[int], env: dict | None = None) -> None:
+        """Take back a slot a running job (with runtime env `env`) uses, found by name
+        after a restart."""
         runner = self.runner(name)
         try:
             pg = ray.util.get_placement_group(name)
         except ValueError:
             pg = None
         if runner is not None and pg is not None:
-            self.slots[name] = PlacementSlot(name, node, size, pg, runner, list(gpus))
+            self.slots[name] = PlacementSlot(name, node, size, pg, runner, list(gpus), env_key=runtime_env.key(env))
 
 
 async def _placed(pg: PlacementGroup, timeout: float) -> bool:

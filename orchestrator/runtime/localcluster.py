@@ -122,7 +122,7 @@ def start_simulated_node(name: str) -> None:
 def repair(started: dict) -> list[str]:
     """Start again the simulated nodes of a running local cluster that are gone (a killed
     raylet); returns their names. Running jobs on the other nodes are not touched."""
-    from orchestrator.runtime.backend import discover_nodes
+    from orchestrator.runtime.nodes import discover_nodes
 
     if not started.get("simulated"):
         return []
@@ -153,7 +153,7 @@ def start_inprocess_cluster():
 
 def add_simulated_node(cluster, name: str):
     """One simulated 8-GPU node in an in-process cluster (a lost one, started again)."""
-    from orchestrator.runtime.backend import NODE_LABEL
+    from orchestrator.runtime.nodes import NODE_LABEL
 
     return cluster.add_node(num_cpus=WORKER_CPUS, num_gpus=8, resources={name: 1}, labels={NODE_LABEL: name})
 
@@ -168,7 +168,7 @@ def connect(addr: str | None = None) -> None:
 def wait_for_nodes(expected: int, timeout: float = 60) -> None:
     import ray
 
-    from orchestrator.runtime.backend import discover_nodes
+    from orchestrator.runtime.nodes import discover_nodes
 
     deadline = time.monotonic() + timeout
     while len(discover_nodes()) < expected:
@@ -181,7 +181,7 @@ def wait_for_nodes(expected: int, timeout: float = 60) -> None:
 def up(config: dict | None = None, simulate: bool | None = None, attach: str | None = None) -> dict:
     """Start Ray (unless `attach` names a running cluster) and the orchestrator on it;
     returns a summary for the user."""
-    from orchestrator.runtime.backend import discover_nodes
+    from orchestrator.runtime.nodes import discover_nodes
     from orchestrator.runtime.rollout import ensure_orchestrator
 
     secure_home()
@@ -206,7 +206,8 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
     site = Config.model_validate(config or {})
     started["admin_token_file"] = str(ensure_admin_token())
     started["api"] = deploy(site.api_host, site.api_port, str(tokens_path()), site.api_auth_reads,
-                            {"unix_users": site.unix_users, "allow_shared_account": site.allow_shared_account})
+                            {"unix_users": site.unix_users, "allow_shared_account": site.allow_shared_account,
+                             "max_package_bytes": site.max_package_bytes})
     started["install"] = install_mode()
     return started
 

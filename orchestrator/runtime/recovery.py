@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from orchestrator.core import lifecycle
+from orchestrator.core import lifecycle, runtime_env
 from orchestrator.core.inventory import AllocationError
 from orchestrator.core.states import JobState
 
@@ -47,7 +47,7 @@ async def recover(svc) -> None:
         except AllocationError as e:  # should not happen; never let it stop recovery
             log.error("recovery: %s", e)
         for name, (node, gpus) in zip(names, job.allocation.items()):
-            svc.backend.adopt_slot(name, node, len(gpus), gpus)
+            svc.backend.adopt_slot(name, node, len(gpus), gpus, runtime_env.prepared(job.spec.runtime_env))
             keep.add(name)
         if job.state is JobState.ALLOCATING:
             svc.spawn(_finish_launch(svc, job, attempt, names))

@@ -14,7 +14,9 @@ only come from the service account itself and is trusted.
 
 from __future__ import annotations
 
+import asyncio
 
+from orchestrator.core import runtime_env
 from orchestrator.core.accounts import missing_account
 from orchestrator.core.config import Config
 from orchestrator.core.decisions import Start
@@ -27,6 +29,8 @@ from orchestrator.core.states import JobState
 from orchestrator.core.submission import MAX_LOG_OFFSET, check_key, parse_array
 from orchestrator.runtime import views
 from orchestrator.runtime.backend import AgentRefused
+from orchestrator.runtime import envs
+from orchestrator.runtime.envs import SETUP_FAILED
 from orchestrator.runtime.store import StoreError
 
 
@@ -278,11 +282,33 @@ class Requests:
         if not 0 <= offset <= MAX_LOG_OFFSET:
             raise InvalidSpec([("offset", f"must be between 0 and {MAX_LOG_OFFSET}")])
         node = job.node_of_rank(attempt, rank)
-        if node is None:  # not started yet
-            return {"data": "", "offset": offset, "size": 0, "exists": False, "attempt": attempt,
-                    "done": job.state.is_terminal}
+        if node is None:  # its command never ran: what gpuq has to say of it, if anything
+            said = "".join(e.reason for e in job.events if e.trigger == SETUP_FAILED).encode()
+            start = max(0, len(said) - tail) if tail is not None else min(offset, len(said))
+            data = said[start:start + max(0, limit)]
+            return {"data": data.decode("utf-8", "replace"), "offset": start + len(data), "size": len(said),
+                    "exists": bool(said), "attempt": attempt, "done": job.state.is_terminal}
         out = await self.backend.call_agent(node, "read_log", job_id, attempt, rank, offset, limit, tail)
         return {**out, "attempt": attempt, "done": job.state.is_terminal}
+
+    async def package_exists(self, uri: str, by: Caller | None = None) -> bool:
+        """Ray's GET /api/packages: whether a runtime-env package is on the cluster."""
+        check_package(uri)
+        return await asyncio.to_thread(envs.package_exists, uri, self.site.package_keep_s)
+
+    async def package_put(self, uri: str, data: bytes, by: Caller | None = None) -> dict:
+        """Ray's PUT /api/packages: store a package for jobs to name (audited: who
+        uploaded what, how big)."""
+        self.writable()
+        check_package(uri)
+        if len(data) > self.site.max_package_bytes:
+            raise InvalidSpec([("body", f"is larger than {self.site.max_package_bytes} bytes (max_package_bytes)")])
+        try:
+            await asyncio.to_thread(envs.package_put, uri, data, self.site.package_keep_s)
+        except (RuntimeError, ValueError) as e:
+            raise GpuqError(f"Ray did not store the package: {e}") from None
+        await self.save([], audit=[audit(self.clock(), by, "package", uri, bytes=len(data))])
+        return {"uri": uri, "bytes": len(data)}
 
     @property
     def loop_running(self) -> bool:
@@ -295,6 +321,11 @@ class Requests:
         import os
 
         return os.getpid()
+
+
+def check_package(uri: str) -> None:
+    if not runtime_env.PACKAGE_URI.fullmatch(uri):
+        raise InvalidSpec([("package", runtime_env.PACKAGE_HELP)])
 
 
 def audit(at: float, by: Caller | None, action: str, target: str, **detail) -> tuple:

@@ -40,10 +40,41 @@ def rendezvous_env(master: dict) -> dict[str, str]:
             "PET_MASTER_ADDR": master["ip"], "PET_MASTER_PORT": str(master["port"])}
 
 
+def prepared_for_jobs(env: dict) -> dict:
+    """What a job takes from the environment Ray prepared for this worker: the working
+    directory, the packages on PYTHONPATH (under Ray's runtime_resources: not the
+    service's own entries) and the virtualenv."""
+    out: dict = {}
+    if "working_dir" in env:
+        out["cwd"] = os.getcwd()
+    out["pythonpath"] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                         if f"{os.sep}runtime_resources{os.sep}" in p]
+    venv = os.environ.get("VIRTUAL_ENV")
+    if ("pip" in env or "uv" in env) and venv:
+        out["venv"] = venv
+    return out
+
+
+def in_prepared_env(prepared: dict, job_env: dict[str, str], base_env: dict[str, str]) -> dict[str, str]:
+    """The variables that put a job's command in the prepared environment."""
+    out = {}
+    if prepared["pythonpath"]:
+        out["PYTHONPATH"] = os.pathsep.join([*prepared["pythonpath"], *filter(None, [job_env.get("PYTHONPATH")])])
+    if prepared.get("venv"):
+        path = job_env.get("PATH") or base_env.get("PATH") or os.defpath
+        out["PATH"] = f"{prepared['venv']}{os.sep}bin{os.pathsep}{path}"
+        out["VIRTUAL_ENV"] = prepared["venv"]
+    return out
+
+
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=4)
 class Runner:
-    def __init__(self, node: str, data_root: str):
+    def __init__(self, node: str, data_root: str, env: dict | None = None):
         self.node, self.data_root = node, data_root
+        # Made with a runtime env, Ray prepared this worker in it before this runs: its
+        # current directory is the unpacked working_dir, its PYTHONPATH names the
+        # packages, its PATH starts with the virtualenv's bin. Jobs get the same.
+        self.prepared = prepared_for_jobs(env) if env else None
         self.key: tuple[str, int, int] | None = None
         self.proc: Launched | None = None
         self.started: dict | None = None
@@ -76,6 +107,9 @@ class Runner:
         job_env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
         if "MASTER_ADDR" not in job_env:  # a one-slot job: its own node is its rendezvous
             job_env.update(rendezvous_env(self.rendezvous()))
+        if self.prepared is not None:
+            working_dir = self.prepared.get("cwd") or working_dir
+            job_env.update(in_prepared_env(self.prepared, job_env, base_env or {}))
         argv = ["--dir", str(directory), "--time-limit", str(time_limit), "--grace", str(grace)]
         if working_dir:
             argv += ["--cwd", working_dir]

@@ -24,8 +24,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-from orchestrator.core import lifecycle
-from orchestrator.core.accounts import account_for
+from orchestrator.core import lifecycle, runtime_env
+from orchestrator.core.accounts import account_for, multi_user
 from orchestrator.core.config import Config
 from orchestrator.core.fairshare import UsageLedger
 from orchestrator.core.inventory import Inventory
@@ -36,6 +36,7 @@ from orchestrator.core.snapshot import snapshot_of
 from orchestrator.core.states import JobState
 from orchestrator.runtime.accounting import Accounting, Run
 from orchestrator.runtime.backend import RayBackend
+from orchestrator.runtime.envs import SETUP_FAILED, RuntimeEnvFailed
 from orchestrator.runtime.metrics import Metrics
 from orchestrator.runtime.recovery import recover
 from orchestrator.runtime.requests import Requests
@@ -62,7 +63,8 @@ class OrchestratorService(Requests):
         self.cluster_id = str(self.store.get("cluster_id") or uuid.uuid4().hex[:12])
         self.backend = backend or RayBackend(self.site.resolved_data_dir(), self.cluster_id,
                                              self.site.placement_timeout_s, self.site.slot_idle_s,
-                                             self.site.warm_slots_per_node)
+                                             self.site.warm_slots_per_node, self.site.runtime_env_setup_timeout_s,
+                                             pip_binary_only=multi_user())
         self.backend.telemetry = self.site.telemetry
         self.policy = PolicyConfig.from_site(self.site)
         self.queue = JobQueue()
@@ -117,7 +119,8 @@ class OrchestratorService(Requests):
     async def _run(self) -> None:
         await recover(self)
         self.watch.look_at_nodes()  # a node lost while no orchestrator looked: its jobs are evicted
-        last_reap = time.monotonic()
+        last_reap = last_kept = time.monotonic()
+        self.keep_packages()
         while True:
             try:
                 self.cycle()
@@ -128,6 +131,9 @@ class OrchestratorService(Requests):
             if time.monotonic() - last_reap > self.site.reap_interval_s:
                 last_reap = time.monotonic()
                 self.reap()
+            if time.monotonic() - last_kept > self.site.package_keep_s / 4:
+                last_kept = time.monotonic()
+                self.keep_packages()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.site.loop_interval_s)
             except asyncio.TimeoutError:
@@ -141,6 +147,12 @@ class OrchestratorService(Requests):
             return  # waiting jobs need the GPUs now: no speculative slots
         free = {n: len(g) for n, g in self.inventory.free().items()}
         self._warming = asyncio.get_event_loop().create_task(self.backend.warm_up(free))
+
+    def keep_packages(self) -> None:
+        """Keep the runtime-env packages that unfinished jobs name (backend.keep_packages)."""
+        uris = {u for j in self.queue.jobs() if not j.state.is_terminal for u in runtime_env.packages(j.spec.runtime_env)}
+        if uris:
+            self.spawn(asyncio.to_thread(self.backend.keep_packages, uris, self.site.package_keep_s))
 
     def reap(self) -> None:
         """Backstop: have each node kill processes of jobs that are no longer running
@@ -232,10 +244,24 @@ class OrchestratorService(Requests):
         # finds the job SCHEDULED (back in line) and removes any slot no job names.
         self.queue.allocate(job.id, self.clock())
         names: list[str] = []
+        env = runtime_env.prepared(job.spec.runtime_env)
         for node, gpus in job.allocation.items():
-            slot = await self.backend.acquire(node, len(gpus), gpus, self.fleet.out_of_service_on(node))
+            try:
+                slot = await self.backend.acquire(node, len(gpus), gpus, self.fleet.out_of_service_on(node), env)
+            except RuntimeEnvFailed as e:
+                for name in names:
+                    self.backend.park(name)
+                self.give_back(job)
+                # Its command never ran, so it has no log on the node: Ray's words are kept in
+                # its history, and `gpuq logs` / `ray job logs` show them (Requests.logs).
+                job.note(self.clock(), SETUP_FAILED, f"[gpuq] runtime env setup failed on {node}:\n{e}\n")
+                self.carry_out(lifecycle.runtime_env_failed(self.queue, job, str(e), self.clock()))
+                return
             if slot is not None:
                 names.append(slot.name)
+                if env and slot.setup_s:
+                    job.note(self.clock(), "runtime_env", f"runtime env set up on {node} in {slot.setup_s:.1f} s "
+                                                          "(not counted in the time limit)")
             if slot is None or job.state is not JobState.ALLOCATING:
                 for name in names:
                     self.backend.park(name)

@@ -103,7 +103,7 @@ def _ray_names(e: ApiError) -> ApiError:
     """The orchestrator names gpuq's fields; a Ray client sent Ray's."""
     if isinstance(e.detail, list):
         names = {"command": "entrypoint", "gpu_count": "entrypoint_num_gpus", "idempotency_key": "submission_id",
-                 "run_id": "submission_id", "env": "runtime_env.env_vars"}
+                 "run_id": "submission_id"}
         for d in e.detail:
             head, dot, rest = d["field"].partition(".")
             if head in names:

@@ -219,7 +219,9 @@ async function refreshJob(id) {
     ["Submitted", clock(j.submitted_at)], ["Started", j.started_at ? clock(j.started_at) : "–"],
     ["Exit code", j.exit_code ?? "–"], ["Why it ended", j.failure_reason || "–"],
     ["Idle GPUs", (j.idle_gpus || []).join(", ") || "–"],
-    ["Command", j.private ? "(visible to its owner and admins)" : j.spec.command]];
+    ["Command", j.private ? "(visible to its owner and admins)" : j.spec.command],
+    ["Runtime env", j.private ? "(visible to its owner and admins)"
+      : (j.spec.runtime_env ? JSON.stringify(j.spec.runtime_env) : "–")]];
   $("#job-fields").replaceChildren(...fields.map(([k, v]) => el("div", { "data-field": k },
     el("dt", { text: k }), el("dd", { text: String(v) }))));
   fill($("#job-events tbody"), j.events.slice().reverse().map((e) => el("tr", {},
@@ -239,10 +241,12 @@ async function tailLog(j) {
     log = { job: j.id, attempt: j.attempts, offset: 0 };
     $("#log").textContent = "";
   }
-  if (!j.attempts) { $("#log-state").textContent = "(not started)"; return; }
+  // A job that ended before its command ran (its runtime env failed) still has gpuq's words.
+  if (!j.attempts && !TERMINAL.has(j.state)) { $("#log-state").textContent = "(not started)"; return; }
   // Another user's output is theirs (and the admins'): not asked for, so not refused.
   if (j.private) { $("#log-state").textContent = "(visible to its owner and admins)"; return; }
-  const out = await api(`jobs/${encodeURIComponent(j.id)}/logs?attempt=${j.attempts}&offset=${log.offset}`);
+  const which = j.attempts ? `attempt=${j.attempts}&` : "";
+  const out = await api(`jobs/${encodeURIComponent(j.id)}/logs?${which}offset=${log.offset}`);
   if (out.data) {
     const pre = $("#log");
     const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;

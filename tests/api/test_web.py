@@ -151,6 +151,16 @@ def test_someone_elses_job_shows_no_buttons(tab, api, orch):
     wait_for(lambda: tab.page.locator('[data-field="User"] dd').count() and tab.text('[data-field="User"] dd') == "bob",
              30, what="bob's job page")
     assert tab.page.locator("#view-job [data-action]:visible").count() == 0
+    assert tab.text('[data-field="Runtime env"] dd') == "(visible to its owner and admins)"
+    assert not tab.errors
+
+
+def test_a_jobs_page_shows_its_runtime_env(tab, api, orch):
+    job_id = orch.submit("sleep 300", run_id="with-env", runtime_env={"env_vars": {"SEED": "7"}, "excludes": ["data/"]})
+    tab.page.goto(f"{api}/#/job/{job_id}")
+    wait_for(lambda: tab.page.locator('[data-field="Runtime env"] dd').count()
+             and "SEED" in tab.text('[data-field="Runtime env"] dd'), 30, what="the job's runtime env on its page")
+    assert json.loads(tab.text('[data-field="Runtime env"] dd')) == {"env_vars": {"SEED": "7"}, "excludes": ["data/"]}
     assert not tab.errors
 
 

@@ -106,3 +106,23 @@ def test_down_refuses_while_jobs_run_and_says_how_many(gpuq, api, orch, tmp_path
     assert out.returncode == 2 and "1 job(s) are running" in out.stderr + out.stdout, out
     assert "--drain" in out.stderr + out.stdout
     assert orch.job(job_id)["state"] == "running"
+
+
+def test_show_keeps_another_users_command_private_and_shows_ones_own_runtime_env(gpuq, orch):
+    mine = json.loads(gpuq("submit", "--json", "--gpus", "16", "--runtime-env-json", '{"env_vars": {"SEED": "7"}}',
+                           "--", "sleep", "60").stdout)["job_id"]
+    theirs = orch.submit("sleep 60", gpus=16, user="bob", run_id="bobs")
+    shown = gpuq("show", mine)
+    assert shown.returncode == 0 and 'runtime env: {"env_vars": {"SEED": "7"}}' in shown.stdout
+    other = gpuq("show", theirs)
+    assert other.returncode == 0 and "(visible to its owner and admins)" in other.stdout and "sleep" not in other.stdout
+
+
+def test_bad_runtime_env_flags_are_refused_by_name_before_anything_is_sent(gpuq, orch, tmp_path):
+    bad_json = gpuq("submit", "--runtime-env-json", "{not json", "--", "true")
+    assert bad_json.returncode == 2 and "--runtime-env-json" in bad_json.stderr
+    missing = gpuq("submit", "--working-dir", str(tmp_path / "nowhere"), "--", "true")
+    assert missing.returncode == 2 and "runtime_env" in missing.stderr and "nowhere" in missing.stderr
+    refused = gpuq("submit", "--runtime-env-json", '{"conda": "env.yaml"}', "--", "true")
+    assert refused.returncode == 1 and "runtime_env.conda" in refused.stderr
+    assert orch.call("list_jobs", None, None, 10, 0)["total"] == 0

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from orchestrator.runtime.backend import NodeInfo
+from orchestrator.runtime.nodes import NodeInfo
+from orchestrator.runtime.envs import RuntimeEnvFailed
 
 NODES = {"gmi-node-1": 8, "gmi-node-2": 8}
 
@@ -20,6 +21,7 @@ class FakeSlot:
     gpus: list[int] = field(default_factory=list)
     parked_at: float | None = None
     ready: bool = True
+    setup_s: float = 0.0
 
 
 class FakeBackend:
@@ -35,6 +37,9 @@ class FakeBackend:
         self.placeable = True  # False: acquire() waits, then times out, as a placement Ray cannot make
         self.placement_wait_s = 0.3
         self.lost_nodes: list[str] = []
+        self.env_failure: str | None = None  # set: a runtime env's setup fails with these words
+        self.envs: list[dict | None] = []  # the runtime env of each acquire
+        self.kept: list[set[str]] = []  # packages kept, each round
         self.node_ids = {n: f"id-{n}" for n in self.node_sizes}  # a new id: the node's raylet was replaced
         self._n = 0
 
@@ -54,14 +59,17 @@ class FakeBackend:
     def connected(self) -> bool:
         return True
 
-    async def acquire(self, node, size, prefer, avoid=frozenset()):
+    async def acquire(self, node, size, prefer, avoid=frozenset(), env=None):
+        self.envs.append(env)
+        if env and self.env_failure:
+            raise RuntimeEnvFailed(self.env_failure)
         deadline = asyncio.get_running_loop().time() + self.placement_wait_s
         while not self.placeable:  # as Ray does: wait for the placement, give up at the time-out
             if asyncio.get_running_loop().time() > deadline or node in self.lost_nodes:
                 return None
             await asyncio.sleep(0.01)
         self._n += 1
-        slot = FakeSlot(f"gpuq-slot-{self._n}", node, size, list(prefer))
+        slot = FakeSlot(f"gpuq-slot-{self._n}", node, size, list(prefer), setup_s=2.5 if env else 0.0)
         self.slots[slot.name] = slot
         return slot
 
@@ -109,7 +117,10 @@ class FakeBackend:
     def has_runner(self, name) -> bool:
         return name in self.slots
 
-    def adopt_slot(self, name, node, size, gpus) -> None:
+    def keep_packages(self, uris, keep_s) -> None:
+        self.kept.append(set(uris))
+
+    def adopt_slot(self, name, node, size, gpus, env=None) -> None:
         self.slots[name] = FakeSlot(name, node, size, list(gpus))
 
     def forget_unknown_slots(self, keep) -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import ray
 
-from orchestrator.runtime.backend import NODE_LABEL
+from orchestrator.runtime.nodes import NODE_LABEL
 from orchestrator.runtime.localcluster import add_simulated_node
 from tests.raycluster import wait_for
 

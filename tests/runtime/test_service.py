@@ -293,3 +293,45 @@ def test_a_node_dead_across_an_orchestrator_restart_is_still_shown_down(tmp_path
         assert {s.shown for s in w.svc.inventory.nodes["gmi-node-2"]} == {"down"}
         assert w.svc.inventory.free_count() == 8
     scenario(tmp_path, body)
+
+
+PACKAGE = "gcs://_ray_pkg_0123456789abcdef.zip"
+
+
+def test_a_runtime_env_is_asked_of_the_backend_and_its_setup_time_is_in_the_history(tmp_path):
+    async def body(w):
+        renv = {"working_dir": PACKAGE, "pip": ["tiny==1.0"], "env_vars": {"A": "1"}}
+        job_id = await w.submit(runtime_env=renv)
+        plain = await w.submit()
+        job = await w.running(job_id)
+        await w.running(plain)
+        # What Ray prepares; env_vars go to the job's env, so a job with only those uses any slot.
+        assert {"working_dir": PACKAGE, "pip": {"packages": ["tiny==1.0"], "pip_check": False}} in w.backend.envs
+        assert None in w.backend.envs and job.spec.env == {"A": "1"}
+        assert any(e.trigger == "runtime_env" and "2.5 s" in e.reason for e in job.events)
+    scenario(tmp_path, body)
+
+
+def test_a_runtime_env_that_fails_to_set_up_fails_the_job_once_with_rays_words_in_its_log(tmp_path):
+    async def body(w):
+        w.backend.env_failure = "ERROR: No matching distribution found for tiny==9.9"
+        job_id = await w.submit(runtime_env={"pip": ["tiny==9.9"]}, max_retries=3)
+        job = await until(lambda: w.job(job_id).state is JobState.FAILED and w.job(job_id))
+        await cycles(w)  # not retried: the same spec fails the same way
+        assert job.state is JobState.FAILED and job.retries == 0 and w.backend.started == []
+        assert job.failure_reason == "runtime env setup failed: ERROR: No matching distribution found for tiny==9.9"
+        assert w.svc.inventory.free_count() == 16
+        log = await w.svc.logs(job_id)
+        assert "No matching distribution found for tiny==9.9" in log["data"] and log["done"]
+    scenario(tmp_path, body)
+
+
+def test_packages_named_by_unfinished_jobs_are_kept(tmp_path):
+    async def body(w):
+        w.backend.placeable = False  # both stay in line
+        await w.submit(runtime_env={"working_dir": PACKAGE})
+        await w.submit(runtime_env={"py_modules": ["gcs://_ray_pkg_fedcba9876543210.zip"]})
+        w.svc.keep_packages()
+        both = {PACKAGE, "gcs://_ray_pkg_fedcba9876543210.zip"}
+        await until(lambda: both in w.backend.kept)
+    scenario(tmp_path, body)

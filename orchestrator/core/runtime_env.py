@@ -1,0 +1,161 @@
+"""A job's Ray runtime environment, as gpuq accepts it: checked at submit, pure.
+
+Ray's runtime environments (https://docs.ray.io/en/latest/ray-core/handling-dependencies.html)
+are how a Ray user ships code and dependencies to the nodes: `ray job submit
+--working-dir .` zips the directory, uploads it to the cluster (the package routes,
+serve_app/routes/packages.py) and names it as `gcs://_ray_pkg_<hash>.zip`. gpuq applies
+the environment with Ray's own machinery: the job's slot is a runner actor created
+with it (runtime/backend.py), so Ray's agent on the node downloads, unpacks, caches
+and installs, and the runner starts the command in what Ray prepared.
+
+What is accepted, and what becomes of it:
+- `working_dir`: a package uploaded to this cluster (`gcs://…`). The command runs in
+  it, and it is first on PYTHONPATH.
+- `py_modules`: packages uploaded to this cluster, on PYTHONPATH.
+- `pip`, `uv`: requirements installed into a virtualenv per distinct list, first on PATH.
+- `env_vars`: merged into the job's env (the job's own `env` wins); they are not part
+  of the environment Ray prepares, so a job with env_vars only still uses warm slots.
+- `excludes`: read by the uploader only (gitignore-style patterns); kept for the record.
+
+Refused by name: whatever gpuq cannot honour (`conda`, `container`, `image_uri`, …),
+a package anywhere else than this cluster (gpuq fetches nothing for a user from the
+network), pip's own options (gpuq sets them: the installation runs as Ray's agent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+# Ray names uploaded packages gcs://_ray_pkg_<hash>.zip (working_dir, py_modules) or
+# gcs://<wheel file name> (a py_modules wheel).
+PACKAGE_URI = re.compile(r"gcs://[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}\.(zip|whl)")
+PACKAGE_HELP = ("must be a package uploaded to this cluster (gcs://…): `ray job submit --working-dir DIR` and "
+                "`gpuq submit --working-dir DIR` upload one; gpuq fetches nothing from other places")
+SUPPORTED = ("working_dir", "py_modules", "pip", "uv", "env_vars", "excludes")
+REFUSED = {
+    "conda": "use pip or uv: gpuq nodes have no conda",
+    "container": "gpuq runs commands on the node, not in containers",
+    "image_uri": "gpuq runs commands on the node, not in containers",
+    "java_jars": "gpuq runs shell commands; ship jars in working_dir",
+    "py_executable": "gpuq chooses the interpreter: use pip or uv for a virtualenv",
+    "config": "gpuq sets runtime-env timeouts itself (site config runtime_env_setup_timeout_s)",
+}
+MAX_REQUIREMENTS = 256
+MAX_REQUIREMENT_CHARS = 1000
+MAX_MODULES = 32
+MAX_EXCLUDES = 256
+# The parts Ray prepares on the node; the rest (env_vars, excludes) never reach Ray.
+PREPARED = ("working_dir", "py_modules", "pip", "uv")
+# Ray's client adds its own commit to every runtime env it sends; it means nothing here.
+IGNORED = ("_ray_commit",)
+# The options Ray's own client fills in when a user gave none: taken as "none given".
+RAY_DEFAULT_OPTIONS = {"pip_install_options": [["--disable-pip-version-check", "--no-cache-dir"]],
+                       "uv_pip_install_options": [["--no-cache"]]}
+
+
+class RuntimeEnvError(ValueError):
+    """`field` is the runtime_env key at fault (runtime_env.pip, …)."""
+
+    def __init__(self, key: str, message: str):
+        self.field = f"runtime_env.{key}"
+        super().__init__(message)
+
+
+def check(value: object) -> dict | None:
+    """The runtime env in gpuq's normal form (None when empty); raises RuntimeEnvError."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RuntimeEnvError("", "must be an object (Ray's runtime_env)")
+    out: dict = {}
+    for key, v in value.items():
+        if key in IGNORED:
+            continue
+        if key in REFUSED:
+            raise RuntimeEnvError(key, f"is not supported: {REFUSED[key]}")
+        if key not in SUPPORTED:
+            raise RuntimeEnvError(key, f"is not supported (gpuq takes {', '.join(SUPPORTED)})")
+        if v is None:
+            continue
+        out[key] = _CHECKS[key](key, v)
+    out = {k: v for k, v in out.items() if v not in (None, [], {})}
+    return out or None
+
+
+def _uri(key: str, v: object) -> str:
+    if not isinstance(v, str) or not PACKAGE_URI.fullmatch(v):
+        raise RuntimeEnvError(key, PACKAGE_HELP)
+    return v
+
+
+def _modules(key: str, v: object) -> list[str]:
+    if not isinstance(v, list) or len(v) > MAX_MODULES:
+        raise RuntimeEnvError(key, f"must be a list of at most {MAX_MODULES} packages uploaded to this cluster")
+    return [_uri(key, m) for m in v]
+
+
+def _requirements(key: str, v: object) -> dict:
+    """pip/uv: a list of requirements, or Ray's object form with `packages` (and
+    `pip_check`/`uv_check`). Options are gpuq's to set, not the user's."""
+    check_key = f"{key}_check"
+    if isinstance(v, dict):
+        v = {k: x for k, x in v.items() if x not in RAY_DEFAULT_OPTIONS.get(k, [])}
+        unknown = sorted(set(v) - {"packages", check_key})
+        if unknown:
+            raise RuntimeEnvError(key, f"takes packages and {check_key} only ({', '.join(unknown)}: gpuq sets "
+                                       f"{key}'s version and options)")
+        packages, checked = v.get("packages"), v.get(check_key, False)
+        if not isinstance(checked, bool):
+            raise RuntimeEnvError(key, f"{check_key} must be true or false")
+    else:
+        packages, checked = v, False
+    if not isinstance(packages, list) or not 1 <= len(packages) <= MAX_REQUIREMENTS:
+        raise RuntimeEnvError(key, f"must be a list of 1-{MAX_REQUIREMENTS} requirements (as in requirements.txt) "
+                                   "or an object with `packages`")
+    for req in packages:
+        if not isinstance(req, str) or not req.strip() or len(req) > MAX_REQUIREMENT_CHARS or not req.isprintable():
+            raise RuntimeEnvError(key, f"each requirement must be printable text of 1-{MAX_REQUIREMENT_CHARS} "
+                                       "characters")
+        if req.lstrip().startswith("-"):
+            raise RuntimeEnvError(key, f"{req.split()[0]!r}: options are not accepted, only requirements "
+                                       "(name, version, wheel path or URL)")
+    return {"packages": list(dict.fromkeys(packages)), check_key: checked}
+
+
+def _env_vars(key: str, v: object) -> dict[str, str]:
+    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+        raise RuntimeEnvError(key, "must be an object of variable names to string values")
+    return dict(v)  # names and sizes are checked with the job's env (JobSpec)
+
+
+def _excludes(key: str, v: object) -> list[str]:
+    if not isinstance(v, list) or len(v) > MAX_EXCLUDES or not all(isinstance(p, str) and len(p) <= 1000 for p in v):
+        raise RuntimeEnvError(key, f"must be a list of at most {MAX_EXCLUDES} gitignore-style patterns")
+    return list(v)
+
+
+_CHECKS = {"working_dir": _uri, "py_modules": _modules, "pip": _requirements, "uv": _requirements,
+           "env_vars": _env_vars, "excludes": _excludes}
+
+
+def prepared(runtime_env: dict | None) -> dict | None:
+    """What Ray prepares on the node for this env (None: nothing, any slot will do)."""
+    part = {k: runtime_env[k] for k in PREPARED if runtime_env and k in runtime_env}
+    return part or None
+
+
+def key(runtime_env: dict | None) -> str | None:
+    """A slot built for one environment serves only jobs with the same: its hash."""
+    part = prepared(runtime_env)
+    if part is None:
+        return None
+    return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def packages(runtime_env: dict | None) -> list[str]:
+    """The cluster packages (gcs:// URIs) the env names: kept while a job needs them."""
+    if not runtime_env:
+        return []
+    return [u for u in [runtime_env.get("working_dir"), *runtime_env.get("py_modules", [])] if u]

@@ -1,0 +1,145 @@
+"""Ray runtime environments on gpuq, as Ray users meet them: the unmodified `ray job
+submit --working-dir`, JobSubmissionClient, a pip env from a wheel built here (no
+registry), a pip env that fails, `gpuq submit --working-dir`, and the package routes."""
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.raycluster import wait_for
+
+pytestmark = pytest.mark.ray
+
+RAY = str(Path(sys.executable).with_name("ray"))
+GPUQ = str(Path(sys.executable).with_name("gpuq"))
+ALICE = {"Authorization": "Bearer alice-token"}
+CLEAN = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A researcher's directory: main.py imports a helper next to it; data/ is ignored."""
+    d = tmp_path / "project"
+    (d / "data").mkdir(parents=True)
+    (d / "helper.py").write_text("import os\n\ndef gpus():\n    return os.environ['CUDA_VISIBLE_DEVICES']\n")
+    (d / "main.py").write_text("import os\nimport helper\n"
+                               "print('helper says', helper.gpus())\n"
+                               "print('data uploaded:', os.path.exists('data/big.bin'))\n")
+    (d / "data" / "big.bin").write_bytes(os.urandom(4096))
+    (d / ".gitignore").write_text("data/\n")
+    return d
+
+
+def wheel(folder: Path, name: str = "gpuq_tiny", version: str = "1.0") -> Path:
+    """A pure-Python wheel, written by hand: the test needs no registry and no build."""
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    files = {f"{name}/__init__.py": b"WHO = 'the tiny package'\n",
+             f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+             f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: gpuq-tests\nRoot-Is-Purelib: true\n"
+                                                  b"Tag: py3-none-any\n"}
+    record = [f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b'=').decode()},{len(b)}"
+              for n, b in files.items()] + [f"{name}-{version}.dist-info/RECORD,,"]
+    with zipfile.ZipFile(path, "w") as z:
+        for n, b in files.items():
+            z.writestr(n, b)
+        z.writestr(f"{name}-{version}.dist-info/RECORD", "\n".join(record) + "\n")
+    return path
+
+
+def test_ray_job_submit_with_a_working_dir_runs_the_uploaded_code(api, orch, project):
+    r = subprocess.run([RAY, "job", "submit", "--address", api, "--headers", json.dumps(ALICE),
+                        "--working-dir", str(project), "--", "python3", "main.py"],
+                       capture_output=True, text=True, env=CLEAN, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("helper says "))
+    assert line.split()[2].isdigit()  # one GPU, as Ray assigned it
+    assert "data uploaded: False" in r.stdout  # .gitignore'd, as Ray's client packs it
+    job = orch.call("list_jobs", None, "alice", 1, 0)["jobs"][0]
+    assert job["state"] == "completed"
+    assert orch.job(job["id"])["spec"]["runtime_env"]["working_dir"].startswith("gcs://_ray_pkg_")
+
+
+def test_job_submission_client_with_a_working_dir_and_its_exit_code(api, orch, project):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(api, headers=ALICE)
+    ok = client.submit_job(entrypoint="python3 main.py", runtime_env={"working_dir": str(project)})
+    bad = client.submit_job(entrypoint="python3 -c 'import helper; raise SystemExit(5)'",
+                            runtime_env={"working_dir": str(project)}, metadata={"max_retries": "0"})
+    wait_for(lambda: client.get_job_status(ok) == JobStatus.SUCCEEDED, 120, what="the job to succeed")
+    assert "helper says" in client.get_job_logs(ok)
+    wait_for(lambda: client.get_job_status(bad) == JobStatus.FAILED, 120, what="the job to fail")
+    assert client.get_job_info(bad).driver_exit_code == 5
+
+
+def test_a_pip_env_from_a_local_wheel_is_importable_in_the_job_and_absent_outside_it(orch, tmp_path):
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    whl = wheel(folder)
+    check = "python3 -c 'import gpuq_tiny; print(gpuq_tiny.WHO)'"
+    # As the service account: the virtualenv's interpreter is the one Ray runs on, and on
+    # this machine that Python lives under /root, which other accounts cannot enter.
+    inside = orch.submit(check, runtime_env={"pip": [str(whl)]}, max_retries=0, user="admin")
+    outside = orch.submit(check, max_retries=0, user="admin")
+    job = orch.wait_state(inside, "completed", "failed", timeout=300)
+    assert job["state"] == "completed", (job["events"], orch.log(inside))
+    assert orch.log(inside) == "the tiny package\n"
+    assert any(e["trigger"] == "runtime_env" for e in job["events"])
+    assert orch.wait_state(outside, "completed", "failed")["state"] == "failed"
+    assert "No module named 'gpuq_tiny'" in orch.log(outside)
+
+
+def test_a_pip_env_that_cannot_install_fails_the_job_once_with_a_readable_reason(orch, tmp_path):
+    job_id = orch.submit("echo never", runtime_env={"pip": [str(tmp_path / "gpuq_missing-1.0-py3-none-any.whl")]},
+                         max_retries=2)
+    job = orch.wait_state(job_id, "failed", "completed", timeout=300)
+    assert job["state"] == "failed" and job["attempts"] == 0 and job["retries"] == 0
+    assert job["failure_reason"].startswith("runtime env setup failed:")
+    log = orch.log(job_id)
+    assert "gpuq_missing-1.0-py3-none-any.whl" in log and "Traceback" not in log
+    slots = orch.call("status")["details"]["slots"]
+    assert slots == {"busy": 0, "parked": 0}  # the slot Ray could not prepare is gone, its GPU free
+
+
+def test_gpuq_submit_with_a_working_dir_uploads_and_runs_in_it(api, orch, project):
+    env = {**CLEAN, "GPUQ_URL": api, "GPUQ_TOKEN": "alice-token"}
+    r = subprocess.run([GPUQ, "submit", "--working-dir", str(project), "--runtime-env-json",
+                        '{"env_vars": {"GREETING": "hi"}}', "--wait", "--", "python3 main.py; echo $GREETING"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    job = orch.call("list_jobs", None, "alice", 1, 0)["jobs"][0]
+    log = orch.log(job["id"])
+    assert "helper says" in log and "data uploaded: False" in log and log.endswith("hi\n")
+
+
+def test_package_routes_check_the_token_and_bound_the_size(api, orch):
+    name = "_ray_pkg_00000000deadbeef.zip"
+    with httpx.Client(base_url=api, timeout=60) as c:
+        assert c.get(f"/api/packages/gcs/{name}").status_code == 401
+        assert c.put(f"/api/packages/gcs/{name}", content=b"PK").status_code == 401
+        assert c.put(f"/api/packages/gcs/{name}", content=b"PK",
+                     headers={"Authorization": "Bearer reader-token"}).status_code == 403
+        assert c.get(f"/api/packages/gcs/{name}", headers=ALICE).status_code == 404
+        assert c.get("/api/packages/s3/x.zip", headers=ALICE).status_code == 422
+        assert c.put(f"/api/packages/gcs/{name}", content=b"PK\x05\x06" + bytes(18), headers=ALICE).status_code == 200
+        assert c.get(f"/api/packages/gcs/{name}", headers=ALICE).status_code == 200
+    # A body declared larger than the site's bound is refused before it is read.
+    where = urlsplit(api)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    conn.putrequest("PUT", f"/api/packages/gcs/{name}")
+    conn.putheader("Authorization", ALICE["Authorization"])
+    conn.putheader("Content-Length", str(10 ** 10))
+    conn.endheaders()
+    r = conn.getresponse()
+    assert r.status == 413 and "max_package_bytes" in r.read().decode()
+    conn.close()
