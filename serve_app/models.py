@@ -32,6 +32,7 @@ from orchestrator.core.durations import parse_duration
 from serve_app.errors import ApiError
 from orchestrator.core.job import MAX_COMMAND_CHARS, MAX_ENV_VALUE_CHARS, MAX_ENV_VARS, SAFE_NAME
 from orchestrator.core.job import Priority as JobPriority
+from orchestrator.core.states import JobState
 from orchestrator.core.submission import MAX_ARRAY, MAX_ARRAY_TEXT
 
 Name = Annotated[str, StringConstraints(pattern=f"^{SAFE_NAME.pattern}$")]
@@ -130,6 +131,24 @@ class SubmitRequest(Body):
 
 class PriorityChange(Body):
     priority: Priority
+
+
+JobRef = Annotated[str, StringConstraints(min_length=1, max_length=80)]
+
+
+class BulkRequest(Body):
+    """Which jobs a bulk action touches, as `scancel`'s filters choose them: ids and
+    `array` name a set, the rest filter it (all must hold); without ids or an array the
+    filters apply to every job you may act on. At least one criterion is required."""
+
+    ids: Annotated[list[JobRef], Field(max_length=10_000)] | None = Field(
+        None, description="job ids (or unique prefixes), array members ARRAY_INDEX, or array ids")
+    array: JobRef | None = Field(None, description="every member of this array")
+    user: Name | None = Field(None, description="only this user's jobs (yours unless you are an admin)")
+    states: Annotated[list[Literal[tuple(s.value for s in JobState)]], Field(max_length=8)] | None = None
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        None, description="only jobs whose run id or name starts with this")
+    priority: Priority | None = Field(None, description="the new priority (action priority only)")
 
 
 class DrainRequest(Body):

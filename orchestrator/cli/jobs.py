@@ -26,6 +26,12 @@ err = Console(stderr=True)
 STATE_COLOURS = {"queued": "yellow", "held": "magenta", "scheduled": "cyan", "allocating": "cyan", "running": "green",
                  "preempted": "yellow", "completed": "blue", "failed": "red", "cancelled": "dim"}
 JSON_OPT = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+# Bulk selectors, as scancel's (-u, -t, -n): module level, where typer resolves annotations.
+USER_OPT = Annotated[str | None, typer.Option("--user", "-u", help="only this user's jobs (yours unless admin)")]
+STATE_OPT = Annotated[list[str] | None, typer.Option("--state", "-t", help="only jobs in this state (repeatable)")]
+NAME_OPT = Annotated[str | None, typer.Option("--name", "-n", help="only jobs whose run id or name starts with this")]
+ARRAY_OPT = Annotated[str | None, typer.Option("--array", help="every member of this array")]
+JOB_IDS = Annotated[list[str] | None, typer.Argument(help="job ids, ARRAY_INDEX members, array ids")]
 
 
 def _client() -> Client:
@@ -76,6 +82,40 @@ def _uploaded(client: Client, renv: dict) -> dict:
     except (TypeError, ValueError) as e:  # Ray's packaging: no such directory, a bad archive
         err.print(f"[red]runtime_env:[/red] {e}")
         raise typer.Exit(2) from None
+
+
+def _change(verb: str):
+    """The `cancel`, `hold` or `release` command (a closure: typer would show a
+    parameter carrying the verb as an option)."""
+    def action(job_ids: JOB_IDS = None, user: USER_OPT = None, state: STATE_OPT = None, name: NAME_OPT = None,
+               array: ARRAY_OPT = None) -> None:
+        _act(verb, job_ids or [], user, state, name, array)
+
+    action.__doc__ = {"cancel": "Cancel jobs (running ones are stopped): gpuq cancel ID | ARRAY_ID | --user alice --state queued",
+                      "hold": "Hold queued jobs: gpuq hold ID | ARRAY_ID | --name sweep",
+                      "release": "Put held jobs back in line: gpuq release ID | ARRAY_ID | --user alice"}[verb]
+    return action
+
+
+def _act(verb: str, ids: list[str], user, states, name, array, level: str | None = None) -> None:
+    """One job by its id: the job's own route, with its own refusals (`cannot cancel a
+    completed job`). Anything more (several ids, an array, a filter): one bulk call."""
+    client = _client()
+    if len(ids) == 1 and not (user or states or name or array) and not ids[0].startswith("arr"):
+        if verb == "priority":
+            j = _run(lambda: client.patch(f"/jobs/{ids[0]}", {"priority": level}))
+            console.print(f"{j['id']}: priority {j['priority_name']}")
+        else:
+            j = _run(lambda: client.post(f"/jobs/{ids[0]}/{verb}"))
+            console.print(f"{j['id']}: {_state(j['state'])}")
+        return
+    body = {k: v for k, v in {"ids": ids or None, "user": user, "states": states, "name": name, "array": array,
+                              "priority": level}.items() if v}
+    out = _run(lambda: client.post(f"/jobs/{verb}", body))
+    left = "; ".join(f"{n:,} {why}" for why, n in out["unchanged"].items())
+    console.print(f"{verb}: {out['changed']:,} of {out['matched']:,} matching jobs" + (f" (unchanged: {left})" if left else ""))
+    if not out["changed"] and out["matched"]:
+        raise typer.Exit(1)
 
 
 def _state(s: str) -> str:
@@ -158,11 +198,15 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def queue(as_json: JSON_OPT = False, limit: int = 100) -> None:
         """The line: position, job, user, GPUs, priority, why it waits, estimated start."""
-        jobs = _run(lambda: _client().get("/queue", limit=limit))["jobs"]
+        out = _run(lambda: _client().get("/queue", limit=limit))
+        jobs = out["jobs"]
         if as_json:
-            console.print_json(json.dumps(jobs))
+            console.print_json(json.dumps(out))
             return
-        t = Table(title=f"gpuq queue ({len(jobs)} waiting)")
+        listed = sum(1 for j in jobs if j["position"] is not None)
+        shown = f" (first {listed:,} shown)" if listed < out["total"] else ""
+        held = f", {out['held']:,} held" if out["held"] else ""
+        t = Table(title=f"gpuq queue: {out['total']:,} waiting{shown}{held}")
         for col in ("#", "id", "run id", "user", "GPUs", "priority", "waiting", "reason", "estimated start"):
             t.add_column(col)
         for j in jobs:
@@ -232,19 +276,14 @@ def register(app: typer.Typer) -> None:
         _run(copy)
 
     for verb in ("cancel", "hold", "release"):
-        def action(job_id: str, _verb=verb) -> None:
-            j = _run(lambda: _client().post(f"/jobs/{job_id}/{_verb}"))
-            console.print(f"{j['id']}: {_state(j['state'])}")
-
-        action.__doc__ = {"cancel": "Cancel a job (stops it if running).", "hold": "Hold a queued job.",
-                          "release": "Put a held job back in line."}[verb]
-        app.command(name=verb)(action)
+        app.command(name=verb)(_change(verb))
 
     @app.command()
-    def priority(job_id: str, level: str) -> None:
-        """Change a job's priority: gpuq priority ID high"""
-        j = _run(lambda: _client().patch(f"/jobs/{job_id}", {"priority": level}))
-        console.print(f"{j['id']}: priority {j['priority_name']}")
+    def priority(args: Annotated[list[str], typer.Argument(help="[IDS...] LEVEL: job ids, members or arrays, then "
+                                                                "low, normal, high, critical or 1-4")],
+                 user: USER_OPT = None, state: STATE_OPT = None, name: NAME_OPT = None, array: ARRAY_OPT = None) -> None:
+        """Change waiting jobs' priority: gpuq priority ID high | gpuq priority --name sweep low"""
+        _act("priority", args[:-1], user, state, name, array, args[-1])
 
     @app.command()
     def status(as_json: JSON_OPT = False) -> None:

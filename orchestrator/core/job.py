@@ -267,6 +267,8 @@ class Job(BaseModel):
     placements: dict[int, Allocation] = Field(default_factory=dict, description="where each attempt ran, by attempt")
     slots: dict[int, list[str]] = Field(default_factory=dict, description="Ray slots (runner names) of each attempt, by rank")
     idempotency_key: str | None = Field(default=None, description="the client's key: a retried submit returns this job")
+    array_id: str | None = Field(default=None, description="the array it belongs to (one submit, one id)")
+    array_index: int | None = Field(default=None, description="its index in that array (GPUQ_ARRAY_INDEX)")
     exit_code: int | None = None
     failure_reason: str | None = None
     infrastructure_failure: bool = False

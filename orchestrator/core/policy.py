@@ -353,11 +353,8 @@ class _Cycle:
             if self.first_reserved:
                 return Pending(Reason.PRIORITY, f"starting now would delay the reservation of {self.first_reserved}")
             return Pending(Reason.PRIORITY, "GPUs are free but kept for jobs ahead of it")
-        total = self.total_free
-        if job.gpus <= max(sizes.values()) and not job.multi_node:
-            most = max(self.free.values(), default=0)
-            return Pending(Reason.RESOURCES, f"needs {job.gpus} GPUs on one node; {total} free but at most {most} on any node")
-        return Pending(Reason.RESOURCES, f"needs {job.gpus} GPUs; {total} free")
+        return Pending(Reason.RESOURCES, wording.short_of(job, self.free, job.gpus <= max(sizes.values())
+                                                          and not job.multi_node))
 
 
 def _explain(out: Plan, snap: Snapshot, now: float, cfg: PolicyConfig, fairshare, extra, state: _Cycle,

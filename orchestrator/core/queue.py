@@ -57,6 +57,7 @@ class JobQueue:
         self.line = Line()  # queued jobs, as the policy reads them
         self._by_state: Counter[JobState] = Counter()
         self._next_seq = 1
+        self._arrays: dict[str, dict[int, str]] = {}  # array id -> index -> job id
         self.stats = Stats()
 
     # --- reading -------------------------------------------------------------------
@@ -69,16 +70,35 @@ class JobQueue:
 
     def resolve(self, ref: str) -> str:
         """The id of the one job whose id is `ref` or starts with it (at least
-        MIN_PREFIX characters), as `gpuq jobs` prints ids short. A scan, paid only
-        when `ref` is not a whole id."""
+        MIN_PREFIX characters), as `gpuq jobs` prints ids short, or the array member
+        `ARRAY_INDEX` (Slurm's 1234_5). A scan, paid only when `ref` is not a whole id."""
         if ref in self._jobs:
             return ref
+        head, _, index = ref.rpartition("_")
+        if head and index.isdigit() and (array := self.resolve_array(head)) is not None:
+            member = self._arrays[array].get(int(index))
+            if member is None:
+                raise JobNotFound(ref)
+            return member
         matches = [i for i in self._jobs if i.startswith(ref)] if len(ref) >= MIN_PREFIX else []
         if len(matches) == 1:
             return matches[0]
         if matches:
             raise AmbiguousJobId(ref, sorted(matches))
         raise JobNotFound(ref)
+
+    def resolve_array(self, ref: str) -> str | None:
+        """The array whose id is `ref` or starts with it (MIN_PREFIX+); None if none."""
+        if ref in self._arrays:
+            return ref
+        matches = [a for a in self._arrays if a.startswith(ref)] if len(ref) >= MIN_PREFIX else []
+        if len(matches) > 1:
+            raise AmbiguousJobId(ref, sorted(matches))
+        return matches[0] if matches else None
+
+    def array(self, array_id: str) -> list[Job]:
+        """An array's members, by index."""
+        return [self._jobs[i] for _, i in sorted(self._arrays.get(array_id, {}).items())]
 
     def get(self, job_id: str) -> Job:
         try:
@@ -141,6 +161,11 @@ class JobQueue:
         self.line.add(job)
         return job
 
+    def join_array(self, job: Job, array_id: str, index: int) -> None:
+        """Make a just-submitted job member `index` of array `array_id`."""
+        job.array_id, job.array_index = array_id, index
+        self._arrays.setdefault(array_id, {})[index] = job.id
+
     def restore(self, job: Job) -> None:
         """Put back a job loaded from the store, keeping its id, sequence and state."""
         if job.id in self._jobs:
@@ -149,6 +174,8 @@ class JobQueue:
         self._by_state[job.state] += 1
         if job.state is JobState.QUEUED:
             self.line.add(job)
+        if job.array_id is not None and job.array_index is not None:
+            self._arrays.setdefault(job.array_id, {})[job.array_index] = job.id
         self._next_seq = max(self._next_seq, job.seq + 1)
 
     def forget(self, job_id: str) -> None:
@@ -158,6 +185,11 @@ class JobQueue:
             self.line.remove(job)
         self._by_state[job.state] -= 1
         del self._jobs[job_id]
+        if job.array_id is not None:
+            members = self._arrays.get(job.array_id, {})
+            members.pop(job.array_index, None)
+            if not members:
+                self._arrays.pop(job.array_id, None)
 
     def schedule(self, job_id: str, now: float, allocation: Allocation, reason: str = "") -> Job:
         job = self._move(job_id, Trigger.SCHEDULE, now, reason or f"placed on {format_allocation(allocation)}")

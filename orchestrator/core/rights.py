@@ -27,6 +27,10 @@ class Caller:
     def admin(self) -> bool:
         return self.role == "admin"
 
+    def may_act_for(self, user: str) -> bool:
+        """A user acts on their own jobs; an admin on anyone's."""
+        return self.admin or user == self.user
+
 
 def highest_priority(caller: Caller, max_priority: dict[str, str], grants: dict[str, str]) -> Priority:
     levels = [Priority.parse(max_priority.get(caller.role, "NORMAL"))]

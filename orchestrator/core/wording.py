@@ -12,9 +12,25 @@ from orchestrator.core.ordering import Waiting
 from orchestrator.core.placement import Counts
 
 
+def gpus(n: int) -> str:
+    return f"{n:,} GPU" if n == 1 else f"{n:,} GPUs"
+
+
 def unplaceable(job: Waiting, sizes: Mapping[str, int]) -> str:
     shape = "" if job.multi_node or job.gpus > max(sizes.values()) else " on one node"
-    return f"needs {job.gpus} GPUs{shape}; only {max(sizes.values()) if shape else sum(sizes.values())} in service"
+    return f"needs {gpus(job.gpus)}{shape}; only {max(sizes.values()) if shape else sum(sizes.values())} in service"
+
+
+def short_of(job: Waiting, free: Mapping[str, int], one_node: bool) -> str:
+    """Why a job does not fit in what is free now, in words ("none free", not "0 free
+    but at most 0 on any node")."""
+    total, most = sum(free.values()), max(free.values(), default=0)
+    where = " on one node" if one_node else ""
+    if not total:
+        return f"needs {gpus(job.gpus)}{where}; none free"
+    if one_node and most < total:
+        return f"needs {gpus(job.gpus)}{where}; {total} free, at most {most} on any one node"
+    return f"needs {gpus(job.gpus)}{where}; only {total} free"
 
 
 def names(labels: list[str]) -> str:

@@ -15,6 +15,7 @@ only come from the service account itself and is trusted.
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from orchestrator.core import runtime_env
 from orchestrator.core.accounts import missing_account
@@ -110,13 +111,15 @@ class Requests:
             check_key(key)
         if key is not None and (parsed.user, key) in self._by_key:
             first = self.queue.get(self._by_key[(parsed.user, key)])
-            return {**views.submitted(first, self.queue), "array": {"count": len(indices)}}
+            return {**views.submitted(first, self.queue), "array": {"id": first.array_id, "count": len(indices)}}
         now = self.clock()
         base = parsed.run_id[: 64 - len(str(max(indices))) - 1]
         jobs = []
+        array_id = f"arr{uuid.uuid4().hex[:9]}"  # not hex-first: never the prefix of a job id
         for i in indices:
             spec = parsed.model_copy(update={"run_id": f"{base}_{i}", "env": {**parsed.env, "GPUQ_ARRAY_INDEX": str(i)}})
             jobs.append(self.queue.submit(spec, now))
+            self.queue.join_array(jobs[-1], array_id, i)
         jobs[0].idempotency_key = key
         try:
             await self.save(jobs, audit=[audit(self.clock(), by, "submit", jobs[0].id, user=parsed.user, run_id=parsed.run_id,
@@ -131,7 +134,8 @@ class Requests:
             self._by_key[(parsed.user, key)] = jobs[0].id
         self.wake()
         return {**views.submitted(jobs[0], self.queue),
-                "array": {"count": len(jobs), "indices": [indices[0], indices[-1]], "job_ids": [j.id for j in jobs]}}
+                "array": {"id": array_id, "count": len(jobs), "indices": [indices[0], indices[-1]],
+                          "job_ids": [j.id for j in jobs]}}
 
     async def cancel(self, job_id: str, reason: str = "cancelled", by: Caller | None = None) -> dict:
         self.writable()
@@ -188,7 +192,7 @@ class Requests:
                         detail: bool = False) -> dict:
         return views.jobs(self.queue, state, user, limit, offset, detail)
 
-    async def queue_view(self, limit: int = 100) -> list[dict]:
+    async def queue_view(self, limit: int = 100) -> dict:
         return views.line(self.queue, self.last_plan, limit)
 
     async def status(self) -> dict:

@@ -36,6 +36,7 @@ from orchestrator.core.snapshot import snapshot_of
 from orchestrator.core.states import JobState
 from orchestrator.runtime.accounting import Accounting, Run
 from orchestrator.runtime.backend import RayBackend
+from orchestrator.runtime.bulk import Bulk
 from orchestrator.runtime.envs import SETUP_FAILED, RuntimeEnvFailed
 from orchestrator.runtime.metrics import Metrics
 from orchestrator.runtime.recovery import recover
@@ -48,7 +49,7 @@ log = logging.getLogger("gpuq.orchestrator")
 EXPLAIN_INTERVAL_S = 1.0
 
 
-class OrchestratorService(Requests):
+class OrchestratorService(Requests, Bulk):
     def __init__(self, config: dict | None = None, backend=None, clock: Callable[[], float] = time.time):
         """`backend`: where jobs run (RayBackend unless a test passes a fake with the same
         methods); `clock`: what "now" is for every state change and record."""

@@ -49,6 +49,8 @@ def job(j: Job, queue: JobQueue, detail: bool = False) -> dict:
         "failure_reason": j.failure_reason,
         "queue_position": queue.position(j.id),
     }
+    if j.array_id is not None:
+        out.update(array_id=j.array_id, array_index=j.array_index)
     if detail:
         out.update(
             spec=j.spec.model_dump(mode="json"),
@@ -68,8 +70,9 @@ def jobs(queue: JobQueue, state: str | None, user: str | None, limit: int, offse
     return {"jobs": [job(j, queue, detail) for j in page], "total": len(selected), "limit": limit, "offset": offset}
 
 
-def line(queue: JobQueue, last: Plan | None, limit: int) -> list[dict]:
-    """Queued (and held) jobs in the order the policy considers them, with why and when."""
+def line(queue: JobQueue, last: Plan | None, limit: int) -> dict:
+    """Queued jobs in the order the policy considers them, with why and when, then held
+    ones: at most `limit` of each, and how many there are in all (`total`, `held`)."""
     order = list(last.order) if last else []
     seen = set(order)
     order += [j.id for j in queue.queued() if j.id not in seen]  # submitted since the last cycle
@@ -85,10 +88,10 @@ def line(queue: JobQueue, last: Plan | None, limit: int) -> list[dict]:
                     "message": pending.message, "estimated_start": pending.estimated_start})
         if len(out) >= limit:
             break
-    held = [j for j in queue.jobs() if j.state is JobState.HELD]
+    held = [j for j in queue.jobs() if j.state is JobState.HELD][:limit]
     out += [{**job(j, queue), "position": None, "reason": Reason.HELD.value,
              "message": "held; release it to put it back in line", "estimated_start": None} for j in held]
-    return out
+    return {"jobs": out, "total": queue.count(JobState.QUEUED), "held": queue.count(JobState.HELD)}
 
 
 def status(service, ray_up: bool) -> dict:

@@ -17,7 +17,7 @@ from orchestrator.core.states import JobState
 from serve_app.auth import Principal
 from serve_app.errors import ERRORS, ApiError
 from serve_app.gateway import Gateway, gateway, reader, writer
-from serve_app.models import PriorityChange, SubmitRequest
+from serve_app.models import BulkRequest, PriorityChange, SubmitRequest
 from serve_app.visibility import job_for
 
 router = APIRouter(tags=["jobs"], responses=ERRORS)
@@ -43,8 +43,9 @@ async def submit(spec: Annotated[SubmitRequest, Body()], who: Principal = Depend
 
 @router.get("/queue")
 async def queue(limit: Annotated[int, Query(ge=1, le=1000)] = 100, _=Depends(reader), gw: Gateway = Depends(gateway)):
-    """Queued and held jobs in the order the policy considers them, with why and when."""
-    return {"jobs": await gw.call("queue_view", limit)}
+    """Queued jobs in the order the policy considers them, with why and when, then held
+    ones (at most `limit` of each); `total` and `held` count them all."""
+    return await gw.call("queue_view", limit)
 
 
 @router.get("/jobs")
@@ -60,6 +61,18 @@ async def job(job_id: JobId, who: Principal | None = Depends(reader), gw: Gatewa
     """A job with its history; its command, env and working directory only for its
     owner and admins (serve_app/visibility.py)."""
     return job_for(who, await gw.call("get_job", job_id))
+
+
+@router.post("/jobs/{action}")
+async def bulk(action: Literal["cancel", "hold", "release", "priority"], body: Annotated[BulkRequest, Body()],
+               who: Principal = Depends(writer), gw: Gateway = Depends(gateway)):
+    """Cancel, hold, release or re-prioritise every job the body selects, in one call
+    and one commit (`scancel ARRAYID`, `scancel -u alice -t PENDING`). Your own jobs
+    only, unless you are an admin; the answer counts what changed and what did not, and why."""
+    selector = body.model_dump(exclude_none=True, exclude={"priority"})
+    if action == "priority" and body.priority is None:
+        raise ApiError(422, [{"field": "priority", "message": "is required for action priority"}])
+    return await gw.call("bulk", action, selector, who.caller, body.priority)
 
 
 async def _owned(job_id: JobId, who: Principal = Depends(writer), gw: Gateway = Depends(gateway)) -> tuple:

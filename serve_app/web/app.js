@@ -154,7 +154,12 @@ function showActive(jobs) {
 }
 
 function showLine(line) {
-  fill($("#line tbody"), line.map((j) => el("tr", { "data-job": j.id },
+  // Say how many wait, and that only the first ones are listed when that is so.
+  const listed = line.jobs.filter((j) => j.position !== null).length;
+  const count = `${line.total.toLocaleString("en")} waiting` + (listed < line.total ? ` (first ${listed} shown)` : "")
+    + (line.held ? `, ${line.held.toLocaleString("en")} held` : "");
+  $("#h-line").textContent = `Job queue: ${count}`;
+  fill($("#line tbody"), line.jobs.map((j) => el("tr", { "data-job": j.id },
     el("td", { text: j.position ?? "held" }), el("td", {}, jobLink(j)), el("td", { text: j.user }),
     el("td", { text: j.gpu_count }), el("td", { text: j.priority_name }),
     el("td", { text: j.message || j.reason, title: j.reason }), el("td", { text: when(j.estimated_start) }))));
@@ -200,7 +205,7 @@ async function refreshDashboard() {
   showStatus(status);
   showGrid(resources);
   showActive(running.jobs);
-  showLine(line.jobs);
+  showLine(line);
   if (Date.now() - lastHistory > HISTORY_MS) {
     lastHistory = Date.now();
     showHistory(await api("history"));

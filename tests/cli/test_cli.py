@@ -126,3 +126,31 @@ def test_bad_runtime_env_flags_are_refused_by_name_before_anything_is_sent(gpuq,
     refused = gpuq("submit", "--runtime-env-json", '{"conda": "env.yaml"}', "--", "true")
     assert refused.returncode == 1 and "runtime_env.conda" in refused.stderr
     assert orch.call("list_jobs", None, None, 10, 0)["total"] == 0
+
+
+def test_one_command_cancels_a_1000_job_array_and_the_queue_says_how_many_wait(gpuq, orch):
+    orch.submit("sleep 300", gpus=16, run_id="blocker", user="bob")  # everything else waits
+    out = json.loads(gpuq("submit", "--json", "--array", "0-999", "--", "true").stdout)
+    array_id = out["array"]["id"]
+    line = gpuq("queue")
+    assert "1,000 waiting (first 100 shown)" in line.stdout, line.stdout
+    one = gpuq("cancel", f"{array_id}_7")  # ARRAY_INDEX: one member
+    assert one.returncode == 0 and orch.job(out["array"]["job_ids"][7])["state"] == "cancelled"
+    r = gpuq("cancel", array_id)
+    assert r.returncode == 0 and "cancel: 999 of 1,000 matching jobs (unchanged: 1 is cancelled)" in r.stdout, r.stdout
+    assert orch.call("list_jobs", "queued", "alice", 1, 0)["total"] == 0
+
+
+def test_user_and_state_selectors_touch_only_the_callers_jobs(gpuq, orch):
+    blocker = orch.submit("sleep 300", gpus=16, run_id="blocker", user="bob")
+    mine = [orch.submit("true", run_id=f"mine{i}") for i in range(3)]
+    theirs = [orch.submit("true", run_id=f"theirs{i}", user="bob") for i in range(2)]
+    orch.wait_state(blocker, "running")
+    held = gpuq("hold", "--state", "queued")  # alice's token: her waiting jobs, nobody else's
+    assert held.returncode == 0 and "hold: 3 of 3 matching jobs" in held.stdout, held.stdout
+    assert {orch.job(j)["state"] for j in mine} == {"held"} and {orch.job(j)["state"] for j in theirs} == {"queued"}
+    refused = gpuq("cancel", "--user", "bob")
+    assert refused.returncode == 1 and "only an admin" in refused.stderr
+    assert orch.job(blocker)["state"] == "running" and {orch.job(j)["state"] for j in theirs} == {"queued"}
+    released = gpuq("release", "--name", "mine")
+    assert released.returncode == 0 and {orch.job(j)["state"] for j in mine} == {"queued"}

@@ -28,7 +28,7 @@ def test_seed_t0_to_t1_placement():
     assert alloc["job-104"] == {"gmi-node-2": [6]}
     waiting = lab.reason(decided, "job-105")
     assert waiting.code is Reason.RESOURCES
-    assert waiting.message.startswith("needs 2 GPUs on one node; 1 free but at most 1 on any node")
+    assert waiting.message.startswith("needs 2 GPUs on one node; only 1 free")
     assert "when job-101 ends" in waiting.message or "when job-102" in waiting.message
     assert waiting.estimated_start == 10 + 4 * 3600
 

@@ -335,3 +335,41 @@ def test_packages_named_by_unfinished_jobs_are_kept(tmp_path):
         both = {PACKAGE, "gcs://_ray_pkg_fedcba9876543210.zip"}
         await until(lambda: both in w.backend.kept)
     scenario(tmp_path, body)
+
+
+def test_one_bulk_call_cancels_a_1000_job_array_in_one_audited_commit(tmp_path):
+    from orchestrator.core.errors import Forbidden, InvalidSpec
+    from orchestrator.core.rights import Caller
+
+    async def body(w):
+        w.backend.placeable = False  # nothing starts: all wait
+        spec = {"run_id": "sweep", "user": "alice", "command": "true", "gpu_count": 1, "array": 1000}
+        out = await w.svc.submit(spec, by=Caller("alice", "user"))
+        mine_too = await w.svc.submit({**spec, "array": None, "run_id": "solo"}, by=Caller("alice", "user"))
+        theirs = await w.svc.submit({**spec, "array": None, "user": "bob", "run_id": "bobs"}, by=Caller("bob", "user"))
+        array_id = out["array"]["id"]
+        assert len(w.svc.queue.array(array_id)) == 1000
+        alice = Caller("alice", "user")
+        try:
+            await w.svc.bulk("cancel", {"user": "bob"}, by=alice)
+            raise AssertionError("alice cancelled bob's jobs")
+        except Forbidden:
+            pass
+        try:
+            await w.svc.bulk("cancel", {}, by=alice)
+            raise AssertionError("an empty selector cancelled something")
+        except InvalidSpec:
+            pass
+        done = await w.svc.bulk("cancel", {"ids": [array_id]}, by=alice)
+        assert done["changed"] == 1000 and done["matched"] == 1000 and len(done["job_ids"]) == 100
+        assert all(j.state is JobState.CANCELLED for j in w.svc.queue.array(array_id))
+        again = await w.svc.bulk("cancel", {"array": array_id}, by=alice)
+        assert again["changed"] == 0 and again["unchanged"] == {"is cancelled": 1000}
+        held = await w.svc.bulk("hold", {"states": ["queued"]}, by=alice)  # alice's waiting jobs: only her solo job
+        assert held["job_ids"] == [mine_too["job_id"]] and held["matched"] == 1
+        named = await w.svc.bulk("release", {"ids": [theirs["job_id"], mine_too["job_id"]]}, by=alice)
+        assert named["changed"] == 1 and named["unchanged"] == {"belongs to another user": 1}
+        assert w.job(theirs["job_id"]).state is JobState.QUEUED
+        trail = await w.svc.audit_trail(limit=10, action="cancel (bulk)")
+        assert len(trail) == 1 and trail[0]["detail"]["count"] == 1000, trail
+    scenario(tmp_path, body, unix_users={"alice": USER, "bob": USER})

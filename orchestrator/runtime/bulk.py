@@ -1,0 +1,93 @@
+"""Acting on many jobs at once: cancel, hold, release or re-prioritise every job a
+selector names (core/selection.py), like `scancel ARRAYID`, `scancel -u alice -t
+PENDING` or `scontrol hold`. A method of the orchestrator actor, beside requests.py.
+
+One call, one pass, one store commit for every job it changes, with one audit row:
+cancelling a 10,000-job array is a single transaction, not 10,000. A user acts on
+their own jobs only; an admin on anyone's. Filters without ids or an array mean the
+caller's own jobs (an admin's: everyone's). Jobs the selector names that the action
+cannot change (already ended, not waiting, someone else's) are left as they are and
+counted, with why, in the answer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pydantic import ValidationError
+
+from orchestrator.core.errors import Forbidden, InvalidSpec
+from orchestrator.core.job import Job, Priority, validation_messages
+from orchestrator.core.rights import Caller, check_priority
+from orchestrator.core.selection import ACTS_ON, Selector, select
+from orchestrator.core.states import JobState
+
+SHOWN = 100  # job ids listed in the answer; the counts cover all
+
+
+class Bulk:
+
+    async def bulk(self, action: str, selector: dict, by: Caller | None = None, priority=None) -> dict:
+        """Apply `action` (cancel, hold, release, priority) to the jobs `selector` names."""
+        self.writable()
+        if action not in ACTS_ON:
+            raise InvalidSpec([("action", f"must be one of {', '.join(ACTS_ON)}")])
+        try:
+            sel = Selector.model_validate(selector)
+        except ValidationError as e:
+            raise InvalidSpec(validation_messages(e)) from None
+        if sel.is_empty():  # before the caller's own name is added to it: {} must not mean "all mine"
+            select(self.queue, sel)  # raises, saying what to name
+        if by is not None and not by.admin:
+            if sel.user not in (None, by.user):
+                raise Forbidden("admin", f"you are {by.user}: you may act on your own jobs only (only an admin may "
+                                         f"select {sel.user}'s)")
+            if not (sel.ids or sel.array):  # filters alone mean "my jobs that match", as scancel's do
+                sel = sel.model_copy(update={"user": by.user})
+        level = None
+        if action == "priority":
+            try:
+                level = Priority.parse(priority)
+            except ValueError as e:
+                raise InvalidSpec([("priority", str(e))]) from None
+        now = self.clock()
+        changed: list[Job] = []
+        left: Counter[str] = Counter()
+        for job in select(self.queue, sel):
+            if by is not None and not by.may_act_for(job.user):
+                left["belongs to another user"] += 1
+            elif job.state not in ACTS_ON[action]:
+                left[f"is {job.state.value}"] += 1
+            else:
+                if level is not None and by is not None:
+                    check_priority(by, level, job.priority, self.site.max_priority, self.site.priority_grants)
+                changed.append(self._act(action, job, now, level, by))
+        if changed:
+            await self.save(changed, audit=[audit_row(now, by, action, changed, sel, level)])
+            self.wake()
+        return {"action": action, "matched": len(changed) + sum(left.values()), "changed": len(changed),
+                "unchanged": dict(left), "job_ids": [j.id for j in changed[:SHOWN]]}
+
+    def _act(self, action: str, job: Job, now: float, level: Priority | None, by: Caller | None) -> Job:
+        who = f" by {by.user}" if by else ""
+        if action == "cancel":
+            was = job.state
+            self.queue.cancel(job.id, now, f"cancelled{who} (bulk)")
+            if was in (JobState.RUNNING, JobState.PREEMPTED):
+                self.stop_job(job)
+            elif was is JobState.SCHEDULED:
+                self.give_back(job)  # its launch task sees CANCELLED and stops there
+        elif action == "hold":
+            self.queue.hold(job.id, now, f"held{who}")
+        elif action == "release":
+            self.queue.release(job.id, now, f"released{who}")
+        else:
+            self.queue.set_priority(job.id, level, now)
+        return job
+
+
+def audit_row(at: float, by: Caller | None, action: str, jobs: list[Job], sel: Selector,
+              level: Priority | None) -> tuple:
+    detail = {"count": len(jobs), "selector": sel.model_dump(exclude_defaults=True, mode="json"),
+              "first": jobs[0].id, "last": jobs[-1].id, **({"priority": level.name} if level else {})}
+    return (at, by.user if by else "service", f"{action} (bulk)", jobs[0].id, detail)
