@@ -125,6 +125,9 @@ class SubmitRequest(Body):
     runtime_env: dict[str, Any] | None = Field(
         None, description="Ray's runtime_env: working_dir and py_modules (packages uploaded to /api/packages), pip, uv, "
                           "env_vars, excludes")
+    dependency: Annotated[str, StringConstraints(min_length=1, max_length=20_000)] | None = Field(
+        None, description="Slurm's: afterok:ID[:ID...], afternotok:, afterany:, after: (started); several joined "
+                          "with ',' (all must hold). IDs are jobs, arrays or ARRAY_INDEX members")
     array: Array | None = None
     test_only: StrictBool | None = Field(None, description="where and when it would start; nothing is enqueued")
 
@@ -181,7 +184,7 @@ class TokenRequest(Body):
 
 # --- Ray's Jobs API (ray.dashboard.modules.job.common.JobSubmitRequest) -----------------
 
-RAY_METADATA = ("priority", "user", "time_limit", "max_retries", "name")
+RAY_METADATA = ("priority", "user", "time_limit", "max_retries", "name", "dependency")
 
 
 def _whole(v: float | int | None, field: str) -> None:

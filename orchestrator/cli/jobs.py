@@ -142,8 +142,10 @@ def register(app: typer.Typer) -> None:
         runtime_env_json: Annotated[str | None, typer.Option("--runtime-env-json", help="Ray's runtime_env as JSON: working_dir, py_modules, pip, uv, env_vars, excludes")] = None,
         runtime_env_file: Annotated[str | None, typer.Option("--runtime-env", help="Ray's runtime_env from a YAML or JSON file")] = None,
         array: Annotated[str | None, typer.Option(help="a job per index: 10, 0-9 or 1,3,5 (GPUQ_ARRAY_INDEX)")] = None,
+        dependency: Annotated[str | None, typer.Option("--dependency", "-d", help="afterok:ID[:ID...], afternotok:, afterany:, after: (as sbatch)")] = None,
         test_only: Annotated[bool, typer.Option("--test-only", help="where and when it would start; submits nothing")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="wait for the job and exit with its exit code")] = False,
+        parsable: Annotated[bool, typer.Option("--parsable", help="print only the job id (the array's id for an array), as sbatch --parsable")] = False,
         as_json: JSON_OPT = False,
     ) -> None:
         """Submit a command: gpuq submit --gpus 4 --priority high --time 4h -- python train.py"""
@@ -170,6 +172,8 @@ def register(app: typer.Typer) -> None:
         if workdir:
             body["working_dir"] = workdir
         renv = _runtime_env(runtime_env_json, runtime_env_file, working_dir)
+        if dependency:
+            body["dependency"] = dependency
         if array:
             body["array"] = int(array) if array.isdigit() else array
         if test_only:
@@ -180,6 +184,8 @@ def register(app: typer.Typer) -> None:
         out = _run(lambda: client.post("/queue/submit", body))
         if as_json:
             console.print_json(json.dumps(out))
+        elif parsable:
+            print(out["array"]["id"] if "array" in out else out.get("job_id", ""))
         elif test_only:
             when = out.get("estimated_start")
             at = time.strftime("%a %H:%M", time.localtime(when)) if when else "unknown"

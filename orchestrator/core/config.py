@@ -87,6 +87,9 @@ class Config(BaseModel):
     runtime_env_setup_timeout_s: float = Field(default=600.0, gt=0)
     max_package_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
     package_keep_s: int = Field(default=3600, ge=60)
+    # A job whose dependency can never be met (afterok on a job that failed): "cancel" it,
+    # as Slurm's kill_invalid_depend, or "hold" it for its owner to look at.
+    dependency_never_satisfied: str = Field(default="cancel", pattern="^(cancel|hold)$")
     # How often each node kills leftover processes of jobs that are no longer running.
     reap_interval_s: float = Field(default=15.0, gt=0)
     # Scheduling policy (orchestrator/core/policy.py).

@@ -26,6 +26,7 @@ class Reason(str, Enum):
     UNPLACEABLE = "Unplaceable"  # larger than every GPU now in service put together
     HELD = "Held"  # set aside by its owner or an admin (never in the plan; the queue says so)
     STOPPED = "Stopped"  # the site stopped all starts (Slurm: PartitionDown)
+    DEPENDENCY = "Dependency"  # waits for other jobs (--dependency): out of the line until they are done
 
 
 

@@ -27,7 +27,7 @@ from pydantic import (
 from orchestrator.core.config import Config
 from orchestrator.core.durations import parse_duration
 from orchestrator.core.errors import IllegalTransition, InvalidSpec
-from orchestrator.core import runtime_env
+from orchestrator.core import dependencies, runtime_env
 from orchestrator.core.inventory import Allocation  # node name -> GPU indices on it (each node numbers from 0)
 from orchestrator.core.states import JobState, Trigger, next_state
 
@@ -115,6 +115,8 @@ class JobSpec(BaseModel):
     )
     runtime_env: dict[str, Any] | None = Field(
         default=None, description="Ray's runtime_env: working_dir, py_modules, pip, uv, env_vars, excludes")
+    dependency: str | None = Field(default=None, description="Slurm's: afterok:ID[:ID...], afternotok:, afterany:, "
+                                                             "after:, several joined with ','")
 
     @field_validator("run_id", "user")
     @classmethod
@@ -159,6 +161,13 @@ class JobSpec(BaseModel):
             return runtime_env.check(v)
         except runtime_env.RuntimeEnvError as e:
             raise _FieldError(e.field, str(e)) from None
+
+    @field_validator("dependency")
+    @classmethod
+    def _dependency(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        return dependencies.render(dependencies.parse(v))  # raises ValueError saying the syntax
 
     @field_validator("working_dir")
     @classmethod

@@ -58,6 +58,9 @@ class JobQueue:
         self._by_state: Counter[JobState] = Counter()
         self._next_seq = 1
         self._arrays: dict[str, dict[int, str]] = {}  # array id -> index -> job id
+        # QUEUED jobs kept out of the line while their dependencies are not met: they are
+        # waiting, but the policy does not see them (no start, no reservation).
+        self.blocked: set[str] = set()
         self.stats = Stats()
 
     # --- reading -------------------------------------------------------------------
@@ -115,9 +118,10 @@ class JobQueue:
         return iter(self.line.fifo())  # type: ignore[arg-type]
 
     def position(self, job_id: str) -> int | None:
-        """1-based place in line (the seed's `queue_position`); None if not queued."""
+        """1-based place in line (the seed's `queue_position`); None if not queued (or
+        kept out of the line by its dependencies)."""
         job = self.get(job_id)
-        if job.state is not JobState.QUEUED:
+        if job.state is not JobState.QUEUED or job_id in self.blocked:
             return None
         return self.line.position(job)
 
@@ -161,6 +165,19 @@ class JobQueue:
         self.line.add(job)
         return job
 
+    def block(self, job_id: str) -> None:
+        """Keep a queued job out of the line (its dependencies are not met)."""
+        job = self.get(job_id)
+        if job.state is JobState.QUEUED and job_id not in self.blocked:
+            self.line.remove(job)
+            self.blocked.add(job_id)
+
+    def unblock(self, job_id: str) -> None:
+        """Its dependencies are met: back in the line, in its place (its sequence)."""
+        if job_id in self.blocked:
+            self.blocked.discard(job_id)
+            self.line.add(self.get(job_id))
+
     def join_array(self, job: Job, array_id: str, index: int) -> None:
         """Make a just-submitted job member `index` of array `array_id`."""
         job.array_id, job.array_index = array_id, index
@@ -181,8 +198,9 @@ class JobQueue:
     def forget(self, job_id: str) -> None:
         """Drop a job that was never acknowledged (its submission could not be stored)."""
         job = self.get(job_id)
-        if job.state is JobState.QUEUED:
+        if job.state is JobState.QUEUED and job_id not in self.blocked:
             self.line.remove(job)
+        self.blocked.discard(job_id)
         self._by_state[job.state] -= 1
         del self._jobs[job_id]
         if job.array_id is not None:
@@ -260,7 +278,7 @@ class JobQueue:
             raise IllegalTransition(job.state.value, "change the priority of", [], job_id)
         if new == job.priority:
             return job
-        in_line = job.state is JobState.QUEUED
+        in_line = job.state is JobState.QUEUED and job_id not in self.blocked
         if in_line:
             self.line.remove(job)
         old = job.priority
@@ -279,8 +297,9 @@ class JobQueue:
     def _move(self, job_id: str, trigger: Trigger, now: float, reason: str) -> Job:
         job = self.get(job_id)
         before = job.state
-        was_in_line = before is JobState.QUEUED
+        was_in_line = before is JobState.QUEUED and job_id not in self.blocked
         job.apply(trigger, now, reason)  # raises before changing anything if illegal
+        self.blocked.discard(job_id)  # out of QUEUED, or back in it: the next cycle blocks it again if need be
         if was_in_line:
             self.line.remove(job)
         if job.state is JobState.QUEUED:

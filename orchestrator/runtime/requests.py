@@ -20,7 +20,7 @@ import uuid
 from orchestrator.core import runtime_env
 from orchestrator.core.accounts import missing_account
 from orchestrator.core.config import Config
-from orchestrator.core.decisions import Start
+from orchestrator.core.decisions import Reason, Start
 from orchestrator.core.errors import GpuqError, InvalidSpec
 from orchestrator.core.job import Job, JobSpec, Priority, format_allocation
 from orchestrator.core.policy import dry_run
@@ -69,7 +69,7 @@ class Requests:
         test_only = spec.pop("test_only", False)
         if not isinstance(test_only, bool):
             raise InvalidSpec([("test_only", "must be true or false")])
-        parsed = JobSpec.parse(spec, self.validation_config())
+        parsed = self.resolved_dependency(JobSpec.parse(spec, self.validation_config()))
         self.may_submit(parsed, by)
         if test_only:
             return self.dry_run(parsed)
@@ -82,6 +82,7 @@ class Requests:
                 return views.submitted(self.queue.get(known), self.queue)
         job = self.queue.submit(parsed, self.clock())
         job.idempotency_key = idempotency_key
+        self.depends([job])
         try:
             await self.save([job], audit=[audit(self.clock(), by, "submit", job.id, user=parsed.user, run_id=parsed.run_id,
                                                 gpus=parsed.gpu_count, priority=parsed.priority.name)])
@@ -96,6 +97,9 @@ class Requests:
 
     def dry_run(self, parsed: JobSpec) -> dict:
         now = self.clock()
+        if parsed.dependency and not (verdict := self.judge(parsed)).met:
+            return {"success": True, "test_only": True, "would_start": False, "estimated_start": None,
+                    "reason": Reason.DEPENDENCY.value, "message": verdict.never or verdict.waits_for}
         probe = Job.new(parsed, seq=self.queue.next_seq, now=now, job_id="dry-run")
         snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping),
                            self.reserved)
@@ -120,6 +124,7 @@ class Requests:
             spec = parsed.model_copy(update={"run_id": f"{base}_{i}", "env": {**parsed.env, "GPUQ_ARRAY_INDEX": str(i)}})
             jobs.append(self.queue.submit(spec, now))
             self.queue.join_array(jobs[-1], array_id, i)
+        self.depends(jobs)
         jobs[0].idempotency_key = key
         try:
             await self.save(jobs, audit=[audit(self.clock(), by, "submit", jobs[0].id, user=parsed.user, run_id=parsed.run_id,
@@ -193,7 +198,7 @@ class Requests:
         return views.jobs(self.queue, state, user, limit, offset, detail)
 
     async def queue_view(self, limit: int = 100) -> dict:
-        return views.line(self.queue, self.last_plan, limit)
+        return views.line(self.queue, self.last_plan, limit, self.dependency_pending)
 
     async def status(self) -> dict:
         return views.status(self, self.backend.connected())
@@ -313,6 +318,12 @@ class Requests:
             raise GpuqError(f"Ray did not store the package: {e}") from None
         await self.save([], audit=[audit(self.clock(), by, "package", uri, bytes=len(data))])
         return {"uri": uri, "bytes": len(data)}
+
+    def keep_packages(self) -> None:
+        """Keep the runtime-env packages that unfinished jobs name (backend.keep_packages)."""
+        uris = {u for j in self.queue.jobs() if not j.state.is_terminal for u in runtime_env.packages(j.spec.runtime_env)}
+        if uris:
+            self.spawn(asyncio.to_thread(self.backend.keep_packages, uris, self.site.package_keep_s))
 
     @property
     def loop_running(self) -> bool:

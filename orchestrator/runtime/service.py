@@ -37,6 +37,7 @@ from orchestrator.core.states import JobState
 from orchestrator.runtime.accounting import Accounting, Run
 from orchestrator.runtime.backend import RayBackend
 from orchestrator.runtime.bulk import Bulk
+from orchestrator.runtime.dependents import Dependents
 from orchestrator.runtime.envs import SETUP_FAILED, RuntimeEnvFailed
 from orchestrator.runtime.metrics import Metrics
 from orchestrator.runtime.recovery import recover
@@ -49,7 +50,7 @@ log = logging.getLogger("gpuq.orchestrator")
 EXPLAIN_INTERVAL_S = 1.0
 
 
-class OrchestratorService(Requests, Bulk):
+class OrchestratorService(Requests, Bulk, Dependents):
     def __init__(self, config: dict | None = None, backend=None, clock: Callable[[], float] = time.time):
         """`backend`: where jobs run (RayBackend unless a test passes a fake with the same
         methods); `clock`: what "now" is for every state change and record."""
@@ -91,6 +92,8 @@ class OrchestratorService(Requests, Bulk):
                 self.usage.add(run.user, run.gpu_seconds, run.end)
         self.last_plan = None
         self.reserved: tuple[str, ...] = ()
+        self._dependents: set[str] | None = None  # unfinished jobs with a dependency (dependents.py)
+        self.dependency_pending: dict = {}
         self.started_at = self.clock()
         self.backend.ensure_agents(self.nodes)
         self._wake = asyncio.Event()
@@ -149,12 +152,6 @@ class OrchestratorService(Requests, Bulk):
         free = {n: len(g) for n, g in self.inventory.free().items()}
         self._warming = asyncio.get_event_loop().create_task(self.backend.warm_up(free))
 
-    def keep_packages(self) -> None:
-        """Keep the runtime-env packages that unfinished jobs name (backend.keep_packages)."""
-        uris = {u for j in self.queue.jobs() if not j.state.is_terminal for u in runtime_env.packages(j.spec.runtime_env)}
-        if uris:
-            self.spawn(asyncio.to_thread(self.backend.keep_packages, uris, self.site.package_keep_s))
-
     def reap(self) -> None:
         """Backstop: have each node kill processes of jobs that are no longer running
         (or being stopped). Jobs between scheduling and running count as running."""
@@ -168,6 +165,7 @@ class OrchestratorService(Requests, Bulk):
         """One scheduling cycle: plan on a snapshot, then apply the decisions."""
         now = self.clock()
         began = time.perf_counter()
+        self.check_dependencies(now)  # jobs waiting on others stay out of the line
         snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping),
                            self.reserved)
         # Reasons and estimated starts cost more than the decisions (a busy queue wakes the

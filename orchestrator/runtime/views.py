@@ -70,7 +70,7 @@ def jobs(queue: JobQueue, state: str | None, user: str | None, limit: int, offse
     return {"jobs": [job(j, queue, detail) for j in page], "total": len(selected), "limit": limit, "offset": offset}
 
 
-def line(queue: JobQueue, last: Plan | None, limit: int) -> dict:
+def line(queue: JobQueue, last: Plan | None, limit: int, waiting_on: dict | None = None) -> dict:
     """Queued jobs in the order the policy considers them, with why and when, then held
     ones: at most `limit` of each, and how many there are in all (`total`, `held`)."""
     order = list(last.order) if last else []
@@ -88,6 +88,10 @@ def line(queue: JobQueue, last: Plan | None, limit: int) -> dict:
                     "message": pending.message, "estimated_start": pending.estimated_start})
         if len(out) >= limit:
             break
+    for jid in list(queue.blocked)[:limit]:  # waiting on other jobs: out of the line (dependents.py)
+        pending = (waiting_on or {}).get(jid) or Pending(Reason.DEPENDENCY, "waits for the jobs it depends on")
+        out.append({**job(queue.get(jid), queue), "position": None, "reason": pending.code.value,
+                    "message": pending.message, "estimated_start": pending.estimated_start})
     held = [j for j in queue.jobs() if j.state is JobState.HELD][:limit]
     out += [{**job(j, queue), "position": None, "reason": Reason.HELD.value,
              "message": "held; release it to put it back in line", "estimated_start": None} for j in held]

@@ -154,3 +154,14 @@ def test_user_and_state_selectors_touch_only_the_callers_jobs(gpuq, orch):
     assert orch.job(blocker)["state"] == "running" and {orch.job(j)["state"] for j in theirs} == {"queued"}
     released = gpuq("release", "--name", "mine")
     assert released.returncode == 0 and {orch.job(j)["state"] for j in mine} == {"queued"}
+
+
+def test_a_dependency_makes_the_second_step_wait_for_the_first(gpuq, orch):
+    first = gpuq("submit", "--parsable", "--", "bash", "-c", "sleep 2; echo one").stdout.strip()
+    second = gpuq("submit", "--json", "--dependency", f"afterok:{first[:8]}", "--", "echo", "two")
+    assert second.returncode == 0, second.stderr
+    second_id = json.loads(second.stdout)["job_id"]
+    job = orch.wait_state(second_id, "completed", timeout=60)
+    assert job["started_at"] >= orch.job(first)["ended_at"]
+    unknown = gpuq("submit", "--dependency", "afterok:ffffffff", "--", "true")
+    assert unknown.returncode == 1 and "dependency" in unknown.stderr and "ffffffff" in unknown.stderr

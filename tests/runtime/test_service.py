@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 
+from orchestrator.core.errors import InvalidSpec
 from orchestrator.core.states import JobState
 from orchestrator.runtime.service import OrchestratorService
 from tests.runtime.fakes import FakeBackend
@@ -373,3 +374,64 @@ def test_one_bulk_call_cancels_a_1000_job_array_in_one_audited_commit(tmp_path):
         trail = await w.svc.audit_trail(limit=10, action="cancel (bulk)")
         assert len(trail) == 1 and trail[0]["detail"]["count"] == 1000, trail
     scenario(tmp_path, body, unix_users={"alice": USER, "bob": USER})
+
+
+def test_a_three_step_pipeline_runs_in_order_and_survives_a_restart(tmp_path):
+    async def body(w):
+        pre = await w.submit(run_id="preprocess")
+        train = await w.submit(gpus=8, run_id="train", dependency=f"afterok:{pre[:8]}")  # a prefix, as printed
+        evaluate = await w.submit(run_id="evaluate", dependency=f"afterok:{train}")
+        assert w.job(train).spec.dependency == f"afterok:{pre}"  # stored with the whole id
+        await w.running(pre)
+        await cycles(w)
+        assert w.backend.started == [(pre, 1)]  # GPUs are free, but the others wait for theirs
+        line = (await w.svc.queue_view())["jobs"]
+        waiting = {j["id"]: j for j in line}
+        assert waiting[train]["reason"] == "Dependency"
+        assert waiting[train]["message"] == f"waits for preprocess ({pre[:8]}) to complete (running)"
+        assert waiting[train]["estimated_start"] == T0 + w.job(pre).time_limit  # when its target should end
+        w.svc.close()
+        w.svc = w.start()  # the dependencies are in the store
+        await cycles(w)
+        assert w.job(train).state is JobState.QUEUED and w.backend.started == [(pre, 1)]
+        w.backend.end(pre, 1)
+        await w.running(train)
+        assert w.job(evaluate).state is JobState.QUEUED
+        w.backend.end(train, 1)
+        await w.running(evaluate)
+        assert [s[0] for s in w.backend.started] == [pre, train, evaluate]
+    scenario(tmp_path, body)
+
+
+def test_a_failed_first_step_cancels_the_rest_as_never_satisfiable(tmp_path):
+    async def body(w):
+        first = await w.submit(run_id="first", max_retries=0)
+        second = await w.submit(run_id="second", dependency=f"afterok:{first}")
+        third = await w.submit(run_id="third", dependency=f"afterok:{second}")
+        cleanup = await w.submit(run_id="cleanup", dependency=f"afternotok:{first}")
+        await w.running(first)
+        w.backend.end(first, 1, exit_code=2)
+        await until(lambda: w.job(third).state is JobState.CANCELLED)
+        assert w.job(second).failure_reason.startswith("DependencyNeverSatisfied: first (")
+        assert "failed, and afterok needed it to complete" in w.job(second).failure_reason
+        assert w.job(third).failure_reason.startswith("DependencyNeverSatisfied: second (")
+        await w.running(cleanup)  # afternotok: runs because the first failed
+    scenario(tmp_path, body)
+
+
+def test_a_site_may_hold_never_satisfiable_jobs_and_unknown_targets_are_refused(tmp_path):
+    async def body(w):
+        first = await w.submit(run_id="first", max_retries=0)
+        second = await w.submit(run_id="second", dependency=f"afterok:{first}")
+        await w.running(first)
+        w.backend.end(first, 1, exit_code=2)
+        await until(lambda: w.job(second).state is JobState.HELD)
+        try:
+            await w.submit(dependency="afterok:ffffffff")
+            raise AssertionError("a dependency on no job was accepted")
+        except InvalidSpec as e:
+            assert e.errors[0][0] == "dependency" and "ffffffff" in e.errors[0][1]
+        answer = await w.svc.submit({"run_id": "t", "user": USER, "command": "true", "gpu_count": 1,
+                                     "dependency": f"afterany:{second}", "test_only": True})
+        assert answer["would_start"] is False and answer["reason"] == "Dependency"
+    scenario(tmp_path, body, dependency_never_satisfied="hold")

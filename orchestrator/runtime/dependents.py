@@ -1,0 +1,101 @@
+"""Jobs that wait for other jobs (`--dependency afterok:ID`), in the live orchestrator:
+resolved at submit, checked before each scheduling cycle. A method set of the
+orchestrator actor, beside requests.py and bulk.py; the rules are the core's
+(core/dependencies.py).
+
+Before each cycle every waiting job with a dependency is judged. Met: it joins the
+line in its place (its submission order), and the policy sees it from then on. Not
+yet: it stays out of the line (no start, no reservation), with the reason Dependency
+and an estimated start from its targets' expected ends. Never (afterok on a job that
+failed or was cancelled, …): it is cancelled with DependencyNeverSatisfied and the
+cause, or held instead where the site says `dependency_never_satisfied = "hold"`.
+The dependency is part of the job's spec, so it survives a restart.
+"""
+
+from __future__ import annotations
+
+from orchestrator.core import dependencies
+from orchestrator.core.decisions import Pending, Reason
+from orchestrator.core.errors import AmbiguousJobId, InvalidSpec, JobNotFound
+from orchestrator.core.job import Job, JobSpec
+from orchestrator.core.states import JobState
+
+NEVER = "DependencyNeverSatisfied"
+
+
+class Dependents:
+
+    def resolved_dependency(self, spec: JobSpec) -> JobSpec:
+        """The spec with each job its dependency names as a whole id (an array's id for
+        an array): refused if one names no job, or several."""
+        if spec.dependency is None:
+            return spec
+        conds = []
+        for kind, refs in dependencies.parse(spec.dependency):
+            whole = []
+            for ref in refs:
+                try:
+                    whole.append(self.queue.resolve_array(ref) or self.queue.resolve(ref))
+                except (JobNotFound, AmbiguousJobId) as e:
+                    raise InvalidSpec([("dependency", f"{kind}:{ref}: {e}")]) from None
+            conds.append((kind, whole))
+        return spec.model_copy(update={"dependency": dependencies.render(conds)})
+
+    def depends(self, jobs: list[Job]) -> None:
+        """Just submitted: judged before the next cycle plans."""
+        if self._dependents is not None:
+            self._dependents.update(j.id for j in jobs if j.spec.dependency)
+
+    def judge(self, spec: JobSpec) -> dependencies.Verdict:
+        return dependencies.verdict(dependencies.parse(spec.dependency), self._members)
+
+    def _members(self, ref: str) -> list[Job]:
+        return self.queue.array(ref) if self.queue.resolve_array(ref) == ref else [self.queue.get(ref)]
+
+    def check_dependencies(self, now: float) -> None:
+        """Before a cycle: let in, keep out or give up on each job that waits on others."""
+        if self._dependents is None:  # first cycle: every unfinished job with a dependency
+            self._dependents = {j.id for j in self.queue.jobs() if j.spec.dependency and not j.state.is_terminal}
+        changed: list[Job] = []
+        self.dependency_pending = {}
+        for job_id in list(self._dependents):
+            job = self.queue.get(job_id)
+            if job.state is not JobState.QUEUED:
+                if job.state not in (JobState.HELD, JobState.PREEMPTED):
+                    self._dependents.discard(job_id)  # it started or ended: nothing left to wait for
+                continue
+            verdict = self.judge(job.spec)
+            if verdict.met:
+                self.queue.unblock(job_id)
+                self._dependents.discard(job_id)
+            elif verdict.never:
+                self._dependents.discard(job_id)
+                reason = f"{NEVER}: {verdict.never}"
+                if self.site.dependency_never_satisfied == "hold":
+                    self.queue.hold(job_id, now, reason)
+                else:
+                    self.queue.cancel(job_id, now, reason)
+                    job.failure_reason = reason
+                changed.append(job)
+            else:
+                self.queue.block(job_id)
+                self.dependency_pending[job_id] = Pending(Reason.DEPENDENCY, verdict.waits_for,
+                                                          self._expected_end(verdict.targets, now))
+        if changed:
+            self.save(changed)
+
+    def _expected_end(self, targets: tuple[Job, ...], now: float) -> float | None:
+        """When the last target should be over: a running one by its time limit, a
+        waiting one from its own estimated start; None when one has no estimate."""
+        last = now
+        for t in targets:
+            if t.state is JobState.RUNNING:
+                start = t.state_times.get(JobState.RUNNING, now)
+            else:
+                pending = (self.last_plan.pending.get(t.id) if self.last_plan else None) or \
+                          self.dependency_pending.get(t.id)
+                start = pending.estimated_start if pending else None
+            if start is None:
+                return None
+            last = max(last, start + t.time_limit)
+        return last
