@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=20, help="runs per command")
     ap.add_argument("--loop", type=int, default=100, help="submits in the shell loop")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--run-only", action="store_true", help="only `gpuq run`'s first line (and srun's)")
     args = ap.parse_args()
     n = args.n
     url, token = default_url(), default_token()
@@ -67,6 +68,14 @@ def main() -> None:
     Client(url, token).get("/orchestrator/status")  # gpuq is there, or say so now
     curl_auth = ["-H", f"Authorization: Bearer {token}"]
     rows: dict[str, dict] = {}
+    if args.run_only:
+        rows.update(first_lines(n, env))
+        for name, r in rows.items():
+            print(f"{name:<44} median {r['median_ms']:>7.1f} ms  p90 {r['p90_ms']:>7.1f} ms")
+        if args.json:
+            args.json.write_text(json.dumps({"command": " ".join(["scripts/bench_cli.py", *sys.argv[1:]]),
+                                             "first_lines": rows}, indent=1) + "\n")
+        return
 
     # Jobs that wait (each wants all 16 GPUs, behind a 16-GPU holder) give cancel
     # something to cancel, and keep the cluster's state the same for every sample.
@@ -150,6 +159,28 @@ def main() -> None:
             "machine": f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "command": " ".join(["scripts/bench_cli.py", *sys.argv[1:]]), "commands": rows,
             "loop": {"n": args.loop, "submits_per_s": loop_rates}, "slurm": slurm}, indent=1) + "\n")
+
+
+def first_lines(n: int, env: dict) -> dict[str, dict]:
+    """`gpuq run` (and `srun`, when the Slurm peer is up): from the command's start to
+    its first line of output, on an idle cluster (a warm one-GPU slot for gpuq)."""
+    out: dict[str, list[float]] = {"gpuq run: first line": [], "gpuq run: job's own clock": []}
+    if slurm_up():
+        out["srun: first line"] = []
+    for _ in range(n):
+        for name, argv in (("gpuq run", [GPUQ, "run", "--time", "1m", "--", "date", "+%s.%N"]),
+                           ("srun", ["srun", "--gpus=1", "--time=1", "date", "+%s.%N"])):
+            if f"{name}: first line" not in out:
+                continue
+            t0 = time.time()
+            p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+            line = p.stdout.readline()
+            out[f"{name}: first line"].append(time.time() - t0)
+            if name == "gpuq run":
+                out["gpuq run: job's own clock"].append(float(line.split()[0]) - t0)
+            p.wait()
+            time.sleep(1.0)  # the slot is parked again before the next sample
+    return {k: _summary(v) for k, v in out.items()}
 
 
 def _running(client: Client, job_id: str, timeout: float = 60.0) -> None:

@@ -26,12 +26,7 @@ err = Console(stderr=True)
 STATE_COLOURS = {"queued": "yellow", "held": "magenta", "scheduled": "cyan", "allocating": "cyan", "running": "green",
                  "preempted": "yellow", "completed": "blue", "failed": "red", "cancelled": "dim"}
 JSON_OPT = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-# Bulk selectors, as scancel's (-u, -t, -n): module level, where typer resolves annotations.
-USER_OPT = Annotated[str | None, typer.Option("--user", "-u", help="only this user's jobs (yours unless admin)")]
-STATE_OPT = Annotated[list[str] | None, typer.Option("--state", "-t", help="only jobs in this state (repeatable)")]
-NAME_OPT = Annotated[str | None, typer.Option("--name", "-n", help="only jobs whose run id or name starts with this")]
-ARRAY_OPT = Annotated[str | None, typer.Option("--array", help="every member of this array")]
-JOB_IDS = Annotated[list[str] | None, typer.Argument(help="job ids, ARRAY_INDEX members, array ids")]
+
 
 
 def _client() -> Client:
@@ -84,38 +79,31 @@ def _uploaded(client: Client, renv: dict) -> dict:
         raise typer.Exit(2) from None
 
 
-def _change(verb: str):
-    """The `cancel`, `hold` or `release` command (a closure: typer would show a
-    parameter carrying the verb as an option)."""
-    def action(job_ids: JOB_IDS = None, user: USER_OPT = None, state: STATE_OPT = None, name: NAME_OPT = None,
-               array: ARRAY_OPT = None) -> None:
-        _act(verb, job_ids or [], user, state, name, array)
-
-    action.__doc__ = {"cancel": "Cancel jobs (running ones are stopped): gpuq cancel ID | ARRAY_ID | --user alice --state queued",
-                      "hold": "Hold queued jobs: gpuq hold ID | ARRAY_ID | --name sweep",
-                      "release": "Put held jobs back in line: gpuq release ID | ARRAY_ID | --user alice"}[verb]
-    return action
-
-
-def _act(verb: str, ids: list[str], user, states, name, array, level: str | None = None) -> None:
-    """One job by its id: the job's own route, with its own refusals (`cannot cancel a
-    completed job`). Anything more (several ids, an array, a filter): one bulk call."""
-    client = _client()
-    if len(ids) == 1 and not (user or states or name or array) and not ids[0].startswith("arr"):
-        if verb == "priority":
-            j = _run(lambda: client.patch(f"/jobs/{ids[0]}", {"priority": level}))
-            console.print(f"{j['id']}: priority {j['priority_name']}")
-        else:
-            j = _run(lambda: client.post(f"/jobs/{ids[0]}/{verb}"))
-            console.print(f"{j['id']}: {_state(j['state'])}")
-        return
-    body = {k: v for k, v in {"ids": ids or None, "user": user, "states": states, "name": name, "array": array,
-                              "priority": level}.items() if v}
-    out = _run(lambda: client.post(f"/jobs/{verb}", body))
-    left = "; ".join(f"{n:,} {why}" for why, n in out["unchanged"].items())
-    console.print(f"{verb}: {out['changed']:,} of {out['matched']:,} matching jobs" + (f" (unchanged: {left})" if left else ""))
-    if not out["changed"] and out["matched"]:
-        raise typer.Exit(1)
+def job_body(args: list[str], gpus: int, priority: str, time_limit: str | None, retries: int | None,
+             run_id: str | None, user: str | None, env: list[str] | None, workdir: str | None) -> dict:
+    """The submit body the common options describe (`submit` and `run`)."""
+    # One argument is a command line as typed; several are quoted as the shell would
+    # have received them (`-- bash -c "exit 7"`), like `ray job submit` does.
+    command = args[0] if len(args) == 1 else shlex.join(args)
+    if not command.strip():
+        err.print("[red]command:[/red] give the command after --, e.g. gpuq submit --gpus 2 -- python train.py")
+        raise typer.Exit(2)
+    body: dict = {"command": command, "gpu_count": gpus, "priority": priority, "run_id": run_id or _default_run_id(args)}
+    if user:
+        body["user"] = user
+    if time_limit:
+        try:
+            body["time_limit"] = parse_duration(time_limit)
+        except ValueError as e:
+            err.print(f"[red]--time:[/red] {e}")
+            raise typer.Exit(2) from None
+    if retries is not None:
+        body["max_retries"] = retries
+    if env:
+        body["env"] = dict(e.split("=", 1) for e in env if "=" in e)
+    if workdir:
+        body["working_dir"] = workdir
+    return body
 
 
 def _state(s: str) -> str:
@@ -149,28 +137,7 @@ def register(app: typer.Typer) -> None:
         as_json: JSON_OPT = False,
     ) -> None:
         """Submit a command: gpuq submit --gpus 4 --priority high --time 4h -- python train.py"""
-        # One argument is a command line as typed; several are quoted as the shell would
-        # have received them (`-- bash -c "exit 7"`), like `ray job submit` does.
-        command = ctx.args[0] if len(ctx.args) == 1 else shlex.join(ctx.args)
-        if not command.strip():
-            err.print("[red]command:[/red] give the command after --, e.g. gpuq submit --gpus 2 -- python train.py")
-            raise typer.Exit(2)
-        body: dict = {"command": command, "gpu_count": gpus, "priority": priority,
-                      "run_id": run_id or _default_run_id(ctx.args)}
-        if user:
-            body["user"] = user
-        if time_limit:
-            try:
-                body["time_limit"] = parse_duration(time_limit)
-            except ValueError as e:
-                err.print(f"[red]--time:[/red] {e}")
-                raise typer.Exit(2) from None
-        if retries is not None:
-            body["max_retries"] = retries
-        if env:
-            body["env"] = dict(e.split("=", 1) for e in env if "=" in e)
-        if workdir:
-            body["working_dir"] = workdir
+        body = job_body(ctx.args, gpus, priority, time_limit, retries, run_id, user, env, workdir)
         renv = _runtime_env(runtime_env_json, runtime_env_file, working_dir)
         if dependency:
             body["dependency"] = dependency
@@ -280,16 +247,6 @@ def register(app: typer.Typer) -> None:
                 sys.stdout.flush()
 
         _run(copy)
-
-    for verb in ("cancel", "hold", "release"):
-        app.command(name=verb)(_change(verb))
-
-    @app.command()
-    def priority(args: Annotated[list[str], typer.Argument(help="[IDS...] LEVEL: job ids, members or arrays, then "
-                                                                "low, normal, high, critical or 1-4")],
-                 user: USER_OPT = None, state: STATE_OPT = None, name: NAME_OPT = None, array: ARRAY_OPT = None) -> None:
-        """Change waiting jobs' priority: gpuq priority ID high | gpuq priority --name sweep low"""
-        _act("priority", args[:-1], user, state, name, array, args[-1])
 
     @app.command()
     def status(as_json: JSON_OPT = False) -> None:

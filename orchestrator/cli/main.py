@@ -188,6 +188,12 @@ def _fail(message: str) -> None:
 from orchestrator.cli import jobs as cli_jobs  # noqa: E402  (the commands researchers use)
 
 cli_jobs.register(app)
+from orchestrator.cli import changes as cli_changes  # noqa: E402  (cancel, hold, release, priority: one or many)
+
+cli_changes.register(app)
+from orchestrator.cli import run as cli_run  # noqa: E402  (gpuq run: srun's counterpart)
+
+cli_run.register(app)
 
 from orchestrator.cli import fleet as cli_fleet  # noqa: E402  (usage, and what admins do to the fleet)
 

@@ -191,6 +191,10 @@ class Requests:
         job_id = self.queue.resolve(job_id)
         out = views.job(self.queue.get(job_id), self.queue, detail=True)
         out["idle_gpus"] = self.watch.idle_of(job_id, self.clock())  # held but unused for the idle window
+        pending = self.dependency_pending.get(job_id) or (self.last_plan.pending.get(job_id) if self.last_plan else None)
+        if pending is not None and out["state"] == JobState.QUEUED.value:  # why it waits, as `gpuq queue` says
+            out["pending"] = {"reason": pending.code.value, "message": pending.message,
+                              "estimated_start": pending.estimated_start}
         return out
 
     async def list_jobs(self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0,

@@ -1,0 +1,121 @@
+"""`gpuq run`, like `srun`: submit, stream the job's output to the terminal as it is
+written, and exit with the job's exit code.
+
+One Ctrl-C cancels the job (its processes get TERM, the grace period, then KILL) and
+says so; the output keeps coming until the job is gone. A second Ctrl-C stops waiting
+and says how to follow the job. While the job waits, one status line (its reason and
+estimated start) is kept up to date on stderr, when stderr is a terminal only.
+
+The job's stdout and stderr arrive as one stream: the supervisor writes both to one
+log on the node, in the order they were written.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from orchestrator.cli.client import ApiRefused, ApiUnavailable, Client
+from orchestrator.cli.jobs import _run, _runtime_env, _uploaded, job_body
+
+err = Console(stderr=True, highlight=False)
+WAITING = ("queued", "held", "scheduled", "allocating", "preempted")
+INTERRUPTED = 130  # a shell's code for a command ended by SIGINT
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def run(
+        ctx: typer.Context,
+        gpus: Annotated[int, typer.Option("--gpus", "-g", help="GPUs the job needs")] = 1,
+        priority: Annotated[str, typer.Option("--priority", "-p", help="low, normal, high, critical or 1-4")] = "normal",
+        time_limit: Annotated[str | None, typer.Option("--time", "-t", help="time limit: 90m, 4h, 2d, D-HH:MM:SS")] = None,
+        retries: Annotated[int | None, typer.Option("--retries", help="auto-retries after a failure")] = None,
+        run_id: Annotated[str | None, typer.Option("--run-id", help="your name for this run")] = None,
+        env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE, repeatable")] = None,
+        workdir: Annotated[str | None, typer.Option(help="absolute working directory on the nodes")] = None,
+        working_dir: Annotated[str | None, typer.Option("--working-dir", help="a local directory: uploaded, and the job runs in it")] = None,
+        dependency: Annotated[str | None, typer.Option("--dependency", "-d", help="afterok:ID[:ID...], afternotok:, afterany:, after:")] = None,
+    ) -> None:
+        """Run a command on GPUs and wait, like srun: its output here, its exit code as
+        gpuq's. Ctrl-C cancels it; a second Ctrl-C stops waiting."""
+        body = job_body(ctx.args, gpus, priority, time_limit, retries, run_id, None, env, workdir)
+        if dependency:
+            body["dependency"] = dependency
+        renv = _runtime_env(None, None, working_dir)
+        if renv:
+            body["runtime_env"] = _run(lambda: _uploaded(Client(), renv))
+        raise typer.Exit(_run(lambda: see_through(body)))
+
+
+def see_through(body: dict) -> int:
+    """Submit `body` and see the job through; the process's exit code."""
+    client = Client()
+    job_id = client.post("/queue/submit", body)["job_id"]
+    done = threading.Event()
+    if sys.stderr.isatty():
+        threading.Thread(target=_status_line, args=(job_id, done), daemon=True).start()
+    written, interrupts = 0, 0
+    try:
+        while True:
+            try:
+                for chunk in client.stream(f"/jobs/{job_id}/logs", follow="true", offset=written or None):
+                    if not done.is_set():
+                        done.set()
+                        _clear_line()
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+                    written += len(chunk.encode())
+                break
+            except KeyboardInterrupt:
+                interrupts += 1
+                done.set()
+                _clear_line()
+                if interrupts > 1:
+                    err.print(f"gpuq: detached; job {job_id} goes on. Follow it with: gpuq logs -f {job_id}")
+                    return INTERRUPTED
+                try:
+                    Client().post(f"/jobs/{job_id}/cancel")
+                    err.print(f"gpuq: cancelling job {job_id} (Ctrl-C again to stop waiting)")
+                except ApiRefused as e:  # it had ended already
+                    err.print(f"gpuq: {e}")
+    finally:
+        done.set()
+    job = client.get(f"/jobs/{job_id}")
+    if job["state"] == "completed":
+        return 0
+    if job["state"] == "cancelled":
+        return INTERRUPTED if interrupts else 1
+    err.print(f"gpuq: job {job_id} {job['state']}: {job.get('failure_reason') or 'no reason given'}")
+    return job.get("exit_code") or 1
+
+
+def _status_line(job_id: str, done: threading.Event) -> None:
+    """Why the job waits and until when, on one line of stderr, until it starts."""
+    client = Client()
+    while not done.is_set():
+        try:
+            job = client.get(f"/jobs/{job_id}")
+        except (ApiRefused, ApiUnavailable):
+            return
+        if job["state"] not in WAITING:
+            return
+        why = job.get("pending") or {}
+        when = why.get("estimated_start")
+        eta = f", estimated start {time.strftime('%H:%M', time.localtime(when))}" if when else ""
+        text = f"gpuq: job {job_id[:8]} {job['state']}: {why.get('reason', '')} {why.get('message', '')}".strip()
+        if not done.is_set():
+            sys.stderr.write(f"\r\x1b[2K{text[:150]}{eta}")
+            sys.stderr.flush()
+        done.wait(1.0)
+
+
+def _clear_line() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[2K")
+        sys.stderr.flush()
