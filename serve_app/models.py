@@ -125,6 +125,9 @@ class SubmitRequest(Body):
     runtime_env: dict[str, Any] | None = Field(
         None, description="Ray's runtime_env: working_dir and py_modules (packages uploaded to /api/packages), pip, uv, "
                           "env_vars, excludes")
+    notify: Annotated[str, StringConstraints(min_length=1, max_length=64)] | Annotated[
+        list[Annotated[str, StringConstraints(max_length=16)]], Field(max_length=5)] | None = Field(
+        None, description="Slurm's --mail-type words for the site's opt-in webhooks: BEGIN, END, FAIL, REQUEUE, ALL")
     dependency: Annotated[str, StringConstraints(min_length=1, max_length=20_000)] | None = Field(
         None, description="Slurm's: afterok:ID[:ID...], afternotok:, afterany:, after: (started); several joined "
                           "with ',' (all must hold). IDs are jobs, arrays or ARRAY_INDEX members")

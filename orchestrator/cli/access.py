@@ -60,6 +60,21 @@ def register(app: typer.Typer) -> None:
     app.add_typer(token_app, name="token")
 
     @app.command()
+    def webhooks(limit: int = 50, as_json: JSON_OPT = False) -> None:
+        """Admin: recent notification deliveries (delivered, failed, dropped), newest first."""
+        out = _run(lambda: _client().get("/webhooks/deliveries", limit=limit))
+        if as_json:
+            print(json.dumps(out))
+            return
+        t = Table("time (UTC)", "webhook", "event", "delivery", "result")
+        for d in out["deliveries"]:
+            t.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d["at"])), d["webhook"], d["event"],
+                      d["delivery"][:8], d["result"])
+        console.print(t)
+        waiting = ", ".join(f"{name}: {n}" for name, n in out["waiting"].items() if n)
+        console.print(f"waiting to be delivered: {waiting or 'none'}")
+
+    @app.command()
     def audit(limit: int = 50, user: Annotated[str | None, typer.Option(help="changes made by this user")] = None,
               action: Annotated[str | None, typer.Option(help="submit, cancel, hold, release, priority, drain, "
                                                                   "undrain, token-create, token-revoke")] = None,

@@ -130,6 +130,7 @@ def register(app: typer.Typer) -> None:
         runtime_env_json: Annotated[str | None, typer.Option("--runtime-env-json", help="Ray's runtime_env as JSON: working_dir, py_modules, pip, uv, env_vars, excludes")] = None,
         runtime_env_file: Annotated[str | None, typer.Option("--runtime-env", help="Ray's runtime_env from a YAML or JSON file")] = None,
         array: Annotated[str | None, typer.Option(help="a job per index: 10, 0-9 or 1,3,5 (GPUQ_ARRAY_INDEX)")] = None,
+        notify: Annotated[str | None, typer.Option("--notify", help="tell the site's opt-in webhooks: BEGIN, END, FAIL, REQUEUE, ALL (as --mail-type)")] = None,
         dependency: Annotated[str | None, typer.Option("--dependency", "-d", help="afterok:ID[:ID...], afternotok:, afterany:, after: (as sbatch)")] = None,
         test_only: Annotated[bool, typer.Option("--test-only", help="where and when it would start; submits nothing")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="wait for the job and exit with its exit code")] = False,
@@ -141,6 +142,8 @@ def register(app: typer.Typer) -> None:
         renv = _runtime_env(runtime_env_json, runtime_env_file, working_dir)
         if dependency:
             body["dependency"] = dependency
+        if notify:
+            body["notify"] = notify
         if array:
             body["array"] = int(array) if array.isdigit() else array
         if test_only:

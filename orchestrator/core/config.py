@@ -11,12 +11,29 @@ import os
 import tomllib
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.core.errors import InvalidSpec
 from orchestrator.core.paths import gpuq_home
 
 DAY_S = 24 * 3600
+
+
+WEBHOOK_EVENTS = ("started", "completed", "failed", "cancelled", "preempted", "requeued", "node_down")
+
+
+class Webhook(BaseModel):
+    """Where job and node events are POSTed (runtime/notify.py). Only these URLs are
+    ever called: users choose events for their jobs, never where they go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    url: str = Field(pattern=r"^https?://[^\s]{1,2000}$")
+    events: list[Literal[WEBHOOK_EVENTS]] = Field(min_length=1)
+    secret_env: str | None = Field(default=None, description="the environment variable holding the HMAC secret")
+    opt_in: bool = Field(default=False, description="only jobs submitted with --notify")
 
 
 class Config(BaseModel):
@@ -90,6 +107,12 @@ class Config(BaseModel):
     # A job whose dependency can never be met (afterok on a job that failed): "cancel" it,
     # as Slurm's kill_invalid_depend, or "hold" it for its owner to look at.
     dependency_never_satisfied: str = Field(default="cancel", pattern="^(cancel|hold)$")
+    # Notifications (runtime/notify.py): the site's webhooks; events kept per webhook
+    # while it is down (then the oldest are dropped); how long one delivery is retried.
+    webhooks: list[Webhook] = Field(default_factory=list)
+    webhook_buffer: int = Field(default=1000, ge=1)
+    webhook_retry_for_s: float = Field(default=3600.0, gt=0)
+    webhook_retry_max_wait_s: float = Field(default=30.0, gt=0)
     # How often each node kills leftover processes of jobs that are no longer running.
     reap_interval_s: float = Field(default=15.0, gt=0)
     # Scheduling policy (orchestrator/core/policy.py).

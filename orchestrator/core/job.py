@@ -73,6 +73,7 @@ _RESERVED_ENV_PREFIX = "GPUQ_"
 MAX_COMMAND_CHARS = 16_384
 MAX_ENV_VARS = 256
 MAX_ENV_VALUE_CHARS = 8_192
+MAIL_TYPES = ("BEGIN", "END", "FAIL", "REQUEUE", "ALL")  # Slurm's --mail-type, for --notify
 
 
 def _checked_env(v: dict[str, str]) -> dict[str, str]:
@@ -115,6 +116,8 @@ class JobSpec(BaseModel):
     )
     runtime_env: dict[str, Any] | None = Field(
         default=None, description="Ray's runtime_env: working_dir, py_modules, pip, uv, env_vars, excludes")
+    notify: list[str] | None = Field(default=None, description="Slurm's --mail-type words: BEGIN, END, FAIL, REQUEUE, "
+                                                               "ALL (to the site's opt-in webhooks)")
     dependency: str | None = Field(default=None, description="Slurm's: afterok:ID[:ID...], afternotok:, afterany:, "
                                                              "after:, several joined with ','")
 
@@ -161,6 +164,16 @@ class JobSpec(BaseModel):
             return runtime_env.check(v)
         except runtime_env.RuntimeEnvError as e:
             raise _FieldError(e.field, str(e)) from None
+
+    @field_validator("notify", mode="before")
+    @classmethod
+    def _notify(cls, v: Any) -> list[str] | None:
+        if v is None:
+            return None
+        words = [w.strip().upper() for w in (v.split(",") if isinstance(v, str) else v) if isinstance(w, str)]
+        if not words or any(w not in MAIL_TYPES for w in words) or not isinstance(v, (str, list)):
+            raise ValueError(f"must be some of {', '.join(MAIL_TYPES)} (Slurm's --mail-type), e.g. END,FAIL")
+        return sorted(set(words))
 
     @field_validator("dependency")
     @classmethod

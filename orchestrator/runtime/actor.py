@@ -19,7 +19,8 @@ from orchestrator.runtime.service import OrchestratorService
 # (finish, evict, launch, save, carry_out...) are not reachable through Ray.
 PUBLIC = ("submit", "cancel", "hold", "release", "set_priority", "get_job", "list_jobs", "queue_view", "logs",
           "status", "resources", "history", "metrics_text", "usage_report", "fleet_events", "audit_trail",
-          "drain", "undrain", "inject", "set_starts", "record", "ping", "pid", "package_exists", "package_put", "bulk")
+          "drain", "undrain", "inject", "set_starts", "record", "ping", "pid", "package_exists", "package_put", "bulk",
+          "webhook_deliveries")
 
 
 class _Orchestrator:

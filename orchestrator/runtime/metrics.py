@@ -50,6 +50,10 @@ class Metrics:
                                  ["decision"], registry=r)
         self.health_events = Counter("gpuq_gpu_health_events_total", "GPUs taken out of service by health checks",
                                      ["kind"], registry=r)
+        self.webhook_dropped = Counter("gpuq_webhook_dropped_total", "Notifications dropped: the webhook was down "
+                                       "longer than its buffer lasts", ["webhook"], registry=r)
+        for i, hook in enumerate(service.site.webhooks):
+            self.webhook_dropped.labels(hook.name or f"webhook-{i + 1}")  # the names runtime/notify.py gives
         r.register(ScrapeCollector(service))
         # Every label value a dashboard or alert reads exists from the start (at 0), so a
         # query has data before the first preemption, failure or health event.
@@ -61,6 +65,9 @@ class Metrics:
             self.decisions.labels(decision)
         for kind in ("xid", "ecc", "silent"):
             self.health_events.labels(kind)
+
+    def webhook_dropped_inc(self, webhook: str) -> None:
+        self.webhook_dropped.labels(webhook).inc()
 
     def scheduled(self, job: Job, now: float) -> None:
         waited = now - job.state_times.get(JobState.QUEUED, job.submitted_at)

@@ -329,6 +329,11 @@ class Requests:
         if uris:
             self.spawn(asyncio.to_thread(self.backend.keep_packages, uris, self.site.package_keep_s))
 
+    async def webhook_deliveries(self, limit: int = 100) -> dict:
+        """Recent notification deliveries, newest first, and what each webhook has waiting."""
+        return {"deliveries": list(self.notifier.recent)[-limit:][::-1],
+                "waiting": {name: len(q) for name, q in self.notifier.queues.items()}}
+
     @property
     def loop_running(self) -> bool:
         return not self._loop_task.done()

@@ -40,6 +40,7 @@ from orchestrator.runtime.bulk import Bulk
 from orchestrator.runtime.dependents import Dependents
 from orchestrator.runtime.envs import SETUP_FAILED, RuntimeEnvFailed
 from orchestrator.runtime.metrics import Metrics
+from orchestrator.runtime.notify import Notifier
 from orchestrator.runtime.recovery import recover
 from orchestrator.runtime.requests import Requests
 from orchestrator.version import code_version, config_version
@@ -113,10 +114,12 @@ class OrchestratorService(Requests, Bulk, Dependents):
             self.queue.restore(job)
             if job.idempotency_key:
                 self._by_key[(job.user, job.idempotency_key)] = job.id
+        self.notifier = Notifier.for_site(self.site, self.metrics.webhook_dropped_inc, jobs)  # webhooks
         self.store.save([], kv={"cluster_id": self.cluster_id, **({"fleet": self.fleet.saved()} if self.set_aside else {})})
         loop = asyncio.get_event_loop()
         self._loop_task = loop.create_task(self._run())
-        self._background = [self._loop_task, loop.create_task(self.watch.run()), loop.create_task(self.watch.run_nodes())]
+        self._background = [self._loop_task, loop.create_task(self.watch.run()), loop.create_task(self.watch.run_nodes()),
+                            *self.notifier.start()]
 
     # --- the loop -------------------------------------------------------------------
 
@@ -215,6 +218,7 @@ class OrchestratorService(Requests, Bulk, Dependents):
         detail) commit in the same transaction as the change they record."""
         done = self.durable.save(jobs, kv={"stats": dict(self.queue.stats.__dict__), **(kv or {})}, usage=usage,
                                  audit=audit)
+        self.notifier.jobs_changed(jobs, self.clock())  # queued for delivery; never waits
         done.add_done_callback(_report_store_failure)
         return done
 

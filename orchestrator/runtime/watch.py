@@ -87,6 +87,7 @@ class GpuWatch:
         holders = self.fleet.node_lost(node, reason, now)
         log.warning("node %s is down: %s; requeueing %d job(s)", node, reason, len(holders))
         self.svc.metrics.health_events.labels("node_down").inc()
+        self.svc.notifier.node_down(node, reason, now)
         self.svc.backend.node_lost(node)  # its slots, agent and quarantine groups are gone with it
         changed = [self._evict(job_id, now, f"node {node} down: {reason}") for job_id in holders]
         self.svc.save(changed, kv={"fleet": self.fleet.saved()})

@@ -89,6 +89,14 @@ async def starts(change: StartsChange, who: Principal = Depends(admin), gw: Gate
     return await gw.call("set_starts", change.enabled, who.caller)
 
 
+@router.get("/webhooks/deliveries")
+async def webhook_deliveries(limit: Annotated[int, Query(ge=1, le=200)] = 100, _=Depends(admin),
+                             gw: Gateway = Depends(gateway)):
+    """Admin: recent notification deliveries (delivered, failed, dropped), newest first,
+    and how many events each webhook has waiting."""
+    return await gw.call("webhook_deliveries", limit)
+
+
 @router.get("/audit")
 async def audit(limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
                 user: Annotated[str | None, Query(max_length=64)] = None,
