@@ -199,7 +199,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             console.print_json(json.dumps(out))
             return
-        t = Table(title=f"gpuq jobs ({out['total']})")
+        shown = f", first {len(out['jobs'])} shown" if len(out["jobs"]) < out["total"] else ""
+        t = Table(title=f"gpuq jobs ({out['total']:,}{shown})")
         for col in ("id", "run id", "user", "state", "GPUs", "placement", "age", "exit"):
             t.add_column(col)
         for j in out["jobs"]:

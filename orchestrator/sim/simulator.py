@@ -117,12 +117,19 @@ def simulate(
     ledger = UsageLedger(fairshare_half_life_s)
     jobs: list[SimJob] = []
     dropped = 0
+    gone: set[str] = set()  # trace ids of jobs dropped: what waits on them never starts
+    after: dict[str, tuple[str, ...]] = {}  # job id -> the job ids it waits for (afterok)
+    by_trace: dict[str, str] = {}
     for n, t in enumerate(trace):
-        if not can_ever_fit(sizes, t.gpus):
+        if not can_ever_fit(sizes, t.gpus) or gone & set(t.after) or not set(t.after) <= set(by_trace):
             dropped += 1
+            gone.add(t.id)
             continue
         jobs.append(SimJob(str(n), f"job-{n}", t.user, t.gpus, t.priority, n, t.submit, time_limit(t.duration, limits),
                            duration=t.duration))
+        by_trace[t.id] = str(n)
+        if t.after:
+            after[str(n)] = tuple(by_trace[a] for a in t.after)
     running: dict[str, SimJob] = {}
     ends: list[tuple[float, int, str, int]] = []  # (end time, seq, job id, run) — a heap
     by_id = {j.id: j for j in jobs}
@@ -133,6 +140,9 @@ def simulate(
     origin = jobs[0].submitted_at if jobs else 0.0
     uses_usage = bool(cfg.weights.fairshare_weight)
     reserved: tuple[str, ...] = ()
+    # Jobs that arrived while what they wait for had not completed: out of the line (no
+    # start, no reservation), as the live service keeps them (runtime/dependents.py).
+    waiting_on: list[SimJob] = []
 
     while next_arrival < len(jobs) or ends:
         now = min(
@@ -152,8 +162,13 @@ def simulate(
             if uses_usage:
                 ledger.add(job.user, job.gpus * job.duration, now)
         while next_arrival < len(jobs) and jobs[next_arrival].submitted_at == now:
-            line.add(jobs[next_arrival])
+            waiting_on.append(jobs[next_arrival])
             next_arrival += 1
+        if waiting_on:  # simulated jobs always complete: afterok is met once every target has
+            ready = [j for j in waiting_on if all(by_id[d].state is JobState.COMPLETED for d in after.get(j.id, ()))]
+            for job in ready:
+                line.add(job)
+            waiting_on = [j for j in waiting_on if j not in ready] if ready else waiting_on
         # 2. One cycle; after preemptions, one more so the preemptor takes the freed GPUs.
         # Decisions are applied through core/lifecycle.py, as the live service applies
         # them. The one difference: the live service waits for runners (a victim's GPUs

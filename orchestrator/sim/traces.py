@@ -18,7 +18,7 @@ from orchestrator.core.job import Priority
 
 PHILLY_COLUMNS = ("timestamp", "duration", "num_gpus", "gpu_time", "cluster")
 REQUIRED = ("submit", "duration", "gpus")
-OPTIONAL = ("user", "priority")
+OPTIONAL = ("user", "priority", "id", "after")  # after: ids of jobs it waits for, ':'-separated (afterok)
 
 
 class TraceError(GpuqError):
@@ -32,6 +32,8 @@ class TraceJob:
     gpus: int
     user: str = "-"
     priority: int = int(Priority.NORMAL)
+    id: str = ""  # the trace's own id, for `after`
+    after: tuple[str, ...] = ()  # ids of jobs that must complete first (Slurm's afterok)
 
 
 def parse_columns(text: str) -> dict[str, str]:
@@ -93,6 +95,8 @@ def _generic_row(row: dict[str, str], cols: dict[str, str], line: int) -> TraceJ
             int(float(row[cols["gpus"]])),
             row[cols["user"]] if "user" in cols else "-",
             prio,
+            row[cols["id"]] if "id" in cols else "",
+            tuple(filter(None, row[cols["after"]].split(":"))) if "after" in cols else (),
         )
     except ValueError as e:
         raise TraceError(f"line {line}: {e}") from None

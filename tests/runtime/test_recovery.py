@@ -96,3 +96,16 @@ def _exists():
         return True
     except ValueError:
         return False
+
+
+def test_a_dependency_survives_an_orchestrator_kill(orch):
+    first = orch.submit("sleep 4; echo first", gpus=1, run_id="first")
+    second = orch.submit("echo second", gpus=1, run_id="second", dependency=f"afterok:{first}")
+    orch.wait_state(first, "running")
+    old_pid = orch.call("pid")
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(lambda: orch.pid_or_none() not in (None, old_pid), 60, what="a restarted orchestrator")
+    assert orch.job(second)["state"] == "queued"  # still waiting for the first, after the restart
+    done = orch.wait_state(second, "completed", "failed", "cancelled", timeout=90)
+    assert done["state"] == "completed" and done["started_at"] >= orch.job(first)["ended_at"]
+    assert orch.log(second) == "second\n"

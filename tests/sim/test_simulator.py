@@ -132,3 +132,16 @@ def test_cli_simulate_refuses_an_unknown_policy_without_a_traceback(tmp_path):
     assert result.exit_code == 2
     assert "--policy 'sjf': use one of default, fifo, greedy, easy" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_job_that_waits_for_another_starts_when_it_completes_and_holds_nothing_before(tmp_path):
+    from orchestrator.sim.traces import load_trace, parse_columns
+
+    trace = tmp_path / "pipeline.csv"
+    trace.write_text("id,t,d,g,after\npre,0,100,1,\ntrain,1,50,16,pre\neval,2,10,1,train\nother,3,20,1,\n"
+                     "orphan,4,5,1,nosuch\n")
+    jobs = load_trace(trace, columns=parse_columns("id=id,submit=t,duration=d,gpus=g,after=after"))
+    result = simulate(jobs, PolicyConfig.preset("default"), {"gmi-node-1": 8, "gmi-node-2": 8})
+    assert result.dropped == 1  # waits for a job the trace does not have
+    # train waits for pre (100 s) though the GPUs are free; eval for train; `other` runs at once.
+    assert result.jobs == 4 and result.max_wait_s == 148.0 and result.makespan_s == 160.0  # eval: 2 -> 150 s
