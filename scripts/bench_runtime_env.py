@@ -13,15 +13,12 @@ Usage: .venv/bin/python scripts/bench_runtime_env.py [--runs 3] [--json out.json
 """
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,6 +30,7 @@ from ray._private.runtime_env.packaging import create_package, get_uri_for_direc
 
 from orchestrator.runtime.actor import start_orchestrator  # noqa: E402
 from orchestrator.runtime.localcluster import start_inprocess_cluster  # noqa: E402
+from tests.support import write_wheel  # noqa: E402
 
 STAMP = "date +%s.%N"
 
@@ -52,21 +50,6 @@ def upload(d: Path, tmp: Path) -> str:
     create_package(str(d), target, include_gitignore=True)
     upload_package_to_gcs(uri, target.read_bytes())
     return uri
-
-
-def wheel(folder: Path, n: int) -> Path:
-    name, version = f"gpuq_bench{n}", "1.0"
-    path = folder / f"{name}-{version}-py3-none-any.whl"
-    files = {f"{name}/__init__.py": b"X = 1\n",
-             f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-             f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    record = [f"{k},sha256={base64.urlsafe_b64encode(hashlib.sha256(v).digest()).rstrip(b'=').decode()},{len(v)}"
-              for k, v in files.items()] + [f"{name}-{version}.dist-info/RECORD,,"]
-    with zipfile.ZipFile(path, "w") as z:
-        for k, v in files.items():
-            z.writestr(k, v)
-        z.writestr(f"{name}-{version}.dist-info/RECORD", "\n".join(record) + "\n")
-    return path
 
 
 class Gpuq:
@@ -106,7 +89,7 @@ def main() -> None:
         rows["working_dir"].append(g.first_line(2, env))
         rows["cached package"].append(g.first_line(3, env))
         rows["parked env slot"].append(g.first_line(3, env))
-        pip = {"pip": [str(wheel(tmp, n))]}
+        pip = {"pip": [str(write_wheel(tmp, f"gpuq_bench{n}"))]}
         rows["pip cold"].append(g.first_line(2, pip))
         rows["pip cached"].append(g.first_line(3, pip))
         print(json.dumps({k: round(v[-1], 3) for k, v in rows.items()}), flush=True)

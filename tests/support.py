@@ -1,5 +1,10 @@
 """Builders shared by the pure-core tests (no Ray)."""
 
+import base64
+import hashlib
+import zipfile
+from pathlib import Path
+
 from orchestrator.core.job import JobSpec
 
 # The seed's "Priority Queue Example", time T0: (run id, user, GPUs, priority).
@@ -67,3 +72,20 @@ class Lab:
 
     def reason(self, decided, label):
         return decided.pending[self.by_label(label).id]
+
+
+def write_wheel(folder: Path, name: str, version: str = "1.0", code: bytes = b"X = 1\n") -> Path:
+    """A pure-Python wheel written by hand (no registry, no build): `name` with `code` as
+    its __init__.py. For pip runtime envs in tests and scripts/bench_runtime_env.py."""
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}/__init__.py": code,
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: gpuq-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = [f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b'=').decode()},{len(b)}"
+              for n, b in files.items()] + [f"{info}/RECORD,,"]
+    with zipfile.ZipFile(path, "w") as z:
+        for n, b in files.items():
+            z.writestr(n, b)
+        z.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return path

@@ -26,6 +26,16 @@ err = Console(stderr=True)
 STATE_COLOURS = {"queued": "yellow", "held": "magenta", "scheduled": "cyan", "allocating": "cyan", "running": "green",
                  "preempted": "yellow", "completed": "blue", "failed": "red", "cancelled": "dim"}
 JSON_OPT = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+# The options `submit` and `run` share (module level, where typer resolves annotations).
+GPUS_OPT = Annotated[int, typer.Option("--gpus", "-g", help="GPUs the job needs")]
+PRIORITY_OPT = Annotated[str, typer.Option("--priority", "-p", help="low, normal, high, critical or 1-4")]
+TIME_OPT = Annotated[str | None, typer.Option("--time", "-t", help="time limit: 90m, 4h, 2d, D-HH:MM:SS")]
+RETRIES_OPT = Annotated[int | None, typer.Option("--retries", help="auto-retries after a failure")]
+RUN_ID_OPT = Annotated[str | None, typer.Option("--run-id", help="your name for this run (default: the command's first word)")]
+ENV_OPT = Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE, repeatable")]
+WORKDIR_OPT = Annotated[str | None, typer.Option(help="absolute working directory on the nodes (code already there)")]
+WORKING_DIR_OPT = Annotated[str | None, typer.Option("--working-dir", help="a local directory: uploaded, and the job runs in it (as ray job submit --working-dir)")]
+DEPENDENCY_OPT = Annotated[str | None, typer.Option("--dependency", "-d", help="afterok:ID[:ID...], afternotok:, afterany:, after: (as sbatch)")]
 
 
 
@@ -118,20 +128,20 @@ def register(app: typer.Typer) -> None:
     @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def submit(
         ctx: typer.Context,
-        gpus: Annotated[int, typer.Option("--gpus", "-g", help="GPUs the job needs")] = 1,
-        priority: Annotated[str, typer.Option("--priority", "-p", help="low, normal, high, critical or 1-4")] = "normal",
-        time_limit: Annotated[str | None, typer.Option("--time", "-t", help="time limit: 90m, 4h, 2d, D-HH:MM:SS")] = None,
-        retries: Annotated[int | None, typer.Option("--retries", help="auto-retries after a failure")] = None,
-        run_id: Annotated[str | None, typer.Option("--run-id", help="your name for this run (default: the command's first word)")] = None,
+        gpus: GPUS_OPT = 1,
+        priority: PRIORITY_OPT = "normal",
+        time_limit: TIME_OPT = None,
+        retries: RETRIES_OPT = None,
+        run_id: RUN_ID_OPT = None,
         user: Annotated[str | None, typer.Option(help="submit as this user (admins only; default: your token's user)")] = None,
-        env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE, repeatable")] = None,
-        workdir: Annotated[str | None, typer.Option(help="absolute working directory on the nodes (code already there)")] = None,
-        working_dir: Annotated[str | None, typer.Option("--working-dir", help="a local directory: uploaded, and the job runs in it (as ray job submit --working-dir)")] = None,
+        env: ENV_OPT = None,
+        workdir: WORKDIR_OPT = None,
+        working_dir: WORKING_DIR_OPT = None,
         runtime_env_json: Annotated[str | None, typer.Option("--runtime-env-json", help="Ray's runtime_env as JSON: working_dir, py_modules, pip, uv, env_vars, excludes")] = None,
         runtime_env_file: Annotated[str | None, typer.Option("--runtime-env", help="Ray's runtime_env from a YAML or JSON file")] = None,
         array: Annotated[str | None, typer.Option(help="a job per index: 10, 0-9 or 1,3,5 (GPUQ_ARRAY_INDEX)")] = None,
         notify: Annotated[str | None, typer.Option("--notify", help="tell the site's opt-in webhooks: BEGIN, END, FAIL, REQUEUE, ALL (as --mail-type)")] = None,
-        dependency: Annotated[str | None, typer.Option("--dependency", "-d", help="afterok:ID[:ID...], afternotok:, afterany:, after: (as sbatch)")] = None,
+        dependency: DEPENDENCY_OPT = None,
         test_only: Annotated[bool, typer.Option("--test-only", help="where and when it would start; submits nothing")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="wait for the job and exit with its exit code")] = False,
         parsable: Annotated[bool, typer.Option("--parsable", help="print only the job id (the array's id for an array), as sbatch --parsable")] = False,

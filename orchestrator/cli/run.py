@@ -15,13 +15,14 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from orchestrator.cli.client import ApiRefused, ApiUnavailable, Client
-from orchestrator.cli.jobs import _run, _runtime_env, _uploaded, job_body
+from orchestrator.cli.jobs import (DEPENDENCY_OPT, ENV_OPT, GPUS_OPT, PRIORITY_OPT, RETRIES_OPT, RUN_ID_OPT,
+                                   TIME_OPT, WORKDIR_OPT, WORKING_DIR_OPT, _run, _runtime_env, _uploaded,
+                                   job_body)
 
 err = Console(stderr=True, highlight=False)
 WAITING = ("queued", "held", "scheduled", "allocating", "preempted")
@@ -32,15 +33,15 @@ def register(app: typer.Typer) -> None:
     @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def run(
         ctx: typer.Context,
-        gpus: Annotated[int, typer.Option("--gpus", "-g", help="GPUs the job needs")] = 1,
-        priority: Annotated[str, typer.Option("--priority", "-p", help="low, normal, high, critical or 1-4")] = "normal",
-        time_limit: Annotated[str | None, typer.Option("--time", "-t", help="time limit: 90m, 4h, 2d, D-HH:MM:SS")] = None,
-        retries: Annotated[int | None, typer.Option("--retries", help="auto-retries after a failure")] = None,
-        run_id: Annotated[str | None, typer.Option("--run-id", help="your name for this run")] = None,
-        env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE, repeatable")] = None,
-        workdir: Annotated[str | None, typer.Option(help="absolute working directory on the nodes")] = None,
-        working_dir: Annotated[str | None, typer.Option("--working-dir", help="a local directory: uploaded, and the job runs in it")] = None,
-        dependency: Annotated[str | None, typer.Option("--dependency", "-d", help="afterok:ID[:ID...], afternotok:, afterany:, after:")] = None,
+        gpus: GPUS_OPT = 1,
+        priority: PRIORITY_OPT = "normal",
+        time_limit: TIME_OPT = None,
+        retries: RETRIES_OPT = None,
+        run_id: RUN_ID_OPT = None,
+        env: ENV_OPT = None,
+        workdir: WORKDIR_OPT = None,
+        working_dir: WORKING_DIR_OPT = None,
+        dependency: DEPENDENCY_OPT = None,
     ) -> None:
         """Run a command on GPUs and wait, like srun: its output here, its exit code as
         gpuq's. Ctrl-C cancels it; a second Ctrl-C stops waiting."""

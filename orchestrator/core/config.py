@@ -160,6 +160,15 @@ class Config(BaseModel):
             raise ValueError("must name at least one node, each with at least 1 GPU")
         return nodes
 
+    @field_validator("webhooks")
+    @classmethod
+    def _webhooks_named(cls, hooks: list[Webhook]) -> list[Webhook]:
+        """Every webhook has a name (its metric label, its queue): webhook-N if not given."""
+        named = [h if h.name else h.model_copy(update={"name": f"webhook-{i + 1}"}) for i, h in enumerate(hooks)]
+        if len({h.name for h in named}) < len(named):
+            raise ValueError("each webhook needs a name of its own")
+        return named
+
     @property
     def max_gpus_per_job(self) -> int:
         """The largest job the cluster can ever hold: every GPU of every node."""

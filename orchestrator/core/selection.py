@@ -41,12 +41,17 @@ class Selector(BaseModel):
         return not (self.ids or self.array or self.user or self.states or self.name)
 
 
-def select(queue: JobQueue, sel: Selector) -> list[Job]:
-    """The jobs `sel` names, each once, in submission order. Raises JobNotFound (or
-    AmbiguousJobId) for an id that names nothing (or several): nothing is done then."""
+def require_criteria(sel: Selector) -> None:
+    """Refuse a selector that names nothing: nobody means "every job" by it."""
     if sel.is_empty():
         raise InvalidSpec([("selector", "name jobs: ids, array, user, states or name (nothing means no job, "
                                         "not every job)")])
+
+
+def select(queue: JobQueue, sel: Selector) -> list[Job]:
+    """The jobs `sel` names, each once, in submission order. Raises JobNotFound (or
+    AmbiguousJobId) for an id that names nothing (or several): nothing is done then."""
+    require_criteria(sel)
     if sel.ids or sel.array:
         picked: dict[str, Job] = {}
         for ref in [*sel.ids, *([sel.array] if sel.array else [])]:

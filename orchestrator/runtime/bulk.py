@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from orchestrator.core.errors import Forbidden, InvalidSpec
 from orchestrator.core.job import Job, Priority, validation_messages
 from orchestrator.core.rights import Caller, check_priority
-from orchestrator.core.selection import ACTS_ON, Selector, select
+from orchestrator.core.selection import ACTS_ON, Selector, require_criteria, select
 from orchestrator.core.states import JobState
 
 SHOWN = 100  # job ids listed in the answer; the counts cover all
@@ -36,8 +36,7 @@ class Bulk:
             sel = Selector.model_validate(selector)
         except ValidationError as e:
             raise InvalidSpec(validation_messages(e)) from None
-        if sel.is_empty():  # before the caller's own name is added to it: {} must not mean "all mine"
-            select(self.queue, sel)  # raises, saying what to name
+        require_criteria(sel)  # before the caller's own name is added to it: {} must not mean "all mine"
         if by is not None and not by.admin:
             if sel.user not in (None, by.user):
                 raise Forbidden("admin", f"you are {by.user}: you may act on your own jobs only (only an admin may "

@@ -52,8 +52,8 @@ class Metrics:
                                      ["kind"], registry=r)
         self.webhook_dropped = Counter("gpuq_webhook_dropped_total", "Notifications dropped: the webhook was down "
                                        "longer than its buffer lasts", ["webhook"], registry=r)
-        for i, hook in enumerate(service.site.webhooks):
-            self.webhook_dropped.labels(hook.name or f"webhook-{i + 1}")  # the names runtime/notify.py gives
+        for hook in service.site.webhooks:
+            self.webhook_dropped.labels(hook.name)
         r.register(ScrapeCollector(service))
         # Every label value a dashboard or alert reads exists from the start (at 0), so a
         # query has data before the first preemption, failure or health event.

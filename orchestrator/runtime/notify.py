@@ -73,7 +73,7 @@ def wants(hook: Webhook, event: str, job: Job | None) -> bool:
 class Notifier:
     def __init__(self, hooks: list[Webhook], buffer: int, retry_for_s: float, on_drop=None,
                  max_wait_s: float = 30.0):
-        self.hooks = [h if h.name else h.model_copy(update={"name": f"webhook-{i + 1}"}) for i, h in enumerate(hooks)]
+        self.hooks = hooks  # each named (Config)
         self.retry_for_s, self.max_wait_s = retry_for_s, max_wait_s
         self.queues = {h.name: deque(maxlen=buffer) for h in self.hooks}
         self.ready = {h.name: asyncio.Event() for h in self.hooks}
@@ -95,11 +95,16 @@ class Notifier:
 
     def seen(self, jobs) -> None:
         """Jobs as loaded: their current states are not news."""
+        if not self.hooks:
+            return
         for job in jobs:
             self.states[job.id] = job.state
 
     def jobs_changed(self, jobs: list[Job], now: float) -> None:
-        """Called with every batch of jobs written to the store: queue what changed."""
+        """Called with every batch of jobs written to the store: queue what changed.
+        Without webhooks it does nothing, not even remember states (it is on every save)."""
+        if not self.hooks:
+            return
         for job in jobs:
             before = self.states.get(job.id)
             self.states[job.id] = job.state

@@ -2,14 +2,11 @@
 submit --working-dir`, JobSubmissionClient, a pip env from a wheel built here (no
 registry), a pip env that fails, `gpuq submit --working-dir`, and the package routes."""
 
-import base64
-import hashlib
 import http.client
 import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,6 +14,7 @@ import httpx
 import pytest
 
 from tests.raycluster import wait_for
+from tests.support import write_wheel
 
 pytestmark = pytest.mark.ray
 
@@ -38,22 +36,6 @@ def project(tmp_path):
     (d / "data" / "big.bin").write_bytes(os.urandom(4096))
     (d / ".gitignore").write_text("data/\n")
     return d
-
-
-def wheel(folder: Path, name: str = "gpuq_tiny", version: str = "1.0") -> Path:
-    """A pure-Python wheel, written by hand: the test needs no registry and no build."""
-    path = folder / f"{name}-{version}-py3-none-any.whl"
-    files = {f"{name}/__init__.py": b"WHO = 'the tiny package'\n",
-             f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-             f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: gpuq-tests\nRoot-Is-Purelib: true\n"
-                                                  b"Tag: py3-none-any\n"}
-    record = [f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b'=').decode()},{len(b)}"
-              for n, b in files.items()] + [f"{name}-{version}.dist-info/RECORD,,"]
-    with zipfile.ZipFile(path, "w") as z:
-        for n, b in files.items():
-            z.writestr(n, b)
-        z.writestr(f"{name}-{version}.dist-info/RECORD", "\n".join(record) + "\n")
-    return path
 
 
 def test_ray_job_submit_with_a_working_dir_runs_the_uploaded_code(api, orch, project):
@@ -85,7 +67,7 @@ def test_job_submission_client_with_a_working_dir_and_its_exit_code(api, orch, p
 def test_a_pip_env_from_a_local_wheel_is_importable_in_the_job_and_absent_outside_it(orch, tmp_path):
     folder = tmp_path / "wheels"
     folder.mkdir()
-    whl = wheel(folder)
+    whl = write_wheel(folder, "gpuq_tiny", code=b"WHO = 'the tiny package'\n")
     check = "python3 -c 'import gpuq_tiny; print(gpuq_tiny.WHO)'"
     # As the service account: the virtualenv's interpreter is the one Ray runs on, and on
     # this machine that Python lives under /root, which other accounts cannot enter.
