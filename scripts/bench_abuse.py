@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ["RAY_AUTH_MODE"] = "disabled"  # a private loopback cluster for this run
 os.environ.pop("RAY_ADDRESS", None)
 
 import httpx  # noqa: E402

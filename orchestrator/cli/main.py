@@ -53,7 +53,7 @@ def up(
     try:
         cfg = load_config()
         started = localcluster.up(config=cfg.model_dump(), simulate=simulate, attach=address)
-    except (GpuqError, RuntimeError) as e:
+    except (GpuqError, RuntimeError, ConnectionError) as e:
         _fail(str(e))
     kind = "simulated" if started["simulated"] else "real"
     console.print(f"[green]gpuq is up[/green] — Ray at {started['address']} (namespace gpuq)")

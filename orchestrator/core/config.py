@@ -15,10 +15,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from orchestrator.core.accounts import multi_user
 from orchestrator.core.errors import InvalidSpec
 from orchestrator.core.paths import gpuq_home
 
 DAY_S = 24 * 3600
+MULTI_USER_SCRATCH = "/var/lib/gpuq/scratch"
 
 
 WEBHOOK_EVENTS = ("started", "completed", "failed", "cancelled", "preempted", "requeued", "node_down")
@@ -56,6 +58,10 @@ class Config(BaseModel):
     # the API with commands no one should run. Running jobs are left alone.
     start_jobs: bool = True
 
+    # Ray Client (a port that runs a remote driver on the head) is off unless a port is set
+    # here; Ray's token guards it either way (runtime/raystart.py).
+    ray_client_port: int | None = Field(default=None, ge=1024, le=65535)
+
     # The REST API. Loopback unless an operator opens it: a job is arbitrary code.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
@@ -80,6 +86,10 @@ class Config(BaseModel):
     # so users cannot be kept apart: tokens for other users are refused unless a site
     # that accepts this says so here.
     allow_shared_account: bool = False
+    # Jobs never run as root, the service account or a system account (a uid below the
+    # site's UID_MIN, read from /etc/login.defs), so no token is made for one and no job
+    # is accepted for one: except the accounts listed here (core/accounts.py).
+    allowed_system_accounts: list[str] = Field(default_factory=list)
     # Where the orchestrator keeps its SQLite store (on the head node) and where each node
     # keeps job logs and exit records (on that node's own disk). Default: under GPUQ_HOME.
     store_path: str | None = None
@@ -96,14 +106,26 @@ class Config(BaseModel):
     # One-GPU slots kept warm per node while nothing waits, so a burst of small jobs starts
     # at once (each costs an idle Ray worker process on its node).
     warm_slots_per_node: int = Field(default=8, ge=0)
-    # Ray runtime environments (core/runtime_env.py). Setting one up (download, unpack,
-    # pip) happens while the job is ALLOCATING and does not count against its time limit;
-    # past this it ends FAILED. Packages uploaded for them (`ray job submit --working-dir`)
-    # may be at most max_package_bytes, and stay in Ray's store while a job that is not
+    # Ray runtime environments (core/runtime_env.py). Setting one up (unpack, pip) is done
+    # on the node as the job's user while the job is ALLOCATING and does not count against
+    # its time limit; past this it ends FAILED. Packages uploaded for them (`ray job submit
+    # --working-dir`) may be at most max_package_bytes (and unpack to at most
+    # max_package_unpacked_bytes), and stay in Ray's store while a job that is not
     # finished names them, or for package_keep_s after their upload or last use.
     runtime_env_setup_timeout_s: float = Field(default=600.0, gt=0)
     max_package_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    max_package_unpacked_bytes: int = Field(default=1024 ** 3, ge=1024)
     package_keep_s: int = Field(default=3600, ge=60)
+    # Where pip and uv install a runtime env's requirements from: this index only (None:
+    # pip's own default, PyPI). Requirements name packages, never URLs (runtime_env.py).
+    pip_index_url: str | None = Field(default=None, pattern=r"^(https?|file)://[^\s]{1,2000}$")
+    # The Python a runtime env's virtualenv is made from: found on the job's PATH (job_path)
+    # unless a path is given. It must be one every user may run (not a venv under /root).
+    job_python: str = "python3"
+    # Each job's private folder on its node (its TMPDIR, its unpacked packages) and each
+    # user's virtualenvs live under this root, one folder per uid (runtime/jobenv.py).
+    # Default: /var/lib/gpuq/scratch in a multi-user install, GPUQ_HOME/scratch otherwise.
+    scratch_dir: str | None = None
     # A job whose dependency can never be met (afterok on a job that failed): "cancel" it,
     # as Slurm's kill_invalid_depend, or "hold" it for its owner to look at.
     dependency_never_satisfied: str = Field(default="cancel", pattern="^(cancel|hold)$")
@@ -180,6 +202,13 @@ class Config(BaseModel):
 
     def resolved_data_dir(self) -> str:
         return self.data_dir or str(gpuq_home() / "data")
+
+    def resolved_scratch_dir(self) -> str:
+        if self.scratch_dir:
+            return self.scratch_dir
+        # Under /var/lib, not /tmp: in a folder anyone can write, a user could make the
+        # root first, and gpuq would have to refuse to start jobs.
+        return MULTI_USER_SCRATCH if multi_user() else str(gpuq_home() / "scratch")
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

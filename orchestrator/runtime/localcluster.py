@@ -8,18 +8,34 @@ cluster.yaml. With GPUs, the head itself is the one GPU node, named after the ho
 Lean settings for small machines: no dashboard, one CPU slot per raylet (gpuq's own
 actors reserve no CPU), a small object store. Each simulated raylet needs its own
 agent and metrics ports to share the host.
+
+Ray is gpuq's, not its users': whoever reaches Ray runs code as the account Ray runs
+as. So (`ray_env`):
+- Ray's token authentication is on (RAY_AUTH_MODE=token): the GCS, the raylets, the
+  dashboard agents (whose job endpoint runs any command) and the runtime-env agents
+  answer only calls bearing the token, which is in a 0600 file of the service account
+  under GPUQ_HOME. Ray's processes and gpuq's know where it is; a job's clean
+  environment does not, and its user cannot read it;
+- Ray's temp dir (sockets, logs, session files, which Ray makes 0777) is inside a 0700
+  folder of the service account (RAY_TMPDIR), so no user can reach any of it;
+- Ray Client is off (raystart.py) unless the site sets `ray_client_port`.
+Ray 2.60's gRPC servers listen on every interface and have no option to bind one;
+every one of them checks the token. On the real cluster, keep Ray's ports to the
+cluster network (cluster.yaml says how).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from orchestrator.core.config import Config
 from orchestrator.core.paths import gpuq_home, secure_home
 
 HEAD_PORT = int(os.environ.get("GPUQ_RAY_PORT", "6380"))
@@ -42,6 +58,34 @@ RAY_HEALTH_CHECK = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1
 
 def ray_bin() -> str:
     return str(Path(sys.executable).with_name("ray"))
+
+
+def ray_env(home: Path | None = None) -> dict[str, str]:
+    """The environment every gpuq process that starts or joins Ray runs with: token
+    authentication on, with the service's token, and Ray's files in a private folder.
+    Creates the token (0600) and the folder (0700) if they are missing."""
+    home = home or gpuq_home()
+    private = home / "run"
+    private.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(private, 0o700)
+    token = home / "ray-token"
+    try:
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_TMPDIR": str(private)}
+
+
+def use_ray_env(home: Path | None = None) -> None:
+    """This process, and what it starts, use Ray as gpuq does (ray_env)."""
+    os.environ.update(ray_env(home))
+    if "ray" in sys.modules:  # Ray read RAY_AUTH_MODE when it was imported: have it read it again
+        from ray._raylet import Config
+
+        Config.initialize("")
 
 
 def address() -> str:
@@ -70,6 +114,11 @@ def real_gpu_count() -> int:
         return 0
 
 
+def _ray_start(*args: str, env: dict[str, str] | None = None) -> None:
+    """`ray start` with Ray Client off (raystart.py)."""
+    _run([sys.executable, "-m", "orchestrator.runtime.raystart", "start", *args], env)
+
+
 def _run(args: list[str], env: dict[str, str] | None = None) -> None:
     done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if done.returncode != 0:
@@ -82,24 +131,26 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_ray(simulate: bool | None = None) -> dict:
-    """Start the head and its GPU nodes; returns what was started."""
+def start_ray(simulate: bool | None = None, client_port: int | None = None) -> dict:
+    """Start the head and its GPU nodes; returns what was started. Ray Client only
+    with `client_port` (the site's ray_client_port)."""
     if _port_open(HEAD_PORT):
         raise RuntimeError(f"something already listens on port {HEAD_PORT}: is gpuq up already? (gpuq down stops it)")
     gpus = real_gpu_count()
     simulate = gpus == 0 if simulate is None else simulate
-    common = ["--disable-usage-stats", "--include-dashboard=false", f"--object-store-memory={OBJECT_STORE_BYTES}"]
+    common = ["--disable-usage-stats", "--include-dashboard=false", f"--object-store-memory={OBJECT_STORE_BYTES}",
+              *([f"--ray-client-server-port={client_port}"] if client_port else [])]
     health = {f"RAY_{k}": str(v) for k, v in RAY_HEALTH_CHECK.items()}  # read by the head's GCS
     nodes: dict[str, int] = {}
     if simulate:
-        _run([ray_bin(), "start", "--head", f"--port={HEAD_PORT}", "--num-cpus=1", "--num-gpus=0", *common], health)
+        _ray_start("--head", f"--port={HEAD_PORT}", "--num-cpus=1", "--num-gpus=0", *common, env=health)
         for name in SIMULATED_NODES:
             start_simulated_node(name)
             nodes[name] = 8
     else:
         name = socket.gethostname()
-        _run([ray_bin(), "start", "--head", f"--port={HEAD_PORT}", f"--num-gpus={gpus}",
-              f"--resources={json.dumps({name: 1})}", f"--labels=gmi/node={name}", *common], health)
+        _ray_start("--head", f"--port={HEAD_PORT}", f"--num-gpus={gpus}", f"--resources={json.dumps({name: 1})}",
+                   f"--labels=gmi/node={name}", *common, env=health)
         nodes[name] = gpus
     started = {"address": address(), "simulated": simulate, "nodes": nodes, "started_at": time.time()}
     state_file().parent.mkdir(parents=True, exist_ok=True)
@@ -110,13 +161,13 @@ def start_ray(simulate: bool | None = None) -> dict:
 def start_simulated_node(name: str) -> None:
     """A worker raylet on this host that is the simulated 8-GPU node `name`."""
     base = 52000 + 10 * SIMULATED_NODES.index(name)  # each raylet on this host needs its own ports
-    _run([
-        ray_bin(), "start", f"--address={address()}", f"--num-cpus={WORKER_CPUS}", "--num-gpus=8",
+    _ray_start(
+        f"--address={address()}", f"--num-cpus={WORKER_CPUS}", "--num-gpus=8",
         f"--resources={json.dumps({name: 1})}", f"--labels=gmi/node={name}",
         f"--dashboard-agent-listen-port={base}", f"--dashboard-agent-grpc-port={base + 1}",
         f"--metrics-export-port={base + 2}", f"--runtime-env-agent-port={base + 3}",
         f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats",
-    ])
+    )
 
 
 def repair(started: dict) -> list[str]:
@@ -135,9 +186,12 @@ def repair(started: dict) -> list[str]:
 
 def start_inprocess_cluster():
     """The same shape as `gpuq up` without GPUs — a head and the simulated 8-GPU nodes —
-    started inside this process and connected to, for tests and benchmarks. It is a
-    private loopback cluster, so Ray's token authentication is turned off for it."""
-    os.environ["RAY_AUTH_MODE"] = "disabled"
+    started inside this process and connected to, for tests and benchmarks, with Ray's
+    token and a private temp dir as `gpuq up` has them (in a fresh folder of its own:
+    Unix socket paths under it must stay short)."""
+    import tempfile
+
+    use_ray_env(Path(tempfile.mkdtemp(prefix="gpuq-ray-")))
     os.environ.pop("RAY_ADDRESS", None)
     import ray
     from ray.cluster_utils import Cluster
@@ -185,6 +239,8 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
     from orchestrator.runtime.rollout import ensure_orchestrator
 
     secure_home()
+    use_ray_env()
+    site = Config.model_validate(config or {})
     if attach:
         connect(attach)
         started = {"address": attach, "simulated": False, "nodes": {n: i.gpus for n, i in discover_nodes().items()}}
@@ -194,20 +250,20 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
             connect()
             started["repaired"] = repair(started)
         else:
-            started = start_ray(simulate)
+            started = start_ray(simulate, site.ray_client_port)
             connect()
         wait_for_nodes(len(started["nodes"]))
     started["orchestrator"] = ensure_orchestrator(config)
     from orchestrator.core.accounts import install_mode
-    from orchestrator.core.config import Config
     from serve_app.api import deploy
     from serve_app.auth import ensure_admin_token, tokens_path
 
-    site = Config.model_validate(config or {})
     started["admin_token_file"] = str(ensure_admin_token())
     started["api"] = deploy(site.api_host, site.api_port, str(tokens_path()), site.api_auth_reads,
                             {"unix_users": site.unix_users, "allow_shared_account": site.allow_shared_account,
-                             "max_package_bytes": site.max_package_bytes})
+                             "allowed_system_accounts": site.allowed_system_accounts,
+                             "max_package_bytes": site.max_package_bytes,
+                             "max_package_unpacked_bytes": site.max_package_unpacked_bytes})
     started["install"] = install_mode()
     return started
 
@@ -231,7 +287,7 @@ def down() -> bool:
     if not _port_open(HEAD_PORT) and not state_file().exists():
         return False
     # `ray stop` ends every Ray instance this user started on this host; gpuq up starts one.
-    subprocess.run([ray_bin(), "stop"], capture_output=True)
+    subprocess.run([ray_bin(), "stop"], capture_output=True, env={**os.environ, **ray_env()})
     state_file().unlink(missing_ok=True)
     return True
 
