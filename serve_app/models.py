@@ -94,6 +94,13 @@ Array = Annotated[int | str, PlainValidator(_array), WithJsonSchema(
      "description": f'one job per index: a count, a range "0-9" or a list "1,3,5"; at most {MAX_ARRAY}'})]
 
 
+# In the spec so that the contract test (tests/api/test_contract.py) sends them: what is
+# accepted, and what is refused by name (a URL, a path, `name @ url` as a requirement).
+RUNTIME_ENV_EXAMPLES = [{"pip": ["numpy>=1.26"], "env_vars": {"SEED": "1"}},
+                        {"pip": ["https://evil.example/x-1.0-py3-none-any.whl"]},
+                        {"uv": ["pkg @ file:///etc/passwd"]}, {"pip": ["/home/alice/pkg"]}]
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -123,8 +130,9 @@ class SubmitRequest(Body):
     retry_on_exit_codes: Annotated[list[Annotated[StrictInt, Field(ge=0, le=255)]], Field(max_length=256)] | None = (
         None)
     runtime_env: dict[str, Any] | None = Field(
-        None, description="Ray's runtime_env: working_dir and py_modules (packages uploaded to /api/packages), pip, uv, "
-                          "env_vars, excludes")
+        None, description="Ray's runtime_env: working_dir and py_modules (packages uploaded to /api/packages), pip, uv "
+                          "(names with version specifiers, from the site's index), env_vars, excludes",
+        examples=RUNTIME_ENV_EXAMPLES)
     notify: Annotated[str, StringConstraints(min_length=1, max_length=64)] | Annotated[
         list[Annotated[str, StringConstraints(max_length=16)]], Field(max_length=5)] | None = Field(
         None, description="Slurm's --mail-type words for the site's opt-in webhooks: BEGIN, END, FAIL, REQUEUE, ALL")
@@ -180,7 +188,8 @@ class StartsChange(Body):
 
 
 class TokenRequest(Body):
-    user: Name
+    # The contract test sends these too: a person's name, and accounts no token is made for.
+    user: Name = Field(examples=["alice", "root", "daemon", "admin"])
     role: Literal["user", "admin", "reader"] = "user"
     expires: Duration | None = Field(None, description="e.g. 90d or 12h; default: never")
 
@@ -206,7 +215,8 @@ class RaySubmitRequest(BaseModel):
     job_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
         None, description="deprecated by Ray in favour of submission_id")
     runtime_env: dict[str, Any] | None = Field(
-        None, description="working_dir, py_modules (packages uploaded to /api/packages), pip, uv, env_vars, excludes")
+        None, description="working_dir, py_modules (packages uploaded to /api/packages), pip, uv, env_vars, excludes",
+        examples=RUNTIME_ENV_EXAMPLES)
     metadata: Annotated[dict[Annotated[str, StringConstraints(max_length=64)],
                              Annotated[str, StringConstraints(max_length=1000)]], Field(max_length=16)] | None = Field(
         None, description=f"gpuq reads {', '.join(RAY_METADATA)}")

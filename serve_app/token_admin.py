@@ -1,9 +1,11 @@
 """Token management for admins: create, list, revoke (`gpuq token …`, /tokens).
 
 Rules a site lives by:
-- in a multi-user install a `user` token is only made for someone whose jobs can run
-  as their own Unix account (orchestrator/core/accounts.py): a name with no account is
-  refused here, not at their first submit;
+- in a multi-user install a token that may run jobs is only made for someone whose
+  jobs can run as their own Unix account (orchestrator/core/accounts.py): a name with
+  no account, or whose account is root, the service's or a system account, is refused
+  here, not at their first submit; a `user` token for gpuq's own `admin` is refused
+  too (admin's jobs run as the service account);
 - in a single-user install every job runs as the service account, so a token for
   anyone but that account (or the built-in admin) would let them act as it: refused
   unless the site says `allow_shared_account = true`. Reader tokens never run jobs
@@ -50,7 +52,11 @@ def check_new(user, role, site: dict) -> None:
     if role == "reader":
         return
     if multi_user():
-        why = missing_account(user, site.get("unix_users") or {})
+        if role == "user" and user == BUILTIN_ADMIN and BUILTIN_ADMIN not in (site.get("unix_users") or {}):
+            raise InvalidSpec([("user", f"{BUILTIN_ADMIN} is gpuq's own administrator, whose jobs run as the service "
+                                        "account: a user token for it is refused (map it with unix_users to a "
+                                        "person's account, or make an admin token)")])
+        why = missing_account(user, site.get("unix_users") or {}, site.get("allowed_system_accounts") or ())
         if why:
             raise InvalidSpec([("user", why)])
     elif user not in (BUILTIN_ADMIN, service_account()) and not site.get("allow_shared_account"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import ray
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
@@ -13,8 +15,11 @@ from tests.raycluster import wait_for
 
 # No warm slots: each test starts a fresh orchestrator, and 16 idle Ray workers per test
 # would cost more CPU than the tests themselves (test_warm_slots covers them).
+# The session's own scratch root (jobs' private folders, users' virtualenvs): a run starts
+# with nothing of an earlier one's, even where the accounts get the same uids again.
+SCRATCH = tempfile.mkdtemp(prefix="gpuq-scratch-")
 FAST = dict(loop_interval_s=0.5, placement_timeout_s=20, stop_grace_s=1.0, reap_interval_s=1.0, warm_slots_per_node=0,
-            unix_users=UNIX_USERS)
+            unix_users=UNIX_USERS, scratch_dir=SCRATCH)
 
 
 class Harness:

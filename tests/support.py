@@ -74,12 +74,14 @@ class Lab:
         return decided.pending[self.by_label(label).id]
 
 
-def write_wheel(folder: Path, name: str, version: str = "1.0", code: bytes = b"X = 1\n") -> Path:
+def write_wheel(folder: Path, name: str, version: str = "1.0", code: bytes = b"X = 1\n",
+                extra: dict[str, bytes] | None = None) -> Path:
     """A pure-Python wheel written by hand (no registry, no build): `name` with `code` as
-    its __init__.py. For pip runtime envs in tests and scripts/bench_runtime_env.py."""
+    its __init__.py, and `extra` files at its top (a .pth, say). For pip runtime envs in
+    tests and scripts/bench_runtime_env.py."""
     path = folder / f"{name}-{version}-py3-none-any.whl"
     info = f"{name}-{version}.dist-info"
-    files = {f"{name}/__init__.py": code,
+    files = {f"{name}/__init__.py": code, **(extra or {}),
              f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
              f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: gpuq-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
     record = [f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b'=').decode()},{len(b)}"
@@ -89,3 +91,24 @@ def write_wheel(folder: Path, name: str, version: str = "1.0", code: bytes = b"X
             z.writestr(n, b)
         z.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
     return path
+
+
+def write_index(root: Path, wheels: list[Path]) -> str:
+    """A package index in a folder (PEP 503's simple layout, one page per project) serving
+    `wheels`, readable by every account; returns its URL for the site's pip_index_url."""
+    import os
+    import re
+    import shutil
+
+    for wheel in wheels:
+        project = re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower()
+        page = root / "simple" / project
+        page.mkdir(parents=True, exist_ok=True)
+        shutil.copy(wheel, page / wheel.name)
+        links = "".join(f'<a href="{w.name}">{w.name}</a>\n' for w in sorted(page.glob("*.whl")))
+        (page / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
+    for folder, _, files in os.walk(root):
+        os.chmod(folder, 0o755)
+        for f in files:
+            os.chmod(os.path.join(folder, f), 0o644)
+    return (root / "simple").as_uri()

@@ -11,6 +11,11 @@ launch.
 Not running as root (a *single-user* install), gpuq cannot switch users: every job
 runs as the one account that runs gpuq, and nothing keeps users' jobs apart.
 
+Jobs run as people's accounts only: never as root, as the service account, or as a
+system account (a uid below UID_MIN in /etc/login.defs, 1000 where it says nothing),
+unless the site lists that account in `allowed_system_accounts`. The built-in admin
+is the exception by design: its jobs run as the service account, as before.
+
 Standard library only, and cheap to import (no dataclasses: `inspect` alone costs the
 supervisor, which starts for every job, 6 ms): the supervisor imports this.
 """
@@ -56,18 +61,41 @@ def account_for(user: str, unix_users: dict[str, str]) -> str | None:
     return None if user == BUILTIN_ADMIN else user
 
 
-def missing_account(user: str, unix_users: dict[str, str]) -> str | None:
+def missing_account(user: str, unix_users: dict[str, str], allowed: list[str] | tuple = ()) -> str | None:
     """Why `user` cannot run jobs on this host, or None when it can."""
     account = account_for(user, unix_users)
     if account is None:
         return None
+    mapped = f" (mapped from {user} by unix_users)" if account != user else ""
     try:
-        pwd.getpwnam(account)
+        pw = pwd.getpwnam(account)
     except KeyError:
-        mapped = f" (mapped from {user} by unix_users)" if account != user else ""
         return (f"{user} has no Unix account {account!r}{mapped} on this cluster: create it on every node, "
                 "or map the name with unix_users in the site config")
-    return None
+    if account in allowed:
+        return None
+    floor = uid_min()
+    if pw.pw_uid == 0 or pw.pw_uid == os.geteuid():
+        what = "root" if pw.pw_uid == 0 else "the service account"
+    elif pw.pw_uid < floor:
+        what = f"a system account (uid {pw.pw_uid}, below UID_MIN {floor})"
+    else:
+        return None
+    return (f"{user}'s jobs would run as {account!r}{mapped}, which is {what}: jobs run as people's accounts "
+            "only (a site may list an account in allowed_system_accounts)")
+
+
+def uid_min(login_defs: str = "/etc/login.defs") -> int:
+    """The lowest uid of a person's account on this host (UID_MIN; 1000 by default)."""
+    try:
+        with open(login_defs) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "UID_MIN" and parts[1].isdigit():
+                    return int(parts[1])
+    except OSError:
+        pass
+    return 1000
 
 
 class Account(NamedTuple):

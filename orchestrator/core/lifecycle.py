@@ -110,6 +110,12 @@ def classify(results: list[dict | None], evicted: str | None, node_of_rank: Call
     if "no_account" in reasons:
         rank = next(i for i, r in enumerate(results) if r and r.get("reason") == "no_account")
         return Exit(ExitKind.NO_ACCOUNT, f"no Unix account for {user} on {node_of_rank(rank) or 'its node'}")
+    said = {r.get("reason"): str(r.get("message") or "").strip() for r in results}
+    if "runtime_env_failed" in said:  # the job's own: its runtime env cannot be made
+        last = (said["runtime_env_failed"] or "no reason given").splitlines()[-1]
+        return Exit(ExitKind.RUNTIME_ENV, f"runtime env setup failed: {last[:500]}")
+    if "launch_failed" in said:  # the node's: its folder, or a fork, failed
+        return Exit(ExitKind.LAUNCH_FAILED, f"launch failed: {said['launch_failed'][:500] or 'the command could not start'}")
     if "time_limit" in reasons:
         return Exit(ExitKind.TIME_LIMIT, "time limit", next((c for c in codes if c), None))
     if all(c == 0 for c in codes):

@@ -3,30 +3,31 @@
 Ray's runtime environments (https://docs.ray.io/en/latest/ray-core/handling-dependencies.html)
 are how a Ray user ships code and dependencies to the nodes: `ray job submit
 --working-dir .` zips the directory, uploads it to the cluster (the package routes,
-serve_app/routes/packages.py) and names it as `gcs://_ray_pkg_<hash>.zip`. gpuq applies
-the environment with Ray's own machinery: the job's slot is a runner actor created
-with it (runtime/backend.py), so Ray's agent on the node downloads, unpacks, caches
-and installs, and the runner starts the command in what Ray prepared.
+serve_app/routes/packages.py) and names it as `gcs://_ray_pkg_<hash>.zip`. gpuq takes
+Ray's format but not Ray's agent, which unpacks and installs as root: the job's
+runner fetches its packages as bytes, and a process of the job's own user unpacks them
+and makes the virtualenv on the node (runtime/jobenv.py) while the job is ALLOCATING.
 
 What is accepted, and what becomes of it:
-- `working_dir`: a package uploaded to this cluster (`gcs://…`). The command runs in
-  it, and it is first on PYTHONPATH.
-- `py_modules`: packages uploaded to this cluster, on PYTHONPATH.
-- `pip`, `uv`: requirements installed into a virtualenv per distinct list, first on PATH.
-- `env_vars`: merged into the job's env (the job's own `env` wins); they are not part
-  of the environment Ray prepares, so a job with env_vars only still uses warm slots.
+- `working_dir`: a package its user uploaded to this cluster (`gcs://…`). The command
+  runs in it, and it is first on PYTHONPATH.
+- `py_modules`: packages its user uploaded to this cluster, on PYTHONPATH.
+- `pip`, `uv`: requirements installed into a virtualenv per distinct list, first on
+  PATH: names with version specifiers only (PEP 508 without direct references), from
+  the site's index (`pip_index_url`) only.
+- `env_vars`: merged into the job's env (the job's own `env` wins).
 - `excludes`: read by the uploader only (gitignore-style patterns); kept for the record.
 
 Refused by name: whatever gpuq cannot honour (`conda`, `container`, `image_uri`, …),
-a package anywhere else than this cluster (gpuq fetches nothing for a user from the
-network), pip's own options (gpuq sets them: the installation runs as Ray's agent).
+a package anywhere else than this cluster, and a requirement that is a URL, a path or
+an option: gpuq fetches nothing for a user from a place the user names.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
+
+from packaging.requirements import InvalidRequirement, Requirement
 
 # Ray names uploaded packages gcs://_ray_pkg_<hash>.zip (working_dir, py_modules) or
 # gcs://<wheel file name> (a py_modules wheel).
@@ -46,8 +47,13 @@ MAX_REQUIREMENTS = 256
 MAX_REQUIREMENT_CHARS = 1000
 MAX_MODULES = 32
 MAX_EXCLUDES = 256
-# The parts Ray prepares on the node; the rest (env_vars, excludes) never reach Ray.
+# The parts made on the node before the command starts; env_vars go into its env.
 PREPARED = ("working_dir", "py_modules", "pip", "uv")
+# pip treats a requirement that ends like an archive as a file to install.
+ARCHIVES = (".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz")
+REQUIREMENT_HELP = ("a requirement is a name with version specifiers (PEP 508), like numpy>=1.26 or "
+                    "torch[cuda]==2.5.1; gpuq installs only from this site's index, so URLs, paths and "
+                    "`name @ url` are not accepted")
 # Ray's client adds its own commit to every runtime env it sends; it means nothing here.
 IGNORED = ("_ray_commit",)
 # The options Ray's own client fills in when a user gave none: taken as "none given".
@@ -114,13 +120,20 @@ def _requirements(key: str, v: object) -> dict:
     if not isinstance(packages, list) or not 1 <= len(packages) <= MAX_REQUIREMENTS:
         raise RuntimeEnvError(key, f"must be a list of 1-{MAX_REQUIREMENTS} requirements (as in requirements.txt) "
                                    "or an object with `packages`")
-    for req in packages:
+    for i, req in enumerate(packages):
+        where = f"{key}[{i}]"
         if not isinstance(req, str) or not req.strip() or len(req) > MAX_REQUIREMENT_CHARS or not req.isprintable():
-            raise RuntimeEnvError(key, f"each requirement must be printable text of 1-{MAX_REQUIREMENT_CHARS} "
-                                       "characters")
+            raise RuntimeEnvError(where, f"each requirement must be printable text of 1-{MAX_REQUIREMENT_CHARS} "
+                                         "characters")
         if req.lstrip().startswith("-"):
-            raise RuntimeEnvError(key, f"{req.split()[0]!r}: options are not accepted, only requirements "
-                                       "(name, version, wheel path or URL)")
+            raise RuntimeEnvError(where, f"{req.split()[0]!r} is an option: options are not accepted, only "
+                                         "requirements")
+        try:
+            parsed = Requirement(req)
+        except InvalidRequirement:
+            raise RuntimeEnvError(where, f"{req!r} is not a requirement: {REQUIREMENT_HELP}") from None
+        if parsed.url or parsed.name.lower().endswith(ARCHIVES):
+            raise RuntimeEnvError(where, f"{req!r} names a URL or a file: {REQUIREMENT_HELP}")
     return {"packages": list(dict.fromkeys(packages)), check_key: checked}
 
 
@@ -140,18 +153,26 @@ _CHECKS = {"working_dir": _uri, "py_modules": _modules, "pip": _requirements, "u
            "env_vars": _env_vars, "excludes": _excludes}
 
 
-def prepared(runtime_env: dict | None) -> dict | None:
-    """What Ray prepares on the node for this env (None: nothing, any slot will do)."""
-    part = {k: runtime_env[k] for k in PREPARED if runtime_env and k in runtime_env}
-    return part or None
+def plan(runtime_env: dict | None, owner: str, site) -> dict | None:
+    """What the node makes for this env before the command starts (None: nothing): the
+    packages, named as they are stored (the owner's, core/packages.py), the pip or uv
+    list, and the site's (a Config) settings for making them."""
+    from orchestrator.core.packages import stored_uri
 
-
-def key(runtime_env: dict | None) -> str | None:
-    """A slot built for one environment serves only jobs with the same: its hash."""
-    part = prepared(runtime_env)
-    if part is None:
+    if not runtime_env or not any(k in runtime_env for k in PREPARED):
         return None
-    return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+    out: dict = {"packages": [], "index_url": site.pip_index_url, "python": site.job_python,
+                 "unpack_limit": site.max_package_unpacked_bytes, "timeout": site.runtime_env_setup_timeout_s,
+                 "keep_s": site.package_keep_s}
+    if runtime_env.get("working_dir"):
+        uri = runtime_env["working_dir"]
+        out["packages"].append({"kind": "working_dir", "uri": uri, "stored": stored_uri(owner, uri)})
+    for uri in runtime_env.get("py_modules", []):
+        out["packages"].append({"kind": "py_modules", "uri": uri, "stored": stored_uri(owner, uri)})
+    for kind in ("pip", "uv"):
+        if runtime_env.get(kind):
+            out[kind] = runtime_env[kind]
+    return out
 
 
 def packages(runtime_env: dict | None) -> list[str]:

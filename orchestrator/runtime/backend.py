@@ -31,7 +31,6 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from orchestrator.core import runtime_env
 from orchestrator.runtime import envs
 from orchestrator.runtime.agent import NodeAgent, agent_name
 from orchestrator.runtime.names import NAMESPACE
@@ -60,16 +59,16 @@ class PlacementSlot:
     gpus: list[int] = field(default_factory=list)  # the indices Ray bound
     parked_at: float | None = None  # idle since (None: running a job)
     ready: bool = True  # False while a warm-up slot is still being placed
-    env_key: str | None = None  # the runtime env its runner was made with (runtime_env.key)
-    setup_s: float = 0.0  # how long Ray took to prepare that env
+    # Parked for the next job when its job ends. Not for a slot adopted after a restart:
+    # its runner may run an older release's code, which a new launch must not rely on.
+    reusable: bool = True
 
 
 class RayBackend:
     def __init__(self, data_root: str, cluster_id: str, placement_timeout_s: float, slot_idle_s: float = 60.0,
-                 warm_slots_per_node: int = 0, setup_timeout_s: float = 600.0, pip_binary_only: bool = False):
+                 warm_slots_per_node: int = 0, scratch: str | None = None):
         self.data_root = data_root
-        self.setup_timeout_s = setup_timeout_s
-        self.pip_binary_only = pip_binary_only
+        self.scratch = scratch
         self.cluster_id = cluster_id
         self.placement_timeout_s = placement_timeout_s
         self.slot_idle_s = slot_idle_s
@@ -124,19 +123,16 @@ class RayBackend:
 
     # --- slots ----------------------------------------------------------------------
 
-    async def acquire(self, node: str, size: int, prefer: list[int], avoid: set[int] = frozenset(),
-                      env: dict | None = None) -> PlacementSlot | None:
-        """A slot of `size` GPUs on `node` for a job with runtime env `env` (its prepared
-        part, runtime_env.prepared): a parked one made for the same env if there is one
-        (the planned GPUs first; none holding a GPU in `avoid`, those out of service),
-        else a new one, after evicting parked slots that Ray would need the GPUs of. None
-        (and nothing left behind) if Ray has not placed it within the time-out; raises
-        RuntimeEnvFailed if Ray could not set up the env."""
+    async def acquire(self, node: str, size: int, prefer: list[int], avoid: set[int] = frozenset()) -> PlacementSlot | None:
+        """A slot of `size` GPUs on `node`: a parked one if there is one (the planned GPUs
+        first; none holding a GPU in `avoid`, those out of service), else a new one,
+        after evicting parked slots that Ray would need the GPUs of. None (and nothing
+        left behind) if Ray has not placed it within the time-out. Any job may use any
+        slot: a runner holds nothing of a job's runtime env."""
         if avoid - {i for n, i in self.held_out if n == node}:
             await self.quarantine({node: set(avoid)}, only=node)  # else Ray may bind one of them
-        env_key = runtime_env.key(env)
         parked = [s for s in self.slots.values() if s.parked_at is not None and s.ready and s.node == node
-                  and s.size == size and s.env_key == env_key and not set(s.gpus) & avoid]
+                  and s.size == size and not set(s.gpus) & avoid]
         if parked:
             slot = max(parked, key=lambda s: (len(set(s.gpus) & set(prefer)), s.parked_at))
             slot.parked_at = None
@@ -148,41 +144,25 @@ class RayBackend:
                 break
             held -= old.size
             self.discard(old)
-        return await self._create(node, size, env=env)
+        return await self._create(node, size)
 
-    async def _create(self, node: str, size: int, warm: bool = False, env: dict | None = None) -> PlacementSlot | None:
+    async def _create(self, node: str, size: int, warm: bool = False) -> PlacementSlot | None:
         name = f"gpuq-slot-{uuid.uuid4().hex[:12]}"
         pg = placement_group([{"GPU": float(size), node: NODE_SHARE}], name=name, lifetime="detached")
-        options = {}
-        if env:
-            # Ray's own runtime-env machinery prepares it on the node (download, unpack,
-            # cache, virtualenv) before the runner starts, within gpuq's setup time-out.
-            options["runtime_env"] = envs.for_ray(env, self.setup_timeout_s, self.pip_binary_only)
+        # No runtime_env: a user's package on a root worker's PYTHONPATH would run as root.
         runner = Runner.options(
             name=name, namespace=NAMESPACE, lifetime="detached", num_gpus=size, num_cpus=0,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0), **options,
-        ).remote(node, self.data_root, env)
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0),
+        ).remote(node, self.data_root, self.scratch)
         # Registered at once, so that a warm-up slot still being placed counts as holding its
         # GPUs and can be evicted by a job that needs them.
-        slot = PlacementSlot(name, node, size, pg, runner, parked_at=time.monotonic() if warm else None, ready=False,
-                             env_key=runtime_env.key(env))
+        slot = PlacementSlot(name, node, size, pg, runner, parked_at=time.monotonic() if warm else None, ready=False)
         self.slots[name] = slot
         try:
-            if env:  # placement has its own time-out; the setup after it may take minutes (pip)
-                if not await _placed(pg, self.placement_timeout_s):
-                    self.discard(slot)
-                    return None
-                began = time.monotonic()
-                hello = await asyncio.wait_for(runner.hello.remote(), self.setup_timeout_s + 30)
-                slot.setup_s = time.monotonic() - began
-            else:
-                # Not pg.ready(): it runs a dummy task in the bundle, which costs a Ray worker of
-                # its own. The runner is scheduled when the group is placed; its answer says so.
-                hello = await asyncio.wait_for(runner.hello.remote(), self.placement_timeout_s)
+            # Not pg.ready(): it runs a dummy task in the bundle, which costs a Ray worker of
+            # its own. The runner is scheduled when the group is placed; its answer says so.
+            hello = await asyncio.wait_for(runner.hello.remote(), self.placement_timeout_s)
             slot.gpus = hello["gpus"]
-        except ray.exceptions.RuntimeEnvSetupError as e:
-            self.discard(slot)
-            raise envs.RuntimeEnvFailed(envs.setup_error(e)) from None
         except (asyncio.TimeoutError, ray.exceptions.RayError):
             self.discard(slot)
             return None
@@ -263,7 +243,9 @@ class RayBackend:
     def park(self, name: str) -> None:
         """The slot's job is over: keep it warm for the next job of its shape."""
         slot = self.slots.get(name)
-        if slot is not None:
+        if slot is not None and not slot.reusable:
+            self.discard(slot)
+        elif slot is not None:
             slot.parked_at = time.monotonic()
 
     def discard(self, name_or_slot) -> None:
@@ -283,8 +265,18 @@ class RayBackend:
             if now - slot.parked_at > self.slot_idle_s:
                 self.discard(slot)
 
+    # Runtime-env packages in Ray's store (runtime/envs.py), by their stored names.
     def keep_packages(self, uris: set[str], keep_s: int) -> None:
-        envs.keep_packages(uris, keep_s)  # runtime/envs.py: the packages in Ray's store
+        envs.keep_packages(uris, keep_s)
+
+    def package_exists(self, stored: str, keep_s: int) -> bool:
+        return envs.package_exists(stored, keep_s)
+
+    def package_get(self, stored: str) -> bytes | None:
+        return envs.package_get(stored)
+
+    def package_put(self, stored: str, data: bytes, keep_s: int) -> None:
+        envs.package_put(stored, data, keep_s)
 
     def runner(self, name: str):
         slot = self.slots.get(name)
@@ -297,9 +289,12 @@ class RayBackend:
 
     async def start(self, slots: list[str], job_id: str, attempt: int, job_env: dict[str, str], command: str,
                     working_dir: str | None, time_limit: float, grace: float, account: str | None = None,
-                    base_env: dict[str, str] | None = None, group_read: bool = False) -> list[dict]:
+                    base_env: dict[str, str] | None = None, group_read: bool = False,
+                    renv: dict | None = None) -> list[dict]:
         """Run the job on its slots, rank 0 first (its address is the others' rendezvous).
-        Returns what each runner reports: node, the GPU ids Ray bound, pid."""
+        Returns what each runner reports: node, the GPU ids Ray bound, pid, and with a
+        runtime env (`renv`, runtime_env.plan's with the site's settings) how long it
+        took to make; raises RuntimeEnvFailed if a rank's could not be made."""
         runners = [self.runner(n) for n in slots]
         if any(r is None for r in runners):
             raise RuntimeError("a slot of the job has no runner")
@@ -327,8 +322,12 @@ class RayBackend:
                 **(rendezvous_env(master) if master else {}),
             }
             calls.append(runner.run.remote(job_id, attempt, rank, command, env, working_dir, time_limit, grace,
-                                           account, base_env, group_read))
-        return list(await asyncio.gather(*calls))
+                                           account, base_env, group_read, renv))
+        infos = list(await asyncio.gather(*calls))
+        failed = [i["setup_failed"] for i in infos if "setup_failed" in i]
+        if failed:
+            raise envs.RuntimeEnvFailed(failed[0])
+        return infos
 
     async def wait(self, name: str, job_id: str, attempt: int, rank: int) -> dict | None:
         """The rank's exit record when its process ends; None when its runner (or the
@@ -378,16 +377,16 @@ class RayBackend:
             if stale and info.get("state") != "REMOVED":
                 remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
 
-    def adopt_slot(self, name: str, node: str, size: int, gpus: list[int], env: dict | None = None) -> None:
-        """Take back a slot a running job (with runtime env `env`) uses, found by name
-        after a restart."""
+    def adopt_slot(self, name: str, node: str, size: int, gpus: list[int]) -> None:
+        """Take back a slot a running job uses, found by name after a restart; it is not
+        reused after that job (PlacementSlot.reusable)."""
         runner = self.runner(name)
         try:
             pg = ray.util.get_placement_group(name)
         except ValueError:
             pg = None
         if runner is not None and pg is not None:
-            self.slots[name] = PlacementSlot(name, node, size, pg, runner, list(gpus), env_key=runtime_env.key(env))
+            self.slots[name] = PlacementSlot(name, node, size, pg, runner, list(gpus), reusable=False)
 
 
 async def _placed(pg: PlacementGroup, timeout: float) -> bool:

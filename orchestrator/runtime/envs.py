@@ -1,76 +1,100 @@
-"""Ray runtime environments, Ray's side: what a runner is created with, what a failed
-setup says, and the packages in Ray's store (GCS) that `ray job submit --working-dir`
-uploads. The rules of what is accepted are the core's (core/runtime_env.py); the
-backend (runtime/backend.py) creates the runners.
+"""Runtime-env packages in Ray's store, and on each node.
 
-A package stays in Ray's store while something references it: a runner made with it
-(parked slots too), or a pin with an expiry. Ray's job server pins a package for a
-while when a client asks whether it exists; gpuq does the same, and the orchestrator
-pins again, while any unfinished job names it, every quarter of `package_keep_s`
-(a job may wait days in line before a runner references its package). Once nothing
-does, Ray deletes it.
+`ray job submit --working-dir` uploads a zip through the package routes
+(serve_app/routes/packages.py); the orchestrator keeps it in Ray's store (the GCS's
+key-value store, as Ray's own job server does), under its owner's name
+(core/packages.py, `stored_uri`). When a job that names it starts, its runner fetches
+the bytes into the node's package cache (`open_package`), a folder of the service's
+own, and hands the supervisor an open descriptor; the job's user unpacks it
+(runtime/jobenv.py). Nothing here unpacks or reads inside a package.
+
+A package stays in Ray's store while something pins it. Ray's job server pins a
+package for a while when a client asks whether it exists; gpuq does the same, and the
+orchestrator pins again, while any unfinished job names it, every quarter of
+`package_keep_s` (a job may wait days in line). Once nothing does, Ray deletes it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
+from pathlib import Path
 
+from ray._private.ray_constants import KV_NAMESPACE_PACKAGE
 from ray._private.runtime_env import packaging
+from ray._private.runtime_env.protocol import Protocol
+from ray.experimental.internal_kv import _internal_kv_get
 
 log = logging.getLogger("gpuq.backend")
-SETUP_FAILED = "runtime_env_failed"  # the job event that holds Ray's words when a setup failed
+SETUP_FAILED = "runtime_env_failed"  # the job event that holds why a setup failed
 
 
 class RuntimeEnvFailed(Exception):
-    """Ray could not set up a job's runtime environment (a pip install failed, a package
-    is gone): the job's own error, which another try would repeat."""
+    """A job's runtime env could not be set up (a pip install failed, a package is
+    gone): the job's own error, which another try would repeat."""
 
 
-def for_ray(env: dict, setup_timeout_s: float, pip_binary_only: bool) -> dict:
-    """The runtime_env a runner is created with. In a multi-user install pip and uv
-    install wheels only: Ray's agent installs as the service account, and a source
-    package would run its build code there."""
-    out = dict(env)
-    if pip_binary_only and "pip" in out:
-        out["pip"] = {**out["pip"], "pip_install_options": ["--only-binary=:all:", "--disable-pip-version-check",
-                                                             "--no-cache-dir"]}
-    if pip_binary_only and "uv" in out:
-        out["uv"] = {**out["uv"], "uv_pip_install_options": ["--only-binary", ":all:", "--no-cache"]}
-    return {**out, "config": {"setup_timeout_seconds": int(setup_timeout_s)}}
-
-
-def setup_error(e: Exception) -> str:
-    """Ray's setup error in a few lines: what the failing command printed (pip's own
-    words) when there is that, else the error's last lines; never Ray's traceback."""
-    text = str(e).strip()
-    _, said, output = text.partition("Last 50 lines of stdout:")
-    if said:
-        lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-        keep = 12
-    else:
-        lines = [ln for ln in text.splitlines()
-                 if ln.strip() and not ln.startswith(("Traceback", "  ", "[Node")) and not ln.strip().startswith("^")]
-        keep = 4
-    return "\n".join(lines[-keep:])[-3000:] or "Ray could not set up the runtime environment"
-
-
-def package_exists(uri: str, keep_s: int) -> bool:
+def package_exists(stored: str, keep_s: int) -> bool:
     """Whether Ray's store holds the package; kept `keep_s` longer either way (as Ray's
     job server does), so the job about to name it still finds it."""
-    packaging.pin_runtime_env_uri(uri, expiration_s=keep_s)
-    return packaging.package_exists(uri)
+    packaging.pin_runtime_env_uri(stored, expiration_s=keep_s)
+    return packaging.package_exists(stored)
 
 
-def package_put(uri: str, data: bytes, keep_s: int) -> None:
-    """Store a package in Ray's store, where Ray's agent on any node fetches it."""
-    packaging.upload_package_to_gcs(uri, data)
-    packaging.pin_runtime_env_uri(uri, expiration_s=keep_s)
+def package_get(stored: str) -> bytes | None:
+    return _internal_kv_get(stored, namespace=KV_NAMESPACE_PACKAGE)
 
 
-def keep_packages(uris: set[str], keep_s: int) -> None:
+def package_put(stored: str, data: bytes, keep_s: int) -> None:
+    """Store a package in Ray's store, where any node's runner can fetch it."""
+    packaging.upload_package_to_gcs(stored, data)
+    packaging.pin_runtime_env_uri(stored, expiration_s=keep_s)
+
+
+def keep_packages(stored: set[str], keep_s: int) -> None:
     """Pin the packages unfinished jobs name for another `keep_s`."""
-    for uri in uris:
+    for uri in stored:
         try:
             packaging.pin_runtime_env_uri(uri, expiration_s=keep_s)
         except Exception as e:  # the next round tries again
             log.warning("could not keep package %s: %s", uri, e)
+
+
+def open_package(stored: str, cache: Path, keep_s: int, shown: str = "") -> int:
+    """A descriptor of the package, read-only, from this node's cache (fetched from
+    Ray's store the first time). The cache is the service's own folder (0700); what
+    nobody used for `keep_s` is removed. Raises RuntimeEnvFailed if Ray's store has
+    no such package."""
+    protocol, _, name = stored.partition("://")
+    if protocol != Protocol.GCS.value or "/" in name or name.startswith("."):
+        raise RuntimeEnvFailed(f"{stored} is not a package of this cluster")
+    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = cache / name
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        os.utime(fd)  # last used now
+        return fd
+    except FileNotFoundError:
+        pass
+    data = package_get(stored)
+    if data is None:
+        raise RuntimeEnvFailed(f"package {shown or stored} is not on this cluster any more (packages are kept "
+                               "package_keep_s after their last use): upload it again")
+    tmp = cache / f".{name}.{os.getpid()}.{time.monotonic_ns()}"
+    with open(tmp, "xb") as f:
+        f.write(data)
+    fd = os.open(tmp, os.O_RDONLY)
+    os.replace(tmp, path)  # another runner of this node may have fetched it meanwhile: the same bytes
+    _forget_unused(cache, keep_s)
+    return fd
+
+
+def _forget_unused(cache: Path, keep_s: int) -> None:
+    cutoff = time.time() - keep_s
+    for entry in os.scandir(cache):
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+        except OSError:
+            pass

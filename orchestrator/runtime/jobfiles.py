@@ -5,8 +5,10 @@
 In a multi-user install the bundle's folder and files belong to the job's user
 (folder 0700, or 0750 when the site makes logs group-readable; files 0600 or 0640),
 so the user can read them on the node and nobody else can. The folders above belong
-to the service account. Because the user owns the folder, the root-run supervisor
-and agent never follow a name in it: they work through a descriptor of the folder
+to the service account. The bundle's folder is made fresh for each run (one that
+exists is refused, never adopted), and output.log is created in it before the user
+gets it. Because the user owns the folder from then on, the root-run supervisor and
+agent never follow a name in it: they work through a descriptor of the folder
 and open with O_NOFOLLOW, create with O_EXCL, and accept a record only if it is a
 plain file owned by the folder's owner. So a job that swaps its log for a link to a
 token file or someone else's log gets nothing, and a job that rewrites its own exit
@@ -31,17 +33,29 @@ def job_dir(data_root: str, node: str, job_id: str, attempt: int, rank: int) -> 
     return Path(data_root) / node / "jobs" / job_id / str(attempt) / str(rank)
 
 
+class FolderRefused(Exception):
+    """The bundle's folder exists already, or its parent is not the service's own."""
+
+
 def prepare(directory: Path, owner: tuple[int, int] | None, group_read: bool) -> tuple[int, int]:
-    """Create the bundle's folder and an empty output.log for `owner` (uid, gid; None:
-    the caller). Returns (folder descriptor, log descriptor open for appending)."""
+    """Create the bundle's folder, fresh, and an empty output.log in it for `owner`
+    (uid, gid; None: the caller). Returns (folder descriptor, log descriptor open for
+    appending). A folder that exists already is refused, never adopted: what is in it
+    may be a link, a hard link to someone's file or a FIFO its user left there."""
     directory.parent.mkdir(parents=True, exist_ok=True)
+    parent = os.lstat(directory.parent)
+    if not stat.S_ISDIR(parent.st_mode) or parent.st_uid != os.geteuid():
+        raise FolderRefused(f"{directory.parent} must be a folder of the service account (is data_dir somewhere "
+                            "users can write?)")
+    if parent.st_mode & 0o022:  # made under a lax umask: nobody but the service may add or rename entries
+        os.chmod(directory.parent, stat.S_IMODE(parent.st_mode) & ~0o022)
     try:
         os.mkdir(directory, 0o700)
     except FileExistsError:
-        pass  # a supervisor started again for the same bundle: its descriptor is checked below
+        raise FolderRefused(f"the job folder {directory} exists already; gpuq makes each one fresh") from None
     dfd = os.open(directory, NOFOLLOW_DIR)
     mode = 0o640 if group_read else 0o600
-    log = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, mode, dir_fd=dfd)
+    log = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW, mode, dir_fd=dfd)
     if owner is not None:
         os.fchown(log, *owner)
         os.fchown(dfd, *owner)
@@ -80,7 +94,9 @@ def open_owned(directory: Path, name: str) -> int | None:
         folder = os.fstat(dfd)
         os.close(dfd)
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != folder.st_uid:
+    # One link only: a hard link to another user's file (possible where the kernel's
+    # protected_hardlinks is off) is not the job's own record, even if its owner matches.
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != folder.st_uid or st.st_nlink != 1:
         os.close(fd)
         return None
     return fd

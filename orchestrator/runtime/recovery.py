@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from orchestrator.core import lifecycle, runtime_env
+from orchestrator.core import lifecycle
 from orchestrator.core.inventory import AllocationError
 from orchestrator.core.states import JobState
 
@@ -47,7 +47,7 @@ async def recover(svc) -> None:
         except AllocationError as e:  # should not happen; never let it stop recovery
             log.error("recovery: %s", e)
         for name, (node, gpus) in zip(names, job.allocation.items()):
-            svc.backend.adopt_slot(name, node, len(gpus), gpus, runtime_env.prepared(job.spec.runtime_env))
+            svc.backend.adopt_slot(name, node, len(gpus), gpus)
             keep.add(name)
         if job.state is JobState.ALLOCATING:
             svc.spawn(_finish_launch(svc, job, attempt, names))
@@ -62,7 +62,7 @@ async def recover(svc) -> None:
 
 async def _finish_launch(svc, job, attempt: int, names: list[str]) -> None:
     try:
-        infos = await svc.run_on(names, job, attempt)
+        infos = await svc.start_on(names, job, attempt)  # the same launch again: the runners answer it once
     except Exception:
         log.exception("recovery: could not finish the launch of %s", job.id)
         for name in names:
@@ -70,4 +70,5 @@ async def _finish_launch(svc, job, attempt: int, names: list[str]) -> None:
         svc.give_back(job)
         svc.carry_out(lifecycle.not_started(svc.queue, job, "orchestrator restarted during launch", svc.clock()))
         return
-    await svc.adopt(job, attempt, infos)
+    if infos is not None:
+        await svc.adopt(job, attempt, infos)

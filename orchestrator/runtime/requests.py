@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from orchestrator.core import runtime_env
-from orchestrator.core.accounts import missing_account
+from orchestrator.core import packages, runtime_env
+from orchestrator.core.accounts import BUILTIN_ADMIN, missing_account
+from orchestrator.core.packages import stored_uri
 from orchestrator.core.config import Config
 from orchestrator.core.decisions import Reason, Start
 from orchestrator.core.errors import GpuqError, InvalidSpec
@@ -30,7 +31,6 @@ from orchestrator.core.states import JobState
 from orchestrator.core.submission import MAX_LOG_OFFSET, check_key, parse_array
 from orchestrator.runtime import views
 from orchestrator.runtime.backend import AgentRefused
-from orchestrator.runtime import envs
 from orchestrator.runtime.envs import SETUP_FAILED
 from orchestrator.runtime.store import StoreError
 
@@ -53,7 +53,7 @@ class Requests:
         if by is not None:
             check_priority(by, parsed.priority, None, self.site.max_priority, self.site.priority_grants)
             check_preemptible(by, parsed.preemptible, self.site.priority_grants)
-        why = missing_account(parsed.user, self.site.unix_users)
+        why = missing_account(parsed.user, self.site.unix_users, self.site.allowed_system_accounts)
         if why:
             raise InvalidSpec([("user", why)])
 
@@ -71,6 +71,8 @@ class Requests:
             raise InvalidSpec([("test_only", "must be true or false")])
         parsed = self.resolved_dependency(JobSpec.parse(spec, self.validation_config()))
         self.may_submit(parsed, by)
+        if runtime_env.packages(parsed.runtime_env):
+            await self.check_packages_exist(parsed)
         if test_only:
             return self.dry_run(parsed)
         if indices is not None:
@@ -305,27 +307,49 @@ class Requests:
         return {**out, "attempt": attempt, "done": job.state.is_terminal}
 
     async def package_exists(self, uri: str, by: Caller | None = None) -> bool:
-        """Ray's GET /api/packages: whether a runtime-env package is on the cluster."""
+        """Ray's GET /api/packages: whether the caller has this runtime-env package on the
+        cluster (each user's packages are their own: core/packages.py)."""
         check_package(uri)
-        return await asyncio.to_thread(envs.package_exists, uri, self.site.package_keep_s)
+        return await asyncio.to_thread(self.backend.package_exists, stored_uri(owner_of(by), uri), self.site.package_keep_s)
 
     async def package_put(self, uri: str, data: bytes, by: Caller | None = None) -> dict:
-        """Ray's PUT /api/packages: store a package for jobs to name (audited: who
-        uploaded what, how big)."""
+        """Ray's PUT /api/packages: store a package, as the caller's, for their jobs to
+        name (audited: who uploaded what, its size and digest). Written once: the same
+        bytes again are accepted, other bytes under the name are refused (a queued job
+        runs what its user uploaded when they submitted it)."""
         self.writable()
         check_package(uri)
         if len(data) > self.site.max_package_bytes:
             raise InvalidSpec([("body", f"is larger than {self.site.max_package_bytes} bytes (max_package_bytes)")])
+        stored, digest = stored_uri(owner_of(by), uri), packages.digest(data)
         try:
-            await asyncio.to_thread(envs.package_put, uri, data, self.site.package_keep_s)
+            held = await asyncio.to_thread(self.backend.package_get, stored)
+            if held is not None and packages.digest(held) != digest:
+                raise InvalidSpec([("package", f"{uri} is already on this cluster with other content; a package's "
+                                               "name stands for its content, so it is not replaced")])
+            await asyncio.to_thread(self.backend.package_put, stored, data, self.site.package_keep_s)
         except (RuntimeError, ValueError) as e:
             raise GpuqError(f"Ray did not store the package: {e}") from None
-        await self.save([], audit=[audit(self.clock(), by, "package", uri, bytes=len(data))])
+        await self.save([], audit=[audit(self.clock(), by, "package", uri, bytes=len(data), sha256=digest)])
         return {"uri": uri, "bytes": len(data)}
+
+    async def check_packages_exist(self, parsed: JobSpec) -> None:
+        """Refuse at submit a job naming a package its user has not uploaded (rather than
+        fail it when it starts)."""
+        for key in ("working_dir", "py_modules"):
+            named = (parsed.runtime_env or {}).get(key)
+            for i, uri in enumerate([named] if isinstance(named, str) else named or []):
+                if not await asyncio.to_thread(self.backend.package_exists, stored_uri(parsed.user, uri),
+                                               self.site.package_keep_s):
+                    field = key if isinstance(named, str) else f"{key}[{i}]"
+                    raise InvalidSpec([(f"runtime_env.{field}", f"{uri} is not on this cluster for {parsed.user}: "
+                                                                "each user's jobs name packages that user uploaded "
+                                                                "(ray job submit --working-dir uploads it)")])
 
     def keep_packages(self) -> None:
         """Keep the runtime-env packages that unfinished jobs name (backend.keep_packages)."""
-        uris = {u for j in self.queue.jobs() if not j.state.is_terminal for u in runtime_env.packages(j.spec.runtime_env)}
+        uris = {stored_uri(j.user, u) for j in self.queue.jobs() if not j.state.is_terminal
+                for u in runtime_env.packages(j.spec.runtime_env)}
         if uris:
             self.spawn(asyncio.to_thread(self.backend.keep_packages, uris, self.site.package_keep_s))
 
@@ -345,6 +369,11 @@ class Requests:
         import os
 
         return os.getpid()
+
+
+def owner_of(by: Caller | None) -> str:
+    """Whose namespace a package call is in: the caller's (the service: the built-in admin's)."""
+    return by.user if by is not None else BUILTIN_ADMIN
 
 
 def check_package(uri: str) -> None:

@@ -7,11 +7,16 @@ runner. The runner starts each job's command under a supervisor
 CUDA_VISIBLE_DEVICES set from the GPU IDs Ray assigned — always explicitly: with
 num_gpus=0 Ray sets no CUDA_VISIBLE_DEVICES at all, and a job must never see every
 GPU of the node by accident. The job's environment is sent to the launcher on a
-socket, never through this worker's own environment (which holds Ray's address and token) nor its command line (which every
-user of the node can read).
+socket, never through this worker's own environment (which holds Ray's address and
+the path of its token) nor its command line (which every user of the node can read).
+
+A runner is root's (in a multi-user install) and is made with no runtime env of any
+job: a user's package on its PYTHONPATH would run as root in it. It fetches a job's
+packages from Ray's store as bytes into the node's package cache (runtime/envs.py) and
+hands them to the supervisor open; the user's own process unpacks them.
 
 Slots are reused: when a job ends its slot is parked, and the next job of the same
-shape on that node runs in it at once. Starting a Ray worker process costs about as
+shape on that node runs in it at once, whatever its runtime env. Starting a Ray worker process costs about as
 much as everything else in a launch together (measured: ~0.7 s of CPU), so reuse is
 what makes a busy queue of short jobs go fast.
 
@@ -27,9 +32,11 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import ray
 
+from orchestrator.runtime import envs
 from orchestrator.runtime.jobfiles import job_dir
 from orchestrator.runtime.launcher import Launched, Launcher
 
@@ -40,44 +47,15 @@ def rendezvous_env(master: dict) -> dict[str, str]:
             "PET_MASTER_ADDR": master["ip"], "PET_MASTER_PORT": str(master["port"])}
 
 
-def prepared_for_jobs(env: dict) -> dict:
-    """What a job takes from the environment Ray prepared for this worker: the working
-    directory, the packages on PYTHONPATH (under Ray's runtime_resources: not the
-    service's own entries) and the virtualenv."""
-    out: dict = {}
-    if "working_dir" in env:
-        out["cwd"] = os.getcwd()
-    out["pythonpath"] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                         if f"{os.sep}runtime_resources{os.sep}" in p]
-    venv = os.environ.get("VIRTUAL_ENV")
-    if ("pip" in env or "uv" in env) and venv:
-        out["venv"] = venv
-    return out
-
-
-def in_prepared_env(prepared: dict, job_env: dict[str, str], base_env: dict[str, str]) -> dict[str, str]:
-    """The variables that put a job's command in the prepared environment."""
-    out = {}
-    if prepared["pythonpath"]:
-        out["PYTHONPATH"] = os.pathsep.join([*prepared["pythonpath"], *filter(None, [job_env.get("PYTHONPATH")])])
-    if prepared.get("venv"):
-        path = job_env.get("PATH") or base_env.get("PATH") or os.defpath
-        out["PATH"] = f"{prepared['venv']}{os.sep}bin{os.pathsep}{path}"
-        out["VIRTUAL_ENV"] = prepared["venv"]
-    return out
-
-
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=4)
 class Runner:
-    def __init__(self, node: str, data_root: str, env: dict | None = None):
+    def __init__(self, node: str, data_root: str, scratch: str | None = None):
         self.node, self.data_root = node, data_root
-        # Made with a runtime env, Ray prepared this worker in it before this runs: its
-        # current directory is the unpacked working_dir, its PYTHONPATH names the
-        # packages, its PATH starts with the virtualenv's bin. Jobs get the same.
-        self.prepared = prepared_for_jobs(env) if env else None
+        self.scratch = scratch or str(Path(data_root) / node / "scratch")
         self.key: tuple[str, int, int] | None = None
         self.proc: Launched | None = None
         self.started: dict | None = None
+        self.announced = False  # the running job's supervisor says when its runtime env is ready
         self.launcher = Launcher()  # with the slot, not on its first job's clock
 
     def hello(self) -> dict:
@@ -94,12 +72,16 @@ class Runner:
 
     def run(self, job_id: str, attempt: int, rank: int, command: str, env: dict[str, str],
             working_dir: str | None, time_limit: float, grace: float, account: str | None = None,
-            base_env: dict[str, str] | None = None, group_read: bool = False) -> dict:
+            base_env: dict[str, str] | None = None, group_read: bool = False, renv: dict | None = None) -> dict:
         """Launch a job's command under the supervisor, as `account` (None: this worker's
-        own account); the same job twice returns the first launch."""
+        own account); the same job twice returns the first launch. With a runtime env
+        (`renv`: its packages, as stored, and pip/uv lists), the packages are fetched
+        here as bytes and handed over open; the supervisor has them unpacked and the
+        virtualenv made as the user, and this returns once that is done, with
+        `setup_s`, or with `setup_failed` and why."""
         key = (job_id, attempt, rank)
-        if self.key == key and self.started is not None:
-            return self.started
+        if self.key == key and self.proc is not None:
+            return self._when_prepared()
         if self.proc is not None and not self.proc.ended.is_set():
             raise RuntimeError(f"runner on {self.node} is busy with job {self.key[0]}")
         gpus = [int(g) for g in ray.get_gpu_ids()]
@@ -107,9 +89,16 @@ class Runner:
         job_env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
         if "MASTER_ADDR" not in job_env:  # a one-slot job: its own node is its rendezvous
             job_env.update(rendezvous_env(self.rendezvous()))
-        if self.prepared is not None:
-            working_dir = self.prepared.get("cwd") or working_dir
-            job_env.update(in_prepared_env(self.prepared, job_env, base_env or {}))
+        plan = {"scratch": self.scratch, "job": f"{job_id}-{attempt}-{rank}", **(renv or {}), "announce": bool(renv)}
+        fds: list[int] = []
+        try:
+            for package in plan.get("packages", []):
+                fds.append(envs.open_package(package["stored"], Path(self.data_root) / self.node / "packages",
+                                             int(plan.get("keep_s") or 3600), package["uri"]))
+        except envs.RuntimeEnvFailed as e:
+            for fd in fds:
+                os.close(fd)
+            return {"setup_failed": str(e)}
         argv = ["--dir", str(directory), "--time-limit", str(time_limit), "--grace", str(grace)]
         if working_dir:
             argv += ["--cwd", working_dir]
@@ -120,9 +109,29 @@ class Runner:
         argv += ["--", "/bin/bash", "-c", command]
         # The job's environment goes on the launcher's socket, never through this
         # worker's own environment nor a command line.
-        self.proc = self.launcher.launch(argv, {"base": base_env or {}, "env": job_env}, directory)
+        try:
+            self.proc = self.launcher.launch(argv, {"base": base_env or {}, "env": job_env, "prepare": plan}, directory,
+                                             fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
         self.key = key
         self.started = {"node": self.node, "gpus": gpus, "pid": self.proc.pid, "started_at": time.time()}
+        self.announced = plan["announce"]
+        return self._when_prepared()
+
+    def _when_prepared(self) -> dict:
+        """The launch's answer: at once for a plain job; for one with a runtime env, once
+        that is ready or has failed."""
+        proc = self.proc
+        if not self.announced:
+            return self.started
+        proc.ready.wait()
+        if proc.prepared is not None:
+            return {**self.started, "setup_s": proc.prepared.get("setup_s", 0.0), "started_at": time.time()}
+        record = proc.result(0) or {}
+        if record.get("reason") == "runtime_env_failed":
+            return {"setup_failed": record.get("message") or "the runtime env could not be set up"}
         return self.started
 
     def wait(self, job_id: str, attempt: int, rank: int) -> dict | None:

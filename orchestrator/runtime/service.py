@@ -1,10 +1,9 @@
 """The orchestrator: the queue, the state machine and the loop that applies plans.
 
-It runs as the detached Ray actor `gpuq-orchestrator` (orchestrator/runtime/actor.py), an
-asyncio actor: every method and the loop run on one event loop, so the pure core
-(JobQueue, Inventory) needs no locks. The loop follows the seed's steps — poll the
-queue, check resources, allocate, launch, monitor — and wakes at once on submit and
-on job end, and every `loop_interval_s` otherwise.
+It runs as the detached asyncio Ray actor `gpuq-orchestrator` (runtime/actor.py): every
+method and the loop run on one event loop, so the pure core (JobQueue, Inventory) needs
+no locks. The loop follows the seed's steps (poll the queue, check resources, allocate,
+launch, monitor) and wakes on submit and job end, and every `loop_interval_s`.
 
 Order of writes, so that a restart never starts a job twice or loses one:
 1. SCHEDULED (with the planned GPUs) is stored before anything is asked of Ray;
@@ -25,7 +24,7 @@ import uuid
 from collections.abc import Callable
 
 from orchestrator.core import lifecycle, runtime_env
-from orchestrator.core.accounts import account_for, multi_user
+from orchestrator.core.accounts import account_for
 from orchestrator.core.config import Config
 from orchestrator.core.fairshare import UsageLedger
 from orchestrator.core.inventory import Inventory
@@ -66,8 +65,7 @@ class OrchestratorService(Requests, Bulk, Dependents):
         self.cluster_id = str(self.store.get("cluster_id") or uuid.uuid4().hex[:12])
         self.backend = backend or RayBackend(self.site.resolved_data_dir(), self.cluster_id,
                                              self.site.placement_timeout_s, self.site.slot_idle_s,
-                                             self.site.warm_slots_per_node, self.site.runtime_env_setup_timeout_s,
-                                             pip_binary_only=multi_user())
+                                             self.site.warm_slots_per_node, self.site.resolved_scratch_dir())
         self.backend.telemetry = self.site.telemetry
         self.policy = PolicyConfig.from_site(self.site)
         self.queue = JobQueue()
@@ -247,24 +245,10 @@ class OrchestratorService(Requests, Bulk, Dependents):
         # finds the job SCHEDULED (back in line) and removes any slot no job names.
         self.queue.allocate(job.id, self.clock())
         names: list[str] = []
-        env = runtime_env.prepared(job.spec.runtime_env)
         for node, gpus in job.allocation.items():
-            try:
-                slot = await self.backend.acquire(node, len(gpus), gpus, self.fleet.out_of_service_on(node), env)
-            except RuntimeEnvFailed as e:
-                for name in names:
-                    self.backend.park(name)
-                self.give_back(job)
-                # Its command never ran, so it has no log on the node: Ray's words are kept in
-                # its history, and `gpuq logs` / `ray job logs` show them (Requests.logs).
-                job.note(self.clock(), SETUP_FAILED, f"[gpuq] runtime env setup failed on {node}:\n{e}\n")
-                self.carry_out(lifecycle.runtime_env_failed(self.queue, job, str(e), self.clock()))
-                return
+            slot = await self.backend.acquire(node, len(gpus), gpus, self.fleet.out_of_service_on(node))
             if slot is not None:
                 names.append(slot.name)
-                if env and slot.setup_s:
-                    job.note(self.clock(), "runtime_env", f"runtime env set up on {node} in {slot.setup_s:.1f} s "
-                                                          "(not counted in the time limit)")
             if slot is None or job.state is not JobState.ALLOCATING:
                 for name in names:
                     self.backend.park(name)
@@ -277,18 +261,33 @@ class OrchestratorService(Requests, Bulk, Dependents):
                 return
         job.slots[attempt] = names
         await self.save([job])  # before anything runs: a restart finds the slots by these names
-        infos = await self.run_on(names, job, attempt)
-        await self.adopt(job, attempt, infos)
+        if (infos := await self.start_on(names, job, attempt)) is not None:
+            await self.adopt(job, attempt, infos)
 
-    async def run_on(self, names: list[str], job: Job, attempt: int) -> list[dict]:
-        """Start the job's command on its slots, as its user's account (accounts.py), in a
-        clean environment: the site's base, the job's env and gpuq's variables."""
+    async def start_on(self, names: list[str], job: Job, attempt: int) -> list[dict] | None:
+        """Run the command as its user's account (accounts.py) in a clean environment, once
+        its runtime env is made (the job is ALLOCATING meanwhile); what the runners say, or
+        None if the env could not be made (the job failed, the tool's words in its history)."""
         env = {**job.spec.env, "GPUQ_JOB_ID": job.id, "GPUQ_RUN_ID": job.spec.run_id,
                "GPUQ_ATTEMPT": str(attempt), "GPUQ_USER": job.spec.user}
-        return await self.backend.start(names, job.id, attempt, env, job.spec.command, job.spec.working_dir,
-                                        float(job.time_limit), self.site.stop_grace_s,
-                                        account_for(job.spec.user, self.site.unix_users), self.job_base_env,
-                                        self.site.job_logs_group_readable)
+        try:
+            infos = await self.backend.start(names, job.id, attempt, env, job.spec.command, job.spec.working_dir,
+                                             float(job.time_limit), self.site.stop_grace_s,
+                                             account_for(job.spec.user, self.site.unix_users), self.job_base_env,
+                                             self.site.job_logs_group_readable,
+                                             runtime_env.plan(job.spec.runtime_env, job.user, self.site))
+        except RuntimeEnvFailed as e:
+            for name in names:  # other ranks may be setting up, or running: their runners go
+                self.backend.discard(name)
+            self.give_back(job)
+            # Its command never ran: `gpuq logs` and `ray job logs` show this (Requests.logs).
+            job.note(self.clock(), SETUP_FAILED, f"[gpuq] runtime env setup failed:\n{e}\n")
+            self.carry_out(lifecycle.runtime_env_failed(self.queue, job, str(e), self.clock()))
+            return None
+        for made in (i for i in infos if i.get("setup_s") is not None):
+            job.note(self.clock(), "runtime_env", f"runtime env made on {made['node']} in {made['setup_s']:.1f} s, as "
+                                                  "its user (not counted in the time limit)")
+        return infos
 
     async def adopt(self, job: Job, attempt: int, infos: list[dict]) -> None:
         """The command runs: record where it really runs, then watch it."""
@@ -394,6 +393,7 @@ class OrchestratorService(Requests, Bulk, Dependents):
             self.inventory.release(job.id)
         self.stopping.discard(job.id)
         self.evicting.pop(job.id, None)  # a launch given up, or a job ended: no stop is owed
+
 
 def _report_store_failure(done: asyncio.Future) -> None:
     if not done.cancelled() and done.exception() is not None:

@@ -36,6 +36,15 @@ environment (Ray's address and token, gpuq's paths) never reaches it. The superv
 itself stays root, so cancel, preemption and the time limit can always stop the job.
 A job whose account does not exist on this node ends with reason `no_account`.
 
+Before the command, a child that has already switched to the user makes the job's
+private folder on the node and its runtime env (runtime/jobenv.py): TMPDIR, the
+packages the runner fetched (handed over as open descriptors: root unpacks nothing),
+the virtualenv. So nothing a user supplies is unpacked, imported or run as root. For a
+job with a runtime env the supervisor prints `{"prepared": …}` on its standard output
+when that is done (the runner holds the job ALLOCATING until then), or ends with
+reason `runtime_env_failed` and the tool's own words. The time limit counts from the
+command's start. The private folder is removed, as the user, when the job ends.
+
 It uses the standard library only: it starts fast and cannot fail on an import.
 """
 
@@ -53,11 +62,14 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.runtime import jobfiles
+from orchestrator.runtime import jobenv, jobfiles
 from orchestrator.core.accounts import Account
 
 PR_SET_PDEATHSIG = 1
 DEFAULT_LOG_CAP = 64 * 1024 * 1024
+MAX_FDS = 64  # the exit-record pipe and one descriptor per package (core/runtime_env.py allows 33)
+MAX_SETUP_ANSWER = 1 << 20
+MAKE_TMPDIR = 'mkdir -p -m 700 -- "$TMPDIR" || exit 125; exec "$@"'
 
 
 def _die_with_parent() -> None:
@@ -77,12 +89,12 @@ def serve() -> int:
     sock = socket.socket(fileno=0)
     while True:
         try:
-            head, fds, _flags, _addr = socket.recv_fds(sock, 8, 1)
+            head, fds, _flags, _addr = socket.recv_fds(sock, 8, MAX_FDS)
             while head and len(head) < 8:
                 head += sock.recv(8 - len(head))
         except OSError:
             return 0
-        if len(head) < 8 or len(fds) != 1:
+        if len(head) < 8 or not fds:
             return 0  # the runner closed its end
         request = json.loads(read_exactly(sock, int.from_bytes(head, "big")))
         pid = os.fork()
@@ -93,10 +105,11 @@ def serve() -> int:
                 os.setsid()  # its own session, as the runner gave the per-job process it replaces
                 sock.close()
                 _stdio(fds[0])
-                code = main(request["argv"], request["sent"])
+                code = main(request["argv"], request["sent"], fds[1:])
             finally:
                 os._exit(code)
-        os.close(fds[0])
+        for fd in fds:
+            os.close(fd)
         sock.sendall(pid.to_bytes(8, "big"))
 
 
@@ -121,8 +134,9 @@ def _stdio(record_fd: int) -> None:
     os.close(record_fd)
 
 
-def main(argv: list[str] | None = None, sent: dict | None = None) -> int:
-    """One job. `sent` (base and job environment) is read from stdin unless given."""
+def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: list[int] | tuple = ()) -> int:
+    """One job. `sent` (base and job environment, and what to prepare) is read from
+    stdin unless given; `package_fds` are the packages it names, open for reading."""
     ap = argparse.ArgumentParser(prog="gpuq-supervisor")
     ap.add_argument("--dir", required=True, type=Path)
     ap.add_argument("--time-limit", type=float, default=0.0, help="seconds; 0 = none")
@@ -144,27 +158,25 @@ def main(argv: list[str] | None = None, sent: dict | None = None) -> int:
     except KeyError:
         account = None
     owner = (account.uid, account.gid) if args.user and account else None
-    dfd, log_fd = jobfiles.prepare(args.dir, owner, args.group_read)
+    try:
+        dfd, log_fd = jobfiles.prepare(args.dir, owner, args.group_read)
+    except (jobfiles.FolderRefused, OSError) as e:
+        # Nothing in that folder is trusted, so the record goes on the pipe only.
+        return _tell({"exit_code": None, "signal": None, "reason": "launch_failed", "message": str(e)[:500],
+                      "started_at": started, "ended_at": time.time()})
+    log = os.fdopen(log_fd, "ab", buffering=0)
 
     def finish(record: dict) -> int:
         record = {**record, "started_at": started, "ended_at": time.time()}
         jobfiles.write_record(dfd, "exit.json", record, owner, args.group_read)
-        try:
-            print(json.dumps(record), flush=True)
-        except (BrokenPipeError, OSError):
-            pass  # the runner is gone; the record on disk is what its node will read
-        return 0
+        return _tell(record)
 
     if account is None:
         message = f"no Unix account {args.user!r} on this node"
-        os.write(log_fd, f"[gpuq] {message}; the job cannot run here\n".encode())
+        log.write(f"[gpuq] {message}; the job cannot run here\n".encode())
         return finish({"exit_code": None, "signal": None, "reason": "no_account", "message": message})
 
-    env = {**sent.get("base", {}), **account.login_env(), **sent.get("env", {})}
-    # The directory change happens as the user (env --chdir runs after the switch).
-    command = ["/usr/bin/env", f"--chdir={args.cwd or account.home}", *command]
     switch = {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)} if owner else {}
-
     stop_requested = {"why": None}
 
     def on_term(signum, frame):  # noqa: ARG001
@@ -174,14 +186,79 @@ def main(argv: list[str] | None = None, sent: dict | None = None) -> int:
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, on_term)
 
+    base = {**sent.get("base", {}), **account.login_env()}
+    env = {**base, **sent.get("env", {})}
+    plan = sent.get("prepare")
+    folder = None
+    if plan:
+        try:
+            folder = jobenv.user_folder(plan["scratch"], account.uid, account.gid)
+        except (jobenv.SetupFailed, OSError) as e:  # the node's fault, not the job's
+            log.write(f"[gpuq] the job's private folder could not be made: {e}\n".encode())
+            return finish({"exit_code": None, "signal": None, "reason": "launch_failed", "message": str(e)[:500]})
+        env["TMPDIR"] = str(folder / "jobs" / plan["job"] / "tmp")
+    if plan and plan.get("announce"):  # a runtime env: made by a child that is the user already
+        try:
+            made = _as_user(switch, lambda: jobenv.prepare(folder, plan["job"], plan, list(package_fds), base),
+                            stop_requested, float(plan.get("timeout") or 600))
+        except jobenv.SetupFailed as e:
+            log.write(f"[gpuq] runtime env setup failed:\n{e}\n".encode())
+            return finish({"exit_code": None, "signal": None, "reason": "runtime_env_failed",
+                           "message": str(e)[-2000:]})
+        finally:
+            for fd in package_fds:
+                os.close(fd)
+        if made is None:  # stopped while it was being prepared
+            _remove(switch, folder, plan["job"])
+            return finish({"exit_code": None, "signal": None, "reason": stop_requested["why"]})
+        if made["pythonpath"]:
+            env["PYTHONPATH"] = os.pathsep.join([*made["pythonpath"], *filter(None, [env.get("PYTHONPATH")])])
+        if made["venv"]:
+            env["PATH"] = f"{made['venv']}{os.sep}bin{os.pathsep}{env.get('PATH') or os.defpath}"
+            env["VIRTUAL_ENV"] = made["venv"]
+        args.cwd = made["cwd"] or args.cwd
+        for note in made["notes"]:
+            log.write(f"[gpuq] {note}\n".encode())
+        _tell({"prepared": {"setup_s": made["setup_s"]}})
+        started = time.time()  # the time limit counts from the command's start
+    # After the switch to the user: the job's TMPDIR is made (a plain job's here, an exec
+    # rather than a fork of this process: ~5 ms a job less), then the directory changed
+    # to (env --chdir), so a job cannot start inside a folder its user could not enter.
+    command = ["/usr/bin/env", f"--chdir={args.cwd or account.home}", *command]
+    if folder is not None:
+        command = ["/bin/sh", "-c", MAKE_TMPDIR, "gpuq-job", *command]
+    try:
+        record = _run(command, env, switch, args, log, dfd, owner, started, stop_requested)
+    finally:
+        log.close()
+    code = finish(record)
+    if folder is not None:
+        # After the record is out: the runner learns of the end without waiting for this.
+        os.close(1)
+        _remove(switch, folder, plan["job"])
+    return code
+
+
+def _remove(switch: dict, folder: Path, job: str) -> None:
+    """Remove the job's private folder as its user (a link in it leads nowhere of root's)."""
+    try:
+        _as_user(switch, lambda: jobenv.remove(folder, job), {"why": None}, 60)
+    except jobenv.SetupFailed:
+        pass  # what is left is the user's own, in their own folder
+
+
+def _run(command: list[str], env: dict, switch: dict, args, log, dfd: int, owner, started: float,
+         stop_requested: dict) -> dict:
+    """Run the command to its end: its output into the log, TERM then KILL at a stop or
+    the time limit. Returns the exit record."""
     try:
         child = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             process_group=0, close_fds=True, env=env, **switch,
         )
     except OSError as e:
-        os.write(log_fd, f"[gpuq] could not start the command: {e}\n".encode())
-        return finish({"exit_code": 127, "signal": None, "reason": "launch_failed"})
+        log.write(f"[gpuq] could not start the command: {e}\n".encode())
+        return {"exit_code": 127, "signal": None, "reason": "launch_failed"}
     jobfiles.write_record(dfd, "start.json", {"supervisor_pid": os.getpid(), "pid": child.pid, "started_at": started},
                           owner, args.group_read)
 
@@ -192,55 +269,123 @@ def main(argv: list[str] | None = None, sent: dict | None = None) -> int:
     sel = selectors.DefaultSelector()
     os.set_blocking(child.stdout.fileno(), False)
     sel.register(child.stdout, selectors.EVENT_READ)
-    with os.fdopen(log_fd, "ab", buffering=0) as log:
-        open_pipe = True
-        while True:
-            now = time.time()
-            if reason is None:
-                if stop_requested["why"]:
-                    reason = stop_requested["why"]
-                elif deadline is not None and now >= deadline:
-                    reason = "time_limit"
-                    log.write(f"\n[gpuq] time limit of {args.time_limit:.0f} s reached; stopping\n".encode())
-                if reason is not None:
-                    _signal_group(child.pid, signal.SIGTERM)
-                    term_sent_at = now
-            elif term_sent_at is not None and now - term_sent_at >= args.grace:
-                _signal_group(child.pid, signal.SIGKILL)
-                term_sent_at = None
-            if open_pipe:
-                for _key, _ in sel.select(timeout=0.2):
-                    try:
-                        chunk = os.read(child.stdout.fileno(), 65536)
-                    except BlockingIOError:
-                        continue
-                    if not chunk:
-                        sel.unregister(child.stdout)
-                        open_pipe = False
-                        break
-                    room = args.log_cap - written
-                    if room > 0:
-                        log.write(chunk[:room])
-                        written += min(room, len(chunk))
-                        if len(chunk) > room:
-                            log.write(f"\n[gpuq] log truncated at {args.log_cap} bytes; later output is discarded\n".encode())
-                    dropped += max(0, len(chunk) - max(room, 0))
-            else:
-                time.sleep(0.05)
-            code = child.poll()
-            if code is not None and not open_pipe:
-                break
-            if code is not None:
-                # The command exited but something it started still holds the pipe: the job
-                # is over, so stop the rest of its group (output already in the pipe is kept).
-                _signal_group(child.pid, signal.SIGKILL)
-        if dropped:
-            log.write(f"[gpuq] {dropped} bytes of output were discarded\n".encode())
+    open_pipe = True
+    while True:
+        now = time.time()
+        if reason is None:
+            if stop_requested["why"]:
+                reason = stop_requested["why"]
+            elif deadline is not None and now >= deadline:
+                reason = "time_limit"
+                log.write(f"\n[gpuq] time limit of {args.time_limit:.0f} s reached; stopping\n".encode())
+            if reason is not None:
+                _signal_group(child.pid, signal.SIGTERM)
+                term_sent_at = now
+        elif term_sent_at is not None and now - term_sent_at >= args.grace:
+            _signal_group(child.pid, signal.SIGKILL)
+            term_sent_at = None
+        if open_pipe:
+            for _key, _ in sel.select(timeout=0.2):
+                try:
+                    chunk = os.read(child.stdout.fileno(), 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    sel.unregister(child.stdout)
+                    open_pipe = False
+                    break
+                room = args.log_cap - written
+                if room > 0:
+                    log.write(chunk[:room])
+                    written += min(room, len(chunk))
+                    if len(chunk) > room:
+                        log.write(f"\n[gpuq] log truncated at {args.log_cap} bytes; later output is discarded\n".encode())
+                dropped += max(0, len(chunk) - max(room, 0))
+        else:
+            time.sleep(0.05)
+        code = child.poll()
+        if code is not None and not open_pipe:
+            break
+        if code is not None:
+            # The command exited but something it started still holds the pipe: the job
+            # is over, so stop the rest of its group (output already in the pipe is kept).
+            _signal_group(child.pid, signal.SIGKILL)
+    if dropped:
+        log.write(f"[gpuq] {dropped} bytes of output were discarded\n".encode())
     # Anything left in the group (a daemon the command started) goes with it.
     _signal_group(child.pid, signal.SIGKILL)
     code = child.returncode
     sig = -code if code < 0 else None
-    return finish({"exit_code": 128 + sig if sig else code, "signal": sig, "reason": reason or "exited"})
+    return {"exit_code": 128 + sig if sig else code, "signal": sig, "reason": reason or "exited"}
+
+
+def _tell(record: dict) -> int:
+    """A line for the runner on the pipe (standard output)."""
+    try:
+        print(json.dumps(record), flush=True)
+    except (BrokenPipeError, OSError, ValueError):
+        pass  # the runner is gone; the record on disk is what its node will read
+    return 0
+
+
+def _as_user(switch: dict, work, stop_requested: dict, timeout: float):
+    """Run `work` in a child that has switched to the job's user (no switch: as this
+    account), in its own process group; its answer (JSON-able). None if a stop came
+    first; raises jobenv.SetupFailed for its failure or at the time-out."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setpgid(0, 0)  # what it starts (pip) is stopped with it
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):  # never the runner's pipe
+                os.dup2(null, fd)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            if switch:
+                os.setgroups(switch["extra_groups"])
+                os.setgid(switch["group"])
+                os.setuid(switch["user"])
+            os.umask(0o077)
+            try:
+                answer = {"ok": work()}
+            except jobenv.SetupFailed as e:
+                answer = {"error": str(e)}
+            except Exception as e:  # noqa: BLE001 - said in the job's log, never a traceback
+                answer = {"error": f"{type(e).__name__}: {e}"}
+            data = json.dumps(answer).encode()
+            while data:
+                data = data[os.write(write_end, data):]
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    deadline = time.monotonic() + timeout
+    said = b""
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(read_end, selectors.EVENT_READ)
+            while True:
+                if stop_requested["why"] or time.monotonic() > deadline:
+                    _signal_group(pid, signal.SIGKILL)
+                    if stop_requested["why"]:
+                        return None
+                    raise jobenv.SetupFailed(f"not ready after {timeout:.0f} s (runtime_env_setup_timeout_s)")
+                if sel.select(timeout=0.2):
+                    chunk = os.read(read_end, 65536)
+                    if not chunk:
+                        break
+                    said += chunk[:MAX_SETUP_ANSWER - len(said)]
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    try:
+        answer = json.loads(said)
+    except ValueError:
+        raise jobenv.SetupFailed("the setup ended without an answer") from None
+    if "error" in answer:
+        raise jobenv.SetupFailed(answer["error"])
+    return answer["ok"]
 
 
 def _signal_group(pgid: int, sig: int) -> None:

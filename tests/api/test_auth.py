@@ -161,6 +161,10 @@ def test_a_multi_user_install_refuses_a_token_for_a_name_with_no_account(monkeyp
     with pytest.raises(InvalidSpec) as exc:
         token_admin.check_new("no-such-account-here", "user", {})
     assert exc.value.errors[0][0] == "user" and "no Unix account" in exc.value.errors[0][1]
-    token_admin.check_new("root", "user", {})
+    for system in ("root", "daemon"):  # jobs run as people's accounts only
+        with pytest.raises(InvalidSpec, match="root|system account"):
+            token_admin.check_new(system, "user", {})
+    token_admin.check_new("daemon", "user", {"allowed_system_accounts": ["daemon"]})  # unless the site says so
+    token_admin.check_new("root", "reader", {})  # a reader runs nothing
     with pytest.raises(InvalidSpec):
         token_admin.check_new("alice", "superuser", {})

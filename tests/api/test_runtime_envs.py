@@ -1,20 +1,24 @@
 """Ray runtime environments on gpuq, as Ray users meet them: the unmodified `ray job
-submit --working-dir`, JobSubmissionClient, a pip env from a wheel built here (no
-registry), a pip env that fails, `gpuq submit --working-dir`, and the package routes."""
+submit --working-dir`, JobSubmissionClient, a pip env from the site's index (a folder
+index of wheels built here: no registry), a pip env that fails, `gpuq submit
+--working-dir`, and the package routes. One orchestrator for the module."""
 
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from tests.orchestration import Harness
 from tests.raycluster import wait_for
-from tests.support import write_wheel
+from tests.support import write_index, write_wheel
 
 pytestmark = pytest.mark.ray
 
@@ -22,6 +26,19 @@ RAY = str(Path(sys.executable).with_name("ray"))
 GPUQ = str(Path(sys.executable).with_name("gpuq"))
 ALICE = {"Authorization": "Bearer alice-token"}
 CLEAN = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+
+
+@pytest.fixture(scope="module")
+def orch(ray_cluster, tmp_path_factory):
+    """One orchestrator whose site installs pip envs from a folder index every account can
+    read (pytest's own folders are root's alone)."""
+    index = Path(tempfile.mkdtemp(prefix="gpuq-index-"))
+    wheels = tmp_path_factory.mktemp("wheels")
+    url = write_index(index, [write_wheel(wheels, "gpuq_tiny", code=b"WHO = 'the tiny package'\n")])
+    harness = Harness(tmp_path_factory.mktemp("renv"), pip_index_url=url)
+    yield harness
+    harness.teardown()
+    shutil.rmtree(index, ignore_errors=True)
 
 
 @pytest.fixture
@@ -64,33 +81,28 @@ def test_job_submission_client_with_a_working_dir_and_its_exit_code(api, orch, p
     assert client.get_job_info(bad).driver_exit_code == 5
 
 
-def test_a_pip_env_from_a_local_wheel_is_importable_in_the_job_and_absent_outside_it(orch, tmp_path):
-    folder = tmp_path / "wheels"
-    folder.mkdir()
-    whl = write_wheel(folder, "gpuq_tiny", code=b"WHO = 'the tiny package'\n")
+def test_a_pip_env_from_the_sites_index_is_importable_in_the_job_and_absent_outside_it(orch):
     check = "python3 -c 'import gpuq_tiny; print(gpuq_tiny.WHO)'"
-    # As the service account: the virtualenv's interpreter is the one Ray runs on, and on
-    # this machine that Python lives under /root, which other accounts cannot enter.
-    inside = orch.submit(check, runtime_env={"pip": [str(whl)]}, max_retries=0, user="admin")
-    outside = orch.submit(check, max_retries=0, user="admin")
+    inside = orch.submit(check, runtime_env={"pip": ["gpuq-tiny==1.0"]}, max_retries=0, user="alice")
+    outside = orch.submit(check, max_retries=0, user="alice")
     job = orch.wait_state(inside, "completed", "failed", timeout=300)
     assert job["state"] == "completed", (job["events"], orch.log(inside))
     assert orch.log(inside) == "the tiny package\n"
-    assert any(e["trigger"] == "runtime_env" for e in job["events"])
+    assert any(e["trigger"] == "runtime_env" and "as its user" in e["reason"] for e in job["events"])
     assert orch.wait_state(outside, "completed", "failed")["state"] == "failed"
     assert "No module named 'gpuq_tiny'" in orch.log(outside)
 
 
-def test_a_pip_env_that_cannot_install_fails_the_job_once_with_a_readable_reason(orch, tmp_path):
-    job_id = orch.submit("echo never", runtime_env={"pip": [str(tmp_path / "gpuq_missing-1.0-py3-none-any.whl")]},
-                         max_retries=2)
+def test_a_pip_env_that_cannot_install_fails_the_job_once_with_pips_own_words(orch):
+    job_id = orch.submit("echo never", runtime_env={"pip": ["gpuq-missing==1.0"]}, max_retries=2, user="alice")
     job = orch.wait_state(job_id, "failed", "completed", timeout=300)
     assert job["state"] == "failed" and job["attempts"] == 0 and job["retries"] == 0
     assert job["failure_reason"].startswith("runtime env setup failed:")
+    assert "gpuq-missing==1.0" in job["failure_reason"]
     log = orch.log(job_id)
-    assert "gpuq_missing-1.0-py3-none-any.whl" in log and "Traceback" not in log
-    slots = orch.call("status")["details"]["slots"]
-    assert slots == {"busy": 0, "parked": 0}  # the slot Ray could not prepare is gone, its GPU free
+    assert "No matching distribution found for gpuq-missing==1.0" in log and "Traceback" not in log
+    # The job's GPU is free again, and its runner gone: nothing of it runs on.
+    wait_for(lambda: orch.call("status")["details"]["slots"]["busy"] == 0, 30, what="its slot to be let go")
 
 
 def test_gpuq_submit_with_a_working_dir_uploads_and_runs_in_it(api, orch, project):

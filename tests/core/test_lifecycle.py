@@ -76,12 +76,20 @@ def test_a_preempted_job_goes_back_in_line_in_its_place_when_its_processes_are_g
     ([{"exit_code": -15, "reason": "stopped"}], None, ExitKind.STOPPED, None),
     ([{"exit_code": 1, "reason": "no_account"}], None, ExitKind.NO_ACCOUNT, None),
     ([ok(1)], "GPU gmi-node-1:0 unhealthy: XID 79", ExitKind.EVICTED, None),
+    ([ok(), {"exit_code": None, "reason": "runtime_env_failed", "message": "pip install failed:\nERROR: no x"}], None,
+     ExitKind.RUNTIME_ENV, None),
+    ([{"exit_code": None, "reason": "launch_failed", "message": "the job folder exists already"}], None,
+     ExitKind.LAUNCH_FAILED, None),
 ])
 def test_what_the_runners_report_is_one_typed_exit(results, evicted, kind, code):
     ended = lifecycle.classify(results, evicted, lambda rank: "gmi-node-2", "alice")
     assert ended.kind is kind and ended.exit_code == code
     if kind is ExitKind.NO_ACCOUNT:
         assert ended.message == "no Unix account for alice on gmi-node-2"
+    if kind is ExitKind.RUNTIME_ENV:  # the tool's last line, as the job's reason
+        assert ended.message == "runtime env setup failed: ERROR: no x"
+    if kind is ExitKind.LAUNCH_FAILED:
+        assert ended.message == "launch failed: the job folder exists already"
 
 
 def test_exit_zero_completes(world):

@@ -21,7 +21,6 @@ class FakeSlot:
     gpus: list[int] = field(default_factory=list)
     parked_at: float | None = None
     ready: bool = True
-    setup_s: float = 0.0
 
 
 class FakeBackend:
@@ -38,8 +37,9 @@ class FakeBackend:
         self.placement_wait_s = 0.3
         self.lost_nodes: list[str] = []
         self.env_failure: str | None = None  # set: a runtime env's setup fails with these words
-        self.envs: list[dict | None] = []  # the runtime env of each acquire
+        self.envs: list[dict | None] = []  # what each start asked the node to make (runtime_env.plan)
         self.kept: list[set[str]] = []  # packages kept, each round
+        self.packages: dict[str, bytes] = {}  # Ray's store: stored name -> bytes
         self.node_ids = {n: f"id-{n}" for n in self.node_sizes}  # a new id: the node's raylet was replaced
         self._n = 0
 
@@ -59,28 +59,29 @@ class FakeBackend:
     def connected(self) -> bool:
         return True
 
-    async def acquire(self, node, size, prefer, avoid=frozenset(), env=None):
-        self.envs.append(env)
-        if env and self.env_failure:
-            raise RuntimeEnvFailed(self.env_failure)
+    async def acquire(self, node, size, prefer, avoid=frozenset()):
         deadline = asyncio.get_running_loop().time() + self.placement_wait_s
         while not self.placeable:  # as Ray does: wait for the placement, give up at the time-out
             if asyncio.get_running_loop().time() > deadline or node in self.lost_nodes:
                 return None
             await asyncio.sleep(0.01)
         self._n += 1
-        slot = FakeSlot(f"gpuq-slot-{self._n}", node, size, list(prefer), setup_s=2.5 if env else 0.0)
+        slot = FakeSlot(f"gpuq-slot-{self._n}", node, size, list(prefer))
         self.slots[slot.name] = slot
         return slot
 
     async def start(self, slots, job_id, attempt, job_env, command, working_dir, time_limit, grace, account=None,
-                    base_env=None, group_read=False) -> list[dict]:
+                    base_env=None, group_read=False, renv=None) -> list[dict]:
+        self.envs.append(renv)
+        if renv and self.env_failure:
+            raise RuntimeEnvFailed(self.env_failure)
         self.started.append((job_id, attempt))
         infos = []
         for rank, name in enumerate(slots):
             slot = self.slots[name]
             self.runs[(job_id, attempt, rank)] = asyncio.get_running_loop().create_future()
-            infos.append({"node": slot.node, "gpus": slot.gpus, "pid": 1000 + rank, "started_at": self.clock()})
+            infos.append({"node": slot.node, "gpus": slot.gpus, "pid": 1000 + rank, "started_at": self.clock(),
+                          **({"setup_s": 2.5} if renv else {})})
         return infos
 
     async def wait(self, name, job_id, attempt, rank):
@@ -120,7 +121,16 @@ class FakeBackend:
     def keep_packages(self, uris, keep_s) -> None:
         self.kept.append(set(uris))
 
-    def adopt_slot(self, name, node, size, gpus, env=None) -> None:
+    def package_exists(self, stored, keep_s) -> bool:
+        return stored in self.packages
+
+    def package_get(self, stored) -> bytes | None:
+        return self.packages.get(stored)
+
+    def package_put(self, stored, data, keep_s) -> None:
+        self.packages[stored] = data
+
+    def adopt_slot(self, name, node, size, gpus) -> None:
         self.slots[name] = FakeSlot(name, node, size, list(gpus))
 
     def forget_unknown_slots(self, keep) -> None:

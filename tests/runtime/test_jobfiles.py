@@ -44,3 +44,21 @@ def test_an_exit_record_is_believed_only_as_far_as_it_makes_sense(tmp_path):
                                           "started_at": None, "ended_at": None}
     (folder / "exit.json").write_text("[1, 2]")
     assert jobfiles.read_exit(folder) is None
+
+
+def test_a_folder_that_exists_is_refused_never_adopted(tmp_path):
+    import pytest
+
+    folder = tmp_path / "b"
+    folder.mkdir()
+    os.mkfifo(folder / "output.log")
+    with pytest.raises(jobfiles.FolderRefused, match="exists already"):
+        jobfiles.prepare(folder, None, group_read=False)
+
+
+def test_a_record_with_a_second_link_is_not_the_jobs(tmp_path):
+    folder = tmp_path / "b"
+    dfd, _ = jobfiles.prepare(folder, None, group_read=False)
+    jobfiles.write_record(dfd, "exit.json", {"exit_code": 0, "reason": "exited"}, None)
+    os.link(folder / "exit.json", tmp_path / "elsewhere")  # a hard link: the same file, named twice
+    assert jobfiles.read_exit(folder) is None

@@ -79,7 +79,7 @@ def test_a_job_sees_a_clean_environment(lab):
     names = {kv.split("=", 1)[0]: kv.split("=", 1)[1] for kv in output(lab, job_id).split("\0") if "=" in kv}
     assert names["MY_SETTING"] == "42" and names["GPUQ_USER"] == "alice" and names["CUDA_VISIBLE_DEVICES"]
     gpuq_set = {"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"}
-    base = {"PATH", "LANG", "TZ", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "SHLVL", "_", "MY_SETTING"}
+    base = {"PATH", "LANG", "TZ", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "SHLVL", "_", "MY_SETTING", "TMPDIR"}
     unexpected = {n for n in names if n not in gpuq_set | base and not n.startswith(("GPUQ_", "PET_"))}
     assert not unexpected, f"the service's environment leaked into the job: {sorted(unexpected)}"
     assert not any(n.startswith("RAY_") for n in names)

@@ -8,13 +8,17 @@ from __future__ import annotations
 import asyncio
 import getpass
 
+import pytest
+
 from orchestrator.core.errors import InvalidSpec
 from orchestrator.core.states import JobState
 from orchestrator.runtime.service import OrchestratorService
 from tests.runtime.fakes import FakeBackend
 
 T0 = 1_800_000_000.0
-USER = getpass.getuser()  # an account that exists, single- or multi-user
+# An account that exists, single- or multi-user. Nothing runs as it here (the backend is
+# a fake), so the site allows it even where it is root (core/accounts.py).
+USER = getpass.getuser()
 
 
 class Clock:
@@ -49,7 +53,8 @@ class World:
         self.clock = Clock()
         self.backend = FakeBackend(self.clock)
         self.config = {"store_path": str(tmp_path / "gpuq.db"), "data_dir": str(tmp_path / "data"),
-                       "loop_interval_s": 0.05, "warm_slots_per_node": 0, "telemetry_interval_s": 3600, **config}
+                       "loop_interval_s": 0.05, "warm_slots_per_node": 0, "telemetry_interval_s": 3600,
+                       "allowed_system_accounts": [USER], **config}
         self.svc = self.start()
 
     def start(self) -> OrchestratorService:
@@ -297,23 +302,43 @@ def test_a_node_dead_across_an_orchestrator_restart_is_still_shown_down(tmp_path
 
 
 PACKAGE = "gcs://_ray_pkg_0123456789abcdef.zip"
+MODULE = "gcs://_ray_pkg_fedcba9876543210.zip"
 
 
-def test_a_runtime_env_is_asked_of_the_backend_and_its_setup_time_is_in_the_history(tmp_path):
+def test_a_runtime_env_is_made_on_the_node_with_the_owners_packages_and_its_time_is_in_the_history(tmp_path):
+    from orchestrator.core.packages import stored_uri
+
     async def body(w):
+        w.backend.packages[stored_uri(USER, PACKAGE)] = b"PK"
         renv = {"working_dir": PACKAGE, "pip": ["tiny==1.0"], "env_vars": {"A": "1"}}
         job_id = await w.submit(runtime_env=renv)
         plain = await w.submit()
         job = await w.running(job_id)
         await w.running(plain)
-        # What Ray prepares; env_vars go to the job's env, so a job with only those uses any slot.
-        assert {"working_dir": PACKAGE, "pip": {"packages": ["tiny==1.0"], "pip_check": False}} in w.backend.envs
+        made = next(e for e in w.backend.envs if e)
+        # The package as alice stored it; pip's list; env_vars go to the job's env instead.
+        assert made["packages"] == [{"kind": "working_dir", "uri": PACKAGE, "stored": stored_uri(USER, PACKAGE)}]
+        assert made["pip"] == {"packages": ["tiny==1.0"], "pip_check": False}
         assert None in w.backend.envs and job.spec.env == {"A": "1"}
         assert any(e.trigger == "runtime_env" and "2.5 s" in e.reason for e in job.events)
     scenario(tmp_path, body)
 
 
-def test_a_runtime_env_that_fails_to_set_up_fails_the_job_once_with_rays_words_in_its_log(tmp_path):
+def test_a_job_naming_a_package_its_user_did_not_upload_is_refused_at_submit(tmp_path):
+    from orchestrator.core.errors import InvalidSpec
+    from orchestrator.core.packages import stored_uri
+
+    async def body(w):
+        w.backend.packages[stored_uri("bob", PACKAGE)] = b"PK"  # bob's, under the same name
+        with pytest.raises(InvalidSpec) as refused:
+            await w.submit(runtime_env={"working_dir": PACKAGE})  # as USER
+        assert refused.value.errors[0][0] == "runtime_env.working_dir"
+        assert f"not on this cluster for {USER}" in refused.value.errors[0][1]
+        assert not list(w.svc.queue.jobs())
+    scenario(tmp_path, body)
+
+
+def test_a_runtime_env_that_fails_to_set_up_fails_the_job_once_with_the_tools_words_in_its_log(tmp_path):
     async def body(w):
         w.backend.env_failure = "ERROR: No matching distribution found for tiny==9.9"
         job_id = await w.submit(runtime_env={"pip": ["tiny==9.9"]}, max_retries=3)
@@ -321,19 +346,23 @@ def test_a_runtime_env_that_fails_to_set_up_fails_the_job_once_with_rays_words_i
         await cycles(w)  # not retried: the same spec fails the same way
         assert job.state is JobState.FAILED and job.retries == 0 and w.backend.started == []
         assert job.failure_reason == "runtime env setup failed: ERROR: No matching distribution found for tiny==9.9"
-        assert w.svc.inventory.free_count() == 16
+        assert w.svc.inventory.free_count() == 16 and not w.backend.slots  # its runners are gone
         log = await w.svc.logs(job_id)
         assert "No matching distribution found for tiny==9.9" in log["data"] and log["done"]
     scenario(tmp_path, body)
 
 
-def test_packages_named_by_unfinished_jobs_are_kept(tmp_path):
+def test_packages_named_by_unfinished_jobs_are_kept_under_their_owners_names(tmp_path):
+    from orchestrator.core.packages import stored_uri
+
     async def body(w):
+        for uri in (PACKAGE, MODULE):
+            w.backend.packages[stored_uri(USER, uri)] = b"PK"
         w.backend.placeable = False  # both stay in line
         await w.submit(runtime_env={"working_dir": PACKAGE})
-        await w.submit(runtime_env={"py_modules": ["gcs://_ray_pkg_fedcba9876543210.zip"]})
+        await w.submit(runtime_env={"py_modules": [MODULE]})
         w.svc.keep_packages()
-        both = {PACKAGE, "gcs://_ray_pkg_fedcba9876543210.zip"}
+        both = {stored_uri(USER, PACKAGE), stored_uri(USER, MODULE)}
         await until(lambda: both in w.backend.kept)
     scenario(tmp_path, body)
 

@@ -1,0 +1,158 @@
+"""A job's private folder and runtime env on its node, made by its own user.
+
+The supervisor (root in a multi-user install) does only what needs root: it makes the
+user's folder under the node's scratch root (`user_folder`) and hands over descriptors
+of the packages the runner fetched. Everything a user supplies is then handled by a
+process that has already switched to the job's user (`prepare`, in a child of the
+supervisor), so no byte of it is unpacked, imported or executed by root:
+
+    <scratch_dir>/<uid>/                  the user's, 0700 (root makes it; the root above is 0711)
+        jobs/<job>-<attempt>-<rank>/      one per bundle, removed when the job ends (`remove`)
+            tmp/                          the job's TMPDIR, 0700
+            work/                         the unpacked working_dir (the command runs here)
+            modules/<i>/                  the unpacked py_modules, on PYTHONPATH
+        envs/<hash>/                      a virtualenv per pip/uv list: built once, reused
+
+A virtualenv is built from the site's job Python (`python3` on the job's PATH unless
+the site names one) with its system packages visible, as Ray's pip env is, and pip
+runs `--isolated` (no user config or PIP_* variable) against the site's index only.
+The same list for the same user on the same node is built once: a lock serializes
+builds, and a marker says an env is complete.
+
+Standard library only. Everything `prepare` needs is imported here, before the switch
+to the user: after it, the interpreter's own library may be out of the user's reach
+(a Python under /root, as on this machine's image), and an import would fail.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+from orchestrator.runtime.unpack import UnpackError, unpack
+
+READY = ".gpuq-ready"
+OUTPUT_TAIL = 3000
+
+
+class SetupFailed(Exception):
+    """The job's runtime env could not be made (the message is the tool's own words)."""
+
+
+def user_folder(scratch: str, uid: int, gid: int) -> Path:
+    """As root: `<scratch>/<uid>`, the user's own (0700), creating the scratch root
+    (0711, the service's) and the folder as needed. Refuses a scratch root that is not
+    the service's or that others may write, and a user folder that is not a folder of
+    that user: in a root-owned 0711 folder, only root can have made one."""
+    root = Path(scratch)
+    root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    dfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(dfd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise SetupFailed(f"scratch_dir {scratch} must belong to the service account and not be writable by others")
+        if stat.S_IMODE(st.st_mode) != 0o711:
+            os.fchmod(dfd, 0o711)
+        name = str(uid)
+        try:
+            os.mkdir(name, 0o700, dir_fd=dfd)
+            made = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
+            try:
+                os.fchown(made, uid, gid)
+                os.fchmod(made, 0o700)
+            finally:
+                os.close(made)
+        except FileExistsError:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
+                raise SetupFailed(f"{root / name} is not a folder of uid {uid}; remove it") from None
+    finally:
+        os.close(dfd)
+    return root / str(uid)
+
+
+def prepare(folder: Path, job: str, plan: dict, package_fds: list[int], env: dict[str, str]) -> dict:
+    """As the job's user: the bundle's folder with its TMPDIR, its packages unpacked and
+    its virtualenv ready. Returns what the command's environment needs (cwd, pythonpath,
+    venv) and notes for its log; raises SetupFailed. (A job without a runtime env gets
+    its TMPDIR from the command's own start: supervisor.MAKE_TMPDIR.)"""
+    began = time.monotonic()
+    here = folder / "jobs" / job
+    if here.exists():  # a bundle's folder is its own: anything there is a leftover of this user's
+        shutil.rmtree(here)
+    (here / "tmp").mkdir(parents=True, mode=0o700)
+    os.chmod(here, 0o700)
+    out: dict = {"cwd": None, "pythonpath": [], "venv": None, "notes": []}
+    packages = plan.get("packages") or []
+    if packages:
+        for i, (package, fd) in enumerate(zip(packages, package_fds)):
+            dest = here / "work" if package["kind"] == "working_dir" else here / "modules" / str(i)
+            dest.mkdir(parents=True)
+            try:
+                with os.fdopen(fd, "rb") as source:
+                    left_out = unpack(source, dest, int(plan.get("unpack_limit") or 1 << 30))
+            except (UnpackError, OSError) as e:
+                raise SetupFailed(f"{package['uri']} could not be unpacked: {e}") from None
+            out["notes"] += [f"{package['uri']}: {line}" for line in left_out]
+            if package["kind"] == "working_dir":
+                out["cwd"] = str(dest)
+                out["pythonpath"].insert(0, str(dest))
+            else:
+                out["pythonpath"].append(str(dest))
+    for kind in ("pip", "uv"):
+        if plan.get(kind):
+            out["venv"] = str(virtualenv(folder / "envs", kind, plan[kind], plan, env))
+    out["setup_s"] = round(time.monotonic() - began, 3)
+    return out
+
+
+def virtualenv(envs: Path, kind: str, spec: dict, plan: dict, env: dict[str, str]) -> Path:
+    """The user's virtualenv for this requirement list, built unless it is already."""
+    python = shutil.which(plan.get("python") or "python3", path=env.get("PATH")) or ""
+    if not python:
+        raise SetupFailed(f"no {plan.get('python') or 'python3'} on the job's PATH to make a virtualenv with")
+    index = plan.get("index_url")
+    key = hashlib.sha256(json.dumps([kind, spec, index, os.path.realpath(python)], sort_keys=True).encode())
+    final = envs / key.hexdigest()[:16]
+    envs.mkdir(mode=0o700, exist_ok=True)
+    with open(envs / f"{final.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another job of this user may be building the same env
+        if (final / READY).exists():
+            return final
+        if final.exists():
+            shutil.rmtree(final)  # a build that did not finish
+        uv = shutil.which("uv", path=env.get("PATH")) if kind == "uv" else None
+        packages = list(spec["packages"])
+        index_args = ["--index-url", index] if index else []
+        if uv:
+            _run([uv, "venv", "--quiet", "--system-site-packages", "--python", python, str(final)], env)
+            _run([uv, "pip", "install", "--quiet", "--python", str(final / "bin" / "python"), *index_args,
+                  "--", *packages], env)
+        else:
+            _run([python, "-m", "venv", "--system-site-packages", str(final)], env)
+            _run([str(final / "bin" / "python"), "-m", "pip", "install", "--isolated", "--quiet", "--no-input",
+                  "--disable-pip-version-check", *index_args, "--", *packages], env)
+        if spec.get(f"{kind}_check"):
+            _run([str(final / "bin" / "python"), "-m", "pip", "check"], env)
+        (final / READY).touch()
+    return final
+
+
+def _run(args: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                          cwd=env.get("HOME") if os.path.isdir(env.get("HOME", "")) else "/")
+    if done.returncode != 0:
+        said = done.stdout.decode("utf-8", "replace").strip()
+        raise SetupFailed(f"{os.path.basename(args[0])} {' '.join(args[1:3])} failed:\n{said[-OUTPUT_TAIL:]}")
+
+
+def remove(folder: Path, job: str) -> None:
+    """As the job's user: remove the bundle's folder (its TMPDIR with it)."""
+    shutil.rmtree(folder / "jobs" / job, ignore_errors=True)
