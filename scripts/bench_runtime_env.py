@@ -33,6 +33,7 @@ import ray  # noqa: E402
 from ray._private.runtime_env.packaging import create_package, get_uri_for_directory  # noqa: E402
 
 from orchestrator.core.config import Config  # noqa: E402
+from orchestrator.core.rights import Caller  # noqa: E402
 from orchestrator.runtime.actor import start_orchestrator  # noqa: E402
 from orchestrator.runtime.localcluster import start_inprocess_cluster  # noqa: E402
 from tests.support import write_wheel  # noqa: E402
@@ -70,7 +71,7 @@ class Gpuq:
         uri = get_uri_for_directory(str(d), include_gitignore=True)
         target = tmp / uri.split("://")[1]
         create_package(str(d), target, include_gitignore=True)
-        ray.get(self.actor.package_put.remote(uri, target.read_bytes()))
+        ray.get(self.actor.package_put.remote(uri, target.read_bytes(), Caller(self.user, "user")))
         return uri
 
     def pip(self, tmp: Path, n: int) -> dict:
