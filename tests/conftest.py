@@ -48,15 +48,23 @@ def ray_cluster(unix_accounts):
     cluster.shutdown()
 
 
-@pytest.fixture
-def orch(ray_cluster, tmp_path):
-    """A fresh orchestrator with its own store and data folder; afterwards nothing of it
-    is left: no gpuq actor, no placement group, no tagged process, all 16 GPUs free."""
-    from tests.orchestration import Harness
+@pytest.fixture(scope="module")
+def module_orch(ray_cluster, tmp_path_factory):
+    """One orchestrator per test module (tests/orchestration.py, Shared), with its own
+    store and data folder; afterwards nothing of it is left: no gpuq actor, no placement
+    group, no tagged process, all 16 GPUs free."""
+    from tests.orchestration import Harness, Shared
 
-    harness = Harness(tmp_path)
-    yield harness
-    harness.teardown()
+    shared = Shared(lambda: Harness(tmp_path_factory.mktemp("orch")))
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def orch(module_orch):
+    """The module's orchestrator on an idle cluster: each test sees earlier tests' finished
+    jobs in the store, so it counts what changed, not what is there."""
+    return module_orch.get()
 
 
 @pytest.fixture(scope="session")

@@ -23,9 +23,18 @@ FAST = dict(loop_interval_s=0.5, placement_timeout_s=20, stop_grace_s=1.0, reap_
 
 
 class Harness:
+    """One orchestrator on the session's cluster. There is only ever one (its actor name is
+    the cluster's), so a new Harness first ends whichever one is running."""
+
+    current: "Harness | None" = None
+
     def __init__(self, tmp_path, **config):
+        if Harness.current is not None:
+            Harness.current.teardown()
         self.tmp = tmp_path
+        self.closed = False
         self.config = {"store_path": str(tmp_path / "gpuq.db"), "data_dir": str(tmp_path / "data"), **FAST, **config}
+        Harness.current = self
         self.actor = start_orchestrator(self.config)
         assert ray.get(self.actor.ping.remote(), timeout=60) == "ok"
         self.cluster_id = ray.get(self.actor.status.remote())["details"]["cluster_id"]
@@ -55,7 +64,34 @@ class Harness:
     def log(self, job_id: str, attempt: int | None = None, rank: int = 0) -> str:
         return self.call("logs", job_id, attempt, rank, 0, 1 << 20)["data"]
 
+    def reset(self) -> None:
+        """Between tests that share this orchestrator: nothing of the last one left waiting
+        or running, starts on, every GPU back in service and free."""
+        unfinished = [j for j in self.call("list_jobs", None, None, 100_000, 0)["jobs"]
+                      if j["state"] not in ("completed", "failed", "cancelled")]
+        for job in unfinished:
+            try:
+                self.call("cancel", job["id"], "reset between tests")
+            except Exception:  # it ended meanwhile
+                pass
+        self.call("set_starts", True)
+        status = self.call("status")
+        if status["details"]["drained_gpus"]:
+            for node in status["details"]["nodes"]:
+                self.call("undrain", node, None, "tests")
+
+        def settled():
+            summary = self.call("status")["resource_summary"]
+            return summary["available_gpus"] == summary["total_gpus"] == 16 and not self.call(
+                "list_jobs", "running", None, 1, 0)["jobs"]
+        wait_for(settled, 60, 0.1, what="the last test's jobs to be gone and every GPU free")
+
     def teardown(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if Harness.current is self:
+            Harness.current = None
         # Kill until none is left: ray.kill returns before an actor dies, and an
         # orchestrator still alive for that moment may start an agent again.
         wait_for(self._kill_named_actors, 60, 0.5, what="gpuq's actors to be gone")
@@ -75,3 +111,28 @@ class Harness:
             except ValueError:
                 pass
         return not named
+
+
+class Shared:
+    """A module's orchestrator, made on first use and handed to each test reset: with
+    nothing of an earlier test waiting, running or drained (see Harness.reset). A test
+    that made an orchestrator of its own, or killed this one, ended it; the next test
+    gets a new one. Starting and ending one per test cost the suite minutes."""
+
+    def __init__(self, make):
+        self.make = make
+        self.harness: Harness | None = None
+
+    def get(self) -> Harness:
+        if self.harness is not None and not self.harness.closed:
+            try:
+                self.harness.reset()
+                return self.harness
+            except (ValueError, ray.exceptions.RayError):  # killed by a test before this one
+                self.harness.teardown()
+        self.harness = self.make()
+        return self.harness
+
+    def close(self) -> None:
+        if self.harness is not None:
+            self.harness.teardown()

@@ -23,7 +23,7 @@ import pytest
 import websockets
 
 from tests.accounts import LAB_GROUP, UNIX_USERS
-from tests.orchestration import Harness
+from tests.orchestration import Harness, Shared
 from tests.raycluster import wait_for
 
 pytestmark = [pytest.mark.ray,
@@ -35,7 +35,7 @@ ADMIN = {"Authorization": "Bearer admin-token"}
 READER = {"Authorization": "Bearer reader-token"}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def open_dir():
     """A folder every account may enter (pytest's own are 0700, which would hide what is
     being tested: the modes gpuq gives its files)."""
@@ -45,12 +45,18 @@ def open_dir():
     subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
+@pytest.fixture(scope="module")
+def shared_lab(ray_cluster, open_dir):
+    shared = Shared(lambda: Harness(open_dir, priority_grants={"bob": "CRITICAL"}))
+    yield shared
+    shared.close()
+
+
 @pytest.fixture
-def lab(ray_cluster, open_dir):
-    """An orchestrator whose store and job logs live in `open_dir`; bob has a CRITICAL grant."""
-    harness = Harness(open_dir, priority_grants={"bob": "CRITICAL"})
-    yield harness
-    harness.teardown()
+def lab(shared_lab):
+    """An orchestrator whose store and job logs live in `open_dir`; bob has a CRITICAL grant.
+    One for the module, idle at each test's start."""
+    return shared_lab.get()
 
 
 @pytest.fixture
@@ -180,7 +186,8 @@ def test_critical_and_non_preemptible_need_a_grant(http, lab):
     # bob has a grant (priority_grants), and so may.
     r = http.post("/queue/submit", json={**spec, "priority": "CRITICAL", "preemptible": False}, headers=BOB)
     assert r.status_code == 200, r.text
-    assert [j["priority_name"] for j in http.get("/jobs", headers=READER).json()["jobs"]] == ["CRITICAL", "HIGH"]
+    listed = http.get("/jobs", headers=READER).json()["jobs"]
+    assert [j["priority_name"] for j in listed if j["run_id"] == "urgent"] == ["CRITICAL", "HIGH"]
 
 
 # --- tokens, live -------------------------------------------------------------------------

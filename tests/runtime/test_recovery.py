@@ -62,40 +62,25 @@ def test_orchestrator_restart_loses_nothing(orch, how):
     assert orch.log(waiting) == "all\n"
 
 
-def test_placement_that_never_happens_goes_back_in_line(orch, ray_cluster):
+def test_placement_that_never_happens_goes_back_in_line(ray_cluster, tmp_path):
     from ray.util.placement_group import placement_group, remove_placement_group
 
+    from tests.orchestration import Harness
+
+    small = Harness(tmp_path, placement_timeout_s=2)  # its own: no slot of an earlier test holds a GPU
     # Something outside gpuq holds all of gmi-node-1's GPUs: gpuq's inventory does not know.
     blocker = placement_group([{"GPU": 8, "gmi-node-1": 0.001}], name="outsider")
     ray.get(blocker.ready(), timeout=30)
     try:
-        small = Harness_short(orch)
         job_id = small.submit("echo placed", gpus=8)
         wait_for(lambda: any("placement timed out" in e["reason"] for e in small.job(job_id)["events"]), 60,
                  what="a placement time-out")
     finally:
         remove_placement_group(blocker)
-    small.wait_state(job_id, "completed", timeout=60)
-
-
-def Harness_short(orch):
-    """The same test orchestrator, restarted with a 2 s placement time-out."""
-    from orchestrator.runtime.actor import start_orchestrator
-
-    ray.kill(orch.actor, no_restart=True)
-    wait_for(lambda: not _exists(), 30, what="the old orchestrator to go")
-    orch.config["placement_timeout_s"] = 2
-    orch.actor = start_orchestrator(orch.config)
-    assert ray.get(orch.actor.ping.remote(), timeout=60) == "ok"
-    return orch
-
-
-def _exists():
     try:
-        ray.get_actor("gpuq-orchestrator", namespace="gpuq")
-        return True
-    except ValueError:
-        return False
+        small.wait_state(job_id, "completed", timeout=60)
+    finally:
+        small.teardown()
 
 
 def test_a_dependency_survives_an_orchestrator_kill(orch):
