@@ -66,6 +66,8 @@ def up(
     console.print(f"  REST API: [bold]{started['api']}[/bold]  (OpenAPI at {started['api']}/docs; Prometheus "
                   f"metrics at {started['api']}/metrics)")
     console.print(f"  admin token: {started['admin_token_file']}  (more: gpuq token create USER)")
+    client = f"Ray Client on port {started['ray_client']}" if started.get("ray_client") else "no Ray Client"
+    console.print(f"  Ray: token authentication on (token {started['ray_token_file']}, the service's alone), {client}")
     install = started["install"]
     colour = "green" if install["mode"] == "multi-user" else "yellow"
     console.print(f"  [{colour}]{install['mode']} install[/{colour}]: {install['message']}")

@@ -265,6 +265,8 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
                              "max_package_bytes": site.max_package_bytes,
                              "max_package_unpacked_bytes": site.max_package_unpacked_bytes})
     started["install"] = install_mode()
+    started["ray_token_file"] = os.environ["RAY_AUTH_TOKEN_PATH"]
+    started["ray_client"] = site.ray_client_port
     return started
 
 
