@@ -125,29 +125,30 @@ def submit(http, who: dict, command: str, **fields) -> str:
     return r.json()["job_id"]
 
 
-def agent_ports() -> list[int]:
-    """Every port Ray's dashboard agents serve HTTP on (where their job endpoint is)."""
+def agent_addresses() -> list[str]:
+    """Every address Ray's dashboard agents listen on (HTTP, where their job endpoint is,
+    and gRPC), as host:port a client on this node can reach."""
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-    ports = set()
+    found = set()
     for line in out.splitlines():
         if "ray::DashboardA" in line:
             host, _, port = line.split()[3].rpartition(":")
-            if host in ("127.0.0.1", "0.0.0.0") or host.startswith(("192.", "10.", "172.")):
-                ports.add(int(port))
-    return sorted(ports)
+            host = host.strip("[]").removeprefix("::ffff:")
+            found.add(f"{'127.0.0.1' if host in ('*', '0.0.0.0', '::') else host}:{port}")
+    return sorted(found)
 
 
 POST_JOB = """
 import sys, urllib.request, urllib.error
-for port in sys.argv[2:]:
+for address in sys.argv[2:]:
     body = ('{"entrypoint": "id > %s"}' % sys.argv[1]).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/job_agent/jobs/", data=body,
+    req = urllib.request.Request(f"http://{address}/api/job_agent/jobs/", data=body,
                                  headers={"content-type": "application/json"})
     try:
         print(urllib.request.urlopen(req, timeout=5).status)
     except urllib.error.HTTPError as e:
         print(e.code)
-    except OSError:
+    except Exception:  # refused, or not HTTP at all (a gRPC port)
         print("closed")
 """
 
@@ -171,8 +172,8 @@ def test_ray_answers_no_call_without_its_token(trust, http, shared):
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60).returncode == 0
 
     # The dashboard agents' job endpoint, which runs any command: from a local user, and from a job.
-    ports = [str(p) for p in agent_ports()]
-    assert len(ports) >= 3  # one per node at least
+    ports = agent_addresses()
+    assert len(ports) >= 3  # one agent per node at least
     said = as_user("alice", "python3", "-c", POST_JOB, str(shared / "agent-shell"), *ports).stdout.split()
     job = submit(http, ALICE, shlex.join(["python3", "-c", POST_JOB, str(shared / "agent-job"), *ports]))
     assert trust.wait_state(job, "completed", "failed")["state"] == "completed"
