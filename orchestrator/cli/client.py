@@ -11,7 +11,6 @@ connection serves every request of a command.
 
 from __future__ import annotations
 
-import codecs
 import http.client
 import json as _json
 import os
@@ -118,20 +117,19 @@ class Client:
         raise ApiRefused(status, detail)
 
     def stream(self, path: str, **params):
-        """A streamed answer's text, chunk by chunk, as the server writes it (a log
-        follow). No read time-out once the answer starts: a quiet job may write nothing
-        for hours."""
+        """A streamed answer's bytes, chunk by chunk, as the server writes them (a log
+        follow: a job's bytes, whatever their encoding). No read time-out once the
+        answer starts: a quiet job may write nothing for hours. A stream cut before its
+        end raises ApiUnavailable; whoever counted the bytes may ask again from there."""
         params = {k: v for k, v in params.items() if v is not None}
         r = self._send("GET", path, params=params)
         if r.status >= 400:
             self._refuse(r.status, r.read())
         if self._conn is not None and self._conn.sock is not None:
             self._conn.sock.settimeout(None)
-        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         try:
             while chunk := r.read1(65536):
-                if text := decode(chunk):
-                    yield text
+                yield chunk
         except (OSError, http.client.HTTPException) as e:
             raise ApiUnavailable(f"lost gpuq at {self.url} ({e.__class__.__name__}); is it up? (scripts/up)") from None
         finally:

@@ -25,6 +25,7 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 STATE_COLOURS = {"queued": "yellow", "held": "magenta", "scheduled": "cyan", "allocating": "cyan", "running": "green",
                  "preempted": "yellow", "completed": "blue", "failed": "red", "cancelled": "dim"}
+PAGE = 1 << 20
 JSON_OPT = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 # The options `submit` and `run` share (module level, where typer resolves annotations).
 GPUS_OPT = Annotated[int, typer.Option("--gpus", "-g", help="GPUs the job needs")]
@@ -234,7 +235,9 @@ def register(app: typer.Typer) -> None:
             if j["spec"].get("runtime_env"):
                 console.print(f"runtime env: {json.dumps(j['spec']['runtime_env'])}")
         if j["placement"]:
-            console.print(f"placement: {j['placement']}")
+            # One numbering everywhere (events, the web page, metrics): the node's own.
+            console.print(f"placement: {j['placement']}  (the nodes' GPU indices, as NVML numbers them and as "
+                          "they are in the job's CUDA_VISIBLE_DEVICES)")
         if j["failure_reason"]:
             console.print(f"failure: {j['failure_reason']} (exit code {j['exit_code']})")
         t = Table(title="events")
@@ -247,18 +250,28 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def logs(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
              attempt: int | None = None, rank: int = 0, tail: int | None = None) -> None:
-        """A job's output; -f follows it until the job ends."""
+        """A job's output (every attempt's, a line between them, unless --attempt names
+        one); -f follows it until the job ends."""
         client = _client()
         if not follow:
-            sys.stdout.write(_run(lambda: client.get(f"/jobs/{job_id}/logs", attempt=attempt, rank=rank,
-                                                     tail=tail))["data"])
+            def pages() -> None:  # all of it as it is now: the API answers PAGE bytes at a time
+                offset = 0
+                while True:
+                    page = client.get(f"/jobs/{job_id}/logs", attempt=attempt, rank=rank, tail=tail,
+                                      offset=offset or None, limit=PAGE)
+                    sys.stdout.write(page["data"])
+                    if tail is not None or page["offset"] - offset < PAGE - 3:  # short: the end (3: a cut character)
+                        return
+                    offset = page["offset"]
+
+            _run(pages)
             return
 
         def copy() -> None:  # the API's follow stream (serve_app/follow.py), to the job's end
             for chunk in client.stream(f"/jobs/{job_id}/logs", attempt=attempt, rank=rank, tail=tail,
                                        follow="true"):
-                sys.stdout.write(chunk)
-                sys.stdout.flush()
+                sys.stdout.buffer.write(chunk)  # the job's bytes as they are
+                sys.stdout.buffer.flush()
 
         _run(copy)
 

@@ -2,16 +2,22 @@
 written, and exit with the job's exit code.
 
 One Ctrl-C cancels the job (its processes get TERM, the grace period, then KILL) and
-says so; the output keeps coming until the job is gone. A second Ctrl-C stops waiting
-and says how to follow the job. While the job waits, one status line (its reason and
-estimated start) is kept up to date on stderr, when stderr is a terminal only.
+says so; the output keeps coming until the job is gone, and gpuq run exits 130. A
+second Ctrl-C stops waiting and says how to follow the job. Ctrl-C is a flag, not an
+exception thrown into a read: the stream is never cut by it. While the job waits, one
+status line (its reason and estimated start) is kept up to date on stderr, when stderr
+is a terminal only.
 
-The job's stdout and stderr arrive as one stream: the supervisor writes both to one
-log on the node, in the order they were written.
+The job's stdout and stderr arrive as one stream of bytes, written here as they are:
+the supervisor writes both to one log on the node, in the order they were written, and
+a retried job's attempts follow each other with gpuq's line between them. A stream
+that is cut (the API restarted, the network) is resumed at the byte count already
+written, for up to RESUME_FOR_S: nothing is repeated, nothing skipped.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -27,6 +33,12 @@ from orchestrator.cli.jobs import (DEPENDENCY_OPT, ENV_OPT, GPUS_OPT, PRIORITY_O
 err = Console(stderr=True, highlight=False)
 WAITING = ("queued", "held", "scheduled", "allocating", "preempted")
 INTERRUPTED = 130  # a shell's code for a command ended by SIGINT
+TERMINAL = ("completed", "failed", "cancelled")
+RESUME_FOR_S = 60.0
+
+
+class Detached(Exception):
+    """A second Ctrl-C: stop waiting, leave the job running."""
 
 
 def register(app: typer.Typer) -> None:
@@ -56,44 +68,71 @@ def register(app: typer.Typer) -> None:
 
 def see_through(body: dict) -> int:
     """Submit `body` and see the job through; the process's exit code."""
-    client = Client()
-    job_id = client.post("/queue/submit", body)["job_id"]
+    job_id = Client().post("/queue/submit", body)["job_id"]
     done = threading.Event()
     if sys.stderr.isatty():
         threading.Thread(target=_status_line, args=(job_id, done), daemon=True).start()
-    written, interrupts = 0, 0
+    interrupts = [0]
+
+    def on_sigint(signum, frame):  # noqa: ARG001
+        interrupts[0] += 1
+        if interrupts[0] > 1:
+            raise Detached()
+        threading.Thread(target=_cancel, args=(job_id, done), daemon=True).start()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        while True:
-            try:
-                for chunk in client.stream(f"/jobs/{job_id}/logs", follow="true", offset=written or None):
-                    if not done.is_set():
-                        done.set()
-                        _clear_line()
-                    sys.stdout.write(chunk)
-                    sys.stdout.flush()
-                    written += len(chunk.encode())
-                break
-            except KeyboardInterrupt:
-                interrupts += 1
-                done.set()
-                _clear_line()
-                if interrupts > 1:
-                    err.print(f"gpuq: detached; job {job_id} goes on. Follow it with: gpuq logs -f {job_id}")
-                    return INTERRUPTED
-                try:
-                    Client().post(f"/jobs/{job_id}/cancel")
-                    err.print(f"gpuq: cancelling job {job_id} (Ctrl-C again to stop waiting)")
-                except ApiRefused as e:  # it had ended already
-                    err.print(f"gpuq: {e}")
-    finally:
+        job = _follow(job_id, done)
+    except Detached:
         done.set()
-    job = client.get(f"/jobs/{job_id}")
+        _clear_line()
+        err.print(f"gpuq: detached; job {job_id} goes on. Follow it with: gpuq logs -f {job_id}")
+        return INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        done.set()
     if job["state"] == "completed":
         return 0
     if job["state"] == "cancelled":
-        return INTERRUPTED if interrupts else 1
+        return INTERRUPTED if interrupts[0] else 1
     err.print(f"gpuq: job {job_id} {job['state']}: {job.get('failure_reason') or 'no reason given'}")
     return job.get("exit_code") or 1
+
+
+def _follow(job_id: str, done: threading.Event) -> dict:
+    """Copy the job's output to stdout until it has ended; its last record."""
+    written, lost_since = 0, None
+    while True:
+        try:
+            for chunk in Client().stream(f"/jobs/{job_id}/logs", follow="true", offset=written or None):
+                if not done.is_set():
+                    done.set()
+                    _clear_line()
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                written += len(chunk)
+                lost_since = None
+            job = Client().get(f"/jobs/{job_id}")
+            if job["state"] in TERMINAL:
+                return job
+            # The stream ended before the job did (the API let it go): on from where it stopped.
+        except ApiUnavailable:
+            lost_since = lost_since or time.monotonic()
+            if time.monotonic() - lost_since > RESUME_FOR_S:
+                raise
+            time.sleep(0.5)
+
+
+def _cancel(job_id: str, done: threading.Event) -> None:
+    done.set()
+    _clear_line()
+    try:
+        Client().post(f"/jobs/{job_id}/cancel")
+        err.print(f"gpuq: cancelling job {job_id} (Ctrl-C again to stop waiting)")
+    except ApiRefused as e:  # it had ended already
+        err.print(f"gpuq: {e}")
+    except ApiUnavailable as e:
+        err.print(f"gpuq: could not cancel job {job_id}: {e} (Ctrl-C again to stop waiting)")
 
 
 def _status_line(job_id: str, done: threading.Event) -> None:

@@ -41,6 +41,7 @@ class ExitKind(str, Enum):
     FAILED = "failed"  # the command exited non-zero: the job's own failure
     TIME_LIMIT = "time_limit"  # killed at its time limit (Slurm's TIMEOUT): never retried
     NO_ACCOUNT = "no_account"  # its user has no Unix account on the node: a retry fails the same way
+    WORKDIR = "workdir"  # the working directory its user named does not exist there: their mistake
     NODE_LOST = "node_lost"  # a runner died without an exit record
     STOPPED = "stopped"  # stopped while RUNNING, not by gpuq: its runner or node went away
     EVICTED = "evicted"  # its GPUs left service (health, drain with requeue)
@@ -51,7 +52,7 @@ class ExitKind(str, Enum):
 # Faults that are not the job's: retried without using up its retries.
 INFRASTRUCTURE = frozenset({ExitKind.NODE_LOST, ExitKind.STOPPED, ExitKind.EVICTED, ExitKind.LAUNCH_FAILED})
 # Failures another try would repeat.
-FINAL = frozenset({ExitKind.TIME_LIMIT, ExitKind.NO_ACCOUNT, ExitKind.RUNTIME_ENV})
+FINAL = frozenset({ExitKind.TIME_LIMIT, ExitKind.NO_ACCOUNT, ExitKind.WORKDIR, ExitKind.RUNTIME_ENV})
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Exit:
     kind: ExitKind
     message: str = ""
     exit_code: int | None = None
+    notes: tuple[str, ...] = ()  # what the node said of the run (no home folder, so it ran elsewhere)
 
 
 class Moves(Protocol):
@@ -116,11 +118,14 @@ def classify(results: list[dict | None], evicted: str | None, node_of_rank: Call
         return Exit(ExitKind.RUNTIME_ENV, f"runtime env setup failed: {last[:500]}")
     if "launch_failed" in said:  # the node's: its folder, or a fork, failed
         return Exit(ExitKind.LAUNCH_FAILED, f"launch failed: {said['launch_failed'][:500] or 'the command could not start'}")
+    if "workdir_missing" in said:
+        return Exit(ExitKind.WORKDIR, said["workdir_missing"][:500])
+    notes = tuple(str(n)[:500] for r in results for n in (r.get("notes") or [])[:4])
     if "time_limit" in reasons:
-        return Exit(ExitKind.TIME_LIMIT, "time limit", next((c for c in codes if c), None))
+        return Exit(ExitKind.TIME_LIMIT, "time limit", next((c for c in codes if c), None), notes)
     if all(c == 0 for c in codes):
-        return Exit(ExitKind.COMPLETED)
-    return Exit(ExitKind.FAILED, "command failed", next(c for c in codes if c != 0))
+        return Exit(ExitKind.COMPLETED, notes=notes)
+    return Exit(ExitKind.FAILED, "command failed", next(c for c in codes if c != 0), notes)
 
 
 def may_retry(job: Job, kind: ExitKind) -> bool:
@@ -138,6 +143,8 @@ def run_ended(queue: JobQueue, job: Job, ended: Exit | None, now: float) -> Effe
     """The job's processes are gone (its GPUs are the runtime's to give back). `ended`
     is how the run ended; None when there is nothing to judge (a preempted job, in the
     simulator: only Moves are needed then)."""
+    for note in ended.notes if ended is not None else ():
+        job.note(now, "node", note)
     if job.state is JobState.PREEMPTED:
         queue.requeue(job.id, now, "preempted; back in line in its place")
     elif job.state is JobState.RUNNING and ended is not None:

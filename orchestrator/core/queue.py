@@ -210,7 +210,11 @@ class JobQueue:
                 self._arrays.pop(job.array_id, None)
 
     def schedule(self, job_id: str, now: float, allocation: Allocation, reason: str = "") -> Job:
-        job = self._move(job_id, Trigger.SCHEDULE, now, reason or f"placed on {format_allocation(allocation)}")
+        # The nodes only: which GPU indices of them the job gets is Ray's to say when its
+        # placement is made, and the "running on" event names those (the ones in its
+        # CUDA_VISIBLE_DEVICES), so the history never names two sets for one run.
+        where = ", ".join(f"{node} ({len(gpus)} GPU{'s' if len(gpus) != 1 else ''})" for node, gpus in allocation.items())
+        job = self._move(job_id, Trigger.SCHEDULE, now, reason or f"placed on {where}")
         job.allocation = {node: list(gpus) for node, gpus in allocation.items()}
         return job
 

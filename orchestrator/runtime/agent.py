@@ -72,12 +72,14 @@ class NodeAgent:
     def ping(self) -> str:
         return self.node
 
-    def read_log(self, job_id: str, attempt: int, rank: int, offset: int = 0, limit: int = MAX_READ, tail: int | None = None) -> dict:
-        """Bytes [offset, offset+limit) of a bundle's output, or its last `tail` bytes."""
+    def read_log(self, job_id: str, attempt: int, rank: int, offset: int = 0, limit: int = MAX_READ,
+                 tail: int | None = None, raw: bool = False) -> dict:
+        """Bytes [offset, offset+limit) of a bundle's output, or its last `tail` bytes; as
+        bytes with `raw` (the orchestrator's reads), else as text (an older caller's)."""
         # The job's user owns its folder: never follow a link there (jobfiles.py).
         fd = open_owned(job_dir(self.data_root, self.node, job_id, attempt, rank), "output.log")
         if fd is None:
-            return {"data": "", "offset": offset, "size": 0, "exists": False}
+            return {"data": b"" if raw else "", "offset": offset, "size": 0, "exists": False}
         with os.fdopen(fd, "rb") as f:
             size = os.fstat(fd).st_size
             if tail is not None:
@@ -85,7 +87,8 @@ class NodeAgent:
             limit = max(0, min(limit, MAX_READ))
             f.seek(offset)
             data = f.read(limit)
-        return {"data": data.decode("utf-8", "replace"), "offset": offset + len(data), "size": size, "exists": True}
+        return {"data": data if raw else data.decode("utf-8", "replace"), "offset": offset + len(data), "size": size,
+                "exists": True}
 
     def read_exit(self, job_id: str, attempt: int, rank: int) -> dict | None:
         return read_exit(job_dir(self.data_root, self.node, job_id, attempt, rank))

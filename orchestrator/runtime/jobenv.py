@@ -30,7 +30,9 @@ import fcntl
 import hashlib
 import json
 import os
+import selectors
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -40,6 +42,7 @@ from orchestrator.runtime.unpack import UnpackError, unpack
 
 READY = ".gpuq-ready"
 OUTPUT_TAIL = 3000
+MAX_SETUP_ANSWER = 1 << 20
 
 
 class SetupFailed(Exception):
@@ -156,3 +159,78 @@ def _run(args: list[str], env: dict[str, str]) -> None:
 def remove(folder: Path, job: str) -> None:
     """As the job's user: remove the bundle's folder (its TMPDIR with it)."""
     shutil.rmtree(folder / "jobs" / job, ignore_errors=True)
+
+
+def as_user(switch: dict, work, stop_requested: dict, timeout: float):
+    """Run `work` in a child that has switched to the job's user (no switch: as this
+    account), in its own process group; its answer (JSON-able). None if a stop came
+    first; raises SetupFailed for its failure or at the time-out."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setpgid(0, 0)  # what it starts (pip) is stopped with it
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):  # never the runner's pipe
+                os.dup2(null, fd)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            if switch:
+                os.setgroups(switch["extra_groups"])
+                os.setgid(switch["group"])
+                os.setuid(switch["user"])
+            os.umask(0o077)
+            try:
+                answer = {"ok": work()}
+            except SetupFailed as e:
+                answer = {"error": str(e)}
+            except Exception as e:  # noqa: BLE001 - said in the job's log, never a traceback
+                answer = {"error": f"{type(e).__name__}: {e}"}
+            data = json.dumps(answer).encode()
+            while data:
+                data = data[os.write(write_end, data):]
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    deadline = time.monotonic() + timeout
+    said = b""
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(read_end, selectors.EVENT_READ)
+            while True:
+                if stop_requested["why"] or time.monotonic() > deadline:
+                    _kill_group(pid)
+                    if stop_requested["why"]:
+                        return None
+                    raise SetupFailed(f"not ready after {timeout:.0f} s (runtime_env_setup_timeout_s)")
+                if sel.select(timeout=0.2):
+                    chunk = os.read(read_end, 65536)
+                    if not chunk:
+                        break
+                    said += chunk[:MAX_SETUP_ANSWER - len(said)]
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    try:
+        answer = json.loads(said)
+    except ValueError:
+        raise SetupFailed("the setup ended without an answer") from None
+    if "error" in answer:
+        raise SetupFailed(answer["error"])
+    return answer["ok"]
+
+
+def remove_as_user(switch: dict, folder: Path, job: str) -> None:
+    """Remove the job's private folder as its user (a link in it leads nowhere of root's)."""
+    try:
+        as_user(switch, lambda: remove(folder, job), {"why": None}, 60)
+    except SetupFailed:
+        pass  # what is left is the user's own, in their own folder
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

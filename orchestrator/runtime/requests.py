@@ -28,10 +28,10 @@ from orchestrator.core.policy import dry_run
 from orchestrator.core.rights import Caller, check_preemptible, check_priority
 from orchestrator.core.snapshot import snapshot_of
 from orchestrator.core.states import JobState
-from orchestrator.core.submission import MAX_LOG_OFFSET, check_key, parse_array
+from orchestrator.core.submission import check_key, parse_array
 from orchestrator.runtime import views
 from orchestrator.runtime.backend import AgentRefused
-from orchestrator.runtime.envs import SETUP_FAILED
+from orchestrator.runtime.output import Output
 from orchestrator.runtime.store import StoreError
 
 
@@ -285,26 +285,17 @@ class Requests:
         return self.metrics.text()
 
     async def logs(self, job_id: str, attempt: int | None = None, rank: int = 0, offset: int = 0,
-                   limit: int = 65536, tail: int | None = None) -> dict:
+                   limit: int = 65536, tail: int | None = None, raw: bool = False) -> dict:
+        """A job's output from `offset`: its whole text (every attempt, in order), or one
+        attempt's log; bytes with `raw` (runtime/output.py)."""
         job = self.queue.get(self.queue.resolve(job_id))
-        attempt = attempt or job.attempts
-        if not 0 <= attempt <= job.attempts:
-            raise InvalidSpec([("attempt", f"must be between 1 and {job.attempts} (the job's attempts so far)"
-                                           if job.attempts else "the job has not started yet")])
-        ranks = max(1, len(job.placements.get(attempt, {})))
-        if not 0 <= rank < ranks:
-            raise InvalidSpec([("rank", f"must be between 0 and {ranks - 1} (the attempt's bundles)")])
-        if not 0 <= offset <= MAX_LOG_OFFSET:
-            raise InvalidSpec([("offset", f"must be between 0 and {MAX_LOG_OFFSET}")])
-        node = job.node_of_rank(attempt, rank)
-        if node is None:  # its command never ran: what gpuq has to say of it, if anything
-            said = "".join(e.reason for e in job.events if e.trigger == SETUP_FAILED).encode()
-            start = max(0, len(said) - tail) if tail is not None else min(offset, len(said))
-            data = said[start:start + max(0, limit)]
-            return {"data": data.decode("utf-8", "replace"), "offset": start + len(data), "size": len(said),
-                    "exists": bool(said), "attempt": attempt, "done": job.state.is_terminal}
-        out = await self.backend.call_agent(node, "read_log", job_id, attempt, rank, offset, limit, tail)
-        return {**out, "attempt": attempt, "done": job.state.is_terminal}
+        return await self.output.read(job, attempt, rank, offset, limit, tail, raw)
+
+    @property
+    def output(self) -> Output:
+        if "_output" not in self.__dict__:
+            self._output = Output(self.backend)
+        return self._output
 
     async def package_exists(self, uri: str, by: Caller | None = None) -> bool:
         """Ray's GET /api/packages: whether the caller has this runtime-env package on the

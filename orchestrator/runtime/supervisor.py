@@ -68,8 +68,25 @@ from orchestrator.core.accounts import Account
 PR_SET_PDEATHSIG = 1
 DEFAULT_LOG_CAP = 64 * 1024 * 1024
 MAX_FDS = 64  # the exit-record pipe and one descriptor per package (core/runtime_env.py allows 33)
-MAX_SETUP_ANSWER = 1 << 20
-MAKE_TMPDIR = 'mkdir -p -m 700 -- "$TMPDIR" || exit 125; exec "$@"'
+# How the command starts, after the switch to the user (sh: an exec, not a fork of this
+# process): the job's TMPDIR is made, the directory changed to (as the user, so a job
+# cannot start in a folder its user could not enter), and what went wrong is said on
+# the pipe $1 (read by the supervisor) and in the log. A user without a home folder runs
+# in the job's private folder, as Slurm runs such a job in /tmp.
+START = (
+    'fd=$1; cwd=$2; kind=$3; shift 3; '
+    'if [ -n "$TMPDIR" ] && ! mkdir -p -m 700 -- "$TMPDIR"; then echo tmpdir >&"$fd"; exit 125; fi; '
+    'if ! cd -- "$cwd" 2>/dev/null; then '
+    '  if [ "$kind" = home ] && [ -n "$TMPDIR" ] && cd -- "${TMPDIR%/tmp}"; then '
+    '    echo "[gpuq] $USER has no home folder $cwd on this node: the job runs in its private folder $PWD" >&2; '
+    '    echo nohome >&"$fd"; '
+    '  else '
+    '    echo "[gpuq] the working directory $cwd does not exist, or $USER cannot enter it" >&2; '
+    '    echo nocwd >&"$fd"; exit 125; '
+    '  fi; '
+    'fi; '
+    'unset OLDPWD; eval "exec $fd>&-"; exec "$@"'
+)
 
 
 def _die_with_parent() -> None:
@@ -199,7 +216,7 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
         env["TMPDIR"] = str(folder / "jobs" / plan["job"] / "tmp")
     if plan and plan.get("announce"):  # a runtime env: made by a child that is the user already
         try:
-            made = _as_user(switch, lambda: jobenv.prepare(folder, plan["job"], plan, list(package_fds), base),
+            made = jobenv.as_user(switch, lambda: jobenv.prepare(folder, plan["job"], plan, list(package_fds), base),
                             stop_requested, float(plan.get("timeout") or 600))
         except jobenv.SetupFailed as e:
             log.write(f"[gpuq] runtime env setup failed:\n{e}\n".encode())
@@ -209,7 +226,7 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
             for fd in package_fds:
                 os.close(fd)
         if made is None:  # stopped while it was being prepared
-            _remove(switch, folder, plan["job"])
+            jobenv.remove_as_user(switch, folder, plan["job"])
             return finish({"exit_code": None, "signal": None, "reason": stop_requested["why"]})
         if made["pythonpath"]:
             env["PYTHONPATH"] = os.pathsep.join([*made["pythonpath"], *filter(None, [env.get("PYTHONPATH")])])
@@ -221,44 +238,35 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
             log.write(f"[gpuq] {note}\n".encode())
         _tell({"prepared": {"setup_s": made["setup_s"]}})
         started = time.time()  # the time limit counts from the command's start
-    # After the switch to the user: the job's TMPDIR is made (a plain job's here, an exec
-    # rather than a fork of this process: ~5 ms a job less), then the directory changed
-    # to (env --chdir), so a job cannot start inside a folder its user could not enter.
-    command = ["/usr/bin/env", f"--chdir={args.cwd or account.home}", *command]
-    if folder is not None:
-        command = ["/bin/sh", "-c", MAKE_TMPDIR, "gpuq-job", *command]
+    cwd, kind = (args.cwd, "named") if args.cwd else (account.home, "home")
     try:
-        record = _run(command, env, switch, args, log, dfd, owner, started, stop_requested)
+        record = _run(command, env, switch, args, log, dfd, owner, started, stop_requested, cwd, kind)
     finally:
         log.close()
     code = finish(record)
     if folder is not None:
         # After the record is out: the runner learns of the end without waiting for this.
         os.close(1)
-        _remove(switch, folder, plan["job"])
+        jobenv.remove_as_user(switch, folder, plan["job"])
     return code
 
 
-def _remove(switch: dict, folder: Path, job: str) -> None:
-    """Remove the job's private folder as its user (a link in it leads nowhere of root's)."""
-    try:
-        _as_user(switch, lambda: jobenv.remove(folder, job), {"why": None}, 60)
-    except jobenv.SetupFailed:
-        pass  # what is left is the user's own, in their own folder
-
-
 def _run(command: list[str], env: dict, switch: dict, args, log, dfd: int, owner, started: float,
-         stop_requested: dict) -> dict:
+         stop_requested: dict, cwd: str, kind: str) -> dict:
     """Run the command to its end: its output into the log, TERM then KILL at a stop or
     the time limit. Returns the exit record."""
+    said_r, said_w = os.pipe()  # what START says went wrong before the command ran
     try:
         child = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            process_group=0, close_fds=True, env=env, **switch,
+            ["/bin/sh", "-c", START, "gpuq-job", str(said_w), cwd, kind, *command], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0, close_fds=True, pass_fds=(said_w,),
+            env=env, **switch,
         )
     except OSError as e:
         log.write(f"[gpuq] could not start the command: {e}\n".encode())
-        return {"exit_code": 127, "signal": None, "reason": "launch_failed"}
+        return {"exit_code": None, "signal": None, "reason": "launch_failed", "message": f"could not start: {e}"}
+    finally:
+        os.close(said_w)
     jobfiles.write_record(dfd, "start.json", {"supervisor_pid": os.getpid(), "pid": child.pid, "started_at": started},
                           owner, args.group_read)
 
@@ -316,7 +324,17 @@ def _run(command: list[str], env: dict, switch: dict, args, log, dfd: int, owner
     _signal_group(child.pid, signal.SIGKILL)
     code = child.returncode
     sig = -code if code < 0 else None
-    return {"exit_code": 128 + sig if sig else code, "signal": sig, "reason": reason or "exited"}
+    record = {"exit_code": 128 + sig if sig else code, "signal": sig, "reason": reason or "exited"}
+    with os.fdopen(said_r, "rb") as said:
+        before = set(said.read(4096).decode(errors="replace").split())
+    if "tmpdir" in before:  # the node's fault: its disk, its scratch folder
+        return {**record, "exit_code": None, "reason": "launch_failed", "message": "the job's TMPDIR could not be made"}
+    if "nocwd" in before:
+        return {**record, "exit_code": None, "reason": "workdir_missing",
+                "message": f"the working directory {cwd} does not exist, or its user cannot enter it"}
+    if "nohome" in before:
+        record["notes"] = [f"no home folder {cwd} on this node: the job ran in its private folder"]
+    return record
 
 
 def _tell(record: dict) -> int:
@@ -326,66 +344,6 @@ def _tell(record: dict) -> int:
     except (BrokenPipeError, OSError, ValueError):
         pass  # the runner is gone; the record on disk is what its node will read
     return 0
-
-
-def _as_user(switch: dict, work, stop_requested: dict, timeout: float):
-    """Run `work` in a child that has switched to the job's user (no switch: as this
-    account), in its own process group; its answer (JSON-able). None if a stop came
-    first; raises jobenv.SetupFailed for its failure or at the time-out."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_end)
-            os.setpgid(0, 0)  # what it starts (pip) is stopped with it
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):  # never the runner's pipe
-                os.dup2(null, fd)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
-            if switch:
-                os.setgroups(switch["extra_groups"])
-                os.setgid(switch["group"])
-                os.setuid(switch["user"])
-            os.umask(0o077)
-            try:
-                answer = {"ok": work()}
-            except jobenv.SetupFailed as e:
-                answer = {"error": str(e)}
-            except Exception as e:  # noqa: BLE001 - said in the job's log, never a traceback
-                answer = {"error": f"{type(e).__name__}: {e}"}
-            data = json.dumps(answer).encode()
-            while data:
-                data = data[os.write(write_end, data):]
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    deadline = time.monotonic() + timeout
-    said = b""
-    try:
-        with selectors.DefaultSelector() as sel:
-            sel.register(read_end, selectors.EVENT_READ)
-            while True:
-                if stop_requested["why"] or time.monotonic() > deadline:
-                    _signal_group(pid, signal.SIGKILL)
-                    if stop_requested["why"]:
-                        return None
-                    raise jobenv.SetupFailed(f"not ready after {timeout:.0f} s (runtime_env_setup_timeout_s)")
-                if sel.select(timeout=0.2):
-                    chunk = os.read(read_end, 65536)
-                    if not chunk:
-                        break
-                    said += chunk[:MAX_SETUP_ANSWER - len(said)]
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
-    try:
-        answer = json.loads(said)
-    except ValueError:
-        raise jobenv.SetupFailed("the setup ended without an answer") from None
-    if "error" in answer:
-        raise jobenv.SetupFailed(answer["error"])
-    return answer["ok"]
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -114,21 +114,24 @@ async def logs(request: Request, job_id: JobId,
                rank: Annotated[int, Query(ge=0, le=4095, description="the bundle (node) of a multi-node job")] = 0,
                limit: Annotated[int, Query(ge=1, le=1 << 20, description="bytes")] = 65536,
                follow: bool = False, gw: Gateway = Depends(gateway)):
-    """A slice of a job's output ({data, offset, size, done}); with follow=true, the
-    output as a text stream from `offset` until the job ends. Its owner's and admins'."""
+    """A slice of a job's output ({data, offset, size, done}): its whole text (every
+    attempt in order, a line between them) unless `attempt` names one; offsets are bytes.
+    With follow=true, the output's bytes from `offset` as they are written, until the
+    job ends. Its owner's and admins'."""
     who = gw.who(request, required=False)
     job = await gw.owner_or_admin(who, job_id, "read its command, environment and output")
-    first = await gw.call("logs", job["id"], attempt, rank, offset, limit, tail)
     if not follow:
-        return first
+        return await gw.call("logs", job["id"], attempt, rank, offset, limit, tail)
+    first = await gw.call("logs", job["id"], attempt, rank, offset, limit, tail, True)
     release = gw.streams.enter(who.user if who else request.client.host if request.client else "anyone")
 
     async def stream():
         try:
             if first["data"]:
                 yield first["data"]
-            async for chunk in gw.logs.follow(job["id"], attempt, rank, first["offset"], first["attempt"]):
-                yield chunk
+            if not first["done"]:
+                async for chunk in gw.logs.follow(job["id"], attempt, rank, first["offset"]):
+                    yield chunk
         finally:
             release()
 

@@ -3,6 +3,7 @@ submit/status/logs/stop/list` and JobSubmissionClient call."""
 
 from __future__ import annotations
 
+import codecs
 from typing import Annotated
 
 import ray
@@ -76,8 +77,8 @@ async def delete(job_id: JobId, who: Principal = Depends(writer), gw: Gateway = 
 
 @router.websocket("/jobs/{job_id}/logs/tail")
 async def tail(ws: WebSocket, job_id: str):
-    """The job's output as it is written, the latest attempt's (a retry starts over);
-    closed when the job has finished. Its owner's and admins' only."""
+    """The job's output as it is written, every attempt's (a line between them); closed
+    when the job has finished. Its owner's and admins' only."""
     try:
         gw = await gateway()
         who = gw.who(ws, required=False)
@@ -89,9 +90,11 @@ async def tail(ws: WebSocket, job_id: str):
                                                    headers=e.headers))
         return
     await ws.accept()
+    decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode  # a character cut by a read: whole
     try:
-        async for chunk in gw.logs.follow(job["id"], None, 0, 0, 0):
-            await ws.send_text(chunk)
+        async for chunk in gw.logs.follow(job["id"], None, 0, 0):
+            if text := decode(chunk):
+                await ws.send_text(text)
     except (ApiError, WebSocketDisconnect):
         pass
     finally:

@@ -11,7 +11,7 @@ const $ = (sel, root = document) => root.querySelector(sel);
 let me = null; // {user, role} once signed in
 let timer = null;
 let lastHistory = 0;
-let log = { job: null, attempt: null, offset: 0 };
+let log = { job: null, offset: 0 };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -242,16 +242,16 @@ async function refreshJob(id) {
 }
 
 async function tailLog(j) {
-  if (log.job !== j.id || log.attempt !== j.attempts) {
-    log = { job: j.id, attempt: j.attempts, offset: 0 };
+  // The job's whole output: every attempt's, in order, with gpuq's line between them.
+  if (log.job !== j.id) {
+    log = { job: j.id, offset: 0 };
     $("#log").textContent = "";
   }
   // A job that ended before its command ran (its runtime env failed) still has gpuq's words.
   if (!j.attempts && !TERMINAL.has(j.state)) { $("#log-state").textContent = "(not started)"; return; }
   // Another user's output is theirs (and the admins'): not asked for, so not refused.
   if (j.private) { $("#log-state").textContent = "(visible to its owner and admins)"; return; }
-  const which = j.attempts ? `attempt=${j.attempts}&` : "";
-  const out = await api(`jobs/${encodeURIComponent(j.id)}/logs?${which}offset=${log.offset}`);
+  const out = await api(`jobs/${encodeURIComponent(j.id)}/logs?offset=${log.offset}`);
   if (out.data) {
     const pre = $("#log");
     const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
@@ -355,7 +355,7 @@ $("#signin").addEventListener("submit", async (e) => {
 $("#signout").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); me = null; showWho(); loop(); });
 $("#submit-form").addEventListener("submit", submit);
 for (const b of document.querySelectorAll("#view-job [data-action]")) b.addEventListener("click", () => act(b));
-window.addEventListener("hashchange", () => { log = { job: null, attempt: null, offset: 0 }; loop(); });
+window.addEventListener("hashchange", () => { log = { job: null, offset: 0 }; loop(); });
 
 (async () => {
   if (token()) await signIn(token());

@@ -91,8 +91,8 @@ def test_refusals_name_the_field_and_503_says_try_again(server):
         client.get("/html")
 
 
-def test_streamed_text_is_decoded_across_chunk_boundaries(server):
-    assert "".join(Client(server, token="t").stream("/log", tail=None)) == "épée ✓\n"
+def test_a_stream_is_the_bytes_as_sent_whatever_the_chunks(server):
+    assert b"".join(Client(server, token="t").stream("/log", tail=None)) == "épée ✓\n".encode()
 
 
 def test_nothing_listening_and_a_bad_url_are_plain_errors():

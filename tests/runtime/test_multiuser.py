@@ -130,6 +130,23 @@ def test_a_log_swapped_for_a_link_to_a_secret_reads_as_nothing(lab, open_dir, mo
     assert lab.log(job_id) == ""
 
 
+def test_a_user_without_a_home_folder_runs_in_the_jobs_private_folder_and_is_told(lab):
+    job_id = lab.submit('pwd; echo "$TMPDIR"', user="drifter", max_retries=0)
+    job = lab.wait_state(job_id, "completed", "failed")
+    assert job["state"] == "completed" and job["retries"] == 0, lab.log(job_id)
+    said, cwd, tmpdir = lab.log(job_id).splitlines()
+    assert "has no home folder" in said and cwd == tmpdir.removesuffix("/tmp")
+    assert any(e["trigger"] == "node" and "no home folder" in e["reason"] for e in job["events"])
+
+
+def test_a_working_directory_that_is_not_there_fails_once_in_plain_words(lab):
+    job_id = lab.submit("echo never", user="alice", working_dir="/no/such/place", max_retries=3)
+    job = lab.wait_state(job_id, "failed", "completed")
+    assert job["state"] == "failed" and job["attempts"] == 1 and job["retries"] == 0
+    assert job["failure_reason"] == "the working directory /no/such/place does not exist, or its user cannot enter it"
+    assert "never" not in lab.log(job_id)
+
+
 def test_a_user_without_an_account_is_refused_at_submit(lab):
     with pytest.raises(Exception, match="no Unix account") as exc:
         lab.submit("true", user="nobody-at-all")
@@ -147,7 +164,7 @@ def test_a_job_whose_account_is_gone_on_its_node_fails_and_is_not_retried(ray_cl
     try:
         ghost.call("cancel", blocker)
         job = ghost.wait_state(job_id, "failed")
-        assert job["attempts"] == 1 and "no Unix account for ghost" in job["failure_reason"]
+        assert job["attempts"] == 1 and job["retries"] == 0 and "no Unix account for ghost" in job["failure_reason"]
         assert "no Unix account 'gpuqt-ghost'" in ghost.log(job_id)
     finally:
         ghost.teardown()

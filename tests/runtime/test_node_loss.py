@@ -46,8 +46,13 @@ class Prober(threading.Thread):
 
 
 def test_a_dead_gpu_node_is_down_its_job_runs_on_the_other_node_and_the_node_returns(ray_cluster, orch, api):
-    job_id = orch.submit("sleep 300", gpus=8, max_retries=0, run_id="on-a-dying-node")
+    from orchestrator.core import joblog
+    from tests.readers import Follower
+
+    job_id = orch.submit("echo ran; sleep 300", gpus=8, max_retries=0, run_id="on-a-dying-node")
     job = orch.wait_state(job_id, "running")
+    follower = Follower(api, job_id)  # its whole output, across the node's death
+    wait_for(lambda: follower.got == b"ran\n", 30, what="the job's first line")
     (lost,) = job["allocation"]
     (other,) = {"gmi-node-1", "gmi-node-2"} - {lost}
     node_id = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Labels"].get(NODE_LABEL) == lost)
@@ -78,3 +83,5 @@ def test_a_dead_gpu_node_is_down_its_job_runs_on_the_other_node_and_the_node_ret
     prober.join(10)
     assert prober.answers > 10 and prober.failures == []
     orch.call("cancel", job_id)
+    # Every byte once: the lost run's (read again once its node was back), gpuq's line, the new run's.
+    assert follower.result() == orch.log(job_id).encode() == b"ran\n" + joblog.boundary(2) + b"ran\n"
