@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -114,6 +115,12 @@ class StoreError(GpuqError):
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        # Writes run on a worker thread (GroupCommit) while reads and close() run on the
+        # actor's loop. Python's sqlite3 does not guard one connection used from two
+        # threads at once: a close() during a write crashed the process (SIGSEGV in CI).
+        # Every use of the connection holds this lock, and a closed store refuses.
+        self._lock = threading.RLock()
+        self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # One writer (the orchestrator actor); check_same_thread off because Ray may
@@ -130,7 +137,8 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        return self._db.execute("PRAGMA user_version").fetchone()[0]
+        with self._lock:
+            return self._db.execute("PRAGMA user_version").fetchone()[0]
 
     def _migrate(self) -> int | None:
         """Bring the schema to SCHEMA_VERSION; returns the version it was at, or None
@@ -170,6 +178,15 @@ class Store:
 
     def write(self, rows: list[tuple[str, int, str, str]], kv: dict[str, object] | None = None,
               usage: list[tuple] | None = None, audit: list[tuple] | None = None) -> None:
+        with self._lock:
+            self._check_open()
+            self._write(rows, kv, usage, audit)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the job store at {self.path} is closed")
+
+    def _write(self, rows, kv, usage, audit) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
@@ -204,7 +221,9 @@ class Store:
         """Every job that loads, in submission order, and the rows that did not: those
         are moved to the set_aside table (kept as they were, for an admin to look at)."""
         try:
-            rows = self._db.execute("SELECT id, seq, doc FROM jobs ORDER BY seq").fetchall()
+            with self._lock:
+                self._check_open()
+                rows = self._db.execute("SELECT id, seq, doc FROM jobs ORDER BY seq").fetchall()
         except sqlite3.Error as e:
             raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
         jobs, bad = [], []
@@ -214,7 +233,8 @@ class Store:
             except ValueError as e:  # pydantic's ValidationError is one
                 bad.append(SetAside(str(job_id), int(seq), str(doc), _first_line(e)))
         if bad:
-            self._set_aside(bad, now)
+            with self._lock:
+                self._set_aside(bad, now)
         return jobs, bad
 
     def _set_aside(self, bad: list[SetAside], now: float) -> None:
@@ -229,14 +249,18 @@ class Store:
             raise StoreError(f"could not set aside unreadable jobs in {self.path}: {e}") from None
 
     def set_aside_count(self) -> int:
-        return self._db.execute("SELECT count(*) FROM set_aside").fetchone()[0]
+        with self._lock:
+            self._check_open()
+            return self._db.execute("SELECT count(*) FROM set_aside").fetchone()[0]
 
     def usage(self, since: float = 0.0) -> list[tuple[str, int, str, int, float, float]]:
         """Finished runs (job_id, attempt, user, gpus, start, end) that ended after `since`."""
         try:
-            return self._db.execute(
-                "SELECT job_id, attempt, user, gpus, start, end FROM usage WHERE end > ? ORDER BY end", (since,)
-            ).fetchall()
+            with self._lock:
+                self._check_open()
+                return self._db.execute(
+                    "SELECT job_id, attempt, user, gpus, start, end FROM usage WHERE end > ? ORDER BY end", (since,)
+                ).fetchall()
         except sqlite3.Error as e:
             raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
 
@@ -251,19 +275,27 @@ class Store:
             where.append("action = ?")
             args.append(action)
         try:
-            rows = self._db.execute(
-                f"SELECT at, who, action, target, detail FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-                (*args, limit)).fetchall()  # the WHERE clause is built from fixed strings only
+            with self._lock:
+                self._check_open()
+                rows = self._db.execute(
+                    f"SELECT at, who, action, target, detail FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                    (*args, limit)).fetchall()  # the WHERE clause is built from fixed strings only
         except sqlite3.Error as e:
             raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
         return [{"time": at, "who": w, "action": a, "target": t, "detail": json.loads(d)} for at, w, a, t, d in rows]
 
     def get(self, key: str, default: object = None) -> object:
-        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        with self._lock:
+            self._check_open()
+            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
     def close(self) -> None:
-        self._db.close()
+        """Waits for a write in progress (on GroupCommit's thread) to end first."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
 
 
 def rows_of(jobs: Iterable[Job]) -> list[tuple[str, int, str, str]]:
