@@ -127,6 +127,8 @@ class SubmitRequest(Body):
     name: Annotated[str, StringConstraints(max_length=200)] | None = None
     preemptible: StrictBool | None = None
     multi_node: StrictBool | None = Field(None, description="may span nodes even when it fits on one")
+    ray: StrictBool | None = Field(None, description="a Ray program: its own Ray cluster on exactly its GPUs, which "
+                                                     "a bare ray.init() joins")
     retry_on_exit_codes: Annotated[list[Annotated[StrictInt, Field(ge=0, le=255)]], Field(max_length=256)] | None = (
         None)
     runtime_env: dict[str, Any] | None = Field(
@@ -196,7 +198,7 @@ class TokenRequest(Body):
 
 # --- Ray's Jobs API (ray.dashboard.modules.job.common.JobSubmitRequest) -----------------
 
-RAY_METADATA = ("priority", "user", "time_limit", "max_retries", "name", "dependency")
+RAY_METADATA = ("priority", "user", "time_limit", "max_retries", "name", "dependency", "ray")
 
 
 def _whole(v: float | int | None, field: str) -> None:

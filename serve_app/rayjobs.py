@@ -9,7 +9,9 @@ command; `entrypoint_num_gpus` -> gpu_count (whole GPUs; a job that names none g
 1: gpuq queues GPU jobs); `submission_id` -> run id and idempotency key;
 `runtime_env` -> runtime_env (working_dir, py_modules, pip, uv, env_vars, excludes:
 orchestrator/core/runtime_env.py); `metadata` keys `priority`, `user` (admins),
-`time_limit`, `max_retries`, `name` -> the same gpuq fields. What gpuq cannot honour
+`time_limit`, `max_retries`, `name` -> the same gpuq fields; `ray` ("true"/"false";
+default true) -> whether it gets a private Ray cluster (a Ray entrypoint calls
+`ray.init()`). What gpuq cannot honour
 (conda, containers, CPU, memory or custom resources, label selectors) is refused by
 name, never dropped.
 """
@@ -23,10 +25,13 @@ STATUS = {
     "preempted": "PENDING", "running": "RUNNING", "completed": "SUCCEEDED", "failed": "FAILED", "cancelled": "STOPPED",
 }
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+_RAY_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def spec_from_ray(req: RaySubmitRequest, default_user: str) -> tuple[dict, str | None]:
-    """A gpuq spec (and idempotency key) from a Ray job submission."""
+def spec_from_ray(req: RaySubmitRequest, default_user: str, ray_default: bool = True) -> tuple[dict, str | None]:
+    """A gpuq spec (and idempotency key) from a Ray job submission. It is a Ray program
+    (a private Ray cluster for its `ray.init()`) unless metadata `ray` says "false", or
+    the site's `ray_jobs_api_ray` made that the default."""
     submission_id = req.submission_id or req.job_id
     spec = {
         "command": req.entrypoint,
@@ -36,6 +41,8 @@ def spec_from_ray(req: RaySubmitRequest, default_user: str) -> tuple[dict, str |
         **({"runtime_env": req.runtime_env} if req.runtime_env else {}),
         **(req.metadata or {}),  # gpuq's own fields, validated with the rest by JobSpec
     }
+    said = spec.pop("ray", None)
+    spec["ray"] = ray_default if said is None else _RAY_WORDS.get(said.strip().lower(), said)
     if "max_retries" in spec:  # metadata values are strings in Ray's API
         spec["max_retries"] = int(spec["max_retries"]) if spec["max_retries"].isdigit() else spec["max_retries"]
     return spec, submission_id

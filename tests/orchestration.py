@@ -17,7 +17,7 @@ from tests.raycluster import wait_for
 # would cost more CPU than the tests themselves (test_warm_slots covers them).
 # The session's own scratch root (jobs' private folders, users' virtualenvs): a run starts
 # with nothing of an earlier one's, even where the accounts get the same uids again.
-SCRATCH = tempfile.mkdtemp(prefix="gpuq-scratch-")
+SCRATCH = tempfile.mkdtemp(prefix="gq-")  # short: Ray jobs' socket paths are under it (raycluster.MAX_TEMP)
 FAST = dict(loop_interval_s=0.5, placement_timeout_s=20, stop_grace_s=1.0, reap_interval_s=1.0, warm_slots_per_node=0,
             unix_users=UNIX_USERS, scratch_dir=SCRATCH)
 

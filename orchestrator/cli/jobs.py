@@ -36,6 +36,7 @@ RUN_ID_OPT = Annotated[str | None, typer.Option("--run-id", help="your name for 
 ENV_OPT = Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE, repeatable")]
 WORKDIR_OPT = Annotated[str | None, typer.Option(help="absolute working directory on the nodes (code already there)")]
 WORKING_DIR_OPT = Annotated[str | None, typer.Option("--working-dir", help="a local directory: uploaded, and the job runs in it (as ray job submit --working-dir)")]
+RAY_OPT = Annotated[bool, typer.Option("--ray", help="a Ray program: ray.init() joins a private Ray cluster on exactly the job's GPUs")]
 DEPENDENCY_OPT = Annotated[str | None, typer.Option("--dependency", "-d", help="afterok:ID[:ID...], afternotok:, afterany:, after: (as sbatch)")]
 
 
@@ -143,6 +144,7 @@ def register(app: typer.Typer) -> None:
         array: Annotated[str | None, typer.Option(help="a job per index: 10, 0-9 or 1,3,5 (GPUQ_ARRAY_INDEX)")] = None,
         notify: Annotated[str | None, typer.Option("--notify", help="tell the site's opt-in webhooks: BEGIN, END, FAIL, REQUEUE, ALL (as --mail-type)")] = None,
         dependency: DEPENDENCY_OPT = None,
+        ray: RAY_OPT = False,
         test_only: Annotated[bool, typer.Option("--test-only", help="where and when it would start; submits nothing")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="wait for the job and exit with its exit code")] = False,
         parsable: Annotated[bool, typer.Option("--parsable", help="print only the job id (the array's id for an array), as sbatch --parsable")] = False,
@@ -151,14 +153,10 @@ def register(app: typer.Typer) -> None:
         """Submit a command: gpuq submit --gpus 4 --priority high --time 4h -- python train.py"""
         body = job_body(ctx.args, gpus, priority, time_limit, retries, run_id, user, env, workdir)
         renv = _runtime_env(runtime_env_json, runtime_env_file, working_dir)
-        if dependency:
-            body["dependency"] = dependency
-        if notify:
-            body["notify"] = notify
+        body.update({k: v for k, v in (("dependency", dependency), ("ray", ray), ("notify", notify),
+                                         ("test_only", test_only)) if v})
         if array:
             body["array"] = int(array) if array.isdigit() else array
-        if test_only:
-            body["test_only"] = True
         client = _client()
         if renv:
             body["runtime_env"] = _run(lambda: _uploaded(client, renv))

@@ -121,7 +121,22 @@ class Config(BaseModel):
     pip_index_url: str | None = Field(default=None, pattern=r"^(https?|file)://[^\s]{1,2000}$")
     # The Python a runtime env's virtualenv is made from: found on the job's PATH (job_path)
     # unless a path is given. It must be one every user may run (not a venv under /root).
-    job_python: str = "python3"
+    # Jobs' Python: the one a Ray job's `python` and `python3` are, and the one runtime-env
+    # virtualenvs are made from. It must be one every user may run (not a venv under
+    # /root) and, for Ray jobs, hold the cluster's Ray. None: gpuq's own venv interpreter
+    # when every user may run it (scripts/up makes it so), else `python3` on job_path.
+    job_python: str | None = None
+    # Ray jobs (`--ray`, runtime/raycluster.py): each rank's private Ray node takes its
+    # ports from this node's range (`ray_job_ports`, or per node in
+    # `ray_job_ports_by_node`), one block of `ray_job_ports_per_gpu` per GPU, the block
+    # of the job's lowest GPU index: no two jobs on a node ever share one. Keep it clear of
+    # gpuq's own Ray (its workers: 10002-19999) and the kernel's ephemeral ports (32768+).
+    ray_job_ports: str = Field(default="20000-23199", pattern=r"^\d{4,5}-\d{4,5}$")
+    ray_job_ports_by_node: dict[str, str] = Field(default_factory=dict)
+    ray_job_ports_per_gpu: int = Field(default=400, ge=40, le=10000)
+    # Submissions through Ray's Jobs API are Ray programs unless their metadata says
+    # "ray": "false" (true), or only when it says "true" (false).
+    ray_jobs_api_ray: bool = True
     # Each job's private folder on its node (its TMPDIR, its unpacked packages) and each
     # user's virtualenvs live under this root, one folder per uid (runtime/jobenv.py).
     # Default: /var/lib/gpuq/scratch in a multi-user install, GPUQ_HOME/scratch otherwise.

@@ -111,6 +111,8 @@ class JobSpec(BaseModel):
     name: str | None = None
     preemptible: StrictBool = True
     multi_node: StrictBool = Field(default=False, description="may span nodes even when it fits on one")
+    ray: StrictBool = Field(default=False, description="a Ray program: ray.init() joins a private Ray cluster on "
+                                                       "exactly the job's GPUs, as its user (runtime/raycluster.py)")
     retry_on_exit_codes: list[StrictInt] | None = Field(
         default=None, description="exit codes worth an auto-retry; default: any non-zero code"
     )

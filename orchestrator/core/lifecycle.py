@@ -97,6 +97,15 @@ def apply_plan(queue: Moves, inventory: Inventory, decided: Plan, now: float) ->
     return out
 
 
+def judged_by(results: dict[int, dict | None], ended_first: int) -> dict[int, dict | None]:
+    """The ranks of a gang that gpuq stopped because `ended_first` ended (it failed, or
+    it is a Ray job's driver) did not fail: the run is judged by the rank that ended it
+    (a torchrun rank's crash, not the TERM the others got), never as a system stop."""
+    return {rank: ({**res, "exit_code": 0, "reason": "exited"}
+                   if rank != ended_first and res is not None and res.get("reason") == "stopped" else res)
+            for rank, res in results.items()}
+
+
 def classify(results: list[dict | None], evicted: str | None, node_of_rank: Callable[[int], str | None],
              user: str) -> Exit:
     """One Exit from what each rank's runner reported (None: it died without a record).

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,16 +32,16 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from orchestrator.core import rayjob
 from orchestrator.runtime import envs
 from orchestrator.runtime.agent import NodeAgent, agent_name
 from orchestrator.runtime.names import NAMESPACE
+from orchestrator.runtime.quarantine import FILLER_PREFIX, Quarantine
 from orchestrator.runtime.nodes import NODE_SHARE, NodeInfo, discover_nodes
 from orchestrator.runtime.runner import Runner, rendezvous_env
 
 log = logging.getLogger("gpuq.backend")
 
-QUARANTINE_PREFIX = "gpuq-quarantine-"
-FILLER_PREFIX = "gpuq-filler-"
 
 
 class AgentRefused(Exception):
@@ -64,7 +65,7 @@ class PlacementSlot:
     reusable: bool = True
 
 
-class RayBackend:
+class RayBackend(Quarantine):
     def __init__(self, data_root: str, cluster_id: str, placement_timeout_s: float, slot_idle_s: float = 60.0,
                  warm_slots_per_node: int = 0, scratch: str | None = None):
         self.data_root = data_root
@@ -76,6 +77,7 @@ class RayBackend:
         self.agents: dict[str, ray.actor.ActorHandle] = {}
         self.slots: dict[str, PlacementSlot] = {}
         self.capacity: dict[str, int] = {}
+        self.node_ips: dict[str, str] = {}  # where Ray jobs' port ranges must not collide (core/rayjob.py)
         self.held_out: dict[tuple[str, int], PlacementGroup] = {}  # quarantined GPUs
         self.telemetry = "auto"
         self._quarantine_lock = asyncio.Lock()
@@ -85,6 +87,7 @@ class RayBackend:
     def ensure_agents(self, nodes: dict[str, NodeInfo]) -> None:
         for name, info in nodes.items():
             self.capacity[name] = info.gpus
+            self.node_ips[name] = info.ip
             if name not in self.agents:
                 self.agents[name] = NodeAgent.options(
                     name=agent_name(name), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
@@ -186,60 +189,6 @@ class RayBackend:
         """GPUs of `node` that Ray has given to gpuq placement groups (slots and quarantine)."""
         return sum(s.size for s in self.slots.values() if s.node == node) + sum(1 for n, _ in self.held_out if n == node)
 
-    async def quarantine(self, wanted: dict[str, set[int]], only: str | None = None) -> None:
-        async with self._quarantine_lock:  # the watch and a launch may both ask
-            await self._quarantine(wanted, only)
-
-    async def _quarantine(self, wanted: dict[str, set[int]], only: str | None) -> None:
-        """Make Ray hold exactly the out-of-service GPUs that no job holds any more.
-
-        Ray gives a new bundle the lowest free indices, so to hold GPU i it first takes
-        every free index below i in a filler group, then places the one-GPU quarantine
-        group (which gets i), then drops the filler. Parked slots on i are removed
-        first; a GPU still in a running slot waits for the next round."""
-        for (node, i), pg in list(self.held_out.items()):
-            if only is None and i not in wanted.get(node, set()):
-                remove_placement_group(pg)
-                del self.held_out[(node, i)]
-        for node, indices in wanted.items():
-            for i in sorted(indices):
-                if (node, i) in self.held_out:
-                    continue
-                for slot in [s for s in self.slots.values() if s.node == node and i in s.gpus and s.parked_at is not None]:
-                    self.discard(slot)
-                slots = [s for s in self.slots.values() if s.node == node]
-                if any(not s.ready for s in slots):
-                    return  # a slot is being placed: its indices are not known yet
-                taken = {g for s in slots for g in s.gpus} | {g for n, g in self.held_out if n == node}
-                if i in taken:
-                    continue
-                below = [g for g in range(i) if g not in taken]
-                filler = None
-                if below:
-                    # Named, so that a restart removes it if we die before we do (forget_unknown_slots).
-                    filler = placement_group([{"GPU": float(len(below)), node: NODE_SHARE}],
-                                             name=f"{FILLER_PREFIX}{node}", lifetime="detached")
-                    if not await _placed(filler, self.placement_timeout_s):
-                        remove_placement_group(filler)
-                        continue
-                pg = placement_group([{"GPU": 1.0, node: NODE_SHARE}], name=f"{QUARANTINE_PREFIX}{node}-{i}",
-                                     lifetime="detached")
-                placed = await _placed(pg, self.placement_timeout_s)
-                if filler is not None:
-                    remove_placement_group(filler)
-                if placed:
-                    self.held_out[(node, i)] = pg
-                else:
-                    remove_placement_group(pg)
-
-    def adopt_quarantine(self) -> None:
-        """After a restart: take back the quarantine groups by name."""
-        for pg_id, info in placement_group_table().items():
-            name = info.get("name", "")
-            if name.startswith(QUARANTINE_PREFIX) and info.get("state") == "CREATED":
-                node, _, index = name[len(QUARANTINE_PREFIX):].rpartition("-")
-                self.held_out[(node, int(index))] = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id)))
-
     def park(self, name: str) -> None:
         """The slot's job is over: keep it warm for the next job of its shape."""
         slot = self.slots.get(name)
@@ -290,11 +239,13 @@ class RayBackend:
     async def start(self, slots: list[str], job_id: str, attempt: int, job_env: dict[str, str], command: str,
                     working_dir: str | None, time_limit: float, grace: float, account: str | None = None,
                     base_env: dict[str, str] | None = None, group_read: bool = False,
-                    renv: dict | None = None) -> list[dict]:
+                    renv: dict | None = None, ray_job: dict | None = None) -> list[dict]:
         """Run the job on its slots, rank 0 first (its address is the others' rendezvous).
         Returns what each runner reports: node, the GPU ids Ray bound, pid, and with a
         runtime env (`renv`, runtime_env.plan's with the site's settings) how long it
-        took to make; raises RuntimeEnvFailed if a rank's could not be made."""
+        took to make; raises RuntimeEnvFailed if a rank's could not be made. A Ray job
+        (`ray_job`: the job's Python and the site's port settings) gets a private Ray
+        cluster: each rank a node of it, rank 0 its head (runtime/raycluster.py)."""
         runners = [self.runner(n) for n in slots]
         if any(r is None for r in runners):
             raise RuntimeError("a slot of the job has no runner")
@@ -302,12 +253,15 @@ class RayBackend:
         # GPUs are known here and its runner finds its own rendezvous port (Runner.run),
         # two round trips fewer per job. Several slots ask rank 0 for the address first.
         known = [self.slots.get(n) for n in slots]
-        if len(runners) == 1 and known[0] is not None and known[0].ready and known[0].gpus:
+        if len(runners) == 1 and known[0] is not None and known[0].ready and known[0].gpus and not ray_job:
             master, hellos = None, [{"node": known[0].node, "gpus": known[0].gpus}]
         else:
             master = await runners[0].rendezvous.remote()
             hellos = await asyncio.gather(*(r.hello.remote() for r in runners))
         nnodes, world = len(runners), sum(len(h["gpus"]) for h in hellos)
+        # One token per attempt, made here and never stored: the cluster's alone.
+        nodes = (rayjob.nodes(ray_job, hellos, self.node_ips, self.capacity, secrets.token_hex(32)) if ray_job
+                 else [None] * nnodes)
         calls = []
         for rank, (runner, hello) in enumerate(zip(runners, hellos)):
             env = {
@@ -322,7 +276,7 @@ class RayBackend:
                 **(rendezvous_env(master) if master else {}),
             }
             calls.append(runner.run.remote(job_id, attempt, rank, command, env, working_dir, time_limit, grace,
-                                           account, base_env, group_read, renv))
+                                           account, base_env, group_read, renv, nodes[rank]))
         infos = list(await asyncio.gather(*calls))
         failed = [i["setup_failed"] for i in infos if "setup_failed" in i]
         if failed:
@@ -387,13 +341,3 @@ class RayBackend:
             pg = None
         if runner is not None and pg is not None:
             self.slots[name] = PlacementSlot(name, node, size, pg, runner, list(gpus), reusable=False)
-
-
-async def _placed(pg: PlacementGroup, timeout: float) -> bool:
-    """Wait until Ray has placed a group, without pg.ready() (which costs a worker)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if placement_group_table(pg).get("state") == "CREATED":
-            return True
-        await asyncio.sleep(0.05)
-    return False

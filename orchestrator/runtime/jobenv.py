@@ -142,10 +142,27 @@ def virtualenv(envs: Path, kind: str, spec: dict, plan: dict, env: dict[str, str
             _run([python, "-m", "venv", "--system-site-packages", str(final)], env)
             _run([str(final / "bin" / "python"), "-m", "pip", "install", "--isolated", "--quiet", "--no-input",
                   "--disable-pip-version-check", *index_args, "--", *packages], env)
+        _see_base_packages(python, final, env)
         if spec.get(f"{kind}_check"):
             _run([str(final / "bin" / "python"), "-m", "pip", "check"], env)
         (final / READY).touch()
     return final
+
+
+def _see_base_packages(python: str, final: Path, env: dict[str, str]) -> None:
+    """When the job Python is itself a venv (gpuq's own, with the cluster's Ray), the new
+    env sees its packages too, after its own: `--system-site-packages` reaches only the
+    base interpreter's, and a Ray job's driver and workers need that Ray."""
+    said = subprocess.run([python, "-c", "import sys, sysconfig; print(sys.prefix != sys.base_prefix and "
+                                         "sysconfig.get_paths()['purelib'] or '')"],
+                          stdin=subprocess.DEVNULL, capture_output=True, env=env, text=True)
+    base = said.stdout.strip()
+    if said.returncode != 0 or not base:
+        return
+    done = subprocess.run([str(final / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          stdin=subprocess.DEVNULL, capture_output=True, env=env, text=True)
+    if done.returncode == 0 and done.stdout.strip():
+        (Path(done.stdout.strip()) / "zz-gpuq-job-python.pth").write_text(base + "\n")
 
 
 def _run(args: list[str], env: dict[str, str]) -> None:
@@ -156,9 +173,16 @@ def _run(args: list[str], env: dict[str, str]) -> None:
         raise SetupFailed(f"{os.path.basename(args[0])} {' '.join(args[1:3])} failed:\n{said[-OUTPUT_TAIL:]}")
 
 
+def ray_dir(folder: Path, job: str) -> Path:
+    """A Ray job's temp dir for Ray (runtime/raycluster.py): in the user's folder, but
+    short, as Ray's socket paths under it must fit in 107 bytes."""
+    return folder / "r" / hashlib.sha256(job.encode()).hexdigest()[:8]
+
+
 def remove(folder: Path, job: str) -> None:
-    """As the job's user: remove the bundle's folder (its TMPDIR with it)."""
+    """As the job's user: remove the bundle's folder (its TMPDIR with it) and its Ray temp dir."""
     shutil.rmtree(folder / "jobs" / job, ignore_errors=True)
+    shutil.rmtree(ray_dir(folder, job), ignore_errors=True)
 
 
 def as_user(switch: dict, work, stop_requested: dict, timeout: float):

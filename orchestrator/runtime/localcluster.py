@@ -263,7 +263,8 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
                             {"unix_users": site.unix_users, "allow_shared_account": site.allow_shared_account,
                              "allowed_system_accounts": site.allowed_system_accounts,
                              "max_package_bytes": site.max_package_bytes,
-                             "max_package_unpacked_bytes": site.max_package_unpacked_bytes})
+                             "max_package_unpacked_bytes": site.max_package_unpacked_bytes,
+                             "ray_jobs_api_ray": site.ray_jobs_api_ray})
     started["install"] = install_mode()
     started["ray_token_file"] = os.environ["RAY_AUTH_TOKEN_PATH"]
     started["ray_client"] = site.ray_client_port

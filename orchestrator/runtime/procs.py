@@ -1,4 +1,5 @@
-"""The processes of gpuq's jobs on this machine, found by the tags in their environment.
+"""The processes of gpuq's jobs on this machine: found by the tags in their environment,
+and a job's whole tree, found by descent.
 
 Every job process inherits GPUQ_CLUSTER and GPUQ_JOB_ID from its supervisor (and
 GPUQ_NODE, CUDA_VISIBLE_DEVICES): the node agent reaps by them (agent.py) and the
@@ -7,9 +8,13 @@ simulated telemetry reads which GPUs a process was given (telemetry.py).
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import time
 
 KEPT = (b"GPUQ_", b"CUDA_VISIBLE_DEVICES=")
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def tagged(cluster_id: str) -> dict[int, dict[str, str]]:
@@ -28,3 +33,72 @@ def tagged(cluster_id: str) -> dict[int, dict[str, str]]:
         if env.get("GPUQ_CLUSTER") == cluster_id and "GPUQ_JOB_ID" in env:
             found[int(entry.name)] = env
     return found
+
+
+def become_subreaper() -> None:
+    """Orphans of this process's descendants become its children, not init's: a daemon
+    a job starts (`ray start` leaves Ray's processes so) stays in reach of its sweep."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+    except (OSError, AttributeError):
+        pass  # not Linux: the node agent's reaper (by tags) is the backstop
+
+
+def descendants() -> list[int]:
+    """This process's descendants, from /proc (its orphans are its own: a subreaper)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def stop_descendants(grace: float) -> None:
+    """TERM every descendant, KILL what is left after `grace`, and reap them."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):
+        left = descendants()
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + wait
+        while left and time.monotonic() < deadline:
+            _reap()
+            left = [p for p in descendants() if not _zombie(p)]
+            if left:
+                time.sleep(0.05)
+        _reap()
+        if not left:
+            return
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] == b"Z"

@@ -56,6 +56,8 @@ class Requests:
         why = missing_account(parsed.user, self.site.unix_users, self.site.allowed_system_accounts)
         if why:
             raise InvalidSpec([("user", why)])
+        if parsed.ray and not self.job_python.ray_ready:
+            raise InvalidSpec([("ray", f"this site cannot run Ray programs yet: {self.job_python.why_not}")])
 
     async def submit(self, spec: dict, idempotency_key: str | None = None, by: Caller | None = None) -> dict:
         """Validate and enqueue; durable before it answers. A submit repeated with the same

@@ -47,6 +47,17 @@ def rendezvous_env(master: dict) -> dict[str, str]:
             "PET_MASTER_ADDR": master["ip"], "PET_MASTER_PORT": str(master["port"])}
 
 
+def node_share(gpus: int, node_gpus: int) -> dict[str, int]:
+    """What a Ray job's node declares besides its GPUs: its GPUs' share of this machine's
+    CPUs and memory. At least one CPU per GPU and one more, so that a trainer of one
+    worker per GPU (Ray Train's default asks a CPU each) fits on a small machine."""
+    share = gpus / max(node_gpus, gpus)
+    cpus = max(gpus + 1, int((os.cpu_count() or 1) * share))
+    total = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * share)
+    object_store = max(100 * 1024 * 1024, int(total * 0.3))  # Ray's own default share
+    return {"cpus": cpus, "memory": max(total - object_store, 256 * 1024 * 1024), "object_store": object_store}
+
+
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=4)
 class Runner:
     def __init__(self, node: str, data_root: str, scratch: str | None = None):
@@ -72,13 +83,16 @@ class Runner:
 
     def run(self, job_id: str, attempt: int, rank: int, command: str, env: dict[str, str],
             working_dir: str | None, time_limit: float, grace: float, account: str | None = None,
-            base_env: dict[str, str] | None = None, group_read: bool = False, renv: dict | None = None) -> dict:
+            base_env: dict[str, str] | None = None, group_read: bool = False, renv: dict | None = None,
+            ray_node: dict | None = None) -> dict:
         """Launch a job's command under the supervisor, as `account` (None: this worker's
         own account); the same job twice returns the first launch. With a runtime env
         (`renv`: its packages, as stored, and pip/uv lists), the packages are fetched
         here as bytes and handed over open; the supervisor has them unpacked and the
         virtualenv made as the user, and this returns once that is done, with
-        `setup_s`, or with `setup_failed` and why."""
+        `setup_s`, or with `setup_failed` and why. `ray_node` (a Ray job's rank: its
+        role, port block, token, Python) makes the rank a node of the job's private Ray
+        cluster; this runner adds the node's share of CPUs and memory, and its address."""
         key = (job_id, attempt, rank)
         if self.key == key and self.proc is not None:
             return self._when_prepared()
@@ -107,11 +121,14 @@ class Runner:
         if group_read:
             argv.append("--group-read")
         argv += ["--", "/bin/bash", "-c", command]
+        sent = {"base": base_env or {}, "env": job_env, "prepare": plan}
+        if ray_node:
+            sent["ray"] = {**ray_node, **node_share(len(gpus), ray_node["node_gpus"]),
+                           "ip": ray.util.get_node_ip_address()}
         # The job's environment goes on the launcher's socket, never through this
         # worker's own environment nor a command line.
         try:
-            self.proc = self.launcher.launch(argv, {"base": base_env or {}, "env": job_env, "prepare": plan}, directory,
-                                             fds)
+            self.proc = self.launcher.launch(argv, sent, directory, fds)
         finally:
             for fd in fds:
                 os.close(fd)

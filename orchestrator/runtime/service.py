@@ -23,8 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from orchestrator.core import lifecycle, runtime_env
-from orchestrator.core.accounts import account_for
+from orchestrator.core import lifecycle
 from orchestrator.core.config import Config
 from orchestrator.core.fairshare import UsageLedger
 from orchestrator.core.inventory import Inventory
@@ -37,7 +36,8 @@ from orchestrator.runtime.accounting import Accounting, Run
 from orchestrator.runtime.backend import RayBackend
 from orchestrator.runtime.bulk import Bulk
 from orchestrator.runtime.dependents import Dependents
-from orchestrator.runtime.envs import SETUP_FAILED, RuntimeEnvFailed
+from orchestrator.runtime.launches import Launches
+from orchestrator.runtime import jobpython
 from orchestrator.runtime.metrics import Metrics
 from orchestrator.runtime.notify import Notifier
 from orchestrator.runtime.recovery import recover
@@ -50,7 +50,7 @@ log = logging.getLogger("gpuq.orchestrator")
 EXPLAIN_INTERVAL_S = 1.0
 
 
-class OrchestratorService(Requests, Bulk, Dependents):
+class OrchestratorService(Requests, Launches, Bulk, Dependents):
     def __init__(self, config: dict | None = None, backend=None, clock: Callable[[], float] = time.time):
         """`backend`: where jobs run (RayBackend unless a test passes a fake with the same
         methods); `clock`: what "now" is for every state change and record."""
@@ -78,6 +78,8 @@ class OrchestratorService(Requests, Bulk, Dependents):
         # What every job's environment starts from (it inherits nothing of the service's).
         self.job_base_env = {"PATH": self.site.job_path, "LANG": os.environ.get("LANG") or "C.UTF-8",
                              **({"TZ": os.environ["TZ"]} if os.environ.get("TZ") else {})}
+        # The jobs' Python: a Ray job's `python`, and what runtime-env virtualenvs are made from.
+        self.job_python = jobpython.resolve(self.site.job_python, self.site.job_path)
         self.starts_stopped = False  # an admin stopped starts (set_starts); memory only
         self.stopping: set[str] = set()  # jobs told to stop whose GPUs are not back yet
         self.evicting: dict[str, str] = {}  # jobs stopped because their GPUs left service -> why
@@ -222,88 +224,6 @@ class OrchestratorService(Requests, Bulk, Dependents):
 
     # --- launching and monitoring ---------------------------------------------------
 
-    async def launch(self, job: Job, scheduled_stored: asyncio.Future) -> None:
-        try:
-            await scheduled_stored  # SCHEDULED is durable before anything is asked of Ray
-            await self._launch_steps(job)
-        except Exception as e:  # never leave a job stuck half-launched
-            log.exception("launch of %s failed", job.id)
-            attempt = job.attempts + (1 if job.state is JobState.ALLOCATING else 0)
-            for name in job.slots.get(attempt, []):
-                self.backend.discard(name)
-            self.give_back(job)
-            if job.state is JobState.SCHEDULED:  # its start was never stored, nothing reached Ray: back in line
-                self.carry_out(lifecycle.not_started(self.queue, job, f"not started: {e}", self.clock()))
-            else:
-                self.carry_out(lifecycle.launch_failed(self.queue, job, str(e), self.clock()))
-
-    async def _launch_steps(self, job: Job) -> None:
-        if job.state is not JobState.SCHEDULED:
-            return  # cancelled before its launch began; cancel gave its GPUs back
-        attempt = job.attempts + 1
-        # ALLOCATING is stored together with the slot names, below: a restart before that
-        # finds the job SCHEDULED (back in line) and removes any slot no job names.
-        self.queue.allocate(job.id, self.clock())
-        names: list[str] = []
-        for node, gpus in job.allocation.items():
-            slot = await self.backend.acquire(node, len(gpus), gpus, self.fleet.out_of_service_on(node))
-            if slot is not None:
-                names.append(slot.name)
-            if slot is None or job.state is not JobState.ALLOCATING:
-                for name in names:
-                    self.backend.park(name)
-                evicted = self.evicting.get(job.id)  # its node went down or its GPUs left service
-                self.give_back(job)
-                self.carry_out(lifecycle.not_started(self.queue, job, f"{evicted}; back in line", self.clock())
-                               if evicted else
-                               lifecycle.placement_timed_out(self.queue, job, self.site.placement_timeout_s,
-                                                             self.clock()))
-                return
-        job.slots[attempt] = names
-        await self.save([job])  # before anything runs: a restart finds the slots by these names
-        if (infos := await self.start_on(names, job, attempt)) is not None:
-            await self.adopt(job, attempt, infos)
-
-    async def start_on(self, names: list[str], job: Job, attempt: int) -> list[dict] | None:
-        """Run the command as its user's account (accounts.py) in a clean environment, once
-        its runtime env is made (the job is ALLOCATING meanwhile); what the runners say, or
-        None if the env could not be made (the job failed, the tool's words in its history)."""
-        env = {**job.spec.env, "GPUQ_JOB_ID": job.id, "GPUQ_RUN_ID": job.spec.run_id,
-               "GPUQ_ATTEMPT": str(attempt), "GPUQ_USER": job.spec.user}
-        try:
-            infos = await self.backend.start(names, job.id, attempt, env, job.spec.command, job.spec.working_dir,
-                                             float(job.time_limit), self.site.stop_grace_s,
-                                             account_for(job.spec.user, self.site.unix_users), self.job_base_env,
-                                             self.site.job_logs_group_readable,
-                                             runtime_env.plan(job.spec.runtime_env, job.user, self.site))
-        except RuntimeEnvFailed as e:
-            for name in names:  # other ranks may be setting up, or running: their runners go
-                self.backend.discard(name)
-            self.give_back(job)
-            # Its command never ran: `gpuq logs` and `ray job logs` show this (Requests.logs).
-            job.note(self.clock(), SETUP_FAILED, f"[gpuq] runtime env setup failed:\n{e}\n")
-            self.carry_out(lifecycle.runtime_env_failed(self.queue, job, str(e), self.clock()))
-            return None
-        for made in (i for i in infos if i.get("setup_s") is not None):
-            job.note(self.clock(), "runtime_env", f"runtime env made on {made['node']} in {made['setup_s']:.1f} s, as "
-                                                  "its user (not counted in the time limit)")
-        return infos
-
-    async def adopt(self, job: Job, attempt: int, infos: list[dict]) -> None:
-        """The command runs: record where it really runs, then watch it."""
-        actual = {info["node"]: sorted(info["gpus"]) for info in infos}
-        if job.state is JobState.ALLOCATING:
-            moved = self.inventory.rebind(job.id, actual)
-            for other_id, alloc in moved.items():  # still only planned: their plan follows Ray
-                self.queue.get(other_id).allocation = alloc
-            self.save([self.queue.start(job.id, min(i["started_at"] for i in infos), actual),
-                       *(self.queue.get(o) for o in moved)])
-            if job.id in self.evicting:  # its GPUs left service while it was being placed
-                self.stop_job(job)
-        elif job.state is JobState.CANCELLED:
-            self.stop_job(job)
-        await self.monitor(job, attempt)
-
     def stop_job(self, job: Job) -> None:
         """TERM, grace, KILL: the supervisor of each bundle does it."""
         self.stopping.add(job.id)
@@ -317,13 +237,20 @@ class OrchestratorService(Requests, Bulk, Dependents):
                  for rank, name in enumerate(names)}
         results: dict[int, dict | None] = {}
         pending = set(waits.values())
+        ended_first = None  # the rank whose end made gpuq stop the others
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for rank, fut in waits.items():
                 if fut in done and rank not in results:
                     results[rank] = fut.result()
-                    if results[rank] is None or results[rank].get("exit_code") != 0:
-                        self.backend.stop(names, job.id, attempt)  # one rank failed: stop the others
+                    # One rank failed: stop the others. A Ray job is its driver (rank 0):
+                    # its end, whatever its exit, ends the other nodes of its cluster.
+                    failed = results[rank] is None or results[rank].get("exit_code") != 0
+                    if pending and ended_first is None and (failed or (rank == 0 and job.spec.ray)):
+                        ended_first = rank
+                        self.backend.stop(names, job.id, attempt)
+        if ended_first is not None and job.id not in self.stopping:
+            results = lifecycle.judged_by(results, ended_first)
         if any(res is None for res in results.values()):
             # A runner died: if its node did, mark the node down now, so that the job is
             # requeued as evicted and nothing is planned on that node again.

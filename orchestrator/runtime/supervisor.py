@@ -62,7 +62,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.runtime import jobenv, jobfiles
+from orchestrator.runtime import jobenv, jobfiles, procs, raycluster
 from orchestrator.core.accounts import Account
 
 PR_SET_PDEATHSIG = 1
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
     args = ap.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     _die_with_parent()
+    procs.become_subreaper()  # what the job leaves orphaned stays ours to end (the sweep in _run)
     if sent is None:
         sent = json.loads(sys.stdin.read() or "{}")
     started = time.time()
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
             log.write(f"[gpuq] {note}\n".encode())
         _tell({"prepared": {"setup_s": made["setup_s"]}})
         started = time.time()  # the time limit counts from the command's start
+    if sent.get("ray"):  # a Ray program: its rank of the job's private Ray cluster (runtime/raycluster.py)
+        command = _ray_command(sent["ray"], command, env, folder, plan["job"], args.dir)
     cwd, kind = (args.cwd, "named") if args.cwd else (account.home, "home")
     try:
         record = _run(command, env, switch, args, log, dfd, owner, started, stop_requested, cwd, kind)
@@ -249,6 +252,28 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
         os.close(1)
         jobenv.remove_as_user(switch, folder, plan["job"])
     return code
+
+
+def _ray_command(ray: dict, command: list[str], env: dict, folder: Path, job: str, directory: Path) -> list[str]:
+    """The rank's command in a Ray job, and its environment (changed in place): Ray's
+    token auth with this attempt's token (never on a command line), and `python` and
+    `python3` on PATH the job's Python, with the cluster's Ray (a runtime env's
+    virtualenv, made from it, comes first)."""
+    python = ray["python"]
+    if env.get("VIRTUAL_ENV"):
+        python = os.path.join(env["VIRTUAL_ENV"], "bin", "python")
+    path = env.get("PATH") or os.defpath
+    env["PATH"] = path if env.get("VIRTUAL_ENV") else f"{os.path.dirname(ray['python'])}{os.pathsep}{path}"
+    env.pop("RAY_ADDRESS", None)
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray["token"], "RAY_USAGE_STATS_ENABLED": "0"})
+    argv = [python, "-c", raycluster.RUN, raycluster.ROOT, ray["role"], "--ports", str(ray["ports"]),
+            "--block", str(ray["block"]), "--gpus", str(ray["gpus"]), "--cpus", str(ray["cpus"]),
+            "--memory", str(ray["memory"]), "--object-store", str(ray["object_store"]),
+            "--temp", str(jobenv.ray_dir(folder, job)), "--logs", str(directory / "ray-logs"), "--ip", ray["ip"],
+            "--nodes", str(ray["nodes"])]
+    if ray["role"] == "worker":
+        return [*argv, "--address", ray["address"]]
+    return [*argv, "--", *command]
 
 
 def _run(command: list[str], env: dict, switch: dict, args, log, dfd: int, owner, started: float,
@@ -320,9 +345,13 @@ def _run(command: list[str], env: dict, switch: dict, args, log, dfd: int, owner
             _signal_group(child.pid, signal.SIGKILL)
     if dropped:
         log.write(f"[gpuq] {dropped} bytes of output were discarded\n".encode())
-    # Anything left in the group (a daemon the command started) goes with it.
+    # Anything left in the group (a daemon the command started) goes with it, and so does
+    # anything of the job's outside the group (a Ray job's raylet puts its workers in
+    # groups of their own; a daemon makes a session of its own): the sweep finds them by
+    # descent, as this process is their subreaper.
     _signal_group(child.pid, signal.SIGKILL)
     code = child.returncode
+    procs.stop_descendants(0)
     sig = -code if code < 0 else None
     record = {"exit_code": 128 + sig if sig else code, "signal": sig, "reason": reason or "exited"}
     with os.fdopen(said_r, "rb") as said:

@@ -31,7 +31,7 @@ async def version():
 
 @router.post("/jobs/")
 async def submit(req: RaySubmitRequest, who: Principal = Depends(writer), gw: Gateway = Depends(gateway)):
-    spec, key = rayjobs.spec_from_ray(req, who.user)
+    spec, key = rayjobs.spec_from_ray(req, who.user, bool(gw.site.get("ray_jobs_api_ray", True)))
     if not who.may_act_for(spec["user"]):
         raise ApiError(403, f"you are {who.user}: you may submit only as yourself")
     try:

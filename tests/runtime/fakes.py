@@ -71,7 +71,7 @@ class FakeBackend:
         return slot
 
     async def start(self, slots, job_id, attempt, job_env, command, working_dir, time_limit, grace, account=None,
-                    base_env=None, group_read=False, renv=None) -> list[dict]:
+                    base_env=None, group_read=False, renv=None, ray_job=None) -> list[dict]:
         self.envs.append(renv)
         if renv and self.env_failure:
             raise RuntimeEnvFailed(self.env_failure)

@@ -47,6 +47,14 @@ def test_a_12_gpu_job_gets_8_plus_4_across_the_nodes_with_rank_env(orch):
     assert len(masters) == 1 and "world=12" in masters.pop()
 
 
+def test_a_gang_whose_one_rank_crashes_fails_with_that_ranks_exit_once(orch):
+    """The other rank is stopped by gpuq: that TERM is not a fault of the system's, so
+    the job is not requeued forever; it fails with the crashed rank's code."""
+    job_id = orch.submit('if [ "$GPUQ_NODE_RANK" = 1 ]; then exit 3; fi; sleep 300', gpus=12, max_retries=0)
+    job = orch.wait_state(job_id, "failed", "completed")
+    assert (job["state"], job["attempts"], job["exit_code"]) == ("failed", 1, 3)
+
+
 def test_a_failing_command_is_retried_exactly_max_retries_times(orch):
     job_id = orch.submit("echo attempt $GPUQ_ATTEMPT; exit 7", max_retries=2)
     job = orch.wait_state(job_id, "failed")
