@@ -53,7 +53,8 @@ def details(job: dict) -> dict:
     status = STATUS[job["state"]]
     message = {
         "PENDING": "waiting in gpuq's queue",
-        "RUNNING": f"running on {job['placement']}",
+        "RUNNING": f"running on {job['placement']}" + (
+            f", a Ray program on its own Ray cluster (head {job['ray_cluster']['head']})" if job.get("ray_cluster") else ""),
         "SUCCEEDED": "exit code 0",
         "FAILED": f"{job.get('failure_reason') or 'failed'} (exit code {job.get('exit_code')})",
         "STOPPED": "cancelled",

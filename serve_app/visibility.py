@@ -12,7 +12,7 @@ from serve_app.auth import Principal
 
 # The parts of a job's spec that describe its shape; the rest (command, env,
 # working_dir, retry codes) is private.
-SHAPE = ("run_id", "name", "user", "gpu_count", "priority", "time_limit", "preemptible", "multi_node")
+SHAPE = ("run_id", "name", "user", "gpu_count", "priority", "time_limit", "preemptible", "multi_node", "ray")
 
 
 def may_see_private(who: Principal | None, owner: str) -> bool:

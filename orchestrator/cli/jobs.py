@@ -236,6 +236,8 @@ def register(app: typer.Typer) -> None:
             # One numbering everywhere (events, the web page, metrics): the node's own.
             console.print(f"placement: {j['placement']}  (the nodes' GPU indices, as NVML numbers them and as "
                           "they are in the job's CUDA_VISIBLE_DEVICES)")
+        if j.get("ray_cluster"):
+            console.print(f"Ray program: its own Ray cluster, head {j['ray_cluster']['head'] or '(not started)'}, no dashboard")
         if j["failure_reason"]:
             console.print(f"failure: {j['failure_reason']} (exit code {j['exit_code']})")
         t = Table(title="events")

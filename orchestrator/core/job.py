@@ -296,6 +296,8 @@ class Job(BaseModel):
     exit_code: int | None = None
     failure_reason: str | None = None
     infrastructure_failure: bool = False
+    ray_head: str | None = Field(default=None, description="a Ray job's own Ray cluster: its head (IP:PORT), "
+                                                           "where its latest attempt ran")
     events: list[Event] = Field(default_factory=list)
 
     @classmethod

@@ -96,6 +96,12 @@ class Launches:
     async def adopt(self, job: Job, attempt: int, infos: list[dict]) -> None:
         """The command runs: record where it really runs, then watch it."""
         actual = {info["node"]: sorted(info["gpus"]) for info in infos}
+        head = next((i["ray_head"] for i in infos if i.get("ray_head")), None)
+        if head:
+            job.ray_head = head
+            job.note(self.clock(), "ray", f"a Ray program: its own Ray cluster of {len(infos)} node(s), head {head} on "
+                                          f"{infos[0]['node']} (no dashboard); Ray's logs go to ray-logs/ in the "
+                                          "job's folder on each node")
         if job.state is JobState.ALLOCATING:
             moved = self.inventory.rebind(job.id, actual)
             for other_id, alloc in moved.items():  # still only planned: their plan follows Ray

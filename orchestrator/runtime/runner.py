@@ -134,6 +134,8 @@ class Runner:
                 os.close(fd)
         self.key = key
         self.started = {"node": self.node, "gpus": gpus, "pid": self.proc.pid, "started_at": time.time()}
+        if ray_node and ray_node["role"] == "head":
+            self.started["ray_head"] = f"{sent['ray']['ip']}:{ray_node['ports']}"
         self.announced = plan["announce"]
         return self._when_prepared()
 

@@ -51,6 +51,8 @@ def job(j: Job, queue: JobQueue, detail: bool = False) -> dict:
     }
     if j.array_id is not None:
         out.update(array_id=j.array_id, array_index=j.array_index)
+    if j.spec.ray:  # a Ray program: where its own cluster runs; Ray's dashboard is not started for it
+        out["ray_cluster"] = {"head": j.ray_head, "nodes": len(j.allocation) or None, "dashboard": None}
     if detail:
         out.update(
             spec=j.spec.model_dump(mode="json"),

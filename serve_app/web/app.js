@@ -221,6 +221,8 @@ async function refreshJob(id) {
   $("#h-job").textContent = `Job ${j.run_id}`;
   const fields = [["ID", j.id], ["State", j.state], ["User", j.user], ["GPUs", j.gpu_count],
     ["Priority", j.priority_name], ["Placement", j.placement || "–"], ["Attempts", j.attempts],
+    ["Ray program", j.ray_cluster ? `its own Ray cluster, head ${j.ray_cluster.head || "(not started)"}, no dashboard`
+      : "no"],
     ["Submitted", clock(j.submitted_at)], ["Started", j.started_at ? clock(j.started_at) : "–"],
     ["Exit code", j.exit_code ?? "–"], ["Why it ended", j.failure_reason || "–"],
     ["Idle GPUs", (j.idle_gpus || []).join(", ") || "–"],

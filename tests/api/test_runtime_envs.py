@@ -93,6 +93,28 @@ def test_a_pip_env_from_the_sites_index_is_importable_in_the_job_and_absent_outs
     assert "No module named 'gpuq_tiny'" in orch.log(outside)
 
 
+def test_a_ray_jobs_runtime_env_reaches_its_driver_and_its_clusters_workers(orch, project):
+    """Ray's semantics: the pip env and the working_dir are the driver's and every
+    worker's, in the job's own cluster, made as its user."""
+    code = Path(tempfile.mkdtemp(prefix="gpuq-rayenv-"))  # pytest's own folders are root's alone
+    os.chmod(code, 0o755)
+    shutil.copy(project / "helper.py", code)
+    (code / "ray_main.py").write_text(
+        "import ray, gpuq_tiny, helper\nray.init()\n"
+        "@ray.remote(num_gpus=1)\ndef f():\n    import gpuq_tiny, helper\n    return gpuq_tiny.WHO, helper.gpus()\n"
+        "print('driver', gpuq_tiny.WHO)\nprint('worker', *ray.get(f.remote()))\n")
+    job_id = orch.submit("python ray_main.py", ray=True, working_dir=str(code),
+                         runtime_env={"pip": ["gpuq-tiny==1.0"]}, max_retries=0, user="alice")
+    job = orch.wait_state(job_id, "completed", "failed", timeout=300)
+    log = orch.log(job_id)
+    assert job["state"] == "completed", (job["events"], log)
+    assert "driver the tiny package" in log
+    worker = next(line for line in log.splitlines() if line.startswith("worker "))
+    assert worker.startswith("worker the tiny package ")
+    assert int(worker.split()[-1]) in sum(job["allocation"].values(), [])  # helper.gpus(): the task's one GPU
+    shutil.rmtree(code, ignore_errors=True)
+
+
 def test_a_pip_env_that_cannot_install_fails_the_job_once_with_pips_own_words(orch):
     job_id = orch.submit("echo never", runtime_env={"pip": ["gpuq-missing==1.0"]}, max_retries=2, user="alice")
     job = orch.wait_state(job_id, "failed", "completed", timeout=300)

@@ -28,7 +28,9 @@ pytestmark = [pytest.mark.ray,
               pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as their users only in a multi-user install")]
 
 RAY = str(Path(sys.executable).with_name("ray"))
+GPUQ = str(Path(sys.executable).with_name("gpuq"))
 ALICE = {"Authorization": "Bearer alice-token"}
+BOB = {"Authorization": "Bearer bob-token"}
 CLEAN = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
 
 # What a Ray user's program prints: the cluster it sees, and per task where it ran.
@@ -45,6 +47,69 @@ def where():
 n = int(sys.argv[1])
 print("tasks", json.dumps(ray.get([where.remote() for _ in range(n)])), flush=True)
 sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+"""
+
+# Ray's libraries without torch: a data-parallel trainer of four GPU workers, and a Tune
+# run of four one-GPU trials, in one 4-GPU job. Results go to the job's TMPDIR.
+LIBRARIES = """
+import json, os, pathlib, ray
+from ray import train, tune
+from ray.train import RunConfig, ScalingConfig
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+storage = pathlib.Path(os.environ["TMPDIR"])
+
+def loop(config):
+    rank = train.get_context().get_world_rank()
+    (storage / f"rank-{rank}.json").write_text(json.dumps([rank, os.environ["CUDA_VISIBLE_DEVICES"], os.getuid()]))
+    train.report({"rank": rank})
+
+DataParallelTrainer(loop, scaling_config=ScalingConfig(num_workers=4, use_gpu=True),
+                    run_config=RunConfig(storage_path=str(storage), name="train")).fit()
+print("train", json.dumps(sorted(json.loads(p.read_text()) for p in storage.glob("rank-*.json"))), flush=True)
+
+def trial(config):
+    tune.report({"x": config["x"], "gpus": os.environ["CUDA_VISIBLE_DEVICES"]})
+
+grid = tune.Tuner(tune.with_resources(trial, {"cpu": 1, "gpu": 1}),
+                  param_space={"x": tune.grid_search([1, 2, 3, 4])},
+                  run_config=tune.RunConfig(storage_path=str(storage), name="tune")).fit()
+print("tune", json.dumps(sorted([r.metrics["x"], r.metrics["gpus"]] for r in grid)), flush=True)
+"""
+
+# A Ray program that holds its GPUs: a task keeps a worker busy, the driver waits.
+HOLD = """
+import time, ray
+ray.init()
+
+@ray.remote(num_gpus=1)
+def busy():
+    time.sleep(600)
+
+running = busy.remote()
+ray.get(ray.remote(lambda: 1).remote())
+time.sleep(1)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+# From inside a Ray job: whether each address answers Ray's GcsClient and ray.init()
+# (each try in a process of its own, with this job's token, as the job's user).
+REACH = """
+import json, os, subprocess, sys
+TRIES = {"gcs": "from ray._raylet import GcsClient; print(len(GcsClient(address=A).get_all_node_info(timeout=20)))",
+         "init": "import ray; ray.init(address=A); print(ray.cluster_resources())"}
+tries = {f"{kind} {address}": subprocess.Popen([sys.executable, "-c", "A = %r; " % address + code],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         for address in [os.environ["RAY_ADDRESS"], *sys.argv[1:]] for kind, code in TRIES.items()}
+out = {}
+for name, proc in tries.items():
+    try:
+        out[name] = proc.wait(timeout=60) == 0
+    except subprocess.TimeoutExpired:  # still trying after a minute: it got nowhere
+        proc.kill()
+        out[name] = False
+print("reach", json.dumps(out), flush=True)
 """
 
 
@@ -73,6 +138,9 @@ def lab(shared):
 def project(open_dir):
     d = Path(tempfile.mkdtemp(prefix="project-", dir=open_dir))
     (d / "app.py").write_text(APP)
+    (d / "libraries.py").write_text(LIBRARIES)
+    (d / "hold.py").write_text(HOLD)
+    (d / "reach.py").write_text(REACH)
     os.chmod(d, 0o755)
     return d
 
@@ -129,3 +197,75 @@ def test_a_twelve_gpu_ray_job_is_a_two_node_cluster_with_tasks_on_both(lab, proj
     assert per_node == [4, 8]
     assert sorted(len(g) for g in allocated(job).values()) == [4, 8]
     wait_for(lambda: not alice_processes(), 30, what="every process of both nodes to be gone")
+
+
+def test_ray_train_and_tune_run_in_a_four_gpu_job_without_torch(lab, project):
+    job_id = lab.submit("python libraries.py", gpus=4, ray=True, working_dir=str(project), user="alice", max_retries=0)
+    job = lab.wait_state(job_id, "completed", "failed", timeout=300)
+    log = lab.log(job_id)
+    assert job["state"] == "completed", (job["events"], log)
+    (gpus,) = allocated(job).values()
+    workers = said(log, "train")  # every worker of the trainer reported, each on a GPU of its own
+    assert [rank for rank, _, _ in workers] == [0, 1, 2, 3]
+    assert sorted(int(g) for _, g, _ in workers) == sorted(gpus)
+    assert {uid for _, _, uid in workers} == {pwd.getpwnam(UNIX_USERS["alice"]).pw_uid}
+    trials = said(log, "tune")
+    assert [x for x, _ in trials] == [1, 2, 3, 4]
+    assert {int(g) for _, g in trials} <= set(gpus)
+
+
+def nothing_left_of_alices_clusters() -> None:
+    wait_for(lambda: not alice_processes(), 30, what="every process of alice's Ray clusters to be gone")
+    uid = pwd.getpwnam(UNIX_USERS["alice"]).pw_uid
+    assert not list(Path(SCRATCH).glob(f"{uid}/r/*")), "a Ray temp dir is left"
+
+
+def test_cancel_time_limit_and_preemption_leave_nothing_of_a_ray_job(lab, project):
+    hold = dict(ray=True, working_dir=str(project), user="alice", max_retries=0)
+    cancelled = lab.submit("python hold.py", gpus=2, **hold)
+    timed = lab.submit("python hold.py", gpus=2, time_limit=25, **hold)
+    for job_id in (cancelled, timed):
+        wait_for(lambda: "ready" in lab.log(job_id), 120, what="the Ray program to hold its GPUs")
+    assert alice_processes()
+    lab.call("cancel", cancelled, "tests")
+    assert lab.wait_state(cancelled, "cancelled")["state"] == "cancelled"
+    job = lab.wait_state(timed, "failed", "completed", timeout=120)
+    assert "time limit" in job["failure_reason"]
+    nothing_left_of_alices_clusters()
+    # Preempted: a two-node cluster of LOW priority gives way to a CRITICAL job.
+    victim = lab.submit("python hold.py", gpus=16, priority="LOW", **{**hold, "max_retries": 1})
+    wait_for(lambda: "ready" in lab.log(victim), 180, what="the 16-GPU Ray program to hold its GPUs")
+    urgent = lab.submit("sleep 60", gpus=1, priority="CRITICAL", user="bob")
+    lab.wait_state(urgent, "running", timeout=120)
+    assert lab.job(victim)["state"] in ("queued", "preempted")
+    nothing_left_of_alices_clusters()
+    for job_id in (victim, urgent):
+        lab.call("cancel", job_id, "tests")
+
+
+def test_a_ray_job_reaches_its_own_cluster_only_and_says_where_it_is(api, lab, project):
+    """Not gpuq's cluster, nor another user's running job's cluster: each has a token of
+    its own, and a job holds only its own. gpuq show and ray job status say where it is."""
+    import ray
+
+    theirs = lab.submit("python hold.py", gpus=2, ray=True, working_dir=str(project), user="bob", max_retries=0)
+    wait_for(lambda: "ready" in lab.log(theirs), 120, what="bob's Ray program to run")
+    bob_head = lab.job(theirs)["ray_cluster"]["head"]
+    assert f"head {bob_head}" in lab.log(theirs)
+    status = subprocess.run([RAY, "job", "status", "--address", api, "--headers", json.dumps(BOB), theirs],
+                            capture_output=True, text=True, env=CLEAN, timeout=60)
+    assert f"a Ray program on its own Ray cluster (head {bob_head})" in status.stdout, status.stdout + status.stderr
+    show = subprocess.run([GPUQ, "show", theirs], capture_output=True, text=True, timeout=60,
+                          env={**CLEAN, "GPUQ_URL": api, "GPUQ_TOKEN": "bob-token", "COLUMNS": "200"})
+    assert f"Ray program: its own Ray cluster, head {bob_head}, no dashboard" in show.stdout, show.stdout
+    gpuq_gcs = ray.get_runtime_context().gcs_address
+    job_id = lab.submit(f"python reach.py {gpuq_gcs} {bob_head}", gpus=1, ray=True, working_dir=str(project),
+                        user="alice", max_retries=0)
+    job = lab.wait_state(job_id, "completed", "failed", timeout=300)
+    log = lab.log(job_id)
+    assert job["state"] == "completed", (job["events"], log)
+    reach = said(log, "reach")
+    own = next(k.split(" ", 1)[1] for k in reach if k.split(" ", 1)[1] not in (gpuq_gcs, bob_head))
+    assert reach == {f"gcs {own}": True, f"init {own}": True, f"gcs {gpuq_gcs}": False, f"init {gpuq_gcs}": False,
+                     f"gcs {bob_head}": False, f"init {bob_head}": False}
+    lab.call("cancel", theirs, "tests")
