@@ -68,6 +68,9 @@ def up(
     console.print(f"  admin token: {started['admin_token_file']}  (more: gpuq token create USER)")
     client = f"Ray Client on port {started['ray_client']}" if started.get("ray_client") else "no Ray Client"
     console.print(f"  Ray: token authentication on (token {started['ray_token_file']}, the service's alone), {client}")
+    py = started["job_python"]
+    console.print(f"  Ray jobs (--ray): job Python {py['path']}, every user may run it" if py["ray_ready"] else
+                  f"  [yellow]Ray jobs (--ray) are refused[/yellow]: {py['why_not']}")
     install = started["install"]
     colour = "green" if install["mode"] == "multi-user" else "yellow"
     console.print(f"  [{colour}]{install['mode']} install[/{colour}]: {install['message']}")

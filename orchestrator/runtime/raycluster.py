@@ -121,7 +121,7 @@ def _say(line: str) -> None:
     print(f"[gpuq] {line}", flush=True)
 
 
-def _ray_start(args, stop: dict) -> subprocess.Popen:
+def _ray_start(args) -> subprocess.Popen:
     log = open(Path(args.temp) / "ray-start.log", "ab")
     return subprocess.Popen([sys.executable, "-c", RAYSTART, ROOT, "start", *start_args(args)], stdin=subprocess.DEVNULL,
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
@@ -129,7 +129,7 @@ def _ray_start(args, stop: dict) -> subprocess.Popen:
 
 def _head(args, command: list[str], stop: dict) -> int:
     address = f"{args.ip}:{ports(args.ports)['port']}"
-    starting = _ray_start(args, stop)
+    starting = _ray_start(args)
     if _wait(starting, stop) != 0:
         return _failed(args, "the job's Ray cluster did not start")
     if args.nodes > 1 and not _joined(address, args.nodes, stop):
@@ -152,7 +152,7 @@ def _worker(args, stop: dict) -> int:
         if time.monotonic() > deadline:
             return _failed(args, f"the head of the job's Ray cluster at {args.address} never answered")
         time.sleep(0.1)
-    node = _ray_start(args, stop)
+    node = _ray_start(args)
     _say(f"a Ray worker node of this job's cluster: {args.gpus} GPU(s), joining {args.address}")
     code = _wait(node, stop, forward=True)
     if stop["signal"]:

@@ -133,6 +133,8 @@ def status(service, ray_up: bool) -> dict:
             "cluster_id": service.cluster_id,
             "started_at": service.started_at,
             "install": install_mode(),
+            "ray_jobs": {"job_python": service.job_python.path, "ready": service.job_python.ray_ready,
+                         "why_not": service.job_python.why_not or None},
             "starting_jobs": service.starting_jobs,  # false: the site config or an admin stopped starts
             "records_set_aside": len(service.set_aside),
             "version": service.versions,  # of the code and site config it runs

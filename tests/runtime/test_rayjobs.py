@@ -35,7 +35,7 @@ CLEAN = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AP
 
 # What a Ray user's program prints: the cluster it sees, and per task where it ran.
 APP = """
-import json, os, sys, ray
+import json, os, sys, time, ray
 ray.init()
 print("resources", json.dumps(ray.cluster_resources()), flush=True)
 
@@ -46,6 +46,9 @@ def where():
 
 n = int(sys.argv[1])
 print("tasks", json.dumps(ray.get([where.remote() for _ in range(n)])), flush=True)
+if sys.argv[2:] == ["hold"]:  # keep the cluster up, for whatever ends it
+    print("ready", flush=True)
+    time.sleep(600)
 sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
 """
 
@@ -153,8 +156,8 @@ def allocated(job: dict) -> dict[str, list[int]]:
     return {node: gpus for node, gpus in job["allocation"].items()}
 
 
-def alice_processes() -> list[str]:
-    uid = pwd.getpwnam(UNIX_USERS["alice"]).pw_uid
+def processes_of(user: str) -> list[str]:
+    uid = pwd.getpwnam(UNIX_USERS[user]).pw_uid
     out = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -164,6 +167,13 @@ def alice_processes() -> list[str]:
             except OSError:
                 pass
     return out
+
+
+def nothing_left_of(user: str) -> None:
+    """No process of the user's, and no Ray temp dir of theirs on the node."""
+    wait_for(lambda: not processes_of(user), 30, what=f"every process of {user}'s Ray clusters to be gone")
+    uid = pwd.getpwnam(UNIX_USERS[user]).pw_uid
+    assert not list(Path(SCRATCH).glob(f"{uid}/r/*")), "a Ray temp dir is left"
 
 
 def test_ray_job_submit_of_a_ray_program_gets_its_own_cluster_on_its_gpus_as_its_user(api, lab, project):
@@ -180,23 +190,27 @@ def test_ray_job_submit_of_a_ray_program_gets_its_own_cluster_on_its_gpus_as_its
     (node, gpus), = allocated(job).items()
     assert sorted(int(t["gpus"]) for t in tasks) == sorted(gpus)  # four distinct GPUs, all the job's
     assert {t["uid"] for t in tasks} == {pwd.getpwnam(UNIX_USERS["alice"]).pw_uid}
-    # Ray's logs are the owner's, in the job's folder; nothing of the cluster is left.
-    wait_for(lambda: not alice_processes(), 30, what="every process of the job's Ray cluster to be gone")
-    assert not any(Path(SCRATCH).glob(f"{pwd.getpwnam(UNIX_USERS['alice']).pw_uid}/ray/*"))
+    nothing_left_of("alice")  # the driver's end ended its cluster
 
 
-def test_a_twelve_gpu_ray_job_is_a_two_node_cluster_with_tasks_on_both(lab, project):
-    job_id = lab.submit("python app.py 12", gpus=12, ray=True, working_dir=str(project), user="alice",
-                        max_retries=0)
-    job = lab.wait_state(job_id, "completed", "failed", timeout=240)
-    log = lab.log(job_id)
-    assert job["state"] == "completed", (job["events"], log)
+def test_a_twelve_gpu_ray_job_is_a_two_node_cluster_and_preemption_ends_all_of_it(lab, project):
+    victim = lab.submit("python app.py 12 hold", gpus=12, ray=True, priority="LOW", working_dir=str(project),
+                        user="alice", max_retries=1)
+    wait_for(lambda: "ready" in lab.log(victim), 240, what="the 12-GPU Ray program to run")
+    log = lab.log(victim)
     assert said(log, "resources")["GPU"] == 12
     tasks = said(log, "tasks")
     per_node = sorted(sum(1 for t in tasks if t["node"] == n) for n in {t["node"] for t in tasks})
     assert per_node == [4, 8]
-    assert sorted(len(g) for g in allocated(job).values()) == [4, 8]
-    wait_for(lambda: not alice_processes(), 30, what="every process of both nodes to be gone")
+    assert sorted(len(g) for g in allocated(lab.job(victim)).values()) == [4, 8]
+    assert lab.job(victim)["ray_cluster"]["nodes"] == 2
+    # A CRITICAL job needs 8 GPUs, 4 are free: the LOW cluster gives way, both of its nodes.
+    urgent = lab.submit("sleep 60", gpus=8, priority="CRITICAL", user="bob")
+    lab.wait_state(urgent, "running", timeout=120)
+    assert lab.job(victim)["state"] in ("queued", "preempted")
+    nothing_left_of("alice")
+    for job_id in (victim, urgent):
+        lab.call("cancel", job_id, "tests")
 
 
 def test_ray_train_and_tune_run_in_a_four_gpu_job_without_torch(lab, project):
@@ -214,53 +228,27 @@ def test_ray_train_and_tune_run_in_a_four_gpu_job_without_torch(lab, project):
     assert {int(g) for _, g in trials} <= set(gpus)
 
 
-def nothing_left_of_alices_clusters() -> None:
-    wait_for(lambda: not alice_processes(), 30, what="every process of alice's Ray clusters to be gone")
-    uid = pwd.getpwnam(UNIX_USERS["alice"]).pw_uid
-    assert not list(Path(SCRATCH).glob(f"{uid}/r/*")), "a Ray temp dir is left"
-
-
-def test_cancel_time_limit_and_preemption_leave_nothing_of_a_ray_job(lab, project):
-    hold = dict(ray=True, working_dir=str(project), user="alice", max_retries=0)
-    cancelled = lab.submit("python hold.py", gpus=2, **hold)
-    timed = lab.submit("python hold.py", gpus=2, time_limit=25, **hold)
-    for job_id in (cancelled, timed):
-        wait_for(lambda: "ready" in lab.log(job_id), 120, what="the Ray program to hold its GPUs")
-    assert alice_processes()
-    lab.call("cancel", cancelled, "tests")
-    assert lab.wait_state(cancelled, "cancelled")["state"] == "cancelled"
-    job = lab.wait_state(timed, "failed", "completed", timeout=120)
-    assert "time limit" in job["failure_reason"]
-    nothing_left_of_alices_clusters()
-    # Preempted: a two-node cluster of LOW priority gives way to a CRITICAL job.
-    victim = lab.submit("python hold.py", gpus=16, priority="LOW", **{**hold, "max_retries": 1})
-    wait_for(lambda: "ready" in lab.log(victim), 180, what="the 16-GPU Ray program to hold its GPUs")
-    urgent = lab.submit("sleep 60", gpus=1, priority="CRITICAL", user="bob")
-    lab.wait_state(urgent, "running", timeout=120)
-    assert lab.job(victim)["state"] in ("queued", "preempted")
-    nothing_left_of_alices_clusters()
-    for job_id in (victim, urgent):
-        lab.call("cancel", job_id, "tests")
-
-
-def test_a_ray_job_reaches_its_own_cluster_only_and_says_where_it_is(api, lab, project):
+def test_a_ray_job_reaches_its_own_cluster_only_and_stops_leave_nothing(api, lab, project):
     """Not gpuq's cluster, nor another user's running job's cluster: each has a token of
-    its own, and a job holds only its own. gpuq show and ray job status say where it is."""
+    its own, and a job holds only its own. gpuq show and ray job status say where it is.
+    A time limit and a cancel end every process of a cluster and its temp dir."""
     import ray
 
     theirs = lab.submit("python hold.py", gpus=2, ray=True, working_dir=str(project), user="bob", max_retries=0)
     wait_for(lambda: "ready" in lab.log(theirs), 120, what="bob's Ray program to run")
     bob_head = lab.job(theirs)["ray_cluster"]["head"]
     assert f"head {bob_head}" in lab.log(theirs)
+    gpuq_gcs = ray.get_runtime_context().gcs_address
+    timed = lab.submit("python hold.py", gpus=2, ray=True, working_dir=str(project), user="alice", max_retries=0,
+                       time_limit=30)
+    job_id = lab.submit(f"python reach.py {gpuq_gcs} {bob_head}", gpus=1, ray=True, working_dir=str(project),
+                        user="alice", max_retries=0)
     status = subprocess.run([RAY, "job", "status", "--address", api, "--headers", json.dumps(BOB), theirs],
                             capture_output=True, text=True, env=CLEAN, timeout=60)
     assert f"a Ray program on its own Ray cluster (head {bob_head})" in status.stdout, status.stdout + status.stderr
     show = subprocess.run([GPUQ, "show", theirs], capture_output=True, text=True, timeout=60,
                           env={**CLEAN, "GPUQ_URL": api, "GPUQ_TOKEN": "bob-token", "COLUMNS": "200"})
     assert f"Ray program: its own Ray cluster, head {bob_head}, no dashboard" in show.stdout, show.stdout
-    gpuq_gcs = ray.get_runtime_context().gcs_address
-    job_id = lab.submit(f"python reach.py {gpuq_gcs} {bob_head}", gpus=1, ray=True, working_dir=str(project),
-                        user="alice", max_retries=0)
     job = lab.wait_state(job_id, "completed", "failed", timeout=300)
     log = lab.log(job_id)
     assert job["state"] == "completed", (job["events"], log)
@@ -268,4 +256,9 @@ def test_a_ray_job_reaches_its_own_cluster_only_and_says_where_it_is(api, lab, p
     own = next(k.split(" ", 1)[1] for k in reach if k.split(" ", 1)[1] not in (gpuq_gcs, bob_head))
     assert reach == {f"gcs {own}": True, f"init {own}": True, f"gcs {gpuq_gcs}": False, f"init {gpuq_gcs}": False,
                      f"gcs {bob_head}": False, f"init {bob_head}": False}
+    assert "ready" in lab.log(timed)
+    assert "time limit" in lab.wait_state(timed, "failed", "completed", timeout=120)["failure_reason"]
+    nothing_left_of("alice")
     lab.call("cancel", theirs, "tests")
+    assert lab.wait_state(theirs, "cancelled")["state"] == "cancelled"
+    nothing_left_of("bob")
