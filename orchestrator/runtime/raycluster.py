@@ -11,20 +11,22 @@ runner gave it, and its ports from the block the runner chose (the node's range,
 the job's lowest GPU index: no other job on the node has that GPU, so none has the
 block). Its token (RAY_AUTH_TOKEN, in the environment, never on a command line) is
 made for this attempt: gpuq's cluster and every other job's refuse it, and it opens
-nobody else's. Ray's dashboard is not started (`--include-dashboard=false`); its
+nobody else's. Ray's dashboard and autoscaler are not started, nor Ray Client; its
 temp dir is in the user's private folder on the node, and its logs are copied to the
 job's folder (`ray-logs/`) when the job ends.
 
 The head waits until every rank's node has joined, then runs the user's command with
 RAY_ADDRESS set, so a bare `ray.init()` joins. Its exit is the job's. Every process of
-the cluster is this process's descendant (it is their subreaper: `ray start` leaves
-them orphaned otherwise) and is stopped with it: TERM, then KILL, when the driver
+the cluster is this process's descendant (and it is their subreaper, so a daemon that
+leaves its parent stays in reach) and is stopped with it: TERM, then KILL, when the driver
 ends, and at a TERM from the supervisor (cancel, time limit, preemption). The
 supervisor does the same for whatever is left when the job ends, so a cluster
 outlives nothing, whatever kills this.
 
-Standard library only, but for Ray's own GcsClient in the head's wait: it runs in the
-job's Python, which has Ray but may not have gpuq's other dependencies.
+Standard library and Ray only (Ray's Node to start, its GcsClient to wait): it runs in
+the job's Python, which has the cluster's Ray but may not have gpuq's other
+dependencies. Ray's Node is what `ray start` itself calls; pyproject.toml pins Ray's
+minor version, and the tests start real clusters with it.
 """
 
 from __future__ import annotations
@@ -45,8 +47,6 @@ from orchestrator.runtime import procs
 # modules named like the standard library's, first on sys.path).
 RUN = ("import sys; sys.path.insert(0, sys.argv[1]); del sys.argv[1]; "
        "from orchestrator.runtime.raycluster import main; sys.exit(main())")
-RAYSTART = ("import sys; sys.path.insert(0, sys.argv[1]); del sys.argv[1]; "
-            "from orchestrator.runtime.raystart import main; sys.exit(main())")
 ROOT = str(Path(__file__).resolve().parents[2])
 JOIN_TIMEOUT_S = 120.0  # every node of a gang joins in this, or the job fails
 STOP_GRACE_S = 5.0
@@ -63,16 +63,41 @@ def ports(lo: int) -> dict[str, int]:
             "runtime-env-agent-port": lo + 6, "min-worker-port": lo + 10}
 
 
-def start_args(args) -> list[str]:
-    """`ray start`'s arguments for this node."""
+def _node_class():
+    import ray._private.node
+
+    class Node(ray._private.node.Node):
+        def start_api_server(self, *, include_dashboard, raise_on_failure):  # noqa: ARG002
+            """Not started: with the dashboard off it still starts a process (~130 MiB,
+            ~0.4 s of a start here) for Ray's state and Jobs APIs, which a job's own
+            cluster does not serve (its jobs go through gpuq)."""
+
+    return Node
+
+
+def start_node(args, head: bool):
+    """This rank's Ray node, started in this process's name as `ray start` (not
+    `--block`) would: Ray's own Node with Ray's own parameters. Not the CLI: importing it
+    costs ~1.3 s of CPU, a third of a cluster's start on this machine (docs/BENCHMARKS.md).
+    The dashboard and its API server, the autoscaler's monitor (a fixed cluster) and Ray
+    Client are not started; Ray's log monitor is, so that tasks' prints reach the driver."""
+    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
+    from ray._private.parameter import RayParams
+
     p = ports(args.ports)
-    out = [f"--{k}={v}" for k, v in p.items() if k != "port"]
-    out += [f"--max-worker-port={args.ports + args.block - 1}", f"--num-gpus={args.gpus}", f"--num-cpus={args.cpus}",
-            f"--memory={args.memory}", f"--object-store-memory={args.object_store}", f"--temp-dir={args.temp}",
-            f"--node-ip-address={args.ip}", "--disable-usage-stats", "--log-style=record", "--log-color=false"]
-    if args.role == "head":
-        return ["--head", f"--port={p['port']}", "--include-dashboard=false", *out]
-    return [f"--address={args.address}", "--block", *out]
+    params = RayParams(
+        node_ip_address=args.ip, node_manager_port=p["node-manager-port"], object_manager_port=p["object-manager-port"],
+        metrics_export_port=p["metrics-export-port"], dashboard_agent_listen_port=p["dashboard-agent-listen-port"],
+        metrics_agent_port=p["dashboard-agent-grpc-port"], runtime_env_agent_port=p["runtime-env-agent-port"],
+        min_worker_port=p["min-worker-port"], max_worker_port=args.ports + args.block - 1, num_cpus=args.cpus,
+        num_gpus=args.gpus, memory=args.memory, object_store_memory=args.object_store, temp_dir=args.temp,
+        include_dashboard=False if head else None, no_monitor=True, include_log_monitor=True)
+    if head:
+        params.gcs_server_port = p["port"]
+    else:
+        params.gcs_address = args.address
+    ensure_token_if_auth_enabled(None, create_token_if_missing=False)
+    return _node_class()(params, head=head, shutdown_at_exit=False, spawn_reaper=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,16 +146,32 @@ def _say(line: str) -> None:
     print(f"[gpuq] {line}", flush=True)
 
 
-def _ray_start(args) -> subprocess.Popen:
-    log = open(Path(args.temp) / "ray-start.log", "ab")
-    return subprocess.Popen([sys.executable, "-c", RAYSTART, ROOT, "start", *start_args(args)], stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+def _started(args, head: bool) -> bool:
+    """Start this rank's Ray node; False (and Ray's words said) if it did not start."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    log = Path(args.temp) / "ray-start.log"
+    try:
+        with open(log, "ab") as out:  # Ray's own start-up words, kept out of the job's log
+            saved = os.dup(1), os.dup(2)
+            os.dup2(out.fileno(), 1)
+            os.dup2(out.fileno(), 2)
+            try:
+                start_node(args, head)
+            finally:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+    except Exception as e:  # noqa: BLE001 - Ray's error, said in the job's log
+        with open(log, "a") as out:
+            out.write(f"{type(e).__name__}: {e}\n")
+        return False
+    return True
 
 
 def _head(args, command: list[str], stop: dict) -> int:
     address = f"{args.ip}:{ports(args.ports)['port']}"
-    starting = _ray_start(args)
-    if _wait(starting, stop) != 0:
+    if not _started(args, head=True):
         return _failed(args, "the job's Ray cluster did not start")
     if args.nodes > 1 and not _joined(address, args.nodes, stop):
         return _failed(args, f"not every node of the job's Ray cluster joined within {JOIN_TIMEOUT_S:.0f} s")
@@ -152,12 +193,12 @@ def _worker(args, stop: dict) -> int:
         if time.monotonic() > deadline:
             return _failed(args, f"the head of the job's Ray cluster at {args.address} never answered")
         time.sleep(0.1)
-    node = _ray_start(args)
-    _say(f"a Ray worker node of this job's cluster: {args.gpus} GPU(s), joining {args.address}")
-    code = _wait(node, stop, forward=True)
-    if stop["signal"]:
-        return 0
-    return _failed(args, f"this Ray worker node ended (exit {code})")
+    if not _started(args, head=False):
+        return _failed(args, "this Ray worker node did not start")
+    _say(f"a Ray worker node of this job's cluster: {args.gpus} GPU(s), joined {args.address}")
+    while not stop["signal"]:  # until the job ends (gpuq stops the workers when the driver ends)
+        time.sleep(0.2)
+    return 0
 
 
 def _wait(proc: subprocess.Popen, stop: dict, forward: bool = False) -> int:
