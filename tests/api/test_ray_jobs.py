@@ -26,16 +26,20 @@ def ray_job(api, orch):
 
 def test_ray_job_submit_queues_a_gpuq_job_streams_its_output_and_succeeds(ray_job, orch):
     run, api = ray_job
-    r = run("submit", "--address", api, "--headers", ALICE, "--entrypoint-num-gpus", "2", "--",
+    # Not a Ray program (metadata "ray": "false"): a plain command, no cluster of its own.
+    r = run("submit", "--address", api, "--headers", ALICE, "--entrypoint-num-gpus", "2",
+            "--metadata-json", '{"ray": "false"}', "--",
             "python3", "-c", "import os; print('gpus', os.environ['CUDA_VISIBLE_DEVICES'])")
     assert r.returncode == 0, r.stdout + r.stderr
     line = next(x for x in r.stdout.splitlines() if x.startswith("gpus "))
     assert len(line.split()[1].split(",")) == 2
     jobs = orch.call("list_jobs", None, "alice", 10, 0)["jobs"]
     assert jobs[0]["state"] == "completed" and jobs[0]["gpu_count"] == 2
+    assert orch.job(jobs[0]["id"])["spec"]["ray"] is False and "ray_cluster" not in jobs[0]
 
 
 def test_ray_job_submit_exits_1_for_a_failed_job(ray_job):
+    """A Ray program (the default) whose driver fails: its code, not its cluster's, decides."""
     run, api = ray_job
     r = run("submit", "--address", api, "--headers", ALICE, "--metadata-json", '{"max_retries": "0"}', "--",
             "bash", "-c", "echo failing; exit 3")
@@ -45,8 +49,8 @@ def test_ray_job_submit_exits_1_for_a_failed_job(ray_job):
 
 def test_ray_job_status_logs_stop_and_list(ray_job, orch):
     run, api = ray_job
-    r = run("submit", "--no-wait", "--address", api, "--headers", ALICE, "--entrypoint-num-gpus", "16", "--",
-            "bash", "-c", "echo started; sleep 120")
+    r = run("submit", "--no-wait", "--address", api, "--headers", ALICE, "--entrypoint-num-gpus", "16",
+            "--metadata-json", '{"ray": "false"}', "--", "bash", "-c", "echo started; sleep 120")
     assert r.returncode == 0, r.stderr
     job_id = orch.call("list_jobs", None, "alice", 1, 0)["jobs"][0]["id"]
     from tests.raycluster import wait_for

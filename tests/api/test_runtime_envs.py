@@ -72,9 +72,11 @@ def test_job_submission_client_with_a_working_dir_and_its_exit_code(api, orch, p
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(api, headers=ALICE)
-    ok = client.submit_job(entrypoint="python3 main.py", runtime_env={"working_dir": str(project)})
+    # Plain commands (not Ray programs): the runtime env alone is what is tested here.
+    ok = client.submit_job(entrypoint="python3 main.py", runtime_env={"working_dir": str(project)},
+                           metadata={"ray": "false"})
     bad = client.submit_job(entrypoint="python3 -c 'import helper; raise SystemExit(5)'",
-                            runtime_env={"working_dir": str(project)}, metadata={"max_retries": "0"})
+                            runtime_env={"working_dir": str(project)}, metadata={"max_retries": "0", "ray": "false"})
     wait_for(lambda: client.get_job_status(ok) == JobStatus.SUCCEEDED, 120, what="the job to succeed")
     assert "helper says" in client.get_job_logs(ok)
     wait_for(lambda: client.get_job_status(bad) == JobStatus.FAILED, 120, what="the job to fail")

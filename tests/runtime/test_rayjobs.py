@@ -213,11 +213,16 @@ def test_a_twelve_gpu_ray_job_is_a_two_node_cluster_and_preemption_ends_all_of_i
         lab.call("cancel", job_id, "tests")
 
 
-def test_ray_train_and_tune_run_in_a_four_gpu_job_without_torch(lab, project):
-    job_id = lab.submit("python libraries.py", gpus=4, ray=True, working_dir=str(project), user="alice", max_retries=0)
-    job = lab.wait_state(job_id, "completed", "failed", timeout=300)
-    log = lab.log(job_id)
-    assert job["state"] == "completed", (job["events"], log)
+def test_ray_train_and_tune_run_in_a_four_gpu_job_without_torch(api, lab, project):
+    """Through `gpuq run --ray`, as a user would: its output here, its exit code gpuq run's."""
+    run = subprocess.run([GPUQ, "run", "--ray", "--gpus", "4", "--retries", "0", "--workdir", str(project), "--",
+                          "python", "libraries.py"], capture_output=True, text=True, timeout=300,
+                         env={**CLEAN, "GPUQ_URL": api, "GPUQ_TOKEN": "alice-token"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    job_id = lab.call("list_jobs", None, "alice", 1, 0)["jobs"][0]["id"]
+    job, log = lab.job(job_id), lab.log(job_id)
+    assert job["spec"]["ray"] is True and job["state"] == "completed"
+    assert said(run.stdout, "tune") == said(log, "tune")  # what gpuq run printed is the job's output
     (gpus,) = allocated(job).values()
     workers = said(log, "train")  # every worker of the trainer reported, each on a GPU of its own
     assert [rank for rank, _, _ in workers] == [0, 1, 2, 3]
