@@ -149,6 +149,11 @@ def _say(line: str) -> None:
 def _started(args, head: bool) -> bool:
     """Start this rank's Ray node; False (and Ray's words said) if it did not start."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Ray starts a Python worker per CPU when the first driver connects, and holds the
+    # driver's registration until they are up: on a GPU node's share of 100+ CPUs that is
+    # 100+ processes at every job's start, most never used. Workers start on demand
+    # instead; a job that wants them sets RAY_prestart_worker_first_driver=1 in its env.
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     log = Path(args.temp) / "ray-start.log"
     try:
         with open(log, "ab") as out:  # Ray's own start-up words, kept out of the job's log

@@ -245,7 +245,7 @@ def test_a_ray_job_reaches_its_own_cluster_only_and_stops_leave_nothing(api, lab
     assert f"head {bob_head}" in lab.log(theirs)
     gpuq_gcs = ray.get_runtime_context().gcs_address
     timed = lab.submit("python hold.py", gpus=2, ray=True, working_dir=str(project), user="alice", max_retries=0,
-                       time_limit=30)
+                       time_limit=20)
     job_id = lab.submit(f"python reach.py {gpuq_gcs} {bob_head}", gpus=1, ray=True, working_dir=str(project),
                         user="alice", max_retries=0)
     status = subprocess.run([RAY, "job", "status", "--address", api, "--headers", json.dumps(BOB), theirs],
