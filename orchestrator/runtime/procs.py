@@ -65,8 +65,20 @@ def descendants() -> list[int]:
     return out
 
 
+def has_children() -> bool:
+    """Whether this process has a child (exited or not), without reaping it: for a
+    subreaper, no child means no descendant at all, so a plain job's end costs no scan."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def stop_descendants(grace: float) -> None:
     """TERM every descendant, KILL what is left after `grace`, and reap them."""
+    if not has_children():
+        return
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):
         left = descendants()
         for pid in left:
