@@ -28,6 +28,14 @@ new_enough() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev
 choose_python() {
   if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
   local c p
+  if [ "$(id -u)" -eq 0 ] && [ -x /usr/bin/python3 ] && ! /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null \
+      && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing Debian's python3-venv (the venv is built from /usr/bin/python3)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && \
+           DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv >/dev/null 2>&1; } \
+      || echo "could not install python3-venv" >&2
+  fi
   if [ "$(id -u)" -eq 0 ]; then
     for c in python3 python3.12 python3.11 /usr/bin/python3 /usr/bin/python3.12 /usr/bin/python3.11; do
       p="$(command -v "$c" 2>/dev/null)" || continue
