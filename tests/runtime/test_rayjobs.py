@@ -244,8 +244,11 @@ def test_a_ray_job_reaches_its_own_cluster_only_and_stops_leave_nothing(api, lab
     bob_head = lab.job(theirs)["ray_cluster"]["head"]
     assert f"head {bob_head}" in lab.log(theirs)
     gpuq_gcs = ray.get_runtime_context().gcs_address
+    # Up before its limit, whatever the machine's load: the limit counts from the start of
+    # the command, the cluster's start included.
     timed = lab.submit("python hold.py", gpus=2, ray=True, working_dir=str(project), user="alice", max_retries=0,
-                       time_limit=20)
+                       time_limit=25)
+    wait_for(lambda: "ready" in lab.log(timed), 25, what="the time-limited Ray program to hold its GPUs")
     job_id = lab.submit(f"python reach.py {gpuq_gcs} {bob_head}", gpus=1, ray=True, working_dir=str(project),
                         user="alice", max_retries=0)
     status = subprocess.run([RAY, "job", "status", "--address", api, "--headers", json.dumps(BOB), theirs],
@@ -261,7 +264,6 @@ def test_a_ray_job_reaches_its_own_cluster_only_and_stops_leave_nothing(api, lab
     own = next(k.split(" ", 1)[1] for k in reach if k.split(" ", 1)[1] not in (gpuq_gcs, bob_head))
     assert reach == {f"gcs {own}": True, f"init {own}": True, f"gcs {gpuq_gcs}": False, f"init {gpuq_gcs}": False,
                      f"gcs {bob_head}": False, f"init {bob_head}": False}
-    assert "ready" in lab.log(timed)
     assert "time limit" in lab.wait_state(timed, "failed", "completed", timeout=120)["failure_reason"]
     nothing_left_of("alice")
     lab.call("cancel", theirs, "tests")
