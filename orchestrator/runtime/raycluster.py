@@ -56,8 +56,8 @@ MAX_TEMP = 43
 
 
 def ports(lo: int) -> dict[str, int]:
-    """A node's ports in its block (`lo`: the block's first port; the block is
-    runner.RAY_PORTS_PER_BLOCK long): fixed ones first, the rest for Ray's workers."""
+    """A node's ports in its block (`lo`: the block's first port; `--block` ports long,
+    the site's ray_job_ports_per_gpu): fixed ones first, the rest for Ray's workers."""
     return {"port": lo, "node-manager-port": lo + 1, "object-manager-port": lo + 2, "metrics-export-port": lo + 3,
             "dashboard-agent-listen-port": lo + 4, "dashboard-agent-grpc-port": lo + 5,
             "runtime-env-agent-port": lo + 6, "min-worker-port": lo + 10}
