@@ -185,7 +185,7 @@ def _head(args, command: list[str], stop: dict) -> int:
     _say(f"a Ray cluster of its own for this job: {args.nodes} node(s), head {address}, {args.gpus} GPU(s) here; "
          "ray.init() joins it")
     driver = subprocess.Popen(command, env={**os.environ, "RAY_ADDRESS": address})
-    code = _wait(driver, stop, forward=True)
+    code = _wait(driver, stop)
     return 128 - code if code < 0 else code
 
 
@@ -206,8 +206,8 @@ def _worker(args, stop: dict) -> int:
     return 0
 
 
-def _wait(proc: subprocess.Popen, stop: dict, forward: bool = False) -> int:
-    """The process's exit; at a stop, TERM it (when `forward`) and wait for it."""
+def _wait(proc: subprocess.Popen, stop: dict) -> int:
+    """The process's exit; a stop signal is passed on to it once."""
     sent = False
     while True:
         try:
@@ -216,13 +216,10 @@ def _wait(proc: subprocess.Popen, stop: dict, forward: bool = False) -> int:
             pass
         if stop["signal"] and not sent:
             sent = True
-            if forward:
-                try:
-                    proc.send_signal(stop["signal"])
-                except ProcessLookupError:
-                    pass
-            else:
-                proc.kill()
+            try:
+                proc.send_signal(stop["signal"])
+            except ProcessLookupError:
+                pass
 
 
 def _joined(address: str, nodes: int, stop: dict) -> bool:
@@ -265,9 +262,8 @@ def _keep_logs(temp: Path, logs: Path) -> None:
     try:
         session = (temp / "session_latest").resolve(strict=True)
         shutil.copytree(session / "logs", logs, symlinks=True, dirs_exist_ok=True)
-        for name in ("ray-start.log",):
-            if (temp / name).exists():
-                shutil.copy2(temp / name, logs / name)
+        if (temp / "ray-start.log").exists():
+            shutil.copy2(temp / "ray-start.log", logs / "ray-start.log")
     except OSError:
         pass
 
