@@ -129,6 +129,11 @@ class SubmitRequest(Body):
     multi_node: StrictBool | None = Field(None, description="may span nodes even when it fits on one")
     ray: StrictBool | None = Field(None, description="a Ray program: its own Ray cluster on exactly its GPUs, which "
                                                      "a bare ray.init() joins")
+    cpus: Annotated[float, Field(gt=0, le=4096)] | None = Field(
+        None, description="CPUs per node (its cgroup's CPU time); default: the site's per GPU")
+    memory: Annotated[StrictInt, Field(ge=1)] | Annotated[str, StringConstraints(max_length=32)] | None = Field(
+        None, description="memory per node: bytes, or text such as 64G or 512M (Slurm's --mem); past it the job "
+                          "ends OUT_OF_MEMORY; default: the site's per GPU", examples=["64G"])
     retry_on_exit_codes: Annotated[list[Annotated[StrictInt, Field(ge=0, le=255)]], Field(max_length=256)] | None = (
         None)
     runtime_env: dict[str, Any] | None = Field(

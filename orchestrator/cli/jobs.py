@@ -9,7 +9,6 @@ exits with the job's own exit code (1 if it failed without one, e.g. a time limi
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 import time
 from typing import Annotated
@@ -19,7 +18,11 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.cli.client import ApiRefused, ApiUnavailable, Client
-from orchestrator.core.durations import format_duration, parse_duration
+from orchestrator.cli.submitting import (CPUS_OPT, DEPENDENCY_OPT, ENV_OPT, GPUS_OPT, MEM_OPT, PRIORITY_OPT, RAY_OPT,
+                                         RETRIES_OPT, RUN_ID_OPT, TIME_OPT, WORKDIR_OPT, WORKING_DIR_OPT, job_body,
+                                         runtime_env, uploaded)
+from orchestrator.core.durations import format_duration
+from orchestrator.core.sizes import format_size
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
@@ -27,17 +30,6 @@ STATE_COLOURS = {"queued": "yellow", "held": "magenta", "scheduled": "cyan", "al
                  "preempted": "yellow", "completed": "blue", "failed": "red", "cancelled": "dim"}
 PAGE = 1 << 20
 JSON_OPT = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-# The options `submit` and `run` share (module level, where typer resolves annotations).
-GPUS_OPT = Annotated[int, typer.Option("--gpus", "-g", help="GPUs the job needs")]
-PRIORITY_OPT = Annotated[str, typer.Option("--priority", "-p", help="low, normal, high, critical or 1-4")]
-TIME_OPT = Annotated[str | None, typer.Option("--time", "-t", help="time limit: 90m, 4h, 2d, D-HH:MM:SS")]
-RETRIES_OPT = Annotated[int | None, typer.Option("--retries", help="auto-retries after a failure")]
-RUN_ID_OPT = Annotated[str | None, typer.Option("--run-id", help="your name for this run (default: the command's first word)")]
-ENV_OPT = Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE, repeatable")]
-WORKDIR_OPT = Annotated[str | None, typer.Option(help="absolute working directory on the nodes (code already there)")]
-WORKING_DIR_OPT = Annotated[str | None, typer.Option("--working-dir", help="a local directory: uploaded, and the job runs in it (as ray job submit --working-dir)")]
-RAY_OPT = Annotated[bool, typer.Option("--ray", help="a Ray program: ray.init() joins a private Ray cluster on exactly the job's GPUs")]
-DEPENDENCY_OPT = Annotated[str | None, typer.Option("--dependency", "-d", help="afterok:ID[:ID...], afternotok:, afterany:, after: (as sbatch)")]
 
 
 
@@ -57,65 +49,12 @@ def _run(fn):
         raise typer.Exit(3) from None
 
 
-def _runtime_env(as_json: str | None, file: str | None, working_dir: str | None) -> dict | None:
-    """The runtime env the flags describe, as Ray's `ray job submit` reads them: a JSON
-    text or a YAML/JSON file, then --working-dir over its working_dir."""
-    renv: dict = {}
-    try:
-        if as_json and file:
-            raise ValueError("give --runtime-env-json or --runtime-env, not both")
-        if as_json:
-            renv = json.loads(as_json)
-        elif file:
-            import yaml  # only here: it costs a plain submit ~20 ms
-
-            renv = yaml.safe_load(open(file).read())
-        if not isinstance(renv, dict):
-            raise ValueError("must be an object (Ray's runtime_env)")
-    except (OSError, ValueError) as e:
-        err.print(f"[red]{'--runtime-env-json' if as_json else '--runtime-env'}:[/red] {e}")
-        raise typer.Exit(2) from None
-    if working_dir:
-        renv["working_dir"] = working_dir
-    return renv or None
-
-
-def _uploaded(client: Client, renv: dict) -> dict:
-    """Local code named by the runtime env, uploaded to the cluster (cli/packages.py)."""
-    from orchestrator.cli.packages import upload_local_code
-
-    try:
-        return upload_local_code(client, renv)
-    except (TypeError, ValueError) as e:  # Ray's packaging: no such directory, a bad archive
-        err.print(f"[red]runtime_env:[/red] {e}")
-        raise typer.Exit(2) from None
-
-
-def job_body(args: list[str], gpus: int, priority: str, time_limit: str | None, retries: int | None,
-             run_id: str | None, user: str | None, env: list[str] | None, workdir: str | None) -> dict:
-    """The submit body the common options describe (`submit` and `run`)."""
-    # One argument is a command line as typed; several are quoted as the shell would
-    # have received them (`-- bash -c "exit 7"`), like `ray job submit` does.
-    command = args[0] if len(args) == 1 else shlex.join(args)
-    if not command.strip():
-        err.print("[red]command:[/red] give the command after --, e.g. gpuq submit --gpus 2 -- python train.py")
-        raise typer.Exit(2)
-    body: dict = {"command": command, "gpu_count": gpus, "priority": priority, "run_id": run_id or _default_run_id(args)}
-    if user:
-        body["user"] = user
-    if time_limit:
-        try:
-            body["time_limit"] = parse_duration(time_limit)
-        except ValueError as e:
-            err.print(f"[red]--time:[/red] {e}")
-            raise typer.Exit(2) from None
-    if retries is not None:
-        body["max_retries"] = retries
-    if env:
-        body["env"] = dict(e.split("=", 1) for e in env if "=" in e)
-    if workdir:
-        body["working_dir"] = workdir
-    return body
+def _grouped(by_node: dict[str, str]) -> dict[str, list[str]]:
+    """Nodes by what they say, so that a cluster of like nodes reads as one line."""
+    out: dict[str, list[str]] = {}
+    for node, said in by_node.items():
+        out.setdefault(said, []).append(node)
+    return out
 
 
 def _state(s: str) -> str:
@@ -145,21 +84,23 @@ def register(app: typer.Typer) -> None:
         notify: Annotated[str | None, typer.Option("--notify", help="tell the site's opt-in webhooks: BEGIN, END, FAIL, REQUEUE, ALL (as --mail-type)")] = None,
         dependency: DEPENDENCY_OPT = None,
         ray: RAY_OPT = False,
+        cpus: CPUS_OPT = None,
+        mem: MEM_OPT = None,
         test_only: Annotated[bool, typer.Option("--test-only", help="where and when it would start; submits nothing")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="wait for the job and exit with its exit code")] = False,
         parsable: Annotated[bool, typer.Option("--parsable", help="print only the job id (the array's id for an array), as sbatch --parsable")] = False,
         as_json: JSON_OPT = False,
     ) -> None:
         """Submit a command: gpuq submit --gpus 4 --priority high --time 4h -- python train.py"""
-        body = job_body(ctx.args, gpus, priority, time_limit, retries, run_id, user, env, workdir)
-        renv = _runtime_env(runtime_env_json, runtime_env_file, working_dir)
+        body = job_body(ctx.args, gpus, priority, time_limit, retries, run_id, user, env, workdir, cpus, mem)
+        renv = runtime_env(runtime_env_json, runtime_env_file, working_dir)
         body.update({k: v for k, v in (("dependency", dependency), ("ray", ray), ("notify", notify),
                                          ("test_only", test_only)) if v})
         if array:
             body["array"] = int(array) if array.isdigit() else array
         client = _client()
         if renv:
-            body["runtime_env"] = _run(lambda: _uploaded(client, renv))
+            body["runtime_env"] = _run(lambda: uploaded(client, renv))
         out = _run(lambda: client.post("/queue/submit", body))
         if as_json:
             console.print_json(json.dumps(out))
@@ -236,6 +177,9 @@ def register(app: typer.Typer) -> None:
             # One numbering everywhere (events, the web page, metrics): the node's own.
             console.print(f"placement: {j['placement']}  (the nodes' GPU indices, as NVML numbers them and as "
                           "they are in the job's CUDA_VISIBLE_DEVICES)")
+        limits = [f"{j['spec']['cpus']:g} CPUs" if j["spec"].get("cpus") else "",
+                  f"{format_size(j['spec']['memory'])} memory" if j["spec"].get("memory") else ""]
+        console.print(f"limits: {', '.join(filter(None, limits)) or 'the site defaults'} per node")
         if j.get("ray_cluster"):
             console.print(f"Ray program: its own Ray cluster, head {j['ray_cluster']['head'] or '(not started)'}, no dashboard")
         if j["failure_reason"]:
@@ -297,6 +241,9 @@ def register(app: typer.Typer) -> None:
             colour = "green" if install["mode"] == "multi-user" else "yellow"
             console.print(f"[{colour}]{install['mode']} install[/{colour}]: {install['message']}")
         details = s.get("details", {})
+        for contained, nodes in _grouped(details.get("containment") or {}).items():
+            colour = "green" if contained.startswith("cgroup") else "yellow"
+            console.print(f"[{colour}]containment[/{colour}] ({', '.join(nodes)}): {contained}")
         if details.get("starting_jobs") is False:
             console.print("[yellow]starting no jobs[/yellow]: submissions are queued but nothing starts "
                           "(an admin stopped starts, or start_jobs = false); resume with "
@@ -381,13 +328,6 @@ def _top_view(client: Client):
         line.add_row(str(j["position"] or "-"), j["run_id"], j["user"], str(j["gpu_count"]), j["priority_name"], j["reason"])
     return Group(Panel(head, title="gpuq"), Panel("\n".join(grid), title="GPUs (green free, yellow allocated, red out)"),
                  active, line)
-
-
-def _default_run_id(args: list[str]) -> str:
-    import re
-
-    word = next((a for a in args if not a.startswith("-")), "job").split("/")[-1]
-    return re.sub(r"[^A-Za-z0-9._-]", "-", word)[:64].lstrip("-._") or "job"
 
 
 def _wait(client: Client, job_id: str) -> dict:

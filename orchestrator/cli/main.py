@@ -71,6 +71,10 @@ def up(
     py = started["job_python"]
     console.print(f"  Ray jobs (--ray): job Python {py['path']}, every user may run it" if py["ray_ready"] else
                   f"  [yellow]Ray jobs (--ray) are refused[/yellow]: {py['why_not']}")
+    contained = started["containment"]
+    console.print(f"  containment: {contained}" if contained.startswith("cgroup") else
+                  f"  [yellow]containment[/yellow]: {contained}; jobs' processes are found by descent and tags only, "
+                  "and --cpus/--mem are not enforced")
     install = started["install"]
     colour = "green" if install["mode"] == "multi-user" else "yellow"
     console.print(f"  [{colour}]{install['mode']} install[/{colour}]: {install['message']}")

@@ -26,9 +26,10 @@ import typer
 from rich.console import Console
 
 from orchestrator.cli.client import ApiRefused, ApiUnavailable, Client
-from orchestrator.cli.jobs import (DEPENDENCY_OPT, ENV_OPT, GPUS_OPT, PRIORITY_OPT, RAY_OPT, RETRIES_OPT, RUN_ID_OPT,
-                                   TIME_OPT, WORKDIR_OPT, WORKING_DIR_OPT, _run, _runtime_env, _uploaded,
-                                   job_body)
+from orchestrator.cli.jobs import _run
+from orchestrator.cli.submitting import (CPUS_OPT, DEPENDENCY_OPT, ENV_OPT, GPUS_OPT, MEM_OPT, PRIORITY_OPT, RAY_OPT,
+                                         RETRIES_OPT, RUN_ID_OPT, TIME_OPT, WORKDIR_OPT, WORKING_DIR_OPT, job_body,
+                                         runtime_env, uploaded)
 
 err = Console(stderr=True, highlight=False)
 WAITING = ("queued", "held", "scheduled", "allocating", "preempted")
@@ -55,17 +56,19 @@ def register(app: typer.Typer) -> None:
         working_dir: WORKING_DIR_OPT = None,
         dependency: DEPENDENCY_OPT = None,
         ray: RAY_OPT = False,
+        cpus: CPUS_OPT = None,
+        mem: MEM_OPT = None,
     ) -> None:
         """Run a command on GPUs and wait, like srun: its output here, its exit code as
         gpuq's. Ctrl-C cancels it; a second Ctrl-C stops waiting."""
-        body = job_body(ctx.args, gpus, priority, time_limit, retries, run_id, None, env, workdir)
+        body = job_body(ctx.args, gpus, priority, time_limit, retries, run_id, None, env, workdir, cpus, mem)
         if dependency:
             body["dependency"] = dependency
         if ray:
             body["ray"] = True
-        renv = _runtime_env(None, None, working_dir)
+        renv = runtime_env(None, None, working_dir)
         if renv:
-            body["runtime_env"] = _run(lambda: _uploaded(Client(), renv))
+            body["runtime_env"] = _run(lambda: uploaded(Client(), renv))
         raise typer.Exit(_run(lambda: see_through(body)))
 
 

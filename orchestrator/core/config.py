@@ -11,13 +11,14 @@ import os
 import tomllib
 from pathlib import Path
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.core.accounts import multi_user
 from orchestrator.core.errors import InvalidSpec
 from orchestrator.core.paths import gpuq_home
+from orchestrator.core.sizes import parse_size
 
 DAY_S = 24 * 3600
 MULTI_USER_SCRATCH = "/var/lib/gpuq/scratch"
@@ -150,6 +151,11 @@ class Config(BaseModel):
     webhook_buffer: int = Field(default=1000, ge=1)
     webhook_retry_for_s: float = Field(default=3600.0, gt=0)
     webhook_retry_max_wait_s: float = Field(default=30.0, gt=0)
+    # Each job rank's limits where the job names none (--cpus, --mem), per GPU it holds,
+    # like Slurm's DefCpuPerGPU and DefMemPerGPU: enforced by its cgroup
+    # (runtime/cgroups.py). None: no limit.
+    default_cpus_per_gpu: float | None = Field(default=None, gt=0)
+    default_memory_per_gpu: int | None = Field(default=None, ge=16 * 1024 ** 2)
     # How often each node kills leftover processes of jobs that are no longer running.
     reap_interval_s: float = Field(default=15.0, gt=0)
     # Scheduling policy (orchestrator/core/policy.py).
@@ -189,6 +195,11 @@ class Config(BaseModel):
             except ValueError as e:
                 raise ValueError(f"{who}: {e}") from None
         return levels
+
+    @field_validator("default_memory_per_gpu", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        return parse_size(v) if isinstance(v, str) else v
 
     @field_validator("nodes")
     @classmethod

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from enum import IntEnum
 from typing import Annotated, Any
 
 from pydantic import (
@@ -26,41 +25,13 @@ from pydantic import (
 
 from orchestrator.core.config import Config
 from orchestrator.core.durations import parse_duration
+from orchestrator.core.sizes import format_size, parse_size
 from orchestrator.core.errors import IllegalTransition, InvalidSpec
 from orchestrator.core import dependencies, runtime_env
+from orchestrator.core.priority import Priority
 from orchestrator.core.inventory import Allocation  # node name -> GPU indices on it (each node numbers from 0)
 from orchestrator.core.states import JobState, Trigger, next_state
 
-
-class Priority(IntEnum):
-    """The seed's four levels. The API accepts the number or the name, shows the number."""
-
-    LOW = 1
-    NORMAL = 2
-    HIGH = 3
-    CRITICAL = 4
-
-    @classmethod
-    def parse(cls, value: Any) -> "Priority":
-        if isinstance(value, bool):
-            raise ValueError(_PRIORITY_HELP)
-        if isinstance(value, int):
-            try:
-                return cls(value)
-            except ValueError:
-                raise ValueError(_PRIORITY_HELP) from None
-        if isinstance(value, str):
-            text = value.strip()
-            if text.isdigit():
-                return cls.parse(int(text))
-            try:
-                return cls[text.upper()]
-            except KeyError:
-                pass
-        raise ValueError(_PRIORITY_HELP)
-
-
-_PRIORITY_HELP = "must be 1-4 or one of LOW, NORMAL, HIGH, CRITICAL"
 
 # run_id and user become file names, log paths and Prometheus label values: keep them
 # to a charset that is safe in all three, and short.
@@ -73,6 +44,8 @@ _RESERVED_ENV_PREFIX = "GPUQ_"
 MAX_COMMAND_CHARS = 16_384
 MAX_ENV_VARS = 256
 MAX_ENV_VALUE_CHARS = 8_192
+MAX_CPUS = 4096
+MIN_MEMORY, MAX_MEMORY = 16 * 1024 ** 2, 64 * 1024 ** 4
 MAIL_TYPES = ("BEGIN", "END", "FAIL", "REQUEUE", "ALL")  # Slurm's --mail-type, for --notify
 
 
@@ -111,6 +84,10 @@ class JobSpec(BaseModel):
     name: str | None = None
     preemptible: StrictBool = True
     multi_node: StrictBool = Field(default=False, description="may span nodes even when it fits on one")
+    cpus: Annotated[float | None, Field(description="CPUs per node (the job's cgroup CPU time, e.g. 8 or 2.5); "
+                                                    "site default per GPU")] = None
+    memory: Annotated[int | None, Field(description="memory per node: bytes, or '64G', '512M' (Slurm's --mem); "
+                                                    "past it the job ends OUT_OF_MEMORY; site default per GPU")] = None
     ray: StrictBool = Field(default=False, description="a Ray program: ray.init() joins a private Ray cluster on "
                                                        "exactly the job's GPUs, as its user (runtime/raycluster.py)")
     retry_on_exit_codes: list[StrictInt] | None = Field(
@@ -197,6 +174,24 @@ class JobSpec(BaseModel):
         if v is not None and (len(v) > 200 or not v.isprintable()):
             raise ValueError("must be at most 200 printable characters")
         return v
+
+    @field_validator("cpus", mode="before")
+    @classmethod
+    def _cpus(cls, v: Any) -> Any:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.01 <= v <= MAX_CPUS):
+            raise ValueError(f"must be a number of CPUs between 0.01 and {MAX_CPUS}")
+        return v
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        size = parse_size(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else -1
+        if not MIN_MEMORY <= size <= MAX_MEMORY:
+            raise ValueError(f"must be between {format_size(MIN_MEMORY)} and {format_size(MAX_MEMORY)}: "
+                             "bytes, or text with a unit such as 512M or 64G")
+        return size
 
     @field_validator("time_limit", mode="before")
     @classmethod

@@ -47,12 +47,14 @@ class ExitKind(str, Enum):
     EVICTED = "evicted"  # its GPUs left service (health, drain with requeue)
     LAUNCH_FAILED = "launch_failed"  # Ray could not start it
     RUNTIME_ENV = "runtime_env"  # its runtime env could not be set up (pip failed): the job's own error
+    OUT_OF_MEMORY = "out_of_memory"  # killed at its memory limit (Slurm's OUT_OF_MEMORY): a retry would repeat it
 
 
 # Faults that are not the job's: retried without using up its retries.
 INFRASTRUCTURE = frozenset({ExitKind.NODE_LOST, ExitKind.STOPPED, ExitKind.EVICTED, ExitKind.LAUNCH_FAILED})
 # Failures another try would repeat.
-FINAL = frozenset({ExitKind.TIME_LIMIT, ExitKind.NO_ACCOUNT, ExitKind.WORKDIR, ExitKind.RUNTIME_ENV})
+FINAL = frozenset({ExitKind.TIME_LIMIT, ExitKind.NO_ACCOUNT, ExitKind.WORKDIR, ExitKind.RUNTIME_ENV,
+                   ExitKind.OUT_OF_MEMORY})
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,9 @@ def classify(results: list[dict | None], evicted: str | None, node_of_rank: Call
     if "workdir_missing" in said:
         return Exit(ExitKind.WORKDIR, said["workdir_missing"][:500])
     notes = tuple(str(n)[:500] for r in results for n in (r.get("notes") or [])[:4])
+    if "out_of_memory" in said:
+        return Exit(ExitKind.OUT_OF_MEMORY, f"out of memory: {said['out_of_memory'][:500]}",
+                    next((c for c in codes if c), None), notes)
     if "time_limit" in reasons:
         return Exit(ExitKind.TIME_LIMIT, "time limit", next((c for c in codes if c), None), notes)
     if all(c == 0 for c in codes):

@@ -2,20 +2,23 @@
 
 It serves what lives on its node's disk — job logs and exit records — so nothing
 depends on a shared file system; it reports its GPUs' telemetry (NVML, or the
-simulation where NVML is missing: orchestrator/runtime/telemetry.py); and it reaps: any
-process tagged with this cluster's id and a job id that the orchestrator no longer
-runs is killed with its process group (the backstop behind the supervisor).
+simulation where NVML is missing: orchestrator/runtime/telemetry.py) and how it contains
+jobs; and it reaps, the backstop behind the supervisor: the cgroup of a job the
+orchestrator no longer runs is killed and removed (a supervisor that was SIGKILLed
+leaves it behind), and so is any process tagged with this cluster's id and such a job
+(a node where no cgroup can be made).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
 
 import ray
 
-from orchestrator.runtime import procs
+from orchestrator.runtime import cgroups, procs
 from orchestrator.runtime.jobfiles import job_dir, open_owned, read_exit
 from orchestrator.runtime.telemetry import SIMULATED, NodeReport, provider_for, report
 
@@ -36,6 +39,7 @@ class NodeAgent:
         self.provider = None
         self.gpus, self.telemetry = gpus, telemetry
         self._lock = threading.Lock()
+        self.containment = cgroups.find()
 
     def configure(self, data_root: str, cluster_id: str, gpus: int = 0, telemetry: str = "auto") -> None:
         """A (re)started orchestrator states where data lives, which cluster it is, how
@@ -59,7 +63,7 @@ class NodeAgent:
         provider = self._provider()
         if provider.source == SIMULATED and provider.faults.silent:
             return None
-        return report(provider, self.node)
+        return dataclasses.replace(report(provider, self.node), containment=self.containment.describe())
 
     def inject(self, fault: str, gpu: int | None = None, value: float | None = None) -> str:
         """Inject a fault into the simulation (telemetry.SimulatedProvider.inject). Refused
@@ -94,7 +98,9 @@ class NodeAgent:
         return read_exit(job_dir(self.data_root, self.node, job_id, attempt, rank))
 
     def reap(self, live_job_ids: list[str]) -> list[int]:
-        """Kill process groups tagged with this cluster and a job that is not running."""
+        """Kill the cgroups, and process groups tagged with this cluster, of jobs that are
+        not running; the pids killed by tag."""
+        cgroups.leftover(self.containment, self.cluster_id, set(live_job_ids))
         return reap(self.cluster_id, set(live_job_ids))
 
 

@@ -239,13 +239,15 @@ class RayBackend(Quarantine):
     async def start(self, slots: list[str], job_id: str, attempt: int, job_env: dict[str, str], command: str,
                     working_dir: str | None, time_limit: float, grace: float, account: str | None = None,
                     base_env: dict[str, str] | None = None, group_read: bool = False,
-                    renv: dict | None = None, ray_job: dict | None = None) -> list[dict]:
+                    renv: dict | None = None, ray_job: dict | None = None,
+                    limits: dict | None = None) -> list[dict]:
         """Run the job on its slots, rank 0 first (its address is the others' rendezvous).
         Returns what each runner reports: node, the GPU ids Ray bound, pid, and with a
         runtime env (`renv`, runtime_env.plan's with the site's settings) how long it
         took to make; raises RuntimeEnvFailed if a rank's could not be made. A Ray job
         (`ray_job`: the job's Python and the site's port settings) gets a private Ray
-        cluster: each rank a node of it, rank 0 its head (runtime/raycluster.py)."""
+        cluster: each rank a node of it, rank 0 its head (runtime/raycluster.py).
+        `limits` (CPUs, memory) go to each rank's cgroup (runner.rank_limits)."""
         runners = [self.runner(n) for n in slots]
         if any(r is None for r in runners):
             raise RuntimeError("a slot of the job has no runner")
@@ -276,7 +278,7 @@ class RayBackend(Quarantine):
                 **(rendezvous_env(master) if master else {}),
             }
             calls.append(runner.run.remote(job_id, attempt, rank, command, env, working_dir, time_limit, grace,
-                                           account, base_env, group_read, renv, nodes[rank]))
+                                           account, base_env, group_read, renv, nodes[rank], limits))
         infos = list(await asyncio.gather(*calls))
         failed = [i["setup_failed"] for i in infos if "setup_failed" in i]
         if failed:

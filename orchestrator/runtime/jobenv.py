@@ -185,16 +185,19 @@ def remove(folder: Path, job: str) -> None:
     shutil.rmtree(ray_dir(folder, job), ignore_errors=True)
 
 
-def as_user(switch: dict, work, stop_requested: dict, timeout: float):
+def as_user(switch: dict, work, stop_requested: dict, timeout: float, join=None):
     """Run `work` in a child that has switched to the job's user (no switch: as this
     account), in its own process group; its answer (JSON-able). None if a stop came
-    first; raises SetupFailed for its failure or at the time-out."""
+    first; raises SetupFailed for its failure or at the time-out. `join`, called in the
+    child before the switch, puts it in the job's cgroup (cgroups.JobCgroup.join)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(read_end)
             os.setpgid(0, 0)  # what it starts (pip) is stopped with it
+            if join is not None:
+                join()
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):  # never the runner's pipe
                 os.dup2(null, fd)

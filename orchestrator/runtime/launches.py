@@ -79,7 +79,7 @@ class Launches:
             infos = await self.backend.start(names, job.id, attempt, env, job.spec.command, job.spec.working_dir,
                                              float(job.time_limit), self.site.stop_grace_s,
                                              account_for(job.spec.user, self.site.unix_users), self.job_base_env,
-                                             self.site.job_logs_group_readable, renv, ray_job)
+                                             self.site.job_logs_group_readable, renv, ray_job, self.limits_of(job))
         except RuntimeEnvFailed as e:
             for name in names:  # other ranks may be setting up, or running: their runners go
                 self.backend.discard(name)
@@ -92,6 +92,11 @@ class Launches:
             job.note(self.clock(), "runtime_env", f"runtime env made on {made['node']} in {made['setup_s']:.1f} s, as "
                                                   "its user (not counted in the time limit)")
         return infos
+
+    def limits_of(self, job: Job) -> dict:
+        """The job's CPU and memory limits per node, else the site's per GPU (runner.rank_limits)."""
+        return {"cpus": job.spec.cpus, "memory": job.spec.memory, "cpus_per_gpu": self.site.default_cpus_per_gpu,
+                "memory_per_gpu": self.site.default_memory_per_gpu}
 
     async def adopt(self, job: Job, attempt: int, infos: list[dict]) -> None:
         """The command runs: record where it really runs, then watch it."""

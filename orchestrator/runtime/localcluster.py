@@ -266,10 +266,12 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
                              "max_package_unpacked_bytes": site.max_package_unpacked_bytes,
                              "ray_jobs_api_ray": site.ray_jobs_api_ray})
     started["install"] = install_mode()
+    from orchestrator.runtime import cgroups
     from orchestrator.runtime.jobpython import resolve
 
     found = resolve(site.job_python, site.job_path)
     started["job_python"] = {"path": found.path, "ray_ready": found.ray_ready, "why_not": found.why_not}
+    started["containment"] = cgroups.find().describe()  # this node's; each node's is in `gpuq status`
     started["ray_token_file"] = os.environ["RAY_AUTH_TOKEN_PATH"]
     started["ray_client"] = site.ray_client_port
     return started

@@ -28,6 +28,7 @@ rank) it is about: `run` is idempotent for the same job, so nothing starts twice
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import ray
 
-from orchestrator.runtime import envs
+from orchestrator.runtime import cgroups, envs
 from orchestrator.runtime.jobfiles import job_dir
 from orchestrator.runtime.launcher import Launched, Launcher
 
@@ -47,15 +48,24 @@ def rendezvous_env(master: dict) -> dict[str, str]:
             "PET_MASTER_ADDR": master["ip"], "PET_MASTER_PORT": str(master["port"])}
 
 
-def node_share(gpus: int, node_gpus: int) -> dict[str, int]:
+def node_share(gpus: int, node_gpus: int, limits: dict | None = None) -> dict[str, int]:
     """What a Ray job's node declares besides its GPUs: its GPUs' share of this machine's
-    CPUs and memory. At least one CPU per GPU and one more, so that a trainer of one
-    worker per GPU (Ray Train's default asks a CPU each) fits on a small machine."""
+    CPUs and memory, or the job's limits (rank_limits) where it has them. At least one
+    CPU per GPU and one more, so that a trainer of one worker per GPU (Ray Train's
+    default asks a CPU each) fits on a small machine."""
     share = gpus / max(node_gpus, gpus)
-    cpus = max(gpus + 1, int((os.cpu_count() or 1) * share))
-    total = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * share)
+    limits = limits or {}
+    cpus = max(gpus + 1, math.ceil(limits.get("cpus") or (os.cpu_count() or 1) * share))
+    total = limits.get("memory") or int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * share)
     object_store = max(100 * 1024 * 1024, int(total * 0.3))  # Ray's own default share
     return {"cpus": cpus, "memory": max(total - object_store, 256 * 1024 * 1024), "object_store": object_store}
+
+
+def rank_limits(limits: dict, gpus: int) -> dict:
+    """A rank's memory (bytes) and CPUs: the job's own per node, else the site's per GPU."""
+    memory = limits.get("memory") or (limits.get("memory_per_gpu") or 0) * gpus or None
+    cpus = limits.get("cpus") or (limits.get("cpus_per_gpu") or 0) * gpus or None
+    return {"memory": int(memory) if memory else None, "cpus": cpus}
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=4)
@@ -68,6 +78,7 @@ class Runner:
         self.started: dict | None = None
         self.announced = False  # the running job's supervisor says when its runtime env is ready
         self.launcher = Launcher()  # with the slot, not on its first job's clock
+        self.containment = cgroups.find()  # what this node can contain a job with (cgroups.py)
 
     def hello(self) -> dict:
         """Where the runner is and which GPUs Ray bound to it."""
@@ -84,7 +95,7 @@ class Runner:
     def run(self, job_id: str, attempt: int, rank: int, command: str, env: dict[str, str],
             working_dir: str | None, time_limit: float, grace: float, account: str | None = None,
             base_env: dict[str, str] | None = None, group_read: bool = False, renv: dict | None = None,
-            ray_node: dict | None = None) -> dict:
+            ray_node: dict | None = None, limits: dict | None = None) -> dict:
         """Launch a job's command under the supervisor, as `account` (None: this worker's
         own account); the same job twice returns the first launch. With a runtime env
         (`renv`: its packages, as stored, and pip/uv lists), the packages are fetched
@@ -92,7 +103,9 @@ class Runner:
         virtualenv made as the user, and this returns once that is done, with
         `setup_s`, or with `setup_failed` and why. `ray_node` (a Ray job's rank: its
         role, port block, token, Python) makes the rank a node of the job's private Ray
-        cluster; this runner adds the node's share of CPUs and memory, and its address."""
+        cluster; this runner adds the node's share of CPUs and memory, and its address.
+        `limits` (the job's `memory` bytes and `cpus` per node, else the site's
+        `memory_per_gpu` and `cpus_per_gpu`) are enforced by the rank's cgroup."""
         key = (job_id, attempt, rank)
         if self.key == key and self.proc is not None:
             return self._when_prepared()
@@ -122,8 +135,11 @@ class Runner:
             argv.append("--group-read")
         argv += ["--", "/bin/bash", "-c", command]
         sent = {"base": base_env or {}, "env": job_env, "prepare": plan}
+        mine = rank_limits(limits or {}, len(gpus))
+        if self.containment.usable:
+            sent["cgroup"] = {"name": cgroups.rank_name(env.get("GPUQ_CLUSTER", "none"), job_id, attempt, rank), **mine}
         if ray_node:
-            sent["ray"] = {**ray_node, **node_share(len(gpus), ray_node["node_gpus"]),
+            sent["ray"] = {**ray_node, **node_share(len(gpus), ray_node["node_gpus"], mine),
                            "ip": ray.util.get_node_ip_address()}
         # The job's environment goes on the launcher's socket, never through this
         # worker's own environment nor a command line.

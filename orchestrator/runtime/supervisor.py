@@ -54,39 +54,19 @@ import argparse
 import ctypes
 import json
 import os
-import selectors
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from orchestrator.runtime import jobenv, jobfiles, procs, raycluster
+from orchestrator.runtime import cgroups, jobenv, jobfiles, procs, raycluster
+from orchestrator.runtime import command as command_run
 from orchestrator.core.accounts import Account
 
 PR_SET_PDEATHSIG = 1
 DEFAULT_LOG_CAP = 64 * 1024 * 1024
 MAX_FDS = 64  # the exit-record pipe and one descriptor per package (core/runtime_env.py allows 33)
-# How the command starts, after the switch to the user (sh: an exec, not a fork of this
-# process): the job's TMPDIR is made, the directory changed to (as the user, so a job
-# cannot start in a folder its user could not enter), and what went wrong is said on
-# the pipe $1 (read by the supervisor) and in the log. A user without a home folder runs
-# in the job's private folder, as Slurm runs such a job in /tmp.
-START = (
-    'fd=$1; cwd=$2; kind=$3; shift 3; '
-    'if [ -n "$TMPDIR" ] && ! mkdir -p -m 700 -- "$TMPDIR"; then echo tmpdir >&"$fd"; exit 125; fi; '
-    'if ! cd -- "$cwd" 2>/dev/null; then '
-    '  if [ "$kind" = home ] && [ -n "$TMPDIR" ] && cd -- "${TMPDIR%/tmp}"; then '
-    '    echo "[gpuq] $USER has no home folder $cwd on this node: the job runs in its private folder $PWD" >&2; '
-    '    echo nohome >&"$fd"; '
-    '  else '
-    '    echo "[gpuq] the working directory $cwd does not exist, or $USER cannot enter it" >&2; '
-    '    echo nocwd >&"$fd"; exit 125; '
-    '  fi; '
-    'fi; '
-    'unset OLDPWD; eval "exec $fd>&-"; exec "$@"'
-)
 
 
 def _die_with_parent() -> None:
@@ -183,8 +163,11 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
         return _tell({"exit_code": None, "signal": None, "reason": "launch_failed", "message": str(e)[:500],
                       "started_at": started, "ended_at": time.time()})
     log = os.fdopen(log_fd, "ab", buffering=0)
+    group = _cgroup(sent.get("cgroup"), log)
 
     def finish(record: dict) -> int:
+        if group is not None and not group.remove():  # every process of the job is gone before its end is told
+            log.write(b"[gpuq] some of the job's processes would not die; the node agent reaps them\n")
         record = {**record, "started_at": started, "ended_at": time.time()}
         jobfiles.write_record(dfd, "exit.json", record, owner, args.group_read)
         return _tell(record)
@@ -218,7 +201,7 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
     if plan and plan.get("announce"):  # a runtime env: made by a child that is the user already
         try:
             made = jobenv.as_user(switch, lambda: jobenv.prepare(folder, plan["job"], plan, list(package_fds), base),
-                            stop_requested, float(plan.get("timeout") or 600))
+                                  stop_requested, float(plan.get("timeout") or 600), group and group.join)
         except jobenv.SetupFailed as e:
             log.write(f"[gpuq] runtime env setup failed:\n{e}\n".encode())
             return finish({"exit_code": None, "signal": None, "reason": "runtime_env_failed",
@@ -243,15 +226,30 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
         command = _ray_command(sent["ray"], command, env, folder, plan["job"], args.dir)
     cwd, kind = (args.cwd, "named") if args.cwd else (account.home, "home")
     try:
-        record = _run(command, env, switch, args, log, dfd, owner, started, stop_requested, cwd, kind)
+        record = command_run.run(command, env, switch, args, log, dfd, owner, started, stop_requested, cwd, kind,
+                                 group)
+        record = command_run.judge_memory(record, group, log)
+        code = finish(record)
     finally:
         log.close()
-    code = finish(record)
     if folder is not None:
         # After the record is out: the runner learns of the end without waiting for this.
         os.close(1)
         jobenv.remove_as_user(switch, folder, plan["job"])
     return code
+
+
+def _cgroup(asked: dict | None, log) -> cgroups.JobCgroup | None:
+    """The rank's cgroup, with its limits, where the runner found this node can make one
+    (runner.py: `asked` names it); None, said in the log, where it cannot."""
+    if not asked:
+        return None
+    try:
+        return cgroups.JobCgroup(cgroups.find(), asked["name"], asked.get("memory"), asked.get("cpus"))
+    except OSError as e:
+        log.write(f"[gpuq] the job's cgroup could not be made ({e}); its processes are tracked by descent "
+                  "only, and its limits are not enforced\n".encode())
+        return None
 
 
 def _ray_command(ray: dict, command: list[str], env: dict, folder: Path, job: str, directory: Path) -> list[str]:
@@ -276,96 +274,6 @@ def _ray_command(ray: dict, command: list[str], env: dict, folder: Path, job: st
     return [*argv, "--", *command]
 
 
-def _run(command: list[str], env: dict, switch: dict, args, log, dfd: int, owner, started: float,
-         stop_requested: dict, cwd: str, kind: str) -> dict:
-    """Run the command to its end: its output into the log, TERM then KILL at a stop or
-    the time limit. Returns the exit record."""
-    said_r, said_w = os.pipe()  # what START says went wrong before the command ran
-    try:
-        child = subprocess.Popen(
-            ["/bin/sh", "-c", START, "gpuq-job", str(said_w), cwd, kind, *command], stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0, close_fds=True, pass_fds=(said_w,),
-            env=env, **switch,
-        )
-    except OSError as e:
-        log.write(f"[gpuq] could not start the command: {e}\n".encode())
-        return {"exit_code": None, "signal": None, "reason": "launch_failed", "message": f"could not start: {e}"}
-    finally:
-        os.close(said_w)
-    jobfiles.write_record(dfd, "start.json", {"supervisor_pid": os.getpid(), "pid": child.pid, "started_at": started},
-                          owner, args.group_read)
-
-    deadline = started + args.time_limit if args.time_limit > 0 else None
-    written = dropped = 0
-    reason = None
-    term_sent_at = None
-    sel = selectors.DefaultSelector()
-    os.set_blocking(child.stdout.fileno(), False)
-    sel.register(child.stdout, selectors.EVENT_READ)
-    open_pipe = True
-    while True:
-        now = time.time()
-        if reason is None:
-            if stop_requested["why"]:
-                reason = stop_requested["why"]
-            elif deadline is not None and now >= deadline:
-                reason = "time_limit"
-                log.write(f"\n[gpuq] time limit of {args.time_limit:.0f} s reached; stopping\n".encode())
-            if reason is not None:
-                _signal_group(child.pid, signal.SIGTERM)
-                term_sent_at = now
-        elif term_sent_at is not None and now - term_sent_at >= args.grace:
-            _signal_group(child.pid, signal.SIGKILL)
-            term_sent_at = None
-        if open_pipe:
-            for _key, _ in sel.select(timeout=0.2):
-                try:
-                    chunk = os.read(child.stdout.fileno(), 65536)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    sel.unregister(child.stdout)
-                    open_pipe = False
-                    break
-                room = args.log_cap - written
-                if room > 0:
-                    log.write(chunk[:room])
-                    written += min(room, len(chunk))
-                    if len(chunk) > room:
-                        log.write(f"\n[gpuq] log truncated at {args.log_cap} bytes; later output is discarded\n".encode())
-                dropped += max(0, len(chunk) - max(room, 0))
-        else:
-            time.sleep(0.05)
-        code = child.poll()
-        if code is not None and not open_pipe:
-            break
-        if code is not None:
-            # The command exited but something it started still holds the pipe: the job
-            # is over, so stop the rest of its group (output already in the pipe is kept).
-            _signal_group(child.pid, signal.SIGKILL)
-    if dropped:
-        log.write(f"[gpuq] {dropped} bytes of output were discarded\n".encode())
-    # Anything left in the group (a daemon the command started) goes with it, and so does
-    # anything of the job's outside the group (a Ray job's raylet puts its workers in
-    # groups of their own; a daemon makes a session of its own): the sweep finds them by
-    # descent, as this process is their subreaper.
-    _signal_group(child.pid, signal.SIGKILL)
-    code = child.returncode
-    procs.stop_descendants(0)
-    sig = -code if code < 0 else None
-    record = {"exit_code": 128 + sig if sig else code, "signal": sig, "reason": reason or "exited"}
-    with os.fdopen(said_r, "rb") as said:
-        before = set(said.read(4096).decode(errors="replace").split())
-    if "tmpdir" in before:  # the node's fault: its disk, its scratch folder
-        return {**record, "exit_code": None, "reason": "launch_failed", "message": "the job's TMPDIR could not be made"}
-    if "nocwd" in before:
-        return {**record, "exit_code": None, "reason": "workdir_missing",
-                "message": f"the working directory {cwd} does not exist, or its user cannot enter it"}
-    if "nohome" in before:
-        record["notes"] = [f"no home folder {cwd} on this node: the job ran in its private folder"]
-    return record
-
-
 def _tell(record: dict) -> int:
     """A line for the runner on the pipe (standard output)."""
     try:
@@ -375,11 +283,6 @@ def _tell(record: dict) -> int:
     return 0
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ class NodeReport:
     source: str  # NVML or SIMULATED
     detail: str  # the driver and model, or why this node is simulated
     gpus: tuple[GpuSample, ...]
+    containment: str = ""  # how this node contains jobs (runtime/cgroups.py), in words
 
 
 class NvmlProvider:

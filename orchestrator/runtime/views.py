@@ -123,6 +123,7 @@ def status(service, ray_up: bool) -> dict:
             "down_nodes": sorted(service.fleet.down),
             "idle_gpus": len(service.fleet.idle(time.time())),
             "telemetry": sorted({r.source for r in service.fleet.reports.values()}),
+            "containment": {n: r.containment for n, r in sorted(service.fleet.reports.items()) if r.containment},
             "queue_wait": queue_wait(q, time.time()),
             "states": summary,
             "jobs_retried": s.jobs_retried, "jobs_preempted": s.jobs_preempted, "jobs_cancelled": s.jobs_cancelled,

@@ -38,6 +38,7 @@ class FakeBackend:
         self.lost_nodes: list[str] = []
         self.env_failure: str | None = None  # set: a runtime env's setup fails with these words
         self.envs: list[dict | None] = []  # what each start asked the node to make (runtime_env.plan)
+        self.limits: list[dict | None] = []  # the CPU and memory limits each start asked for
         self.kept: list[set[str]] = []  # packages kept, each round
         self.packages: dict[str, bytes] = {}  # Ray's store: stored name -> bytes
         self.node_ids = {n: f"id-{n}" for n in self.node_sizes}  # a new id: the node's raylet was replaced
@@ -71,7 +72,8 @@ class FakeBackend:
         return slot
 
     async def start(self, slots, job_id, attempt, job_env, command, working_dir, time_limit, grace, account=None,
-                    base_env=None, group_read=False, renv=None, ray_job=None) -> list[dict]:
+                    base_env=None, group_read=False, renv=None, ray_job=None, limits=None) -> list[dict]:
+        self.limits.append(limits)
         self.envs.append(renv)
         if renv and self.env_failure:
             raise RuntimeEnvFailed(self.env_failure)
