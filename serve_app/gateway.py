@@ -18,7 +18,8 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
-from orchestrator.core.errors import AmbiguousJobId, Forbidden, GpuqError, IllegalTransition, InvalidSpec, JobNotFound
+from orchestrator.core.errors import (AmbiguousJobId, Forbidden, GpuqError, IllegalTransition, InvalidSpec, JobNotFound,
+                                      OverLimit)
 from orchestrator.runtime.names import NAMESPACE, ORCHESTRATOR_NAME
 from serve_app.auth import Principal, TokenFile, TokenRefused
 from serve_app.errors import ApiError, invalid, unavailable
@@ -85,6 +86,8 @@ def _mapped(e: BaseException) -> ApiError:
         return ApiError(403, str(e))
     if isinstance(e, IllegalTransition):
         return ApiError(409, str(e))
+    if isinstance(e, OverLimit):
+        return ApiError(429, str(e), {"Retry-After": str(max(1, round(e.retry_after_s)))})
     if isinstance(e, GpuqError):  # the store could not commit, a node did not answer: try again
         return unavailable(str(e))
     # Not one of gpuq's errors: a bug in the orchestrator. The traceback goes to the log.

@@ -156,6 +156,15 @@ class Config(BaseModel):
     # (runtime/cgroups.py). None: no limit.
     default_cpus_per_gpu: float | None = Field(default=None, gt=0)
     default_memory_per_gpu: int | None = Field(default=None, ge=16 * 1024 ** 2)
+    # Per-user limits, like Slurm's MaxSubmitJobs: jobs queued, held or running per user,
+    # array members counted (past it a submit gets 429 naming the limit); bytes of
+    # uploaded packages each user holds on the cluster (runtime_env working_dir and
+    # py_modules; past it an upload gets 413).
+    max_jobs_per_user: int = Field(default=10_000, ge=1)
+    max_package_bytes_per_user: int = Field(default=2 * 1024 ** 3, ge=1024)
+    # How many jobs a dependency may name, array members counted (422 past it): judging
+    # dependencies is work for every cycle.
+    max_dependency_jobs: int = Field(default=1000, ge=1)
     # How often each node kills leftover processes of jobs that are no longer running.
     reap_interval_s: float = Field(default=15.0, gt=0)
     # Scheduling policy (orchestrator/core/policy.py).

@@ -1,7 +1,7 @@
 """Errors a user can act on. Each carries a message meant to be shown as it is.
 
 The API maps them to HTTP statuses (IllegalTransition → 409, JobNotFound → 404,
-InvalidSpec and AmbiguousJobId → 422, Forbidden → 403; any other GpuqError is the
+InvalidSpec and AmbiguousJobId → 422, Forbidden → 403, OverLimit → 429; any other GpuqError is the
 service being unable to do it now → 503); the CLI prints the message without a stack
 trace. An exception that is not a GpuqError is a bug: the API answers 500 with a
 reference to the log, never the exception.
@@ -92,3 +92,15 @@ class Forbidden(GpuqError):
 
     def __reduce__(self):
         return (Forbidden, (self.right, self.args[0]))
+
+
+class OverLimit(GpuqError):
+    """A per-user limit of the site would be passed (429): `limit` names its config key,
+    `retry_after_s` says when trying again may help."""
+
+    def __init__(self, limit: str, message: str, retry_after_s: float = 60.0):
+        self.limit, self.retry_after_s = limit, retry_after_s
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (OverLimit, (self.limit, self.args[0], self.retry_after_s))

@@ -67,6 +67,13 @@ def _config(info: ValidationInfo) -> Config:
     return ctx.get("config") or Config()
 
 
+def _site_limits(info: ValidationInfo) -> Config | None:
+    """The site whose limits a submission is checked against (JobSpec.parse); None for a
+    job already accepted (loaded from the store, or rebuilt inside a Job): what was
+    accepted under a site's limits stays valid, whatever the defaults say."""
+    return (info.context or {}).get("config")
+
+
 class JobSpec(BaseModel):
     """A job as submitted. Unknown fields are refused so a typo is never silently ignored."""
 
@@ -121,7 +128,8 @@ class JobSpec(BaseModel):
     @field_validator("gpu_count")
     @classmethod
     def _gpu_count(cls, v: int, info: ValidationInfo) -> int:
-        most = _config(info).max_gpus_per_job
+        site = _site_limits(info)
+        most = site.max_gpus_per_job if site else v
         if not 1 <= v <= most:
             raise ValueError(f"must be between 1 and {most} (the cluster's largest placement)")
         return v
@@ -204,7 +212,7 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _defaults_and_limits(self, info: ValidationInfo) -> "JobSpec":
-        cfg = _config(info)
+        cfg, site = _config(info), _site_limits(info)
         if self.runtime_env and self.runtime_env.get("env_vars"):
             try:  # the job's own env wins over its runtime env's variables
                 self.env = _checked_env({**self.runtime_env["env_vars"], **self.env})
@@ -216,11 +224,11 @@ class JobSpec(BaseModel):
         # Filled here, not as field defaults, because the site config decides them.
         if self.max_retries is None:
             self.max_retries = cfg.default_max_retries
-        elif not 0 <= self.max_retries <= cfg.max_retries_limit:
+        elif site and not 0 <= self.max_retries <= site.max_retries_limit:
             raise _FieldError("max_retries", f"must be between 0 and {cfg.max_retries_limit}")
         if self.time_limit is None:
             self.time_limit = cfg.default_time_limit_s
-        elif not 1 <= self.time_limit <= cfg.max_time_limit_s:
+        elif site and not 1 <= self.time_limit <= site.max_time_limit_s:
             raise _FieldError("time_limit", f"must be between 1 and {cfg.max_time_limit_s} seconds")
         return self
 

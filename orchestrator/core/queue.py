@@ -56,6 +56,7 @@ class JobQueue:
         self._jobs: dict[str, Job] = {}
         self.line = Line()  # queued jobs, as the policy reads them
         self._by_state: Counter[JobState] = Counter()
+        self._live_by_user: Counter[str] = Counter()  # jobs not finished, per user (max_jobs_per_user)
         self._next_seq = 1
         self._arrays: dict[str, dict[int, str]] = {}  # array id -> index -> job id
         # QUEUED jobs kept out of the line while their dependencies are not met: they are
@@ -133,6 +134,10 @@ class JobQueue:
     def count(self, state: JobState) -> int:
         return self._by_state[state]
 
+    def live_of(self, user: str) -> int:
+        """How many of `user`'s jobs are not finished (queued, held, placed or running)."""
+        return self._live_by_user[user]
+
     def counts(self) -> dict[JobState, int]:
         return {state: self._by_state[state] for state in JobState}
 
@@ -162,6 +167,7 @@ class JobQueue:
         self._next_seq += 1
         self._jobs[job.id] = job
         self._by_state[job.state] += 1
+        self._live_by_user[job.user] += 1
         self.line.add(job)
         return job
 
@@ -189,6 +195,7 @@ class JobQueue:
             raise DuplicateJob(job.id)
         self._jobs[job.id] = job
         self._by_state[job.state] += 1
+        self._live_by_user[job.user] += not job.state.is_terminal
         if job.state is JobState.QUEUED:
             self.line.add(job)
         if job.array_id is not None and job.array_index is not None:
@@ -202,6 +209,7 @@ class JobQueue:
             self.line.remove(job)
         self.blocked.discard(job_id)
         self._by_state[job.state] -= 1
+        self._live_by_user[job.user] -= not job.state.is_terminal
         del self._jobs[job_id]
         if job.array_id is not None:
             members = self._arrays.get(job.array_id, {})
@@ -310,6 +318,8 @@ class JobQueue:
             self.line.add(job)
         self._by_state[before] -= 1
         self._by_state[job.state] += 1
+        if before.is_terminal != job.state.is_terminal:
+            self._live_by_user[job.user] += -1 if job.state.is_terminal else 1
         if trigger in _COUNTED:
             setattr(self.stats, _COUNTED[trigger], getattr(self.stats, _COUNTED[trigger]) + 1)
         return job

@@ -22,13 +22,13 @@ from orchestrator.core.accounts import BUILTIN_ADMIN, missing_account
 from orchestrator.core.packages import stored_uri
 from orchestrator.core.config import Config
 from orchestrator.core.decisions import Reason, Start
-from orchestrator.core.errors import GpuqError, InvalidSpec
+from orchestrator.core.errors import GpuqError, InvalidSpec, OverLimit
 from orchestrator.core.job import Job, JobSpec, Priority, format_allocation
 from orchestrator.core.policy import dry_run
 from orchestrator.core.rights import Caller, check_preemptible, check_priority
 from orchestrator.core.snapshot import snapshot_of
 from orchestrator.core.states import JobState
-from orchestrator.core.submission import check_key, parse_array
+from orchestrator.core.submission import parse_array
 from orchestrator.runtime import views
 from orchestrator.runtime.backend import AgentRefused
 from orchestrator.runtime.output import Output
@@ -79,25 +79,34 @@ class Requests:
             return self.dry_run(parsed)
         if indices is not None:
             return await self.submit_array(parsed, indices, idempotency_key, by)
-        if idempotency_key is not None:
-            check_key(idempotency_key)
-            known = self._by_key.get((parsed.user, idempotency_key))
-            if known is not None:
-                return views.submitted(self.queue.get(known), self.queue)
-        job = self.queue.submit(parsed, self.clock())
-        job.idempotency_key = idempotency_key
-        self.depends([job])
+        if (known := await self.keys.claim(parsed.user, idempotency_key)) is not None:
+            return views.submitted(self.queue.get(known), self.queue)
+        job = None
         try:
-            await self.save([job], audit=[audit(self.clock(), by, "submit", job.id, user=parsed.user, run_id=parsed.run_id,
-                                                gpus=parsed.gpu_count, priority=parsed.priority.name)])
+            self.may_queue(parsed.user, 1)
+            job = self.queue.submit(parsed, self.clock())
+            job.idempotency_key = idempotency_key
+            self.depends([job])
+            await self.save([job], audit=[audit(self.clock(), by, "submit", job.id, user=parsed.user,
+                                                run_id=parsed.run_id, gpus=parsed.gpu_count,
+                                                priority=parsed.priority.name)])
         except GpuqError:
-            self.queue.forget(job.id)  # not stored means not accepted: the caller may retry
-            self.durable.drop([job.id])
+            if job is not None:
+                self.queue.forget(job.id)  # not stored means not accepted: the caller may retry
+                self.durable.drop([job.id])
+            self.keys.settle(parsed.user, idempotency_key, None)
             raise
-        if idempotency_key is not None:
-            self._by_key[(parsed.user, idempotency_key)] = job.id
+        self.keys.settle(parsed.user, idempotency_key, job.id)
         self.wake()
         return views.submitted(job, self.queue)
+
+    def may_queue(self, user: str, count: int) -> None:
+        """Refuse (429) a submit that would pass the user's max_jobs_per_user."""
+        have, most = self.queue.live_of(user), self.site.max_jobs_per_user
+        if have + count > most:
+            raise OverLimit("max_jobs_per_user", f"{user} has {have} jobs queued or running and this submit adds "
+                            f"{count}; the site allows {most} per user (max_jobs_per_user, array members counted): "
+                            "wait for some to end, or cancel some", retry_after_s=60)
 
     def dry_run(self, parsed: JobSpec) -> dict:
         now = self.clock()
@@ -115,32 +124,32 @@ class Requests:
                 "reason": answer.code.value, "message": answer.message}
 
     async def submit_array(self, parsed: JobSpec, indices: list[int], key: str | None, by: Caller | None = None) -> dict:
-        if key is not None:
-            check_key(key)
-        if key is not None and (parsed.user, key) in self._by_key:
-            first = self.queue.get(self._by_key[(parsed.user, key)])
+        if (known := await self.keys.claim(parsed.user, key)) is not None:
+            first = self.queue.get(known)
             return {**views.submitted(first, self.queue), "array": {"id": first.array_id, "count": len(indices)}}
         now = self.clock()
         base = parsed.run_id[: 64 - len(str(max(indices))) - 1]
         jobs = []
         array_id = f"arr{uuid.uuid4().hex[:9]}"  # not hex-first: never the prefix of a job id
-        for i in indices:
-            spec = parsed.model_copy(update={"run_id": f"{base}_{i}", "env": {**parsed.env, "GPUQ_ARRAY_INDEX": str(i)}})
-            jobs.append(self.queue.submit(spec, now))
-            self.queue.join_array(jobs[-1], array_id, i)
-        self.depends(jobs)
-        jobs[0].idempotency_key = key
         try:
-            await self.save(jobs, audit=[audit(self.clock(), by, "submit", jobs[0].id, user=parsed.user, run_id=parsed.run_id,
-                                               gpus=parsed.gpu_count, priority=parsed.priority.name,
-                                               array=len(jobs), last=jobs[-1].id)])
+            self.may_queue(parsed.user, len(indices))
+            for i in indices:
+                spec = parsed.model_copy(update={"run_id": f"{base}_{i}",
+                                                 "env": {**parsed.env, "GPUQ_ARRAY_INDEX": str(i)}})
+                jobs.append(self.queue.submit(spec, now))
+                self.queue.join_array(jobs[-1], array_id, i)
+            self.depends(jobs)
+            jobs[0].idempotency_key = key
+            await self.save(jobs, audit=[audit(self.clock(), by, "submit", jobs[0].id, user=parsed.user,
+                                               run_id=parsed.run_id, gpus=parsed.gpu_count,
+                                               priority=parsed.priority.name, array=len(jobs), last=jobs[-1].id)])
         except GpuqError:
             for job in jobs:
                 self.queue.forget(job.id)
             self.durable.drop(j.id for j in jobs)
+            self.keys.settle(parsed.user, key, None)
             raise
-        if key is not None:
-            self._by_key[(parsed.user, key)] = jobs[0].id
+        self.keys.settle(parsed.user, key, jobs[0].id)
         self.wake()
         return {**views.submitted(jobs[0], self.queue),
                 "array": {"id": array_id, "count": len(jobs), "indices": [indices[0], indices[-1]],

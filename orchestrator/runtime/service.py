@@ -35,6 +35,7 @@ from orchestrator.core.states import JobState
 from orchestrator.runtime.accounting import Accounting, Run
 from orchestrator.runtime.backend import RayBackend
 from orchestrator.runtime.bulk import Bulk
+from orchestrator.runtime.idempotency import Keys
 from orchestrator.runtime.dependents import Dependents
 from orchestrator.runtime.launches import Launches
 from orchestrator.runtime import jobpython
@@ -104,7 +105,7 @@ class OrchestratorService(Requests, Launches, Bulk, Dependents):
         stats = self.store.get("stats") or {}
         for key, value in stats.items():
             setattr(self.queue.stats, key, value)
-        self._by_key: dict[tuple[str, str], str] = {}
+        self.keys = Keys()  # idempotency keys: one key, one job (idempotency.py)
         jobs, self.set_aside = self.store.load(now)
         for bad in self.set_aside:  # kept in the store's set_aside table; said where an admin looks
             log.error("job %s could not be loaded and was set aside: %s", bad.job_id, bad.error)
@@ -113,7 +114,7 @@ class OrchestratorService(Requests, Launches, Bulk, Dependents):
         for job in jobs:
             self.queue.restore(job)
             if job.idempotency_key:
-                self._by_key[(job.user, job.idempotency_key)] = job.id
+                self.keys.known(job.user, job.idempotency_key, job.id)
         self.notifier = Notifier.for_site(self.site, self.metrics.webhook_dropped_inc, jobs)  # webhooks
         self.store.save([], kv={"cluster_id": self.cluster_id, **({"fleet": self.fleet.saved()} if self.set_aside else {})})
         loop = asyncio.get_event_loop()

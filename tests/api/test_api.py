@@ -195,3 +195,30 @@ def test_an_admin_can_stop_and_resume_starts_and_jobs_queue_meanwhile(http, orch
     assert http.put("/orchestrator/starts", json={"enabled": True}, headers=ADMIN).json()["starting_jobs"] is True
     orch.wait_state(job_id, "completed")
     assert any(e["action"] == "starts" for e in http.get("/audit", headers=ADMIN).json()["events"])
+
+
+@pytest.mark.parametrize("route", ["rest", "array", "ray"])
+def test_sixteen_concurrent_submits_with_one_key_make_one_job(api, http, route):
+    """The key is claimed before the orchestrator awaits its store, so retries racing
+    the first submit wait for it and get its job back."""
+    import asyncio
+    import uuid
+
+    key = f"race-{uuid.uuid4().hex[:8]}"
+    path, body, headers = {
+        "rest": ("/queue/submit", {**SEED, "run_id": key, "command": "true", "gpu_count": 1}, {"Idempotency-Key": key}),
+        "array": ("/queue/submit", {**SEED, "run_id": key, "command": "true", "gpu_count": 1, "array": 3},
+                  {"Idempotency-Key": key}),
+        "ray": ("/api/jobs/", {"entrypoint": "true", "submission_id": key, "metadata": {"ray": "false"}}, {}),
+    }[route]
+
+    async def all_at_once():
+        async with httpx.AsyncClient(base_url=api, timeout=60, headers={**ALICE, **headers}) as client:
+            return await asyncio.gather(*(client.post(path, json=body) for _ in range(16)))
+
+    answers = asyncio.run(all_at_once())
+    assert {r.status_code for r in answers} == {200}
+    ids = {r.json()["job_id"] for r in answers}
+    assert len(ids) == 1
+    made = http.get("/jobs", params={"user": "alice", "limit": 200}).json()["jobs"]
+    assert len([j for j in made if j["run_id"].startswith(key)]) == (3 if route == "array" else 1)

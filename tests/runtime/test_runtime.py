@@ -147,13 +147,14 @@ def wait_tagged(orch, job_id):
                     what="the job's processes to appear")
 
 
-def test_the_node_reaper_kills_what_escaped_a_finished_job(orch):
-    from tests.raycluster import wait_for
-
-    # setsid puts the sleep in a session of its own: out of reach of the supervisor's group kill.
-    job_id = orch.submit("setsid sleep 300 > /dev/null 2>&1 < /dev/null & sleep 1; echo started")
-    orch.wait_state(job_id, "completed")
-    wait_for(lambda: job_id not in tagged_processes(orch.cluster_id).values(), 30, what="the reaper to kill the escapee")
+def test_a_job_ends_with_its_command_and_what_it_left_goes_with_it(orch):
+    # setsid -f puts the sleep in a session of its own, holding the job's output pipe:
+    # out of reach of a process-group kill. The job still ends when its command does, and
+    # by the time it is COMPLETED (its GPUs back) nothing of it runs: no wait here.
+    job_id = orch.submit("setsid -f sleep 600; echo started", time_limit=3600)
+    job = orch.wait_state(job_id, "completed", timeout=60)
+    assert job["exit_code"] == 0
+    assert job_id not in tagged_processes(orch.cluster_id).values()
 
 
 def test_sixteen_one_gpu_jobs_at_once_each_get_a_gpu_of_their_own(orch):
@@ -183,3 +184,15 @@ def attempt_processes(job_id: str, attempt: str) -> list[int]:
         if f"GPUQ_JOB_ID={job_id}".encode() in env and f"GPUQ_ATTEMPT={attempt}".encode() in env:
             found.append(int(pid))
     return found
+
+
+def test_a_job_past_its_memory_limit_fails_out_of_memory_once(orch):
+    from orchestrator.runtime import cgroups
+
+    if "memory" not in cgroups.find().limits:
+        pytest.skip("no memory controller on this machine")
+    job_id = orch.submit("python3 -c 'b = bytearray(400 * 2**20)'", memory="64M", max_retries=3)
+    job = orch.wait_state(job_id, "failed", timeout=60)
+    assert job["attempts"] == 1  # a retry would only repeat it
+    assert job["failure_reason"].startswith("out of memory: the job used more memory than its limit of 64 MiB")
+    assert job["spec"]["memory"] == 64 * 2**20

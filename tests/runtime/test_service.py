@@ -464,3 +464,18 @@ def test_a_site_may_hold_never_satisfiable_jobs_and_unknown_targets_are_refused(
                                      "dependency": f"afterany:{second}", "test_only": True})
         assert answer["would_start"] is False and answer["reason"] == "Dependency"
     scenario(tmp_path, body, dependency_never_satisfied="hold")
+
+
+def test_the_10001st_live_job_of_one_user_is_refused_while_another_user_submits(tmp_path):
+    from orchestrator.core.errors import OverLimit
+
+    async def body(w):
+        await w.submit(array=10_000)  # array members count, as Slurm's MaxSubmitJobs counts them
+        with pytest.raises(OverLimit) as refused:
+            await w.submit()
+        assert refused.value.limit == "max_jobs_per_user" and "10000 per user" in str(refused.value)
+        assert w.svc.queue.live_of(USER) == 10_000  # nothing was enqueued
+        assert await w.submit(user="bob")  # another user is not held back
+        await w.svc.cancel(next(j.id for j in w.svc.queue.jobs() if j.spec.user == USER))
+        assert await w.submit()  # one ended: one more fits
+    scenario(tmp_path, body, start_jobs=False, unix_users={"bob": USER})

@@ -47,3 +47,24 @@ def test_close_during_writes_waits_for_them_and_later_writes_are_refused(tmp_pat
     # Every write that returned is there: close() waited for the one in progress.
     assert again._db.execute("SELECT count(*) FROM jobs").fetchone()[0] == len(written)
     again.close()
+
+
+def test_a_job_accepted_on_a_bigger_site_reloads_whole(tmp_path):
+    """What a site accepted stays valid in the store: a 24-GPU, 14-day job with 20
+    retries, accepted under raised limits, reloads after a restart (nothing set aside)."""
+    from orchestrator.core.config import Config
+    from orchestrator.core.job import Job, JobSpec
+
+    site = Config(nodes={"a": 8, "b": 8, "c": 8}, max_time_limit_s=30 * 86400, max_retries_limit=50)
+    spec = JobSpec.parse({"run_id": "big", "user": "alice", "command": "train", "gpu_count": 24,
+                          "time_limit": "14d", "max_retries": 20}, site)
+    store = Store(tmp_path / "gpuq.db")
+    store.save([Job.new(spec, seq=1, now=0.0)])
+    store.close()
+    again = Store(tmp_path / "gpuq.db")
+    try:
+        jobs, set_aside = again.load(now=1.0)
+    finally:
+        again.close()
+    assert set_aside == []
+    assert [(j.spec.gpu_count, j.spec.time_limit, j.spec.max_retries) for j in jobs] == [(24, 14 * 86400, 20)]
