@@ -14,7 +14,7 @@ and it cannot be changed afterwards.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # job.py checks a dependency's syntax with parse(): no import
 KINDS = {"after": "start", "afterok": "complete", "afternotok": "fail", "afterany": "end"}
 HELP = ("must be Slurm's syntax: afterok:ID[:ID...], afternotok:, afterany: or after:, several joined with ',' "
         "(all must hold)")
-MAX_TARGETS = 1000
+MAX_TARGETS = 1000  # references in the text; the site's max_dependency_jobs bounds the jobs they stand for
 _REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")
 
 Conditions = list[tuple[str, list[str]]]
@@ -94,3 +94,48 @@ def verdict(conds: Conditions, members: Callable[[str], list[Job]]) -> Verdict:
 
 def label(job: Job) -> str:
     return f"{job.spec.run_id} ({job.id[:8]})"
+
+
+class Index:
+    """Which dependents each target's moves may decide: a cycle judges only those
+    (the dependents whose targets, or who themselves, moved since the last cycle), so
+    its cost follows what changed, not how many jobs wait nor how large their arrays are."""
+
+    def __init__(self) -> None:
+        self._watchers: dict[str, set[str]] = {}  # target job id -> dependents
+        self._targets: dict[str, set[str]] = {}  # dependent -> its target job ids
+        self._due: set[str] = set()
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._targets
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def add(self, job_id: str, targets: Iterable[str]) -> None:
+        """A dependent and the jobs it names (array members included); judged next cycle."""
+        self._targets[job_id] = set(targets)
+        for t in self._targets[job_id]:
+            self._watchers.setdefault(t, set()).add(job_id)
+        self._due.add(job_id)
+
+    def drop(self, job_id: str) -> None:
+        for t in self._targets.pop(job_id, ()):
+            watchers = self._watchers.get(t)
+            if watchers is not None:
+                watchers.discard(job_id)
+                if not watchers:
+                    del self._watchers[t]
+        self._due.discard(job_id)
+
+    def moved(self, job_ids: Iterable[str]) -> None:
+        """These jobs changed state: their dependents, and they if dependents, are due."""
+        for job_id in job_ids:
+            self._due.update(self._watchers.get(job_id, ()))
+            if job_id in self._targets:
+                self._due.add(job_id)
+
+    def due(self) -> set[str]:
+        """The dependents to judge now (and no longer due)."""
+        out, self._due = self._due, set()
+        return out

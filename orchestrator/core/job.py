@@ -68,9 +68,8 @@ def _config(info: ValidationInfo) -> Config:
 
 
 def _site_limits(info: ValidationInfo) -> Config | None:
-    """The site whose limits a submission is checked against (JobSpec.parse); None for a
-    job already accepted (loaded from the store, or rebuilt inside a Job): what was
-    accepted under a site's limits stays valid, whatever the defaults say."""
+    """The site a submission is checked against (JobSpec.parse); None for a job already
+    accepted (stored, or inside a Job): it stays valid, whatever the defaults say."""
     return (info.context or {}).get("config")
 
 
@@ -274,8 +273,6 @@ class Event(BaseModel):
     to_state: JobState
     trigger: str
     reason: str = ""
-
-
 
 
 class Job(BaseModel):

@@ -57,6 +57,7 @@ class JobQueue:
         self.line = Line()  # queued jobs, as the policy reads them
         self._by_state: Counter[JobState] = Counter()
         self._live_by_user: Counter[str] = Counter()  # jobs not finished, per user (max_jobs_per_user)
+        self.moved: set[str] = set()  # jobs that changed state since the owner last took them (take_moved)
         self._next_seq = 1
         self._arrays: dict[str, dict[int, str]] = {}  # array id -> index -> job id
         # QUEUED jobs kept out of the line while their dependencies are not met: they are
@@ -133,6 +134,11 @@ class JobQueue:
 
     def count(self, state: JobState) -> int:
         return self._by_state[state]
+
+    def take_moved(self) -> set[str]:
+        """The jobs that changed state since the last call (dependencies.Index.moved)."""
+        out, self.moved = self.moved, set()
+        return out
 
     def live_of(self, user: str) -> int:
         """How many of `user`'s jobs are not finished (queued, held, placed or running)."""
@@ -318,6 +324,7 @@ class JobQueue:
             self.line.add(job)
         self._by_state[before] -= 1
         self._by_state[job.state] += 1
+        self.moved.add(job_id)
         if before.is_terminal != job.state.is_terminal:
             self._live_by_user[job.user] += -1 if job.state.is_terminal else 1
         if trigger in _COUNTED:

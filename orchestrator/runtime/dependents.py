@@ -3,7 +3,8 @@ resolved at submit, checked before each scheduling cycle. A method set of the
 orchestrator actor, beside requests.py and bulk.py; the rules are the core's
 (core/dependencies.py).
 
-Before each cycle every waiting job with a dependency is judged. Met: it joins the
+Before each cycle the waiting jobs whose targets moved since the last are judged
+(dependencies.Index: the cost follows what changed, not how many wait). Met: it joins the
 line in its place (its submission order), and the policy sees it from then on. Not
 yet: it stays out of the line (no start, no reservation), with the reason Dependency
 and an estimated start from its targets' expected ends. Never (afterok on a job that
@@ -38,13 +39,23 @@ class Dependents:
                     whole.append(self.queue.resolve_array(ref) or self.queue.resolve(ref))
                 except (JobNotFound, AmbiguousJobId) as e:
                     raise InvalidSpec([("dependency", f"{kind}:{ref}: {e}")]) from None
-            conds.append((kind, whole))
+            conds.append((kind, list(dict.fromkeys(whole))))  # a target named twice is judged once
+        named = sum(len(self._members(ref)) for _, refs in conds for ref in refs)
+        if named > self.site.max_dependency_jobs:
+            raise InvalidSpec([("dependency", f"stands for {named} jobs (array members counted); the site allows "
+                                              f"{self.site.max_dependency_jobs} (max_dependency_jobs)")])
         return spec.model_copy(update={"dependency": dependencies.render(conds)})
+
+    def targets_of(self, job: Job) -> set[str]:
+        return {m.id for _, refs in dependencies.parse(job.spec.dependency) for ref in refs
+                for m in self._members(ref)}
 
     def depends(self, jobs: list[Job]) -> None:
         """Just submitted: judged before the next cycle plans."""
         if self._dependents is not None:
-            self._dependents.update(j.id for j in jobs if j.spec.dependency)
+            for job in jobs:
+                if job.spec.dependency:
+                    self._dependents.add(job.id, self.targets_of(job))
 
     def judge(self, spec: JobSpec) -> dependencies.Verdict:
         return dependencies.verdict(dependencies.parse(spec.dependency), self._members)
@@ -55,21 +66,30 @@ class Dependents:
     def check_dependencies(self, now: float) -> None:
         """Before a cycle: let in, keep out or give up on each job that waits on others."""
         if self._dependents is None:  # first cycle: every unfinished job with a dependency
-            self._dependents = {j.id for j in self.queue.jobs() if j.spec.dependency and not j.state.is_terminal}
+            self._dependents = dependencies.Index()
+            for job in self.queue.jobs():
+                if job.spec.dependency and not job.state.is_terminal:
+                    self._dependents.add(job.id, self.targets_of(job))
+        self._dependents.moved(self.queue.take_moved())
         changed: list[Job] = []
-        self.dependency_pending = {}
-        for job_id in list(self._dependents):
+        for job_id in self._dependents.due():
+            if job_id not in self.queue:  # its submit was not stored: it was never accepted
+                self._dependents.drop(job_id)
+                continue
             job = self.queue.get(job_id)
             if job.state is not JobState.QUEUED:
+                self.dependency_pending.pop(job_id, None)
                 if job.state not in (JobState.HELD, JobState.PREEMPTED):
-                    self._dependents.discard(job_id)  # it started or ended: nothing left to wait for
+                    self._dependents.drop(job_id)  # it started or ended: nothing left to wait for
                 continue
             verdict = self.judge(job.spec)
             if verdict.met:
                 self.queue.unblock(job_id)
-                self._dependents.discard(job_id)
+                self._dependents.drop(job_id)
+                self.dependency_pending.pop(job_id, None)
             elif verdict.never:
-                self._dependents.discard(job_id)
+                self._dependents.drop(job_id)
+                self.dependency_pending.pop(job_id, None)
                 reason = f"{NEVER}: {verdict.never}"
                 if self.site.dependency_never_satisfied == "hold":
                     self.queue.hold(job_id, now, reason)

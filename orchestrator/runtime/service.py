@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from orchestrator.core import lifecycle
+from orchestrator.core import dependencies, lifecycle
 from orchestrator.core.config import Config
 from orchestrator.core.fairshare import UsageLedger
 from orchestrator.core.inventory import Inventory
@@ -94,7 +94,7 @@ class OrchestratorService(Requests, Launches, Bulk, Dependents):
                 self.usage.add(run.user, run.gpu_seconds, run.end)
         self.last_plan = None
         self.reserved: tuple[str, ...] = ()
-        self._dependents: set[str] | None = None  # unfinished jobs with a dependency (dependents.py)
+        self._dependents: dependencies.Index | None = None  # unfinished jobs with a dependency (dependents.py)
         self.dependency_pending: dict = {}
         self.started_at = self.clock()
         self.backend.ensure_agents(self.nodes)

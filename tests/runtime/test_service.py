@@ -479,3 +479,42 @@ def test_the_10001st_live_job_of_one_user_is_refused_while_another_user_submits(
         await w.svc.cancel(next(j.id for j in w.svc.queue.jobs() if j.spec.user == USER))
         assert await w.submit()  # one ended: one more fits
     scenario(tmp_path, body, start_jobs=False, unix_users={"bob": USER})
+
+
+def test_a_dependency_may_stand_for_at_most_max_dependency_jobs(tmp_path):
+    from orchestrator.core.errors import InvalidSpec
+
+    async def body(w):
+        big = (await w.svc.submit({"run_id": "big", "user": USER, "command": "true", "gpu_count": 1,
+                                   "array": 1001}))["array"]["id"]
+        with pytest.raises(InvalidSpec) as refused:
+            await w.submit(dependency="afterok:" + ":".join([big] * 500))
+        assert refused.value.errors[0][0] == "dependency" and "1001 jobs" in refused.value.errors[0][1]
+        small = (await w.svc.submit({"run_id": "small", "user": USER, "command": "true", "gpu_count": 1,
+                                     "array": 1000}))["array"]["id"]
+        ok = await w.submit(dependency="afterok:" + ":".join([small] * 500))  # named 500 times, 1000 jobs
+        assert w.job(ok).spec.dependency == f"afterok:{small}"
+    scenario(tmp_path, body, start_jobs=False)
+
+
+def test_cycles_judge_only_dependents_whose_targets_moved(tmp_path, monkeypatch):
+    """The work of a cycle follows what changed: a dependent on a 10,000-job array is
+    judged once, then not again until a member moves."""
+    from orchestrator.core import dependencies
+
+    judged = []
+    real = dependencies.verdict
+    monkeypatch.setattr(dependencies, "verdict", lambda conds, members: judged.append(1) or real(conds, members))
+
+    async def body(w):
+        array = (await w.svc.submit({"run_id": "a", "user": USER, "command": "true", "gpu_count": 1,
+                                     "array": 10_000}))["array"]["id"]
+        waiting = [await w.submit(run_id=f"after{i}", dependency=f"afterok:{array}") for i in range(5)]
+        await cycles(w, 2)
+        assert len(judged) == 5
+        await cycles(w, 5)
+        assert len(judged) == 5  # nothing moved: nothing judged
+        await w.svc.cancel(w.svc.queue.array(array)[0].id)
+        await until(lambda: all(w.job(j).state is JobState.CANCELLED for j in waiting))  # afterok never met
+        assert len(judged) == 10
+    scenario(tmp_path, body, start_jobs=False, max_dependency_jobs=10_000, max_jobs_per_user=20_000)
