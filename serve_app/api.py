@@ -18,7 +18,8 @@ from starlette.exceptions import HTTPException
 from orchestrator.version import code_version
 from serve_app import errors
 from serve_app.auth import tokens_path
-from serve_app.gateway import Gateway, install
+from serve_app.gateway import Gateway, install, installed
+from serve_app.admission import Admission
 from serve_app.limits import BodyLimits
 from serve_app.models import strict_query
 from serve_app.routes import cluster, jobs, nodes, packages, ray_jobs, tokens, web
@@ -27,10 +28,14 @@ app = FastAPI(title="gpuq", description="GPU job queue on Ray. Every route but /
                                         "page needs a bearer token (reads, unless the site opened them).",
               version="0.1.0", docs_url=None, redoc_url=None, dependencies=[Depends(strict_query)])
 app.add_middleware(BodyLimits)
+# Added last, so it runs first: the request's token and pace are judged before its body.
+app.add_middleware(Admission, gateway=installed)
 app.add_exception_handler(errors.ApiError, errors.on_api_error)
 app.add_exception_handler(RequestValidationError, errors.on_validation)
 app.add_exception_handler(HTTPException, errors.on_http)
 app.add_exception_handler(Exception, errors.on_bug)
+
+
 for module in (jobs, cluster, nodes, tokens, ray_jobs, packages, web):
     app.include_router(module.router)
 web.mount(app)

@@ -113,6 +113,17 @@ class TokenFile:
         self._note_use(entry["id"], now)
         return Principal(entry["user"], entry["role"], entry["id"])
 
+    def holder(self, header: str | None, now: float) -> dict | None:
+        """The entry of a valid bearer token in `header` (None: none, unknown or expired),
+        without noting its use: the admission check before a route authenticates."""
+        if not header or not header.lower().startswith("bearer "):
+            return None
+        self.entries()
+        entry = self._by_digest.get(digest(header[7:].strip()))
+        if entry is None or (entry.get("expires_at") is not None and now >= entry["expires_at"]):
+            return None
+        return entry
+
     def listing(self, now: float | None = None) -> list[dict]:
         """Every token without its secret or hash: id, user, role, created, expiry, last use."""
         now = time.time() if now is None else now

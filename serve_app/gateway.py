@@ -103,6 +103,11 @@ def install(gateway: Gateway) -> None:
     _installed = gateway
 
 
+def installed() -> Gateway | None:
+    """The replica's gateway once its constructor ran (the admission middleware's)."""
+    return _installed
+
+
 async def gateway() -> Gateway:
     # Dependencies are `async def` although they never await: FastAPI runs a plain `def`
     # dependency in its thread pool, a hand-off per request that cost the API ~1 ms.

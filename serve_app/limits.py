@@ -57,7 +57,7 @@ class BodyLimits:
             return await self.app(scope, receive, send)  # not JSON; the route bounds it (routes/packages.py)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await _refuse(send, 413, f"request body is larger than {self.max_bytes} bytes")
+            return await refuse(send, 413, f"request body is larger than {self.max_bytes} bytes")
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -66,12 +66,12 @@ class BodyLimits:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                return await _refuse(send, 413, f"request body is larger than {self.max_bytes} bytes")
+                return await refuse(send, 413, f"request body is larger than {self.max_bytes} bytes")
             chunks.append(chunk)
             more = message.get("more_body", False)
         raw = b"".join(chunks)
         if json_depth(raw, self.max_depth) > self.max_depth:
-            return await _refuse(send, 422, [{"field": "body", "message": f"JSON nests deeper than {self.max_depth} "
+            return await refuse(send, 422, [{"field": "body", "message": f"JSON nests deeper than {self.max_depth} "
                                                                           "levels"}])
         replayed = False
 
@@ -85,11 +85,13 @@ class BodyLimits:
         return await self.app(scope, replay, send)
 
 
-async def _refuse(send, status: int, detail) -> None:
+async def refuse(send, status: int, detail, headers: dict[str, str] | None = None) -> None:
+    """Answer with the API's error body (errors.ErrorBody) and close the connection."""
     payload = json.dumps({"success": False, "detail": detail}).encode()
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), *extra]})
     await send({"type": "http.response.body", "body": payload})
 
 

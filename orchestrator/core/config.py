@@ -69,6 +69,13 @@ class Config(BaseModel):
     # Mutations always need a token; so do reads unless a site opens them (false): the
     # queue shows who runs what, and a job's command, env and logs are its owner's.
     api_auth_reads: bool = True
+    # Clients that hold the API up (serve_app/admission.py): requests in flight without a
+    # valid token per client address; requests a second per token, and their burst
+    # (admins' are not limited); seconds for a request's body to arrive (408 past it).
+    api_unauthenticated_per_address: int = Field(default=16, ge=1)
+    api_rate_per_token: float = Field(default=50.0, gt=0)
+    api_burst_per_token: int = Field(default=200, ge=1)
+    api_body_deadline_s: float = Field(default=10.0, gt=0)
 
     # Who is who (orchestrator/core/accounts.py, orchestrator/core/rights.py). A gpuq user runs as
     # the Unix account of the same name unless mapped here; the built-in `admin` user

@@ -256,6 +256,7 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
     started["orchestrator"] = ensure_orchestrator(config)
     from orchestrator.core.accounts import install_mode
     from serve_app.api import deploy
+    from serve_app.admission import KEYS as ADMISSION_KEYS
     from serve_app.auth import ensure_admin_token, tokens_path
 
     started["admin_token_file"] = str(ensure_admin_token())
@@ -264,7 +265,8 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
                              "allowed_system_accounts": site.allowed_system_accounts,
                              "max_package_bytes": site.max_package_bytes,
                              "max_package_unpacked_bytes": site.max_package_unpacked_bytes,
-                             "ray_jobs_api_ray": site.ray_jobs_api_ray})
+                             "ray_jobs_api_ray": site.ray_jobs_api_ray,
+                             **{k: getattr(site, k) for k in ADMISSION_KEYS}})
     started["install"] = install_mode()
     from orchestrator.runtime import cgroups
     from orchestrator.runtime.jobpython import resolve

@@ -15,8 +15,10 @@ Each delivery is a JSON POST of the job's fields and the transition, with
 dedupes by it) and, when the webhook has a secret, `X-Gpuq-Signature: sha256=<HMAC of
 the body>`. The scheduling loop only appends to a queue per webhook; one task per
 webhook delivers in order, retrying with backoff (tenacity) for up to
-`webhook_retry_for_s`. A webhook that is down keeps up to `webhook_buffer` events;
-past that the oldest are dropped, counted in `gpuq_webhook_dropped_total` and listed
+`webhook_retry_for_s`. A webhook that is down keeps up to `webhook_buffer` events per
+job owner, and as many site events (node_down) apart: one user's burst never pushes
+out another's notices nor a node's, and the owners take turns (Outbox). Past that the
+oldest of that owner are dropped, counted in `gpuq_webhook_dropped_total` and listed
 among the deliveries. Admins read the recent deliveries at GET /webhooks/deliveries.
 """
 
@@ -70,12 +72,57 @@ def wants(hook: Webhook, event: str, job: Job | None) -> bool:
     return any(event in SLURM_TYPES.get(t, set()) for t in job.spec.notify or [])
 
 
+class Outbox:
+    """One webhook's waiting events: a bounded queue per job owner and one for the site's
+    own events, delivered site first, then the owners in turn."""
+
+    SITE = ""  # the owner of events with no job (node_down)
+
+    def __init__(self, per_owner: int):
+        self.per_owner = per_owner
+        self.queues: dict[str, deque] = {}
+        self.turns: deque[str] = deque()  # owners with events waiting, next first
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def put(self, owner: str, body: dict) -> dict | None:
+        """Queue `body`; the event dropped to make room (that owner's oldest), if any."""
+        q = self.queues.get(owner)
+        if q is None:
+            q = self.queues[owner] = deque()
+            if owner != self.SITE:
+                self.turns.append(owner)
+        dropped = q.popleft() if len(q) >= self.per_owner else None
+        q.append(body)
+        return dropped
+
+    def next(self) -> dict | None:
+        if self.queues.get(self.SITE):
+            return self.queues[self.SITE][0]
+        return self.queues[self.turns[0]][0] if self.turns else None
+
+    def done(self, body: dict) -> None:
+        """`body` was delivered (or given up on): off its queue, unless dropped meanwhile;
+        its owner goes to the back of the turns."""
+        for owner, q in list(self.queues.items()):
+            if q and q[0] is body:
+                q.popleft()
+                if owner != self.SITE:
+                    self.turns.remove(owner)
+                    if q:
+                        self.turns.append(owner)
+                if not q:
+                    del self.queues[owner]
+                return
+
+
 class Notifier:
     def __init__(self, hooks: list[Webhook], buffer: int, retry_for_s: float, on_drop=None,
                  max_wait_s: float = 30.0):
         self.hooks = hooks  # each named (Config)
         self.retry_for_s, self.max_wait_s = retry_for_s, max_wait_s
-        self.queues = {h.name: deque(maxlen=buffer) for h in self.hooks}
+        self.queues = {h.name: Outbox(buffer) for h in self.hooks}
         self.ready = {h.name: asyncio.Event() for h in self.hooks}
         self.recent: deque[dict] = deque(maxlen=RECENT)
         self.on_drop = on_drop or (lambda hook: None)
@@ -121,27 +168,24 @@ class Notifier:
                 continue
             body = {"event": event, "time": now, "delivery": str(uuid.uuid4()), **change,
                     **({"job": _job_fields(job)} if job else {})}
-            q = self.queues[hook.name]
-            if len(q) == q.maxlen:  # the oldest goes, and that is said
-                dropped = q.popleft()
+            dropped = self.queues[hook.name].put(job.user if job else Outbox.SITE, body)
+            if dropped is not None:  # that owner's oldest went, and that is said
                 self.on_drop(hook.name)
                 self.recent.append({"webhook": hook.name, "event": dropped["event"], "delivery": dropped["delivery"],
                                     "result": "dropped: the webhook's buffer was full", "at": time.time()})
-            q.append(body)
             self.ready[hook.name].set()
 
     async def _deliver_all(self, hook: Webhook) -> None:
         q, ready = self.queues[hook.name], self.ready[hook.name]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             while True:
-                if not q:
+                body = q.next()
+                if body is None:
                     ready.clear()
                     await ready.wait()
                     continue
-                body = q[0]
                 result = await self._deliver(session, hook, body)
-                if q and q[0] is body:  # not dropped meanwhile by a full buffer
-                    q.popleft()
+                q.done(body)
                 self.recent.append({"webhook": hook.name, "event": body["event"], "delivery": body["delivery"],
                                     "result": result, "at": time.time()})
 

@@ -324,6 +324,7 @@ class Requests:
         if len(data) > self.site.max_package_bytes:
             raise InvalidSpec([("body", f"is larger than {self.site.max_package_bytes} bytes (max_package_bytes)")])
         stored, digest = stored_uri(owner_of(by), uri), packages.digest(data)
+        self.package_bytes.admit(owner_of(by), stored, len(data), self.clock())
         try:
             held = await asyncio.to_thread(self.backend.package_get, stored)
             if held is not None and packages.digest(held) != digest:
@@ -332,6 +333,7 @@ class Requests:
             await asyncio.to_thread(self.backend.package_put, stored, data, self.site.package_keep_s)
         except (RuntimeError, ValueError) as e:
             raise GpuqError(f"Ray did not store the package: {e}") from None
+        self.package_bytes.add(owner_of(by), stored, len(data), self.clock())
         await self.save([], audit=[audit(self.clock(), by, "package", uri, bytes=len(data), sha256=digest)])
         return {"uri": uri, "bytes": len(data)}
 
@@ -353,6 +355,7 @@ class Requests:
         uris = {stored_uri(j.user, u) for j in self.queue.jobs() if not j.state.is_terminal
                 for u in runtime_env.packages(j.spec.runtime_env)}
         if uris:
+            self.package_bytes.kept(uris, self.clock())
             self.spawn(asyncio.to_thread(self.backend.keep_packages, uris, self.site.package_keep_s))
 
     async def webhook_deliveries(self, limit: int = 100) -> dict:

@@ -28,6 +28,7 @@ from orchestrator.core.config import Config
 from orchestrator.core.fairshare import UsageLedger
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.job import Job
+from orchestrator.core.packages import stored_uri
 from orchestrator.core.policy import PolicyConfig, plan
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.snapshot import snapshot_of
@@ -36,6 +37,7 @@ from orchestrator.runtime.accounting import Accounting, Run
 from orchestrator.runtime.backend import RayBackend
 from orchestrator.runtime.bulk import Bulk
 from orchestrator.runtime.idempotency import Keys
+from orchestrator.runtime.quotas import PackageBytes
 from orchestrator.runtime.dependents import Dependents
 from orchestrator.runtime.launches import Launches
 from orchestrator.runtime import jobpython
@@ -106,6 +108,10 @@ class OrchestratorService(Requests, Launches, Bulk, Dependents):
         for key, value in stats.items():
             setattr(self.queue.stats, key, value)
         self.keys = Keys()  # idempotency keys: one key, one job (idempotency.py)
+        self.package_bytes = PackageBytes(self.site.max_package_bytes_per_user, self.site.package_keep_s)
+        for up in self.store.audit(limit=1_000_000, action="package", since=now - self.site.package_keep_s):
+            self.package_bytes.add(up["who"], stored_uri(up["who"], up["target"]), up["detail"].get("bytes", 0),
+                                   up["time"])
         jobs, self.set_aside = self.store.load(now)
         for bad in self.set_aside:  # kept in the store's set_aside table; said where an admin looks
             log.error("job %s could not be loaded and was set aside: %s", bad.job_id, bad.error)

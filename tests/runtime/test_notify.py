@@ -129,3 +129,20 @@ def test_an_opt_in_webhook_hears_only_jobs_whose_owner_asked(tmp_path):
                  unix_users={"alice": USER})
     finally:
         rx.close()
+
+
+def test_one_users_burst_pushes_out_neither_another_users_notices_nor_a_nodes():
+    from orchestrator.runtime.notify import Outbox
+
+    box = Outbox(per_owner=3)
+    dropped = [box.put("alice", {"n": i}) for i in range(1000)]
+    assert sum(d is not None for d in dropped) == 997  # only alice's own oldest went
+    box.put("bob", {"n": "bob"})
+    box.put(Outbox.SITE, {"n": "node_down"})
+    order = []
+    while (body := box.next()) is not None:
+        order.append(body["n"])
+        box.done(body)
+    assert order[0] == "node_down"  # the site's first
+    assert order[1:3] in (["bob", 997], [997, "bob"])  # then the owners in turn
+    assert sorted(map(str, order)) == sorted(["node_down", "bob", "997", "998", "999"])

@@ -518,3 +518,25 @@ def test_cycles_judge_only_dependents_whose_targets_moved(tmp_path, monkeypatch)
         await until(lambda: all(w.job(j).state is JobState.CANCELLED for j in waiting))  # afterok never met
         assert len(judged) == 10
     scenario(tmp_path, body, start_jobs=False, max_dependency_jobs=10_000, max_jobs_per_user=20_000)
+
+
+def test_packages_past_a_users_byte_quota_are_refused_naming_it(tmp_path):
+    from orchestrator.core.errors import OverLimit
+    from orchestrator.core.rights import Caller
+
+    alice, bob = Caller(USER, "user"), Caller("bob", "user")
+
+    async def body(w):
+        await w.svc.package_put("gcs://_ray_pkg_aaaa.zip", b"a" * 3000, by=alice)
+        await w.svc.package_put("gcs://_ray_pkg_aaaa.zip", b"a" * 3000, by=alice)  # the same again: no more held
+        with pytest.raises(OverLimit) as refused:
+            await w.svc.package_put("gcs://_ray_pkg_bbbb.zip", b"b" * 2000, by=alice)
+        assert refused.value.limit == "max_package_bytes_per_user"
+        await w.svc.package_put("gcs://_ray_pkg_bbbb.zip", b"b" * 2000, by=bob)  # bob's quota is his own
+        w.clock.advance(3601)  # no job named alice's package: it has gone from the cluster
+        await w.svc.package_put("gcs://_ray_pkg_cccc.zip", b"c" * 2000, by=alice)
+        w.svc.close()
+        w.svc = w.start()  # a restart counts what was uploaded within package_keep_s again
+        with pytest.raises(OverLimit):
+            await w.svc.package_put("gcs://_ray_pkg_dddd.zip", b"d" * 3000, by=alice)
+    scenario(tmp_path, body, max_package_bytes_per_user=4096, package_keep_s=3600, unix_users={"bob": USER})
