@@ -10,9 +10,15 @@ each beside the same requests with no follower open.
 Then, beside a valid submit, the time to refuse: JSON nested 8,000 deep, an array
 range of 10^12 jobs, a 70 KB body, and a plain invalid field.
 
-Target: with 100 followers, /healthz and POST /queue/submit p99 <= 200 ms; a request
-that breaks a bound costs milliseconds.
-Usage: .venv/bin/python scripts/bench_abuse.py [--followers 100] [--n 200] [--json out.json]
+Then slow clients (issue #28): N connections without a token each send a submit's
+headers and then its body one byte a second; with them open, /healthz is timed as
+above, and what the slow ones were answered is counted (429: over the per-address
+cap at once; 408: the body deadline).
+
+Targets: with 100 followers, /healthz and POST /queue/submit p99 <= 200 ms; a request
+that breaks a bound costs milliseconds; with 1,100 slow clients open, /healthz p99
+<= 200 ms.
+Usage: .venv/bin/python scripts/bench_abuse.py [--followers 100] [--n 200] [--slow 1100] [--json out.json]
 """
 
 import argparse
@@ -121,10 +127,67 @@ class Followers:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class SlowBodies:
+    """N connections without a token, each sending a submit's body one byte a second."""
+
+    def __init__(self, port: int, n: int):
+        self.port, self.n = port, n
+        self.answers: list[int] = []
+        self.open = threading.Event()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _one(self, opened: list):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            self.answers.append(-1)
+            return
+        writer.write(b"POST /queue/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{")
+        opened.append(1)
+        try:
+            while not self.stop.is_set():
+                try:
+                    line = await asyncio.wait_for(reader.readline(), 1.0)
+                    if line:
+                        self.answers.append(int(line.split()[1]))
+                        return
+                    return
+                except asyncio.TimeoutError:
+                    writer.write(b" ")  # one byte a second
+                    await writer.drain()
+        except (OSError, ValueError, IndexError):
+            self.answers.append(-1)
+        finally:
+            writer.close()
+
+    async def _run(self):
+        opened: list = []
+        tasks = [asyncio.create_task(self._one(opened)) for _ in range(self.n)]
+        while len(opened) + len(self.answers) < self.n:
+            await asyncio.sleep(0.05)
+        self.open.set()
+        while not self.stop.is_set():
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def healthz(client: httpx.Client, n: int) -> dict:
+    lat = []
+    for _ in range(n):
+        t = time.perf_counter()
+        ok = client.get("/healthz").status_code == 200
+        lat.append(time.perf_counter() - t)
+        assert ok
+    return {"healthz_p50_ms": round(pct(lat, 0.5) * 1000, 1), "healthz_p99_ms": round(pct(lat, 0.99) * 1000, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--followers", type=int, default=100)
     ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--slow", type=int, default=1100)
     ap.add_argument("--json")
     args = ap.parse_args()
     out: dict = {"machine": f"{os.cpu_count()} cores", "followers": args.followers}
@@ -171,6 +234,15 @@ def main() -> None:
             out[f"{key}_ratio"] = round(out["with_followers"][key] / out["none"][key], 2)
         out["refusals"] = refusals(client, queued)
         print("refusals:", json.dumps(out["refusals"]), flush=True)
+
+        slow = SlowBodies(PORT, args.slow)
+        slow.thread.start()
+        assert slow.open.wait(120), "slow clients did not connect"
+        out["slow_clients"] = {"open": args.slow, **healthz(client, args.n)}
+        slow.stop.set()
+        slow.thread.join(60)
+        out["slow_clients"]["answered"] = {str(c): slow.answers.count(c) for c in sorted(set(slow.answers))}
+        print(f"{args.slow} slow clients:", json.dumps(out["slow_clients"]), flush=True)
         print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
