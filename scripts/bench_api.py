@@ -131,7 +131,7 @@ def main() -> None:
         print("submit vs trivial endpoint:", json.dumps(out["submit"]))
 
         # Many researchers (or one script with a thread pool) at once: the group commit
-        # shares fsyncs between concurrent submits (store.GroupCommit).
+        # shares fsyncs between concurrent submits (groupcommit.GroupCommit).
         many_t, many_s = [], []
         for half in range(2):
             many_t.append(concurrent(url, auth, args.clients, args.n, lambda c, i: c.get("/trivial")))

@@ -169,6 +169,11 @@ class Config(BaseModel):
     # py_modules; past it an upload gets 413).
     max_jobs_per_user: int = Field(default=10_000, ge=1)
     max_package_bytes_per_user: int = Field(default=2 * 1024 ** 3, ge=1024)
+    # Ended jobs stay in the orchestrator's memory this long (a retried submit's key holds
+    # as long), then only in the store, where every read still finds them; the store keeps
+    # them job_retention_days (Slurm's PurgeJobAfter), usage totals and the audit longer.
+    job_memory_s: float = Field(default=3600.0, ge=0)
+    job_retention_days: float = Field(default=90.0, gt=0)
     # How many jobs a dependency may name, array members counted (422 past it): judging
     # dependencies is work for every cycle.
     max_dependency_jobs: int = Field(default=1000, ge=1)

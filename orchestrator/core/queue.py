@@ -151,7 +151,7 @@ class JobQueue:
         """The seed's `queue_summary`, plus the states the seed did not have."""
         c = self._by_state
         return {
-            "total_jobs": len(self._jobs),
+            "total_jobs": sum(c.values()),
             "queued": c[JobState.QUEUED],
             "running": c[JobState.RUNNING],
             "completed": c[JobState.COMPLETED],
@@ -207,6 +207,27 @@ class JobQueue:
         if job.array_id is not None and job.array_index is not None:
             self._arrays.setdefault(job.array_id, {})[job.array_index] = job.id
         self._next_seq = max(self._next_seq, job.seq + 1)
+
+    def evict(self, job_id: str) -> Job:
+        """An ended job leaves memory (it stays in the store: runtime/history.py); it is
+        still counted in its state, as history is."""
+        job = self.get(job_id)
+        if not job.state.is_terminal:
+            raise ValueError(f"job {job_id} is {job.state.value}: only ended jobs leave memory")
+        del self._jobs[job_id]
+        self.moved.discard(job_id)
+        if job.array_id is not None:
+            members = self._arrays.get(job.array_id, {})
+            members.pop(job.array_index, None)
+            if not members:
+                self._arrays.pop(job.array_id, None)
+        return job
+
+    def restore_history(self, counts: dict[JobState, int], last_seq: int) -> None:
+        """What a restart did not load (older history): its counts, and its highest
+        sequence, so new jobs still come after every stored one."""
+        self._by_state.update(counts)
+        self._next_seq = max(self._next_seq, last_seq + 1)
 
     def forget(self, job_id: str) -> None:
         """Drop a job that was never acknowledged (its submission could not be stored)."""

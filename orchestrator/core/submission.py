@@ -7,6 +7,7 @@ from __future__ import annotations
 from orchestrator.core.errors import InvalidSpec
 
 MAX_ARRAY = 10_000
+ARRAY_PREFIX = "arr"  # an array's id: never hex-first, so never the prefix of a job id
 MAX_ARRAY_TEXT = 20_000  # characters of an "A-B,C,…" list: bounds the parse itself
 MAX_KEY_CHARS = 200
 MAX_LOG_OFFSET = 1 << 50  # a byte offset into a log; beyond any file a job writes

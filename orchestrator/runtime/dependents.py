@@ -20,6 +20,7 @@ from orchestrator.core.decisions import Pending, Reason
 from orchestrator.core.errors import AmbiguousJobId, InvalidSpec, JobNotFound
 from orchestrator.core.job import Job, JobSpec
 from orchestrator.core.states import JobState
+from orchestrator.core.submission import ARRAY_PREFIX
 
 NEVER = "DependencyNeverSatisfied"
 
@@ -36,7 +37,7 @@ class Dependents:
             whole = []
             for ref in refs:
                 try:
-                    whole.append(self.queue.resolve_array(ref) or self.queue.resolve(ref))
+                    whole.append(self.queue.resolve_array(ref) or self._whole_id(ref))
                 except (JobNotFound, AmbiguousJobId) as e:
                     raise InvalidSpec([("dependency", f"{kind}:{ref}: {e}")]) from None
             conds.append((kind, list(dict.fromkeys(whole))))  # a target named twice is judged once
@@ -45,6 +46,15 @@ class Dependents:
             raise InvalidSpec([("dependency", f"stands for {named} jobs (array members counted); the site allows "
                                               f"{self.site.max_dependency_jobs} (max_dependency_jobs)")])
         return spec.model_copy(update={"dependency": dependencies.render(conds)})
+
+    def _whole_id(self, ref: str) -> str:
+        """A job's whole id, in memory or only in the store; or an array's that left memory."""
+        try:
+            return self.records.find(ref).id
+        except JobNotFound:
+            if ref.startswith(ARRAY_PREFIX) and self.records.history.array(ref):
+                return ref
+            raise
 
     def targets_of(self, job: Job) -> set[str]:
         return {m.id for _, refs in dependencies.parse(job.spec.dependency) for ref in refs
@@ -61,7 +71,7 @@ class Dependents:
         return dependencies.verdict(dependencies.parse(spec.dependency), self._members)
 
     def _members(self, ref: str) -> list[Job]:
-        return self.queue.array(ref) if self.queue.resolve_array(ref) == ref else [self.queue.get(ref)]
+        return self.records.members(ref)
 
     def check_dependencies(self, now: float) -> None:
         """Before a cycle: let in, keep out or give up on each job that waits on others."""

@@ -22,6 +22,10 @@ class Keys:
         """A stored job's key (at start-up)."""
         self._made[(user, key)] = job_id
 
+    def forget(self, user: str, key: str) -> None:
+        """Its job left memory (history.py): the key is free again after job_memory_s."""
+        self._made.pop((user, key), None)
+
     async def claim(self, user: str, key: str | None) -> str | None:
         """The job this key already made, or None: the key is then the caller's until
         `settle`. No await comes between the look and the claim."""

@@ -28,7 +28,7 @@ from orchestrator.core.policy import dry_run
 from orchestrator.core.rights import Caller, check_preemptible, check_priority
 from orchestrator.core.snapshot import snapshot_of
 from orchestrator.core.states import JobState
-from orchestrator.core.submission import parse_array
+from orchestrator.core.submission import ARRAY_PREFIX, parse_array
 from orchestrator.runtime import views
 from orchestrator.runtime.backend import AgentRefused
 from orchestrator.runtime.output import Output
@@ -40,7 +40,7 @@ class Requests:
     def writable(self) -> None:
         """Refuse a change up front while the store cannot commit (a full disk): it would
         not be durable. Reads go on; running jobs go on; their ends wait in the group
-        commit until the store writes again (store.GroupCommit)."""
+        commit until the store writes again (groupcommit.GroupCommit)."""
         if self.durable.failing is not None:
             raise StoreError(f"{self.durable.failing}; gpuq refuses changes until it can write again")
 
@@ -130,7 +130,7 @@ class Requests:
         now = self.clock()
         base = parsed.run_id[: 64 - len(str(max(indices))) - 1]
         jobs = []
-        array_id = f"arr{uuid.uuid4().hex[:9]}"  # not hex-first: never the prefix of a job id
+        array_id = f"{ARRAY_PREFIX}{uuid.uuid4().hex[:9]}"
         try:
             self.may_queue(parsed.user, len(indices))
             for i in indices:
@@ -157,7 +157,7 @@ class Requests:
 
     async def cancel(self, job_id: str, reason: str = "cancelled", by: Caller | None = None) -> dict:
         self.writable()
-        job_id = self.queue.resolve(job_id)
+        job_id = self.records.live(job_id, "cancel")
         job = self.queue.get(job_id)
         was = job.state
         self.queue.cancel(job_id, self.clock(), reason)
@@ -171,14 +171,14 @@ class Requests:
 
     async def hold(self, job_id: str, by: Caller | None = None) -> dict:
         self.writable()
-        job_id = self.queue.resolve(job_id)
+        job_id = self.records.live(job_id, "hold")
         job = self.queue.hold(job_id, self.clock())
         await self.save([job], audit=[audit(self.clock(), by, "hold", job_id, user=job.user)])
         return views.job(job, self.queue)
 
     async def release(self, job_id: str, by: Caller | None = None) -> dict:
         self.writable()
-        job_id = self.queue.resolve(job_id)
+        job_id = self.records.live(job_id, "release")
         job = self.queue.release(job_id, self.clock())
         await self.save([job], audit=[audit(self.clock(), by, "release", job_id, user=job.user)])
         self.wake()
@@ -186,7 +186,7 @@ class Requests:
 
     async def set_priority(self, job_id: str, priority, by: Caller | None = None) -> dict:
         self.writable()
-        job_id = self.queue.resolve(job_id)
+        job_id = self.records.live(job_id, "set priority")
         job = self.queue.get(job_id)
         was = job.priority
         try:
@@ -201,8 +201,9 @@ class Requests:
         return views.job(job, self.queue)
 
     async def get_job(self, job_id: str) -> dict:
-        job_id = self.queue.resolve(job_id)
-        out = views.job(self.queue.get(job_id), self.queue, detail=True)
+        job = self.records.find(job_id)
+        job_id = job.id
+        out = views.job(job, self.queue, detail=True)
         out["idle_gpus"] = self.watch.idle_of(job_id, self.clock())  # held but unused for the idle window
         pending = self.dependency_pending.get(job_id) or (self.last_plan.pending.get(job_id) if self.last_plan else None)
         if pending is not None and out["state"] == JobState.QUEUED.value:  # why it waits, as `gpuq queue` says
@@ -212,7 +213,9 @@ class Requests:
 
     async def list_jobs(self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0,
                         detail: bool = False) -> dict:
-        return views.jobs(self.queue, state, user, limit, offset, detail)
+        wanted = JobState(state) if state else None
+        page, total = self.records.page(wanted, user, limit, offset)
+        return views.jobs(page, total, self.queue, limit, offset, detail)
 
     async def queue_view(self, limit: int = 100) -> dict:
         return views.line(self.queue, self.last_plan, limit, self.dependency_pending)
@@ -299,7 +302,7 @@ class Requests:
                    limit: int = 65536, tail: int | None = None, raw: bool = False) -> dict:
         """A job's output from `offset`: its whole text (every attempt, in order), or one
         attempt's log; bytes with `raw` (runtime/output.py)."""
-        job = self.queue.get(self.queue.resolve(job_id))
+        job = self.records.find(job_id)
         return await self.output.read(job, attempt, rank, offset, limit, tail, raw)
 
     @property

@@ -36,6 +36,7 @@ from orchestrator.core.states import JobState
 from orchestrator.runtime.accounting import Accounting, Run
 from orchestrator.runtime.backend import RayBackend
 from orchestrator.runtime.bulk import Bulk
+from orchestrator.runtime.history import History, Records
 from orchestrator.runtime.idempotency import Keys
 from orchestrator.runtime.quotas import PackageBytes
 from orchestrator.runtime.dependents import Dependents
@@ -46,11 +47,13 @@ from orchestrator.runtime.notify import Notifier
 from orchestrator.runtime.recovery import recover
 from orchestrator.runtime.requests import Requests
 from orchestrator.version import code_version, config_version
-from orchestrator.runtime.store import GroupCommit, Store
+from orchestrator.runtime.groupcommit import GroupCommit
+from orchestrator.runtime.store import Store
 from orchestrator.runtime.watch import GpuWatch
 
 log = logging.getLogger("gpuq.orchestrator")
 EXPLAIN_INTERVAL_S = 1.0
+PRUNE_EVERY_S = 6 * 3600  # history past job_retention_days leaves the store this often (and at start)
 
 
 class OrchestratorService(Requests, Launches, Bulk, Dependents):
@@ -112,7 +115,11 @@ class OrchestratorService(Requests, Launches, Bulk, Dependents):
         for up in self.store.audit(limit=1_000_000, action="package", since=now - self.site.package_keep_s):
             self.package_bytes.add(up["who"], stored_uri(up["who"], up["target"]), up["detail"].get("bytes", 0),
                                    up["time"])
-        jobs, self.set_aside = self.store.load(now)
+        # Live jobs and recent history in memory; older history stays in the store (history.py).
+        history, cutoff = History(self.store), now - self.site.job_memory_s
+        jobs, self.set_aside = self.store.load(now, ended_since=cutoff)
+        self.queue.restore_history(history.counts_before(cutoff), history.last_seq())
+        self.records = Records(self.queue, history, cutoff)
         for bad in self.set_aside:  # kept in the store's set_aside table; said where an admin looks
             log.error("job %s could not be loaded and was set aside: %s", bad.job_id, bad.error)
             self.fleet.store_event(now, bad.job_id, f"job record could not be loaded and was set aside "
@@ -133,7 +140,8 @@ class OrchestratorService(Requests, Launches, Bulk, Dependents):
     async def _run(self) -> None:
         await recover(self)
         self.watch.look_at_nodes()  # a node lost while no orchestrator looked: its jobs are evicted
-        last_reap = last_kept = time.monotonic()
+        last_reap = last_kept = last_forgot = time.monotonic()
+        last_pruned = float("-inf")
         self.keep_packages()
         while True:
             try:
@@ -148,11 +156,28 @@ class OrchestratorService(Requests, Launches, Bulk, Dependents):
             if time.monotonic() - last_kept > self.site.package_keep_s / 4:
                 last_kept = time.monotonic()
                 self.keep_packages()
+            if time.monotonic() - last_forgot > min(60.0, self.site.job_memory_s / 4):
+                last_forgot = time.monotonic()
+                self.forget_history()
+            if time.monotonic() - last_pruned > PRUNE_EVERY_S:
+                last_pruned = time.monotonic()
+                self.spawn(asyncio.to_thread(self.records.history.prune,
+                                             self.clock() - self.site.job_retention_days * 86400))
             try:
                 await asyncio.wait_for(self._wake.wait(), self.site.loop_interval_s)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+
+    def forget_history(self) -> None:
+        """Ended jobs leave memory after job_memory_s; every read still finds them in the
+        store (history.py), which keeps them for job_retention_days."""
+        if self.durable.failing is not None:  # an end may not be written yet: keep them all
+            return
+        for job in self.records.forget(self.clock(), self.site.job_memory_s, set(self.stopping)):
+            self.notifier.states.pop(job.id, None)
+            if job.idempotency_key:
+                self.keys.forget(job.user, job.idempotency_key)
 
     def keep_warm(self) -> None:
         if self._warming is not None and not self._warming.done():

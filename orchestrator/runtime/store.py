@@ -25,7 +25,6 @@ plan (recomputed every cycle). A restart loses nothing a user was told.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -90,6 +89,17 @@ MIGRATIONS: list[str] = [
         applied_at REAL NOT NULL,
         from_version INTEGER NOT NULL
     );
+    """,
+    # 3: who a job is and when it ended, as columns: a restart loads only live jobs and
+    # recent history, and older history is read (and pruned) by them (history.py).
+    """
+    ALTER TABLE jobs ADD COLUMN user TEXT;
+    ALTER TABLE jobs ADD COLUMN ended_at REAL;
+    UPDATE jobs SET user = json_extract(doc, '$.spec.user'),
+                    ended_at = CASE WHEN state IN ('completed', 'failed', 'cancelled')
+                                    THEN json_extract(doc, '$.state_times.' || state) END;
+    CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(ended_at);
+    CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user, seq);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -176,7 +186,7 @@ class Store:
         """Write jobs (and counters) in one transaction; raises StoreError if it did not commit."""
         self.write(rows_of(jobs), kv)
 
-    def write(self, rows: list[tuple[str, int, str, str]], kv: dict[str, object] | None = None,
+    def write(self, rows: list[tuple], kv: dict[str, object] | None = None,
               usage: list[tuple] | None = None, audit: list[tuple] | None = None) -> None:
         with self._lock:
             self._check_open()
@@ -190,8 +200,9 @@ class Store:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
-                "INSERT INTO jobs (id, seq, state, doc) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET state = excluded.state, doc = excluded.doc",
+                "INSERT INTO jobs (id, seq, state, user, ended_at, doc) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at, "
+                "doc = excluded.doc",
                 rows,
             )
             if usage:
@@ -217,15 +228,12 @@ class Store:
             raise StoreError(f"the job store at {self.path} cannot write ({e}"
                              + ("; its disk is full" if full else "") + ")") from None
 
-    def load(self, now: float) -> tuple[list[Job], list[SetAside]]:
-        """Every job that loads, in submission order, and the rows that did not: those
+    def load(self, now: float, ended_since: float | None = None) -> tuple[list[Job], list[SetAside]]:
+        """Every job that loads, in submission order (with `ended_since`, only those not
+        ended before it: live jobs and recent history), and the rows that did not: those
         are moved to the set_aside table (kept as they were, for an admin to look at)."""
-        try:
-            with self._lock:
-                self._check_open()
-                rows = self._db.execute("SELECT id, seq, doc FROM jobs ORDER BY seq").fetchall()
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
+        rows = self.read("SELECT id, seq, doc FROM jobs WHERE ended_at IS NULL OR ended_at >= ? ORDER BY seq",
+                         (float("-inf") if ended_since is None else ended_since,))
         jobs, bad = [], []
         for job_id, seq, doc in rows:
             try:
@@ -284,6 +292,25 @@ class Store:
             raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
         return [{"time": at, "who": w, "action": a, "target": t, "detail": json.loads(d)} for at, w, a, t, d in rows]
 
+    def read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Rows of one query (history.py's, by fixed SQL text with parameters)."""
+        try:
+            with self._lock:
+                self._check_open()
+                return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
+
+    def delete_ended(self, before: float, batch: int) -> int:
+        """Remove up to `batch` jobs that ended before `before` (usage and audit stay)."""
+        with self._lock:
+            self._check_open()
+            try:
+                return self._db.execute("DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE ended_at < ? "
+                                        "LIMIT ?)", (before, batch)).rowcount
+            except sqlite3.Error as e:
+                raise StoreError(f"the job store at {self.path} cannot write ({e})") from None
+
     def get(self, key: str, default: object = None) -> object:
         with self._lock:
             self._check_open()
@@ -298,87 +325,6 @@ class Store:
                 self._db.close()
 
 
-def rows_of(jobs: Iterable[Job]) -> list[tuple[str, int, str, str]]:
-    return [(j.id, j.seq, j.state.value, j.model_dump_json()) for j in jobs]
-
-
-class GroupCommit:
-    """Durable writes from an asyncio loop without stalling it on fsync.
-
-    `save()` serialises the jobs at once (their state as of the call) and returns a
-    future that resolves when they are committed. One commit at a time runs in a
-    thread; saves made meanwhile are written together by the next one, so a burst of
-    submissions and job ends shares fsyncs. A caller that must not go on before its
-    change is durable (acknowledging a submit, launching on Ray) awaits the future.
-
-    When a commit fails (a full disk, a read-only file system) its waiters get the
-    StoreError, and what it carried stays pending: the state changes of running jobs
-    (an end, a requeue) are not lost, they are written by the next commit that works.
-    Until one does, `failing` says why, the commit is retried every few seconds, and
-    the orchestrator refuses new changes up front (requests.py). A caller that gives up
-    its change (a refused submit) takes it back out with `drop()`.
-    """
-
-    RETRY_S = (0.5, 1.0, 2.0, 5.0)  # waits between attempts while the store fails
-
-    def __init__(self, store: Store):
-        self.store = store
-        self._rows: dict[str, tuple[str, int, str, str]] = {}
-        self._kv: dict[str, object] = {}
-        self._usage: list[tuple] = []
-        self._audit: list[tuple] = []
-        self._waiters: list[asyncio.Future] = []
-        self._task: asyncio.Task | None = None
-        self.failing: StoreError | None = None
-        self.failures = 0  # commits that failed, ever (a metric)
-
-    def save(self, jobs: Iterable[Job], kv: dict[str, object] | None = None, usage: list[tuple] | None = None,
-             audit: list[tuple] | None = None) -> asyncio.Future:
-        loop = asyncio.get_event_loop()
-        for row in rows_of(jobs):
-            self._rows[row[0]] = row
-        self._kv.update(kv or {})
-        self._usage += usage or []
-        self._audit += audit or []
-        done = loop.create_future()
-        self._waiters.append(done)
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._flush())
-        return done
-
-    def drop(self, job_ids: Iterable[str]) -> None:
-        """Take back rows of jobs that were never accepted (and their audit rows)."""
-        ids = set(job_ids)
-        for job_id in ids:
-            self._rows.pop(job_id, None)
-        self._audit = [a for a in self._audit if a[3] not in ids]
-
-    def _pending(self) -> bool:
-        return bool(self._waiters or self._rows or self._kv or self._usage or self._audit)
-
-    async def _flush(self) -> None:
-        retry = 0
-        while self._pending():
-            rows, kv, usage, audit, waiters = (list(self._rows.values()), dict(self._kv), self._usage, self._audit,
-                                               self._waiters)
-            self._rows, self._kv, self._usage, self._audit, self._waiters = {}, {}, [], [], []
-            try:
-                await asyncio.to_thread(self.store.write, rows, kv, usage, audit)
-            except StoreError as e:
-                self.failing, self.failures = e, self.failures + 1
-                for w in waiters:
-                    if not w.done():
-                        w.set_exception(e)
-                # Not written: keep it, under anything newer saved since.
-                self._rows = {**{r[0]: r for r in rows}, **self._rows}
-                self._kv = {**kv, **self._kv}
-                self._usage, self._audit = usage + self._usage, audit + self._audit
-                if not self._pending():
-                    self._kv["store_checked_at"] = time.time()  # something to try, so recovery is noticed
-                await asyncio.sleep(self.RETRY_S[min(retry, len(self.RETRY_S) - 1)])
-                retry += 1
-                continue
-            self.failing, retry = None, 0
-            for w in waiters:
-                if not w.done():
-                    w.set_result(None)
+def rows_of(jobs: Iterable[Job]) -> list[tuple]:
+    return [(j.id, j.seq, j.state.value, j.user, j.state_times.get(j.state) if j.state.is_terminal else None,
+             j.model_dump_json()) for j in jobs]

@@ -47,7 +47,7 @@ def job(j: Job, queue: JobQueue, detail: bool = False) -> dict:
         "placement": format_allocation(j.allocation),
         "exit_code": j.exit_code,
         "failure_reason": j.failure_reason,
-        "queue_position": queue.position(j.id),
+        "queue_position": queue.position(j.id) if j.id in queue else None,  # history is never in line
     }
     if j.array_id is not None:
         out.update(array_id=j.array_id, array_index=j.array_index)
@@ -64,12 +64,9 @@ def job(j: Job, queue: JobQueue, detail: bool = False) -> dict:
     return out
 
 
-def jobs(queue: JobQueue, state: str | None, user: str | None, limit: int, offset: int, detail: bool = False) -> dict:
-    wanted = JobState(state) if state else None
-    selected = [j for j in queue.jobs() if (wanted is None or j.state is wanted) and (user is None or j.spec.user == user)]
-    selected.reverse()  # newest first, as people read job lists
-    page = selected[offset : offset + limit]
-    return {"jobs": [job(j, queue, detail) for j in page], "total": len(selected), "limit": limit, "offset": offset}
+def jobs(page: list[Job], total: int, queue: JobQueue, limit: int, offset: int, detail: bool = False) -> dict:
+    """A page of jobs, newest first, as people read job lists (history.Records.page)."""
+    return {"jobs": [job(j, queue, detail) for j in page], "total": total, "limit": limit, "offset": offset}
 
 
 def line(queue: JobQueue, last: Plan | None, limit: int, waiting_on: dict | None = None) -> dict:

@@ -540,3 +540,61 @@ def test_packages_past_a_users_byte_quota_are_refused_naming_it(tmp_path):
         with pytest.raises(OverLimit):
             await w.svc.package_put("gcs://_ray_pkg_dddd.zip", b"d" * 3000, by=alice)
     scenario(tmp_path, body, max_package_bytes_per_user=4096, package_keep_s=3600, unix_users={"bob": USER})
+
+
+def test_ended_jobs_leave_memory_and_every_read_still_finds_them(tmp_path):
+    from orchestrator.core.errors import IllegalTransition
+
+    async def body(w):
+        done = []
+        for i in range(3):
+            job_id = await w.submit(run_id=f"old{i}")
+            await w.running(job_id)
+            w.backend.end(job_id, 1, exit_code=0)
+            await until(lambda: w.job(job_id).state is JobState.COMPLETED)
+            done.append(job_id)
+        live = await w.submit(run_id="live", gpus=16)
+        await w.running(live)
+        w.clock.advance(601)
+        await w.svc.durable.save([])  # every end is written
+        w.svc.forget_history()
+        assert not any(j in w.svc.queue for j in done) and live in w.svc.queue
+        shown = await w.svc.get_job(done[0][:8])  # a prefix, as printed
+        assert shown["id"] == done[0] and shown["state"] == "completed" and shown["queue_position"] is None
+        page = await w.svc.list_jobs(limit=2)
+        assert page["total"] == 4 and [j["run_id"] for j in page["jobs"]] == ["live", "old2"]
+        rest = await w.svc.list_jobs(limit=10, offset=2)
+        assert [j["run_id"] for j in rest["jobs"]] == ["old1", "old0"]
+        assert (await w.svc.list_jobs(state="completed"))["total"] == 3
+        with pytest.raises(IllegalTransition):
+            await w.svc.cancel(done[1])
+        assert w.svc.queue.summary()["completed"] == 3
+        after = await w.submit(run_id="after", dependency=f"afterok:{done[2]}")  # a target only in the store
+        await w.svc.cancel(live)
+        await w.running(after)
+
+        w.svc.close()
+        w.svc = w.start()  # a restart loads live jobs and recent history only
+        assert not any(j in w.svc.queue for j in done) and after in w.svc.queue
+        assert w.svc.queue.summary()["completed"] == 3 and (await w.svc.list_jobs())["total"] == 5
+        newest = await w.submit(run_id="newest")
+        assert w.job(newest).seq > max(w.svc.records.find(j).seq for j in done)
+    scenario(tmp_path, body, job_memory_s=600)
+
+
+def test_history_past_retention_is_pruned_and_usage_and_audit_stay(tmp_path):
+    async def body(w):
+        job_id = await w.submit(gpus=2)
+        await w.running(job_id)
+        w.clock.advance(30)
+        w.backend.end(job_id, 1, exit_code=0)
+        await until(lambda: w.job(job_id).state is JobState.COMPLETED)
+        await w.svc.durable.save([])
+        usage, audit = w.svc.store.usage(), w.svc.store.audit()
+        w.clock.advance(2 * 86400)
+        w.svc.forget_history()
+        assert w.svc.records.history.prune(w.clock() - 86400) == 1
+        assert w.svc.records.history.job(job_id) is None
+        assert w.svc.store.usage() == usage and w.svc.store.audit() == audit  # gpuq usage's totals stay
+        assert w.svc.accounting.runs and w.svc.accounting.runs[0].gpu_seconds == 60.0
+    scenario(tmp_path, body, job_memory_s=60, job_retention_days=1)

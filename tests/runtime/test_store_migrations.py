@@ -25,9 +25,10 @@ def old_store(tmp_path) -> Path:
 
 
 def rows(path: Path) -> dict[str, list[tuple]]:
+    """Every row of every table of the old schema, in its columns (later steps add some)."""
     with sqlite3.connect(path) as db:
-        return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall())
-                for t in ("jobs", "usage", "audit", "kv", "set_aside")}
+        return {"jobs": sorted(db.execute("SELECT id, seq, state, doc FROM jobs").fetchall()),
+                **{t: sorted(db.execute(f"SELECT * FROM {t}").fetchall()) for t in ("usage", "audit", "kv", "set_aside")}}
 
 
 def test_a_store_of_the_previous_schema_is_migrated_in_place_with_nothing_lost(tmp_path):
@@ -42,6 +43,10 @@ def test_a_store_of_the_previous_schema_is_migrated_in_place_with_nothing_lost(t
     assert [r[0] for r in store.usage()] and store.get("stats")["jobs_completed"] == 1
     store.close()
     assert rows(path) == before  # every row of every table, as it was
+    with sqlite3.connect(path) as db:  # step 3 filled who and when each ended job ended
+        assert sorted(db.execute("SELECT state, user, ended_at FROM jobs").fetchall()) == [
+            ("completed", "root", 1800000060.0), ("failed", "root", 1800000060.0), ("queued", "root", None),
+            ("running", "root", None)]
     assert Path(f"{path}.schema-0.bak").exists()  # and the file as it was, for a way back
     again = Store(path)
     assert again.migrated_from is None  # once

@@ -20,7 +20,7 @@ def test_close_during_writes_waits_for_them_and_later_writes_are_refused(tmp_pat
         for i in range(400):
             began.set()
             try:
-                store.write([(f"j{n}-{i}", i, "QUEUED", "{}")], kv={"k": i})
+                store.write([(f"j{n}-{i}", i, "queued", "u", None, "{}")], kv={"k": i})
                 written.append(i)
             except StoreError as e:
                 errors.append(str(e))
@@ -42,7 +42,7 @@ def test_close_during_writes_waits_for_them_and_later_writes_are_refused(tmp_pat
         t.join()
     assert all("closed" in e for e in errors)
     with pytest.raises(StoreError, match="closed"):
-        store.write([("late", 0, "QUEUED", "{}")])
+        store.write([("late", 0, "queued", "u", None, "{}")])
     again = Store(tmp_path / "gpuq.db")
     # Every write that returned is there: close() waited for the one in progress.
     assert again._db.execute("SELECT count(*) FROM jobs").fetchone()[0] == len(written)
