@@ -49,13 +49,13 @@ MIN_MEMORY, MAX_MEMORY = 16 * 1024 ** 2, 64 * 1024 ** 4
 MAIL_TYPES = ("BEGIN", "END", "FAIL", "REQUEUE", "ALL")  # Slurm's --mail-type, for --notify
 
 
-def _checked_env(v: dict[str, str]) -> dict[str, str]:
+def _checked_env(v: dict[str, str], reserved: bool = True) -> dict[str, str]:
     if len(v) > MAX_ENV_VARS:
         raise ValueError(f"may hold at most {MAX_ENV_VARS} variables")
     for key, value in v.items():
         if not _ENV_NAME.fullmatch(key):
             raise ValueError(f"{key!r} is not a valid variable name (letters, digits, '_'; not starting with a digit)")
-        if key in _RESERVED_ENV or key.startswith(_RESERVED_ENV_PREFIX):
+        if reserved and (key in _RESERVED_ENV or key.startswith(_RESERVED_ENV_PREFIX)):
             raise ValueError(f"{key} is set by gpuq for each job and cannot be overridden")
         if len(value) > MAX_ENV_VALUE_CHARS or "\x00" in value:
             raise ValueError(f"value of {key} must be at most {MAX_ENV_VALUE_CHARS} characters, without NUL")
@@ -68,8 +68,7 @@ def _config(info: ValidationInfo) -> Config:
 
 
 def _site_limits(info: ValidationInfo) -> Config | None:
-    """The site a submission is checked against (JobSpec.parse); None for a job already
-    accepted (stored, or inside a Job): it stays valid, whatever the defaults say."""
+    """The site a submission is checked against (JobSpec.parse); None for an accepted job."""
     return (info.context or {}).get("config")
 
 
@@ -140,8 +139,9 @@ class JobSpec(BaseModel):
 
     @field_validator("env")
     @classmethod
-    def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        return _checked_env(v)
+    def _env(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        # gpuq's variables are refused from users only: a stored array member holds one.
+        return _checked_env(v, reserved=_site_limits(info) is not None)
 
     @field_validator("runtime_env", mode="before")
     @classmethod
@@ -214,7 +214,7 @@ class JobSpec(BaseModel):
         cfg, site = _config(info), _site_limits(info)
         if self.runtime_env and self.runtime_env.get("env_vars"):
             try:  # the job's own env wins over its runtime env's variables
-                self.env = _checked_env({**self.runtime_env["env_vars"], **self.env})
+                self.env = _checked_env({**self.runtime_env["env_vars"], **self.env}, reserved=site is not None)
             except ValueError as e:
                 raise _FieldError("runtime_env.env_vars", str(e)) from None
         if self.runtime_env and "working_dir" in self.runtime_env and self.working_dir is not None:

@@ -68,3 +68,21 @@ def test_a_job_accepted_on_a_bigger_site_reloads_whole(tmp_path):
         again.close()
     assert set_aside == []
     assert [(j.spec.gpu_count, j.spec.time_limit, j.spec.max_retries) for j in jobs] == [(24, 14 * 86400, 20)]
+
+
+def test_an_array_member_reloads_with_its_index(tmp_path):
+    """GPUQ_* variables are refused from users, but gpuq sets GPUQ_ARRAY_INDEX in each
+    member's env itself: a stored member reloads (it was set aside before)."""
+    from orchestrator.core.job import Job, JobSpec
+
+    spec = JobSpec.parse({"run_id": "a_3", "user": "alice", "command": "true", "gpu_count": 1})
+    member = Job.new(spec.model_copy(update={"env": {"GPUQ_ARRAY_INDEX": "3"}}), seq=1, now=0.0)
+    store = Store(tmp_path / "gpuq.db")
+    store.save([member])
+    store.close()
+    again = Store(tmp_path / "gpuq.db")
+    try:
+        jobs, set_aside = again.load(now=1.0)
+    finally:
+        again.close()
+    assert set_aside == [] and jobs[0].spec.env == {"GPUQ_ARRAY_INDEX": "3"}
