@@ -196,3 +196,13 @@ def test_a_job_past_its_memory_limit_fails_out_of_memory_once(orch):
     assert job["attempts"] == 1  # a retry would only repeat it
     assert job["failure_reason"].startswith("out of memory: the job used more memory than its limit of 64 MiB")
     assert job["spec"]["memory"] == 64 * 2**20
+
+
+def test_status_says_how_each_node_contains_jobs(orch):
+    from orchestrator.runtime import cgroups
+    from tests.raycluster import wait_for
+
+    said = cgroups.find().describe()  # the simulated nodes are this machine
+    contained = wait_for(lambda: (c := orch.call("status")["details"]["containment"]) and len(c) == 2 and c, 60,
+                         what="both nodes' reports")
+    assert set(contained.values()) == {said}
