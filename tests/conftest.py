@@ -1,6 +1,34 @@
+"""Test tiers (README, "Tests"): a test is `ray` when it uses the session's Ray cluster
+(any fixture that builds on `ray_cluster`), and `fault` when it is in a module that
+breaks things on purpose; everything else is the fast tier. The markers are applied
+here from what a test uses, never by hand, so a test cannot be put in the wrong tier.
+
+Hypothesis runs its full example counts unless HYPOTHESIS_PROFILE=fast (scripts/test
+--fast): then a fifth of them (tests/support.py, examples)."""
+
+import os
+from pathlib import Path
+
 import pytest
+from hypothesis import settings
 
 from orchestrator.core.queue import JobQueue
+
+# Modules whose tests kill nodes, orchestrators, disks or accounts: the fault tier.
+FAULT_MODULES = {"test_chaos.py", "test_node_loss.py", "test_upgrade.py", "test_store_faults.py",
+                 "test_multiuser.py"}
+
+settings.register_profile("ci", deadline=None)
+settings.register_profile("fast", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+        if Path(str(item.fspath)).name in FAULT_MODULES:
+            item.add_marker(pytest.mark.fault)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Builders shared by the pure-core tests (no Ray)."""
 
 import base64
+import os
 import hashlib
 import zipfile
 from pathlib import Path
@@ -172,3 +173,9 @@ class Proxy:
     def close(self) -> None:
         self.server.close()
         self.cut()
+
+
+def examples(n: int) -> int:
+    """Hypothesis's example count: `n` in the whole suite, a fifth of it in the fast
+    tier (HYPOTHESIS_PROFILE=fast, scripts/test --fast)."""
+    return max(10, n // 5) if os.environ.get("HYPOTHESIS_PROFILE") == "fast" else n

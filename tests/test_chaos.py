@@ -15,7 +15,6 @@ import pytest
 from orchestrator.runtime.localcluster import add_simulated_node
 from tests.orchestration import Harness
 
-pytestmark = pytest.mark.ray
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "chaos.py"
 
 

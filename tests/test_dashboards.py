@@ -90,7 +90,6 @@ def workload(ray_cluster, api, prometheus, tmp_path):
     harness.teardown()
 
 
-@pytest.mark.ray
 def test_every_panel_query_returns_data_and_an_xid_fires_the_unhealthy_alert(workload, prometheus):
     # Prometheus has the workload once its scrape shows what the orchestrator says now.
     status = workload.call("status")

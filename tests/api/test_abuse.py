@@ -85,7 +85,6 @@ def _fields(r: httpx.Response) -> list[str]:
     return [e["field"] for e in r.json()["detail"]]
 
 
-@pytest.mark.ray
 @pytest.mark.parametrize(("change", "field"), [
     ({"entrypoint_num_gpus": "abc"}, "entrypoint_num_gpus"),
     ({"entrypoint_num_gpus": {"n": 1}}, "entrypoint_num_gpus"),
@@ -117,7 +116,6 @@ def test_ray_submit_refuses_by_name_what_gpuq_cannot_honour(http, change, field)
     assert _total(http) == before
 
 
-@pytest.mark.ray
 @pytest.mark.parametrize("raw", [b'{"entrypoint": "true", "entrypoint_num_gpus": NaN}',
                                  b'{"entrypoint": "true", "entrypoint_num_gpus": 1e309}'])
 def test_ray_submit_refuses_numbers_that_are_not_numbers(http, raw):
@@ -125,7 +123,6 @@ def test_ray_submit_refuses_numbers_that_are_not_numbers(http, raw):
     assert "entrypoint_num_gpus" in _fields(r)
 
 
-@pytest.mark.ray
 @pytest.mark.parametrize("path", ["/queue/submit", "/api/jobs/"])
 def test_deeply_nested_json_is_refused_before_it_is_parsed(http, path):
     raw = b'{"command": ' + DEEP.encode() + b"}"
@@ -134,14 +131,12 @@ def test_deeply_nested_json_is_refused_before_it_is_parsed(http, path):
     assert _fields(r) == ["body"] and "deeper than" in r.json()["detail"][0]["message"]
 
 
-@pytest.mark.ray
 def test_a_huge_array_range_is_refused(http):
     before = _total(http)
     assert _fields(http.post("/queue/submit", json={**SEED, "array": "0-3000000"})) == ["array"]
     assert _total(http) == before
 
 
-@pytest.mark.ray
 @pytest.mark.parametrize("key", [5, True, {"a": 1}, "", "tab\there"])
 def test_an_idempotency_key_must_be_text_and_is_checked_in_the_orchestrator_too(orch, key):
     with pytest.raises(InvalidSpec) as exc:
@@ -150,7 +145,6 @@ def test_an_idempotency_key_must_be_text_and_is_checked_in_the_orchestrator_too(
     assert orch.call("status")["queue_summary"]["total_jobs"] == 0
 
 
-@pytest.mark.ray
 @pytest.mark.parametrize(("query", "field"), [("rank=-2", "rank"), ("offset=9223372036854775807", "offset"),
                                                ("attempt=0", "attempt"), ("limit=0", "limit"), ("rank=3", "rank"),
                                                ("attempt=7", "attempt")])
@@ -159,7 +153,6 @@ def test_log_read_mistakes_are_422_not_503(http, query, field):
     assert _fields(http.get(f"/jobs/{job_id}/logs?{query}")) == [field]
 
 
-@pytest.mark.ray
 def test_an_unknown_job_is_a_one_line_404(http):
     for path in ("/jobs/does-not-exist", "/jobs/does-not-exist/logs", "/api/jobs/does-not-exist"):
         r = http.get(path)
@@ -167,7 +160,6 @@ def test_an_unknown_job_is_a_one_line_404(http):
     assert http.post("/jobs/does-not-exist/cancel").status_code == 404
 
 
-@pytest.mark.ray
 def test_the_short_id_gpuq_prints_works_everywhere(http):
     job_id = http.post("/queue/submit", json={**SEED, "command": "sleep 60", "gpu_count": 16}).json()["job_id"]
     short = job_id[:8]
@@ -177,7 +169,6 @@ def test_the_short_id_gpuq_prints_works_everywhere(http):
     assert http.get(f"/jobs/{job_id}").json()["state"] == "cancelled"
 
 
-@pytest.mark.ray
 def test_unknown_paths_and_methods_are_clean_and_say_what_is_allowed(http):
     r = http.get("/no/such/path")
     assert r.status_code == 404 and r.json()["success"] is False
@@ -190,7 +181,6 @@ def test_unknown_paths_and_methods_are_clean_and_say_what_is_allowed(http):
 # --- streams ---------------------------------------------------------------------------
 
 
-@pytest.mark.ray
 def test_log_followers_do_not_starve_other_requests_and_are_capped_per_user(http, api):
     """Sixteen followers (the per-user cap) are three times Serve's old default of five
     requests per replica, which froze every other request until the job ended."""
@@ -229,7 +219,6 @@ def test_log_followers_do_not_starve_other_requests_and_are_capped_per_user(http
 # --- the store ---------------------------------------------------------------------------
 
 
-@pytest.mark.ray
 def test_a_record_that_fails_to_load_is_set_aside_and_reported_and_the_rest_starts(ray_cluster, tmp_path):
     from tests.orchestration import Harness
 

@@ -5,7 +5,6 @@ import pytest
 
 from tests.raycluster import wait_for
 
-pytestmark = pytest.mark.ray
 
 ALICE = {"Authorization": "Bearer alice-token"}
 BOB = {"Authorization": "Bearer bob-token"}

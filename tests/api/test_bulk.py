@@ -1,9 +1,7 @@
 """Bulk actions through the REST API: one call for a whole array or a filter."""
 
 import httpx
-import pytest
 
-pytestmark = pytest.mark.ray
 
 ALICE = {"Authorization": "Bearer alice-token"}
 ADMIN = {"Authorization": "Bearer admin-token"}

@@ -23,7 +23,6 @@ from schemathesis.specs.openapi.checks import (
 from serve_app.api import app
 from tests.noleaks import MARKS
 
-pytestmark = pytest.mark.ray
 ADMIN = {"Authorization": "Bearer admin-token"}
 EXAMPLES = 12  # per operation: ~30 operations in about a minute on 2 cores
 

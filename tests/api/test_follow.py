@@ -17,6 +17,7 @@ from orchestrator.core.queue import JobQueue
 from orchestrator.runtime.output import Output
 from serve_app import follow
 from serve_app.follow import LogReader
+from tests.support import examples
 
 
 class Job:
@@ -85,7 +86,7 @@ def quick_polls(monkeypatch):
     monkeypatch.setattr(follow, "FIRST_POLLS_S", (0.0,) * 5)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=list(HealthCheck))
 @given(ACTIONS)
 def test_every_follower_receives_exactly_the_jobs_text_from_where_it_started(actions):
     asyncio.run(_play(actions))

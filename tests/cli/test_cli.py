@@ -9,7 +9,6 @@ import pytest
 
 from tests.noleaks import assert_clean
 
-pytestmark = pytest.mark.ray
 
 
 @pytest.fixture

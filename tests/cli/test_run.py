@@ -16,7 +16,6 @@ from tests.noleaks import assert_clean
 from tests.raycluster import wait_for
 from tests.support import Proxy
 
-pytestmark = pytest.mark.ray
 RUN = [sys.executable, "-m", "orchestrator.cli", "run"]
 FAILING = ["bash", "-c", "echo line-a; echo line-b >&2; exit 3"]
 

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from orchestrator.core.ordering import Line, OrderWeights, WaitingJob as W, in_order
 from orchestrator.core.policy import PolicyConfig
+from tests.support import examples
 
 HOUR = 3600.0
 NOW = 10_000_000.0
@@ -34,7 +35,7 @@ def test_a_week_long_job_passes_hour_jobs_that_have_waited_under_a_third_as_long
     assert order(line_of(job("week", 3 * HOUR, 168 * HOUR, 1), job("hour", 1.1 * HOUR, HOUR, 2))) == ["hour", "week"]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     jobs=st.lists(st.tuples(st.integers(1, 10**6), st.sampled_from([HOUR, 4 * HOUR, 86400.0, 7 * 86400.0])),
                   min_size=1, max_size=12),

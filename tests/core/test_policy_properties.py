@@ -21,8 +21,9 @@ from orchestrator.core.policy import PolicyConfig, plan
 from orchestrator.core.preemption import Running, victims_for
 from orchestrator.sim.simulator import simulate
 from orchestrator.sim.traces import TraceJob
+from tests.support import examples
 
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 

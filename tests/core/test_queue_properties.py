@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from orchestrator.core.errors import IllegalTransition
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.states import JobState, Trigger
-from tests.support import make_spec
+from tests.support import make_spec, examples
 from tests.core.test_states import LEGAL
 
 OPS = [t for t in Trigger if t is not Trigger.RETRY] + ["retry", "reprioritise"]
@@ -109,4 +109,4 @@ class QueueMachine(RuleBasedStateMachine):
 
 
 TestQueueProperties = QueueMachine.TestCase
-TestQueueProperties.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestQueueProperties.settings = settings(max_examples=examples(150), stateful_step_count=40, deadline=None)

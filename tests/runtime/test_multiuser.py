@@ -26,8 +26,7 @@ from tests.accounts import LAB_GROUP, UNIX_USERS
 from tests.orchestration import Harness, Shared
 from tests.raycluster import wait_for
 
-pytestmark = [pytest.mark.ray,
-              pytest.mark.skipif(os.geteuid() != 0, reason="a multi-user install needs root (CI runs as root)")]
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="a multi-user install needs root (CI runs as root)")]
 
 ALICE = {"Authorization": "Bearer alice-token"}
 BOB = {"Authorization": "Bearer bob-token"}

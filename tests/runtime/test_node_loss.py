@@ -12,14 +12,12 @@ import threading
 import time
 
 import httpx
-import pytest
 import ray
 
 from orchestrator.runtime.nodes import NODE_LABEL
 from orchestrator.runtime.localcluster import add_simulated_node
 from tests.raycluster import wait_for
 
-pytestmark = pytest.mark.ray
 READER = {"Authorization": "Bearer reader-token"}
 
 

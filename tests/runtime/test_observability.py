@@ -11,7 +11,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.orchestration import Harness
 from tests.raycluster import wait_for
 
-pytestmark = pytest.mark.ray
 
 # Short windows; silence only after a minute, so that a node slow to answer on a loaded
 # 2-core machine is not taken for dead (the silence test sets its own).

@@ -24,8 +24,7 @@ from tests.accounts import UNIX_USERS
 from tests.orchestration import SCRATCH, Harness, Shared
 from tests.raycluster import wait_for
 
-pytestmark = [pytest.mark.ray,
-              pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as their users only in a multi-user install")]
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as their users only in a multi-user install")]
 
 RAY = str(Path(sys.executable).with_name("ray"))
 GPUQ = str(Path(sys.executable).with_name("gpuq"))

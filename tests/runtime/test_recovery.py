@@ -10,7 +10,6 @@ import ray
 from orchestrator.runtime.agent import tagged_processes
 from tests.raycluster import wait_for
 
-pytestmark = pytest.mark.ray
 
 
 def pids_of(orch, job_id):

@@ -4,7 +4,6 @@ import pytest
 
 from orchestrator.runtime.agent import tagged_processes
 
-pytestmark = pytest.mark.ray
 
 SHOW_GPUS = 'echo "gpus=$CUDA_VISIBLE_DEVICES rank=$GPUQ_NODE_RANK nnodes=$GPUQ_NNODES node=$GPUQ_NODE"'
 

@@ -38,8 +38,7 @@ from tests.orchestration import Harness
 from tests.raycluster import wait_for
 from tests.support import write_index, write_wheel
 
-pytestmark = [pytest.mark.ray,
-              pytest.mark.skipif(os.geteuid() != 0, reason="a multi-user install needs root (CI runs as root)")]
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="a multi-user install needs root (CI runs as root)")]
 
 ALICE = {"Authorization": "Bearer alice-token"}
 BOB = {"Authorization": "Bearer bob-token"}
@@ -187,7 +186,7 @@ def test_ray_answers_no_call_without_its_token(trust, http, shared):
     assert ":10001 " not in subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
 
 
-def test_nothing_under_rays_temp_dir_is_reachable_by_a_user():
+def test_nothing_under_rays_temp_dir_is_reachable_by_a_user(ray_cluster):
     private = Path(os.environ["RAY_TMPDIR"])
     assert stat.S_IMODE(private.stat().st_mode) == 0o700 and private.stat().st_uid == 0
     folders = [str(Path(d)) for d, _, _ in os.walk(private)]

@@ -11,13 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import ray
 
 from orchestrator.version import code_version
 from tests.raycluster import wait_for
 
-pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
 
 UP = """

@@ -7,7 +7,6 @@ import ray
 from tests.orchestration import Harness
 from tests.raycluster import wait_for
 
-pytestmark = pytest.mark.ray
 
 
 def slot_actors() -> set[str]:
