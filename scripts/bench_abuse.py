@@ -154,7 +154,7 @@ class SlowBodies:
                         self.answers.append(int(line.split()[1]))
                         return
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     writer.write(b" ")  # one byte a second
                     await writer.drain()
         except (OSError, ValueError, IndexError):

@@ -119,7 +119,7 @@ def main() -> None:
             client.post("/queue/submit", json=job, headers=auth)
         # Interleaved halves so both see the same noise.
         trivial, submit = [], []
-        for half in range(2):
+        for _half in range(2):
             trivial.append(loop(client, args.n // 2, lambda c, i: c.get("/trivial")))
             submit.append(loop(client, args.n // 2, lambda c, i: c.post("/queue/submit", json=job, headers=auth)))
         t_rps = statistics.mean(x["req_per_s"] for x in trivial)
@@ -133,7 +133,7 @@ def main() -> None:
         # Many researchers (or one script with a thread pool) at once: the group commit
         # shares fsyncs between concurrent submits (groupcommit.GroupCommit).
         many_t, many_s = [], []
-        for half in range(2):
+        for _half in range(2):
             many_t.append(concurrent(url, auth, args.clients, args.n, lambda c, i: c.get("/trivial")))
             many_s.append(concurrent(url, auth, args.clients, args.n,
                                      lambda c, i: c.post("/queue/submit", json=job)))
@@ -176,7 +176,7 @@ def main() -> None:
 
         # A Prometheus scrape with those 10,000+ jobs queued, beside GET /orchestrator/status.
         scrape, status = [], []
-        for half in range(2):
+        for _half in range(2):
             status.append(loop(client, 20, lambda c, i: c.get("/orchestrator/status")))
             scrape.append(loop(client, 20, lambda c, i: c.get("/metrics")))
         size = len(client.get("/metrics").content)

@@ -26,8 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.core.ordering import Line, WaitingJob as W  # noqa: E402
 from orchestrator.core.decisions import Snapshot  # noqa: E402
+from orchestrator.core.ordering import Line  # noqa: E402
+from orchestrator.core.ordering import WaitingJob as W
 from orchestrator.core.policy import PolicyConfig, plan  # noqa: E402
 from orchestrator.core.preemption import Running  # noqa: E402
 from orchestrator.sim.simulator import simulate  # noqa: E402

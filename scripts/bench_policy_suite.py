@@ -61,7 +61,7 @@ def main() -> None:
     work = [(t, p, load, variants.get(p)) for load in args.load for t in traces for p in policies]
     began = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(replay_one, *zip(*work)))
+        done = list(pool.map(replay_one, *zip(*work, strict=True)))
     wall = time.perf_counter() - began
 
     by = {(d["trace"], d["policy"], d["load"]): d for d in done}

@@ -218,7 +218,8 @@ def main() -> None:
     last = ids[-1]
     while True:
         st = ray.get(g.actor.status.remote())
-        if g.job(last)["state"] in ("completed", "failed") and st["queue_summary"]["queued"] == 0 and st["queue_summary"]["running"] == 0:
+        summary = st["queue_summary"]
+        if g.job(last)["state"] in ("completed", "failed") and summary["queued"] == 0 and summary["running"] == 0:
             break
         time.sleep(0.2)
     elapsed = time.time() - t0

@@ -84,7 +84,7 @@ class Admission:
         async def timed_receive():
             try:
                 return await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise BodyTooSlow() from None
 
         async def watched_send(message):

@@ -17,9 +17,9 @@ from starlette.exceptions import HTTPException
 
 from orchestrator.version import code_version
 from serve_app import errors
+from serve_app.admission import Admission
 from serve_app.auth import tokens_path
 from serve_app.gateway import Gateway, install, installed
-from serve_app.admission import Admission
 from serve_app.limits import BodyLimits
 from serve_app.models import strict_query
 from serve_app.routes import cluster, jobs, nodes, packages, ray_jobs, tokens, web

@@ -18,8 +18,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
-from orchestrator.core.errors import (AmbiguousJobId, Forbidden, GpuqError, IllegalTransition, InvalidSpec, JobNotFound,
-                                      OverLimit)
+from orchestrator.core.errors import AmbiguousJobId, Forbidden, GpuqError, IllegalTransition, InvalidSpec, JobNotFound, OverLimit
 from orchestrator.runtime.names import NAMESPACE, ORCHESTRATOR_NAME
 from serve_app.auth import Principal, TokenFile, TokenRefused
 from serve_app.errors import ApiError, invalid, unavailable
@@ -50,7 +49,7 @@ class Gateway:
             return await asyncio.wait_for(getattr(orch, method).remote(*args), CALL_TIMEOUT_S)
         except ray.exceptions.RayTaskError as e:
             raise _mapped(e.cause if e.cause is not None else e) from None
-        except (ValueError, asyncio.TimeoutError, ray.exceptions.RayError):
+        except (TimeoutError, ValueError, ray.exceptions.RayError):
             # ValueError: no actor of that name (the orchestrator is down or restarting)
             raise unavailable("the orchestrator is unavailable") from None
 

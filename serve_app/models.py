@@ -10,11 +10,9 @@ refused everywhere, so a typo is never silently dropped.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any, Literal
 
-from collections import Counter
-
-from starlette.requests import HTTPConnection
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -27,13 +25,14 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from starlette.requests import HTTPConnection
 
 from orchestrator.core.durations import parse_duration
-from serve_app.errors import ApiError
 from orchestrator.core.job import MAX_COMMAND_CHARS, MAX_ENV_VALUE_CHARS, MAX_ENV_VARS, SAFE_NAME
 from orchestrator.core.job import Priority as JobPriority
 from orchestrator.core.states import JobState
 from orchestrator.core.submission import MAX_ARRAY, MAX_ARRAY_TEXT
+from serve_app.errors import ApiError
 
 Name = Annotated[str, StringConstraints(pattern=f"^{SAFE_NAME.pattern}$")]
 Text = Annotated[str, StringConstraints(max_length=1000)]

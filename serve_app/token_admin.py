@@ -25,6 +25,7 @@ from orchestrator.core.job import SAFE_NAME, SAFE_NAME_HELP
 from orchestrator.core.rights import Caller
 from serve_app.auth import ROLES, Principal, TokenFile
 
+
 class UnknownToken(LookupError):
     pass
 

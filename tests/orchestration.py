@@ -26,7 +26,7 @@ class Harness:
     """One orchestrator on the session's cluster. There is only ever one (its actor name is
     the cluster's), so a new Harness first ends whichever one is running."""
 
-    current: "Harness | None" = None
+    current: Harness | None = None
 
     def __init__(self, tmp_path, **config):
         if Harness.current is not None:

@@ -1,8 +1,8 @@
 """Builders shared by the pure-core tests (no Ray)."""
 
 import base64
-import os
 import hashlib
+import os
 import zipfile
 from pathlib import Path
 

@@ -107,7 +107,7 @@ def test_every_panel_query_returns_data_and_an_xid_fires_the_unhealthy_alert(wor
             for var, value in GRAFANA_VARIABLES.items():
                 expr = expr.replace(var, value)
             try:
-                wait_for(lambda: prometheus.query(expr), 15, 0.5, what=expr)
+                wait_for(lambda expr=expr: prometheus.query(expr), 15, 0.5, what=expr)
             except AssertionError:
                 empty.append(f"{name} / {title}: {expr}")
     assert not empty, "panels whose query returned no data:\n" + "\n".join(empty)

@@ -76,7 +76,8 @@ def register(app: typer.Typer) -> None:
         t = Table("time (UTC)", "GPU", "action", "by", "reason", "job")
         for e in out:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["time"]))
-            t.add_row(when, e["node"] if e["gpu"] is None else f"{e['node']}:{e['gpu']}", e["action"], e["by"], e["reason"], e.get("job_id") or "")
+            where = e["node"] if e["gpu"] is None else f"{e['node']}:{e['gpu']}"
+            t.add_row(when, where, e["action"], e["by"], e["reason"], e.get("job_id") or "")
         console.print(t)
 
     @app.command()

@@ -18,9 +18,23 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.cli.client import ApiRefused, ApiUnavailable, Client
-from orchestrator.cli.submitting import (CPUS_OPT, DEPENDENCY_OPT, ENV_OPT, GPUS_OPT, MEM_OPT, PRIORITY_OPT, RAY_OPT,
-                                         RETRIES_OPT, RUN_ID_OPT, TIME_OPT, WORKDIR_OPT, WORKING_DIR_OPT, job_body,
-                                         runtime_env, uploaded)
+from orchestrator.cli.submitting import (
+    CPUS_OPT,
+    DEPENDENCY_OPT,
+    ENV_OPT,
+    GPUS_OPT,
+    MEM_OPT,
+    PRIORITY_OPT,
+    RAY_OPT,
+    RETRIES_OPT,
+    RUN_ID_OPT,
+    TIME_OPT,
+    WORKDIR_OPT,
+    WORKING_DIR_OPT,
+    job_body,
+    runtime_env,
+    uploaded,
+)
 from orchestrator.core.durations import format_duration
 from orchestrator.core.sizes import format_size
 
@@ -78,17 +92,21 @@ def register(app: typer.Typer) -> None:
         env: ENV_OPT = None,
         workdir: WORKDIR_OPT = None,
         working_dir: WORKING_DIR_OPT = None,
-        runtime_env_json: Annotated[str | None, typer.Option("--runtime-env-json", help="Ray's runtime_env as JSON: working_dir, py_modules, pip, uv, env_vars, excludes")] = None,
-        runtime_env_file: Annotated[str | None, typer.Option("--runtime-env", help="Ray's runtime_env from a YAML or JSON file")] = None,
+        runtime_env_json: Annotated[str | None, typer.Option(
+            "--runtime-env-json", help="Ray's runtime_env as JSON: working_dir, py_modules, pip, uv, env_vars, excludes")] = None,
+        runtime_env_file: Annotated[str | None, typer.Option(
+            "--runtime-env", help="Ray's runtime_env from a YAML or JSON file")] = None,
         array: Annotated[str | None, typer.Option(help="a job per index: 10, 0-9 or 1,3,5 (GPUQ_ARRAY_INDEX)")] = None,
-        notify: Annotated[str | None, typer.Option("--notify", help="tell the site's opt-in webhooks: BEGIN, END, FAIL, REQUEUE, ALL (as --mail-type)")] = None,
+        notify: Annotated[str | None, typer.Option(
+            "--notify", help="tell the site's opt-in webhooks: BEGIN, END, FAIL, REQUEUE, ALL (as --mail-type)")] = None,
         dependency: DEPENDENCY_OPT = None,
         ray: RAY_OPT = False,
         cpus: CPUS_OPT = None,
         mem: MEM_OPT = None,
         test_only: Annotated[bool, typer.Option("--test-only", help="where and when it would start; submits nothing")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="wait for the job and exit with its exit code")] = False,
-        parsable: Annotated[bool, typer.Option("--parsable", help="print only the job id (the array's id for an array), as sbatch --parsable")] = False,
+        parsable: Annotated[bool, typer.Option(
+            "--parsable", help="print only the job id (the array's id for an array), as sbatch --parsable")] = False,
         as_json: JSON_OPT = False,
     ) -> None:
         """Submit a command: gpuq submit --gpus 4 --priority high --time 4h -- python train.py"""
@@ -113,7 +131,8 @@ def register(app: typer.Typer) -> None:
                           else f"would wait: {out['reason']}: {out['message']} (estimated start {at})")
             return
         elif "array" in out:
-            console.print(f"submitted an array of {out['array']['count']} jobs; first {out['job_id']}, position {out['queue_position']}")
+            console.print(f"submitted an array of {out['array']['count']} jobs; first {out['job_id']}, "
+                          f"position {out['queue_position']}")
         else:
             console.print(f"submitted [bold]{out['job_id']}[/bold] ({body['run_id']}), position {out['queue_position']} in line")
         if wait:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import typer
-from rich.console import Console
-from rich.table import Table
-
 import sys
 import time
 from pathlib import Path
 from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
 
 from orchestrator import __version__
 from orchestrator.core.errors import GpuqError
@@ -39,16 +39,18 @@ def states() -> None:
 
 @app.command()
 def up(
-    simulate: Annotated[bool | None, typer.Option("--simulate/--real", help="simulated 8-GPU nodes, or this host's GPUs (default: by what NVML finds)")] = None,
-    address: Annotated[str | None, typer.Option(help="attach to this running Ray cluster instead of starting one (cluster.yaml does)")] = None,
+    simulate: Annotated[bool | None, typer.Option(
+        "--simulate/--real", help="simulated 8-GPU nodes, or this host's GPUs (default: by what NVML finds)")] = None,
+    address: Annotated[str | None, typer.Option(
+        help="attach to this running Ray cluster instead of starting one (cluster.yaml does)")] = None,
 ) -> None:
     """Start a local Ray cluster and the orchestrator on it.
 
     Run again on a running cluster, it repairs and upgrades without touching running
     jobs: simulated nodes that are gone start again, and the orchestrator, node agents
     and API are replaced if this checkout's code (or the site config) differs."""
-    from orchestrator.runtime import localcluster
     from orchestrator.core.config import load_config
+    from orchestrator.runtime import localcluster
 
     try:
         cfg = load_config()
@@ -138,15 +140,16 @@ def simulate(
     reservation_depth: Annotated[
         int | None, typer.Option(min=0, help="reservations for the top N waiting jobs (default and easy only)")
     ] = None,
-    time_limits: Annotated[str, typer.Option(help="exact (true durations) or coarse (rounded up to 1h,2h,4h,8h,1d,3d,7d,14d,30d)")] = "exact",
+    time_limits: Annotated[str, typer.Option(
+        help="exact (true durations) or coarse (rounded up to 1h,2h,4h,8h,1d,3d,7d,14d,30d)")] = "exact",
     json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON here")] = None,
     plot: Annotated[Path | None, typer.Option(help="write a PNG: utilization over time and wait CDF")] = None,
 ) -> None:
     """Replay a job trace through gpuq's own policy with a virtual clock."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from orchestrator.sim import report
     from orchestrator.core.policy import PolicyConfig, PolicyName
+    from orchestrator.sim import report
     from orchestrator.sim.simulator import simulate as run_simulation
     from orchestrator.sim.traces import load_trace, parse_columns
 
@@ -177,9 +180,12 @@ def simulate(
     ) as progress:
         for cfg in configs:
             task = progress.add_task(f"replaying {len(jobs):,} jobs with {cfg.name.value}", total=len(jobs))
-            results.append(
-                run_simulation(jobs, cfg, sizes, limits=time_limits, progress=lambda done, total: progress.update(task, completed=done))
-            )
+
+
+            def advance(done: int, total: int, task=task) -> None:
+                progress.update(task, completed=done)
+
+            results.append(run_simulation(jobs, cfg, sizes, limits=time_limits, progress=advance))
     console.print(report.table(results))
     if json_out:
         report.write_json(results, json_out)

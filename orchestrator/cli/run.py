@@ -27,9 +27,23 @@ from rich.console import Console
 
 from orchestrator.cli.client import ApiRefused, ApiUnavailable, Client
 from orchestrator.cli.jobs import _run
-from orchestrator.cli.submitting import (CPUS_OPT, DEPENDENCY_OPT, ENV_OPT, GPUS_OPT, MEM_OPT, PRIORITY_OPT, RAY_OPT,
-                                         RETRIES_OPT, RUN_ID_OPT, TIME_OPT, WORKDIR_OPT, WORKING_DIR_OPT, job_body,
-                                         runtime_env, uploaded)
+from orchestrator.cli.submitting import (
+    CPUS_OPT,
+    DEPENDENCY_OPT,
+    ENV_OPT,
+    GPUS_OPT,
+    MEM_OPT,
+    PRIORITY_OPT,
+    RAY_OPT,
+    RETRIES_OPT,
+    RUN_ID_OPT,
+    TIME_OPT,
+    WORKDIR_OPT,
+    WORKING_DIR_OPT,
+    job_body,
+    runtime_env,
+    uploaded,
+)
 
 err = Console(stderr=True, highlight=False)
 WAITING = ("queued", "held", "scheduled", "allocating", "preempted")

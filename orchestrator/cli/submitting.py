@@ -26,9 +26,12 @@ RETRIES_OPT = Annotated[int | None, typer.Option("--retries", help="auto-retries
 RUN_ID_OPT = Annotated[str | None, typer.Option("--run-id", help="your name for this run (default: the command's first word)")]
 ENV_OPT = Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE, repeatable")]
 WORKDIR_OPT = Annotated[str | None, typer.Option(help="absolute working directory on the nodes (code already there)")]
-WORKING_DIR_OPT = Annotated[str | None, typer.Option("--working-dir", help="a local directory: uploaded, and the job runs in it (as ray job submit --working-dir)")]
-RAY_OPT = Annotated[bool, typer.Option("--ray", help="a Ray program: ray.init() joins a private Ray cluster on exactly the job's GPUs")]
-DEPENDENCY_OPT = Annotated[str | None, typer.Option("--dependency", "-d", help="afterok:ID[:ID...], afternotok:, afterany:, after: (as sbatch)")]
+WORKING_DIR_OPT = Annotated[str | None, typer.Option(
+    "--working-dir", help="a local directory: uploaded, and the job runs in it (as ray job submit --working-dir)")]
+RAY_OPT = Annotated[bool, typer.Option(
+    "--ray", help="a Ray program: ray.init() joins a private Ray cluster on exactly the job's GPUs")]
+DEPENDENCY_OPT = Annotated[str | None, typer.Option(
+    "--dependency", "-d", help="afterok:ID[:ID...], afternotok:, afterany:, after: (as sbatch)")]
 CPUS_OPT = Annotated[float | None, typer.Option("--cpus", help="CPUs per node, enforced (default: the site's per GPU)")]
 MEM_OPT = Annotated[str | None, typer.Option("--mem", help="memory per node, enforced: 64G, 512M (default: the site's per GPU)")]
 

@@ -110,14 +110,14 @@ class Account(NamedTuple):
     shell: str
 
     @classmethod
-    def lookup(cls, name: str) -> "Account":
+    def lookup(cls, name: str) -> Account:
         """Raises KeyError when this node has no such account."""
         pw = pwd.getpwnam(name)
         return cls(pw.pw_name, pw.pw_uid, pw.pw_gid, tuple(os.getgrouplist(pw.pw_name, pw.pw_gid)),
                    pw.pw_dir, pw.pw_shell or "/bin/sh")
 
     @classmethod
-    def current(cls) -> "Account":
+    def current(cls) -> Account:
         pw = pwd.getpwuid(os.geteuid())
         return cls(pw.pw_name, pw.pw_uid, pw.pw_gid, tuple(os.getgroups()), pw.pw_dir, pw.pw_shell or "/bin/sh")
 

@@ -83,7 +83,7 @@ class Plan:
     pending: dict[str, Pending] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # the head of the line as the policy sees it
 
-    def stopped(self, why: str) -> "Plan":
+    def stopped(self, why: str) -> Plan:
         """This plan with no action taken: every job waits, and says why."""
         pending = {jid: Pending(Reason.STOPPED, why) for jid in [*self.pending, *(s.job_id for s in self.starts)]}
         return Plan(pending=pending, order=self.order)

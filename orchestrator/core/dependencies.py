@@ -56,7 +56,7 @@ class Verdict:
     met: bool
     never: str | None = None  # why it can never be met
     waits_for: str = ""  # what it waits for, in words
-    targets: tuple["Job", ...] = ()  # the jobs it still waits on
+    targets: tuple[Job, ...] = ()  # the jobs it still waits on
 
 
 def _ok(kind: str, job: Job) -> bool | None:

@@ -33,7 +33,7 @@ class IllegalTransition(GpuqError):
     def __reduce__(self):  # crosses Ray's process boundary intact
         return (IllegalTransition, (self.state, self.trigger, self.allowed, self.job_id, self.detail))
 
-    def for_job(self, job_id: str, detail: str = "") -> "IllegalTransition":
+    def for_job(self, job_id: str, detail: str = "") -> IllegalTransition:
         return IllegalTransition(self.state, self.trigger, self.allowed, job_id, detail)
 
 

@@ -65,7 +65,7 @@ class Inventory:
     _by_job: dict[str, Allocation] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, sizes: dict[str, int]) -> "Inventory":
+    def of(cls, sizes: dict[str, int]) -> Inventory:
         """An inventory of healthy, free GPUs: {"gmi-node-1": 8, "gmi-node-2": 8}."""
         inv = cls()
         for node, n in sizes.items():

@@ -23,15 +23,14 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator.core import dependencies, runtime_env
 from orchestrator.core.config import Config
 from orchestrator.core.durations import parse_duration
-from orchestrator.core.sizes import format_size, parse_size
 from orchestrator.core.errors import IllegalTransition, InvalidSpec
-from orchestrator.core import dependencies, runtime_env
-from orchestrator.core.priority import Priority
 from orchestrator.core.inventory import Allocation  # node name -> GPU indices on it (each node numbers from 0)
+from orchestrator.core.priority import Priority
+from orchestrator.core.sizes import format_size, parse_size
 from orchestrator.core.states import JobState, Trigger, next_state
-
 
 # run_id and user become file names, log paths and Prometheus label values: keep them
 # to a charset that is safe in all three, and short.
@@ -210,7 +209,7 @@ class JobSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _defaults_and_limits(self, info: ValidationInfo) -> "JobSpec":
+    def _defaults_and_limits(self, info: ValidationInfo) -> JobSpec:
         cfg, site = _config(info), _site_limits(info)
         if self.runtime_env and self.runtime_env.get("env_vars"):
             try:  # the job's own env wins over its runtime env's variables
@@ -232,7 +231,7 @@ class JobSpec(BaseModel):
         return self
 
     @classmethod
-    def parse(cls, data: Any, config: Config | None = None) -> "JobSpec":
+    def parse(cls, data: Any, config: Config | None = None) -> JobSpec:
         """Validate a submission; raises InvalidSpec naming each bad field and what is allowed."""
         try:
             return cls.model_validate(data, context={"config": config or Config()})
@@ -301,7 +300,7 @@ class Job(BaseModel):
     events: list[Event] = Field(default_factory=list)
 
     @classmethod
-    def new(cls, spec: JobSpec, seq: int, now: float, job_id: str | None = None) -> "Job":
+    def new(cls, spec: JobSpec, seq: int, now: float, job_id: str | None = None) -> Job:
         job = cls(id=job_id or str(uuid.uuid4()), seq=seq, spec=spec, submitted_at=now)
         job.state_times[JobState.QUEUED] = now
         job.events.append(Event(time=now, from_state=None, to_state=JobState.QUEUED, trigger="submit", reason="submitted"))

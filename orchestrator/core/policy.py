@@ -65,7 +65,7 @@ class PolicyConfig:
     explain_depth: int = 100
 
     @classmethod
-    def preset(cls, name: str | PolicyName, **overrides) -> "PolicyConfig":
+    def preset(cls, name: str | PolicyName, **overrides) -> PolicyConfig:
         name = PolicyName(name)
         classic = dict(weights=OrderWeights(), may_preempt={}, sticky_reservations=False)
         base = {
@@ -77,7 +77,7 @@ class PolicyConfig:
         return cls(name=name, **{**base, **overrides})
 
     @classmethod
-    def from_site(cls, site) -> "PolicyConfig":
+    def from_site(cls, site) -> PolicyConfig:
         """The policy a site config (orchestrator.core.config.Config) asks for."""
         from orchestrator.core.job import Priority
 
@@ -279,7 +279,8 @@ class _Cycle:
             # Only nodes with enough free GPUs now matter to a one-node job: skip the others.
             window = {
                 n: (min(f, tl.min_avail(self.now, end)) if f >= gpus or not one_node else 0)
-                for (n, tl), f in zip(self.timeline.nodes.items(), self.free.values())
+                for n, tl in self.timeline.nodes.items()
+                for f in (self.free.get(n, 0),)  # by name: the timeline's nodes are the snapshot's sizes
             }
             counts = choose_nodes(window, self.snap.sizes, gpus, job.multi_node, self.largest)
         if counts is None:
@@ -343,7 +344,8 @@ class _Cycle:
         when = f"when {wording.names(enders)} end{'s' if len(enders) == 1 else ''}" if enders else "when GPUs held ahead of it free up"
         kept = sum(self.free[n] for n in counts)
         if kept:
-            return Pending(Reason.RESERVED, f"{kept} free GPUs on {wording.where(counts)} are kept for it; starts by {wording.clock(t, self.now)} {when}", t)
+            return Pending(Reason.RESERVED, f"{kept} free GPUs on {wording.where(counts)} are kept for it; "
+                                            f"starts by {wording.clock(t, self.now)} {when}", t)
         return Pending(Reason.RESOURCES, f"{self.waiting(job).message}; reserved to start by {wording.clock(t, self.now)} {when}", t)
 
     def waiting(self, job: Waiting) -> Pending:

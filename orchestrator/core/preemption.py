@@ -81,7 +81,7 @@ def _one_node(gpus: int, avail: Mapping[str, int], sizes: Mapping[str, int], can
                 have += r.counts[node]
         if have < gpus:
             continue
-        picked = _prune(picked, lambda vs: avail.get(node, 0) + sum(v.counts.get(node, 0) for v in vs) >= gpus)
+        picked = _prune(picked, lambda vs, node=node: avail.get(node, 0) + sum(v.counts.get(node, 0) for v in vs) >= gpus)
         # Fewest victims, then fewest GPUs stopped, then the victims the order prefers
         # (lowest priority, most recently started).
         cost = (len(picked), sum(v.gpus for v in picked), sorted((v.priority, -v.started_at) for v in picked))

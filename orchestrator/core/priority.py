@@ -15,7 +15,7 @@ class Priority(IntEnum):
     CRITICAL = 4
 
     @classmethod
-    def parse(cls, value: Any) -> "Priority":
+    def parse(cls, value: Any) -> Priority:
         if isinstance(value, bool):
             raise ValueError(_PRIORITY_HELP)
         if isinstance(value, int):

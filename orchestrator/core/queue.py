@@ -24,7 +24,6 @@ from orchestrator.core.job import Allocation, Event, Job, JobSpec, Priority, for
 from orchestrator.core.ordering import Line
 from orchestrator.core.states import JobState, Trigger
 
-
 MIN_PREFIX = 4  # shorter is too easy to mistype into someone else's job
 
 

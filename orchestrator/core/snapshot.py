@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from orchestrator.core.decisions import Snapshot
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.job import Job
-from orchestrator.core.decisions import Snapshot
 from orchestrator.core.preemption import Running
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.states import JobState

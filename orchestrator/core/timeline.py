@@ -35,7 +35,7 @@ class NodeTimeline:
             self.times.append(t)
             self.avail.append(self.avail[-1] + points[t])
 
-    def copy(self) -> "NodeTimeline":
+    def copy(self) -> NodeTimeline:
         c = NodeTimeline.__new__(NodeTimeline)
         c.times, c.avail = list(self.times), list(self.avail)
         return c
@@ -94,14 +94,14 @@ class Timeline:
     @classmethod
     def build(
         cls, now: float, sizes: Mapping[str, int], free: Mapping[str, int], releases: Iterable[tuple[str, float, int]]
-    ) -> "Timeline":
+    ) -> Timeline:
         per_node: dict[str, list[tuple[float, int]]] = {n: [] for n in sizes}
         for node, t, n in releases:
             if node in per_node:
                 per_node[node].append((t, n))
         return cls({n: NodeTimeline(now, free.get(n, 0), per_node[n]) for n in sizes}, sizes)
 
-    def copy(self) -> "Timeline":
+    def copy(self) -> Timeline:
         return Timeline({n: tl.copy() for n, tl in self.nodes.items()}, self.sizes)
 
     def fit_at(self, t: float, gpus: int, duration: float, multi_node: bool = False) -> Counts | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 DAY_S = 86400.0
 
@@ -76,6 +76,6 @@ def split_by_day(start: float, end: float) -> list[tuple[str, float]]:
     while t < end:
         midnight = (t // DAY_S + 1) * DAY_S
         cut = min(end, midnight)
-        out.append((datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d"), cut - t))
+        out.append((datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d"), cut - t))
         t = cut
     return out

@@ -13,7 +13,6 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from orchestrator.runtime.names import NAMESPACE, ORCHESTRATOR_NAME
 from orchestrator.runtime.service import OrchestratorService
 
-
 # What callers may ask of the actor (the API, `gpuq up`, the tests); every one is a
 # request method of the service (runtime/requests.py). The service's own hooks
 # (finish, evict, launch, save, carry_out...) are not reachable through Ray.

@@ -36,8 +36,8 @@ from orchestrator.core import rayjob
 from orchestrator.runtime import envs
 from orchestrator.runtime.agent import NodeAgent, agent_name
 from orchestrator.runtime.names import NAMESPACE
-from orchestrator.runtime.quarantine import FILLER_PREFIX, Quarantine
 from orchestrator.runtime.nodes import NODE_SHARE, NodeInfo, discover_nodes
+from orchestrator.runtime.quarantine import FILLER_PREFIX, Quarantine
 from orchestrator.runtime.runner import Runner, rendezvous_env
 
 log = logging.getLogger("gpuq.backend")
@@ -166,7 +166,7 @@ class RayBackend(Quarantine):
             # its own. The runner is scheduled when the group is placed; its answer says so.
             hello = await asyncio.wait_for(runner.hello.remote(), self.placement_timeout_s)
             slot.gpus = hello["gpus"]
-        except (asyncio.TimeoutError, ray.exceptions.RayError):
+        except (TimeoutError, ray.exceptions.RayError):
             self.discard(slot)
             return None
         slot.ready = True
@@ -265,7 +265,7 @@ class RayBackend(Quarantine):
         nodes = (rayjob.nodes(ray_job, hellos, self.node_ips, self.capacity, secrets.token_hex(32)) if ray_job
                  else [None] * nnodes)
         calls = []
-        for rank, (runner, hello) in enumerate(zip(runners, hellos)):
+        for rank, (runner, hello) in enumerate(zip(runners, hellos, strict=True)):
             env = {
                 **job_env,
                 "GPUQ_CLUSTER": self.cluster_id, "GPUQ_NODE": hello["node"], "GPUQ_NODE_RANK": str(rank),

@@ -26,8 +26,8 @@ from collections import deque
 from dataclasses import asdict, dataclass
 
 from orchestrator.core.errors import InvalidSpec
-from orchestrator.runtime.health import Finding, HealthMonitor, HealthRules
 from orchestrator.core.inventory import Inventory, SlotState
+from orchestrator.runtime.health import Finding, HealthMonitor, HealthRules
 from orchestrator.runtime.telemetry import NodeReport
 
 MAX_EVENTS = 1000

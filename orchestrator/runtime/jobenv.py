@@ -95,7 +95,7 @@ def prepare(folder: Path, job: str, plan: dict, package_fds: list[int], env: dic
     out: dict = {"cwd": None, "pythonpath": [], "venv": None, "notes": []}
     packages = plan.get("packages") or []
     if packages:
-        for i, (package, fd) in enumerate(zip(packages, package_fds)):
+        for i, (package, fd) in enumerate(zip(packages, package_fds, strict=True)):
             dest = here / "work" if package["kind"] == "working_dir" else here / "modules" / str(i)
             dest.mkdir(parents=True)
             try:

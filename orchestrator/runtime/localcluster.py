@@ -255,8 +255,8 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
         wait_for_nodes(len(started["nodes"]))
     started["orchestrator"] = ensure_orchestrator(config)
     from orchestrator.core.accounts import install_mode
-    from serve_app.api import deploy
     from serve_app.admission import KEYS as ADMISSION_KEYS
+    from serve_app.api import deploy
     from serve_app.auth import ensure_admin_token, tokens_path
 
     started["admin_token_file"] = str(ensure_admin_token())

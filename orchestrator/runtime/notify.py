@@ -129,7 +129,7 @@ class Notifier:
         self.states: dict[str, JobState] = {}  # the state each job was last seen in
 
     @classmethod
-    def for_site(cls, site, on_drop, jobs) -> "Notifier":
+    def for_site(cls, site, on_drop, jobs) -> Notifier:
         """The site's webhooks; `jobs` as loaded (their states are not news)."""
         notifier = cls(site.webhooks, site.webhook_buffer, site.webhook_retry_for_s, on_drop,
                        site.webhook_retry_max_wait_s)
@@ -207,7 +207,7 @@ class Notifier:
                         async with session.post(hook.url, data=data, headers=headers) as r:
                             if not 200 <= r.status < 300:
                                 raise Refused(f"HTTP {r.status}")
-                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                    except (TimeoutError, aiohttp.ClientError, OSError) as e:
                         raise Refused(type(e).__name__) from None
         except RetryError as e:
             log.warning("webhook %s: gave up on %s after %d tries", hook.name, body["delivery"], tries)

@@ -46,7 +46,8 @@ async def recover(svc) -> None:
             svc.inventory.allocate(job.id, job.allocation)
         except AllocationError as e:  # should not happen; never let it stop recovery
             log.error("recovery: %s", e)
-        for name, (node, gpus) in zip(names, job.allocation.items()):
+        # A cancelled job may hold fewer nodes than it had slots: adopt what both name.
+        for name, (node, gpus) in zip(names, job.allocation.items(), strict=False):
             svc.backend.adopt_slot(name, node, len(gpus), gpus)
             keep.add(name)
         if job.state is JobState.ALLOCATING:

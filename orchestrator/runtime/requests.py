@@ -19,11 +19,11 @@ import uuid
 
 from orchestrator.core import packages, runtime_env
 from orchestrator.core.accounts import BUILTIN_ADMIN, missing_account
-from orchestrator.core.packages import stored_uri
 from orchestrator.core.config import Config
 from orchestrator.core.decisions import Reason, Start
 from orchestrator.core.errors import GpuqError, InvalidSpec, OverLimit
 from orchestrator.core.job import Job, JobSpec, Priority, format_allocation
+from orchestrator.core.packages import stored_uri
 from orchestrator.core.policy import dry_run
 from orchestrator.core.rights import Caller, check_preemptible, check_priority
 from orchestrator.core.snapshot import snapshot_of

@@ -33,23 +33,23 @@ from orchestrator.core.policy import PolicyConfig, plan
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.snapshot import snapshot_of
 from orchestrator.core.states import JobState
+from orchestrator.runtime import jobpython
 from orchestrator.runtime.accounting import Accounting, Run
 from orchestrator.runtime.backend import RayBackend
 from orchestrator.runtime.bulk import Bulk
+from orchestrator.runtime.dependents import Dependents
+from orchestrator.runtime.groupcommit import GroupCommit
 from orchestrator.runtime.history import History, Records
 from orchestrator.runtime.idempotency import Keys
-from orchestrator.runtime.quotas import PackageBytes
-from orchestrator.runtime.dependents import Dependents
 from orchestrator.runtime.launches import Launches
-from orchestrator.runtime import jobpython
 from orchestrator.runtime.metrics import Metrics
 from orchestrator.runtime.notify import Notifier
+from orchestrator.runtime.quotas import PackageBytes
 from orchestrator.runtime.recovery import recover
 from orchestrator.runtime.requests import Requests
-from orchestrator.version import code_version, config_version
-from orchestrator.runtime.groupcommit import GroupCommit
 from orchestrator.runtime.store import Store
 from orchestrator.runtime.watch import GpuWatch
+from orchestrator.version import code_version, config_version
 
 log = logging.getLogger("gpuq.orchestrator")
 EXPLAIN_INTERVAL_S = 1.0
@@ -165,7 +165,7 @@ class OrchestratorService(Requests, Launches, Bulk, Dependents):
                                              self.clock() - self.site.job_retention_days * 86400))
             try:
                 await asyncio.wait_for(self._wake.wait(), self.site.loop_interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
 

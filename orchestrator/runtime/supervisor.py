@@ -60,9 +60,9 @@ import sys
 import time
 from pathlib import Path
 
+from orchestrator.core.accounts import Account
 from orchestrator.runtime import cgroups, jobenv, jobfiles, procs, raycluster
 from orchestrator.runtime import command as command_run
-from orchestrator.core.accounts import Account
 
 PR_SET_PDEATHSIG = 1
 DEFAULT_LOG_CAP = 64 * 1024 * 1024

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 
 from orchestrator.core.accounts import install_mode
+from orchestrator.core.decisions import Pending, Plan, Reason
 from orchestrator.core.inventory import Inventory, SlotState
 from orchestrator.core.job import Job, format_allocation
-from orchestrator.core.decisions import Pending, Plan, Reason
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.states import JobState
 

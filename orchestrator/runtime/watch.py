@@ -26,9 +26,9 @@ import logging
 import time
 from collections import deque
 
+from orchestrator.core.inventory import SlotState
 from orchestrator.runtime.fleet import Fleet
 from orchestrator.runtime.health import HealthRules
-from orchestrator.core.inventory import SlotState
 from orchestrator.runtime.telemetry import NodeReport
 
 log = logging.getLogger("gpuq.watch")
@@ -120,7 +120,7 @@ class GpuWatch:
         )
         now = time.time()
         findings = []
-        for node, answer in zip(nodes, answers):
+        for node, answer in zip(nodes, answers, strict=True):
             findings += self.fleet.ingest(node, answer if isinstance(answer, NodeReport) else None, now)
         findings += self.fleet.silence(now)
         for f in findings:

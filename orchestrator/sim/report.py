@@ -59,7 +59,7 @@ def _hourly_utilization(series: list[tuple[float, int]], total: int, end: float)
     """Time-weighted mean of the busy-GPU step function, per hour."""
     hours = int(end // 3600) + 1
     busy_seconds = [0.0] * hours
-    for (t, busy), (t_next, _) in zip(series, [*series[1:], (end, 0)]):
+    for (t, busy), (t_next, _) in zip(series, [*series[1:], (end, 0)], strict=True):
         while t < t_next:
             h = int(t // 3600)
             if h >= hours:

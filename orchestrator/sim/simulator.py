@@ -17,14 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.core import lifecycle
+from orchestrator.core.decisions import Snapshot
 from orchestrator.core.fairshare import UsageLedger
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.ordering import Line, WaitingJob
 from orchestrator.core.placement import can_ever_fit
-from orchestrator.core.decisions import Snapshot
 from orchestrator.core.policy import PolicyConfig, nothing_to_decide, plan
-from orchestrator.core.states import JobState
 from orchestrator.core.preemption import Running
+from orchestrator.core.states import JobState
 from orchestrator.sim.traces import TraceJob
 
 # What users really type as time limits: round the true duration up to the next of these.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator.core.errors import GpuqError
@@ -80,7 +80,7 @@ def load_trace(path: str | Path, vc: str | None = None, columns: dict[str, str] 
 
 def _philly_row(row: dict[str, str], line: int) -> TraceJob:
     try:
-        submit = datetime.strptime(row["timestamp"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+        submit = datetime.strptime(row["timestamp"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
         return TraceJob(submit, float(row["duration"]), int(row["num_gpus"]))
     except (ValueError, KeyError) as e:
         raise TraceError(f"line {line}: {e}") from None

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from orchestrator.core.submission import MAX_KEY_CHARS, MAX_LOG_OFFSET
 from orchestrator.core.states import JobState
+from orchestrator.core.submission import MAX_KEY_CHARS, MAX_LOG_OFFSET
 from serve_app.auth import Principal
 from serve_app.errors import ERRORS, ApiError
 from serve_app.gateway import Gateway, gateway, reader, writer

@@ -5,7 +5,6 @@ import pytest
 
 from tests.raycluster import wait_for
 
-
 ALICE = {"Authorization": "Bearer alice-token"}
 BOB = {"Authorization": "Bearer bob-token"}
 ADMIN = {"Authorization": "Bearer admin-token"}

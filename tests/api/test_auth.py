@@ -10,9 +10,9 @@ from orchestrator.core.errors import Forbidden, InvalidSpec
 from orchestrator.core.job import Priority
 from orchestrator.core.rights import Caller, check_preemptible, check_priority
 from serve_app import token_admin
+from serve_app.auth import Principal, TokenFile, TokenRefused
 from serve_app.errors import ApiError
 from serve_app.gateway import Gateway
-from serve_app.auth import Principal, TokenFile, TokenRefused
 from serve_app.visibility import job_for
 
 MAX = {"user": "HIGH", "admin": "CRITICAL"}

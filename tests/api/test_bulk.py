@@ -2,7 +2,6 @@
 
 import httpx
 
-
 ALICE = {"Authorization": "Bearer alice-token"}
 ADMIN = {"Authorization": "Bearer admin-token"}
 

@@ -20,7 +20,6 @@ from tests.raycluster import wait_for
 from tests.readers import Follower, RayFollower
 from tests.support import write_index
 
-
 ALICE = {"Authorization": "Bearer alice-token"}
 ADMIN = {"Authorization": "Bearer admin-token"}
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-
 RAY = str(Path(sys.executable).with_name("ray"))
 ALICE = json.dumps({"Authorization": "Bearer alice-token"})
 

@@ -20,7 +20,6 @@ from tests.orchestration import Harness
 from tests.raycluster import wait_for
 from tests.support import write_index, write_wheel
 
-
 RAY = str(Path(sys.executable).with_name("ray"))
 GPUQ = str(Path(sys.executable).with_name("gpuq"))
 ALICE = {"Authorization": "Bearer alice-token"}

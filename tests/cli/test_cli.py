@@ -10,7 +10,6 @@ import pytest
 from tests.noleaks import assert_clean
 
 
-
 @pytest.fixture
 def gpuq(api, orch):
     env = {**os.environ, "GPUQ_URL": api, "GPUQ_TOKEN": "alice-token"}

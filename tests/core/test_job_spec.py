@@ -41,7 +41,8 @@ def test_defaults_come_from_the_site_config():
     assert JobSpec.parse({k: v for k, v in SEED_REQUEST.items() if k != "priority"}).priority is Priority.NORMAL
 
 
-@pytest.mark.parametrize(("given", "expected"), [(1, Priority.LOW), ("critical", Priority.CRITICAL), ("HIGH", Priority.HIGH), ("2", Priority.NORMAL)])
+@pytest.mark.parametrize(("given", "expected"), [(1, Priority.LOW), ("critical", Priority.CRITICAL),
+                                                 ("HIGH", Priority.HIGH), ("2", Priority.NORMAL)])
 def test_priority_accepts_the_number_or_the_name(given, expected):
     assert spec(priority=given).priority is expected
 

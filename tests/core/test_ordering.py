@@ -4,7 +4,8 @@ jobs holding reservations first. Pure: no cluster, no plan()."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.core.ordering import Line, OrderWeights, WaitingJob as W, in_order
+from orchestrator.core.ordering import Line, OrderWeights, in_order
+from orchestrator.core.ordering import WaitingJob as W
 from orchestrator.core.policy import PolicyConfig
 from tests.support import examples
 

@@ -1,10 +1,10 @@
 """One scheduling cycle: who starts where, who waits and why, who is preempted."""
 
 
-from orchestrator.core.ordering import OrderWeights
 from orchestrator.core.decisions import Reason
-from orchestrator.core.policy import PolicyConfig, dry_run, plan
 from orchestrator.core.job import Priority
+from orchestrator.core.ordering import OrderWeights
+from orchestrator.core.policy import PolicyConfig, dry_run, plan
 from tests.support import SEED_T0, Lab
 
 HOUR = 3600.0

@@ -13,10 +13,11 @@
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.core.inventory import Inventory, SlotState
-from orchestrator.core.ordering import Line, OrderWeights, WaitingJob as W
-from orchestrator.core.placement import choose_nodes
 from orchestrator.core.decisions import Snapshot
+from orchestrator.core.inventory import Inventory, SlotState
+from orchestrator.core.ordering import Line, OrderWeights
+from orchestrator.core.ordering import WaitingJob as W
+from orchestrator.core.placement import choose_nodes
 from orchestrator.core.policy import PolicyConfig, plan
 from orchestrator.core.preemption import Running, victims_for
 from orchestrator.sim.simulator import simulate

@@ -6,7 +6,6 @@ from orchestrator.core.errors import DuplicateJob, IllegalTransition, JobNotFoun
 from orchestrator.core.job import Priority
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.states import JobState
-
 from tests.support import SEED_T0, make_spec
 
 
@@ -80,7 +79,8 @@ def test_full_lifecycle_records_every_state_and_event(queue):
     queue.complete(job.id, 4)
     assert job.state is JobState.COMPLETED and job.exit_code == 0 and job.attempts == 1
     assert job.allocation == {"gmi-node-2": [5]}  # what Ray really bound replaces the plan
-    assert [e.to_state for e in job.events] == [JobState.QUEUED, JobState.SCHEDULED, JobState.ALLOCATING, JobState.RUNNING, JobState.COMPLETED]
+    assert [e.to_state for e in job.events] == [JobState.QUEUED, JobState.SCHEDULED, JobState.ALLOCATING,
+                                                JobState.RUNNING, JobState.COMPLETED]
     assert job.state_times[JobState.RUNNING] == 3 and job.state_times[JobState.COMPLETED] == 4
     assert queue.stats.jobs_scheduled == 1 and queue.stats.jobs_completed == 1
 

@@ -5,6 +5,8 @@ A reference model written from the specification (tests/test_states.py's LEGAL t
 not the code's table) predicts each operation's outcome; the queue must agree.
 """
 
+import itertools
+
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -12,8 +14,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from orchestrator.core.errors import IllegalTransition
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.states import JobState, Trigger
-from tests.support import make_spec, examples
 from tests.core.test_states import LEGAL
+from tests.support import examples, make_spec
 
 OPS = [t for t in Trigger if t is not Trigger.RETRY] + ["retry", "reprioritise"]
 
@@ -32,7 +34,8 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(priority=st.integers(1, 4), max_retries=st.integers(0, 2))
     def submit(self, priority, max_retries):
         job = self.queue.submit(make_spec(priority=priority, max_retries=max_retries), now=self.tick())
-        self.model[job.id] = dict(state=JobState.QUEUED, priority=priority, seq=job.seq, retries=0, max_retries=max_retries, infra=False)
+        self.model[job.id] = dict(state=JobState.QUEUED, priority=priority, seq=job.seq, retries=0,
+                                  max_retries=max_retries, infra=False)
 
     @precondition(lambda self: self.model)
     @rule(data=st.data(), op=st.sampled_from(OPS), infra=st.booleans(), new_priority=st.integers(1, 4))
@@ -100,7 +103,7 @@ class QueueMachine(RuleBasedStateMachine):
             job = self.queue.get(jid)
             assert job.state is m["state"] and int(job.priority) == m["priority"] and job.retries == m["retries"]
             # The history is a chain: each event starts where the previous one ended.
-            for prev, ev in zip(job.events, job.events[1:]):
+            for prev, ev in itertools.pairwise(job.events):
                 assert ev.from_state is prev.to_state
             assert job.events[-1].to_state is job.state
         counts = self.queue.counts()

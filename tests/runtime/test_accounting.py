@@ -1,12 +1,12 @@
 """GPU-hours per user and per UTC day: pure accounting, no Ray."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from orchestrator.runtime.accounting import Accounting, Run, split_by_day
 
-MIDNIGHT = datetime(2026, 11, 29, tzinfo=timezone.utc).timestamp()
+MIDNIGHT = datetime(2026, 11, 29, tzinfo=UTC).timestamp()
 
 
 def test_a_run_across_midnight_is_split_between_the_days():

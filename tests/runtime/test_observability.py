@@ -11,7 +11,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.orchestration import Harness
 from tests.raycluster import wait_for
 
-
 # Short windows; silence only after a minute, so that a node slow to answer on a loaded
 # 2-core machine is not taken for dead (the silence test sets its own).
 WATCHED = dict(telemetry_interval_s=0.5, idle_window_s=2.0, idle_utilization=0.05, node_silent_after_s=60.0)

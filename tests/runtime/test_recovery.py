@@ -11,7 +11,6 @@ from orchestrator.runtime.agent import tagged_processes
 from tests.raycluster import wait_for
 
 
-
 def pids_of(orch, job_id):
     return sorted(pid for pid, j in tagged_processes(orch.cluster_id).items() if j == job_id)
 

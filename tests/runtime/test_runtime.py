@@ -4,7 +4,6 @@ import pytest
 
 from orchestrator.runtime.agent import tagged_processes
 
-
 SHOW_GPUS = 'echo "gpus=$CUDA_VISIBLE_DEVICES rank=$GPUQ_NODE_RANK nnodes=$GPUQ_NNODES node=$GPUQ_NODE"'
 
 
@@ -27,7 +26,7 @@ def test_concurrent_jobs_on_one_node_never_share_a_gpu(orch):
     ids = [orch.submit(SHOW_GPUS + "; sleep 2", gpus=g, run_id=f"j{g}") for g in (4, 2, 1)]
     jobs = [orch.wait_state(j, "completed") for j in ids]
     seen: dict[tuple[str, int], str] = {}
-    for job_id, job in zip(ids, jobs):
+    for job_id, job in zip(ids, jobs, strict=True):
         (node, gpus), = job["allocation"].items()
         assert sorted(visible(orch.log(job_id))) == gpus
         for g in gpus:
@@ -162,7 +161,7 @@ def test_sixteen_one_gpu_jobs_at_once_each_get_a_gpu_of_their_own(orch):
     ids = [orch.submit(SHOW_GPUS + "; sleep 3", run_id=f"burst{i}") for i in range(16)]
     jobs = [orch.wait_state(j, "completed", timeout=120) for j in ids]
     seen = set()
-    for job_id, job in zip(ids, jobs):
+    for job_id, job in zip(ids, jobs, strict=True):
         (node, gpus), = job["allocation"].items()
         assert visible(orch.log(job_id)) == gpus
         assert (node, gpus[0]) not in seen

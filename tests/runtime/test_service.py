@@ -551,7 +551,7 @@ def test_ended_jobs_leave_memory_and_every_read_still_finds_them(tmp_path):
             job_id = await w.submit(run_id=f"old{i}")
             await w.running(job_id)
             w.backend.end(job_id, 1, exit_code=0)
-            await until(lambda: w.job(job_id).state is JobState.COMPLETED)
+            await until(lambda: w.job(job_id).state is JobState.COMPLETED)  # noqa: B023 - awaited here
             done.append(job_id)
         live = await w.submit(run_id="live", gpus=16)
         await w.running(live)

@@ -8,7 +8,6 @@ from tests.orchestration import Harness
 from tests.raycluster import wait_for
 
 
-
 def slot_actors() -> set[str]:
     return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("gpuq-slot-")}
 

@@ -43,7 +43,8 @@ def test_preemption_in_replay_requeues_the_victim():
     assert r.max_wait_s == 110  # the victim restarts when the urgent job ends
 
 
-@pytest.mark.parametrize(("duration", "limit"), [(1, 3600), (3600, 3600), (3601, 7200), (86401, 3 * 86400), (40 * 86400 + 1, 41 * 86400)])
+@pytest.mark.parametrize(("duration", "limit"), [(1, 3600), (3600, 3600), (3601, 7200), (86401, 3 * 86400),
+                                                  (40 * 86400 + 1, 41 * 86400)])
 def test_coarse_time_limits_round_up_as_users_type_them(duration, limit):
     assert time_limit(duration, "coarse") == limit
     assert time_limit(duration, "exact") == duration
