@@ -1,6 +1,6 @@
 """The REST API: a FastAPI app served by Ray Serve, talking to the orchestrator actor.
 
-Shapes follow the seed document (POST /queue/submit, GET /orchestrator/status);
+POST /queue/submit and GET /orchestrator/status keep the API's first shapes (README);
 everything else is added under new paths and keys. The routes are in routes/, one
 module per resource; request bodies in models.py; who may do what in gateway.py
 (tokens: auth.py, what one user sees of another's job: visibility.py, priorities:
@@ -41,12 +41,12 @@ for module in (jobs, cluster, nodes, tokens, ray_jobs, packages, web):
 web.mount(app)
 
 # Each log follower holds a request for its whole life. Serve's default of 5 ongoing
-# requests per replica let five followers freeze the API (issue #12); the handlers
+# requests per replica let five followers freeze the API; the handlers
 # are async and a follower costs little (follow.py), so the bound that matters is the
 # stream cap in limits.py, not Serve's.
 MAX_ONGOING_REQUESTS = 1000
 # The control plane stays on the head, beside the orchestrator and its store: a GPU node's
-# death must not take the API with it (issue #14). The replica is pinned by the head's
+# death must not take the API with it. The replica is pinned by the head's
 # own resource; the proxy that owns the API's address runs on the head only.
 ON_HEAD = {"node:__internal_head__": 0.001}
 

@@ -13,7 +13,7 @@ hundred (measured in docs/BENCHMARKS.md, scripts/bench_abuse.py).
 
 A shared read belongs to the request that started it, and Ray cancels a request's
 calls when its client goes away. So a read that failed is never handed on: whoever
-shares it reads again on their own (measured, #26: the reconnect that `gpuq run` makes
+shares it reads again on their own (measured: the reconnect that `gpuq run` makes
 after Ctrl-C shared the read its first stream had started, and died with it: "lost
 gpuq", exit 3, 3 times in 21). An orchestrator that is briefly unavailable (a restart)
 is waited for; a follower gives up only after FOLLOW_PATIENCE_S of that, and then

@@ -109,7 +109,7 @@ class Body(BaseModel):
 
 
 class SubmitRequest(Body):
-    """A job (the seed's fields and gpuq's), or an array of them."""
+    """A job, or an array of them."""
 
     run_id: Name = Field(description="your name for this run, e.g. experiment-1 (letters, digits, . _ -)")
     command: Annotated[str, StringConstraints(min_length=1, max_length=MAX_COMMAND_CHARS)] = Field(

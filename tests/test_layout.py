@@ -46,3 +46,18 @@ def test_the_api_asks_the_actor_only_what_it_offers():
     for path in ROOT.glob("serve_app/**/*.py"):
         asked |= set(re.findall(r'\bcall\("([a-z_]+)"', path.read_text()))
     assert asked and asked <= set(PUBLIC), asked - set(PUBLIC)
+
+
+def test_the_readmes_layout_names_every_module_and_script():
+    """The README's layout table is where a reader looks for a module: each one, and
+    each script, is named there (by its file name, in its row)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout"):text.index("## Security")]
+    named = set(re.findall(r"([A-Za-z0-9_.-]+\.(?:py|js|html|css))`", layout)) | set(re.findall(r"`([a-z-]+)`", layout))
+    files = [*ROOT.glob("orchestrator/**/*.py"), *ROOT.glob("serve_app/**/*.py"), *ROOT.glob("scripts/*")]
+    missing = sorted(str(p.relative_to(ROOT)) for p in files
+                     if p.is_file() and not p.name.startswith("_") and "__pycache__" not in p.parts
+                     and p.name not in named)
+    assert not missing, f"not in the README's layout table: {missing}"

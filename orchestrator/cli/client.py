@@ -4,7 +4,7 @@ Where: GPUQ_URL (default http://127.0.0.1:8000). Who: GPUQ_TOKEN, else the token
 `$GPUQ_HOME/admin.token` that `gpuq up` writes.
 
 It is the standard library's http.client, not httpx: a CLI command should answer like
-a shell tool (issue #16: 150 ms), and importing httpx costs 50-90 ms on this machine
+a shell tool (150 ms), and importing httpx costs 50-90 ms on this machine
 because it loads its own command line (click and rich) at import. One keep-alive
 connection serves every request of a command.
 """

@@ -240,7 +240,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def status(as_json: JSON_OPT = False) -> None:
-        """Cluster and queue at a glance (the seed's status)."""
+        """Cluster and queue at a glance (GET /orchestrator/status)."""
         s = _run(lambda: _client().get("/orchestrator/status"))
         if as_json:
             console.print_json(json.dumps(s))
@@ -317,7 +317,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _top_view(client: Client):
-    """The seed's dashboard in a terminal: cluster, queue, GPU grid, active jobs, the line."""
+    """The web page's dashboard in a terminal: cluster, queue, GPU grid, active jobs, the line."""
     from rich.console import Group
     from rich.panel import Panel
 

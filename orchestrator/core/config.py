@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orchestrator.core.accounts import multi_user
 from orchestrator.core.errors import InvalidSpec
 from orchestrator.core.paths import gpuq_home
+from orchestrator.core.priority import Priority
 from orchestrator.core.sizes import parse_size
 
 DAY_S = 24 * 3600
@@ -207,8 +208,6 @@ class Config(BaseModel):
     @field_validator("max_priority", "priority_grants")
     @classmethod
     def _priorities(cls, levels: dict[str, str]) -> dict[str, str]:
-        from orchestrator.core.job import Priority
-
         for who, level in levels.items():
             try:
                 Priority.parse(level)

@@ -381,7 +381,7 @@ class Job(BaseModel):
 
 
 def format_allocation(allocation: Allocation) -> str:
-    """The seed's placement notation: `node-1:[0-3], node-2:[4,6]`."""
+    """The placement notation users read: `node-1:[0-3], node-2:[4,6]`."""
     parts = []
     for node, gpus in allocation.items():
         parts.append(f"{node}:[{_ranges(sorted(gpus))}]")

@@ -1,6 +1,6 @@
 """The order in which the policy considers waiting jobs.
 
-Priority level first, always. Within a level the seed's FIFO, refined by tie-breakers
+Priority level first, always. Within a level first come, first served, refined by tie-breakers
 from Slurm's multifactor priority:
 - size: jobs with shorter time limits go first (Slurm's job-size factor, by length), which
   is what cuts the average wait;
@@ -81,7 +81,7 @@ class Line:
 
     def __init__(self) -> None:
         self._groups: dict[tuple[int, str, int], SortedDict] = {}
-        # The same jobs in the seed's plain order (priority, then FIFO): positions, and
+        # The same jobs in plain line order (priority, then FIFO): positions, and
         # the order itself when no tie-breaker is weighted.
         self._fifo: SortedDict = SortedDict()
         self._shapes: Counter[tuple[int, bool]] = Counter()  # (gpus, multi_node) -> jobs waiting

@@ -8,7 +8,7 @@ Rules (gang placement: all of a job's GPUs or none):
    remainder best fit on one more node (12 GPUs on 8-GPU nodes = 8 + 4), one bundle
    per node.
 3. A job that fits on one node spans nodes only if its spec allows it; then it uses
-   as few nodes as it can (the seed's 8-GPU job on node-1:[4-7] + node-2:[0-3]).
+   as few nodes as it can (an 8-GPU job on node-1:[4-7] + node-2:[0-3]).
 
 The same rules answer "where now?" (counts = free GPUs) and "where at time t?" for
 reservations (counts = GPUs free throughout a window), so plans and starts agree.

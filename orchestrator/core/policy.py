@@ -8,7 +8,7 @@ orchestrator and the simulator call this same function; applying the decisions
 
 Named policies (config presets):
 - fifo    strict order: the first job that does not fit blocks every job behind it;
-- greedy  the seed's "skip, try next job": start anything that fits (starves big jobs);
+- greedy  "skip, try the next job": start anything that fits (starves big jobs);
 - easy    EASY backfill: the first job that does not fit gets a reservation, later
           jobs start only if they do not delay it;
 - default priority, then short time limits first with relative aging and fair-share;
@@ -31,6 +31,7 @@ from orchestrator.core.inventory import Allocation
 from orchestrator.core.ordering import OrderWeights, Waiting, in_order
 from orchestrator.core.placement import Counts, can_ever_fit, choose_nodes, pick_gpus
 from orchestrator.core.preemption import Running, victims_for
+from orchestrator.core.priority import Priority
 from orchestrator.core.timeline import INF, Timeline
 
 
@@ -44,7 +45,7 @@ class PolicyName(str, Enum):
 @dataclass(frozen=True)
 class PolicyConfig:
     name: PolicyName = PolicyName.DEFAULT
-    # How many of the jobs that cannot start now get a reservation. 0 = the seed's
+    # How many of the jobs that cannot start now get a reservation. 0 = plain
     # skip-and-try-next (big jobs starve), 1 = EASY, N = conservative for the top N.
     reservation_depth: int = 1
     # False = FIFO: the first job that cannot start blocks all behind it.
@@ -79,8 +80,6 @@ class PolicyConfig:
     @classmethod
     def from_site(cls, site) -> PolicyConfig:
         """The policy a site config (orchestrator.core.config.Config) asks for."""
-        from orchestrator.core.job import Priority
-
         may = {
             int(Priority.parse(who)): frozenset(int(Priority.parse(v)) for v in victims)
             for who, victims in site.preemption.items()

@@ -7,7 +7,7 @@ from typing import Any
 
 
 class Priority(IntEnum):
-    """The seed's four levels. The API accepts the number or the name, shows the number."""
+    """Four levels, LOW to CRITICAL. The API accepts the number or the name, shows the number."""
 
     LOW = 1
     NORMAL = 2

@@ -1,6 +1,6 @@
 """The job queue: every job gpuq knows, and the line of queued jobs in order.
 
-Order is the seed's "sorted by priority, then FIFO": priority descending, then the
+Order is "by priority, then first come, first served": priority descending, then the
 submission sequence number. A job keeps its sequence number for life, so a retried,
 preempted, released or re-prioritised job takes its original place among its peers.
 
@@ -29,7 +29,7 @@ MIN_PREFIX = 4  # shorter is too easy to mistype into someone else's job
 
 @dataclass
 class Stats:
-    """Counters of what the scheduler did since the queue was created (the seed's `stats`)."""
+    """Counters of what the scheduler did since the queue was created (the `stats` of GET /orchestrator/status)."""
 
     jobs_scheduled: int = 0
     jobs_completed: int = 0
@@ -115,11 +115,11 @@ class JobQueue:
         return iter(self._jobs.values())
 
     def queued(self) -> Iterator[Job]:
-        """Queued jobs in the seed's order: priority, then submission."""
+        """Queued jobs in line order: priority, then submission."""
         return iter(self.line.fifo())  # type: ignore[arg-type]
 
     def position(self, job_id: str) -> int | None:
-        """1-based place in line (the seed's `queue_position`); None if not queued (or
+        """1-based place in line (the API's `queue_position`); None if not queued (or
         kept out of the line by its dependencies)."""
         job = self.get(job_id)
         if job.state is not JobState.QUEUED or job_id in self.blocked:
@@ -147,7 +147,7 @@ class JobQueue:
         return {state: self._by_state[state] for state in JobState}
 
     def summary(self) -> dict[str, int]:
-        """The seed's `queue_summary`, plus the states the seed did not have."""
+        """The status's `queue_summary`: a count per state, and the total."""
         c = self._by_state
         return {
             "total_jobs": sum(c.values()),

@@ -29,6 +29,8 @@ import re
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from orchestrator.core.packages import stored_uri
+
 # Ray names uploaded packages gcs://_ray_pkg_<hash>.zip (working_dir, py_modules) or
 # gcs://<wheel file name> (a py_modules wheel).
 PACKAGE_URI = re.compile(r"gcs://[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}\.(zip|whl)")
@@ -157,8 +159,6 @@ def plan(runtime_env: dict | None, owner: str, site) -> dict | None:
     """What the node makes for this env before the command starts (None: nothing): the
     packages, named as they are stored (the owner's, core/packages.py), the pip or uv
     list, and the site's (a Config) settings for making them."""
-    from orchestrator.core.packages import stored_uri
-
     if not runtime_env or not any(k in runtime_env for k in PREPARED):
         return None
     out: dict = {"packages": [], "index_url": site.pip_index_url, "python": site.job_python,

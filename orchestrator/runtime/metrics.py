@@ -8,7 +8,7 @@ scrape target whose values are exactly the orchestrator's.
 Two kinds of series:
 - read at scrape time from the orchestrator's state (ScrapeCollector): jobs by
   state, queue depth, GPUs, each GPU's state, holder and telemetry, usage. Counters
-  among them come from stored totals (the seed's stats, usage), so they survive a
+  among them come from stored totals (the queue's stats, usage), so they survive a
   restart without resetting;
 - observed as things happen (Metrics): queue wait, run time, scheduling-cycle
   latency and decisions. These are histograms and counters since the orchestrator

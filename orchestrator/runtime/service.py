@@ -2,7 +2,7 @@
 
 It runs as the detached asyncio Ray actor `gpuq-orchestrator` (runtime/actor.py): every
 method and the loop run on one event loop, so the pure core (JobQueue, Inventory) needs
-no locks. The loop follows the seed's steps (poll the queue, check resources, allocate,
+no locks. The loop's steps are poll the queue, check resources, allocate,
 launch, monitor) and wakes on submit and job end, and every `loop_interval_s`.
 
 Order of writes, so that a restart never starts a job twice or loses one:

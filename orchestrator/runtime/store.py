@@ -78,7 +78,7 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 # MIGRATIONS[i] takes a store from schema version i to i + 1. Never edit a released step:
-# add one. Version 0 is every store written before versions were kept (up to issue #13),
+# add one. Version 0 is every store written before versions were kept (those of gpuq's first releases),
 # whose tables are exactly SCHEMA_1 (IF NOT EXISTS makes step 1 a no-op for them).
 MIGRATIONS: list[str] = [
     SCHEMA_1,

@@ -1,6 +1,6 @@
-"""What the orchestrator shows: plain dicts in the seed's shapes, for the API and CLI.
+"""What the orchestrator shows: plain dicts in the API's shapes (README, "REST API"), for the API and CLI.
 
-Times are seconds since the epoch (UTC). Keys the seed defines keep its names and
+Times are seconds since the epoch (UTC). Keys of the API's first version keep their names and
 meaning; everything else is added under new keys.
 """
 
@@ -17,7 +17,7 @@ from orchestrator.core.states import JobState
 
 
 def submitted(job: Job, queue: JobQueue) -> dict:
-    """The seed's POST /queue/submit answer."""
+    """POST /queue/submit's answer: success, job_id, status, queue_position."""
     return {
         "success": True,
         "job_id": job.id,
@@ -98,7 +98,7 @@ def line(queue: JobQueue, last: Plan | None, limit: int, waiting_on: dict | None
 
 
 def status(service, ray_up: bool) -> dict:
-    """The seed's GET /orchestrator/status, plus extras under new keys."""
+    """GET /orchestrator/status: queue and resource summaries, running jobs, stats, and `details`."""
     inv: Inventory = service.inventory
     q: JobQueue = service.queue
     s = q.stats
@@ -143,7 +143,7 @@ def status(service, ray_up: bool) -> dict:
 
 
 def queue_wait(queue: JobQueue, now: float) -> dict:
-    """How long the jobs in line now have waited: the seed's "Queue Wait Time (avg, max)"."""
+    """How long the jobs in line now have waited: the dashboard's "Queue Wait Time (avg, max)"."""
     waits = [now - j.state_times.get(JobState.QUEUED, j.submitted_at) for j in queue.queued()]
     return {"avg_s": sum(waits) / len(waits) if waits else 0.0, "max_s": max(waits, default=0.0), "jobs": len(waits)}
 

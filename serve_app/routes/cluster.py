@@ -1,4 +1,4 @@
-"""The cluster as a whole: health, the seed's status, resources, metrics, usage, the
+"""The cluster as a whole: health, the status, resources, metrics, usage, the
 page's chart, who a token is, and the audit trail (admins)."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ async def healthz(gw: Gateway = Depends(gateway)):
 
 @router.get("/orchestrator/status")
 async def status(_=Depends(reader), gw: Gateway = Depends(gateway)):
-    """The seed's status: the queue, GPUs, running jobs and counters."""
+    """The status: the queue, GPUs, running jobs and counters."""
     return await gw.call("status")
 
 

@@ -1,4 +1,4 @@
-"""Jobs: submit (the seed's POST /queue/submit), the line, listings, one job, its
+"""Jobs: submit (POST /queue/submit), the line, listings, one job, its
 changes (cancel, hold, release, priority) and its output.
 
 A job id in a path may be a unique prefix of at least 4 characters, as `gpuq jobs`
@@ -30,7 +30,7 @@ async def submit(spec: Annotated[SubmitRequest, Body()], who: Principal = Depend
                  gw: Gateway = Depends(gateway),
                  idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                                max_length=MAX_KEY_CHARS)] = None):
-    """Submit a job (the seed's body and answer). `user` defaults to the token's user.
+    """Submit a job. `user` defaults to the token's user.
     An `Idempotency-Key` header makes a retried submit return the first job."""
     fields = spec.fields()
     fields.setdefault("user", who.user)
