@@ -39,7 +39,7 @@ class Lab:
         self.reserved: tuple[str, ...] = ()  # carried from cycle to cycle, as the service does
 
     def submit(self, run_id, user="alice", gpus=1, priority=2, now=0.0, **extra):
-        return self.queue.submit(make_spec(run_id, user, gpus, priority, **extra), now=now)
+        return self.queue.enqueue(make_spec(run_id, user, gpus, priority, **extra), now=now)
 
     def snapshot(self, now):
         from orchestrator.core.snapshot import snapshot_of
@@ -57,7 +57,7 @@ class Lab:
             self.reserved = tuple(decided.reservations)
             effects = lifecycle.apply_plan(self.queue, self.inventory, decided, now)
             for victim in effects.stop:
-                self.inventory.release(victim.id)
+                self.inventory.give_back(victim.id)
                 lifecycle.run_ended(self.queue, victim, None, now)
             for job in effects.launch:
                 self.queue.allocate(job.id, now)
@@ -65,7 +65,7 @@ class Lab:
         return decided
 
     def finish(self, job, now):
-        self.inventory.release(job.id)
+        self.inventory.give_back(job.id)
         self.queue.complete(job.id, now)
 
     def by_label(self, label):

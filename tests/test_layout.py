@@ -28,7 +28,7 @@ def test_no_module_is_over_400_lines_unless_its_opening_says_why():
 def test_state_names_elsewhere_are_exactly_the_tables():
     from orchestrator.cli.jobs import STATE_COLOURS
     from orchestrator.core.states import JobState
-    from serve_app.rayjobs import STATUS
+    from serve_app.ray_mapping import STATUS
 
     names = {s.value for s in JobState}
     assert set(STATUS) == names  # Ray's status for each of gpuq's states

@@ -142,7 +142,7 @@ class Inventory:
             slot.state, slot.job_id = SlotState.ALLOCATED, job_id
         self._by_job[job_id] = {n: sorted(g) for n, g in allocation.items() if g}
 
-    def release(self, job_id: str) -> Allocation:
+    def give_back(self, job_id: str) -> Allocation:
         """Give back every GPU `job_id` holds; returns what it held."""
         alloc = self._by_job.pop(job_id, None)
         if alloc is None:

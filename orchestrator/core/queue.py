@@ -164,7 +164,7 @@ class JobQueue:
 
     # --- changing ------------------------------------------------------------------
 
-    def submit(self, spec: JobSpec, now: float, job_id: str | None = None) -> Job:
+    def enqueue(self, spec: JobSpec, now: float, job_id: str | None = None) -> Job:
         """Enqueue a validated spec at the back of its priority level."""
         if job_id is not None and job_id in self._jobs:
             raise DuplicateJob(job_id)

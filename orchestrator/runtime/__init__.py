@@ -4,7 +4,7 @@ fleet, metrics and accounting.
 
 Where Ray is used: the backend (backend.py, quarantine.py) is the one place the
 service places and starts things on Ray. The Ray actors themselves (actor.py, runner.py,
-agent.py), their discovery (nodes.py), Ray's package store (envs.py), starting Ray
+agent.py), their discovery (nodes.py), Ray's package store (packagestore.py), starting Ray
 (localcluster.py, rollout.py) and a Ray job's own cluster (raycluster.py, jobpython.py)
 import it too, each for its own part.
 

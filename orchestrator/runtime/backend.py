@@ -33,7 +33,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, placement_
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from orchestrator.core import rayjob
-from orchestrator.runtime import envs
+from orchestrator.runtime import packagestore
 from orchestrator.runtime.agent import NodeAgent, agent_name
 from orchestrator.runtime.names import NAMESPACE
 from orchestrator.runtime.nodes import NODE_SHARE, NodeInfo, discover_nodes
@@ -214,18 +214,18 @@ class RayBackend(Quarantine):
             if now - slot.parked_at > self.slot_idle_s:
                 self.discard(slot)
 
-    # Runtime-env packages in Ray's store (runtime/envs.py), by their stored names.
+    # Runtime-env packages in Ray's store (runtime/packagestore.py), by their stored names.
     def keep_packages(self, uris: set[str], keep_s: int) -> None:
-        envs.keep_packages(uris, keep_s)
+        packagestore.keep_packages(uris, keep_s)
 
     def package_exists(self, stored: str, keep_s: int) -> bool:
-        return envs.package_exists(stored, keep_s)
+        return packagestore.package_exists(stored, keep_s)
 
     def package_get(self, stored: str) -> bytes | None:
-        return envs.package_get(stored)
+        return packagestore.package_get(stored)
 
     def package_put(self, stored: str, data: bytes, keep_s: int) -> None:
-        envs.package_put(stored, data, keep_s)
+        packagestore.package_put(stored, data, keep_s)
 
     def runner(self, name: str):
         slot = self.slots.get(name)
@@ -282,7 +282,7 @@ class RayBackend(Quarantine):
         infos = list(await asyncio.gather(*calls))
         failed = [i["setup_failed"] for i in infos if "setup_failed" in i]
         if failed:
-            raise envs.RuntimeEnvFailed(failed[0])
+            raise packagestore.RuntimeEnvFailed(failed[0])
         return infos
 
     async def wait(self, name: str, job_id: str, attempt: int, rank: int) -> dict | None:

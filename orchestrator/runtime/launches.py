@@ -15,7 +15,7 @@ from orchestrator.core import lifecycle, rayjob, runtime_env
 from orchestrator.core.accounts import account_for
 from orchestrator.core.job import Job
 from orchestrator.core.states import JobState
-from orchestrator.runtime.envs import SETUP_FAILED, RuntimeEnvFailed
+from orchestrator.runtime.packagestore import SETUP_FAILED, RuntimeEnvFailed
 
 log = logging.getLogger("gpuq.orchestrator")
 

@@ -20,7 +20,7 @@ from orchestrator.core import joblog
 from orchestrator.core.errors import GpuqError, InvalidSpec
 from orchestrator.core.job import Job
 from orchestrator.core.submission import MAX_LOG_OFFSET
-from orchestrator.runtime.envs import SETUP_FAILED
+from orchestrator.runtime.packagestore import SETUP_FAILED
 
 
 class LogUnreachable(GpuqError):

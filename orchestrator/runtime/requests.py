@@ -84,7 +84,7 @@ class Requests:
         job = None
         try:
             self.may_queue(parsed.user, 1)
-            job = self.queue.submit(parsed, self.clock())
+            job = self.queue.enqueue(parsed, self.clock())
             job.idempotency_key = idempotency_key
             self.depends([job])
             await self.save([job], audit=[audit(self.clock(), by, "submit", job.id, user=parsed.user,
@@ -136,7 +136,7 @@ class Requests:
             for i in indices:
                 spec = parsed.model_copy(update={"run_id": f"{base}_{i}",
                                                  "env": {**parsed.env, "GPUQ_ARRAY_INDEX": str(i)}})
-                jobs.append(self.queue.submit(spec, now))
+                jobs.append(self.queue.enqueue(spec, now))
                 self.queue.join_array(jobs[-1], array_id, i)
             self.depends(jobs)
             jobs[0].idempotency_key = key

@@ -12,7 +12,7 @@ the path of its token) nor its command line (which every user of the node can re
 
 A runner is root's (in a multi-user install) and is made with no runtime env of any
 job: a user's package on its PYTHONPATH would run as root in it. It fetches a job's
-packages from Ray's store as bytes into the node's package cache (runtime/envs.py) and
+packages from Ray's store as bytes into the node's package cache (runtime/packagestore.py) and
 hands them to the supervisor open; the user's own process unpacks them.
 
 Slots are reused: when a job ends its slot is parked, and the next job of the same
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import ray
 
-from orchestrator.runtime import cgroups, envs
+from orchestrator.runtime import cgroups, packagestore
 from orchestrator.runtime.jobfiles import job_dir
 from orchestrator.runtime.launcher import Launched, Launcher
 
@@ -120,9 +120,9 @@ class Runner:
         fds: list[int] = []
         try:
             for package in plan.get("packages", []):
-                fds.append(envs.open_package(package["stored"], Path(self.data_root) / self.node / "packages",
+                fds.append(packagestore.open_package(package["stored"], Path(self.data_root) / self.node / "packages",
                                              int(plan.get("keep_s") or 3600), package["uri"]))
-        except envs.RuntimeEnvFailed as e:
+        except packagestore.RuntimeEnvFailed as e:
             for fd in fds:
                 os.close(fd)
             return {"setup_failed": str(e)}

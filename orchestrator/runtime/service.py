@@ -349,7 +349,7 @@ class OrchestratorService(Requests, Launches, Bulk, Dependents):
     def give_back(self, job: Job) -> None:
         """Give the job's GPUs back and forget any stop owed to it."""
         if self.inventory.allocation_of(job.id) is not None:
-            self.inventory.release(job.id)
+            self.inventory.give_back(job.id)
         self.stopping.discard(job.id)
         self.evicting.pop(job.id, None)  # a launch given up, or a job ended: no stop is owed
 

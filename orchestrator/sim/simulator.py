@@ -155,7 +155,7 @@ def simulate(
             job = by_id[job_id]
             if job.run != run or job_id not in running:
                 continue  # the run this event belonged to was preempted
-            inventory.release(job_id)
+            inventory.give_back(job_id)
             del running[job_id]
             job.state, job.end = JobState.COMPLETED, now
             done += 1
@@ -192,7 +192,7 @@ def simulate(
                 break  # most cycles decide nothing: skip the bookkeeping (the replay's hot path)
             effects = lifecycle.apply_plan(moves, inventory, decided, now)
             for victim in effects.stop:  # no runner to wait for: its GPUs come back now
-                inventory.release(victim.id)
+                inventory.give_back(victim.id)
                 del running[victim.id]
                 victim.run += 1
                 victim.start = None

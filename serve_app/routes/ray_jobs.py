@@ -1,4 +1,4 @@
-"""Ray's Jobs API on gpuq (the mapping is in serve_app/rayjobs.py): what `ray job
+"""Ray's Jobs API on gpuq (the mapping is in serve_app/ray_mapping.py): what `ray job
 submit/status/logs/stop/list` and JobSubmissionClient call."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import ray
 from fastapi import APIRouter, Depends, Path, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
-from serve_app import rayjobs
+from serve_app import ray_mapping
 from serve_app.auth import Principal
 from serve_app.errors import ERRORS, ApiError
 from serve_app.gateway import Gateway, gateway, reader, writer
@@ -31,7 +31,7 @@ async def version():
 
 @router.post("/jobs/")
 async def submit(req: RaySubmitRequest, who: Principal = Depends(writer), gw: Gateway = Depends(gateway)):
-    spec, key = rayjobs.spec_from_ray(req, who.user, bool(gw.site.get("ray_jobs_api_ray", True)))
+    spec, key = ray_mapping.spec_from_ray(req, who.user, bool(gw.site.get("ray_jobs_api_ray", True)))
     if not who.may_act_for(spec["user"]):
         raise ApiError(403, f"you are {who.user}: you may submit only as yourself")
     try:
@@ -45,12 +45,12 @@ async def submit(req: RaySubmitRequest, who: Principal = Depends(writer), gw: Ga
 async def listing(who: Principal | None = Depends(reader), gw: Gateway = Depends(gateway)):
     """The newest 500 jobs as Ray's JobDetails, in one call to the orchestrator."""
     listed = await gw.call("list_jobs", None, None, RAY_LIST_LIMIT, 0, True)
-    return [rayjobs.details(job_for(who, j)) for j in listed["jobs"]]
+    return [ray_mapping.details(job_for(who, j)) for j in listed["jobs"]]
 
 
 @router.get("/jobs/{job_id}")
 async def info(job_id: JobId, who: Principal | None = Depends(reader), gw: Gateway = Depends(gateway)):
-    return rayjobs.details(job_for(who, await gw.call("get_job", job_id)))
+    return ray_mapping.details(job_for(who, await gw.call("get_job", job_id)))
 
 
 @router.get("/jobs/{job_id}/logs")
@@ -63,7 +63,7 @@ async def logs(job_id: JobId, who: Principal | None = Depends(reader), gw: Gatew
 @router.post("/jobs/{job_id}/stop")
 async def stop(job_id: JobId, who: Principal = Depends(writer), gw: Gateway = Depends(gateway)):
     job = await gw.owner_or_admin(who, job_id, "change it")
-    if rayjobs.STATUS[job["state"]] in rayjobs.TERMINAL:
+    if ray_mapping.STATUS[job["state"]] in ray_mapping.TERMINAL:
         return {"stopped": False}
     await gw.call("cancel", job["id"], f"stopped by {who.user} (ray job stop)", who.caller)
     return {"stopped": True}

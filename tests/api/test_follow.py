@@ -27,7 +27,7 @@ class Job:
     def __init__(self):
         self.queue = JobQueue()
         spec = JobSpec.parse({"run_id": "r", "user": "alice", "command": "x", "gpu_count": 1, "max_retries": 10})
-        self.id = self.queue.submit(spec, 0.0).id
+        self.id = self.queue.enqueue(spec, 0.0).id
         self.files: dict[int, bytearray] = {}
         self.output = Output(self)
         self.start()

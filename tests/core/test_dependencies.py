@@ -43,7 +43,7 @@ def run_to(q: JobQueue, job, end: str):
 ])
 def test_each_kind_against_each_end(kind, target, met, never):
     q = JobQueue()
-    job = q.submit(make_spec("target", "alice", 1, "NORMAL"), now=0.0)
+    job = q.enqueue(make_spec("target", "alice", 1, "NORMAL"), now=0.0)
     if target == "cancelled":
         q.cancel(job.id, 1.0)
     elif target != "queued":
@@ -56,7 +56,7 @@ def test_each_kind_against_each_end(kind, target, met, never):
 
 def test_an_array_is_met_when_every_member_is():
     q = JobQueue()
-    members = [q.submit(make_spec(f"a_{i}", "alice", 1, "NORMAL"), now=float(i)) for i in range(3)]
+    members = [q.enqueue(make_spec(f"a_{i}", "alice", 1, "NORMAL"), now=float(i)) for i in range(3)]
     for i, m in enumerate(members):
         q.join_array(m, "arr000000001", i)
     run_to(q, members[0], "completed")

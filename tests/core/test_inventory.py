@@ -18,7 +18,7 @@ def test_slots_are_named_by_node_and_index(inv):
 def test_allocate_and_release_round_trip(inv):
     inv.allocate("j1", {"gmi-node-1": [0, 1], "gmi-node-2": [5]})
     assert inv.holder("gmi-node-2", 5) == "j1" and inv.allocated_count() == 3
-    assert inv.release("j1") == {"gmi-node-1": [0, 1], "gmi-node-2": [5]}
+    assert inv.give_back("j1") == {"gmi-node-1": [0, 1], "gmi-node-2": [5]}
     assert inv.free_count() == 16
     inv.check()
 
@@ -52,7 +52,7 @@ def test_unhealthy_gpu_cannot_be_allocated(inv):
 def test_gpu_failing_under_a_job_names_the_job_and_stays_out_after_release(inv):
     inv.allocate("j1", {"gmi-node-2": [3, 4]})
     assert inv.set_out_of_service("gmi-node-2", 3, SlotState.UNHEALTHY) == "j1"
-    inv.release("j1")
+    inv.give_back("j1")
     assert inv.nodes["gmi-node-2"][3].state is SlotState.UNHEALTHY
     assert inv.nodes["gmi-node-2"][4].state is SlotState.FREE
     inv.return_to_service("gmi-node-2", 3)
@@ -62,7 +62,7 @@ def test_gpu_failing_under_a_job_names_the_job_and_stays_out_after_release(inv):
 
 def test_release_of_a_job_without_gpus_is_an_error(inv):
     with pytest.raises(AllocationError, match="holds no GPUs"):
-        inv.release("ghost")
+        inv.give_back("ghost")
 
 
 def test_rebind_follows_what_ray_bound_and_moves_a_planned_neighbour(inv):

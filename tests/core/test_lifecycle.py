@@ -21,7 +21,7 @@ def world():
 
 def running(world, now=10.0, gpus=2, **spec):
     queue, inventory = world
-    job = queue.submit(make_spec(gpus=gpus, **spec), now=0.0)
+    job = queue.enqueue(make_spec(gpus=gpus, **spec), now=0.0)
     node, free = next((n, f) for n, f in inventory.free().items() if len(f) >= gpus)
     alloc = {node: list(free)[:gpus]}
     lifecycle.apply_plan(queue, inventory, Plan(starts=[Start(job.id, alloc)]), now)
@@ -39,7 +39,7 @@ def ok(code=0):
 
 def test_a_start_is_scheduled_on_its_gpus_and_must_be_launched(world):
     queue, inventory = world
-    job = queue.submit(make_spec(gpus=3), now=0.0)
+    job = queue.enqueue(make_spec(gpus=3), now=0.0)
     effects = lifecycle.apply_plan(queue, inventory, Plan(starts=[Start(job.id, {"gmi-node-2": [0, 1, 2]})]), 5.0)
     assert job.state is JobState.SCHEDULED and inventory.allocation_of(job.id) == {"gmi-node-2": [0, 1, 2]}
     assert effects.launch == [job] and effects.save == [job] and not effects.stop
@@ -56,9 +56,9 @@ def test_a_victim_is_preempted_keeps_its_gpus_until_it_is_gone_and_must_be_stopp
 def test_a_preempted_job_goes_back_in_line_in_its_place_when_its_processes_are_gone(world):
     queue, inventory = world
     victim = running(world)
-    later = queue.submit(make_spec(run_id="later"), now=15.0)
+    later = queue.enqueue(make_spec(run_id="later"), now=15.0)
     lifecycle.apply_plan(queue, inventory, Plan(preemptions=[Preempt(victim.id, "x", "for x")]), 20.0)
-    inventory.release(victim.id)
+    inventory.give_back(victim.id)
     lifecycle.run_ended(queue, victim, lifecycle.classify([None], None, lambda r: None, "alice"), 21.0)
     assert victim.state is JobState.QUEUED and victim.retries == 0
     assert [j.id for j in queue.queued()] == [victim.id, later.id]  # its submission order, not its return
@@ -149,20 +149,20 @@ def test_a_cancelled_job_stays_cancelled_when_its_processes_are_gone(world):
 
 def test_eviction_requeues_a_job_not_yet_on_ray_and_stops_a_running_one(world):
     queue, inventory = world
-    scheduled = queue.submit(make_spec(), now=0.0)
+    scheduled = queue.enqueue(make_spec(), now=0.0)
     lifecycle.apply_plan(queue, inventory, Plan(starts=[Start(scheduled.id, {"gmi-node-1": [7]})]), 1.0)
     effects, stopping = lifecycle.evict(queue, scheduled, "drained", 2.0)
     assert scheduled.state is JobState.QUEUED and not stopping and effects.save == [scheduled]
     job = running(world)
     effects, stopping = lifecycle.evict(queue, job, "GPU unhealthy", 3.0)
     assert stopping and effects.stop == [job] and job.state is JobState.RUNNING  # it ends as EVICTED later
-    waiting = queue.submit(make_spec(), now=0.0)
+    waiting = queue.enqueue(make_spec(), now=0.0)
     assert lifecycle.evict(queue, waiting, "drained", 4.0) == (lifecycle.Effects(), False)
 
 
 def test_a_placement_that_timed_out_goes_back_in_line_and_is_not_a_failure(world):
     queue, inventory = world
-    job = queue.submit(make_spec(max_retries=0), now=0.0)
+    job = queue.enqueue(make_spec(max_retries=0), now=0.0)
     lifecycle.apply_plan(queue, inventory, Plan(starts=[Start(job.id, {"gmi-node-1": [0]})]), 1.0)
     queue.allocate(job.id, 1.0)
     lifecycle.placement_timed_out(queue, job, 60, 61.0)
@@ -172,7 +172,7 @@ def test_a_placement_that_timed_out_goes_back_in_line_and_is_not_a_failure(world
 
 def test_a_failed_launch_is_an_infrastructure_failure_retried_for_free(world):
     queue, inventory = world
-    job = queue.submit(make_spec(max_retries=0), now=0.0)
+    job = queue.enqueue(make_spec(max_retries=0), now=0.0)
     lifecycle.apply_plan(queue, inventory, Plan(starts=[Start(job.id, {"gmi-node-1": [0]})]), 1.0)
     queue.allocate(job.id, 1.0)
     lifecycle.launch_failed(queue, job, "runner died", 2.0)
@@ -182,7 +182,7 @@ def test_a_failed_launch_is_an_infrastructure_failure_retried_for_free(world):
 
 def test_a_launch_a_restart_cut_short_goes_back_in_line_and_a_running_job_is_left_alone(world):
     queue, inventory = world
-    job = queue.submit(make_spec(max_retries=0), now=0.0)
+    job = queue.enqueue(make_spec(max_retries=0), now=0.0)
     lifecycle.apply_plan(queue, inventory, Plan(starts=[Start(job.id, {"gmi-node-1": [0]})]), 1.0)
     effects = lifecycle.not_started(queue, job, "orchestrator restarted before launch", 2.0)
     assert job.state is JobState.QUEUED and effects.save == [job] and job.retries == 0

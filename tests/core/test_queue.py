@@ -12,7 +12,7 @@ from tests.support import SEED_T0, make_spec
 def submit_seed(queue: JobQueue, order=SEED_T0) -> dict[str, str]:
     ids = {}
     for t, (run_id, user, gpus, prio) in enumerate(order):
-        ids[run_id] = queue.submit(make_spec(run_id, user, gpus, prio), now=float(t)).id
+        ids[run_id] = queue.enqueue(make_spec(run_id, user, gpus, prio), now=float(t)).id
     return ids
 
 
@@ -54,17 +54,17 @@ def test_seed_t1_remaining_queue_after_three_start(queue):
 
 def test_seed_submit_example_gets_position_three(queue):
     # The seed's /queue/submit answer shows queue_position 3 for a HIGH job behind two others.
-    queue.submit(make_spec("a", priority=4), now=0)
-    queue.submit(make_spec("b", priority=3), now=1)
-    queue.submit(make_spec("c", priority=2), now=2)
-    job = queue.submit(make_spec("experiment-1", gpus=4, priority=3), now=3)
+    queue.enqueue(make_spec("a", priority=4), now=0)
+    queue.enqueue(make_spec("b", priority=3), now=1)
+    queue.enqueue(make_spec("c", priority=2), now=2)
+    job = queue.enqueue(make_spec("experiment-1", gpus=4, priority=3), now=3)
     assert queue.position(job.id) == 3
 
 
 def test_new_job_has_uuid4_id_and_a_submit_event(queue):
     import uuid
 
-    job = queue.submit(make_spec(), now=5.0)
+    job = queue.enqueue(make_spec(), now=5.0)
     assert uuid.UUID(job.id).version == 4
     assert job.state is JobState.QUEUED
     assert job.state_times == {JobState.QUEUED: 5.0}
@@ -72,7 +72,7 @@ def test_new_job_has_uuid4_id_and_a_submit_event(queue):
 
 
 def test_full_lifecycle_records_every_state_and_event(queue):
-    job = queue.submit(make_spec(), now=0)
+    job = queue.enqueue(make_spec(), now=0)
     queue.schedule(job.id, 1, {"gmi-node-2": [3]})
     queue.allocate(job.id, 2)
     queue.start(job.id, 3, {"gmi-node-2": [5]})
@@ -86,8 +86,8 @@ def test_full_lifecycle_records_every_state_and_event(queue):
 
 
 def test_retry_returns_the_job_to_its_original_place_with_its_priority(queue):
-    first = queue.submit(make_spec("first", priority=2), now=0)
-    later = [queue.submit(make_spec(f"later-{i}", priority=2), now=1 + i).id for i in range(3)]
+    first = queue.enqueue(make_spec("first", priority=2), now=0)
+    later = [queue.enqueue(make_spec(f"later-{i}", priority=2), now=1 + i).id for i in range(3)]
     run(queue, first.id)
     queue.fail(first.id, 20, "command failed", exit_code=3)
     assert first.exit_code == 3 and first.failure_reason == "command failed"
@@ -98,7 +98,7 @@ def test_retry_returns_the_job_to_its_original_place_with_its_priority(queue):
 
 
 def test_retries_stop_when_the_budget_is_spent(queue):
-    job = queue.submit(make_spec(max_retries=2), now=0)
+    job = queue.enqueue(make_spec(max_retries=2), now=0)
     for attempt in range(3):
         run(queue, job.id)
         queue.fail(job.id, 1, "command failed", exit_code=1)
@@ -112,7 +112,7 @@ def test_retries_stop_when_the_budget_is_spent(queue):
 
 
 def test_infrastructure_failure_is_retried_without_using_a_retry(queue):
-    job = queue.submit(make_spec(max_retries=0), now=0)
+    job = queue.enqueue(make_spec(max_retries=0), now=0)
     run(queue, job.id)
     queue.fail(job.id, 1, "node lost", infrastructure=True)
     assert queue.can_retry(job.id)
@@ -121,8 +121,8 @@ def test_infrastructure_failure_is_retried_without_using_a_retry(queue):
 
 
 def test_preempted_job_requeues_in_its_place_without_counting_a_retry(queue):
-    victim = queue.submit(make_spec("victim", priority=1), now=0)
-    queue.submit(make_spec("other", priority=1), now=1)
+    victim = queue.enqueue(make_spec("victim", priority=1), now=0)
+    queue.enqueue(make_spec("other", priority=1), now=1)
     run(queue, victim.id)
     queue.preempt(victim.id, 5, "preempted by job-9 (CRITICAL)")
     queue.requeue(victim.id, 5, "preempted")
@@ -132,7 +132,7 @@ def test_preempted_job_requeues_in_its_place_without_counting_a_retry(queue):
 
 
 def test_placement_timeout_returns_an_allocating_job_to_the_queue(queue):
-    job = queue.submit(make_spec(), now=0)
+    job = queue.enqueue(make_spec(), now=0)
     queue.schedule(job.id, 1, {"gmi-node-1": [0]})
     queue.allocate(job.id, 1)
     queue.requeue(job.id, 31, "placement timed out after 30 s")
@@ -150,10 +150,10 @@ def test_held_job_leaves_the_line_and_release_restores_its_place(queue):
 
 
 def test_cancel_works_from_every_unfinished_state(queue):
-    queued = queue.submit(make_spec("q"), now=0)
-    held = queue.submit(make_spec("h"), now=0)
+    queued = queue.enqueue(make_spec("q"), now=0)
+    held = queue.enqueue(make_spec("h"), now=0)
     queue.hold(held.id, 1)
-    running = queue.submit(make_spec("r"), now=0)
+    running = queue.enqueue(make_spec("r"), now=0)
     run(queue, running.id)
     for job in (queued, held, running):
         queue.cancel(job.id, 2, "cancelled by alice")
@@ -162,7 +162,7 @@ def test_cancel_works_from_every_unfinished_state(queue):
 
 
 def test_illegal_transition_changes_nothing(queue):
-    job = queue.submit(make_spec(), now=0)
+    job = queue.enqueue(make_spec(), now=0)
     run(queue, job.id)
     queue.complete(job.id, 1)
     before = job.model_copy(deep=True)
@@ -173,7 +173,7 @@ def test_illegal_transition_changes_nothing(queue):
 
 
 def test_hold_is_only_for_queued_jobs(queue):
-    job = queue.submit(make_spec(), now=0)
+    job = queue.enqueue(make_spec(), now=0)
     run(queue, job.id)
     with pytest.raises(IllegalTransition, match="cannot hold"):
         queue.hold(job.id, 1)
@@ -190,7 +190,7 @@ def test_reprioritise_moves_the_job_and_keeps_its_fifo_order(queue):
 
 
 def test_reprioritise_of_a_finished_job_is_refused(queue):
-    job = queue.submit(make_spec(), now=0)
+    job = queue.enqueue(make_spec(), now=0)
     queue.cancel(job.id, 1)
     with pytest.raises(IllegalTransition, match="change the priority of"):
         queue.set_priority(job.id, 4, now=2)
@@ -203,9 +203,9 @@ def test_unknown_job_is_a_named_error(queue):
 
 
 def test_duplicate_id_is_refused(queue):
-    queue.submit(make_spec(), now=0, job_id="fixed")
+    queue.enqueue(make_spec(), now=0, job_id="fixed")
     with pytest.raises(DuplicateJob):
-        queue.submit(make_spec(), now=0, job_id="fixed")
+        queue.enqueue(make_spec(), now=0, job_id="fixed")
     assert len(queue) == 1
 
 
@@ -217,7 +217,7 @@ def test_restore_rebuilds_order_and_continues_the_sequence(queue):
         fresh.restore(job.model_copy(deep=True))
     assert line(fresh) == line(queue)
     assert fresh.summary() == queue.summary()
-    assert fresh.submit(make_spec("next"), now=9).seq == 6
+    assert fresh.enqueue(make_spec("next"), now=9).seq == 6
 
 
 def test_status_summary_matches_the_seed_keys(queue):

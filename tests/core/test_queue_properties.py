@@ -33,7 +33,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(priority=st.integers(1, 4), max_retries=st.integers(0, 2))
     def submit(self, priority, max_retries):
-        job = self.queue.submit(make_spec(priority=priority, max_retries=max_retries), now=self.tick())
+        job = self.queue.enqueue(make_spec(priority=priority, max_retries=max_retries), now=self.tick())
         self.model[job.id] = dict(state=JobState.QUEUED, priority=priority, seq=job.seq, retries=0,
                                   max_retries=max_retries, infra=False)
 

@@ -12,7 +12,7 @@ from tests.support import make_spec
 def array(queue: JobQueue, run_id: str, user: str, n: int, array_id: str) -> list:
     jobs = []
     for i in range(n):
-        job = queue.submit(make_spec(f"{run_id}_{i}", user, 1, "NORMAL"), now=float(i))
+        job = queue.enqueue(make_spec(f"{run_id}_{i}", user, 1, "NORMAL"), now=float(i))
         queue.join_array(job, array_id, i)
         jobs.append(job)
     return jobs
@@ -23,7 +23,7 @@ def lab():
     q = JobQueue()
     sweep = array(q, "sweep", "alice", 5, "arr0123456789")
     other = array(q, "other", "bob", 3, "arrfedcba9876")
-    solo = q.submit(make_spec("solo", "alice", 2, "HIGH"), now=9.0)
+    solo = q.enqueue(make_spec("solo", "alice", 2, "HIGH"), now=9.0)
     q.hold(sweep[4].id, 10.0)
     return q, sweep, other, solo
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from orchestrator.runtime.envs import RuntimeEnvFailed
 from orchestrator.runtime.nodes import NodeInfo
+from orchestrator.runtime.packagestore import RuntimeEnvFailed
 
 NODES = {"gmi-node-1": 8, "gmi-node-2": 8}
 

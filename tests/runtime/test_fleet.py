@@ -17,7 +17,7 @@ def test_an_unhealthy_gpu_under_a_job_names_the_job_and_stays_out_after_release(
     fleet.inventory.allocate("job-a", {"gmi-node-2": [2, 3]})
     holders = fleet.take_out("gmi-node-2", [3], "unhealthy", "XID 79", "gpuq", now=1.0)
     assert holders == {"job-a": [3]}
-    fleet.inventory.release("job-a")
+    fleet.inventory.give_back("job-a")
     assert fleet.inventory.free()["gmi-node-2"] == [0, 1, 2, 4, 5, 6, 7]
     assert fleet.quarantined() == {"gmi-node-2": {3}}
 
@@ -62,7 +62,7 @@ def test_a_lost_node_is_down_with_its_jobs_named_and_nothing_of_it_is_free(fleet
     fleet.take_out("gmi-node-1", [7], "drained", "fan", "root", now=1.0)
     assert fleet.node_lost("gmi-node-1", "raylet dead", now=2.0) == ["job-a"]
     assert fleet.node_lost("gmi-node-1", "again", now=3.0) == []  # once
-    fleet.inventory.release("job-a")
+    fleet.inventory.give_back("job-a")
     assert [s.shown for s in fleet.inventory.nodes["gmi-node-1"]] == ["down"] * 7 + ["drained"]
     assert fleet.inventory.free()["gmi-node-1"] == [] and fleet.quarantined() == {}
     assert [f.node for f in fleet.silence(now=1000.0)] == ["gmi-node-2"]  # down is not also unhealthy
