@@ -21,8 +21,6 @@ active-jobs table needs (at most one per GPU at a time).
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -95,7 +93,7 @@ class ScrapeCollector:
         return []  # computed on collect: nothing to check at registration
 
     def collect(self):
-        svc, now = self.svc, time.time()
+        svc, now = self.svc, self.svc.clock()
         inv, queue, fleet = svc.inventory, svc.queue, svc.fleet
         yield from self._jobs(queue, now)
 

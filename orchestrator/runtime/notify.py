@@ -33,6 +33,7 @@ import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -119,8 +120,9 @@ class Outbox:
 
 class Notifier:
     def __init__(self, hooks: list[Webhook], buffer: int, retry_for_s: float, on_drop=None,
-                 max_wait_s: float = 30.0):
+                 max_wait_s: float = 30.0, clock: Callable[[], float] = time.time):
         self.hooks = hooks  # each named (Config)
+        self.clock = clock  # the service's: when each delivery was made or dropped
         self.retry_for_s, self.max_wait_s = retry_for_s, max_wait_s
         self.queues = {h.name: Outbox(buffer) for h in self.hooks}
         self.ready = {h.name: asyncio.Event() for h in self.hooks}
@@ -129,10 +131,10 @@ class Notifier:
         self.states: dict[str, JobState] = {}  # the state each job was last seen in
 
     @classmethod
-    def for_site(cls, site, on_drop, jobs) -> Notifier:
+    def for_site(cls, site, on_drop, jobs, clock: Callable[[], float] = time.time) -> Notifier:
         """The site's webhooks; `jobs` as loaded (their states are not news)."""
         notifier = cls(site.webhooks, site.webhook_buffer, site.webhook_retry_for_s, on_drop,
-                       site.webhook_retry_max_wait_s)
+                       site.webhook_retry_max_wait_s, clock)
         notifier.seen(jobs)
         return notifier
 
@@ -172,7 +174,7 @@ class Notifier:
             if dropped is not None:  # that owner's oldest went, and that is said
                 self.on_drop(hook.name)
                 self.recent.append({"webhook": hook.name, "event": dropped["event"], "delivery": dropped["delivery"],
-                                    "result": "dropped: the webhook's buffer was full", "at": time.time()})
+                                    "result": "dropped: the webhook's buffer was full", "at": self.clock()})
             self.ready[hook.name].set()
 
     async def _deliver_all(self, hook: Webhook) -> None:
@@ -187,7 +189,7 @@ class Notifier:
                 result = await self._deliver(session, hook, body)
                 q.done(body)
                 self.recent.append({"webhook": hook.name, "event": body["event"], "delivery": body["delivery"],
-                                    "result": result, "at": time.time()})
+                                    "result": result, "at": self.clock()})
 
     async def _deliver(self, session: aiohttp.ClientSession, hook: Webhook, body: dict) -> str:
         data = json.dumps(body).encode()

@@ -128,7 +128,7 @@ class OrchestratorService(Requests, Launches, Bulk, Dependents):
             self.queue.restore(job)
             if job.idempotency_key:
                 self.keys.known(job.user, job.idempotency_key, job.id)
-        self.notifier = Notifier.for_site(self.site, self.metrics.webhook_dropped_inc, jobs)  # webhooks
+        self.notifier = Notifier.for_site(self.site, self.metrics.webhook_dropped_inc, jobs, self.clock)  # webhooks
         self.store.save([], kv={"cluster_id": self.cluster_id, **({"fleet": self.fleet.saved()} if self.set_aside else {})})
         loop = asyncio.get_event_loop()
         self._loop_task = loop.create_task(self._run())

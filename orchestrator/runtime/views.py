@@ -6,8 +6,6 @@ meaning; everything else is added under new keys.
 
 from __future__ import annotations
 
-import time
-
 from orchestrator.core.accounts import install_mode
 from orchestrator.core.decisions import Pending, Plan, Reason
 from orchestrator.core.inventory import Inventory, SlotState
@@ -118,10 +116,10 @@ def status(service, ray_up: bool) -> dict:
             "drained_gpus": sum(1 for o in service.fleet.out.values() if o.state == "drained"),  # draining too
             "down_gpus": sum(1 for slots in inv.nodes.values() for sl in slots if sl.shown == "down"),
             "down_nodes": sorted(service.fleet.down),
-            "idle_gpus": len(service.fleet.idle(time.time())),
+            "idle_gpus": len(service.fleet.idle(service.clock())),
             "telemetry": sorted({r.source for r in service.fleet.reports.values()}),
             "containment": {n: r.containment for n, r in sorted(service.fleet.reports.items()) if r.containment},
-            "queue_wait": queue_wait(q, time.time()),
+            "queue_wait": queue_wait(q, service.clock()),
             "states": summary,
             "jobs_retried": s.jobs_retried, "jobs_preempted": s.jobs_preempted, "jobs_cancelled": s.jobs_cancelled,
             "nodes": list(inv.sizes),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 
 from orchestrator.core.inventory import SlotState
@@ -83,7 +82,7 @@ class GpuWatch:
             svc.wake()
 
     def node_lost(self, node: str, reason: str) -> None:
-        now = time.time()
+        now = self.svc.clock()
         holders = self.fleet.node_lost(node, reason, now)
         log.warning("node %s is down: %s; requeueing %d job(s)", node, reason, len(holders))
         self.svc.metrics.health_events.labels("node_down").inc()
@@ -94,7 +93,7 @@ class GpuWatch:
         self.svc.wake()
 
     def node_back(self, node: str) -> None:
-        back = self.fleet.node_back(node, time.time(), self.svc.site.node_return_to_service)
+        back = self.fleet.node_back(node, self.svc.clock(), self.svc.site.node_return_to_service)
         log.info("node %s registered again; %d GPU(s) back in service", node, len(back))
         self.svc.save([], kv={"fleet": self.fleet.saved()})
         self.sync_ray()
@@ -118,7 +117,7 @@ class GpuWatch:
               for n in nodes),
             return_exceptions=True,
         )
-        now = time.time()
+        now = self.svc.clock()
         findings = []
         for node, answer in zip(nodes, answers, strict=True):
             findings += self.fleet.ingest(node, answer if isinstance(answer, NodeReport) else None, now)
@@ -141,7 +140,7 @@ class GpuWatch:
                              sum(readings) / len(readings) if readings else None))
 
     def take_out(self, node: str, gpus: list[int] | None, state: str, reason: str, by: str, requeue: bool) -> dict:
-        now = time.time()
+        now = self.svc.clock()
         holders = self.fleet.take_out(node, gpus, state, reason, by, now)
         changed = []
         for job_id, on in holders.items():
@@ -165,7 +164,7 @@ class GpuWatch:
         return job
 
     def put_back(self, node: str, gpus: list[int] | None, by: str, reason: str) -> list[int]:
-        back = self.fleet.put_back(node, gpus, by, time.time(), reason)
+        back = self.fleet.put_back(node, gpus, by, self.svc.clock(), reason)
         self.svc.save([], kv={"fleet": self.fleet.saved()})
         self.sync_ray()
         self.svc.wake()
