@@ -26,7 +26,7 @@ import logging
 import secrets
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
@@ -35,6 +35,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from orchestrator.core import rayjob
 from orchestrator.runtime import packagestore
 from orchestrator.runtime.agent import NodeAgent, agent_name
+from orchestrator.runtime.launchspec import LaunchSpec
 from orchestrator.runtime.names import NAMESPACE
 from orchestrator.runtime.nodes import NODE_SHARE, NodeInfo, discover_nodes
 from orchestrator.runtime.quarantine import FILLER_PREFIX, Quarantine
@@ -236,18 +237,13 @@ class RayBackend(Quarantine):
         except ValueError:
             return None
 
-    async def start(self, slots: list[str], job_id: str, attempt: int, job_env: dict[str, str], command: str,
-                    working_dir: str | None, time_limit: float, grace: float, account: str | None = None,
-                    base_env: dict[str, str] | None = None, group_read: bool = False,
-                    renv: dict | None = None, ray_job: dict | None = None,
-                    limits: dict | None = None) -> list[dict]:
-        """Run the job on its slots, rank 0 first (its address is the others' rendezvous).
-        Returns what each runner reports: node, the GPU ids Ray bound, pid, and with a
-        runtime env (`renv`, runtime_env.plan's with the site's settings) how long it
-        took to make; raises RuntimeEnvFailed if a rank's could not be made. A Ray job
-        (`ray_job`: the job's Python and the site's port settings) gets a private Ray
-        cluster: each rank a node of it, rank 0 its head (runtime/raycluster.py).
-        `limits` (CPUs, memory) go to each rank's cgroup (runner.rank_limits)."""
+    async def start(self, slots: list[str], spec: LaunchSpec, ray_job: dict | None = None) -> list[dict]:
+        """Run the job's attempt (`spec`) on its slots, rank 0 first (its address is the
+        others' rendezvous). Returns what each runner reports: node, the GPU ids Ray
+        bound, pid, and with a runtime env (`spec.renv`) how long it took to make; raises
+        RuntimeEnvFailed if a rank's could not be made. A Ray job (`ray_job`: the job's
+        Python and the site's port settings) gets a private Ray cluster: each rank a node
+        of it, rank 0 its head (runtime/raycluster.py)."""
         runners = [self.runner(n) for n in slots]
         if any(r is None for r in runners):
             raise RuntimeError("a slot of the job has no runner")
@@ -267,7 +263,7 @@ class RayBackend(Quarantine):
         calls = []
         for rank, (runner, hello) in enumerate(zip(runners, hellos, strict=True)):
             env = {
-                **job_env,
+                **spec.env,
                 "GPUQ_CLUSTER": self.cluster_id, "GPUQ_NODE": hello["node"], "GPUQ_NODE_RANK": str(rank),
                 "GPUQ_NNODES": str(nnodes), "GPUQ_NUM_GPUS": str(len(hello["gpus"])), "GPUQ_WORLD_SIZE": str(world),
                 # GPU indices mean the same to CUDA as to NVML (and so to gpuq's health checks).
@@ -277,8 +273,7 @@ class RayBackend(Quarantine):
                 "PET_NPROC_PER_NODE": str(len(hello["gpus"])),
                 **(rendezvous_env(master) if master else {}),
             }
-            calls.append(runner.run.remote(job_id, attempt, rank, command, env, working_dir, time_limit, grace,
-                                           account, base_env, group_read, renv, nodes[rank], limits))
+            calls.append(runner.run.remote(replace(spec, env=env), rank, nodes[rank]))
         infos = list(await asyncio.gather(*calls))
         failed = [i["setup_failed"] for i in infos if "setup_failed" in i]
         if failed:

@@ -15,6 +15,7 @@ from orchestrator.core import lifecycle, rayjob, runtime_env
 from orchestrator.core.accounts import account_for
 from orchestrator.core.job import Job
 from orchestrator.core.states import JobState
+from orchestrator.runtime.launchspec import LaunchSpec
 from orchestrator.runtime.packagestore import SETUP_FAILED, RuntimeEnvFailed
 
 log = logging.getLogger("gpuq.orchestrator")
@@ -76,10 +77,10 @@ class Launches:
             raise RuntimeError(f"a Ray job needs a Python every user may run: {self.job_python.why_not}")
         ray_job = rayjob.plan(self.site, self.job_python.path) if job.spec.ray else None
         try:
-            infos = await self.backend.start(names, job.id, attempt, env, job.spec.command, job.spec.working_dir,
-                                             float(job.time_limit), self.site.stop_grace_s,
-                                             account_for(job.spec.user, self.site.unix_users), self.job_base_env,
-                                             self.site.job_logs_group_readable, renv, ray_job, self.limits_of(job))
+            spec = LaunchSpec(job.id, attempt, job.spec.command, env, job.spec.working_dir, float(job.time_limit),
+                              self.site.stop_grace_s, account_for(job.spec.user, self.site.unix_users),
+                              self.job_base_env, self.site.job_logs_group_readable, renv, self.limits_of(job))
+            infos = await self.backend.start(names, spec, ray_job)
         except RuntimeEnvFailed as e:
             for name in names:  # other ranks may be setting up, or running: their runners go
                 self.backend.discard(name)

@@ -40,6 +40,7 @@ import ray
 from orchestrator.runtime import cgroups, packagestore
 from orchestrator.runtime.jobfiles import job_dir
 from orchestrator.runtime.launcher import Launched, Launcher
+from orchestrator.runtime.launchspec import LaunchSpec
 
 
 def rendezvous_env(master: dict) -> dict[str, str]:
@@ -92,20 +93,18 @@ class Runner:
             port = s.getsockname()[1]
         return {"ip": ray.util.get_node_ip_address(), "port": port}
 
-    def run(self, job_id: str, attempt: int, rank: int, command: str, env: dict[str, str],
-            working_dir: str | None, time_limit: float, grace: float, account: str | None = None,
-            base_env: dict[str, str] | None = None, group_read: bool = False, renv: dict | None = None,
-            ray_node: dict | None = None, limits: dict | None = None) -> dict:
-        """Launch a job's command under the supervisor, as `account` (None: this worker's
-        own account); the same job twice returns the first launch. With a runtime env
-        (`renv`: its packages, as stored, and pip/uv lists), the packages are fetched
-        here as bytes and handed over open; the supervisor has them unpacked and the
-        virtualenv made as the user, and this returns once that is done, with
-        `setup_s`, or with `setup_failed` and why. `ray_node` (a Ray job's rank: its
-        role, port block, token, Python) makes the rank a node of the job's private Ray
-        cluster; this runner adds the node's share of CPUs and memory, and its address.
-        `limits` (the job's `memory` bytes and `cpus` per node, else the site's
-        `memory_per_gpu` and `cpus_per_gpu`) are enforced by the rank's cgroup."""
+    def run(self, spec: LaunchSpec, rank: int, ray_node: dict | None = None) -> dict:
+        """Launch rank `rank` of a job's attempt (`spec`) under the supervisor, as
+        `spec.account` (None: this worker's own account); the same job twice returns the
+        first launch. With a runtime env (`spec.renv`: its packages, as stored, and pip/uv
+        lists), the packages are fetched here as bytes and handed over open; the
+        supervisor has them unpacked and the virtualenv made as the user, and this
+        returns once that is done, with `setup_s`, or with `setup_failed` and why.
+        `ray_node` (a Ray job's rank: its role, port block, token, Python) makes the rank
+        a node of the job's private Ray cluster; this runner adds the node's share of
+        CPUs and memory, and its address. `spec.limits` (the job's `memory` bytes and
+        `cpus` per node, else the site's per GPU) are enforced by the rank's cgroup."""
+        job_id, attempt, env, renv = spec.job_id, spec.attempt, spec.env, spec.renv
         key = (job_id, attempt, rank)
         if self.key == key and self.proc is not None:
             return self._when_prepared()
@@ -126,16 +125,16 @@ class Runner:
             for fd in fds:
                 os.close(fd)
             return {"setup_failed": str(e)}
-        argv = ["--dir", str(directory), "--time-limit", str(time_limit), "--grace", str(grace)]
-        if working_dir:
-            argv += ["--cwd", working_dir]
-        if account:
-            argv += ["--user", account]
-        if group_read:
+        argv = ["--dir", str(directory), "--time-limit", str(spec.time_limit), "--grace", str(spec.grace)]
+        if spec.working_dir:
+            argv += ["--cwd", spec.working_dir]
+        if spec.account:
+            argv += ["--user", spec.account]
+        if spec.group_read:
             argv.append("--group-read")
-        argv += ["--", "/bin/bash", "-c", command]
-        sent = {"base": base_env or {}, "env": job_env, "prepare": plan}
-        mine = rank_limits(limits or {}, len(gpus))
+        argv += ["--", "/bin/bash", "-c", spec.command]
+        sent = {"base": spec.base_env or {}, "env": job_env, "prepare": plan}
+        mine = rank_limits(spec.limits or {}, len(gpus))
         if self.containment.usable:
             sent["cgroup"] = {"name": cgroups.rank_name(env.get("GPUQ_CLUSTER", "none"), job_id, attempt, rank), **mine}
         if ray_node:

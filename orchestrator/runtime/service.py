@@ -36,6 +36,7 @@ from orchestrator.core.states import JobState
 from orchestrator.runtime import jobpython
 from orchestrator.runtime.accounting import Accounting, Run
 from orchestrator.runtime.backend import RayBackend
+from orchestrator.runtime.backends import Backend
 from orchestrator.runtime.bulk import Bulk
 from orchestrator.runtime.dependents import Dependents
 from orchestrator.runtime.groupcommit import GroupCommit
@@ -57,9 +58,10 @@ PRUNE_EVERY_S = 6 * 3600  # history past job_retention_days leaves the store thi
 
 
 class OrchestratorService(Requests, Launches, Bulk, Dependents):
-    def __init__(self, config: dict | None = None, backend=None, clock: Callable[[], float] = time.time):
-        """`backend`: where jobs run (RayBackend unless a test passes a fake with the same
-        methods); `clock`: what "now" is for every state change and record."""
+    def __init__(self, config: dict | None = None, backend: Backend | None = None,
+                 clock: Callable[[], float] = time.time):
+        """`backend`: where jobs run (RayBackend unless a test passes its fake: both are a
+        backends.Backend); `clock`: what "now" is for every state change and record."""
         self.site = Config.model_validate(config or {})
         self.versions = {"code": code_version(), "config": config_version(config)}  # gpuq up compares them
         self.clock = clock

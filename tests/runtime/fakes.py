@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from orchestrator.runtime.launchspec import LaunchSpec
 from orchestrator.runtime.nodes import NodeInfo
 from orchestrator.runtime.packagestore import RuntimeEnvFailed
 
@@ -39,6 +40,7 @@ class FakeBackend:
         self.env_failure: str | None = None  # set: a runtime env's setup fails with these words
         self.envs: list[dict | None] = []  # what each start asked the node to make (runtime_env.plan)
         self.limits: list[dict | None] = []  # the CPU and memory limits each start asked for
+        self.specs: list[LaunchSpec] = []  # every attempt started, as the service described it
         self.kept: list[set[str]] = []  # packages kept, each round
         self.packages: dict[str, bytes] = {}  # Ray's store: stored name -> bytes
         self.node_ids = {n: f"id-{n}" for n in self.node_sizes}  # a new id: the node's raylet was replaced
@@ -71,9 +73,10 @@ class FakeBackend:
         self.slots[slot.name] = slot
         return slot
 
-    async def start(self, slots, job_id, attempt, job_env, command, working_dir, time_limit, grace, account=None,
-                    base_env=None, group_read=False, renv=None, ray_job=None, limits=None) -> list[dict]:
-        self.limits.append(limits)
+    async def start(self, slots, spec: LaunchSpec, ray_job=None) -> list[dict]:
+        job_id, attempt, renv = spec.job_id, spec.attempt, spec.renv
+        self.specs.append(spec)
+        self.limits.append(spec.limits)
         self.envs.append(renv)
         if renv and self.env_failure:
             raise RuntimeEnvFailed(self.env_failure)
