@@ -3,7 +3,7 @@
     .venv/bin/python dashboards/build.py           # writes dashboards/*.json
     .venv/bin/python dashboards/build.py --check   # exits 1 if a committed file is stale
 
-Four dashboards over the metrics of orchestrator/runtime/metrics.py, through a Prometheus
+Four dashboards over the metrics of orchestrator/head/metrics.py, through a Prometheus
 data source chosen by the `datasource` variable:
 - Overview: the seed's "Metrics Dashboard (Planned UI)": cluster status, job queue,
   GPU utilization, queue wait time, active jobs;

@@ -1,5 +1,5 @@
 """Which gpuq this is: a digest of its code and of a site config, as `gpuq up` compares
-them with what runs (runtime/rollout.py) and the API replica reports them. Reads the
+them with what runs (deploy/rollout.py) and the API replica reports them. Reads the
 files on disk, nothing else; any part may import it."""
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ os.environ.pop("RAY_ADDRESS", None)
 import httpx  # noqa: E402
 import ray  # noqa: E402
 
-from orchestrator.runtime.actor import start_orchestrator  # noqa: E402
-from orchestrator.runtime.localcluster import start_inprocess_cluster  # noqa: E402
+from orchestrator.deploy.localcluster import start_inprocess_cluster  # noqa: E402
+from orchestrator.head.actor import start_orchestrator  # noqa: E402
 from serve_app.api import deploy  # noqa: E402
 from serve_app.limits import MAX_STREAMS_PER_USER  # noqa: E402
 

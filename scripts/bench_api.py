@@ -30,8 +30,8 @@ import httpx  # noqa: E402
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
-from orchestrator.runtime.actor import start_orchestrator  # noqa: E402
-from orchestrator.runtime.localcluster import start_inprocess_cluster  # noqa: E402
+from orchestrator.deploy.localcluster import start_inprocess_cluster  # noqa: E402
+from orchestrator.head.actor import start_orchestrator  # noqa: E402
 from serve_app.api import deploy  # noqa: E402
 
 PORT = 8765

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.runtime.service import OrchestratorService  # noqa: E402
+from orchestrator.head.service import OrchestratorService  # noqa: E402
 from tests.runtime.fakes import FakeBackend  # noqa: E402
 
 

@@ -28,9 +28,9 @@ os.environ.pop("RAY_ADDRESS", None)
 
 import ray  # noqa: E402
 
-from orchestrator.runtime.actor import start_orchestrator  # noqa: E402
-from orchestrator.runtime.localcluster import start_inprocess_cluster  # noqa: E402
-from orchestrator.runtime.names import NAMESPACE, ORCHESTRATOR_NAME  # noqa: E402
+from orchestrator.deploy.localcluster import start_inprocess_cluster  # noqa: E402
+from orchestrator.head.actor import start_orchestrator  # noqa: E402
+from orchestrator.head.names import NAMESPACE, ORCHESTRATOR_NAME  # noqa: E402
 
 BATCH = 5000
 

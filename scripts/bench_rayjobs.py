@@ -33,9 +33,9 @@ os.environ.pop("RAY_ADDRESS", None)
 
 import ray  # noqa: E402
 
-from orchestrator.runtime import procs  # noqa: E402
-from orchestrator.runtime.actor import start_orchestrator  # noqa: E402
-from orchestrator.runtime.localcluster import start_inprocess_cluster  # noqa: E402
+from orchestrator.deploy.localcluster import start_inprocess_cluster  # noqa: E402
+from orchestrator.head.actor import start_orchestrator  # noqa: E402
+from orchestrator.node import procs  # noqa: E402
 
 PRINT = "import time; print('first', time.time(), flush=True)"
 KINDS = {

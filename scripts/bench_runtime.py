@@ -32,8 +32,8 @@ import ray  # noqa: E402
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group  # noqa: E402
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy  # noqa: E402
 
-from orchestrator.runtime.actor import start_orchestrator  # noqa: E402
-from orchestrator.runtime.localcluster import start_inprocess_cluster  # noqa: E402
+from orchestrator.deploy.localcluster import start_inprocess_cluster  # noqa: E402
+from orchestrator.head.actor import start_orchestrator  # noqa: E402
 
 STAMP = "date +%s.%N"
 

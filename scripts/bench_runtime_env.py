@@ -34,8 +34,8 @@ from ray._private.runtime_env.packaging import create_package, get_uri_for_direc
 
 from orchestrator.core.config import Config  # noqa: E402
 from orchestrator.core.rights import Caller  # noqa: E402
-from orchestrator.runtime.actor import start_orchestrator  # noqa: E402
-from orchestrator.runtime.localcluster import start_inprocess_cluster  # noqa: E402
+from orchestrator.deploy.localcluster import start_inprocess_cluster  # noqa: E402
+from orchestrator.head.actor import start_orchestrator  # noqa: E402
 from tests.support import write_wheel  # noqa: E402
 
 STAMP = "date +%s.%N"

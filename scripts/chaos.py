@@ -108,7 +108,7 @@ class Faults:
     def node(self, rng) -> None:
         import ray
 
-        from orchestrator.runtime.nodes import NODE_LABEL
+        from orchestrator.head.nodes import NODE_LABEL
 
         alive = {n["NodeID"]: n["Labels"].get(NODE_LABEL) for n in ray.nodes() if n["Alive"]}
         victims = [n for n in self.cluster.worker_nodes if alive.get(n.node_id)]
@@ -125,7 +125,7 @@ class Faults:
     def orch(self, rng) -> None:
         import ray
 
-        from orchestrator.runtime.actor import get_orchestrator
+        from orchestrator.head.actor import get_orchestrator
 
         pid = ray.get(get_orchestrator().pid.remote(), timeout=30)
         os.kill(pid, signal.SIGKILL)
@@ -135,7 +135,7 @@ class Faults:
     def _orch_pid():
         import ray
 
-        from orchestrator.runtime.actor import get_orchestrator
+        from orchestrator.head.actor import get_orchestrator
 
         try:
             return ray.get(get_orchestrator().pid.remote(), timeout=2)
@@ -162,7 +162,7 @@ class Faults:
     def agent(self, rng) -> None:
         import ray
 
-        from orchestrator.runtime.names import NAMESPACE
+        from orchestrator.head.names import NAMESPACE
 
         agents = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                   if a["namespace"] == NAMESPACE and a["name"].startswith("gpuq-agent-")]
@@ -199,7 +199,7 @@ def run(cluster, api: str, user_token: str, admin_token: str, add_node, disk: Pa
     import ray
     from ray.util.placement_group import placement_group_table
 
-    from orchestrator.runtime.agent import tagged_processes
+    from orchestrator.node.agent import tagged_processes
 
     rng = random.Random(seed)
     kinds = [k for k in kinds if k != "disk" or disk is not None]
@@ -307,8 +307,8 @@ def main() -> int:
     os.environ["GPUQ_HOME"] = tempfile.mkdtemp(prefix="gpuq-chaos-home-")
     import ray
 
-    from orchestrator.runtime.actor import start_orchestrator
-    from orchestrator.runtime.localcluster import add_simulated_node, start_inprocess_cluster
+    from orchestrator.deploy.localcluster import add_simulated_node, start_inprocess_cluster
+    from orchestrator.head.actor import start_orchestrator
     from serve_app.api import deploy
     from serve_app.auth import TokenFile
 

@@ -19,7 +19,7 @@ from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
 from orchestrator.core.errors import AmbiguousJobId, Forbidden, GpuqError, IllegalTransition, InvalidSpec, JobNotFound, OverLimit
-from orchestrator.runtime.names import NAMESPACE, ORCHESTRATOR_NAME
+from orchestrator.head.names import NAMESPACE, ORCHESTRATOR_NAME
 from serve_app.auth import Principal, TokenFile, TokenRefused
 from serve_app.errors import ApiError, invalid, unavailable
 from serve_app.follow import LogReader

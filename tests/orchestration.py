@@ -7,9 +7,9 @@ import tempfile
 import ray
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-from orchestrator.runtime.actor import get_orchestrator, start_orchestrator
-from orchestrator.runtime.agent import reap
-from orchestrator.runtime.names import NAMESPACE, ORCHESTRATOR_NAME
+from orchestrator.head.actor import get_orchestrator, start_orchestrator
+from orchestrator.head.names import NAMESPACE, ORCHESTRATOR_NAME
+from orchestrator.node.agent import reap
 from tests.accounts import UNIX_USERS
 from tests.raycluster import wait_for
 

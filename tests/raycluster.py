@@ -12,7 +12,7 @@ NODES = ("gmi-node-1", "gmi-node-2")
 
 
 def start_cluster():
-    from orchestrator.runtime.localcluster import start_inprocess_cluster
+    from orchestrator.deploy.localcluster import start_inprocess_cluster
 
     return start_inprocess_cluster()
 

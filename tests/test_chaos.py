@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.runtime.localcluster import add_simulated_node
+from orchestrator.deploy.localcluster import add_simulated_node
 from tests.orchestration import Harness
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "chaos.py"

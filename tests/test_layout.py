@@ -37,10 +37,10 @@ def test_state_names_elsewhere_are_exactly_the_tables():
 
 def test_the_api_asks_the_actor_only_what_it_offers():
     """The API calls the orchestrator by method name (serve_app/gateway.py); each name
-    must be one the actor forwards (runtime/actor.py, PUBLIC)."""
+    must be one the actor forwards (head/actor.py, PUBLIC)."""
     import re
 
-    from orchestrator.runtime.actor import PUBLIC
+    from orchestrator.head.actor import PUBLIC
 
     asked = set()
     for path in ROOT.glob("serve_app/**/*.py"):

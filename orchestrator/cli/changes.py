@@ -2,7 +2,7 @@
 
 One job by its id goes to the job's own route, with its own refusals ("cannot cancel
 a completed job"). Anything more (several ids, an array id, Slurm-style filters) is one
-bulk request: one pass and one commit in the orchestrator (runtime/bulk.py), answered
+bulk request: one pass and one commit in the orchestrator (head/bulk.py), answered
 with how many changed and why the others did not.
 """
 

@@ -50,7 +50,7 @@ def up(
     jobs: simulated nodes that are gone start again, and the orchestrator, node agents
     and API are replaced if this checkout's code (or the site config) differs."""
     from orchestrator.core.config import load_config
-    from orchestrator.runtime import localcluster
+    from orchestrator.deploy import localcluster
 
     try:
         cfg = load_config()
@@ -95,7 +95,7 @@ def down(
     them (new submissions are still queued, and start after the next `gpuq up`),
     --force kills them (queued jobs are kept either way)."""
     from orchestrator.cli.client import ApiRefused, ApiUnavailable, Client
-    from orchestrator.runtime import localcluster
+    from orchestrator.deploy import localcluster
 
     if not localcluster.is_up():
         console.print("Nothing to stop: gpuq is not up.")

@@ -28,7 +28,7 @@ WEBHOOK_EVENTS = ("started", "completed", "failed", "cancelled", "preempted", "r
 
 
 class Webhook(BaseModel):
-    """Where job and node events are POSTed (runtime/notify.py). Only these URLs are
+    """Where job and node events are POSTed (head/notify.py). Only these URLs are
     ever called: users choose events for their jobs, never where they go."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,7 +60,7 @@ class Config(BaseModel):
     start_jobs: bool = True
 
     # Ray Client (a port that runs a remote driver on the head) is off unless a port is set
-    # here; Ray's token guards it either way (runtime/raystart.py).
+    # here; Ray's token guards it either way (deploy/raystart.py).
     ray_client_port: int | None = Field(default=None, ge=1024, le=65535)
 
     # The REST API. Loopback unless an operator opens it: a job is arbitrary code.
@@ -134,7 +134,7 @@ class Config(BaseModel):
     # /root) and, for Ray jobs, hold the cluster's Ray. None: gpuq's own venv interpreter
     # when every user may run it (scripts/up makes it so), else `python3` on job_path.
     job_python: str | None = None
-    # Ray jobs (`--ray`, runtime/raycluster.py): each rank's private Ray node takes its
+    # Ray jobs (`--ray`, node/raycluster.py): each rank's private Ray node takes its
     # ports from this node's range (`ray_job_ports`, or per node in
     # `ray_job_ports_by_node`), one block of `ray_job_ports_per_gpu` per GPU, the block
     # of the job's lowest GPU index: no two jobs on a node ever share one. Keep it clear of
@@ -146,13 +146,13 @@ class Config(BaseModel):
     # "ray": "false" (true), or only when it says "true" (false).
     ray_jobs_api_ray: bool = True
     # Each job's private folder on its node (its TMPDIR, its unpacked packages) and each
-    # user's virtualenvs live under this root, one folder per uid (runtime/jobenv.py).
+    # user's virtualenvs live under this root, one folder per uid (node/jobenv.py).
     # Default: /var/lib/gpuq/scratch in a multi-user install, GPUQ_HOME/scratch otherwise.
     scratch_dir: str | None = None
     # A job whose dependency can never be met (afterok on a job that failed): "cancel" it,
     # as Slurm's kill_invalid_depend, or "hold" it for its owner to look at.
     dependency_never_satisfied: str = Field(default="cancel", pattern="^(cancel|hold)$")
-    # Notifications (runtime/notify.py): the site's webhooks; events kept per webhook
+    # Notifications (head/notify.py): the site's webhooks; events kept per webhook
     # while it is down (then the oldest are dropped); how long one delivery is retried.
     webhooks: list[Webhook] = Field(default_factory=list)
     webhook_buffer: int = Field(default=1000, ge=1)
@@ -160,7 +160,7 @@ class Config(BaseModel):
     webhook_retry_max_wait_s: float = Field(default=30.0, gt=0)
     # Each job rank's limits where the job names none (--cpus, --mem), per GPU it holds,
     # like Slurm's DefCpuPerGPU and DefMemPerGPU: enforced by its cgroup
-    # (runtime/cgroups.py). None: no limit.
+    # (node/cgroups.py). None: no limit.
     default_cpus_per_gpu: float | None = Field(default=None, gt=0)
     default_memory_per_gpu: int | None = Field(default=None, ge=16 * 1024 ** 2)
     # Per-user limits, like Slurm's MaxSubmitJobs: jobs queued, held or running per user,

@@ -93,7 +93,7 @@ class JobSpec(BaseModel):
     memory: Annotated[int | None, Field(description="memory per node: bytes, or '64G', '512M' (Slurm's --mem); "
                                                     "past it the job ends OUT_OF_MEMORY; site default per GPU")] = None
     ray: StrictBool = Field(default=False, description="a Ray program: ray.init() joins a private Ray cluster on "
-                                                       "exactly the job's GPUs, as its user (runtime/raycluster.py)")
+                                                       "exactly the job's GPUs, as its user (node/raycluster.py)")
     retry_on_exit_codes: list[StrictInt] | None = Field(
         default=None, description="exit codes worth an auto-retry; default: any non-zero code"
     )

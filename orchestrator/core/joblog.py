@@ -13,7 +13,7 @@ The attempts before the last have ended, so their sizes are fixed; the last grow
 until the job ends. gpuq's words (why a runtime env could not be made: the job's
 command never ran, so no log holds them) close the text.
 
-Pure: sizes in, ranges out; runtime/requests.py reads the ranges from the nodes.
+Pure: sizes in, ranges out; head/requests.py reads the ranges from the nodes.
 """
 
 from __future__ import annotations

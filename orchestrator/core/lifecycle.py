@@ -14,7 +14,7 @@ through the queue) and into the effects the runtime must carry out:
   failed (`launch_failed`), a launch a restart cut short (`not_started`).
 
 Pure: `now` is passed in, nothing here touches Ray, the store or a clock. The live
-service carries out the effects (runtime/service.py). The simulator applies its
+service carries out the effects (head/service.py). The simulator applies its
 plans through `apply_plan` and `run_ended` too, on its own light records (`Moves`);
 having no runners, it carries out the effects at once: a victim's GPUs come back
 and a start runs in the same instant (sim/simulator.py, step 2, says so).

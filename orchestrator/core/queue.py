@@ -208,7 +208,7 @@ class JobQueue:
         self._next_seq = max(self._next_seq, job.seq + 1)
 
     def evict(self, job_id: str) -> Job:
-        """An ended job leaves memory (it stays in the store: runtime/history.py); it is
+        """An ended job leaves memory (it stays in the store: head/history.py); it is
         still counted in its state, as history is."""
         job = self.get(job_id)
         if not job.state.is_terminal:

@@ -8,7 +8,7 @@ gpuq gives a GPU to one job at a time, so two jobs on a node never share a block
 no bookkeeping to lose in a restart. Nodes that share an address (simulated nodes on
 one machine, as in the tests) get consecutive ranges, so they cannot collide either.
 
-Pure: the backend asks, runtime/raycluster.py uses the answer.
+Pure: the backend asks, node/raycluster.py uses the answer.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ are how a Ray user ships code and dependencies to the nodes: `ray job submit
 serve_app/routes/packages.py) and names it as `gcs://_ray_pkg_<hash>.zip`. gpuq takes
 Ray's format but not Ray's agent, which unpacks and installs as root: the job's
 runner fetches its packages as bytes, and a process of the job's own user unpacks them
-and makes the virtualenv on the node (runtime/jobenv.py) while the job is ALLOCATING.
+and makes the virtualenv on the node (node/jobenv.py) while the job is ALLOCATING.
 
 What is accepted, and what becomes of it:
 - `working_dir`: a package its user uploaded to this cluster (`gcs://…`). The command

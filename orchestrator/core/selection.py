@@ -5,7 +5,7 @@ Ids and `array` name a set; the other criteria filter it (all must hold). Withou
 or an array, the filters apply to every job: `--user alice --state queued` is
 "alice's waiting jobs". A selector with no criterion at all is refused: nobody means
 "every job" by leaving everything out. Pure: the orchestrator applies the action
-(runtime/bulk.py), the rights are checked there.
+(head/bulk.py), the rights are checked there.
 """
 
 from __future__ import annotations

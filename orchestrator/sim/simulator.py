@@ -141,7 +141,7 @@ def simulate(
     uses_usage = bool(cfg.weights.fairshare_weight)
     reserved: tuple[str, ...] = ()
     # Jobs that arrived while what they wait for had not completed: out of the line (no
-    # start, no reservation), as the live service keeps them (runtime/dependents.py).
+    # start, no reservation), as the live service keeps them (head/dependents.py).
     waiting_on: list[SimJob] = []
 
     while next_arrival < len(jobs) or ends:

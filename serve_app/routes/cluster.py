@@ -69,7 +69,7 @@ async def history(window: Annotated[float, Query(ge=60, le=3600, description="se
 
 @router.get("/metrics", response_class=Response)
 async def metrics(_=Depends(reader), gw: Gateway = Depends(gateway)):
-    """Prometheus exposition of the orchestrator's registry (orchestrator/runtime/metrics.py)."""
+    """Prometheus exposition of the orchestrator's registry (orchestrator/head/metrics.py)."""
     return Response(await gw.call("metrics_text"), media_type=CONTENT_TYPE_LATEST)
 
 

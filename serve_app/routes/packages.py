@@ -5,7 +5,7 @@
 The same token rules as a submit. Each user's packages are their own
 (core/packages.py): asking whether one exists asks whether *you* uploaded it, and a
 job reads only its own user's. Asking also keeps it a while longer for the job about
-to name it; the orchestrator keeps it while any unfinished job does (runtime/packagestore.py).
+to name it; the orchestrator keeps it while any unfinished job does (node/packagestore.py).
 The body is bounded by the site's `max_package_bytes` (413 past it), checked as the
 bytes arrive; it must be a zip (or wheel) that unpacks to at most
 `max_package_unpacked_bytes` (422 otherwise), and a name already holding other bytes

@@ -16,7 +16,7 @@ from orchestrator.core.errors import AmbiguousJobId, InvalidSpec, JobNotFound
 from orchestrator.core.job import Job, JobSpec
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.submission import MAX_ARRAY, parse_array
-from orchestrator.runtime.store import Store
+from orchestrator.head.store import Store
 from serve_app.gateway import _mapped
 from serve_app.limits import json_depth
 

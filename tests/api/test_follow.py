@@ -1,7 +1,7 @@
 """Following a job's output, as a state machine, without Ray: Hypothesis writes the
 interleavings (appends, a retry, the job's end judged before or after a read, followers
 joining at any offset, reconnects) and every follower must receive exactly the text
-the job left, from where it started (serve_app/follow.py over runtime/output.py)."""
+the job left, from where it started (serve_app/follow.py over head/output.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from orchestrator.core import joblog
 from orchestrator.core.job import JobSpec
 from orchestrator.core.queue import JobQueue
-from orchestrator.runtime.output import Output
+from orchestrator.head.output import Output
 from serve_app import follow
 from serve_app.follow import LogReader
 from tests.support import examples

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from orchestrator.runtime.launchspec import LaunchSpec
-from orchestrator.runtime.nodes import NodeInfo
-from orchestrator.runtime.packagestore import RuntimeEnvFailed
+from orchestrator.head.nodes import NodeInfo
+from orchestrator.node.launchspec import LaunchSpec
+from orchestrator.node.packagestore import RuntimeEnvFailed
 
 NODES = {"gmi-node-1": 8, "gmi-node-2": 8}
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from orchestrator.runtime.accounting import Accounting, Run, split_by_day
+from orchestrator.core.accounting import Accounting, Run, split_by_day
 
 MIDNIGHT = datetime(2026, 11, 29, tzinfo=UTC).timestamp()
 

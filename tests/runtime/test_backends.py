@@ -1,4 +1,4 @@
-"""The service's two backends implement one Protocol (runtime/backends.py), with the
+"""The service's two backends implement one Protocol (head/backends.py), with the
 same parameters: the fake the service tests run on cannot drift from the real one. No
 Ray is started: only the classes are read."""
 
@@ -6,8 +6,8 @@ import inspect
 
 import pytest
 
-from orchestrator.runtime.backend import RayBackend
-from orchestrator.runtime.backends import Backend
+from orchestrator.head.backend import RayBackend
+from orchestrator.head.backends import Backend
 from tests.runtime.fakes import FakeBackend
 
 METHODS = [name for name, value in vars(Backend).items() if callable(value) and not name.startswith("_")]
@@ -27,7 +27,7 @@ def test_the_service_asks_its_backend_only_what_the_protocol_says():
     import re
     from pathlib import Path
 
-    runtime = Path(__file__).resolve().parents[2] / "orchestrator" / "runtime"
+    runtime = Path(__file__).resolve().parents[2] / "orchestrator" / "head"
     used = set()
     for path in runtime.glob("*.py"):
         if path.name not in ("backend.py", "quarantine.py", "backends.py"):

@@ -1,4 +1,4 @@
-"""A job's processes end with it (runtime/cgroups.py, runtime/command.py): whatever
+"""A job's processes end with it (node/cgroups.py, node/command.py): whatever
 they do to escape, at its end, its cancel and its time limit; its end is not held up by
 what it left; its memory limit ends it with its own reason. Each case runs with the
 rank's cgroup and without one (a node where none can be made). No Ray needed."""
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.runtime import cgroups
-from orchestrator.runtime.jobfiles import job_dir
-from orchestrator.runtime.launcher import Launcher
+from orchestrator.node import cgroups
+from orchestrator.node.jobfiles import job_dir
+from orchestrator.node.launcher import Launcher
 from tests.raycluster import wait_for
 
 BASE = {"PATH": "/usr/bin:/bin"}

@@ -3,9 +3,9 @@
 import pytest
 
 from orchestrator.core.errors import InvalidSpec
+from orchestrator.core.fleet import Fleet
+from orchestrator.core.health import HealthRules
 from orchestrator.core.inventory import Inventory, SlotState
-from orchestrator.runtime.fleet import Fleet
-from orchestrator.runtime.health import HealthRules
 
 
 @pytest.fixture

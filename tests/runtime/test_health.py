@@ -1,7 +1,7 @@
 """GPU health and idleness from telemetry reports: pure rules, no Ray."""
 
-from orchestrator.runtime.health import FATAL_XIDS, HealthMonitor, HealthRules
-from orchestrator.runtime.telemetry import GpuSample, NodeReport
+from orchestrator.core.health import FATAL_XIDS, HealthMonitor, HealthRules
+from orchestrator.node.telemetry import GpuSample, NodeReport
 
 
 def sample(index: int, util: float = 0.0, ecc: int = 0, xids: tuple = ()) -> GpuSample:

@@ -3,7 +3,7 @@ never follow what a job may have left in its own folder (no Ray, no root needed)
 
 import os
 
-from orchestrator.runtime import jobfiles
+from orchestrator.node import jobfiles
 
 
 def test_a_bundle_folder_and_its_log_are_private(tmp_path):

@@ -1,4 +1,4 @@
-"""The jobs' Python (runtime/jobpython.py): a Ray job runs the cluster's Ray as its user,
+"""The jobs' Python (head/jobpython.py): a Ray job runs the cluster's Ray as its user,
 so it is refused at submit, naming the fix, when its user could not run that Python.
 Real files and modes; the orchestrator on a fake backend (no Ray)."""
 
@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from orchestrator.core.errors import InvalidSpec
-from orchestrator.runtime.jobpython import resolve
+from orchestrator.head.jobpython import resolve
 from tests.runtime.test_service import World
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whether others may run a file matters in a multi-user "

@@ -1,4 +1,4 @@
-"""The slot's launcher (runtime/launcher.py): it forks a supervisor per job that works
+"""The slot's launcher (node/launcher.py): it forks a supervisor per job that works
 as one started on its own would, keeps the service's environment from the job, is
 started again when it died, and takes its jobs down with it. No Ray needed."""
 
@@ -10,8 +10,8 @@ import zipfile
 
 import pytest
 
-from orchestrator.runtime.jobfiles import job_dir
-from orchestrator.runtime.launcher import Launcher
+from orchestrator.node.jobfiles import job_dir
+from orchestrator.node.launcher import Launcher
 from tests.raycluster import wait_for
 
 BASE = {"PATH": "/usr/bin:/bin"}

@@ -14,8 +14,8 @@ import time
 import httpx
 import ray
 
-from orchestrator.runtime.localcluster import add_simulated_node
-from orchestrator.runtime.nodes import NODE_LABEL
+from orchestrator.deploy.localcluster import add_simulated_node
+from orchestrator.head.nodes import NODE_LABEL
 from tests.raycluster import wait_for
 
 READER = {"Authorization": "Bearer reader-token"}

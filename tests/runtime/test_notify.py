@@ -1,4 +1,4 @@
-"""Notifications (runtime/notify.py) from the live service's code (fake backend, fake
+"""Notifications (head/notify.py) from the live service's code (fake backend, fake
 clock) to a real HTTP receiver in this process: signed, retried until the receiver
 is back, bounded, and only to the site's webhooks."""
 
@@ -132,7 +132,7 @@ def test_an_opt_in_webhook_hears_only_jobs_whose_owner_asked(tmp_path):
 
 
 def test_one_users_burst_pushes_out_neither_another_users_notices_nor_a_nodes():
-    from orchestrator.runtime.notify import Outbox
+    from orchestrator.head.notify import Outbox
 
     box = Outbox(per_owner=3)
     dropped = [box.put("alice", {"n": i}) for i in range(1000)]

@@ -7,7 +7,7 @@ import signal
 import pytest
 import ray
 
-from orchestrator.runtime.agent import tagged_processes
+from orchestrator.node.agent import tagged_processes
 from tests.raycluster import wait_for
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from orchestrator.runtime.agent import tagged_processes
+from orchestrator.node.agent import tagged_processes
 
 SHOW_GPUS = 'echo "gpus=$CUDA_VISIBLE_DEVICES rank=$GPUQ_NODE_RANK nnodes=$GPUQ_NNODES node=$GPUQ_NODE"'
 
@@ -103,7 +103,7 @@ def test_preemption_stops_the_victim_which_requeues_and_runs_again(orch):
 def test_logs_of_a_finished_job_stay_readable_after_its_runner_is_gone(orch):
     import ray
 
-    from orchestrator.runtime.names import NAMESPACE
+    from orchestrator.head.names import NAMESPACE
 
     job_id = orch.submit("for i in 1 2 3; do echo line $i; done")
     orch.wait_state(job_id, "completed")
@@ -129,7 +129,7 @@ def test_a_slot_is_reused_by_the_next_job_of_its_shape(orch):
 def _actor_exists(name):
     import ray
 
-    from orchestrator.runtime.names import NAMESPACE
+    from orchestrator.head.names import NAMESPACE
 
     try:
         ray.get_actor(name, namespace=NAMESPACE)
@@ -185,7 +185,7 @@ def attempt_processes(job_id: str, attempt: str) -> list[int]:
 
 
 def test_a_job_past_its_memory_limit_fails_out_of_memory_once(orch):
-    from orchestrator.runtime import cgroups
+    from orchestrator.node import cgroups
 
     if "memory" not in cgroups.find().limits:
         pytest.skip("no memory controller on this machine")
@@ -197,7 +197,7 @@ def test_a_job_past_its_memory_limit_fails_out_of_memory_once(orch):
 
 
 def test_status_says_how_each_node_contains_jobs(orch):
-    from orchestrator.runtime import cgroups
+    from orchestrator.node import cgroups
     from tests.raycluster import wait_for
 
     said = cgroups.find().describe()  # the simulated nodes are this machine

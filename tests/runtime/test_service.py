@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.core.errors import InvalidSpec
 from orchestrator.core.states import JobState
-from orchestrator.runtime.service import OrchestratorService
+from orchestrator.head.service import OrchestratorService
 from tests.runtime.fakes import FakeBackend
 
 T0 = 1_800_000_000.0

@@ -105,7 +105,7 @@ def open_ids(db_path: Path, w) -> set[str]:
 
 
 def test_the_api_answers_a_store_that_cannot_write_with_503_and_retry_after():
-    from orchestrator.runtime.store import StoreError
+    from orchestrator.head.store import StoreError
     from serve_app.gateway import _mapped
 
     answer = _mapped(StoreError("the job store at /x/gpuq.db cannot write (database or disk is full; its disk is full)"))

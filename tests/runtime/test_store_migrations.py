@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.states import JobState
-from orchestrator.runtime.store import SCHEMA_VERSION, Store, StoreError
+from orchestrator.head.store import SCHEMA_VERSION, Store, StoreError
 
 # Written by gpuq as of commit 24083e3 (before schema versions), with the service's own
 # code: a completed, a failed, a running and a queued job, their usage and audit rows,

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from orchestrator.runtime.store import Store, StoreError
+from orchestrator.head.store import Store, StoreError
 
 
 def test_close_during_writes_waits_for_them_and_later_writes_are_refused(tmp_path):

@@ -8,8 +8,8 @@ import types
 
 import pytest
 
-from orchestrator.runtime import telemetry
-from orchestrator.runtime.telemetry import NVML, SIMULATED, NvmlProvider, SimulatedProvider, provider_for
+from orchestrator.node import telemetry
+from orchestrator.node.telemetry import NVML, SIMULATED, NvmlProvider, SimulatedProvider, provider_for
 from tests.raycluster import wait_for
 
 

@@ -1,4 +1,4 @@
-"""Unpacking a user's package (runtime/unpack.py): what a zip may not make, whoever
+"""Unpacking a user's package (node/unpack.py): what a zip may not make, whoever
 unpacks it. No cluster needed; the end-to-end path, as real users, is in
 tests/api/test_trust.py."""
 
@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from orchestrator.runtime.unpack import UnpackError, unpack
+from orchestrator.node.unpack import UnpackError, unpack
 
 
 def zipped(*entries: tuple[str, int, bytes]) -> io.BytesIO:

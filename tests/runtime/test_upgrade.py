@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 UP = """
 import json, sys
-from orchestrator.runtime.localcluster import connect
-from orchestrator.runtime.rollout import ensure_orchestrator
+from orchestrator.deploy.localcluster import connect
+from orchestrator.deploy.rollout import ensure_orchestrator
 from orchestrator.version import code_version
 connect(sys.argv[1])
 print(json.dumps({"result": ensure_orchestrator(json.loads(sys.argv[2])), "code": code_version()}))
@@ -33,7 +33,7 @@ def newer_checkout(tmp_path: Path) -> Path:
     copy = tmp_path / "checkout"
     for top in ("orchestrator", "serve_app"):
         shutil.copytree(ROOT / top, copy / top, ignore=shutil.ignore_patterns("__pycache__"))
-    names = copy / "orchestrator" / "runtime" / "names.py"
+    names = copy / "orchestrator" / "head" / "names.py"
     names.write_text(names.read_text() + "\n# a newer release\n")
     return copy
 
