@@ -24,7 +24,7 @@ DAY_S = 24 * 3600
 MULTI_USER_SCRATCH = "/var/lib/gpuq/scratch"
 
 
-WEBHOOK_EVENTS = ("started", "completed", "failed", "cancelled", "preempted", "requeued", "node_down")
+WebhookEvent = Literal["started", "completed", "failed", "cancelled", "preempted", "requeued", "node_down"]
 
 
 class Webhook(BaseModel):
@@ -34,7 +34,7 @@ class Webhook(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     url: str = Field(pattern=r"^https?://[^\s]{1,2000}$")
-    events: list[Literal[WEBHOOK_EVENTS]] = Field(min_length=1)
+    events: list[WebhookEvent] = Field(min_length=1)
     secret_env: str | None = Field(default=None, description="the environment variable holding the HMAC secret")
     opt_in: bool = Field(default=False, description="only jobs submitted with --notify")
 

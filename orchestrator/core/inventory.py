@@ -177,7 +177,7 @@ class Inventory:
             given_up = sorted(set(old.get(node, [])) - set(indices))
             for i in sorted(set(indices) - set(old.get(node, []))):
                 slot = self._slot(node, i)
-                if slot.state is SlotState.ALLOCATED and slot.job_id != job_id:
+                if slot.state is SlotState.ALLOCATED and slot.job_id is not None and slot.job_id != job_id:
                     other = slot.job_id
                     spare = self._slot(node, given_up.pop(0))
                     spare.job_id = other

@@ -56,7 +56,7 @@ def ranges(parts: list[Segment], offset: int, limit: int) -> list[tuple[Segment,
     """What to read for [offset, offset + limit): (segment, its local offset, how many
     bytes at most), in order. It stops at a part whose size is not fixed (what is there
     is read, nothing past it), and at `limit`."""
-    out = []
+    out: list[tuple[Segment, int, int]] = []
     start = 0
     for part in parts:
         length = part.length
@@ -77,7 +77,7 @@ def ranges(parts: list[Segment], offset: int, limit: int) -> list[tuple[Segment,
 def total(parts: list[Segment]) -> int | None:
     """The text's length, if every part's is fixed."""
     lengths = [p.length for p in parts]
-    return None if None in lengths else sum(lengths)
+    return sum(n for n in lengths if n is not None) if None not in lengths else None
 
 
 def complete_utf8(data: bytes) -> int:

@@ -123,7 +123,7 @@ def classify(results: list[dict | None], evicted: str | None, node_of_rank: Call
     if "no_account" in reasons:
         rank = next(i for i, r in enumerate(results) if r and r.get("reason") == "no_account")
         return Exit(ExitKind.NO_ACCOUNT, f"no Unix account for {user} on {node_of_rank(rank) or 'its node'}")
-    said = {r.get("reason"): str(r.get("message") or "").strip() for r in results}
+    said = {r.get("reason"): str(r.get("message") or "").strip() for r in results if r is not None}
     if "runtime_env_failed" in said:  # the job's own: its runtime env cannot be made
         last = (said["runtime_env_failed"] or "no reason given").splitlines()[-1]
         return Exit(ExitKind.RUNTIME_ENV, f"runtime env setup failed: {last[:500]}")
@@ -131,7 +131,7 @@ def classify(results: list[dict | None], evicted: str | None, node_of_rank: Call
         return Exit(ExitKind.LAUNCH_FAILED, f"launch failed: {said['launch_failed'][:500] or 'the command could not start'}")
     if "workdir_missing" in said:
         return Exit(ExitKind.WORKDIR, said["workdir_missing"][:500])
-    notes = tuple(str(n)[:500] for r in results for n in (r.get("notes") or [])[:4])
+    notes = tuple(str(n)[:500] for r in results if r is not None for n in (r.get("notes") or [])[:4])
     if "out_of_memory" in said:
         return Exit(ExitKind.OUT_OF_MEMORY, f"out of memory: {said['out_of_memory'][:500]}",
                     next((c for c in codes if c), None), notes)

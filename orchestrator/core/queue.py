@@ -215,7 +215,7 @@ class JobQueue:
             raise ValueError(f"job {job_id} is {job.state.value}: only ended jobs leave memory")
         del self._jobs[job_id]
         self.moved.discard(job_id)
-        if job.array_id is not None:
+        if job.array_id is not None and job.array_index is not None:
             members = self._arrays.get(job.array_id, {})
             members.pop(job.array_index, None)
             if not members:
@@ -237,7 +237,7 @@ class JobQueue:
         self._by_state[job.state] -= 1
         self._live_by_user[job.user] -= not job.state.is_terminal
         del self._jobs[job_id]
-        if job.array_id is not None:
+        if job.array_id is not None and job.array_index is not None:
             members = self._arrays.get(job.array_id, {})
             members.pop(job.array_index, None)
             if not members:

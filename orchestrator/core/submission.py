@@ -36,8 +36,8 @@ def parse_array(value) -> list[int] | None:
     spans = []
     try:
         for part in value.split(","):
-            lo, _, hi = part.strip().partition("-")
-            lo, hi = int(lo), int(hi) if hi else int(lo)
+            first, _, last = part.strip().partition("-")
+            lo, hi = int(first), int(last) if last else int(first)
             if not 0 <= lo <= hi:
                 raise ValueError
             spans.append((lo, hi))
