@@ -1,7 +1,8 @@
 """Jobs that wait for other jobs (`--dependency afterok:ID`), in the live orchestrator:
-resolved at submit, checked before each scheduling cycle. A method set of the
-orchestrator actor, beside requests.py and bulk.py; the rules are the core's
-(core/dependencies.py).
+resolved at submit, checked before each scheduling cycle. A part of the service that
+owns its state (the index of dependents by target, and why each waits) and is handed
+only what it reads: the queue, where jobs are (history.Records) and the site; the
+service saves what it changed. The rules are the core's (core/dependencies.py).
 
 Before each cycle the waiting jobs whose targets moved since the last are judged
 (dependencies.Index: the cost follows what changed, not how many wait). Met: it joins the
@@ -16,18 +17,25 @@ The dependency is part of the job's spec, so it survives a restart.
 from __future__ import annotations
 
 from orchestrator.core import dependencies
-from orchestrator.core.decisions import Pending, Reason
+from orchestrator.core.config import Config
+from orchestrator.core.decisions import Pending, Plan, Reason
 from orchestrator.core.errors import AmbiguousJobId, InvalidSpec, JobNotFound
 from orchestrator.core.job import Job, JobSpec
+from orchestrator.core.queue import JobQueue
 from orchestrator.core.states import JobState
 from orchestrator.core.submission import ARRAY_PREFIX
+from orchestrator.head.history import Records
 
 NEVER = "DependencyNeverSatisfied"
 
 
 class Dependents:
+    def __init__(self, queue: JobQueue, records: Records, site: Config):
+        self.queue, self.records, self.site = queue, records, site
+        self.index: dependencies.Index | None = None  # built at the first cycle, from what was loaded
+        self.pending: dict[str, Pending] = {}  # why each waiting dependent waits, and until when
 
-    def resolved_dependency(self, spec: JobSpec) -> JobSpec:
+    def resolved(self, spec: JobSpec) -> JobSpec:
         """The spec with each job its dependency names as a whole id (an array's id for
         an array): refused if one names no job, or several."""
         if spec.dependency is None:
@@ -60,12 +68,12 @@ class Dependents:
         return {m.id for _, refs in dependencies.parse(job.spec.dependency) for ref in refs
                 for m in self._members(ref)}
 
-    def depends(self, jobs: list[Job]) -> None:
+    def added(self, jobs: list[Job]) -> None:
         """Just submitted: judged before the next cycle plans."""
-        if self._dependents is not None:
+        if self.index is not None:
             for job in jobs:
                 if job.spec.dependency:
-                    self._dependents.add(job.id, self.targets_of(job))
+                    self.index.add(job.id, self.targets_of(job))
 
     def judge(self, spec: JobSpec) -> dependencies.Verdict:
         return dependencies.verdict(dependencies.parse(spec.dependency), self._members)
@@ -73,33 +81,34 @@ class Dependents:
     def _members(self, ref: str) -> list[Job]:
         return self.records.members(ref)
 
-    def check_dependencies(self, now: float) -> None:
-        """Before a cycle: let in, keep out or give up on each job that waits on others."""
-        if self._dependents is None:  # first cycle: every unfinished job with a dependency
-            self._dependents = dependencies.Index()
+    def check(self, now: float, last_plan: Plan | None) -> list[Job]:
+        """Before a cycle: let in, keep out or give up on each job that waits on others;
+        the jobs it changed, for the service to save."""
+        if self.index is None:  # first cycle: every unfinished job with a dependency
+            self.index = dependencies.Index()
             for job in self.queue.jobs():
                 if job.spec.dependency and not job.state.is_terminal:
-                    self._dependents.add(job.id, self.targets_of(job))
-        self._dependents.moved(self.queue.take_moved())
+                    self.index.add(job.id, self.targets_of(job))
+        self.index.moved(self.queue.take_moved())
         changed: list[Job] = []
-        for job_id in self._dependents.due():
+        for job_id in self.index.due():
             if job_id not in self.queue:  # its submit was not stored: it was never accepted
-                self._dependents.drop(job_id)
+                self.index.drop(job_id)
                 continue
             job = self.queue.get(job_id)
             if job.state is not JobState.QUEUED:
-                self.dependency_pending.pop(job_id, None)
+                self.pending.pop(job_id, None)
                 if job.state not in (JobState.HELD, JobState.PREEMPTED):
-                    self._dependents.drop(job_id)  # it started or ended: nothing left to wait for
+                    self.index.drop(job_id)  # it started or ended: nothing left to wait for
                 continue
             verdict = self.judge(job.spec)
             if verdict.met:
                 self.queue.unblock(job_id)
-                self._dependents.drop(job_id)
-                self.dependency_pending.pop(job_id, None)
+                self.index.drop(job_id)
+                self.pending.pop(job_id, None)
             elif verdict.never:
-                self._dependents.drop(job_id)
-                self.dependency_pending.pop(job_id, None)
+                self.index.drop(job_id)
+                self.pending.pop(job_id, None)
                 reason = f"{NEVER}: {verdict.never}"
                 if self.site.dependency_never_satisfied == "hold":
                     self.queue.hold(job_id, now, reason)
@@ -109,12 +118,11 @@ class Dependents:
                 changed.append(job)
             else:
                 self.queue.block(job_id)
-                self.dependency_pending[job_id] = Pending(Reason.DEPENDENCY, verdict.waits_for,
-                                                          self._expected_end(verdict.targets, now))
-        if changed:
-            self.save(changed)
+                self.pending[job_id] = Pending(Reason.DEPENDENCY, verdict.waits_for,
+                                               self._expected_end(verdict.targets, now, last_plan))
+        return changed
 
-    def _expected_end(self, targets: tuple[Job, ...], now: float) -> float | None:
+    def _expected_end(self, targets: tuple[Job, ...], now: float, last_plan: Plan | None) -> float | None:
         """When the last target should be over: a running one by its time limit, a
         waiting one from its own estimated start; None when one has no estimate."""
         last = now
@@ -122,8 +130,7 @@ class Dependents:
             if t.state is JobState.RUNNING:
                 start = t.state_times.get(JobState.RUNNING, now)
             else:
-                pending = (self.last_plan.pending.get(t.id) if self.last_plan else None) or \
-                          self.dependency_pending.get(t.id)
+                pending = (last_plan.pending.get(t.id) if last_plan else None) or self.pending.get(t.id)
                 start = pending.estimated_start if pending else None
             if start is None:
                 return None

@@ -71,7 +71,7 @@ class Requests:
         test_only = spec.pop("test_only", False)
         if not isinstance(test_only, bool):
             raise InvalidSpec([("test_only", "must be true or false")])
-        parsed = self.resolved_dependency(JobSpec.parse(spec, self.validation_config()))
+        parsed = self.dependents.resolved(JobSpec.parse(spec, self.validation_config()))
         self.may_submit(parsed, by)
         if runtime_env.packages(parsed.runtime_env):
             await self.check_packages_exist(parsed)
@@ -86,7 +86,7 @@ class Requests:
             self.may_queue(parsed.user, 1)
             job = self.queue.enqueue(parsed, self.clock())
             job.idempotency_key = idempotency_key
-            self.depends([job])
+            self.dependents.added([job])
             await self.save([job], audit=[audit(self.clock(), by, "submit", job.id, user=parsed.user,
                                                 run_id=parsed.run_id, gpus=parsed.gpu_count,
                                                 priority=parsed.priority.name)])
@@ -110,7 +110,7 @@ class Requests:
 
     def dry_run(self, parsed: JobSpec) -> dict:
         now = self.clock()
-        if parsed.dependency and not (verdict := self.judge(parsed)).met:
+        if parsed.dependency and not (verdict := self.dependents.judge(parsed)).met:
             return {"success": True, "test_only": True, "would_start": False, "estimated_start": None,
                     "reason": Reason.DEPENDENCY.value, "message": verdict.never or verdict.waits_for}
         probe = Job.new(parsed, seq=self.queue.next_seq, now=now, job_id="dry-run")
@@ -138,7 +138,7 @@ class Requests:
                                                  "env": {**parsed.env, "GPUQ_ARRAY_INDEX": str(i)}})
                 jobs.append(self.queue.enqueue(spec, now))
                 self.queue.join_array(jobs[-1], array_id, i)
-            self.depends(jobs)
+            self.dependents.added(jobs)
             jobs[0].idempotency_key = key
             await self.save(jobs, audit=[audit(self.clock(), by, "submit", jobs[0].id, user=parsed.user,
                                                run_id=parsed.run_id, gpus=parsed.gpu_count,
@@ -205,7 +205,7 @@ class Requests:
         job_id = job.id
         out = views.job(job, self.queue, detail=True)
         out["idle_gpus"] = self.watch.idle_of(job_id, self.clock())  # held but unused for the idle window
-        pending = self.dependency_pending.get(job_id) or (self.last_plan.pending.get(job_id) if self.last_plan else None)
+        pending = self.dependents.pending.get(job_id) or (self.last_plan.pending.get(job_id) if self.last_plan else None)
         if pending is not None and out["state"] == JobState.QUEUED.value:  # why it waits, as `gpuq queue` says
             out["pending"] = {"reason": pending.code.value, "message": pending.message,
                               "estimated_start": pending.estimated_start}
@@ -218,7 +218,7 @@ class Requests:
         return views.jobs(page, total, self.queue, limit, offset, detail)
 
     async def queue_view(self, limit: int = 100) -> dict:
-        return views.line(self.queue, self.last_plan, limit, self.dependency_pending)
+        return views.line(self.queue, self.last_plan, limit, self.dependents.pending)
 
     async def status(self) -> dict:
         return views.status(self, self.backend.connected())

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from orchestrator.core import dependencies, lifecycle
+from orchestrator.core import lifecycle
 from orchestrator.core.accounting import Accounting, Run
 from orchestrator.core.config import Config
 from orchestrator.core.fairshare import UsageLedger
@@ -57,7 +57,7 @@ EXPLAIN_INTERVAL_S = 1.0
 PRUNE_EVERY_S = 6 * 3600  # history past job_retention_days leaves the store this often (and at start)
 
 
-class OrchestratorService(Requests, Launches, Bulk, Dependents):
+class OrchestratorService(Requests, Launches, Bulk):
     def __init__(self, config: dict | None = None, backend: Backend | None = None,
                  clock: Callable[[], float] = time.time):
         """`backend`: where jobs run (RayBackend unless a test passes its fake: both are a
@@ -101,8 +101,6 @@ class OrchestratorService(Requests, Launches, Bulk, Dependents):
                 self.usage.add(run.user, run.gpu_seconds, run.end)
         self.last_plan = None
         self.reserved: tuple[str, ...] = ()
-        self._dependents: dependencies.Index | None = None  # unfinished jobs with a dependency (dependents.py)
-        self.dependency_pending: dict = {}
         self.started_at = self.clock()
         self.backend.ensure_agents(self.nodes)
         self._wake = asyncio.Event()
@@ -122,6 +120,7 @@ class OrchestratorService(Requests, Launches, Bulk, Dependents):
         jobs, self.set_aside = self.store.load(now, ended_since=cutoff)
         self.queue.restore_history(history.counts_before(cutoff), history.last_seq())
         self.records = Records(self.queue, history, cutoff)
+        self.dependents = Dependents(self.queue, self.records, self.site)
         for bad in self.set_aside:  # kept in the store's set_aside table; said where an admin looks
             log.error("job %s could not be loaded and was set aside: %s", bad.job_id, bad.error)
             self.fleet.store_event(now, bad.job_id, f"job record could not be loaded and was set aside "
@@ -202,7 +201,9 @@ class OrchestratorService(Requests, Launches, Bulk, Dependents):
         """One scheduling cycle: plan on a snapshot, then apply the decisions."""
         now = self.clock()
         began = time.perf_counter()
-        self.check_dependencies(now)  # jobs waiting on others stay out of the line
+        changed = self.dependents.check(now, self.last_plan)  # jobs waiting on others stay out of the line
+        if changed:
+            self.save(changed)
         snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping),
                            self.reserved)
         # Reasons and estimated starts cost more than the decisions (a busy queue wakes the
