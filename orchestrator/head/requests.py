@@ -169,6 +169,9 @@ class Requests:
         self.wake()
         return views.job(job, self.queue)
 
+    async def bulk(self, action: str, selector: dict, by: Caller | None = None, priority=None) -> dict:
+        return await self.bulk_actions.run(action, selector, by, priority)  # many jobs at once: bulk.py
+
     async def hold(self, job_id: str, by: Caller | None = None) -> dict:
         self.writable()
         job_id = self.records.live(job_id, "hold")

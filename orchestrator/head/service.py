@@ -57,7 +57,7 @@ EXPLAIN_INTERVAL_S = 1.0
 PRUNE_EVERY_S = 6 * 3600  # history past job_retention_days leaves the store this often (and at start)
 
 
-class OrchestratorService(Requests, Launches, Bulk):
+class OrchestratorService(Requests, Launches):
     def __init__(self, config: dict | None = None, backend: Backend | None = None,
                  clock: Callable[[], float] = time.time):
         """`backend`: where jobs run (RayBackend unless a test passes its fake: both are a
@@ -121,6 +121,7 @@ class OrchestratorService(Requests, Launches, Bulk):
         self.queue.restore_history(history.counts_before(cutoff), history.last_seq())
         self.records = Records(self.queue, history, cutoff)
         self.dependents = Dependents(self.queue, self.records, self.site)
+        self.bulk_actions = Bulk(self.queue, self.site, self.clock, self)
         for bad in self.set_aside:  # kept in the store's set_aside table; said where an admin looks
             log.error("job %s could not be loaded and was set aside: %s", bad.job_id, bad.error)
             self.fleet.store_event(now, bad.job_id, f"job record could not be loaded and was set aside "

@@ -598,3 +598,16 @@ def test_history_past_retention_is_pruned_and_usage_and_audit_stay(tmp_path):
         assert w.svc.store.usage() == usage and w.svc.store.audit() == audit  # gpuq usage's totals stay
         assert w.svc.accounting.runs and w.svc.accounting.runs[0].gpu_seconds == 60.0
     scenario(tmp_path, body, job_memory_s=60, job_retention_days=1)
+
+
+def test_the_service_gives_bulk_actions_every_effect_they_ask_for():
+    """Bulk is a part handed the service as its JobEffects (head/bulk.py): each effect the
+    Protocol names is the service's, with the Protocol's parameters."""
+    import inspect
+
+    from orchestrator.head.bulk import JobEffects
+
+    for name in ("writable", "save", "stop_job", "give_back", "wake"):
+        wanted = [p for p in inspect.signature(getattr(JobEffects, name)).parameters if p != "self"]
+        have = inspect.signature(getattr(OrchestratorService, name)).parameters
+        assert all(p in have for p in wanted), (name, wanted, list(have))
