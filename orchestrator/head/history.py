@@ -47,26 +47,13 @@ class History:
 
     def ended_before(self, cutoff: float, state: JobState | None, user: str | None, limit: int) -> list[Job]:
         """Jobs that ended before `cutoff` (the ones not in memory), newest first."""
-        where, args = ["ended_at < ?"], [cutoff]
-        if state is not None:
-            where.append("state = ?")
-            args.append(state.value)
-        if user is not None:
-            where.append("user = ?")
-            args.append(user)
-        rows = self.store.read(f"SELECT doc FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
-                               (*args, limit))  # the WHERE clause is built from fixed strings only
+        where, args = _ended_before(cutoff, state, user)
+        rows = self.store.read(f"SELECT doc FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ?", (*args, limit))
         return [Job.model_validate_json(r[0]) for r in rows]
 
     def count_before(self, cutoff: float, state: JobState | None, user: str | None) -> int:
-        where, args = ["ended_at < ?"], [cutoff]
-        if state is not None:
-            where.append("state = ?")
-            args.append(state.value)
-        if user is not None:
-            where.append("user = ?")
-            args.append(user)
-        return self.store.read(f"SELECT count(*) FROM jobs WHERE {' AND '.join(where)}", tuple(args))[0][0]
+        where, args = _ended_before(cutoff, state, user)
+        return self.store.read(f"SELECT count(*) FROM jobs WHERE {where}", args)[0][0]
 
     def counts_before(self, cutoff: float) -> Counter[JobState]:
         rows = self.store.read("SELECT state, count(*) FROM jobs WHERE ended_at < ? GROUP BY state", (cutoff,))
@@ -84,6 +71,19 @@ class History:
             if n < PRUNE_BATCH:
                 break
         return gone
+
+
+def _ended_before(cutoff: float, state: JobState | None, user: str | None) -> tuple[str, tuple]:
+    """A WHERE clause and its parameters: ended before `cutoff`, in `state`, `user`'s.
+    The clause is built from fixed strings only; the values are parameters."""
+    where, args = ["ended_at < ?"], [cutoff]
+    if state is not None:
+        where.append("state = ?")
+        args.append(state.value)
+    if user is not None:
+        where.append("user = ?")
+        args.append(user)
+    return " AND ".join(where), tuple(args)
 
 
 class Records:

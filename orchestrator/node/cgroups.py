@@ -50,6 +50,16 @@ class Containment:
     def usable(self) -> bool:
         return self.v2 is not None
 
+    def as_sent(self) -> dict:
+        """As the runner sends it to a supervisor (JSON): found once per runner, not per job."""
+        return {"v2": str(self.v2) if self.v2 else None, "limits": {k: str(v) for k, v in self.limits.items()},
+                "mounts": {k: str(v) for k, v in self.mounts.items()}, "why_not": self.why_not}
+
+    @classmethod
+    def from_sent(cls, sent: dict) -> Containment:
+        return cls(Path(sent["v2"]) if sent.get("v2") else None, {k: Path(v) for k, v in sent["limits"].items()},
+                   {k: Path(v) for k, v in sent["mounts"].items()}, sent.get("why_not", ""))
+
     def describe(self) -> str:
         """'cgroup v2; limits: memory, cpu', or the fallback and why."""
         if not self.usable:
@@ -143,10 +153,9 @@ class JobCgroup:
         self.folders = list(self.homes)
         for folder in self.folders:
             folder.mkdir(parents=True, exist_ok=True)
-        if found.limits and found.limits.get("memory") == found.v2:
-            _enable(found.v2 / name.split("/")[0], "memory")
-        if found.limits.get("cpu") == found.v2:
-            _enable(found.v2 / name.split("/")[0], "cpu")
+        for limit in ("memory", "cpu"):  # v2's controllers reach the rank through its cluster's folder
+            if found.limits.get(limit) == found.v2:
+                _enable(found.v2 / name.split("/")[0], limit)
         self.enforced = self._limit()
 
     def _limit(self) -> list[str]:

@@ -136,7 +136,8 @@ class Runner:
         sent = {"base": spec.base_env or {}, "env": job_env, "prepare": plan}
         mine = rank_limits(spec.limits or {}, len(gpus))
         if self.containment.usable:
-            sent["cgroup"] = {"name": cgroups.rank_name(env.get("GPUQ_CLUSTER", "none"), job_id, attempt, rank), **mine}
+            sent["cgroup"] = {"name": cgroups.rank_name(env.get("GPUQ_CLUSTER", "none"), job_id, attempt, rank),
+                              "found": self.containment.as_sent(), **mine}
         if ray_node:
             sent["ray"] = {**ray_node, **node_share(len(gpus), ray_node["node_gpus"], mine),
                            "ip": ray.util.get_node_ip_address()}

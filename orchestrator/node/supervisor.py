@@ -241,11 +241,13 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
 
 def _cgroup(asked: dict | None, log) -> cgroups.JobCgroup | None:
     """The rank's cgroup, with its limits, where the runner found this node can make one
-    (runner.py: `asked` names it); None, said in the log, where it cannot."""
+    (runner.py: `asked` names it and says what it found); None, said in the log, where
+    it cannot."""
     if not asked:
         return None
+    found = cgroups.Containment.from_sent(asked["found"]) if "found" in asked else cgroups.find()
     try:
-        return cgroups.JobCgroup(cgroups.find(), asked["name"], asked.get("memory"), asked.get("cpus"))
+        return cgroups.JobCgroup(found, asked["name"], asked.get("memory"), asked.get("cpus"))
     except OSError as e:
         log.write(f"[gpuq] the job's cgroup could not be made ({e}); its processes are tracked by descent "
                   "only, and its limits are not enforced\n".encode())

@@ -49,6 +49,18 @@ def test_close_during_writes_waits_for_them_and_later_writes_are_refused(tmp_pat
     again.close()
 
 
+def reloaded(tmp_path, job):
+    """`job` saved to a store, and what a new store on the same file loads: a restart."""
+    store = Store(tmp_path / "gpuq.db")
+    store.save([job])
+    store.close()
+    again = Store(tmp_path / "gpuq.db")
+    try:
+        return again.load(now=1.0)
+    finally:
+        again.close()
+
+
 def test_a_job_accepted_on_a_bigger_site_reloads_whole(tmp_path):
     """What a site accepted stays valid in the store: a 24-GPU, 14-day job with 20
     retries, accepted under raised limits, reloads after a restart (nothing set aside)."""
@@ -58,14 +70,7 @@ def test_a_job_accepted_on_a_bigger_site_reloads_whole(tmp_path):
     site = Config(nodes={"a": 8, "b": 8, "c": 8}, max_time_limit_s=30 * 86400, max_retries_limit=50)
     spec = JobSpec.parse({"run_id": "big", "user": "alice", "command": "train", "gpu_count": 24,
                           "time_limit": "14d", "max_retries": 20}, site)
-    store = Store(tmp_path / "gpuq.db")
-    store.save([Job.new(spec, seq=1, now=0.0)])
-    store.close()
-    again = Store(tmp_path / "gpuq.db")
-    try:
-        jobs, set_aside = again.load(now=1.0)
-    finally:
-        again.close()
+    jobs, set_aside = reloaded(tmp_path, Job.new(spec, seq=1, now=0.0))
     assert set_aside == []
     assert [(j.spec.gpu_count, j.spec.time_limit, j.spec.max_retries) for j in jobs] == [(24, 14 * 86400, 20)]
 
@@ -77,12 +82,5 @@ def test_an_array_member_reloads_with_its_index(tmp_path):
 
     spec = JobSpec.parse({"run_id": "a_3", "user": "alice", "command": "true", "gpu_count": 1})
     member = Job.new(spec.model_copy(update={"env": {"GPUQ_ARRAY_INDEX": "3"}}), seq=1, now=0.0)
-    store = Store(tmp_path / "gpuq.db")
-    store.save([member])
-    store.close()
-    again = Store(tmp_path / "gpuq.db")
-    try:
-        jobs, set_aside = again.load(now=1.0)
-    finally:
-        again.close()
+    jobs, set_aside = reloaded(tmp_path, member)
     assert set_aside == [] and jobs[0].spec.env == {"GPUQ_ARRAY_INDEX": "3"}
