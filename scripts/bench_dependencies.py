@@ -31,7 +31,7 @@ from tests.runtime.fakes import FakeBackend  # noqa: E402
 async def settle(svc, cycles: list, count: int) -> None:
     """Wake the loop until it has judged `count` times."""
     while len(cycles) < count:
-        svc.wake()
+        svc.tasks.wake()
         await asyncio.sleep(0.01)
 
 
@@ -39,12 +39,12 @@ async def measure() -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-deps-"))
     user = getpass.getuser()
     now = [1_800_000_000.0]
-    svc = OrchestratorService({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "start_jobs": False,
-                               "warm_slots_per_node": 0, "telemetry_interval_s": 3600, "loop_interval_s": 3600,
-                               "allowed_system_accounts": [user], "max_dependency_jobs": 10_000,
-                               "max_jobs_per_user": 20_000}, backend=FakeBackend(lambda: now[0]), clock=lambda: now[0])
+    svc = OrchestratorService.open({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "start_jobs": False,
+                                    "warm_slots_per_node": 0, "telemetry_interval_s": 3600, "loop_interval_s": 3600,
+                                    "allowed_system_accounts": [user], "max_dependency_jobs": 10_000,
+                                    "max_jobs_per_user": 20_000}, backend=FakeBackend(lambda: now[0]), clock=lambda: now[0])
     cycles: list[float] = []
-    judge = svc.dependents.check
+    judge = svc.requests.dependents.check
 
     def timed(at: float, last_plan):  # every call the scheduling loop makes, timed
         t = time.perf_counter()
@@ -52,17 +52,17 @@ async def measure() -> dict:
         cycles.append((time.perf_counter() - t) * 1000)
         return changed
 
-    svc.dependents.check = timed
+    svc.requests.dependents.check = timed
     try:
         spec = {"run_id": "a", "user": user, "command": "true", "gpu_count": 1}
-        array = (await svc.submit({**spec, "array": 10_000}))["array"]["id"]
-        await svc.submit({**spec, "run_id": "after", "dependency": "afterok:" + ":".join([array] * 500)})
+        array = (await svc.requests.submit({**spec, "array": 10_000}))["array"]["id"]
+        await svc.requests.submit({**spec, "run_id": "after", "dependency": "afterok:" + ":".join([array] * 500)})
         await settle(svc, cycles, 1)
         first = cycles[-1]
         for _ in range(50):  # cycles where nothing moved
             await settle(svc, cycles, len(cycles) + 1)
         idle = cycles[-50:]
-        await svc.cancel(svc.queue.array(array)[0].id)
+        await svc.requests.cancel(svc.queue.array(array)[0].id)
         await settle(svc, cycles, len(cycles) + 1)
         return {"machine": f"{os.cpu_count()} cores", "members_named": 10_000, "references": 500,
                 "first_cycle_ms": round(first, 2), "idle_cycle_p50_ms": round(statistics.median(idle), 3),

@@ -3,7 +3,7 @@
 Pure bookkeeping beside the inventory: the orchestrator feeds it telemetry reports
 and admin requests, it changes the inventory (a GPU out of service is never planned
 on) and says which jobs sit on GPUs that went out of service; the orchestrator stops
-those (orchestrator/head/service.py) and keeps Ray in step (backend.quarantine).
+those (orchestrator/head/launches.py, evict) and keeps Ray in step (backend.quarantine).
 
 Two ways out of service, as in Slurm:
 - *unhealthy*: found by gpuq (fatal XID, double-bit ECC, a node that stopped
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from orchestrator.core.errors import InvalidSpec
 from orchestrator.core.gpureport import NodeReport
@@ -48,7 +49,7 @@ class NodeDown:
 
 
 class Fleet:
-    def __init__(self, inventory: Inventory, rules: HealthRules, saved: dict | None = None):
+    def __init__(self, inventory: Inventory, rules: HealthRules, saved: dict[str, Any] | None = None):
         self.inventory = inventory
         self.monitor = HealthMonitor(rules)
         self.reports: dict[str, NodeReport] = {}
@@ -57,7 +58,7 @@ class Fleet:
         # Every GPU node ever seen, with its size: a node that is dead when the orchestrator
         # starts is still shown (as down), not forgotten.
         self.known: dict[str, int] = dict((saved or {}).get("nodes", {}))
-        self.events: deque[dict] = deque(maxlen=MAX_EVENTS)
+        self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
         for e in (saved or {}).get("events", []):
             self.events.append(e)
         for name, seen in (saved or {}).get("xid_seen", {}).items():
@@ -71,7 +72,7 @@ class Fleet:
 
     # --- what is stored -------------------------------------------------------------
 
-    def saved(self) -> dict:
+    def saved(self) -> dict[str, Any]:
         return {"out": {f"{n}:{g}": asdict(o) for (n, g), o in self.out.items()}, "events": list(self.events)[-200:],
                 "xid_seen": {f"{n}:{g}": seen for (n, g), seen in self.monitor.xid_seen.items() if seen},
                 "down": {n: asdict(d) for n, d in self.down.items()}, "nodes": dict(self.known)}
@@ -180,7 +181,8 @@ class Fleet:
         """Something the store could not keep as it was (a job record set aside at start)."""
         self._event(now, "store", None, "set aside", reason, "orchestrator", job_id)
 
-    def _event(self, now, node, gpu, action, reason, by, job) -> None:
+    def _event(self, now: float, node: str, gpu: int | None, action: str, reason: str, by: str,
+               job: str | None) -> None:
         self.events.append({"time": now, "node": node, "gpu": gpu, "action": action, "reason": reason, "by": by,
                             "job_id": job})
 

@@ -14,7 +14,7 @@ through the queue) and into the effects the runtime must carry out:
   failed (`launch_failed`), a launch a restart cut short (`not_started`).
 
 Pure: `now` is passed in, nothing here touches Ray, the store or a clock. The live
-service carries out the effects (head/service.py). The simulator applies its
+service carries out the effects (head/launches.py). The simulator applies its
 plans through `apply_plan` and `run_ended` too, on its own light records (`Moves`);
 having no runners, it carries out the effects at once: a victim's GPUs come back
 and a start runs in the same instant (sim/simulator.py, step 2, says so).
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator.core.decisions import Plan
 from orchestrator.core.inventory import Inventory
@@ -68,9 +68,9 @@ class Exit:
 class Moves(Protocol):
     """The queue moves a plan needs: JobQueue's, or the simulator's on its light records."""
 
-    def schedule(self, job_id: str, now: float, allocation): ...
-    def preempt(self, job_id: str, now: float, reason: str): ...
-    def requeue(self, job_id: str, now: float, reason: str): ...
+    def schedule(self, job_id: str, now: float, allocation: dict[str, list[int]]) -> Any: ...
+    def preempt(self, job_id: str, now: float, reason: str) -> Any: ...
+    def requeue(self, job_id: str, now: float, reason: str) -> Any: ...
 
 
 @dataclass
@@ -99,7 +99,7 @@ def apply_plan(queue: Moves, inventory: Inventory, decided: Plan, now: float) ->
     return out
 
 
-def judged_by(results: dict[int, dict | None], ended_first: int) -> dict[int, dict | None]:
+def judged_by(results: dict[int, dict[str, Any] | None], ended_first: int) -> dict[int, dict[str, Any] | None]:
     """The ranks of a gang that gpuq stopped because `ended_first` ended (it failed, or
     it is a Ray job's driver) did not fail: the run is judged by the rank that ended it
     (a torchrun rank's crash, not the TERM the others got), never as a system stop."""
@@ -108,7 +108,7 @@ def judged_by(results: dict[int, dict | None], ended_first: int) -> dict[int, di
             for rank, res in results.items()}
 
 
-def classify(results: list[dict | None], evicted: str | None, node_of_rank: Callable[[int], str | None],
+def classify(results: list[dict[str, Any] | None], evicted: str | None, node_of_rank: Callable[[int], str | None],
              user: str) -> Exit:
     """One Exit from what each rank's runner reported (None: it died without a record).
     `evicted` is why the job was being stopped for its GPUs, if it was."""

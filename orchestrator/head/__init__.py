@@ -1,8 +1,10 @@
-"""What runs on the head node: the orchestrator actor and its service.
+"""What runs on the head node: the orchestrator actor and the parts of its service.
 
-The service (service.py) carries out the core's decisions: requests (requests.py, bulk.py,
-dependents.py), launches (launches.py), recovery, the store (store.py, groupcommit.py,
-history.py), the fleet's watch, metrics and notices. backend.py (with quarantine.py and
-nodes.py) is where the service places and starts things on Ray, behind the Backend
-Protocol (backends.py); names.py is the one module the API imports.
+service.py composes the parts and starts them (docs/ARCHITECTURE.md, "The head's
+parts"): the scheduling loop (loop.py), launches (launches.py, recovery.py), requests
+(requests.py, bulk.py, dependents.py, uploads.py), the way to the store (journal.py,
+store.py, groupcommit.py, history.py), the fleet's watch, metrics and notices.
+backend.py (with quarantine.py and nodes.py) is where jobs are placed and started on
+Ray, behind the Backend Protocol (backends.py); names.py is the one module the API
+imports.
 """

@@ -11,11 +11,12 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.head.names import NAMESPACE, ORCHESTRATOR_NAME
+from orchestrator.head.requests import Requests
 from orchestrator.head.service import OrchestratorService
 
 # What callers may ask of the actor (the API, `gpuq up`, the tests); every one is a
-# request method of the service (head/requests.py). The service's own hooks
-# (finish, evict, launch, save, carry_out...) are not reachable through Ray.
+# method of the service's requests part (head/requests.py). Its other parts (launches,
+# the loop, the journal...) are not reachable through Ray.
 PUBLIC = ("submit", "cancel", "hold", "release", "set_priority", "get_job", "list_jobs", "queue_view", "logs",
           "status", "resources", "history", "metrics_text", "usage_report", "fleet_events", "audit_trail",
           "drain", "undrain", "inject", "set_starts", "record", "ping", "pid", "package_exists", "package_put", "bulk",
@@ -24,15 +25,15 @@ PUBLIC = ("submit", "cancel", "hold", "release", "set_priority", "get_job", "lis
 
 class _Orchestrator:
     def __init__(self, config: dict | None = None):
-        self._service = OrchestratorService(config)
+        self._requests = OrchestratorService.open(config).requests
 
 
 def _forward(name: str):
     async def method(self, *args, **kwargs):
-        return await getattr(self._service, name)(*args, **kwargs)
+        return await getattr(self._requests, name)(*args, **kwargs)
 
     method.__name__ = method.__qualname__ = name
-    method.__doc__ = getattr(OrchestratorService, name).__doc__
+    method.__doc__ = getattr(Requests, name).__doc__
     return method
 
 

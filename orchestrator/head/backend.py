@@ -26,6 +26,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 
 import ray
@@ -90,7 +91,7 @@ class RayBackend(Quarantine):
             self.capacity[name] = info.gpus
             self.node_ips[name] = info.ip
             if name not in self.agents:
-                self.agents[name] = NodeAgent.options(
+                self.agents[name] = NodeAgent.options(  # type: ignore[attr-defined]  # a ray.remote class
                     name=agent_name(name), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
                     resources={name: NODE_SHARE},
                 ).remote(name, self.data_root, self.cluster_id, info.gpus, self.telemetry)
@@ -127,7 +128,7 @@ class RayBackend(Quarantine):
 
     # --- slots ----------------------------------------------------------------------
 
-    async def acquire(self, node: str, size: int, prefer: list[int], avoid: set[int] = frozenset()) -> PlacementSlot | None:
+    async def acquire(self, node: str, size: int, prefer: list[int], avoid: AbstractSet[int] = frozenset()) -> PlacementSlot | None:
         """A slot of `size` GPUs on `node`: a parked one if there is one (the planned GPUs
         first; none holding a GPU in `avoid`, those out of service), else a new one,
         after evicting parked slots that Ray would need the GPUs of. None (and nothing
@@ -143,7 +144,7 @@ class RayBackend(Quarantine):
             return slot
         held = self._held(node)
         for old in sorted((s for s in self.slots.values() if s.node == node and s.parked_at is not None),
-                          key=lambda s: s.parked_at):
+                          key=lambda s: s.parked_at or 0.0):
             if held + size <= self.capacity.get(node, size):
                 break
             held -= old.size
@@ -154,7 +155,7 @@ class RayBackend(Quarantine):
         name = f"gpuq-slot-{uuid.uuid4().hex[:12]}"
         pg = placement_group([{"GPU": float(size), node: NODE_SHARE}], name=name, lifetime="detached")
         # No runtime_env: a user's package on a root worker's PYTHONPATH would run as root.
-        runner = Runner.options(
+        runner = Runner.options(  # type: ignore[attr-defined]  # a ray.remote class
             name=name, namespace=NAMESPACE, lifetime="detached", num_gpus=size, num_cpus=0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0),
         ).remote(node, self.data_root, self.scratch)
@@ -208,11 +209,11 @@ class RayBackend(Quarantine):
         """Remove slots parked too long, but keep the warm one-GPU slots."""
         now = time.monotonic()
         warm_kept: dict[str, int] = {}
-        for slot in sorted((s for s in self.slots.values() if s.parked_at is not None), key=lambda s: -s.parked_at):
+        for slot in sorted((s for s in self.slots.values() if s.parked_at is not None), key=lambda s: -(s.parked_at or 0.0)):
             if slot.size == 1 and warm_kept.get(slot.node, 0) < self.warm_slots_per_node:
                 warm_kept[slot.node] = warm_kept.get(slot.node, 0) + 1
                 continue
-            if now - slot.parked_at > self.slot_idle_s:
+            if now - (slot.parked_at or now) > self.slot_idle_s:
                 self.discard(slot)
 
     # Runtime-env packages in Ray's store (node/packagestore.py), by their stored names.
@@ -262,9 +263,9 @@ class RayBackend(Quarantine):
                  else [None] * nnodes)
         calls = []
         for rank, (runner, hello) in enumerate(zip(runners, hellos, strict=True)):
-            env = {
+            env: dict[str, str] = {
                 **spec.env,
-                "GPUQ_CLUSTER": self.cluster_id, "GPUQ_NODE": hello["node"], "GPUQ_NODE_RANK": str(rank),
+                "GPUQ_CLUSTER": self.cluster_id, "GPUQ_NODE": str(hello["node"]), "GPUQ_NODE_RANK": str(rank),
                 "GPUQ_NNODES": str(nnodes), "GPUQ_NUM_GPUS": str(len(hello["gpus"])), "GPUQ_WORLD_SIZE": str(world),
                 # GPU indices mean the same to CUDA as to NVML (and so to gpuq's health checks).
                 "CUDA_DEVICE_ORDER": "PCI_BUS_ID",

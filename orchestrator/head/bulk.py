@@ -1,7 +1,8 @@
 """Acting on many jobs at once: cancel, hold, release or re-prioritise every job a
 selector names (core/selection.py), like `scancel ARRAYID`, `scancel -u alice -t
 PENDING` or `scontrol hold`. A part of the service: it is handed the queue, the site,
-the clock and the few effects it needs (JobEffects: the service is one), nothing else.
+the clock, the journal, the loop's wake-up and the two stops it needs (JobStops: the
+launches part), nothing else.
 
 One call, one pass, one store commit for every job it changes, with one audit row:
 cancelling a 10,000-job array is a single transaction, not 10,000. A user acts on
@@ -14,40 +15,41 @@ counted, with why, in the answer.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Protocol
 
 from pydantic import ValidationError
 
 from orchestrator.core.config import Config
 from orchestrator.core.errors import Forbidden, InvalidSpec
-from orchestrator.core.job import Job, Priority, validation_messages
+from orchestrator.core.job import Job, validation_messages
+from orchestrator.core.priority import Priority
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.rights import Caller, check_priority
 from orchestrator.core.selection import ACTS_ON, Selector, require_criteria, select
 from orchestrator.core.states import JobState
+from orchestrator.head.journal import Journal
+from orchestrator.head.tasks import Tasks
 
 SHOWN = 100  # job ids listed in the answer; the counts cover all
 
 
-class JobEffects(Protocol):
-    """What acting on jobs asks of the service: refuse while the store cannot write, make
-    changes durable, stop a running job, give a placed job's GPUs back, wake the loop."""
+class JobStops(Protocol):
+    """What cancelling asks of the launches part (launches.Launches): stop a running job,
+    give a placed one's GPUs back."""
 
-    def writable(self) -> None: ...
-    def save(self, jobs: list[Job], *, audit: list[tuple] | None = None) -> Awaitable[None]: ...
     def stop_job(self, job: Job) -> None: ...
     def give_back(self, job: Job) -> None: ...
-    def wake(self) -> None: ...
 
 
 class Bulk:
-    def __init__(self, queue: JobQueue, site: Config, clock: Callable[[], float], effects: JobEffects):
-        self.queue, self.site, self.clock, self.effects = queue, site, clock, effects
+    def __init__(self, *, queue: JobQueue, site: Config, clock: Callable[[], float], journal: Journal,
+                 jobs: JobStops, tasks: Tasks):
+        self.queue, self.site, self.clock, self.journal, self.jobs, self.tasks = queue, site, clock, journal, jobs, tasks
 
     async def run(self, action: str, selector: dict, by: Caller | None = None, priority=None) -> dict:
         """Apply `action` (cancel, hold, release, priority) to the jobs `selector` names."""
-        self.effects.writable()
+        self.journal.writable()
         if action not in ACTS_ON:
             raise InvalidSpec([("action", f"must be one of {', '.join(ACTS_ON)}")])
         try:
@@ -80,8 +82,8 @@ class Bulk:
                     check_priority(by, level, job.priority, self.site.max_priority, self.site.priority_grants)
                 changed.append(self._act(action, job, now, level, by))
         if changed:
-            await self.effects.save(changed, audit=[audit_row(now, by, action, changed, sel, level)])
-            self.effects.wake()
+            await self.journal.save(changed, audit=[audit_row(now, by, action, changed, sel, level)])
+            self.tasks.wake()
         return {"action": action, "matched": len(changed) + sum(left.values()), "changed": len(changed),
                 "unchanged": dict(left), "job_ids": [j.id for j in changed[:SHOWN]]}
 
@@ -91,14 +93,14 @@ class Bulk:
             was = job.state
             self.queue.cancel(job.id, now, f"cancelled{who} (bulk)")
             if was in (JobState.RUNNING, JobState.PREEMPTED):
-                self.effects.stop_job(job)
+                self.jobs.stop_job(job)
             elif was is JobState.SCHEDULED:
-                self.effects.give_back(job)  # its launch task sees CANCELLED and stops there
+                self.jobs.give_back(job)  # its launch task sees CANCELLED and stops there
         elif action == "hold":
             self.queue.hold(job.id, now, f"held{who}")
         elif action == "release":
             self.queue.release(job.id, now, f"released{who}")
-        else:
+        elif level is not None:  # action is priority: its level was parsed above
             self.queue.set_priority(job.id, level, now)
         return job
 

@@ -65,8 +65,8 @@ class Dependents:
             raise
 
     def targets_of(self, job: Job) -> set[str]:
-        return {m.id for _, refs in dependencies.parse(job.spec.dependency) for ref in refs
-                for m in self._members(ref)}
+        conditions = dependencies.parse(job.spec.dependency) if job.spec.dependency else []
+        return {m.id for _, refs in conditions for ref in refs for m in self._members(ref)}
 
     def added(self, jobs: list[Job]) -> None:
         """Just submitted: judged before the next cycle plans."""
@@ -76,7 +76,7 @@ class Dependents:
                     self.index.add(job.id, self.targets_of(job))
 
     def judge(self, spec: JobSpec) -> dependencies.Verdict:
-        return dependencies.verdict(dependencies.parse(spec.dependency), self._members)
+        return dependencies.verdict(dependencies.parse(spec.dependency) if spec.dependency else [], self._members)
 
     def _members(self, ref: str) -> list[Job]:
         return self.records.members(ref)
@@ -128,7 +128,7 @@ class Dependents:
         last = now
         for t in targets:
             if t.state is JobState.RUNNING:
-                start = t.state_times.get(JobState.RUNNING, now)
+                start: float | None = t.state_times.get(JobState.RUNNING, now)
             else:
                 pending = (last_plan.pending.get(t.id) if last_plan else None) or self.pending.get(t.id)
                 start = pending.estimated_start if pending else None

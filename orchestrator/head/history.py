@@ -76,7 +76,7 @@ class History:
 def _ended_before(cutoff: float, state: JobState | None, user: str | None) -> tuple[str, tuple]:
     """A WHERE clause and its parameters: ended before `cutoff`, in `state`, `user`'s.
     The clause is built from fixed strings only; the values are parameters."""
-    where, args = ["ended_at < ?"], [cutoff]
+    where, args = ["ended_at < ?"], [cutoff]  # type: list[str], list[float | str]
     if state is not None:
         where.append("state = ?")
         args.append(state.value)

@@ -1,8 +1,9 @@
-"""Launching a planned job: its slots from Ray, its command started on them (as its
-user, with its runtime env, as a Ray cluster of its own for a Ray job), then watched.
+"""Launches: a planned job from its slots to its end. Its slots come from Ray, its
+command starts on them (as its user, with its runtime env, as a Ray cluster of its own
+for a Ray job), its runners are watched, and its end is judged and applied.
 
-A part of OrchestratorService (service.py), which holds the state these use; split
-out so that each file reads on its own. The order of writes that keeps a restart from
+A part the service composes (service.py): it owns the jobs being stopped and evicted,
+and is handed everything else it uses. The order of writes that keeps a restart from
 starting a job twice is service.py's docstring's.
 """
 
@@ -10,11 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from orchestrator.core import lifecycle, rayjob, runtime_env
+from orchestrator.core.accounting import Accounting, Run
 from orchestrator.core.accounts import account_for
+from orchestrator.core.config import Config
+from orchestrator.core.fairshare import UsageLedger
+from orchestrator.core.fleet import Fleet
+from orchestrator.core.inventory import Inventory
 from orchestrator.core.job import Job
+from orchestrator.core.queue import JobQueue
 from orchestrator.core.states import JobState
+from orchestrator.head.backends import Backend
+from orchestrator.head.jobpython import JobPython
+from orchestrator.head.journal import Journal
+from orchestrator.head.metrics import Metrics
+from orchestrator.head.tasks import Tasks
+from orchestrator.head.watch import NodeLooks
 from orchestrator.node.launchspec import LaunchSpec
 from orchestrator.node.packagestore import SETUP_FAILED, RuntimeEnvFailed
 
@@ -22,6 +36,17 @@ log = logging.getLogger("gpuq.orchestrator")
 
 
 class Launches:
+    def __init__(self, *, site: Config, clock: Callable[[], float], queue: JobQueue, inventory: Inventory,
+                 backend: Backend, journal: Journal, tasks: Tasks, metrics: Metrics, fleet: Fleet,
+                 usage: UsageLedger, accounting: Accounting, job_python: JobPython, job_base_env: dict[str, str],
+                 looks: NodeLooks):
+        self.site, self.clock, self.queue, self.inventory = site, clock, queue, inventory
+        self.backend, self.journal, self.tasks, self.metrics, self.fleet = backend, journal, tasks, metrics, fleet
+        self.usage, self.accounting, self.looks = usage, accounting, looks
+        self.job_python, self.job_base_env = job_python, job_base_env
+        self.stopping: set[str] = set()  # jobs told to stop whose GPUs are not back yet
+        self.evicting: dict[str, str] = {}  # jobs stopped because their GPUs left service -> why
+
     async def launch(self, job: Job, scheduled_stored: asyncio.Future) -> None:
         try:
             await scheduled_stored  # SCHEDULED is durable before anything is asked of Ray
@@ -60,7 +85,7 @@ class Launches:
                                                              self.clock()))
                 return
         job.slots[attempt] = names
-        await self.save([job])  # before anything runs: a restart finds the slots by these names
+        await self.journal.save([job])  # before anything runs: a restart finds the slots by these names
         if (infos := await self.start_on(names, job, attempt)) is not None:
             await self.adopt(job, attempt, infos)
 
@@ -75,7 +100,7 @@ class Launches:
             renv["python"] = self.job_python.path or "python3"
         if job.spec.ray and not self.job_python.ray_ready:  # the site changed since it was accepted
             raise RuntimeError(f"a Ray job needs a Python every user may run: {self.job_python.why_not}")
-        ray_job = rayjob.plan(self.site, self.job_python.path) if job.spec.ray else None
+        ray_job = rayjob.plan(self.site, self.job_python.path or "python3") if job.spec.ray else None
         try:
             spec = LaunchSpec(job.id, attempt, job.spec.command, env, job.spec.working_dir, float(job.time_limit),
                               self.site.stop_grace_s, account_for(job.spec.user, self.site.unix_users),
@@ -112,10 +137,107 @@ class Launches:
             moved = self.inventory.rebind(job.id, actual)
             for other_id, alloc in moved.items():  # still only planned: their plan follows Ray
                 self.queue.get(other_id).allocation = alloc
-            self.save([self.queue.start(job.id, min(i["started_at"] for i in infos), actual),
+            self.journal.save([self.queue.start(job.id, min(i["started_at"] for i in infos), actual),
                        *(self.queue.get(o) for o in moved)])
             if job.id in self.evicting:  # its GPUs left service while it was being placed
                 self.stop_job(job)
         elif job.state is JobState.CANCELLED:
             self.stop_job(job)
         await self.monitor(job, attempt)
+
+    def stop_job(self, job: Job) -> None:
+        """TERM, grace, KILL: the supervisor of each bundle does it."""
+        self.stopping.add(job.id)
+        self.backend.stop(job.slots.get(job.attempts + (1 if job.state is JobState.ALLOCATING else 0), []),
+                          job.id, job.attempts)
+
+    async def monitor(self, job: Job, attempt: int) -> None:
+        """Wait for every rank of the attempt to end, then finish the job."""
+        names = job.slots.get(attempt, [])
+        waits = {rank: asyncio.ensure_future(self.backend.wait(name, job.id, attempt, rank))
+                 for rank, name in enumerate(names)}
+        results: dict[int, dict | None] = {}
+        pending = set(waits.values())
+        ended_first = None  # the rank whose end made gpuq stop the others
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for rank, fut in waits.items():
+                if fut in done and rank not in results:
+                    result = results[rank] = fut.result()
+                    # One rank failed: stop the others. A Ray job is its driver (rank 0):
+                    # its end, whatever its exit, ends the other nodes of its cluster.
+                    failed = result is None or result.get("exit_code") != 0
+                    if pending and ended_first is None and (failed or (rank == 0 and job.spec.ray)):
+                        ended_first = rank
+                        self.backend.stop(names, job.id, attempt)
+        if ended_first is not None and job.id not in self.stopping:
+            results = lifecycle.judged_by(results, ended_first)
+        if any(res is None for res in results.values()):
+            # A runner died: if its node did, mark the node down now, so that the job is
+            # requeued as evicted and nothing is planned on that node again.
+            await self.looks.look_now()
+        # A runner that died without an exit record: ask its node whether the job ended.
+        for rank, res in results.items():
+            if res is None:
+                node = job.node_of_rank(attempt, rank)
+                try:
+                    results[rank] = await self.backend.call_agent(node, "read_exit", job.id, attempt, rank) if node else None
+                except Exception:
+                    results[rank] = None
+                self.backend.discard(names[rank])  # a slot whose runner failed is not reused
+        self.finish(job, attempt, [results[r] for r in sorted(results)])
+
+    def finish(self, job: Job, attempt: int, results: list[dict | None]) -> None:
+        """The job's processes are gone: give its GPUs back, count its usage, and let the
+        lifecycle decide its state from what the runners reported."""
+        now = self.clock()
+        evicted = self.evicting.pop(job.id, None)  # before give_back, which forgets it
+        for name in job.slots.get(attempt, []):
+            self.backend.park(name)
+        started = job.state_times.get(JobState.RUNNING, now)
+        run = None
+        if job.state_times.get(JobState.RUNNING) is not None and job.placements.get(attempt):
+            run = Run(job.id, attempt, job.user, job.gpus, started, now)
+            self.usage.add(job.user, run.gpu_seconds, now)
+            self.accounting.add(run)
+        self.give_back(job)
+        was_running = job.state is JobState.RUNNING
+        ended = lifecycle.classify(results, evicted, lambda rank: job.node_of_rank(attempt, rank), job.user)
+        self.carry_out(lifecycle.run_ended(self.queue, job, ended, now))
+        if was_running:
+            self.metrics.finished(job, now - started)
+        if run is not None:
+            self.journal.save([], usage=[(run.job_id, run.attempt, run.user, run.gpus, run.start, run.end)])
+
+    def evict(self, job: Job, reason: str) -> None:
+        """Stop a job whose GPUs left service and put it back in line, as a failure that
+        is not its own. Held GPUs stay out of service when the job lets them go."""
+        was = job.state
+        effects, stopping = lifecycle.evict(self.queue, job, reason, self.clock())
+        if stopping:
+            self.evicting[job.id] = reason  # how its run ends, when it ends
+        elif was is JobState.SCHEDULED:
+            self.give_back(job)  # nothing on Ray yet: its launch stops at the first check
+        self.carry_out(effects)
+
+    def carry_out(self, effects: lifecycle.Effects) -> None:
+        """What a lifecycle step asks of the runtime: store, stop, launch; then a cycle."""
+        if effects.save:
+            durable = self.journal.save(effects.save)
+            for job in effects.launch:
+                self.tasks.spawn(self.launch(job, durable))
+        for job in effects.stop:
+            self.stop_job(job)
+        self.tasks.wake()
+
+    def running_runs(self, now: float) -> list[Run]:
+        """Runs still going, counted up to `now` (for usage and its metric)."""
+        return [Run(j.id, j.attempts, j.user, j.gpus, j.state_times[JobState.RUNNING], now)
+                for j in self.queue.jobs() if j.state is JobState.RUNNING and JobState.RUNNING in j.state_times]
+
+    def give_back(self, job: Job) -> None:
+        """Give the job's GPUs back and forget any stop owed to it."""
+        if self.inventory.allocation_of(job.id) is not None:
+            self.inventory.give_back(job.id)
+        self.stopping.discard(job.id)
+        self.evicting.pop(job.id, None)  # a launch given up, or a job ended: no stop is owed

@@ -21,12 +21,20 @@ active-jobs table needs (at most one per GPU at a time).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from orchestrator.core.job import Job, Priority, format_allocation
+from orchestrator.core.accounting import Accounting, Run
+from orchestrator.core.fleet import Fleet
+from orchestrator.core.inventory import Inventory
+from orchestrator.core.job import Job, format_allocation
+from orchestrator.core.priority import Priority
+from orchestrator.core.queue import JobQueue
 from orchestrator.core.states import JobState
 from orchestrator.head import views
+from orchestrator.head.journal import Journal
 
 WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200)
 RUN_BUCKETS = (10, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800)
@@ -35,7 +43,7 @@ GPU_STATES = ("free", "allocated", "draining", "drained", "unhealthy", "down")
 
 
 class Metrics:
-    def __init__(self, service):
+    def __init__(self, webhooks: list[str]):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.queue_wait = Histogram("gpuq_queue_wait_seconds", "Time from entering the queue to being scheduled",
@@ -50,9 +58,8 @@ class Metrics:
                                      ["kind"], registry=r)
         self.webhook_dropped = Counter("gpuq_webhook_dropped_total", "Notifications dropped: the webhook was down "
                                        "longer than its buffer lasts", ["webhook"], registry=r)
-        for hook in service.site.webhooks:
-            self.webhook_dropped.labels(hook.name)
-        r.register(ScrapeCollector(service))
+        for name in webhooks:
+            self.webhook_dropped.labels(name)
         # Every label value a dashboard or alert reads exists from the start (at 0), so a
         # query has data before the first preemption, failure or health event.
         for p in Priority:
@@ -63,6 +70,10 @@ class Metrics:
             self.decisions.labels(decision)
         for kind in ("xid", "ecc", "silent"):
             self.health_events.labels(kind)
+
+    def read_from(self, collector: ScrapeCollector) -> None:
+        """Serve the series read from the orchestrator's state (built once its parts are)."""
+        self.registry.register(collector)
 
     def webhook_dropped_inc(self, webhook: str) -> None:
         self.webhook_dropped.labels(webhook).inc()
@@ -86,15 +97,19 @@ def _gauge(name, doc, labels=()):
 class ScrapeCollector:
     """Everything derived from the orchestrator's state, computed when scraped."""
 
-    def __init__(self, service):
-        self.svc = service
+    def __init__(self, *, clock: Callable[[], float], queue: JobQueue, inventory: Inventory, fleet: Fleet,
+                 journal: Journal, accounting: Accounting, running_runs: Callable[[float], list[Run]],
+                 loop_running: Callable[[], bool], started_at: float, set_aside: int):
+        self.clock, self.queue, self.inventory, self.fleet, self.journal = clock, queue, inventory, fleet, journal
+        self.accounting, self.running_runs, self.loop_running = accounting, running_runs, loop_running
+        self.started_at, self.set_aside = started_at, set_aside
 
     def describe(self):
         return []  # computed on collect: nothing to check at registration
 
     def collect(self):
-        svc, now = self.svc, self.svc.clock()
-        inv, queue, fleet = svc.inventory, svc.queue, svc.fleet
+        now = self.clock()
+        inv, queue, fleet = self.inventory, self.queue, self.fleet
         yield from self._jobs(queue, now)
 
         total, allocated, free = inv.total, inv.allocated_count(), inv.free_count()
@@ -135,19 +150,19 @@ class ScrapeCollector:
             yield g
 
         yield from self._telemetry(fleet)
-        yield from self._usage(svc, now)
+        yield from self._usage(now)
 
         up = _gauge("gpuq_orchestrator_loop_running", "1 while the scheduling loop runs")
-        up.add_metric([], 1.0 if svc.loop_running else 0.0)
+        up.add_metric([], 1.0 if self.loop_running() else 0.0)
         started = _gauge("gpuq_orchestrator_start_time_seconds", "When this orchestrator started (epoch seconds)")
-        started.add_metric([], svc.started_at)
+        started.add_metric([], self.started_at)
         aside = _gauge("gpuq_store_records_set_aside", "Job records that failed to load at the last start and were "
                        "set aside (store table set_aside)")
-        aside.add_metric([], float(len(svc.set_aside)))
+        aside.add_metric([], float(self.set_aside))
         writable = _gauge("gpuq_store_writable", "0 while the job store cannot commit (a full disk): changes are refused")
-        writable.add_metric([], 0.0 if svc.durable.failing else 1.0)
+        writable.add_metric([], 0.0 if self.journal.failing else 1.0)
         failures = CounterMetricFamily("gpuq_store_write_failures", "Store commits that failed (retried until one works)")
-        failures.add_metric([], float(svc.durable.failures))
+        failures.add_metric([], float(self.journal.failures))
         yield from (up, started, aside, writable, failures)
 
     def _jobs(self, queue, now: float):
@@ -228,11 +243,11 @@ class ScrapeCollector:
                     xids.add_metric([node, str(g.index), str(xid)], float(count))
         yield from (info, last, *fams.values(), ecc, xids)
 
-    def _usage(self, svc, now: float):
+    def _usage(self, now: float):
         used = CounterMetricFamily("gpuq_user_gpu_seconds", "GPU-seconds used per user (finished and running runs)",
                                    labels=["user"])
-        totals = dict(svc.accounting.totals)
-        for run in svc.running_runs(now):
+        totals = dict(self.accounting.totals)
+        for run in self.running_runs(now):
             totals[run.user] = totals.get(run.user, 0.0) + run.gpu_seconds
         for user, seconds in sorted(totals.items()):
             used.add_metric([user], seconds)

@@ -158,7 +158,7 @@ class Notifier:
             before = self.states.get(job.id)
             self.states[job.id] = job.state
             event = event_of(before, job) if before is not None else None
-            if event:
+            if event and before is not None:
                 self._queue(event, now, job, {"from": before.value, "to": job.state.value})
 
     def node_down(self, node: str, why: str, now: float) -> None:

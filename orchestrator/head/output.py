@@ -48,10 +48,11 @@ class Output:
         parts = await self._parts(job, rank, done)
         size = joblog.total(parts)
         if tail is not None:
-            if size is None:  # the last attempt grows: its size now
-                parts = parts[:-1] + [parts[-1]._replace(size=await self._size(job, parts[-1].attempt, rank))]
+            last = parts[-1].attempt
+            if size is None and last is not None:  # the last attempt grows: its size now
+                parts = parts[:-1] + [parts[-1]._replace(size=await self._size(job, last, rank))]
                 size = joblog.total(parts)
-            offset = max(0, size - tail)
+            offset = max(0, (size or 0) - tail)
         data = b""
         for part, local, most in joblog.ranges(parts, offset, max(0, limit)):
             if part.attempt is None:

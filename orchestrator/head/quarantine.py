@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
@@ -20,6 +21,15 @@ FILLER_PREFIX = "gpuq-filler-"
 
 
 class Quarantine:
+    # What RayBackend holds and these use, declared for the type checker.
+    held_out: dict[tuple[str, int], PlacementGroup]
+    slots: dict[str, Any]
+    placement_timeout_s: float
+    _quarantine_lock: asyncio.Lock
+
+    if TYPE_CHECKING:
+        def discard(self, name: str) -> None: ...
+
     async def quarantine(self, wanted: dict[str, set[int]], only: str | None = None) -> None:
         async with self._quarantine_lock:  # the watch and a launch may both ask
             await self._quarantine(wanted, only)

@@ -2,10 +2,10 @@
 the runtime-env packages they uploaded (max_package_bytes_per_user).
 
 A package stays in Ray's store while a job that is not finished names it, or for
-package_keep_s after its upload or last use (requests.keep_packages pins it): it counts
+package_keep_s after its upload or last use (uploads.Uploads.keep pins it): it counts
 against its owner for as long. Without a quota one user could upload until the head's
 GCS ran out of memory. After a restart the audit trail's uploads of the last
-package_keep_s are counted again (service.py).
+package_keep_s are counted again (service.build).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""After a (re)start: make what Ray runs agree with what the store says.
+"""After a (re)start: make what Ray runs agree with what the store says, through the
+launches part (launches.py): its queue, GPUs and backend, and the steps of a launch.
 
 The store is the truth for what users were told; Ray is the truth for what runs.
 - SCHEDULED jobs had nothing on Ray yet: they go back in line.
@@ -18,58 +19,60 @@ import logging
 
 from orchestrator.core import lifecycle
 from orchestrator.core.inventory import AllocationError
+from orchestrator.core.job import Job
 from orchestrator.core.states import JobState
+from orchestrator.head.launches import Launches
 
 log = logging.getLogger("gpuq.recovery")
 
 _HOLDING = (JobState.ALLOCATING, JobState.RUNNING, JobState.PREEMPTED, JobState.CANCELLED)
 
 
-async def recover(svc) -> None:
-    now = svc.clock()
+async def recover(launches: Launches) -> None:
+    now = launches.clock()
     keep: set[str] = set()
-    for job in list(svc.queue.jobs()):
+    for job in list(launches.queue.jobs()):
         if job.state is JobState.SCHEDULED:
-            svc.carry_out(lifecycle.not_started(svc.queue, job, "orchestrator restarted before launch", now))
+            launches.carry_out(lifecycle.not_started(launches.queue, job, "orchestrator restarted before launch", now))
             continue
         if job.state not in _HOLDING or not job.allocation:
             continue
         attempt = job.attempts + 1 if job.state is JobState.ALLOCATING else job.attempts
         names = job.slots.get(attempt, [])
-        alive = [svc.backend.has_runner(n) for n in names]
+        alive = [launches.backend.has_runner(n) for n in names]
         if job.state is JobState.ALLOCATING and (len(names) != len(job.allocation) or not all(alive)):
-            svc.carry_out(lifecycle.not_started(svc.queue, job, "orchestrator restarted during placement", now))
+            launches.carry_out(lifecycle.not_started(launches.queue, job, "orchestrator restarted during placement", now))
             continue
         if job.state is JobState.CANCELLED and not any(alive):
             continue
         try:
-            svc.inventory.allocate(job.id, job.allocation)
+            launches.inventory.allocate(job.id, job.allocation)
         except AllocationError as e:  # should not happen; never let it stop recovery
             log.error("recovery: %s", e)
         # A cancelled job may hold fewer nodes than it had slots: adopt what both name.
         for name, (node, gpus) in zip(names, job.allocation.items(), strict=False):
-            svc.backend.adopt_slot(name, node, len(gpus), gpus)
+            launches.backend.adopt_slot(name, node, len(gpus), gpus)
             keep.add(name)
         if job.state is JobState.ALLOCATING:
-            svc.spawn(_finish_launch(svc, job, attempt, names))
+            launches.tasks.spawn(_finish_launch(launches, job, attempt, names))
             continue
         if job.state in (JobState.PREEMPTED, JobState.CANCELLED):
-            svc.stop_job(job)
-        svc.spawn(svc.monitor(job, attempt))
-    svc.backend.forget_unknown_slots(keep)
-    svc.backend.adopt_quarantine()
-    svc.wake()
+            launches.stop_job(job)
+        launches.tasks.spawn(launches.monitor(job, attempt))
+    launches.backend.forget_unknown_slots(keep)
+    launches.backend.adopt_quarantine()
+    launches.tasks.wake()
 
 
-async def _finish_launch(svc, job, attempt: int, names: list[str]) -> None:
+async def _finish_launch(launches: Launches, job: Job, attempt: int, names: list[str]) -> None:
     try:
-        infos = await svc.start_on(names, job, attempt)  # the same launch again: the runners answer it once
+        infos = await launches.start_on(names, job, attempt)  # the same launch again: the runners answer it once
     except Exception:
         log.exception("recovery: could not finish the launch of %s", job.id)
         for name in names:
-            svc.backend.discard(name)
-        svc.give_back(job)
-        svc.carry_out(lifecycle.not_started(svc.queue, job, "orchestrator restarted during launch", svc.clock()))
+            launches.backend.discard(name)
+        launches.give_back(job)
+        launches.carry_out(lifecycle.not_started(launches.queue, job, "orchestrator restarted during launch", launches.clock()))
         return
     if infos is not None:
-        await svc.adopt(job, attempt, infos)
+        await launches.adopt(job, attempt, infos)

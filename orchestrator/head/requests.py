@@ -1,10 +1,11 @@
 """What users and admins ask of the orchestrator: submit, cancel, hold, release,
 priority, job and queue views, logs, status, resources; drains, faults and usage.
 
-These are methods of the orchestrator actor (OrchestratorService inherits them) kept
-apart from the loop and the job lifecycle in service.py. Each validates, changes the
-queue or the fleet, makes the change durable before it answers where a user is told
-it happened, and wakes the loop.
+The actor's public methods forward here (actor.PUBLIC); the parts this is handed do the
+work: launches stop and give back, the watch drains, uploads store packages, the loop
+says why a job waits. Each request validates, changes the queue or the fleet, makes
+the change durable before it answers where a user is told it happened, and wakes the
+loop.
 
 `by` is who asks, as the API authenticated them (a rights.Caller): the rights in
 rights.py are checked against it, and every change is written to the audit trail
@@ -14,35 +15,57 @@ only come from the service account itself and is trusted.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
+from collections.abc import Callable
 
-from orchestrator.core import packages, runtime_env
-from orchestrator.core.accounts import BUILTIN_ADMIN, missing_account
+from orchestrator.core import runtime_env
+from orchestrator.core.accounting import Accounting
+from orchestrator.core.accounts import missing_account
 from orchestrator.core.config import Config
 from orchestrator.core.decisions import Reason, Start
 from orchestrator.core.errors import GpuqError, InvalidSpec, OverLimit
-from orchestrator.core.job import Job, JobSpec, Priority, format_allocation
-from orchestrator.core.packages import stored_uri
+from orchestrator.core.fleet import Fleet
+from orchestrator.core.inventory import Inventory
+from orchestrator.core.job import Job, JobSpec, format_allocation
 from orchestrator.core.policy import dry_run
+from orchestrator.core.priority import Priority
+from orchestrator.core.queue import JobQueue
 from orchestrator.core.rights import Caller, check_preemptible, check_priority
-from orchestrator.core.snapshot import snapshot_of
 from orchestrator.core.states import JobState
 from orchestrator.core.submission import ARRAY_PREFIX, parse_array
 from orchestrator.head import views
+from orchestrator.head.audit import audit
 from orchestrator.head.backend import AgentRefused
+from orchestrator.head.backends import Backend
+from orchestrator.head.bulk import Bulk
+from orchestrator.head.dependents import Dependents
+from orchestrator.head.history import Records
+from orchestrator.head.idempotency import Keys
+from orchestrator.head.jobpython import JobPython
+from orchestrator.head.journal import Journal
+from orchestrator.head.launches import Launches
+from orchestrator.head.loop import SchedulingLoop
+from orchestrator.head.metrics import Metrics
+from orchestrator.head.notify import Notifier
 from orchestrator.head.output import Output
-from orchestrator.head.store import StoreError
+from orchestrator.head.store import Store
+from orchestrator.head.tasks import Tasks
+from orchestrator.head.uploads import Uploads
+from orchestrator.head.watch import GpuWatch
 
 
 class Requests:
-
-    def writable(self) -> None:
-        """Refuse a change up front while the store cannot commit (a full disk): it would
-        not be durable. Reads go on; running jobs go on; their ends wait in the group
-        commit until the store writes again (groupcommit.GroupCommit)."""
-        if self.durable.failing is not None:
-            raise StoreError(f"{self.durable.failing}; gpuq refuses changes until it can write again")
+    def __init__(self, *, site: Config, clock: Callable[[], float], queue: JobQueue, inventory: Inventory,
+                 accounting: Accounting, journal: Journal, tasks: Tasks, launches: Launches, loop: SchedulingLoop,
+                 dependents: Dependents, bulk: Bulk, records: Records, keys: Keys, uploads: Uploads, watch: GpuWatch,
+                 fleet: Fleet, backend: Backend, store: Store, metrics: Metrics, notifier: Notifier, output: Output,
+                 job_python: JobPython, about: views.About):
+        self.site, self.clock, self.queue, self.inventory, self.accounting = site, clock, queue, inventory, accounting
+        self.journal, self.tasks, self.launches, self.loop = journal, tasks, launches, loop
+        self.dependents, self.bulk_actions, self.records, self.keys = dependents, bulk, records, keys
+        self.uploads, self.watch, self.fleet, self.backend, self.store = uploads, watch, fleet, backend, store
+        self.metrics, self.notifier, self.output = metrics, notifier, output
+        self.job_python, self.about = job_python, about
 
     def validation_config(self) -> Config:
         sizes = self.inventory.sizes or dict(self.site.nodes)
@@ -65,7 +88,7 @@ class Requests:
         Two fields are about the submission, not the job: `array` (a count, "A-B" or
         "1,3,5": one job per index, with GPUQ_ARRAY_INDEX) and `test_only` (a dry run:
         where and when it would start; nothing is enqueued)."""
-        self.writable()
+        self.journal.writable()
         spec = dict(spec)
         indices = parse_array(spec.pop("array", None))
         test_only = spec.pop("test_only", False)
@@ -74,7 +97,7 @@ class Requests:
         parsed = self.dependents.resolved(JobSpec.parse(spec, self.validation_config()))
         self.may_submit(parsed, by)
         if runtime_env.packages(parsed.runtime_env):
-            await self.check_packages_exist(parsed)
+            await self.uploads.check_exist(parsed)
         if test_only:
             return self.dry_run(parsed)
         if indices is not None:
@@ -87,17 +110,17 @@ class Requests:
             job = self.queue.enqueue(parsed, self.clock())
             job.idempotency_key = idempotency_key
             self.dependents.added([job])
-            await self.save([job], audit=[audit(self.clock(), by, "submit", job.id, user=parsed.user,
+            await self.journal.save([job], audit=[audit(self.clock(), by, "submit", job.id, user=parsed.user,
                                                 run_id=parsed.run_id, gpus=parsed.gpu_count,
                                                 priority=parsed.priority.name)])
         except GpuqError:
             if job is not None:
                 self.queue.forget(job.id)  # not stored means not accepted: the caller may retry
-                self.durable.drop([job.id])
+                self.journal.drop([job.id])
             self.keys.settle(parsed.user, idempotency_key, None)
             raise
         self.keys.settle(parsed.user, idempotency_key, job.id)
-        self.wake()
+        self.tasks.wake()
         return views.submitted(job, self.queue)
 
     def may_queue(self, user: str, count: int) -> None:
@@ -114,9 +137,7 @@ class Requests:
             return {"success": True, "test_only": True, "would_start": False, "estimated_start": None,
                     "reason": Reason.DEPENDENCY.value, "message": verdict.never or verdict.waits_for}
         probe = Job.new(parsed, seq=self.queue.next_seq, now=now, job_id="dry-run")
-        snap = snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now), frozenset(self.stopping),
-                           self.reserved)
-        answer = dry_run(snap, now, self.policy, probe)
+        answer = dry_run(self.loop.snapshot(now), now, self.loop.policy, probe)
         if isinstance(answer, Start):
             return {"success": True, "test_only": True, "would_start": True, "estimated_start": now,
                     "allocation": answer.allocation, "placement": format_allocation(answer.allocation)}
@@ -140,55 +161,55 @@ class Requests:
                 self.queue.join_array(jobs[-1], array_id, i)
             self.dependents.added(jobs)
             jobs[0].idempotency_key = key
-            await self.save(jobs, audit=[audit(self.clock(), by, "submit", jobs[0].id, user=parsed.user,
+            await self.journal.save(jobs, audit=[audit(self.clock(), by, "submit", jobs[0].id, user=parsed.user,
                                                run_id=parsed.run_id, gpus=parsed.gpu_count,
                                                priority=parsed.priority.name, array=len(jobs), last=jobs[-1].id)])
         except GpuqError:
             for job in jobs:
                 self.queue.forget(job.id)
-            self.durable.drop(j.id for j in jobs)
+            self.journal.drop(j.id for j in jobs)
             self.keys.settle(parsed.user, key, None)
             raise
         self.keys.settle(parsed.user, key, jobs[0].id)
-        self.wake()
+        self.tasks.wake()
         return {**views.submitted(jobs[0], self.queue),
                 "array": {"id": array_id, "count": len(jobs), "indices": [indices[0], indices[-1]],
                           "job_ids": [j.id for j in jobs]}}
 
     async def cancel(self, job_id: str, reason: str = "cancelled", by: Caller | None = None) -> dict:
-        self.writable()
+        self.journal.writable()
         job_id = self.records.live(job_id, "cancel")
         job = self.queue.get(job_id)
         was = job.state
         self.queue.cancel(job_id, self.clock(), reason)
-        await self.save([job], audit=[audit(self.clock(), by, "cancel", job_id, user=job.user, was=was.value)])
+        await self.journal.save([job], audit=[audit(self.clock(), by, "cancel", job_id, user=job.user, was=was.value)])
         if was in (JobState.RUNNING, JobState.PREEMPTED):
-            self.stop_job(job)
+            self.launches.stop_job(job)
         elif was is JobState.SCHEDULED:
-            self.give_back(job)  # its launch task sees CANCELLED and stops there
-        self.wake()
+            self.launches.give_back(job)  # its launch task sees CANCELLED and stops there
+        self.tasks.wake()
         return views.job(job, self.queue)
 
     async def bulk(self, action: str, selector: dict, by: Caller | None = None, priority=None) -> dict:
         return await self.bulk_actions.run(action, selector, by, priority)  # many jobs at once: bulk.py
 
     async def hold(self, job_id: str, by: Caller | None = None) -> dict:
-        self.writable()
+        self.journal.writable()
         job_id = self.records.live(job_id, "hold")
         job = self.queue.hold(job_id, self.clock())
-        await self.save([job], audit=[audit(self.clock(), by, "hold", job_id, user=job.user)])
+        await self.journal.save([job], audit=[audit(self.clock(), by, "hold", job_id, user=job.user)])
         return views.job(job, self.queue)
 
     async def release(self, job_id: str, by: Caller | None = None) -> dict:
-        self.writable()
+        self.journal.writable()
         job_id = self.records.live(job_id, "release")
         job = self.queue.release(job_id, self.clock())
-        await self.save([job], audit=[audit(self.clock(), by, "release", job_id, user=job.user)])
-        self.wake()
+        await self.journal.save([job], audit=[audit(self.clock(), by, "release", job_id, user=job.user)])
+        self.tasks.wake()
         return views.job(job, self.queue)
 
     async def set_priority(self, job_id: str, priority, by: Caller | None = None) -> dict:
-        self.writable()
+        self.journal.writable()
         job_id = self.records.live(job_id, "set priority")
         job = self.queue.get(job_id)
         was = job.priority
@@ -199,8 +220,9 @@ class Requests:
         if by is not None:
             check_priority(by, priority, was, self.site.max_priority, self.site.priority_grants)
         job = self.queue.set_priority(job_id, priority, self.clock())
-        await self.save([job], audit=[audit(self.clock(), by, "priority", job_id, user=job.user, was=was.name, now=job.priority.name)])
-        self.wake()
+        await self.journal.save([job], audit=[audit(self.clock(), by, "priority", job_id, user=job.user,
+                                                    was=was.name, now=job.priority.name)])
+        self.tasks.wake()
         return views.job(job, self.queue)
 
     async def get_job(self, job_id: str) -> dict:
@@ -208,7 +230,7 @@ class Requests:
         job_id = job.id
         out = views.job(job, self.queue, detail=True)
         out["idle_gpus"] = self.watch.idle_of(job_id, self.clock())  # held but unused for the idle window
-        pending = self.dependents.pending.get(job_id) or (self.last_plan.pending.get(job_id) if self.last_plan else None)
+        pending = self.dependents.pending.get(job_id) or (self.loop.last_plan.pending.get(job_id) if self.loop.last_plan else None)
         if pending is not None and out["state"] == JobState.QUEUED.value:  # why it waits, as `gpuq queue` says
             out["pending"] = {"reason": pending.code.value, "message": pending.message,
                               "estimated_start": pending.estimated_start}
@@ -221,33 +243,35 @@ class Requests:
         return views.jobs(page, total, self.queue, limit, offset, detail)
 
     async def queue_view(self, limit: int = 100) -> dict:
-        return views.line(self.queue, self.last_plan, limit, self.dependents.pending)
+        return views.line(self.queue, self.loop.last_plan, limit, self.dependents.pending)
 
     async def status(self) -> dict:
-        return views.status(self, self.backend.connected())
+        return views.status(queue=self.queue, inventory=self.inventory, fleet=self.fleet, backend=self.backend,
+                            about=self.about, loop_running=self.backend.connected() and self.loop.running,
+                            starting_jobs=self.loop.starting_jobs, store_error=self.journal.failing, now=self.clock())
 
     async def resources(self) -> dict:
-        return views.resources(self, self.clock())
+        return views.resources(self.inventory, self.queue, self.fleet, self.watch.nodes, self.clock())
 
     # --- the fleet: drains, health, telemetry, usage ------------------------------------
 
     async def drain(self, node: str, gpus: list[int] | None, reason: str, by: str, requeue: bool = False) -> dict:
         """Take GPUs (a whole node by default) out of service, like `scontrol update
         state=drain`: running jobs finish unless `requeue`, nothing new is placed there."""
-        self.writable()
+        self.journal.writable()
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidSpec([("reason", "is required: say why the GPUs are drained (it is kept in the audit trail)")])
         out = self.watch.take_out(node, gpus, "drained", reason.strip(), by, requeue=requeue)
         targets = self.fleet.targets(node, gpus)
-        await self.save([], audit=[audit(self.clock(), Caller(by, "admin"), "drain", node, gpus=targets, reason=reason.strip(),
+        await self.journal.save([], audit=[audit(self.clock(), Caller(by, "admin"), "drain", node, gpus=targets, reason=reason.strip(),
                                          requeue=requeue)])
         return {**out, "gpus": targets}
 
     async def undrain(self, node: str, gpus: list[int] | None, by: str, reason: str = "") -> dict:
         """Put drained or unhealthy GPUs back in service (an admin's call)."""
-        self.writable()
+        self.journal.writable()
         returned = self.watch.put_back(node, gpus, by, reason)
-        await self.save([], audit=[audit(self.clock(), Caller(by, "admin"), "undrain", node, gpus=returned, reason=reason)])
+        await self.journal.save([], audit=[audit(self.clock(), Caller(by, "admin"), "undrain", node, gpus=returned, reason=reason)])
         return {"node": node, "returned": returned}
 
     async def inject(self, node: str, fault: str, gpu: int | None = None, value: float | None = None) -> str:
@@ -257,7 +281,7 @@ class Requests:
             answer = await self.backend.call_agent(node, "inject", fault, gpu, value)
         except AgentRefused as e:  # the agent refused: say why
             raise InvalidSpec([("fault", str(e))]) from None
-        self.spawn(self.watch.poll())  # judge it now, not at the next poll
+        self.tasks.spawn(self.watch.poll())  # judge it now, not at the next poll
         return answer
 
     async def set_starts(self, enabled: bool, by: Caller | None = None) -> dict:
@@ -267,18 +291,14 @@ class Requests:
         says `start_jobs = false`, which this cannot override."""
         if not isinstance(enabled, bool):
             raise InvalidSpec([("enabled", "must be true or false")])
-        self.starts_stopped = not enabled
-        await self.save([], audit=[audit(self.clock(), by, "starts", "cluster", enabled=enabled)])
-        self.wake()
-        return {"starting_jobs": self.starting_jobs, "running": self.queue.count(JobState.RUNNING)}
-
-    @property
-    def starting_jobs(self) -> bool:
-        return self.site.start_jobs and not self.starts_stopped
+        self.loop.starts_stopped = not enabled
+        await self.journal.save([], audit=[audit(self.clock(), by, "starts", "cluster", enabled=enabled)])
+        self.tasks.wake()
+        return {"starting_jobs": self.loop.starting_jobs, "running": self.queue.count(JobState.RUNNING)}
 
     async def record(self, by: Caller, action: str, target: str, detail: dict) -> None:
         """Audit a change made elsewhere (the API's token changes); durable when it returns."""
-        await self.save([], audit=[audit(self.clock(), by, action, target, **detail)])
+        await self.journal.save([], audit=[audit(self.clock(), by, action, target, **detail)])
 
     async def audit_trail(self, limit: int = 100, who: str | None = None, action: str | None = None,
                           since: float = 0.0) -> list[dict]:
@@ -290,7 +310,7 @@ class Requests:
     async def usage_report(self, since: float, until: float | None = None, user: str | None = None) -> dict:
         now = self.clock()
         until = min(until or now, now)
-        return self.accounting.report(since, until, self.running_runs(now), user)
+        return self.accounting.report(since, until, self.launches.running_runs(now), user)
 
     async def history(self, window_s: float = 3600.0) -> dict:
         """Allocation and measured utilization over the last `window_s` (one point per 10 s)."""
@@ -308,70 +328,16 @@ class Requests:
         job = self.records.find(job_id)
         return await self.output.read(job, attempt, rank, offset, limit, tail, raw)
 
-    @property
-    def output(self) -> Output:
-        if "_output" not in self.__dict__:
-            self._output = Output(self.backend)
-        return self._output
-
     async def package_exists(self, uri: str, by: Caller | None = None) -> bool:
-        """Ray's GET /api/packages: whether the caller has this runtime-env package on the
-        cluster (each user's packages are their own: core/packages.py)."""
-        check_package(uri)
-        return await asyncio.to_thread(self.backend.package_exists, stored_uri(owner_of(by), uri), self.site.package_keep_s)
+        return await self.uploads.exists(uri, by)  # Ray's GET /api/packages: uploads.py
 
     async def package_put(self, uri: str, data: bytes, by: Caller | None = None) -> dict:
-        """Ray's PUT /api/packages: store a package, as the caller's, for their jobs to
-        name (audited: who uploaded what, its size and digest). Written once: the same
-        bytes again are accepted, other bytes under the name are refused (a queued job
-        runs what its user uploaded when they submitted it)."""
-        self.writable()
-        check_package(uri)
-        if len(data) > self.site.max_package_bytes:
-            raise InvalidSpec([("body", f"is larger than {self.site.max_package_bytes} bytes (max_package_bytes)")])
-        stored, digest = stored_uri(owner_of(by), uri), packages.digest(data)
-        self.package_bytes.admit(owner_of(by), stored, len(data), self.clock())
-        try:
-            held = await asyncio.to_thread(self.backend.package_get, stored)
-            if held is not None and packages.digest(held) != digest:
-                raise InvalidSpec([("package", f"{uri} is already on this cluster with other content; a package's "
-                                               "name stands for its content, so it is not replaced")])
-            await asyncio.to_thread(self.backend.package_put, stored, data, self.site.package_keep_s)
-        except (RuntimeError, ValueError) as e:
-            raise GpuqError(f"Ray did not store the package: {e}") from None
-        self.package_bytes.add(owner_of(by), stored, len(data), self.clock())
-        await self.save([], audit=[audit(self.clock(), by, "package", uri, bytes=len(data), sha256=digest)])
-        return {"uri": uri, "bytes": len(data)}
-
-    async def check_packages_exist(self, parsed: JobSpec) -> None:
-        """Refuse at submit a job naming a package its user has not uploaded (rather than
-        fail it when it starts)."""
-        for key in ("working_dir", "py_modules"):
-            named = (parsed.runtime_env or {}).get(key)
-            for i, uri in enumerate([named] if isinstance(named, str) else named or []):
-                if not await asyncio.to_thread(self.backend.package_exists, stored_uri(parsed.user, uri),
-                                               self.site.package_keep_s):
-                    field = key if isinstance(named, str) else f"{key}[{i}]"
-                    raise InvalidSpec([(f"runtime_env.{field}", f"{uri} is not on this cluster for {parsed.user}: "
-                                                                "each user's jobs name packages that user uploaded "
-                                                                "(ray job submit --working-dir uploads it)")])
-
-    def keep_packages(self) -> None:
-        """Keep the runtime-env packages that unfinished jobs name (backend.keep_packages)."""
-        uris = {stored_uri(j.user, u) for j in self.queue.jobs() if not j.state.is_terminal
-                for u in runtime_env.packages(j.spec.runtime_env)}
-        if uris:
-            self.package_bytes.kept(uris, self.clock())
-            self.spawn(asyncio.to_thread(self.backend.keep_packages, uris, self.site.package_keep_s))
+        return await self.uploads.put(uri, data, by)  # Ray's PUT /api/packages: uploads.py
 
     async def webhook_deliveries(self, limit: int = 100) -> dict:
         """Recent notification deliveries, newest first, and what each webhook has waiting."""
         return {"deliveries": list(self.notifier.recent)[-limit:][::-1],
                 "waiting": {name: len(q) for name, q in self.notifier.queues.items()}}
-
-    @property
-    def loop_running(self) -> bool:
-        return not self._loop_task.done()
 
     async def ping(self) -> str:
         return "ok"
@@ -380,19 +346,3 @@ class Requests:
         import os
 
         return os.getpid()
-
-
-def owner_of(by: Caller | None) -> str:
-    """Whose namespace a package call is in: the caller's (the service: the built-in admin's)."""
-    return by.user if by is not None else BUILTIN_ADMIN
-
-
-def check_package(uri: str) -> None:
-    if not runtime_env.PACKAGE_URI.fullmatch(uri):
-        raise InvalidSpec([("package", runtime_env.PACKAGE_HELP)])
-
-
-def audit(at: float, by: Caller | None, action: str, target: str, **detail) -> tuple:
-    """An audit row. Without `by` the call came straight to the actor, which only the
-    service account can do."""
-    return (at, by.user if by else "service", action, target, detail)

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from orchestrator.core.errors import GpuqError
 from orchestrator.core.job import Job
@@ -275,7 +275,7 @@ class Store:
     def audit(self, limit: int = 100, who: str | None = None, action: str | None = None,
               since: float = 0.0) -> list[dict]:
         """The audit trail, newest first."""
-        where, args = ["at >= ?"], [since]
+        where, args = ["at >= ?"], [since]  # type: list[str], list[float | str]
         if who:
             where.append("who = ?")
             args.append(who)
@@ -311,7 +311,7 @@ class Store:
             except sqlite3.Error as e:
                 raise StoreError(f"the job store at {self.path} cannot write ({e})") from None
 
-    def get(self, key: str, default: object = None) -> object:
+    def get(self, key: str, default: Any = None) -> Any:  # a JSON value, as saved
         with self._lock:
             self._check_open()
             row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()

@@ -6,12 +6,19 @@ meaning; everything else is added under new keys.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from orchestrator.core.accounts import install_mode
 from orchestrator.core.decisions import Pending, Plan, Reason
+from orchestrator.core.fleet import Fleet
 from orchestrator.core.inventory import Inventory, SlotState
 from orchestrator.core.job import Job, format_allocation
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.states import JobState
+from orchestrator.head.backends import Backend
+from orchestrator.head.jobpython import JobPython
+from orchestrator.head.nodes import NodeInfo
 
 
 def submitted(job: Job, queue: JobQueue) -> dict:
@@ -26,7 +33,7 @@ def submitted(job: Job, queue: JobQueue) -> dict:
 
 
 def job(j: Job, queue: JobQueue, detail: bool = False) -> dict:
-    out = {
+    out: dict[str, Any] = {
         "id": j.id,
         "run_id": j.spec.run_id,
         "name": j.spec.name,
@@ -73,7 +80,7 @@ def line(queue: JobQueue, last: Plan | None, limit: int, waiting_on: dict | None
     order = list(last.order) if last else []
     seen = set(order)
     order += [j.id for j in queue.queued() if j.id not in seen]  # submitted since the last cycle
-    out = []
+    out: list[dict[str, Any]] = []
     for jid in order:
         if jid not in queue:
             continue
@@ -95,16 +102,28 @@ def line(queue: JobQueue, last: Plan | None, limit: int, waiting_on: dict | None
     return {"jobs": out, "total": queue.count(JobState.QUEUED), "held": queue.count(JobState.HELD)}
 
 
-def status(service, ray_up: bool) -> dict:
+@dataclass(frozen=True)
+class About:
+    """What this orchestrator is, as its status says: fixed when it starts."""
+
+    cluster_id: str
+    started_at: float
+    versions: dict  # of the code and site config it runs
+    set_aside: int  # job records that failed to load
+    policy: str
+    job_python: JobPython
+
+
+def status(*, queue: JobQueue, inventory: Inventory, fleet: Fleet, backend: Backend, about: About,
+           loop_running: bool, starting_jobs: bool, store_error: Exception | None, now: float) -> dict:
     """GET /orchestrator/status: queue and resource summaries, running jobs, stats, and `details`."""
-    inv: Inventory = service.inventory
-    q: JobQueue = service.queue
+    inv, q = inventory, queue
     s = q.stats
     total, allocated = inv.total, inv.allocated_count()
     unhealthy = inv.unhealthy_count()
     summary = q.summary()
     return {
-        "running": bool(ray_up and service.loop_running),
+        "running": loop_running,
         "stats": {"jobs_scheduled": s.jobs_scheduled, "jobs_completed": s.jobs_completed,
                   "jobs_failed": s.jobs_failed, "scheduling_cycles": s.scheduling_cycles},
         "resource_summary": {"total_gpus": total, "available_gpus": inv.free_count(), "allocated_gpus": allocated},
@@ -113,29 +132,28 @@ def status(service, ray_up: bool) -> dict:
             "utilization": allocated / total if total else 0.0,
             # Why GPUs are out of service, as the web page and `gpuq status` say it.
             "unhealthy_gpus": unhealthy,
-            "drained_gpus": sum(1 for o in service.fleet.out.values() if o.state == "drained"),  # draining too
+            "drained_gpus": sum(1 for o in fleet.out.values() if o.state == "drained"),  # draining too
             "down_gpus": sum(1 for slots in inv.nodes.values() for sl in slots if sl.shown == "down"),
-            "down_nodes": sorted(service.fleet.down),
-            "idle_gpus": len(service.fleet.idle(service.clock())),
-            "telemetry": sorted({r.source for r in service.fleet.reports.values()}),
-            "containment": {n: r.containment for n, r in sorted(service.fleet.reports.items()) if r.containment},
-            "queue_wait": queue_wait(q, service.clock()),
+            "down_nodes": sorted(fleet.down),
+            "idle_gpus": len(fleet.idle(now)),
+            "telemetry": sorted({r.source for r in fleet.reports.values()}),
+            "containment": {n: r.containment for n, r in sorted(fleet.reports.items()) if r.containment},
+            "queue_wait": queue_wait(q, now),
             "states": summary,
             "jobs_retried": s.jobs_retried, "jobs_preempted": s.jobs_preempted, "jobs_cancelled": s.jobs_cancelled,
             "nodes": list(inv.sizes),
-            "policy": service.policy.name.value,
-            "slots": {"busy": sum(1 for sl in service.backend.slots.values() if sl.parked_at is None),
-                      "parked": sum(1 for sl in service.backend.slots.values() if sl.parked_at is not None and sl.ready)},
-            "cluster_id": service.cluster_id,
-            "started_at": service.started_at,
+            "policy": about.policy,
+            "slots": {"busy": sum(1 for sl in backend.slots.values() if sl.parked_at is None),
+                      "parked": sum(1 for sl in backend.slots.values() if sl.parked_at is not None and sl.ready)},
+            "cluster_id": about.cluster_id,
+            "started_at": about.started_at,
             "install": install_mode(),
-            "ray_jobs": {"job_python": service.job_python.path, "ready": service.job_python.ray_ready,
-                         "why_not": service.job_python.why_not or None},
-            "starting_jobs": service.starting_jobs,  # false: the site config or an admin stopped starts
-            "records_set_aside": len(service.set_aside),
-            "version": service.versions,  # of the code and site config it runs
-            "store": {"writable": service.durable.failing is None,
-                      "error": str(service.durable.failing) if service.durable.failing else None},
+            "ray_jobs": {"job_python": about.job_python.path, "ready": about.job_python.ray_ready,
+                         "why_not": about.job_python.why_not or None},
+            "starting_jobs": starting_jobs,  # false: the site config or an admin stopped starts
+            "records_set_aside": about.set_aside,
+            "version": about.versions,
+            "store": {"writable": store_error is None, "error": str(store_error) if store_error else None},
         },
     }
 
@@ -146,12 +164,10 @@ def queue_wait(queue: JobQueue, now: float) -> dict:
     return {"avg_s": sum(waits) / len(waits) if waits else 0.0, "max_s": max(waits, default=0.0), "jobs": len(waits)}
 
 
-def resources(service, now: float) -> dict:
+def resources(inventory: Inventory, queue: JobQueue, fleet: Fleet, nodes: dict[str, NodeInfo], now: float) -> dict:
     """Every node and GPU: state, job, user, health, idleness and the latest telemetry.
     A node's `telemetry.source` says whether its readings are real NVML or simulated."""
-    inv: Inventory = service.inventory
-    queue: JobQueue = service.queue
-    fleet = service.fleet
+    inv = inventory
     idle = fleet.idle(now)
     out = []
     for node, slots in inv.nodes.items():
@@ -173,7 +189,7 @@ def resources(service, now: float) -> dict:
                              "utilization": g.utilization, "memory_used_bytes": g.memory_used_bytes,
                              "memory_total_bytes": g.memory_total_bytes, "temperature_celsius": g.temperature_celsius,
                              "power_watts": g.power_watts, "ecc_uncorrected": g.ecc_uncorrected}})
-        info = service.nodes.get(node)
+        info = nodes.get(node)
         down = fleet.down.get(node)
         out.append({"node": node, "ip": info.ip if info else None, "total": len(slots),
                     "state": "down" if down else "up",

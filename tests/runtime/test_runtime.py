@@ -1,5 +1,7 @@
 """The orchestrator on a real Ray cluster with two simulated 8-GPU nodes."""
 
+import itertools
+
 import pytest
 
 from orchestrator.node.agent import tagged_processes
@@ -169,7 +171,7 @@ def test_sixteen_one_gpu_jobs_at_once_each_get_a_gpu_of_their_own(orch):
         held.setdefault((node, gpus[0]), []).append((job["started_at"], job["ended_at"]))
     for gpu, spans in held.items():
         spans.sort()
-        for (_, ended), (started, _) in zip(spans, spans[1:]):
+        for (_, ended), (started, _) in itertools.pairwise(spans):
             assert ended <= started, f"{gpu} held by two jobs at once: {spans}"
     assert sum(map(len, held.values())) == 16
 

@@ -58,11 +58,11 @@ class World:
         self.svc = self.start()
 
     def start(self) -> OrchestratorService:
-        return OrchestratorService(self.config, backend=self.backend, clock=self.clock)
+        return OrchestratorService.open(self.config, backend=self.backend, clock=self.clock)
 
     async def submit(self, gpus: int = 1, **fields) -> str:
         spec = {"run_id": "t", "user": USER, "command": "true", "gpu_count": gpus, **fields}
-        return (await self.svc.submit(spec))["job_id"]
+        return (await self.svc.requests.submit(spec))["job_id"]
 
     def job(self, job_id: str):
         return self.svc.queue.get(job_id)
@@ -164,7 +164,7 @@ def test_a_job_whose_gpus_leave_service_is_stopped_and_requeued_as_not_its_fault
     async def body(w):
         job_id = await w.submit(max_retries=0)
         job = await w.running(job_id)
-        w.svc.evict(job, "GPU gmi-node-1:0 unhealthy: XID 79")
+        w.svc.launches.evict(job, "GPU gmi-node-1:0 unhealthy: XID 79")
         await until(lambda: (job_id, 1) in w.backend.stopped)
         await w.running(job_id, attempt=2)
         assert job.retries == 0 and any("XID 79" in e.reason for e in job.events)
@@ -191,7 +191,7 @@ def test_a_job_cancelled_while_it_is_being_placed_never_starts(tmp_path):
         w.backend.placeable = False  # hold it in placement
         job_id = await w.submit()
         await until(lambda: w.job(job_id).state is JobState.ALLOCATING)
-        await w.svc.cancel(job_id)
+        await w.svc.requests.cancel(job_id)
         w.backend.placeable = True
         await cycles(w)
         assert w.job(job_id).state is JobState.CANCELLED and w.backend.started == []
@@ -204,11 +204,11 @@ def test_a_reservation_stays_with_its_job_from_cycle_to_cycle(tmp_path):
         running = await w.submit(gpus=4, time_limit="10h")
         await w.running(running)
         big_day = await w.submit(gpus=16, time_limit="24h")
-        await until(lambda: w.svc.reserved == (big_day,))
+        await until(lambda: w.svc.loop.reserved == (big_day,))
         big_hour = await w.submit(gpus=16, time_limit="1h")
         w.clock.advance(5 * 3600)  # long enough for the order alone to prefer the shorter job
         await cycles(w)
-        assert w.svc.reserved == (big_day,)
+        assert w.svc.loop.reserved == (big_day,)
         w.backend.end(running, 1)
         await w.running(big_day)
         assert w.job(big_hour).state is JobState.QUEUED
@@ -220,12 +220,12 @@ def test_a_held_job_waits_until_its_owner_releases_it(tmp_path):
         blocker = await w.submit(gpus=16)
         await w.running(blocker)
         job_id = await w.submit()
-        assert (await w.svc.hold(job_id))["state"] == "held"
+        assert (await w.svc.requests.hold(job_id))["state"] == "held"
         w.backend.end(blocker, 1)
         await until(lambda: w.job(blocker).state is JobState.COMPLETED)
         await cycles(w)  # cycles with 16 GPUs free: it stays held
         assert w.job(job_id).state is JobState.HELD and w.backend.started == [(blocker, 1)]
-        assert (await w.svc.release(job_id))["state"] == "queued"
+        assert (await w.svc.requests.release(job_id))["state"] == "queued"
         await w.running(job_id)
     scenario(tmp_path, body)
 
@@ -252,7 +252,7 @@ def test_a_node_ray_declares_dead_is_down_and_its_job_runs_on_the_other_node(tmp
 
 def test_a_node_that_registers_again_returns_to_service_but_a_drained_gpu_stays_drained(tmp_path):
     async def body(w):
-        await w.svc.drain("gmi-node-1", [3], "fan noise", "admin", requeue=False)
+        await w.svc.requests.drain("gmi-node-1", [3], "fan noise", "admin", requeue=False)
         w.backend.node_sizes.pop("gmi-node-1")
         await until(lambda: "gmi-node-1" in w.svc.fleet.down)
         w.backend.node_sizes["gmi-node-1"] = 8
@@ -271,7 +271,7 @@ def test_with_return_to_service_off_a_node_comes_back_drained(tmp_path):
         w.backend.node_sizes["gmi-node-2"] = 8
         await until(lambda: "gmi-node-2" not in w.svc.fleet.down)
         assert {s.shown for s in w.svc.inventory.nodes["gmi-node-2"]} == {"drained"}
-        assert await w.svc.undrain("gmi-node-2", None, "admin", "checked") is not None
+        assert await w.svc.requests.undrain("gmi-node-2", None, "admin", "checked") is not None
         assert {s.shown for s in w.svc.inventory.nodes["gmi-node-2"]} == {"free"}
     scenario(tmp_path, body, node_return_to_service=False)
 
@@ -347,7 +347,7 @@ def test_a_runtime_env_that_fails_to_set_up_fails_the_job_once_with_the_tools_wo
         assert job.state is JobState.FAILED and job.retries == 0 and w.backend.started == []
         assert job.failure_reason == "runtime env setup failed: ERROR: No matching distribution found for tiny==9.9"
         assert w.svc.inventory.free_count() == 16 and not w.backend.slots  # its runners are gone
-        log = await w.svc.logs(job_id)
+        log = await w.svc.requests.logs(job_id)
         assert "No matching distribution found for tiny==9.9" in log["data"] and log["done"]
     scenario(tmp_path, body)
 
@@ -361,7 +361,7 @@ def test_packages_named_by_unfinished_jobs_are_kept_under_their_owners_names(tmp
         w.backend.placeable = False  # both stay in line
         await w.submit(runtime_env={"working_dir": PACKAGE})
         await w.submit(runtime_env={"py_modules": [MODULE]})
-        w.svc.keep_packages()
+        w.svc.uploads.keep()
         both = {stored_uri(USER, PACKAGE), stored_uri(USER, MODULE)}
         await until(lambda: both in w.backend.kept)
     scenario(tmp_path, body)
@@ -374,33 +374,33 @@ def test_one_bulk_call_cancels_a_1000_job_array_in_one_audited_commit(tmp_path):
     async def body(w):
         w.backend.placeable = False  # nothing starts: all wait
         spec = {"run_id": "sweep", "user": "alice", "command": "true", "gpu_count": 1, "array": 1000}
-        out = await w.svc.submit(spec, by=Caller("alice", "user"))
-        mine_too = await w.svc.submit({**spec, "array": None, "run_id": "solo"}, by=Caller("alice", "user"))
-        theirs = await w.svc.submit({**spec, "array": None, "user": "bob", "run_id": "bobs"}, by=Caller("bob", "user"))
+        out = await w.svc.requests.submit(spec, by=Caller("alice", "user"))
+        mine_too = await w.svc.requests.submit({**spec, "array": None, "run_id": "solo"}, by=Caller("alice", "user"))
+        theirs = await w.svc.requests.submit({**spec, "array": None, "user": "bob", "run_id": "bobs"}, by=Caller("bob", "user"))
         array_id = out["array"]["id"]
         assert len(w.svc.queue.array(array_id)) == 1000
         alice = Caller("alice", "user")
         try:
-            await w.svc.bulk("cancel", {"user": "bob"}, by=alice)
+            await w.svc.requests.bulk("cancel", {"user": "bob"}, by=alice)
             raise AssertionError("alice cancelled bob's jobs")
         except Forbidden:
             pass
         try:
-            await w.svc.bulk("cancel", {}, by=alice)
+            await w.svc.requests.bulk("cancel", {}, by=alice)
             raise AssertionError("an empty selector cancelled something")
         except InvalidSpec:
             pass
-        done = await w.svc.bulk("cancel", {"ids": [array_id]}, by=alice)
+        done = await w.svc.requests.bulk("cancel", {"ids": [array_id]}, by=alice)
         assert done["changed"] == 1000 and done["matched"] == 1000 and len(done["job_ids"]) == 100
         assert all(j.state is JobState.CANCELLED for j in w.svc.queue.array(array_id))
-        again = await w.svc.bulk("cancel", {"array": array_id}, by=alice)
+        again = await w.svc.requests.bulk("cancel", {"array": array_id}, by=alice)
         assert again["changed"] == 0 and again["unchanged"] == {"is cancelled": 1000}
-        held = await w.svc.bulk("hold", {"states": ["queued"]}, by=alice)  # alice's waiting jobs: only her solo job
+        held = await w.svc.requests.bulk("hold", {"states": ["queued"]}, by=alice)  # alice's waiting jobs: only her solo job
         assert held["job_ids"] == [mine_too["job_id"]] and held["matched"] == 1
-        named = await w.svc.bulk("release", {"ids": [theirs["job_id"], mine_too["job_id"]]}, by=alice)
+        named = await w.svc.requests.bulk("release", {"ids": [theirs["job_id"], mine_too["job_id"]]}, by=alice)
         assert named["changed"] == 1 and named["unchanged"] == {"belongs to another user": 1}
         assert w.job(theirs["job_id"]).state is JobState.QUEUED
-        trail = await w.svc.audit_trail(limit=10, action="cancel (bulk)")
+        trail = await w.svc.requests.audit_trail(limit=10, action="cancel (bulk)")
         assert len(trail) == 1 and trail[0]["detail"]["count"] == 1000, trail
     scenario(tmp_path, body, unix_users={"alice": USER, "bob": USER})
 
@@ -414,7 +414,7 @@ def test_a_three_step_pipeline_runs_in_order_and_survives_a_restart(tmp_path):
         await w.running(pre)
         await cycles(w)
         assert w.backend.started == [(pre, 1)]  # GPUs are free, but the others wait for theirs
-        line = (await w.svc.queue_view())["jobs"]
+        line = (await w.svc.requests.queue_view())["jobs"]
         waiting = {j["id"]: j for j in line}
         assert waiting[train]["reason"] == "Dependency"
         assert waiting[train]["message"] == f"waits for preprocess ({pre[:8]}) to complete (running)"
@@ -460,7 +460,7 @@ def test_a_site_may_hold_never_satisfiable_jobs_and_unknown_targets_are_refused(
             raise AssertionError("a dependency on no job was accepted")
         except InvalidSpec as e:
             assert e.errors[0][0] == "dependency" and "ffffffff" in e.errors[0][1]
-        answer = await w.svc.submit({"run_id": "t", "user": USER, "command": "true", "gpu_count": 1,
+        answer = await w.svc.requests.submit({"run_id": "t", "user": USER, "command": "true", "gpu_count": 1,
                                      "dependency": f"afterany:{second}", "test_only": True})
         assert answer["would_start"] is False and answer["reason"] == "Dependency"
     scenario(tmp_path, body, dependency_never_satisfied="hold")
@@ -476,7 +476,7 @@ def test_the_10001st_live_job_of_one_user_is_refused_while_another_user_submits(
         assert refused.value.limit == "max_jobs_per_user" and "10000 per user" in str(refused.value)
         assert w.svc.queue.live_of(USER) == 10_000  # nothing was enqueued
         assert await w.submit(user="bob")  # another user is not held back
-        await w.svc.cancel(next(j.id for j in w.svc.queue.jobs() if j.spec.user == USER))
+        await w.svc.requests.cancel(next(j.id for j in w.svc.queue.jobs() if j.spec.user == USER))
         assert await w.submit()  # one ended: one more fits
     scenario(tmp_path, body, start_jobs=False, unix_users={"bob": USER})
 
@@ -485,12 +485,12 @@ def test_a_dependency_may_stand_for_at_most_max_dependency_jobs(tmp_path):
     from orchestrator.core.errors import InvalidSpec
 
     async def body(w):
-        big = (await w.svc.submit({"run_id": "big", "user": USER, "command": "true", "gpu_count": 1,
+        big = (await w.svc.requests.submit({"run_id": "big", "user": USER, "command": "true", "gpu_count": 1,
                                    "array": 1001}))["array"]["id"]
         with pytest.raises(InvalidSpec) as refused:
             await w.submit(dependency="afterok:" + ":".join([big] * 500))
         assert refused.value.errors[0][0] == "dependency" and "1001 jobs" in refused.value.errors[0][1]
-        small = (await w.svc.submit({"run_id": "small", "user": USER, "command": "true", "gpu_count": 1,
+        small = (await w.svc.requests.submit({"run_id": "small", "user": USER, "command": "true", "gpu_count": 1,
                                      "array": 1000}))["array"]["id"]
         ok = await w.submit(dependency="afterok:" + ":".join([small] * 500))  # named 500 times, 1000 jobs
         assert w.job(ok).spec.dependency == f"afterok:{small}"
@@ -507,14 +507,14 @@ def test_cycles_judge_only_dependents_whose_targets_moved(tmp_path, monkeypatch)
     monkeypatch.setattr(dependencies, "verdict", lambda conds, members: judged.append(1) or real(conds, members))
 
     async def body(w):
-        array = (await w.svc.submit({"run_id": "a", "user": USER, "command": "true", "gpu_count": 1,
+        array = (await w.svc.requests.submit({"run_id": "a", "user": USER, "command": "true", "gpu_count": 1,
                                      "array": 10_000}))["array"]["id"]
         waiting = [await w.submit(run_id=f"after{i}", dependency=f"afterok:{array}") for i in range(5)]
         await cycles(w, 2)
         assert len(judged) == 5
         await cycles(w, 5)
         assert len(judged) == 5  # nothing moved: nothing judged
-        await w.svc.cancel(w.svc.queue.array(array)[0].id)
+        await w.svc.requests.cancel(w.svc.queue.array(array)[0].id)
         await until(lambda: all(w.job(j).state is JobState.CANCELLED for j in waiting))  # afterok never met
         assert len(judged) == 10
     scenario(tmp_path, body, start_jobs=False, max_dependency_jobs=10_000, max_jobs_per_user=20_000)
@@ -527,18 +527,18 @@ def test_packages_past_a_users_byte_quota_are_refused_naming_it(tmp_path):
     alice, bob = Caller(USER, "user"), Caller("bob", "user")
 
     async def body(w):
-        await w.svc.package_put("gcs://_ray_pkg_aaaa.zip", b"a" * 3000, by=alice)
-        await w.svc.package_put("gcs://_ray_pkg_aaaa.zip", b"a" * 3000, by=alice)  # the same again: no more held
+        await w.svc.requests.package_put("gcs://_ray_pkg_aaaa.zip", b"a" * 3000, by=alice)
+        await w.svc.requests.package_put("gcs://_ray_pkg_aaaa.zip", b"a" * 3000, by=alice)  # the same again: no more held
         with pytest.raises(OverLimit) as refused:
-            await w.svc.package_put("gcs://_ray_pkg_bbbb.zip", b"b" * 2000, by=alice)
+            await w.svc.requests.package_put("gcs://_ray_pkg_bbbb.zip", b"b" * 2000, by=alice)
         assert refused.value.limit == "max_package_bytes_per_user"
-        await w.svc.package_put("gcs://_ray_pkg_bbbb.zip", b"b" * 2000, by=bob)  # bob's quota is his own
+        await w.svc.requests.package_put("gcs://_ray_pkg_bbbb.zip", b"b" * 2000, by=bob)  # bob's quota is his own
         w.clock.advance(3601)  # no job named alice's package: it has gone from the cluster
-        await w.svc.package_put("gcs://_ray_pkg_cccc.zip", b"c" * 2000, by=alice)
+        await w.svc.requests.package_put("gcs://_ray_pkg_cccc.zip", b"c" * 2000, by=alice)
         w.svc.close()
         w.svc = w.start()  # a restart counts what was uploaded within package_keep_s again
         with pytest.raises(OverLimit):
-            await w.svc.package_put("gcs://_ray_pkg_dddd.zip", b"d" * 3000, by=alice)
+            await w.svc.requests.package_put("gcs://_ray_pkg_dddd.zip", b"d" * 3000, by=alice)
     scenario(tmp_path, body, max_package_bytes_per_user=4096, package_keep_s=3600, unix_users={"bob": USER})
 
 
@@ -557,26 +557,26 @@ def test_ended_jobs_leave_memory_and_every_read_still_finds_them(tmp_path):
         await w.running(live)
         w.clock.advance(601)
         await w.svc.durable.save([])  # every end is written
-        w.svc.forget_history()
+        w.svc.loop.forget_history()
         assert not any(j in w.svc.queue for j in done) and live in w.svc.queue
-        shown = await w.svc.get_job(done[0][:8])  # a prefix, as printed
+        shown = await w.svc.requests.get_job(done[0][:8])  # a prefix, as printed
         assert shown["id"] == done[0] and shown["state"] == "completed" and shown["queue_position"] is None
-        page = await w.svc.list_jobs(limit=2)
+        page = await w.svc.requests.list_jobs(limit=2)
         assert page["total"] == 4 and [j["run_id"] for j in page["jobs"]] == ["live", "old2"]
-        rest = await w.svc.list_jobs(limit=10, offset=2)
+        rest = await w.svc.requests.list_jobs(limit=10, offset=2)
         assert [j["run_id"] for j in rest["jobs"]] == ["old1", "old0"]
-        assert (await w.svc.list_jobs(state="completed"))["total"] == 3
+        assert (await w.svc.requests.list_jobs(state="completed"))["total"] == 3
         with pytest.raises(IllegalTransition):
-            await w.svc.cancel(done[1])
+            await w.svc.requests.cancel(done[1])
         assert w.svc.queue.summary()["completed"] == 3
         after = await w.submit(run_id="after", dependency=f"afterok:{done[2]}")  # a target only in the store
-        await w.svc.cancel(live)
+        await w.svc.requests.cancel(live)
         await w.running(after)
 
         w.svc.close()
         w.svc = w.start()  # a restart loads live jobs and recent history only
         assert not any(j in w.svc.queue for j in done) and after in w.svc.queue
-        assert w.svc.queue.summary()["completed"] == 3 and (await w.svc.list_jobs())["total"] == 5
+        assert w.svc.queue.summary()["completed"] == 3 and (await w.svc.requests.list_jobs())["total"] == 5
         newest = await w.submit(run_id="newest")
         assert w.job(newest).seq > max(w.svc.records.find(j).seq for j in done)
     scenario(tmp_path, body, job_memory_s=600)
@@ -592,7 +592,7 @@ def test_history_past_retention_is_pruned_and_usage_and_audit_stay(tmp_path):
         await w.svc.durable.save([])
         usage, audit = w.svc.store.usage(), w.svc.store.audit()
         w.clock.advance(2 * 86400)
-        w.svc.forget_history()
+        w.svc.loop.forget_history()
         assert w.svc.records.history.prune(w.clock() - 86400) == 1
         assert w.svc.records.history.job(job_id) is None
         assert w.svc.store.usage() == usage and w.svc.store.audit() == audit  # gpuq usage's totals stay
@@ -600,14 +600,23 @@ def test_history_past_retention_is_pruned_and_usage_and_audit_stay(tmp_path):
     scenario(tmp_path, body, job_memory_s=60, job_retention_days=1)
 
 
-def test_the_service_gives_bulk_actions_every_effect_they_ask_for():
-    """Bulk is a part handed the service as its JobEffects (head/bulk.py): each effect the
-    Protocol names is the service's, with the Protocol's parameters."""
+def test_every_part_is_handed_what_its_protocols_ask_for():
+    """Parts meet each other through Protocols (bulk.JobStops, watch.JobEvictions,
+    backends.Backend): what the composition root hands each must have every method the
+    Protocol names, with its parameters."""
     import inspect
 
-    from orchestrator.head.bulk import JobEffects
+    from orchestrator.head.backends import Backend
+    from orchestrator.head.bulk import JobStops
+    from orchestrator.head.launches import Launches
+    from orchestrator.head.watch import JobEvictions
+    from tests.runtime.fakes import FakeBackend
 
-    for name in ("writable", "save", "stop_job", "give_back", "wake"):
-        wanted = [p for p in inspect.signature(getattr(JobEffects, name)).parameters if p != "self"]
-        have = inspect.signature(getattr(OrchestratorService, name)).parameters
-        assert all(p in have for p in wanted), (name, wanted, list(have))
+    for protocol, part in ((JobStops, Launches), (JobEvictions, Launches), (Backend, FakeBackend)):
+        for name, member in inspect.getmembers(protocol, inspect.isfunction):
+            if name.startswith("_"):
+                continue
+            wanted = [p for p in inspect.signature(member).parameters if p != "self"]
+            have = inspect.signature(getattr(part, name)).parameters
+            assert all(p in have for p in wanted), (protocol.__name__, name, wanted, list(have))
+

@@ -64,8 +64,8 @@ def test_a_full_disk_refuses_changes_loses_nothing_and_recovers_by_itself(tmp_pa
         assert [j.spec.run_id for j in w.svc.queue.jobs()] == ["runs-through-it", "waits-for-the-gpus"]
         assert w.svc.durable.failing is not None
         with pytest.raises(GpuqError, match="refuses changes"):  # later ones are refused up front
-            await w.svc.cancel(running)
-        status = (await w.svc.status())["details"]["store"]
+            await w.svc.requests.cancel(running)
+        status = (await w.svc.requests.status())["details"]["store"]
         assert status["writable"] is False and "full" in status["error"]
 
         w.clock.advance(30)
