@@ -29,7 +29,7 @@ from starlette.requests import HTTPConnection
 
 from orchestrator.core.durations import parse_duration
 from orchestrator.core.job import MAX_COMMAND_CHARS, MAX_ENV_VALUE_CHARS, MAX_ENV_VARS, SAFE_NAME
-from orchestrator.core.job import Priority as JobPriority
+from orchestrator.core.priority import Priority as JobPriority
 from orchestrator.core.states import JobState
 from orchestrator.core.submission import MAX_ARRAY, MAX_ARRAY_TEXT
 from serve_app.errors import ApiError

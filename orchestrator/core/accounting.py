@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 DAY_S = 86400.0
 
@@ -44,7 +45,7 @@ class Accounting:
         self.runs.append(run)
         self.totals[run.user] += run.gpu_seconds
 
-    def report(self, since: float, until: float, running: Iterable[Run] = (), user: str | None = None) -> dict:
+    def report(self, since: float, until: float, running: Iterable[Run] = (), user: str | None = None) -> dict[str, Any]:
         """GPU-hours in [since, until) per user and per (UTC day, user)."""
         per_user: dict[str, float] = defaultdict(float)
         jobs: dict[str, set[str]] = defaultdict(set)

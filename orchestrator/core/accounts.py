@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import pwd
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 BUILTIN_ADMIN = "admin"
 
@@ -41,7 +41,7 @@ def service_account() -> str:
         return str(os.geteuid())
 
 
-def install_mode() -> dict:
+def install_mode() -> dict[str, Any]:
     """What `gpuq status` and `gpuq up` say about isolation, in words."""
     account = service_account()
     if multi_user():
@@ -61,7 +61,7 @@ def account_for(user: str, unix_users: dict[str, str]) -> str | None:
     return None if user == BUILTIN_ADMIN else user
 
 
-def missing_account(user: str, unix_users: dict[str, str], allowed: list[str] | tuple = ()) -> str | None:
+def missing_account(user: str, unix_users: dict[str, str], allowed: list[str] | tuple[str, ...] = ()) -> str | None:
     """Why `user` cannot run jobs on this host, or None when it can."""
     account = account_for(user, unix_users)
     if account is None:

@@ -9,6 +9,8 @@ reference to the log, never the exception.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GpuqError(Exception):
     """Base of every error gpuq raises on purpose."""
@@ -30,7 +32,7 @@ class IllegalTransition(GpuqError):
             msg += f" ({detail})"
         super().__init__(msg)
 
-    def __reduce__(self):  # crosses Ray's process boundary intact
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:  # crosses Ray's process boundary intact
         return (IllegalTransition, (self.state, self.trigger, self.allowed, self.job_id, self.detail))
 
     def for_job(self, job_id: str, detail: str = "") -> IllegalTransition:
@@ -43,9 +45,9 @@ class JobNotFound(GpuqError, KeyError):
         super().__init__(f"no job with id {job_id!r}")
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
-        return self.args[0]
+        return str(self.args[0])
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
         return (JobNotFound, (self.job_id,))
 
 
@@ -58,7 +60,7 @@ class AmbiguousJobId(GpuqError):
         super().__init__(f"{ref!r} is the start of {self.count} job ids ({', '.join(self.matches)}{more}); "
                          "give more of the id")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
         return (AmbiguousJobId, (self.ref, self.matches, self.count))
 
 
@@ -67,7 +69,7 @@ class DuplicateJob(GpuqError):
         self.job_id = job_id
         super().__init__(f"a job with id {job_id!r} is already known")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
         return (DuplicateJob, (self.job_id,))
 
 
@@ -78,7 +80,7 @@ class InvalidSpec(GpuqError):
         self.errors = errors
         super().__init__("; ".join(f"{field}: {message}" for field, message in errors))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
         return (InvalidSpec, (self.errors,))
 
 
@@ -90,7 +92,7 @@ class Forbidden(GpuqError):
         self.right = right
         super().__init__(message)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
         return (Forbidden, (self.right, self.args[0]))
 
 
@@ -102,5 +104,5 @@ class OverLimit(GpuqError):
         self.limit, self.retry_after_s = limit, retry_after_s
         super().__init__(message)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
         return (OverLimit, (self.limit, self.args[0], self.retry_after_s))

@@ -144,7 +144,7 @@ class JobSpec(BaseModel):
 
     @field_validator("runtime_env", mode="before")
     @classmethod
-    def _runtime_env(cls, v: Any) -> dict | None:
+    def _runtime_env(cls, v: Any) -> dict[str, Any] | None:
         try:
             return runtime_env.check(v)
         except runtime_env.RuntimeEnvError as e:

@@ -29,7 +29,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from sortedcontainers import SortedDict
 
@@ -115,14 +115,14 @@ class Line:
 
     def position(self, job: Waiting) -> int:
         """1-based place in the plain priority-then-FIFO order."""
-        return self._fifo.index((-int(job.priority), job.seq)) + 1
+        return int(self._fifo.index((-int(job.priority), job.seq))) + 1
 
     def shapes(self) -> Iterable[tuple[int, bool]]:
         """The distinct (gpus, multi_node) shapes of the jobs waiting."""
         return self._shapes.keys()
 
     def fifo(self) -> Iterable[Waiting]:
-        return self._fifo.values()
+        return cast(Iterable[Waiting], self._fifo.values())
 
     def groups(self) -> Iterable[tuple[tuple[int, str, int], Iterable[Waiting]]]:
         return ((key, group.values()) for key, group in self._groups.items())

@@ -20,9 +20,10 @@ Decisions use time limits only, never true runtimes: that is all a real schedule
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.core import wording
 from orchestrator.core.decisions import Pending, Plan, Preempt, Reason, Reservation, Snapshot, Start
@@ -33,6 +34,9 @@ from orchestrator.core.placement import Counts, can_ever_fit, choose_nodes, pick
 from orchestrator.core.preemption import Running, victims_for
 from orchestrator.core.priority import Priority
 from orchestrator.core.timeline import INF, Timeline
+
+if TYPE_CHECKING:  # the site config is only passed through here
+    from orchestrator.core.config import Config
 
 
 class PolicyName(str, Enum):
@@ -66,7 +70,7 @@ class PolicyConfig:
     explain_depth: int = 100
 
     @classmethod
-    def preset(cls, name: str | PolicyName, **overrides) -> PolicyConfig:
+    def preset(cls, name: str | PolicyName, **overrides: Any) -> PolicyConfig:
         name = PolicyName(name)
         classic = dict(weights=OrderWeights(), may_preempt={}, sticky_reservations=False)
         base = {
@@ -78,13 +82,14 @@ class PolicyConfig:
         return cls(name=name, **{**base, **overrides})
 
     @classmethod
-    def from_site(cls, site) -> PolicyConfig:
+    def from_site(cls, site: Config) -> PolicyConfig:
         """The policy a site config (orchestrator.core.config.Config) asks for."""
         may = {
             int(Priority.parse(who)): frozenset(int(Priority.parse(v)) for v in victims)
             for who, victims in site.preemption.items()
         }
-        overrides = dict(user_gpu_caps=dict(site.user_gpu_caps), default_user_gpu_cap=site.default_user_gpu_cap)
+        overrides: dict[str, Any] = dict(user_gpu_caps=dict(site.user_gpu_caps),
+                                         default_user_gpu_cap=site.default_user_gpu_cap)
         name = PolicyName(site.policy)
         if name is PolicyName.DEFAULT:
             weights = replace(cls().weights, promote_after_s=site.promote_after_s, promote_levels=site.promote_levels)
@@ -358,8 +363,8 @@ class _Cycle:
                                                           and not job.multi_node))
 
 
-def _explain(out: Plan, snap: Snapshot, now: float, cfg: PolicyConfig, fairshare, extra, state: _Cycle,
-             held_first) -> None:
+def _explain(out: Plan, snap: Snapshot, now: float, cfg: PolicyConfig, fairshare: Mapping[str, float],
+             extra: Waiting | None, state: _Cycle, held_first: Sequence[str]) -> None:
     """Reasons and estimated starts for the head of the line: a conservative plan on a
     copy of the timeline, each waiting job reserved in turn after the real reservations."""
     started = {s.job_id for s in out.starts}

@@ -10,7 +10,7 @@ line (PREEMPTED -> QUEUED) keeping their place; it does not count as a failure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.core.placement import Counts, choose_nodes
@@ -68,8 +68,9 @@ def victims_for(
     return _greedy_then_prune(gpus, multi_node, avail, sizes, candidates)
 
 
-def _one_node(gpus: int, avail: Mapping[str, int], sizes: Mapping[str, int], candidates: list[Running]):
-    best: tuple[tuple, str, list[Running]] | None = None
+def _one_node(gpus: int, avail: Mapping[str, int], sizes: Mapping[str, int],
+              candidates: list[Running]) -> tuple[list[Running], Counts] | None:
+    best: tuple[tuple[int, int, list[tuple[int, float]]], str, list[Running]] | None = None
     for node in sizes:
         have = avail.get(node, 0)
         picked: list[Running] = []
@@ -81,7 +82,10 @@ def _one_node(gpus: int, avail: Mapping[str, int], sizes: Mapping[str, int], can
                 have += r.counts[node]
         if have < gpus:
             continue
-        picked = _prune(picked, lambda vs, node=node: avail.get(node, 0) + sum(v.counts.get(node, 0) for v in vs) >= gpus)
+        def frees_enough(vs: list[Running], node: str = node) -> bool:
+            return avail.get(node, 0) + sum(v.counts.get(node, 0) for v in vs) >= gpus
+
+        picked = _prune(picked, frees_enough)
         # Fewest victims, then fewest GPUs stopped, then the victims the order prefers
         # (lowest priority, most recently started).
         cost = (len(picked), sum(v.gpus for v in picked), sorted((v.priority, -v.started_at) for v in picked))
@@ -92,7 +96,8 @@ def _one_node(gpus: int, avail: Mapping[str, int], sizes: Mapping[str, int], can
     return best[2], {best[1]: gpus}
 
 
-def _greedy_then_prune(gpus, multi_node, avail, sizes, candidates):
+def _greedy_then_prune(gpus: int, multi_node: bool, avail: Mapping[str, int], sizes: Mapping[str, int],
+                       candidates: list[Running]) -> tuple[list[Running], Counts] | None:
     def fits(vs: list[Running]) -> Counts | None:
         freed = dict(avail)
         for v in vs:
@@ -105,11 +110,12 @@ def _greedy_then_prune(gpus, multi_node, avail, sizes, candidates):
         picked.append(r)
         if fits(picked) is not None:
             picked = _prune(picked, lambda vs: fits(vs) is not None)
-            return picked, fits(picked)
+            where = fits(picked)  # never None: pruning keeps a set that fits
+            return (picked, where) if where is not None else None
     return None
 
 
-def _prune(picked: list[Running], enough) -> list[Running]:
+def _prune(picked: list[Running], enough: Callable[[list[Running]], bool]) -> list[Running]:
     """Drop victims, most valuable first, while the rest still free enough."""
     kept = list(picked)
     for v in reversed(picked):

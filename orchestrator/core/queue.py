@@ -20,8 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from orchestrator.core.errors import AmbiguousJobId, DuplicateJob, IllegalTransition, JobNotFound
-from orchestrator.core.job import Allocation, Event, Job, JobSpec, Priority, format_allocation
+from orchestrator.core.inventory import Allocation
+from orchestrator.core.job import Event, Job, JobSpec, format_allocation
 from orchestrator.core.ordering import Line
+from orchestrator.core.priority import Priority
 from orchestrator.core.states import JobState, Trigger
 
 MIN_PREFIX = 4  # shorter is too easy to mistype into someone else's job

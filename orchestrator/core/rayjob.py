@@ -13,6 +13,11 @@ Pure: the backend asks, node/raycluster.py uses the answer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the site config is only passed through here
+    from orchestrator.core.config import Config
+
 
 class PortsExhausted(ValueError):
     """The node's range has no block for this GPU index (a site setting to fix)."""
@@ -44,13 +49,14 @@ def block(ports: tuple[int, int], gpus: list[int], per_gpu: int) -> int:
     return first
 
 
-def plan(site, python: str) -> dict:
+def plan(site: Config, python: str) -> dict[str, Any]:
     """What the backend needs of the site (a Config) to lay out a Ray job's cluster."""
     return {"python": python, "ports": site.ray_job_ports, "ports_by_node": site.ray_job_ports_by_node,
             "per_gpu": site.ray_job_ports_per_gpu}
 
 
-def nodes(ray_job: dict, hellos: list[dict], ips: dict[str, str], capacity: dict[str, int], token: str) -> list[dict]:
+def nodes(ray_job: dict[str, Any], hellos: list[dict[str, Any]], ips: dict[str, str], capacity: dict[str, int],
+          token: str) -> list[dict[str, Any]]:
     """Each rank's part of a Ray job's private cluster (`hellos`: each rank's node, GPU
     indices and address): its role, its port block, the head's address, the token."""
     blocks = [block(node_range(h["node"], ips, ray_job["ports"], ray_job["ports_by_node"]), h["gpus"],

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.core.errors import Forbidden
-from orchestrator.core.job import Priority
+from orchestrator.core.priority import Priority
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,14 @@ an option: gpuq fetches nothing for a user from a place the user names.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
 from orchestrator.core.packages import stored_uri
+
+if TYPE_CHECKING:  # the site config is only passed through here
+    from orchestrator.core.config import Config
 
 # Ray names uploaded packages gcs://_ray_pkg_<hash>.zip (working_dir, py_modules) or
 # gcs://<wheel file name> (a py_modules wheel).
@@ -71,13 +75,13 @@ class RuntimeEnvError(ValueError):
         super().__init__(message)
 
 
-def check(value: object) -> dict | None:
+def check(value: object) -> dict[str, Any] | None:
     """The runtime env in gpuq's normal form (None when empty); raises RuntimeEnvError."""
     if value is None:
         return None
     if not isinstance(value, dict):
         raise RuntimeEnvError("", "must be an object (Ray's runtime_env)")
-    out: dict = {}
+    out: dict[str, Any] = {}
     for key, v in value.items():
         if key in IGNORED:
             continue
@@ -104,7 +108,7 @@ def _modules(key: str, v: object) -> list[str]:
     return [_uri(key, m) for m in v]
 
 
-def _requirements(key: str, v: object) -> dict:
+def _requirements(key: str, v: object) -> dict[str, Any]:
     """pip/uv: a list of requirements, or Ray's object form with `packages` (and
     `pip_check`/`uv_check`). Options are gpuq's to set, not the user's."""
     check_key = f"{key}_check"
@@ -155,13 +159,13 @@ _CHECKS = {"working_dir": _uri, "py_modules": _modules, "pip": _requirements, "u
            "env_vars": _env_vars, "excludes": _excludes}
 
 
-def plan(runtime_env: dict | None, owner: str, site) -> dict | None:
+def plan(runtime_env: dict[str, Any] | None, owner: str, site: Config) -> dict[str, Any] | None:
     """What the node makes for this env before the command starts (None: nothing): the
     packages, named as they are stored (the owner's, core/packages.py), the pip or uv
     list, and the site's (a Config) settings for making them."""
     if not runtime_env or not any(k in runtime_env for k in PREPARED):
         return None
-    out: dict = {"packages": [], "index_url": site.pip_index_url, "python": site.job_python,
+    out: dict[str, Any] = {"packages": [], "index_url": site.pip_index_url, "python": site.job_python,
                  "unpack_limit": site.max_package_unpacked_bytes, "timeout": site.runtime_env_setup_timeout_s,
                  "keep_s": site.package_keep_s}
     if runtime_env.get("working_dir"):
@@ -175,7 +179,7 @@ def plan(runtime_env: dict | None, owner: str, site) -> dict | None:
     return out
 
 
-def packages(runtime_env: dict | None) -> list[str]:
+def packages(runtime_env: dict[str, Any] | None) -> list[str]:
     """The cluster packages (gcs:// URIs) the env names: kept while a job needs them."""
     if not runtime_env:
         return []

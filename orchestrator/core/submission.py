@@ -13,13 +13,13 @@ MAX_KEY_CHARS = 200
 MAX_LOG_OFFSET = 1 << 50  # a byte offset into a log; beyond any file a job writes
 
 
-def check_key(key) -> None:
+def check_key(key: object) -> None:
     """An idempotency key is stored with the job and loaded at every start: only text."""
     if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS or not key.isprintable():
         raise InvalidSpec([("idempotency_key", f"must be 1-{MAX_KEY_CHARS} printable characters")])
 
 
-def parse_array(value) -> list[int] | None:
+def parse_array(value: object) -> list[int] | None:
     """`array`: a count (10 -> 0..9), a range "A-B", or a list "1,3,5"; at most 10,000 jobs.
     Sizes are checked before any index is made, so a huge range costs nothing."""
     if value is None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator.core.errors import GpuqError
-from orchestrator.core.job import Priority
+from orchestrator.core.priority import Priority
 
 PHILLY_COLUMNS = ("timestamp", "duration", "num_gpus", "gpu_time", "cluster")
 REQUIRED = ("submit", "duration", "gpus")

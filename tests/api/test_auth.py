@@ -7,7 +7,7 @@ import pytest
 from starlette.requests import Request
 
 from orchestrator.core.errors import Forbidden, InvalidSpec
-from orchestrator.core.job import Priority
+from orchestrator.core.priority import Priority
 from orchestrator.core.rights import Caller, check_preemptible, check_priority
 from serve_app import token_admin
 from serve_app.auth import Principal, TokenFile, TokenRefused

@@ -4,7 +4,8 @@ import pytest
 
 from orchestrator.core.config import Config
 from orchestrator.core.errors import InvalidSpec
-from orchestrator.core.job import JobSpec, Priority, format_allocation
+from orchestrator.core.job import JobSpec, format_allocation
+from orchestrator.core.priority import Priority
 
 SEED_REQUEST = {
     "run_id": "experiment-1",

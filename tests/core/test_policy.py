@@ -2,9 +2,9 @@
 
 
 from orchestrator.core.decisions import Reason
-from orchestrator.core.job import Priority
 from orchestrator.core.ordering import OrderWeights
 from orchestrator.core.policy import PolicyConfig, dry_run, plan
+from orchestrator.core.priority import Priority
 from tests.support import SEED_T0, Lab
 
 HOUR = 3600.0

@@ -3,7 +3,7 @@
 import pytest
 
 from orchestrator.core.errors import DuplicateJob, IllegalTransition, JobNotFound
-from orchestrator.core.job import Priority
+from orchestrator.core.priority import Priority
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.states import JobState
 from tests.support import SEED_T0, make_spec
