@@ -10,7 +10,8 @@ that do (docs/BENCHMARKS.md quotes them).
 The benchmark (a script path relative to the checkout, with its arguments) must write
 its figures as JSON to the file named where `{json}` stands. Both checkouts run this
 tree's version of the script (copied into the other), so both are measured the same
-way; each runs its own checkout's code, Ray workers included (PYTHONPATH names the
+way (`--own-script`: each its own version, where the modules it imports moved); each
+runs its own checkout's code, Ray workers included (PYTHONPATH names the
 checkout); both share this tree's virtualenv. Prints every figure of both, the median over rounds, and the ratio
 this tree / before; `--json` keeps all of it.
 """
@@ -57,6 +58,8 @@ def main() -> None:
     ap.add_argument("--before", required=True, help="a commit of this repository")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json")
+    ap.add_argument("--own-script", action="store_true",
+                    help="each checkout runs its own version of the benchmark (when only its imports moved)")
     ap.add_argument("bench", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     bench = args.bench[1:] if args.bench[:1] == ["--"] else args.bench
@@ -64,7 +67,8 @@ def main() -> None:
     before = work / "before"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.before], check=True,
                    capture_output=True)
-    shutil.copy(ROOT / bench[0], before / bench[0])
+    if not args.own_script:
+        shutil.copy(ROOT / bench[0], before / bench[0])
     figures: dict[str, list[dict]] = {"before": [], "after": []}
     try:
         for i in range(args.rounds):
