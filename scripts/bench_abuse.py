@@ -63,8 +63,12 @@ def timed(client: httpx.Client, n: int, job: dict) -> dict:
         assert r.status_code == 200, r.text
         submit.append(time.perf_counter() - t)
     ms = lambda xs, q: round(pct(xs, q) * 1000, 1)  # noqa: E731
-    return {"healthz_p50_ms": ms(health, 0.5), "healthz_p99_ms": ms(health, 0.99),
-            "submit_p50_ms": ms(submit, 0.5), "submit_p99_ms": ms(submit, 0.99)}
+    return {
+        "healthz_p50_ms": ms(health, 0.5),
+        "healthz_p99_ms": ms(health, 0.99),
+        "submit_p50_ms": ms(submit, 0.5),
+        "submit_p99_ms": ms(submit, 0.99),
+    }
 
 
 def refusals(client: httpx.Client, job: dict, n: int = 30) -> dict:
@@ -72,8 +76,9 @@ def refusals(client: httpx.Client, job: dict, n: int = 30) -> dict:
     json_type = {"content-type": "application/json"}
     kinds = {
         "valid_submit": lambda: client.post("/queue/submit", json=job),
-        "deep_json_8000": lambda: client.post("/queue/submit", headers=json_type,
-                                              content=b'{"command": ' + b"[" * 8000 + b"]" * 8000 + b"}"),
+        "deep_json_8000": lambda: client.post(
+            "/queue/submit", headers=json_type, content=b'{"command": ' + b"[" * 8000 + b"]" * 8000 + b"}"
+        ),
         "array_0_to_1e12": lambda: client.post("/queue/submit", json={**job, "array": "0-1000000000000"}),
         "body_70kb": lambda: client.post("/queue/submit", json={**job, "command": "x" * 70_000}),
         "bad_gpu_count": lambda: client.post("/queue/submit", json={**job, "gpu_count": "x"}),
@@ -103,8 +108,9 @@ class Followers:
 
     async def _one(self, client, i, opened):
         token = f"viewer-{i // MAX_STREAMS_PER_USER}"
-        async with client.stream("GET", f"/jobs/{self.job_id}/logs?follow=true",
-                                 headers={"Authorization": f"Bearer {token}"}) as r:
+        async with client.stream(
+            "GET", f"/jobs/{self.job_id}/logs?follow=true", headers={"Authorization": f"Bearer {token}"}
+        ) as r:
             self.statuses.append(r.status_code)
             opened.release()
             async for chunk in r.aiter_bytes():
@@ -143,8 +149,10 @@ class SlowBodies:
         except OSError:
             self.answers.append(-1)
             return
-        writer.write(b"POST /queue/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 1000\r\n\r\n{")
+        writer.write(
+            b"POST /queue/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
         opened.append(1)
         try:
             while not self.stop.is_set():
@@ -180,7 +188,10 @@ def healthz(client: httpx.Client, n: int) -> dict:
         ok = client.get("/healthz").status_code == 200
         lat.append(time.perf_counter() - t)
         assert ok
-    return {"healthz_p50_ms": round(pct(lat, 0.5) * 1000, 1), "healthz_p99_ms": round(pct(lat, 0.99) * 1000, 1)}
+    return {
+        "healthz_p50_ms": round(pct(lat, 0.5) * 1000, 1),
+        "healthz_p99_ms": round(pct(lat, 0.99) * 1000, 1),
+    }
 
 
 def main() -> None:
@@ -194,21 +205,31 @@ def main() -> None:
 
     start_inprocess_cluster()
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-streams-"))
-    orch = start_orchestrator({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "warm_slots_per_node": 0})
+    orch = start_orchestrator(
+        {"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "warm_slots_per_node": 0}
+    )
     ray.get(orch.ping.remote(), timeout=120)
     tokens = tmp / "tokens.json"
     # The built-in admin submits (its jobs run as the service account); viewers are
     # admins too, so they may read its output, MAX_STREAMS_PER_USER streams each.
-    viewers = {f"viewer-{k}": {"user": f"viewer{k}", "role": "admin"}
-               for k in range(args.followers // MAX_STREAMS_PER_USER + 1)}
+    viewers = {
+        f"viewer-{k}": {"user": f"viewer{k}", "role": "admin"}
+        for k in range(args.followers // MAX_STREAMS_PER_USER + 1)
+    }
     tokens.write_text(json.dumps({"bench-token": {"user": "admin", "role": "admin"}, **viewers}))
     url = deploy("127.0.0.1", PORT, str(tokens))
     auth = {"Authorization": "Bearer bench-token"}
-    queued = {"run_id": "bench", "user": "admin", "command": "true", "gpu_count": 16}  # waits behind the printer
+    queued = {
+        "run_id": "bench",
+        "user": "admin",
+        "command": "true",
+        "gpu_count": 16,
+    }  # waits behind the printer
 
     with httpx.Client(base_url=url, timeout=60, headers=auth) as client:
-        printer = client.post("/queue/submit", json={"run_id": "printer", "user": "admin", "command": PRINTER,
-                                                     "gpu_count": 1}).json()["job_id"]
+        printer = client.post(
+            "/queue/submit", json={"run_id": "printer", "user": "admin", "command": PRINTER, "gpu_count": 1}
+        ).json()["job_id"]
         while client.get(f"/jobs/{printer}").json()["state"] != "running":
             time.sleep(0.2)
         timed(client, 20, queued)  # warm up
@@ -240,7 +261,9 @@ def main() -> None:
         assert slow.open.wait(120), "slow clients did not connect"
         opened = time.monotonic()
         out["slow_clients"] = {"open": args.slow, **healthz(client, args.n)}
-        time.sleep(max(0.0, 12 - (time.monotonic() - opened)))  # past the 10 s body deadline: the rest get 408
+        time.sleep(
+            max(0.0, 12 - (time.monotonic() - opened))
+        )  # past the 10 s body deadline: the rest get 408
         slow.stop.set()
         slow.thread.join(60)
         out["slow_clients"]["answered"] = {str(c): slow.answers.count(c) for c in sorted(set(slow.answers))}

@@ -99,7 +99,9 @@ def main() -> None:
 
     cluster = start_inprocess_cluster()
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-api-"))
-    orch = start_orchestrator({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "warm_slots_per_node": 0})
+    orch = start_orchestrator(
+        {"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "warm_slots_per_node": 0}
+    )
     ray.get(orch.ping.remote(), timeout=120)
     tokens = tmp / "tokens.json"
     # The built-in admin: its jobs run as the service account, so the benchmark needs no
@@ -111,7 +113,9 @@ def main() -> None:
     job = {"run_id": "bench", "user": "admin", "command": "true", "gpu_count": 16}
 
     with httpx.Client(base_url=url, timeout=60, headers=auth) as client:
-        blocker = client.post("/queue/submit", json={**job, "command": "sleep 3600"}, headers=auth).json()["job_id"]
+        blocker = client.post("/queue/submit", json={**job, "command": "sleep 3600"}, headers=auth).json()[
+            "job_id"
+        ]
         while client.get(f"/jobs/{blocker}").json()["state"] != "running":
             time.sleep(0.2)
         for _ in range(20):  # warm both paths
@@ -121,13 +125,19 @@ def main() -> None:
         trivial, submit = [], []
         for _half in range(2):
             trivial.append(loop(client, args.n // 2, lambda c, i: c.get("/trivial")))
-            submit.append(loop(client, args.n // 2, lambda c, i: c.post("/queue/submit", json=job, headers=auth)))
+            submit.append(
+                loop(client, args.n // 2, lambda c, i: c.post("/queue/submit", json=job, headers=auth))
+            )
         t_rps = statistics.mean(x["req_per_s"] for x in trivial)
         s_rps = statistics.mean(x["req_per_s"] for x in submit)
-        out["submit"] = {"trivial_req_per_s": t_rps, "submit_req_per_s": s_rps, "ratio": s_rps / t_rps,
-                         "submit_p50_ms": statistics.mean(x["p50_ms"] for x in submit),
-                         "submit_p99_ms": max(x["p99_ms"] for x in submit),
-                         "trivial_p50_ms": statistics.mean(x["p50_ms"] for x in trivial)}
+        out["submit"] = {
+            "trivial_req_per_s": t_rps,
+            "submit_req_per_s": s_rps,
+            "ratio": s_rps / t_rps,
+            "submit_p50_ms": statistics.mean(x["p50_ms"] for x in submit),
+            "submit_p99_ms": max(x["p99_ms"] for x in submit),
+            "trivial_p50_ms": statistics.mean(x["p50_ms"] for x in trivial),
+        }
         print("submit vs trivial endpoint:", json.dumps(out["submit"]))
 
         # Many researchers (or one script with a thread pool) at once: the group commit
@@ -135,15 +145,20 @@ def main() -> None:
         many_t, many_s = [], []
         for _half in range(2):
             many_t.append(concurrent(url, auth, args.clients, args.n, lambda c, i: c.get("/trivial")))
-            many_s.append(concurrent(url, auth, args.clients, args.n,
-                                     lambda c, i: c.post("/queue/submit", json=job)))
-        out["concurrent"] = {"clients": args.clients,
-                             "trivial_req_per_s": statistics.mean(x["req_per_s"] for x in many_t),
-                             "submit_req_per_s": statistics.mean(x["req_per_s"] for x in many_s),
-                             "submit_p50_ms": statistics.mean(x["p50_ms"] for x in many_s),
-                             "submit_p99_ms": max(x["p99_ms"] for x in many_s),
-                             "trivial_p99_ms": max(x["p99_ms"] for x in many_t)}
-        out["concurrent"]["ratio"] = out["concurrent"]["submit_req_per_s"] / out["concurrent"]["trivial_req_per_s"]
+            many_s.append(
+                concurrent(url, auth, args.clients, args.n, lambda c, i: c.post("/queue/submit", json=job))
+            )
+        out["concurrent"] = {
+            "clients": args.clients,
+            "trivial_req_per_s": statistics.mean(x["req_per_s"] for x in many_t),
+            "submit_req_per_s": statistics.mean(x["req_per_s"] for x in many_s),
+            "submit_p50_ms": statistics.mean(x["p50_ms"] for x in many_s),
+            "submit_p99_ms": max(x["p99_ms"] for x in many_s),
+            "trivial_p99_ms": max(x["p99_ms"] for x in many_t),
+        }
+        out["concurrent"]["ratio"] = (
+            out["concurrent"]["submit_req_per_s"] / out["concurrent"]["trivial_req_per_s"]
+        )
         print(f"submit, {args.clients} concurrent clients:", json.dumps(out["concurrent"]))
 
         # The command line people type, against curl doing the same request.
@@ -153,12 +168,29 @@ def main() -> None:
         n = 20
         t0 = time.perf_counter()
         for _ in range(n):
-            subprocess.run([gpuq, "submit", "--gpus", "16", "--", "true"], env=env, check=True, capture_output=True)
+            subprocess.run(
+                [gpuq, "submit", "--gpus", "16", "--", "true"], env=env, check=True, capture_output=True
+            )
         gpuq_s = (time.perf_counter() - t0) / n
         t0 = time.perf_counter()
         for _ in range(n):
-            subprocess.run(["curl", "-s", "-X", "POST", f"{url}/queue/submit", "-H", "Authorization: Bearer bench-token",
-                            "-H", "Content-Type: application/json", "-d", body], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "curl",
+                    "-s",
+                    "-X",
+                    "POST",
+                    f"{url}/queue/submit",
+                    "-H",
+                    "Authorization: Bearer bench-token",
+                    "-H",
+                    "Content-Type: application/json",
+                    "-d",
+                    body,
+                ],
+                check=True,
+                capture_output=True,
+            )
         curl_s = (time.perf_counter() - t0) / n
         out["cli"] = {"gpuq_submit_s": gpuq_s, "curl_s": curl_s, "ratio": gpuq_s / curl_s}
         print("gpuq submit vs curl, per command:", json.dumps(out["cli"]))
@@ -170,8 +202,13 @@ def main() -> None:
         assert r.status_code == 200, r.text[:500]
         after = client.get("/orchestrator/status").json()["queue_summary"]
         queued = client.get("/jobs", params={"state": "queued", "limit": 1}).json()["total"]
-        out["array"] = {"jobs": 10_000, "seconds": took, "jobs_per_s": 10_000 / took,
-                        "total_jobs_consistent": after["total_jobs"] == before + 10_000, "queued": queued}
+        out["array"] = {
+            "jobs": 10_000,
+            "seconds": took,
+            "jobs_per_s": 10_000 / took,
+            "total_jobs_consistent": after["total_jobs"] == before + 10_000,
+            "queued": queued,
+        }
         print("10,000-job array:", json.dumps(out["array"]))
 
         # A Prometheus scrape with those 10,000+ jobs queued, beside GET /orchestrator/status.
@@ -180,12 +217,15 @@ def main() -> None:
             status.append(loop(client, 20, lambda c, i: c.get("/orchestrator/status")))
             scrape.append(loop(client, 20, lambda c, i: c.get("/metrics")))
         size = len(client.get("/metrics").content)
-        out["metrics"] = {"jobs_in_store": after["total_jobs"], "bytes": size,
-                          "scrape_p50_ms": statistics.mean(x["p50_ms"] for x in scrape),
-                          "scrape_p99_ms": max(x["p99_ms"] for x in scrape),
-                          "status_p50_ms": statistics.mean(x["p50_ms"] for x in status),
-                          "ratio_p50": statistics.mean(x["p50_ms"] for x in scrape)
-                          / statistics.mean(x["p50_ms"] for x in status)}
+        out["metrics"] = {
+            "jobs_in_store": after["total_jobs"],
+            "bytes": size,
+            "scrape_p50_ms": statistics.mean(x["p50_ms"] for x in scrape),
+            "scrape_p99_ms": max(x["p99_ms"] for x in scrape),
+            "status_p50_ms": statistics.mean(x["p50_ms"] for x in status),
+            "ratio_p50": statistics.mean(x["p50_ms"] for x in scrape)
+            / statistics.mean(x["p50_ms"] for x in status),
+        }
         print("GET /metrics vs GET /orchestrator/status:", json.dumps(out["metrics"]))
 
         # The whole array cancelled in one call (issue #18): one pass, one commit.

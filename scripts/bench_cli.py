@@ -73,8 +73,13 @@ def main() -> None:
         for name, r in rows.items():
             print(f"{name:<44} median {r['median_ms']:>7.1f} ms  p90 {r['p90_ms']:>7.1f} ms")
         if args.json:
-            args.json.write_text(json.dumps({"command": " ".join(["scripts/bench_cli.py", *sys.argv[1:]]),
-                                             "first_lines": rows}, indent=1) + "\n")
+            args.json.write_text(
+                json.dumps(
+                    {"command": " ".join(["scripts/bench_cli.py", *sys.argv[1:]]), "first_lines": rows},
+                    indent=1,
+                )
+                + "\n"
+            )
         return
 
     # Jobs that wait (each wants all 16 GPUs, behind a 16-GPU holder) give cancel
@@ -94,13 +99,24 @@ def main() -> None:
     rows["gpuq submit"] = _summary(t_sub)
     rows["gpuq cancel"] = series([[GPUQ, "cancel", j] for j in submitted], env)
     rows["curl GET /orchestrator/status"] = series(
-        [["curl", "-sf", "-o", "/dev/null", *curl_auth, f"{url}/orchestrator/status"]] * n)
+        [["curl", "-sf", "-o", "/dev/null", *curl_auth, f"{url}/orchestrator/status"]] * n
+    )
     body = json.dumps({"command": "sleep 600", "gpu_count": 16, "time_limit": 600, "run_id": "bench-curl"})
     ids = []
     t_curl = []
     for _ in range(n):
-        took, out = timed(["curl", "-sf", *curl_auth, "-H", "Content-Type: application/json", "-d", body,
-                           f"{url}/queue/submit"])
+        took, out = timed(
+            [
+                "curl",
+                "-sf",
+                *curl_auth,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                body,
+                f"{url}/queue/submit",
+            ]
+        )
         t_curl.append(took)
         ids.append(json.loads(out)["job_id"])
     rows["curl POST /queue/submit"] = _summary(t_curl)
@@ -122,11 +138,15 @@ def main() -> None:
 
     # Two loops each: jobs that run (`true`, one GPU: the cluster starts them while the
     # loop goes on), and jobs that wait behind a 16-GPU holder (the submit path alone).
-    loops = {"gpuq submit (jobs run)": f"{GPUQ} submit --gpus 1 --time 1m -- true > /dev/null",
-             "gpuq submit (jobs wait)": f"{GPUQ} submit {' '.join(hold)} > /dev/null"}
+    loops = {
+        "gpuq submit (jobs run)": f"{GPUQ} submit --gpus 1 --time 1m -- true > /dev/null",
+        "gpuq submit (jobs wait)": f"{GPUQ} submit {' '.join(hold)} > /dev/null",
+    }
     if slurm:
         loops["sbatch (jobs run)"] = "sbatch -Q --output=/dev/null --gpus=1 --time=1 --wrap true > /dev/null"
-        loops["sbatch (jobs wait)"] = "sbatch -Q --output=/dev/null --gpus=16 --time=10 --wrap 'sleep 600' > /dev/null"
+        loops["sbatch (jobs wait)"] = (
+            "sbatch -Q --output=/dev/null --gpus=16 --time=10 --wrap 'sleep 600' > /dev/null"
+        )
     loop_rates = {}
     for name, line in loops.items():
         waiting = "wait" in name
@@ -137,7 +157,9 @@ def main() -> None:
             else:
                 timed(["sbatch", "-Q", "--output=/dev/null", "--gpus=16", "--time=10", "--wrap", "sleep 600"])
         t0 = time.perf_counter()
-        subprocess.run(["bash", "-c", f"for i in $(seq {args.loop}); do {line} || exit 1; done"], env=env, check=True)
+        subprocess.run(
+            ["bash", "-c", f"for i in $(seq {args.loop}); do {line} || exit 1; done"], env=env, check=True
+        )
         loop_rates[name] = round(args.loop / (time.perf_counter() - t0), 1)
         if waiting and name.startswith("gpuq"):
             client = Client(url, token)
@@ -155,10 +177,20 @@ def main() -> None:
     for name, rate in loop_rates.items():
         print(f"shell loop of {args.loop} × {name}: {rate} submits/s")
     if args.json:
-        args.json.write_text(json.dumps({
-            "machine": f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            "command": " ".join(["scripts/bench_cli.py", *sys.argv[1:]]), "commands": rows,
-            "loop": {"n": args.loop, "submits_per_s": loop_rates}, "slurm": slurm}, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": f"{platform.node()}, {os.cpu_count()} cores, "
+                    f"Python {platform.python_version()}",
+                    "command": " ".join(["scripts/bench_cli.py", *sys.argv[1:]]),
+                    "commands": rows,
+                    "loop": {"n": args.loop, "submits_per_s": loop_rates},
+                    "slurm": slurm,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 def first_lines(n: int, env: dict) -> dict[str, dict]:
@@ -168,8 +200,10 @@ def first_lines(n: int, env: dict) -> dict[str, dict]:
     if slurm_up():
         out["srun: first line"] = []
     for _ in range(n):
-        for name, argv in (("gpuq run", [GPUQ, "run", "--time", "1m", "--", "date", "+%s.%N"]),
-                           ("srun", ["srun", "--gpus=1", "--time=1", "date", "+%s.%N"])):
+        for name, argv in (
+            ("gpuq run", [GPUQ, "run", "--time", "1m", "--", "date", "+%s.%N"]),
+            ("srun", ["srun", "--gpus=1", "--time=1", "date", "+%s.%N"]),
+        ):
             if f"{name}: first line" not in out:
                 continue
             t0 = time.time()
@@ -194,8 +228,12 @@ def _running(client: Client, job_id: str, timeout: float = 60.0) -> None:
 
 def _summary(times: list[float]) -> dict:
     q = statistics.quantiles(times, n=10)
-    return {"n": len(times), "median_ms": round(1000 * statistics.median(times), 1), "p90_ms": round(1000 * q[8], 1),
-            "min_ms": round(1000 * min(times), 1)}
+    return {
+        "n": len(times),
+        "median_ms": round(1000 * statistics.median(times), 1),
+        "p90_ms": round(1000 * q[8], 1),
+        "min_ms": round(1000 * min(times), 1),
+    }
 
 
 if __name__ == "__main__":

@@ -39,10 +39,21 @@ async def measure() -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-deps-"))
     user = getpass.getuser()
     now = [1_800_000_000.0]
-    svc = OrchestratorService.open({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "start_jobs": False,
-                                    "warm_slots_per_node": 0, "telemetry_interval_s": 3600, "loop_interval_s": 3600,
-                                    "allowed_system_accounts": [user], "max_dependency_jobs": 10_000,
-                                    "max_jobs_per_user": 20_000}, backend=FakeBackend(lambda: now[0]), clock=lambda: now[0])
+    svc = OrchestratorService.open(
+        {
+            "store_path": str(tmp / "gpuq.db"),
+            "data_dir": str(tmp / "data"),
+            "start_jobs": False,
+            "warm_slots_per_node": 0,
+            "telemetry_interval_s": 3600,
+            "loop_interval_s": 3600,
+            "allowed_system_accounts": [user],
+            "max_dependency_jobs": 10_000,
+            "max_jobs_per_user": 20_000,
+        },
+        backend=FakeBackend(lambda: now[0]),
+        clock=lambda: now[0],
+    )
     cycles: list[float] = []
     judge = svc.requests.dependents.check
 
@@ -56,7 +67,9 @@ async def measure() -> dict:
     try:
         spec = {"run_id": "a", "user": user, "command": "true", "gpu_count": 1}
         array = (await svc.requests.submit({**spec, "array": 10_000}))["array"]["id"]
-        await svc.requests.submit({**spec, "run_id": "after", "dependency": "afterok:" + ":".join([array] * 500)})
+        await svc.requests.submit(
+            {**spec, "run_id": "after", "dependency": "afterok:" + ":".join([array] * 500)}
+        )
         await settle(svc, cycles, 1)
         first = cycles[-1]
         for _ in range(50):  # cycles where nothing moved
@@ -64,11 +77,18 @@ async def measure() -> dict:
         idle = cycles[-50:]
         await svc.requests.cancel(svc.queue.array(array)[0].id)
         await settle(svc, cycles, len(cycles) + 1)
-        return {"machine": f"{os.cpu_count()} cores", "members_named": 10_000, "references": 500,
-                "first_cycle_ms": round(first, 2), "idle_cycle_p50_ms": round(statistics.median(idle), 3),
-                "idle_cycle_max_ms": round(max(idle), 3), "cycle_after_a_member_moved_ms": round(cycles[-1], 2),
-                "dependent_state": svc.queue.get(next(j.id for j in svc.queue.jobs() if j.spec.run_id == "after"))
-                .state.value}
+        return {
+            "machine": f"{os.cpu_count()} cores",
+            "members_named": 10_000,
+            "references": 500,
+            "first_cycle_ms": round(first, 2),
+            "idle_cycle_p50_ms": round(statistics.median(idle), 3),
+            "idle_cycle_max_ms": round(max(idle), 3),
+            "cycle_after_a_member_moved_ms": round(cycles[-1], 2),
+            "dependent_state": svc.queue.get(
+                next(j.id for j in svc.queue.jobs() if j.spec.run_id == "after")
+            ).state.value,
+        }
     finally:
         svc.close()
 

@@ -60,8 +60,13 @@ def stop(orch) -> None:
 
 def run(memory_s: float, batches: int, pause_s: float) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-history-"))
-    config = {"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "warm_slots_per_node": 0,
-              "start_jobs": False, "job_memory_s": memory_s}
+    config = {
+        "store_path": str(tmp / "gpuq.db"),
+        "data_dir": str(tmp / "data"),
+        "warm_slots_per_node": 0,
+        "start_jobs": False,
+        "job_memory_s": memory_s,
+    }
     orch, empty_start = started(config)
     pid = ray.get(orch.pid.remote())
     spec = {"run_id": "h", "user": "admin", "command": "true", "gpu_count": 1}
@@ -89,9 +94,11 @@ def main() -> None:
     args = ap.parse_args()
     start_inprocess_cluster()
     pause = args.memory_s + 5  # the orchestrator looks every memory_s / 4 (at most a minute)
-    out = {"machine": f"{os.cpu_count()} cores",
-           "kept_a_day": run(86400.0, args.batches, pause),
-           "forgotten": run(args.memory_s, args.batches, pause)}
+    out = {
+        "machine": f"{os.cpu_count()} cores",
+        "kept_a_day": run(86400.0, args.batches, pause),
+        "forgotten": run(args.memory_s, args.batches, pause),
+    }
     for key in ("kept_a_day", "forgotten"):
         r = out[key]["rss_mib"]
         out[key]["rss_growth_mib"] = round(r[-1] - r[0], 1)

@@ -12,8 +12,8 @@ its figures as JSON to the file named where `{json}` stands. Both checkouts run 
 tree's version of the script (copied into the other), so both are measured the same
 way (`--own-script`: each its own version, where the modules it imports moved); each
 runs its own checkout's code, Ray workers included (PYTHONPATH names the
-checkout); both share this tree's virtualenv. Prints every figure of both, the median over rounds, and the ratio
-this tree / before; `--json` keeps all of it.
+checkout); both share this tree's virtualenv. Prints every figure of both, the
+median over rounds, and the ratio this tree / before; `--json` keeps all of it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def leaves(data, prefix: str = "") -> dict[str, float]:
 def run(tree: Path, bench: list[str], out: Path) -> dict:
     argv = [sys.executable, str(tree / bench[0]), *[a.replace("{json}", str(out)) for a in bench[1:]]]
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run(argv, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        argv, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed in {tree}:\n{done.stderr[-3000:]}")
     return json.loads(out.read_text())
@@ -58,27 +60,38 @@ def main() -> None:
     ap.add_argument("--before", required=True, help="a commit of this repository")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json")
-    ap.add_argument("--own-script", action="store_true",
-                    help="each checkout runs its own version of the benchmark (when only its imports moved)")
+    ap.add_argument(
+        "--own-script",
+        action="store_true",
+        help="each checkout runs its own version of the benchmark (when only its imports moved)",
+    )
     ap.add_argument("bench", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     bench = args.bench[1:] if args.bench[:1] == ["--"] else args.bench
     work = Path(tempfile.mkdtemp(prefix="gpuq-pair-"))
     before = work / "before"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.before], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.before],
+        check=True,
+        capture_output=True,
+    )
     if not args.own_script:
         shutil.copy(ROOT / bench[0], before / bench[0])
     figures: dict[str, list[dict]] = {"before": [], "after": []}
     try:
         for i in range(args.rounds):
-            for name, tree in (("before", before), ("after", ROOT)) if i % 2 == 0 else (("after", ROOT),
-                                                                                          ("before", before)):
+            for name, tree in (
+                (("before", before), ("after", ROOT)) if i % 2 == 0 else (("after", ROOT), ("before", before))
+            ):
                 figures[name].append(run(tree, bench, work / f"{name}-{i}.json"))
                 print(f"round {i + 1} {name}: done", flush=True)
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], capture_output=True)
-    medians = {name: {k: statistics.median(v) for k, v in _columns(runs).items()} for name, runs in figures.items()}
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], capture_output=True
+        )
+    medians = {
+        name: {k: statistics.median(v) for k, v in _columns(runs).items()} for name, runs in figures.items()
+    }
     rows = []
     print(f"\n{'figure':<60} {'before':>10} {'after':>10} {'after/before':>13}")
     for key in sorted(set(medians["before"]) & set(medians["after"])):
@@ -87,9 +100,20 @@ def main() -> None:
         rows.append({"figure": key, "before": b, "after": a, "ratio": ratio})
         print(f"{key:<60} {b:>10.3f} {a:>10.3f} {ratio if ratio is not None else float('nan'):>13.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"before": args.before, "rounds": args.rounds, "bench": bench,
-                                               "machine": f"{os.cpu_count()} cores", "runs": figures,
-                                               "medians": rows}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "before": args.before,
+                    "rounds": args.rounds,
+                    "bench": bench,
+                    "machine": f"{os.cpu_count()} cores",
+                    "runs": figures,
+                    "medians": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 def _columns(runs: list[dict]) -> dict[str, list[float]]:

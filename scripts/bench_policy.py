@@ -37,8 +37,6 @@ from orchestrator.sim.traces import load_trace  # noqa: E402
 SIZES_MIX = [1] * 76 + [2] * 10 + [4] * 8 + [8] * 5 + [16] * 1  # roughly Philly's shape, heavier on big jobs
 
 
-
-
 def scenario(nodes: int, queued: int, fragmented: bool, seed: int = 7) -> Snapshot:
     rng = random.Random(seed)
     now = 1_000_000.0
@@ -49,16 +47,37 @@ def scenario(nodes: int, queued: int, fragmented: bool, seed: int = 7) -> Snapsh
         # a mix of job sizes per node: 4 + 2 + 1 + 1 (or 4 + 2 + 1 when fragmented)
         parts = [4, 2, 1, 1][: 3 if fragmented else 4]
         for k, g in enumerate(parts):
-            running.append(Running(f"r{n}.{k}", f"r{n}.{k}", f"u{rng.randrange(10)}", rng.randint(1, 3), {node: g},
-                                   now - rng.uniform(0, 36000), rng.choice([3600.0, 14400.0, 86400.0])))
+            running.append(
+                Running(
+                    f"r{n}.{k}",
+                    f"r{n}.{k}",
+                    f"u{rng.randrange(10)}",
+                    rng.randint(1, 3),
+                    {node: g},
+                    now - rng.uniform(0, 36000),
+                    rng.choice([3600.0, 14400.0, 86400.0]),
+                )
+            )
         free[node] = list(range(busy, 8))
     line = Line()
     total = nodes * 8
     for i in range(queued):
         g = rng.choice(SIZES_MIX) if not fragmented else rng.choice([2, 4, 8])
-        line.add(W(f"q{i}", f"q{i}", f"u{rng.randrange(10)}", min(g, total), rng.randint(1, 3), i,
-                   now - rng.uniform(0, 86400), rng.choice([3600.0, 7200.0, 14400.0, 86400.0, 259200.0])))
-    return Snapshot(sizes=sizes, free=free, line=line, running=running, usage={f"u{k}": k * 3600.0 for k in range(10)})
+        line.add(
+            W(
+                f"q{i}",
+                f"q{i}",
+                f"u{rng.randrange(10)}",
+                min(g, total),
+                rng.randint(1, 3),
+                i,
+                now - rng.uniform(0, 86400),
+                rng.choice([3600.0, 7200.0, 14400.0, 86400.0, 259200.0]),
+            )
+        )
+    return Snapshot(
+        sizes=sizes, free=free, line=line, running=running, usage={f"u{k}": k * 3600.0 for k in range(10)}
+    )
 
 
 def time_plan(snap: Snapshot, explain: bool, repeats: int) -> float:
@@ -77,7 +96,10 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--repeats", type=int, default=3, help="replays per policy (median reported)")
     args = ap.parse_args()
-    out: dict = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, Python {platform.python_version()}"}
+    out: dict = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}"
+    }
 
     print("plan() with 10,000 queued jobs (median ms)")
     rows = []
@@ -86,10 +108,19 @@ def main() -> None:
             snap = scenario(nodes, 10_000, fragmented)
             for explain in (True, False):
                 ms = time_plan(snap, explain, repeats=9 if nodes == 2 else 5) * 1000
-                row = dict(nodes=nodes, gpus=nodes * 8, scenario="fragmented" if fragmented else "busy",
-                           explain=explain, ms=round(ms, 2), target_ms=target_ms)
+                row = dict(
+                    nodes=nodes,
+                    gpus=nodes * 8,
+                    scenario="fragmented" if fragmented else "busy",
+                    explain=explain,
+                    ms=round(ms, 2),
+                    target_ms=target_ms,
+                )
                 rows.append(row)
-                print(f"  {nodes:>5} nodes  {row['scenario']:<10}  explain={str(explain):<5}  {ms:8.2f} ms   (target {target_ms} ms)")
+                print(
+                    f"  {nodes:>5} nodes  {row['scenario']:<10}  explain={str(explain):<5}  {ms:8.2f} ms   "
+                    f"(target {target_ms} ms)"
+                )
     out["plan"] = rows
 
     print("Philly VC 11cb48 replay, 2 x 8 GPUs (median s)")
@@ -99,14 +130,29 @@ def main() -> None:
         secs, res = [], None
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            res = simulate(trace, PolicyConfig.preset(name), {"gmi-node-1": 8, "gmi-node-2": 8}, limits=limits)
+            res = simulate(
+                trace, PolicyConfig.preset(name), {"gmi-node-1": 8, "gmi-node-2": 8}, limits=limits
+            )
             secs.append(time.perf_counter() - t0)
         s = statistics.median(secs)
-        sims.append(dict(policy=name, limits=limits, seconds=round(s, 2), cycles=res.cycles,
-                         us_per_cycle=round(s / res.cycles * 1e6, 1), utilization=round(res.utilization, 3),
-                         avg_wait_h=round(res.avg_wait_s / 3600, 1), max_wait_h=round(res.max_wait_s / 3600, 1)))
-        print(f"  {name:<8} {limits:<6} {s:6.2f} s  ({res.cycles} cycles, {s / res.cycles * 1e6:.0f} us/cycle)  "
-              f"util {res.utilization:.3f}  avg wait {res.avg_wait_s / 3600:.1f} h  max {res.max_wait_s / 3600:.1f} h")
+        sims.append(
+            dict(
+                policy=name,
+                limits=limits,
+                seconds=round(s, 2),
+                cycles=res.cycles,
+                us_per_cycle=round(s / res.cycles * 1e6, 1),
+                utilization=round(res.utilization, 3),
+                avg_wait_h=round(res.avg_wait_s / 3600, 1),
+                max_wait_h=round(res.max_wait_s / 3600, 1),
+            )
+        )
+        print(
+            f"  {name:<8} {limits:<6} {s:6.2f} s  ({res.cycles} cycles, {s / res.cycles * 1e6:.0f} us/cycle) "
+            " "
+            f"util {res.utilization:.3f}  avg wait {res.avg_wait_s / 3600:.1f} h  max "
+            f"{res.max_wait_s / 3600:.1f} h"
+        )
     out["replay"] = sims
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

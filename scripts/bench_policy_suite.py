@@ -45,8 +45,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--traces", type=Path, default=Path(__file__).resolve().parents[2] / "shared/traces")
     ap.add_argument("--load", type=float, nargs="+", default=[0.85], help="target loads (default 0.85)")
-    ap.add_argument("--with", dest="variants", action="append", default=[], metavar="NAME=KEY:VALUE,...",
-                    help="a variant of the default to replay too (see orchestrator/sim/suite.py: variant)")
+    ap.add_argument(
+        "--with",
+        dest="variants",
+        action="append",
+        default=[],
+        metavar="NAME=KEY:VALUE,...",
+        help="a variant of the default to replay too (see orchestrator/sim/suite.py: variant)",
+    )
     ap.add_argument("--only", nargs="*", help="trace names to replay (default: the whole suite)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="replays in parallel")
     ap.add_argument("--json", type=Path)
@@ -65,33 +71,45 @@ def main() -> None:
     wall = time.perf_counter() - began
 
     by = {(d["trace"], d["policy"], d["load"]): d for d in done}
-    out = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                      f"Python {platform.python_version()}",
-           "command": " ".join(["scripts/bench_policy_suite.py", *sys.argv[1:]]),
-           "wall_s": round(wall, 1), "replays": done, "verdicts": []}
+    out = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "command": " ".join(["scripts/bench_policy_suite.py", *sys.argv[1:]]),
+        "wall_s": round(wall, 1),
+        "replays": done,
+        "verdicts": [],
+    }
     for load in args.load:
         console.print(_results_table(traces, policies, load, by))
         verdicts = [_verdict(t.name, load, by, p) for t in traces for p in ("default", *variants)]
         out["verdicts"] += verdicts
         console.print(_verdict_table(verdicts, load))
-    console.print(f"{len(work)} replays in {wall:.0f} s on {args.jobs} processes "
-                  f"(longest {max(d['seconds'] for d in done):.1f} s: "
-                  f"{max(done, key=lambda d: d['seconds'])['trace']})")
+    console.print(
+        f"{len(work)} replays in {wall:.0f} s on {args.jobs} processes "
+        f"(longest {max(d['seconds'] for d in done):.1f} s: "
+        f"{max(done, key=lambda d: d['seconds'])['trace']})"
+    )
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
         console.print(f"wrote {args.json}")
 
 
 def _results_table(traces, policies, load, by) -> Table:
-    t = Table(title=f"policy suite at {load:.0%} load, coarse time limits — wait avg / p95 / max", box=box.SIMPLE_HEAD)
+    t = Table(
+        title=f"policy suite at {load:.0%} load, coarse time limits — wait avg / p95 / max",
+        box=box.SIMPLE_HEAD,
+    )
     for col in ("trace", "jobs", "nodes", "policy", "util", "avg", "p95", "max", "avg JCT", "replay"):
         t.add_column(col, justify="left" if col in ("trace", "policy") else "right", no_wrap=True)
     for trace in traces:
         for i, p in enumerate(policies):
             d = by[(trace.name, p, load)]
             t.add_row(
-                trace.name if i == 0 else "", f"{d['jobs']:,}" if i == 0 else "", str(d["nodes"]) if i == 0 else "",
-                p, f"{d['utilization']:.3f}",
+                trace.name if i == 0 else "",
+                f"{d['jobs']:,}" if i == 0 else "",
+                str(d["nodes"]) if i == 0 else "",
+                p,
+                f"{d['utilization']:.3f}",
                 *(format_duration(d[k]) for k in ("avg_wait_s", "p95_wait_s", "max_wait_s", "avg_jct_s")),
                 f"{d['seconds']:.1f} s",
             )
@@ -102,10 +120,15 @@ def _results_table(traces, policies, load, by) -> Table:
 def _verdict(trace: str, load: float, by, policy: str) -> dict:
     d, g, e = (by[(trace, p, load)] for p in (policy, "greedy", "easy"))
     checks = Targets().check_values(d, g, e)
-    return {"trace": trace, "load": load, "policy": policy, **checks,
-            "avg/greedy": round(d["avg_wait_s"] / g["avg_wait_s"], 3) if g["avg_wait_s"] else 1.0,
-            "max/easy": round(d["max_wait_s"] / e["max_wait_s"], 3) if e["max_wait_s"] else 1.0,
-            "util-easy pt": round(100 * (d["utilization"] - e["utilization"]), 2)}
+    return {
+        "trace": trace,
+        "load": load,
+        "policy": policy,
+        **checks,
+        "avg/greedy": round(d["avg_wait_s"] / g["avg_wait_s"], 3) if g["avg_wait_s"] else 1.0,
+        "max/easy": round(d["max_wait_s"] / e["max_wait_s"], 3) if e["max_wait_s"] else 1.0,
+        "util-easy pt": round(100 * (d["utilization"] - e["utilization"]), 2),
+    }
 
 
 def _verdict_table(verdicts: list[dict], load: float) -> Table:
@@ -115,7 +138,8 @@ def _verdict_table(verdicts: list[dict], load: float) -> Table:
     names = Targets.NAMES
     for v in verdicts:
         t.add_row(
-            v["trace"], v["policy"],
+            v["trace"],
+            v["policy"],
             f"{v['avg/greedy']:.2f}" + ("" if v[names[0]] else " *"),
             f"{v['max/easy']:.2f}" + ("" if v[names[1]] else " *"),
             f"{v['util-easy pt']:+.1f} pt" + ("" if v[names[2]] else " *"),
@@ -125,9 +149,12 @@ def _verdict_table(verdicts: list[dict], load: float) -> Table:
     for policy in dict.fromkeys(v["policy"] for v in verdicts):
         mine = [v for v in verdicts if v["policy"] == policy]
         t.add_row(
-            f"{len(mine)} traces", policy,
-            f"{sum(v[names[0]] for v in mine)} met, gm {statistics.geometric_mean(v['avg/greedy'] for v in mine):.2f}",
-            f"{sum(v[names[1]] for v in mine)} met, gm {statistics.geometric_mean(v['max/easy'] for v in mine):.2f}",
+            f"{len(mine)} traces",
+            policy,
+            f"{sum(v[names[0]] for v in mine)} met, gm "
+            f"{statistics.geometric_mean(v['avg/greedy'] for v in mine):.2f}",
+            f"{sum(v[names[1]] for v in mine)} met, gm "
+            f"{statistics.geometric_mean(v['max/easy'] for v in mine):.2f}",
             f"{sum(v[names[2]] for v in mine)} met",
             f"{sum(all(v[n] for n in names) for v in mine)} of {len(mine)}",
         )

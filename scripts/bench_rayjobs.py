@@ -41,11 +41,14 @@ PRINT = "import time; print('first', time.time(), flush=True)"
 KINDS = {
     "plain": dict(command=f'python3 -c "{PRINT}"', gpu_count=1),
     "ray 1 node": dict(command=f'python -c "import ray; ray.init(); {PRINT}"', gpu_count=1, ray=True),
-    "ray 2 nodes": dict(command=f'python -c "import ray; ray.init(); {PRINT}"', gpu_count=2, ray=True,
-                        multi_node=True),
+    "ray 2 nodes": dict(
+        command=f'python -c "import ray; ray.init(); {PRINT}"', gpu_count=2, ray=True, multi_node=True
+    ),
 }
-HOLD = ("python -c \"import ray, time; ray.init(); ray.get(ray.remote(lambda: 1).remote()); "
-        "print('ready', flush=True); time.sleep(600)\"")
+HOLD = (
+    'python -c "import ray, time; ray.init(); ray.get(ray.remote(lambda: 1).remote()); '
+    "print('ready', flush=True); time.sleep(600)\""
+)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -55,7 +58,9 @@ def pct(values: list[float], q: float) -> float:
 
 def first_line(orch, fields: dict) -> float:
     t0 = time.time()
-    job_id = ray.get(orch.submit.remote({"run_id": "bench", "user": "admin", "max_retries": 0, **fields}))["job_id"]
+    job_id = ray.get(orch.submit.remote({"run_id": "bench", "user": "admin", "max_retries": 0, **fields}))[
+        "job_id"
+    ]
     while True:
         job = ray.get(orch.get_job.remote(job_id))
         if job["state"] in ("completed", "failed", "cancelled"):
@@ -68,8 +73,18 @@ def first_line(orch, fields: dict) -> float:
 
 
 def memory(orch, cluster_id: str) -> dict:
-    job_id = ray.get(orch.submit.remote({"run_id": "hold", "user": "admin", "command": HOLD, "gpu_count": 1,
-                                         "ray": True, "max_retries": 0}))["job_id"]
+    job_id = ray.get(
+        orch.submit.remote(
+            {
+                "run_id": "hold",
+                "user": "admin",
+                "command": HOLD,
+                "gpu_count": 1,
+                "ray": True,
+                "max_retries": 0,
+            }
+        )
+    )["job_id"]
     while "ready" not in ray.get(orch.logs.remote(job_id, None, 0, 0, 1 << 20))["data"]:
         time.sleep(0.2)
     time.sleep(2)  # the task's worker settles
@@ -95,8 +110,14 @@ def main() -> None:
     args = ap.parse_args()
     start_inprocess_cluster()
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-ray-"))
-    orch = start_orchestrator({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"),
-                               "warm_slots_per_node": 4, "scratch_dir": tempfile.mkdtemp(prefix="gq-")})
+    orch = start_orchestrator(
+        {
+            "store_path": str(tmp / "gpuq.db"),
+            "data_dir": str(tmp / "data"),
+            "warm_slots_per_node": 4,
+            "scratch_dir": tempfile.mkdtemp(prefix="gq-"),
+        }
+    )
     ray.get(orch.ping.remote(), timeout=120)
     cluster_id = ray.get(orch.status.remote())["details"]["cluster_id"]
     while ray.get(orch.status.remote())["details"]["slots"]["parked"] < 8:
@@ -105,10 +126,18 @@ def main() -> None:
     for _ in range(args.n):
         for kind, fields in KINDS.items():
             samples[kind].append(first_line(orch, fields))
-    out = {"n": args.n, "first_line_s": {k: {"p50": round(statistics.median(v), 2), "p90": round(pct(v, 0.9), 2)}
-                                         for k, v in samples.items()}}
-    out["ray_extra_p50_s"] = {k: round(out["first_line_s"][k]["p50"] - out["first_line_s"]["plain"]["p50"], 2)
-                              for k in KINDS if k != "plain"}
+    out = {
+        "n": args.n,
+        "first_line_s": {
+            k: {"p50": round(statistics.median(v), 2), "p90": round(pct(v, 0.9), 2)}
+            for k, v in samples.items()
+        },
+    }
+    out["ray_extra_p50_s"] = {
+        k: round(out["first_line_s"][k]["p50"] - out["first_line_s"]["plain"]["p50"], 2)
+        for k in KINDS
+        if k != "plain"
+    }
     out["memory"] = memory(orch, cluster_id)
     print(json.dumps(out, indent=2))
     if args.json:

@@ -52,8 +52,9 @@ def main() -> None:
     args = ap.parse_args()
     cluster = start_inprocess_cluster()
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-run-"))
-    orch = start_orchestrator({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"),
-                               "warm_slots_per_node": 4})
+    orch = start_orchestrator(
+        {"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "warm_slots_per_node": 4}
+    )
     ray.get(orch.ping.remote(), timeout=120)
     while ray.get(orch.status.remote())["details"]["slots"]["parked"] < 8:
         time.sleep(0.2)
@@ -70,8 +71,13 @@ def main() -> None:
         want = 3 if i < args.n // 2 else 0
         command = f"{JOB}; exit {want}"
         t0 = time.time()
-        p = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", "--retries", "0", "--", "bash", "-c",
-                              command], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "run", "--retries", "0", "--", "bash", "-c", command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=ROOT,
+        )
         line = p.stdout.readline()
         first.append(time.time() - t0)
         last = p.stdout.readline()
@@ -81,9 +87,12 @@ def main() -> None:
         if code != want or not line:
             raise SystemExit(f"gpuq run exited {code}, not {want}")
         time.sleep(0.5)  # its slot parked again
-    out = {"machine": f"{os.cpu_count()} cores", "n": args.n,
-           "first_line_s": {"p50": statistics.median(first), "p99": pct(first, 0.99)},
-           "return_after_end_s": {"p50": statistics.median(back), "p99": pct(back, 0.99)}}
+    out = {
+        "machine": f"{os.cpu_count()} cores",
+        "n": args.n,
+        "first_line_s": {"p50": statistics.median(first), "p99": pct(first, 0.99)},
+        "return_after_end_s": {"p50": statistics.median(back), "p99": pct(back, 0.99)},
+    }
     print(json.dumps(out, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -51,16 +51,23 @@ class BareRunner:
         import subprocess
 
         gpus = ",".join(str(int(g)) for g in ray.get_gpu_ids())
-        return subprocess.run(["/bin/bash", "-c", command], capture_output=True, text=True,
-                              env={**os.environ, "CUDA_VISIBLE_DEVICES": gpus}).stdout
+        return subprocess.run(
+            ["/bin/bash", "-c", command],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": gpus},
+        ).stdout
 
 
 def bare_first_line(node: str) -> float:
     t0 = time.time()
     pg = placement_group([{"GPU": 1.0, node: 0.001}], lifetime="detached")
     # No pg.ready(): it costs a worker of its own; the actor is placed when the group is.
-    actor = BareRunner.options(num_gpus=1, lifetime="detached",
-                               scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)).remote()
+    actor = BareRunner.options(
+        num_gpus=1,
+        lifetime="detached",
+        scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0),
+    ).remote()
     out = ray.get(actor.run.remote(STAMP))
     ray.kill(actor)
     remove_placement_group(pg)
@@ -71,8 +78,15 @@ class Gpuq:
     user = "admin"  # --user
 
     def __init__(self, tmp: Path, **config):
-        self.actor = start_orchestrator({"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"),
-                                         "loop_interval_s": 2.0, "stop_grace_s": 1.0, **config})
+        self.actor = start_orchestrator(
+            {
+                "store_path": str(tmp / "gpuq.db"),
+                "data_dir": str(tmp / "data"),
+                "loop_interval_s": 2.0,
+                "stop_grace_s": 1.0,
+                **config,
+            }
+        )
         ray.get(self.actor.ping.remote(), timeout=120)
 
     def close(self) -> None:
@@ -93,7 +107,9 @@ class Gpuq:
             time.sleep(0.2)
         return time.time() - t0
 
-    def submit(self, command: str, gpus: int = 1, run_id: str = "bench", time_limit: int | None = None) -> str:
+    def submit(
+        self, command: str, gpus: int = 1, run_id: str = "bench", time_limit: int | None = None
+    ) -> str:
         spec = {"run_id": run_id, "user": self.user, "command": command, "gpu_count": gpus, "max_retries": 0}
         if time_limit is not None:
             spec["time_limit"] = time_limit
@@ -118,7 +134,9 @@ def backfill(g: Gpuq) -> dict:
     job (10-minute limit) and six 2-GPU `short` jobs (1-minute limit, 25 s) are queued.
     Shorts may backfill into the 4 free GPUs; longlim must not (its limit passes big's
     reservation). Reports what the kit reports."""
-    holds = [g.submit(f"{STAMP}; sleep 60; {STAMP}", gpus=4, run_id=f"hold{i}", time_limit=120) for i in range(3)]
+    holds = [
+        g.submit(f"{STAMP}; sleep 60; {STAMP}", gpus=4, run_id=f"hold{i}", time_limit=120) for i in range(3)
+    ]
     for h in holds:
         while g.job(h)["state"] != "running":
             time.sleep(0.05)
@@ -126,13 +144,18 @@ def backfill(g: Gpuq) -> dict:
     longlim = g.submit(f"{STAMP}; sleep 25", gpus=2, run_id="longlim", time_limit=600)
     shorts = [g.submit(f"{STAMP}; sleep 25", gpus=2, run_id=f"short{i}", time_limit=60) for i in range(6)]
     g.wait(big)
-    holds_end = max(float(ray.get(g.actor.logs.remote(h, None, 0, 0, 4096))["data"].split()[-1]) for h in holds)
+    holds_end = max(
+        float(ray.get(g.actor.logs.remote(h, None, 0, 0, 4096))["data"].split()[-1]) for h in holds
+    )
     big_start = g.first_line(big)
     for j in [longlim, *shorts]:
         g.wait(j)
     before_big = [s for s in shorts if g.first_line(s) < big_start]
-    return {"shorts_backfilled": len(before_big), "longlim_backfilled": g.first_line(longlim) < big_start,
-            "big_start_delay_s": round(big_start - holds_end, 2)}
+    return {
+        "shorts_backfilled": len(before_big),
+        "longlim_backfilled": g.first_line(longlim) < big_start,
+        "big_start_delay_s": round(big_start - holds_end, 2),
+    }
 
 
 def main() -> None:
@@ -140,7 +163,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and 200 instead of 1,000 jobs")
     ap.add_argument("--user", default="admin", help="the gpuq user jobs are submitted as (default: admin)")
     ap.add_argument("--json")
-    ap.add_argument("--backfill-only", action="store_true", help="only the Slurm kit's backfill scenario (bench/bf)")
+    ap.add_argument(
+        "--backfill-only", action="store_true", help="only the Slurm kit's backfill scenario (bench/bf)"
+    )
     args = ap.parse_args()
     reps = 10 if args.quick else 30
     many = 200 if args.quick else 1000
@@ -170,9 +195,12 @@ def main() -> None:
         ours.append(g.first_line(jid) - t0)
         bare.append(bare_first_line("gmi-node-1"))
     out["submit_to_first_line"] = {
-        "gpuq_p50_s": statistics.median(ours), "gpuq_p99_s": pct(ours, 0.99),
-        "bare_ray_p50_s": statistics.median(bare), "bare_ray_p99_s": pct(bare, 0.99),
-        "ratio_p50": statistics.median(ours) / statistics.median(bare), "runs": reps,
+        "gpuq_p50_s": statistics.median(ours),
+        "gpuq_p99_s": pct(ours, 0.99),
+        "bare_ray_p50_s": statistics.median(bare),
+        "bare_ray_p99_s": pct(bare, 0.99),
+        "ratio_p50": statistics.median(ours) / statistics.median(bare),
+        "runs": reps,
     }
 
     cold = []  # the same when no slot can be reused: what a job pays when its shape is new
@@ -219,11 +247,20 @@ def main() -> None:
     while True:
         st = ray.get(g.actor.status.remote())
         summary = st["queue_summary"]
-        if g.job(last)["state"] in ("completed", "failed") and summary["queued"] == 0 and summary["running"] == 0:
+        if (
+            g.job(last)["state"] in ("completed", "failed")
+            and summary["queued"] == 0
+            and summary["running"] == 0
+        ):
             break
         time.sleep(0.2)
     elapsed = time.time() - t0
-    out["throughput"] = {"jobs": many, "seconds": elapsed, "jobs_per_s": many / elapsed, "submit_s": submitted}
+    out["throughput"] = {
+        "jobs": many,
+        "seconds": elapsed,
+        "jobs_per_s": many / elapsed,
+        "submit_s": submitted,
+    }
     print("trivial jobs:", json.dumps(out["throughput"]))
 
     # 5. A shape with no parked slot while warm one-GPU slots hold every GPU: its start
@@ -235,7 +272,11 @@ def main() -> None:
         jid = g.submit(STAMP, gpus=2 + i, run_id=f"evict{i}")
         g.wait(jid)
         evicting.append(g.first_line(jid) - t0)
-    out["new_shape_evicting"] = {"p50_s": statistics.median(evicting), "max_s": max(evicting), "runs": len(evicting)}
+    out["new_shape_evicting"] = {
+        "p50_s": statistics.median(evicting),
+        "max_s": max(evicting),
+        "runs": len(evicting),
+    }
     print("new shape, evicting warm slots:", json.dumps(out["new_shape_evicting"]))
     g.close()
 

@@ -57,8 +57,12 @@ class Gpuq:
     def __init__(self, tmp: Path, user: str):
         self.user = user
         self.index = tmp / "index"
-        config = {"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "loop_interval_s": 2.0,
-                  "stop_grace_s": 1.0}
+        config = {
+            "store_path": str(tmp / "gpuq.db"),
+            "data_dir": str(tmp / "data"),
+            "loop_interval_s": 2.0,
+            "stop_grace_s": 1.0,
+        }
         if BY_INDEX:
             config["pip_index_url"] = (self.index / "simple").as_uri()
         self.actor = start_orchestrator(config)
@@ -84,8 +88,14 @@ class Gpuq:
         return {"pip": [f"gpuq-bench{n}==1.0"]}
 
     def first_line(self, runtime_env: dict | None = None) -> float:
-        spec = {"run_id": "bench", "user": self.user, "command": STAMP, "gpu_count": 1, "max_retries": 0,
-                **({"runtime_env": runtime_env} if runtime_env else {})}
+        spec = {
+            "run_id": "bench",
+            "user": self.user,
+            "command": STAMP,
+            "gpu_count": 1,
+            "max_retries": 0,
+            **({"runtime_env": runtime_env} if runtime_env else {}),
+        }
         t0 = time.time()
         job_id = ray.get(self.actor.submit.remote(spec))["job_id"]
         while (job := ray.get(self.actor.get_job.remote(job_id)))["state"] not in ("completed", "failed"):
@@ -116,8 +126,14 @@ def main() -> None:
         rows["pip new"].append(g.first_line(pip))
         rows["pip again"].append(g.first_line(pip))
         print(json.dumps({k: round(v[-1], 3) for k, v in rows.items()}), flush=True)
-    out = {"machine": f"{os.cpu_count()} cores", "runs": args.runs, "user": args.user,
-           "submit_to_first_line_s": {k: {"median": statistics.median(v), "max": max(v)} for k, v in rows.items()}}
+    out = {
+        "machine": f"{os.cpu_count()} cores",
+        "runs": args.runs,
+        "user": args.user,
+        "submit_to_first_line_s": {
+            k: {"median": statistics.median(v), "max": max(v)} for k, v in rows.items()
+        },
+    }
     print(f"\n{'submit -> first line':<20} {'median s':>9} {'max s':>7}")
     for k, v in out["submit_to_first_line_s"].items():
         print(f"{k:<20} {v['median']:>9.2f} {v['max']:>7.2f}")

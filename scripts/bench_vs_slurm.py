@@ -81,31 +81,64 @@ def slurm_side(mode: str, quick: bool, kit: Path) -> dict:
 
 def rows(g: dict, slurm: dict[str, dict]) -> list[tuple[str, float, dict[str, float], str, str]]:
     """(measure, gpuq, {mode: slurm}, target, better) with better = 'lower' or 'higher'."""
+
     def each(f):
         return {mode: f(s) for mode, s in slurm.items()}
 
     lat = g["submit_to_first_line"]
     return [
-        ("submit -> first line, p50 (s)", lat["gpuq_p50_s"],
-         each(lambda s: s["lat_quiet"]["submit_to_first_line_s"]["median"]), "<= Slurm's", "lower"),
+        (
+            "submit -> first line, p50 (s)",
+            lat["gpuq_p50_s"],
+            each(lambda s: s["lat_quiet"]["submit_to_first_line_s"]["median"]),
+            "<= Slurm's",
+            "lower",
+        ),
         ("submit -> first line, gpuq p99 (s)", lat["gpuq_p99_s"], {}, "<= 1 s", "lower"),
-        ("freed GPUs -> next job's first line (s)", g["handoff"]["p50_s"],
-         each(lambda s: s["lat_after_end"]["submit_to_first_line_s"]["median"]), "<= Slurm tuned", "lower"),
-        ("16 one-GPU jobs -> all running (s)", g["burst16"]["all_running_after_s"],
-         each(lambda s: s["sat"]["all_running_s"]["median"]), "<= Slurm's (loop)", "lower"),
-        ("1,000 trivial jobs, completed/s", g["throughput"]["jobs_per_s"],
-         each(lambda s: s["tput"]["completed_jobs_per_s"]), ">= Slurm tuned", "higher"),
-        ("new job shape -> first line (s)", lat["gpuq_new_slot_p50_s"],
-         each(lambda s: s["lat_quiet"]["submit_to_first_line_s"]["median"]), "<= 1.0 s", "lower"),
-        ("new job shape, evicting warm slots (s)", g["new_shape_evicting"]["p50_s"],
-         each(lambda s: s["lat_quiet"]["submit_to_first_line_s"]["median"]), "<= 1.0 s", "lower"),
+        (
+            "freed GPUs -> next job's first line (s)",
+            g["handoff"]["p50_s"],
+            each(lambda s: s["lat_after_end"]["submit_to_first_line_s"]["median"]),
+            "<= Slurm tuned",
+            "lower",
+        ),
+        (
+            "16 one-GPU jobs -> all running (s)",
+            g["burst16"]["all_running_after_s"],
+            each(lambda s: s["sat"]["all_running_s"]["median"]),
+            "<= Slurm's (loop)",
+            "lower",
+        ),
+        (
+            "1,000 trivial jobs, completed/s",
+            g["throughput"]["jobs_per_s"],
+            each(lambda s: s["tput"]["completed_jobs_per_s"]),
+            ">= Slurm tuned",
+            "higher",
+        ),
+        (
+            "new job shape -> first line (s)",
+            lat["gpuq_new_slot_p50_s"],
+            each(lambda s: s["lat_quiet"]["submit_to_first_line_s"]["median"]),
+            "<= 1.0 s",
+            "lower",
+        ),
+        (
+            "new job shape, evicting warm slots (s)",
+            g["new_shape_evicting"]["p50_s"],
+            each(lambda s: s["lat_quiet"]["submit_to_first_line_s"]["median"]),
+            "<= 1.0 s",
+            "lower",
+        ),
     ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--modes", nargs="+", default=["default", "tuned"], choices=["default", "tuned"])
-    ap.add_argument("--quick", action="store_true", help="fewer Slurm samples (10 latencies, 5 bursts); 1,000 jobs stay")
+    ap.add_argument(
+        "--quick", action="store_true", help="fewer Slurm samples (10 latencies, 5 bursts); 1,000 jobs stay"
+    )
     ap.add_argument("--kit", type=Path, default=KIT)
     ap.add_argument("--keep", action="store_true", help="leave the Slurm peer running")
     ap.add_argument("--json", type=Path)
@@ -133,14 +166,29 @@ def main() -> None:
             line += f" {t:>14.2f} {ours / t:>12.2f}" if t else f" {'-':>14} {'-':>12}"
         print(f"{line}  {target}")
     for who, bf in [("gpuq", g["backfill"]), *((f"Slurm {m}", s["bf"]) for m, s in slurm.items())]:
-        print(f"{who} backfill: {bf.get('shorts_backfilled')} of 6 shorts backfilled, longlim backfilled "
-              f"{bf.get('longlim_backfilled')}, big started {bf.get('big_start_delay_s')} s after the GPUs were free")
+        print(
+            f"{who} backfill: {bf.get('shorts_backfilled')} of 6 shorts backfilled, longlim backfilled "
+            f"{bf.get('longlim_backfilled')}, big started {bf.get('big_start_delay_s')} s after the GPUs "
+            "were free"
+        )
     if args.json:
-        args.json.write_text(json.dumps({
-            "when": began, "machine": f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            "command": " ".join(["scripts/bench_vs_slurm.py", *sys.argv[1:]]), "gpuq": g, "slurm": slurm,
-            "table": [dict(measure=n, gpuq=o, slurm=t, target=tg, better=b) for n, o, t, tg, b in table],
-        }, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "when": began,
+                    "machine": f"{platform.node()}, {os.cpu_count()} cores, "
+                    f"Python {platform.python_version()}",
+                    "command": " ".join(["scripts/bench_vs_slurm.py", *sys.argv[1:]]),
+                    "gpuq": g,
+                    "slurm": slurm,
+                    "table": [
+                        dict(measure=n, gpuq=o, slurm=t, target=tg, better=b) for n, o, t, tg, b in table
+                    ],
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -74,15 +74,35 @@ def workload(rng: random.Random, n: int, starts: Path) -> list[dict]:
         secs = {"long": 20, "low": 8}.get(kind, rng.choice([1, 2, 4]))
         mark = f'echo "$GPUQ_JOB_ID $GPUQ_ATTEMPT $GPUQ_NODE_RANK" >> {starts}'
         command = f"{mark}; sleep {secs}" + ("; exit 3" if kind == "failing" else "")
-        jobs.append({"spec": {"command": command, "gpu_count": gpus, "run_id": f"chaos-{i}-{kind}",
-                              "max_retries": 1 if kind == "failing" else 0,
-                              "priority": "LOW" if kind == "low" else "NORMAL", "time_limit": 600},
-                     "kind": kind, "key": uuid.uuid4().hex})
+        jobs.append(
+            {
+                "spec": {
+                    "command": command,
+                    "gpu_count": gpus,
+                    "run_id": f"chaos-{i}-{kind}",
+                    "max_retries": 1 if kind == "failing" else 0,
+                    "priority": "LOW" if kind == "low" else "NORMAL",
+                    "time_limit": 600,
+                },
+                "kind": kind,
+                "key": uuid.uuid4().hex,
+            }
+        )
     for i in range(max(1, n // 15)):  # a few CRITICAL ones, to preempt the LOW ones
-        jobs.insert(rng.randrange(len(jobs)), {
-            "spec": {"command": f'echo "$GPUQ_JOB_ID $GPUQ_ATTEMPT $GPUQ_NODE_RANK" >> {starts}; sleep 2', "gpu_count": 8,
-                     "run_id": f"chaos-critical-{i}", "priority": "CRITICAL", "time_limit": 600},
-            "kind": "critical", "key": uuid.uuid4().hex})
+        jobs.insert(
+            rng.randrange(len(jobs)),
+            {
+                "spec": {
+                    "command": f'echo "$GPUQ_JOB_ID $GPUQ_ATTEMPT $GPUQ_NODE_RANK" >> {starts}; sleep 2',
+                    "gpu_count": 8,
+                    "run_id": f"chaos-critical-{i}",
+                    "priority": "CRITICAL",
+                    "time_limit": 600,
+                },
+                "kind": "critical",
+                "key": uuid.uuid4().hex,
+            },
+        )
     return jobs
 
 
@@ -145,8 +165,11 @@ class Faults:
     def serve(self, rng) -> None:
         import ray
 
-        replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                    if a["namespace"] == "serve" and "GpuqAPI" in a["name"] and "gpuq#" in a["name"]]
+        replicas = [
+            a
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == "serve" and "GpuqAPI" in a["name"] and "gpuq#" in a["name"]
+        ]
         ray.kill(ray.get_actor(replicas[0]["name"], namespace="serve"), no_restart=True)
         t0 = time.monotonic()
         time.sleep(0.5)
@@ -164,15 +187,20 @@ class Faults:
 
         from orchestrator.head.names import NAMESPACE
 
-        agents = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["namespace"] == NAMESPACE and a["name"].startswith("gpuq-agent-")]
+        agents = [
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == NAMESPACE and a["name"].startswith("gpuq-agent-")
+        ]
         name = rng.choice(agents)
-        node = name[len("gpuq-agent-"):]
+        node = name[len("gpuq-agent-") :]
         ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
         killed_at = time.time()
 
         def reported() -> float:  # when the node's (new) agent last reported
-            return next((n["telemetry"]["reported_at"] or 0 for n in self._resources() if n["node"] == node), 0)
+            return next(
+                (n["telemetry"]["reported_at"] or 0 for n in self._resources() if n["node"] == node), 0
+            )
 
         self.recovery["agent"].append(self.until(lambda: reported() > killed_at))
 
@@ -190,11 +218,25 @@ class Faults:
                 pass
         time.sleep(rng.uniform(2, 5))
         filler.unlink()
-        self.recovery["disk"].append(self.until(lambda: ((self.status() or {}).get("store") or {}).get("writable")))
+        self.recovery["disk"].append(
+            self.until(lambda: ((self.status() or {}).get("store") or {}).get("writable"))
+        )
 
 
-def run(cluster, api: str, user_token: str, admin_token: str, add_node, disk: Path | None, cluster_id: str,
-        jobs: int = 40, faults: int = 2, seed: int = 1, kinds=KINDS, timeout_s: float = 900.0) -> dict:
+def run(
+    cluster,
+    api: str,
+    user_token: str,
+    admin_token: str,
+    add_node,
+    disk: Path | None,
+    cluster_id: str,
+    jobs: int = 40,
+    faults: int = 2,
+    seed: int = 1,
+    kinds=KINDS,
+    timeout_s: float = 900.0,
+) -> dict:
     """The chaos run on a running gpuq (its orchestrator and API up). Returns figures."""
     import ray
     from ray.util.placement_group import placement_group_table
@@ -220,8 +262,10 @@ def run(cluster, api: str, user_token: str, admin_token: str, add_node, disk: Pa
                 if r is not None and r.status_code == 200:
                     acked[r.json()["job_id"]] = job
                 else:
-                    refused.append(f"{job['spec']['run_id']}: " + (f"{r.status_code} {r.text[:200]}" if r is not None
-                                                                   else "no answer in 180 s"))
+                    refused.append(
+                        f"{job['spec']['run_id']}: "
+                        + (f"{r.status_code} {r.text[:200]}" if r is not None else "no answer in 180 s")
+                    )
             time.sleep(rng.uniform(0, 0.5))
 
     threads = [threading.Thread(target=submitter, args=(plan[i::4],)) for i in range(4)]
@@ -238,8 +282,10 @@ def run(cluster, api: str, user_token: str, admin_token: str, add_node, disk: Pa
         for job_id in cancellable[:2]:
             admin.call("POST", f"/jobs/{job_id}/cancel")
         getattr(injector, "disk_full" if kind == "disk" else kind)(rng)
-        print(f"  {time.monotonic() - began:6.1f} s  {kind}: recovered in {injector.recovery[kind][-1]:.1f} s",
-              flush=True)
+        print(
+            f"  {time.monotonic() - began:6.1f} s  {kind}: recovered in {injector.recovery[kind][-1]:.1f} s",
+            flush=True,
+        )
     for t in threads:
         t.join()
     with lock:
@@ -259,25 +305,35 @@ def run(cluster, api: str, user_token: str, admin_token: str, add_node, disk: Pa
         time.sleep(1)
     lost = sorted(set(acked) - set(final))
     # A failed run that is retried leaves FAILED for QUEUED: only an end that stays counts.
-    twice_terminal = [j for j, d in final.items()
-                      if sum(1 for e in d["events"] if e["to_state"] in TERMINAL)
-                      - sum(1 for e in d["events"] if e["from_state"] in TERMINAL) != 1]
+    twice_terminal = [
+        j
+        for j, d in final.items()
+        if sum(1 for e in d["events"] if e["to_state"] in TERMINAL)
+        - sum(1 for e in d["events"] if e["from_state"] in TERMINAL)
+        != 1
+    ]
     started: dict[str, list[tuple[int, int]]] = {}
     for line in starts.read_text().split("\n"):
         if line.strip():
             job_id, attempt, rank = line.split()
             started.setdefault(job_id, []).append((int(attempt), int(rank)))
     # Run twice: one rank of one attempt started more than once, or more attempts than recorded.
-    double_run = sorted(j for j, runs in started.items()
-                        if len(runs) != len(set(runs)) or max(a for a, _ in runs) > final.get(j, {}).get("attempts", 0))
+    double_run = sorted(
+        j
+        for j, runs in started.items()
+        if len(runs) != len(set(runs)) or max(a for a, _ in runs) > final.get(j, {}).get("attempts", 0)
+    )
     # Nothing left behind: GPUs, placement groups, slots, job processes.
     settle = time.monotonic() + 120
     leftovers: dict = {}
     while time.monotonic() < settle:
         leftovers = {
             "gpus_not_free": 16 - int(ray.available_resources().get("GPU", 0)),
-            "placement_groups": sorted(i.get("name", "") for i in placement_group_table().values()
-                                       if i["state"] != "REMOVED" and not i.get("name", "").startswith("gpuq-quarantine")),
+            "placement_groups": sorted(
+                i.get("name", "")
+                for i in placement_group_table().values()
+                if i["state"] != "REMOVED" and not i.get("name", "").startswith("gpuq-quarantine")
+            ),
             "job_processes": sorted(set(tagged_processes(cluster_id).values())),
         }
         if not any(leftovers.values()):
@@ -285,12 +341,22 @@ def run(cluster, api: str, user_token: str, admin_token: str, add_node, disk: Pa
         time.sleep(1)
     return {
         "faults": {k: len(v) for k, v in injector.recovery.items() if v},
-        "jobs": {"planned": len(plan), "acknowledged": len(acked), "ended": len(final),
-                 "states": {s: sum(1 for d in final.values() if d["state"] == s) for s in sorted(TERMINAL)}},
-        "refused": refused, "lost": lost, "double_run": double_run, "twice_terminal": twice_terminal,
+        "jobs": {
+            "planned": len(plan),
+            "acknowledged": len(acked),
+            "ended": len(final),
+            "states": {s: sum(1 for d in final.values() if d["state"] == s) for s in sorted(TERMINAL)},
+        },
+        "refused": refused,
+        "lost": lost,
+        "double_run": double_run,
+        "twice_terminal": twice_terminal,
         "leftovers": {k: v for k, v in leftovers.items() if v},
-        "recovery_s": {k: {"p50": round(statistics.median(v), 2), "max": round(max(v), 2)}
-                       for k, v in injector.recovery.items() if v},
+        "recovery_s": {
+            k: {"p50": round(statistics.median(v), 2), "max": round(max(v), 2)}
+            for k, v in injector.recovery.items()
+            if v
+        },
         "duration_s": round(time.monotonic() - began, 1),
     }
 
@@ -313,29 +379,52 @@ def main() -> int:
     from serve_app.auth import TokenFile
 
     disk = Path(tempfile.mkdtemp(prefix="gpuq-chaos-store-"))
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True
+    ).returncode:
         print("cannot mount a tmpfs (not root?): no disk faults this run")
         disk_for_faults = None
     else:
         disk_for_faults = disk
     cluster = start_inprocess_cluster()
     me = getpass.getuser()
-    config = {"store_path": str(disk / "gpuq.db"), "data_dir": str(Path(os.environ["GPUQ_HOME"]) / "data"),
-              "loop_interval_s": 0.5, "placement_timeout_s": 20, "stop_grace_s": 1.0, "reap_interval_s": 2.0,
-              "warm_slots_per_node": 0, "slot_idle_s": 0, "allow_shared_account": True,
-              # This run's jobs are trivial and run as whoever runs it, root included.
-              "allowed_system_accounts": [me],
-              "priority_grants": {me: "CRITICAL"}}  # the few CRITICAL jobs that preempt LOW ones
+    config = {
+        "store_path": str(disk / "gpuq.db"),
+        "data_dir": str(Path(os.environ["GPUQ_HOME"]) / "data"),
+        "loop_interval_s": 0.5,
+        "placement_timeout_s": 20,
+        "stop_grace_s": 1.0,
+        "reap_interval_s": 2.0,
+        "warm_slots_per_node": 0,
+        "slot_idle_s": 0,
+        "allow_shared_account": True,
+        # This run's jobs are trivial and run as whoever runs it, root included.
+        "allowed_system_accounts": [me],
+        "priority_grants": {me: "CRITICAL"},
+    }  # the few CRITICAL jobs that preempt LOW ones
     orch = start_orchestrator(config)
     cluster_id = ray.get(orch.status.remote(), timeout=120)["details"]["cluster_id"]
     tokens = TokenFile(Path(os.environ["GPUQ_HOME"]) / "tokens.json")
     tokens.create(me, "user", by="chaos", token="chaos-user")
     tokens.create("root", "admin", by="chaos", token="chaos-admin")
     url = deploy("127.0.0.1", 8765, str(tokens.path), site={"allow_shared_account": True})
-    print(f"chaos: {args.jobs} jobs, {args.faults} of each fault in {args.kinds}, seed {args.seed}", flush=True)
+    print(
+        f"chaos: {args.jobs} jobs, {args.faults} of each fault in {args.kinds}, seed {args.seed}", flush=True
+    )
     try:
-        out = run(cluster, url, "chaos-user", "chaos-admin", add_simulated_node, disk_for_faults, cluster_id,
-                  args.jobs, args.faults, args.seed, args.kinds.split(","))
+        out = run(
+            cluster,
+            url,
+            "chaos-user",
+            "chaos-admin",
+            add_simulated_node,
+            disk_for_faults,
+            cluster_id,
+            args.jobs,
+            args.faults,
+            args.seed,
+            args.kinds.split(","),
+        )
     finally:
         ray.shutdown()
         cluster.shutdown()

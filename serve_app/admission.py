@@ -63,22 +63,32 @@ class Admission:
         header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
         entry = tokens.holder(header, time.time()) if tokens is not None and header else None
         if entry is not None and entry.get("role") != "admin":
-            wait = self.buckets.take(entry["id"], float(rule["api_rate_per_token"]),
-                                     float(rule["api_burst_per_token"]), now)
+            wait = self.buckets.take(
+                entry["id"], float(rule["api_rate_per_token"]), float(rule["api_burst_per_token"]), now
+            )
             if wait:
-                return await refuse(send, 429, f"{entry['user']}'s token made more than {rule['api_rate_per_token']:g} "
-                                               "requests a second (api_rate_per_token); slow down",
-                                    {"Retry-After": str(max(1, round(wait)))})
+                return await refuse(
+                    send,
+                    429,
+                    f"{entry['user']}'s token made more than {rule['api_rate_per_token']:g} "
+                    "requests a second (api_rate_per_token); slow down",
+                    {"Retry-After": str(max(1, round(wait)))},
+                )
         address = None
         if entry is None:
             address = (scope.get("client") or ("unknown",))[0]
             if self.in_flight[address] >= int(rule["api_unauthenticated_per_address"]):
-                return await refuse(send, 429, f"{address} has {self.in_flight[address]} requests without a valid "
-                                               "token in flight, the limit per address; send a token, or wait",
-                                    {"Retry-After": "5"})
+                return await refuse(
+                    send,
+                    429,
+                    f"{address} has {self.in_flight[address]} requests without a valid "
+                    "token in flight, the limit per address; send a token, or wait",
+                    {"Retry-After": "5"},
+                )
             self.in_flight[address] += 1
         deadline = now + float(rule["api_body_deadline_s"]) * (
-            PACKAGE_DEADLINE_FACTOR if scope["path"].startswith(PACKAGES) else 1)
+            PACKAGE_DEADLINE_FACTOR if scope["path"].startswith(PACKAGES) else 1
+        )
         started = False
 
         async def timed_receive():
@@ -96,7 +106,9 @@ class Admission:
             await self.app(scope, timed_receive, watched_send)
         except BodyTooSlow:
             if not started:
-                await refuse(send, 408, f"the request's body did not arrive within {rule['api_body_deadline_s']:g} s")
+                await refuse(
+                    send, 408, f"the request's body did not arrive within {rule['api_body_deadline_s']:g} s"
+                )
         finally:
             if address is not None:
                 self.in_flight[address] -= 1

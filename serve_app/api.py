@@ -24,9 +24,15 @@ from serve_app.limits import BodyLimits
 from serve_app.models import strict_query
 from serve_app.routes import cluster, jobs, nodes, packages, ray_jobs, tokens, web
 
-app = FastAPI(title="gpuq", description="GPU job queue on Ray. Every route but /healthz, /api/version and the web "
-                                        "page needs a bearer token (reads, unless the site opened them).",
-              version="0.1.0", docs_url=None, redoc_url=None, dependencies=[Depends(strict_query)])
+app = FastAPI(
+    title="gpuq",
+    description="GPU job queue on Ray. Every route but /healthz, /api/version and the web "
+    "page needs a bearer token (reads, unless the site opened them).",
+    version="0.1.0",
+    docs_url=None,
+    redoc_url=None,
+    dependencies=[Depends(strict_query)],
+)
 app.add_middleware(BodyLimits)
 # Added last, so it runs first: the request's token and pace are judged before its body.
 app.add_middleware(Admission, gateway=installed)
@@ -51,8 +57,11 @@ MAX_ONGOING_REQUESTS = 1000
 ON_HEAD = {"node:__internal_head__": 0.001}
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=MAX_ONGOING_REQUESTS,
-                  ray_actor_options={"num_cpus": 0, "resources": ON_HEAD})
+@serve.deployment(
+    num_replicas=1,
+    max_ongoing_requests=MAX_ONGOING_REQUESTS,
+    ray_actor_options={"num_cpus": 0, "resources": ON_HEAD},
+)
 @serve.ingress(app)
 class GpuqAPI:
     def __init__(self, tokens_file: str | None = None, auth_reads: bool = True, site: dict | None = None):
@@ -66,8 +75,13 @@ class GpuqAPI:
         return self.code
 
 
-def deploy(host: str = "127.0.0.1", port: int = 8000, tokens_file: str | None = None, auth_reads: bool = True,
-           site: dict | None = None) -> str:
+def deploy(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    tokens_file: str | None = None,
+    auth_reads: bool = True,
+    site: dict | None = None,
+) -> str:
     """Run the API on Ray Serve (loopback unless told otherwise); returns its URL.
     `site`: the site config's unix_users and allow_shared_account (token rules)."""
     serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
@@ -77,5 +91,7 @@ def deploy(host: str = "127.0.0.1", port: int = 8000, tokens_file: str | None = 
         running = None
     if running == code_version():
         return f"http://{host}:{port}"
-    serve.run(GpuqAPI.bind(str(tokens_file or tokens_path()), auth_reads, site or {}), name="gpuq", route_prefix="/")
+    serve.run(
+        GpuqAPI.bind(str(tokens_file or tokens_path()), auth_reads, site or {}), name="gpuq", route_prefix="/"
+    )
     return f"http://{host}:{port}"

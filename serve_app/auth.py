@@ -108,8 +108,10 @@ class TokenFile:
             raise TokenRefused("this token is not valid (unknown or revoked)")
         now = time.time() if now is None else now
         if entry.get("expires_at") is not None and now >= entry["expires_at"]:
-            raise TokenRefused(f"this token (id {entry['id']}) expired at "
-                               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(entry['expires_at']))}")
+            raise TokenRefused(
+                f"this token (id {entry['id']}) expired at "
+                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(entry['expires_at']))}"
+            )
         self._note_use(entry["id"], now)
         return Principal(entry["user"], entry["role"], entry["id"])
 
@@ -128,15 +130,25 @@ class TokenFile:
         """Every token without its secret or hash: id, user, role, created, expiry, last use."""
         now = time.time() if now is None else now
         used = {**self._read_used(), **self._used}
-        return [{"id": e["id"], "user": e["user"], "role": e["role"], "created_at": e.get("created_at"),
-                 "created_by": e.get("created_by"), "expires_at": e.get("expires_at"),
-                 "expired": e.get("expires_at") is not None and now >= e["expires_at"],
-                 "last_used_at": used.get(e["id"])} for e in self.entries()]
+        return [
+            {
+                "id": e["id"],
+                "user": e["user"],
+                "role": e["role"],
+                "created_at": e.get("created_at"),
+                "created_by": e.get("created_by"),
+                "expires_at": e.get("expires_at"),
+                "expired": e.get("expires_at") is not None and now >= e["expires_at"],
+                "last_used_at": used.get(e["id"]),
+            }
+            for e in self.entries()
+        ]
 
     # --- changing -------------------------------------------------------------------
 
-    def create(self, user: str, role: str, by: str, expires_at: float | None = None,
-               token: str | None = None) -> tuple[str, dict]:
+    def create(
+        self, user: str, role: str, by: str, expires_at: float | None = None, token: str | None = None
+    ) -> tuple[str, dict]:
         """Add a token; returns (the token, its entry). The token is shown this once."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
@@ -146,8 +158,15 @@ class TokenFile:
             token_id = secrets.token_hex(4)
             while token_id in ids:
                 token_id = secrets.token_hex(4)
-            entry = {"id": token_id, "user": user, "role": role, "sha256": digest(token), "created_at": time.time(),
-                     "created_by": by, "expires_at": expires_at}
+            entry = {
+                "id": token_id,
+                "user": user,
+                "role": role,
+                "sha256": digest(token),
+                "created_at": time.time(),
+                "created_by": by,
+                "expires_at": expires_at,
+            }
             entries.append(entry)
         return token, entry
 
@@ -217,8 +236,18 @@ def _parse(text: str) -> list[dict]:
     if isinstance(data, dict) and data.get("version") == 2:
         entries = data.get("tokens", [])
     else:  # {"<token>": {"user": ..., "role": ...}}: an older gpuq's plain tokens
-        entries = [{"id": digest(tok)[:8], "user": v["user"], "role": v.get("role", "user"), "sha256": digest(tok),
-                    "created_at": None, "created_by": None, "expires_at": None} for tok, v in data.items()]
+        entries = [
+            {
+                "id": digest(tok)[:8],
+                "user": v["user"],
+                "role": v.get("role", "user"),
+                "sha256": digest(tok),
+                "created_at": None,
+                "created_by": None,
+                "expires_at": None,
+            }
+            for tok, v in data.items()
+        ]
     return [e for e in entries if e.get("role") in ROLES]
 
 

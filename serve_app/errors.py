@@ -58,8 +58,10 @@ def _described(text: str) -> dict:
 # when the orchestrator cannot be reached (with Retry-After; nothing was accepted).
 ERRORS = {
     401: _described("no, unknown, revoked or expired bearer token"),
-    403: _described("the token lacks a right this needs (not your job, a priority above yours, admin only, "
-                    "a read-only token)"),
+    403: _described(
+        "the token lacks a right this needs (not your job, a priority above yours, admin only, "
+        "a read-only token)"
+    ),
     404: _described("no such job, node, token or page"),
     409: _described("the job's state does not allow this; nothing was changed"),
     413: _described("the request body is too large"),
@@ -94,7 +96,9 @@ async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
 async def on_bug(request: Request, exc: Exception) -> JSONResponse:
     ref = uuid.uuid4().hex[:12]
     log.error("internal error %s on %s %s", ref, request.method, request.url.path, exc_info=exc)
-    return body(500, f"internal error in gpuq (reference {ref} in the API's log); nothing may have been changed")
+    return body(
+        500, f"internal error in gpuq (reference {ref} in the API's log); nothing may have been changed"
+    )
 
 
 def _field(loc) -> str:
@@ -111,4 +115,4 @@ def _message(e: dict) -> str:
         return "is not a known field"
     if e["type"] == "missing":
         return "is required"
-    return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+    return msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg

@@ -41,7 +41,9 @@ class LogReader:
         self._reads: dict[tuple, asyncio.Future] = {}
         self._done_at: dict[tuple, float] = {}
 
-    async def read(self, job_id: str, attempt: int | None, rank: int, offset: int, fresh: bool = False) -> dict:
+    async def read(
+        self, job_id: str, attempt: int | None, rank: int, offset: int, fresh: bool = False
+    ) -> dict:
         """The orchestrator's `logs` answer (bytes) from `offset`, shared with anyone
         asking the same; `fresh`: not one that has already finished."""
         loop = asyncio.get_running_loop()
@@ -56,8 +58,9 @@ class LogReader:
             read = None  # a newer read replaces it for everyone
         mine = read is None
         if mine:
-            read = self._reads[key] = asyncio.ensure_future(self._call("logs", job_id, attempt, rank, offset, CHUNK,
-                                                                       None, True))
+            read = self._reads[key] = asyncio.ensure_future(
+                self._call("logs", job_id, attempt, rank, offset, CHUNK, None, True)
+            )
             read.add_done_callback(lambda done: self._finished(key, done, loop.time()))
         try:
             return await asyncio.shield(read)

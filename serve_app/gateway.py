@@ -18,7 +18,15 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
-from orchestrator.core.errors import AmbiguousJobId, Forbidden, GpuqError, IllegalTransition, InvalidSpec, JobNotFound, OverLimit
+from orchestrator.core.errors import (
+    AmbiguousJobId,
+    Forbidden,
+    GpuqError,
+    IllegalTransition,
+    InvalidSpec,
+    JobNotFound,
+    OverLimit,
+)
 from orchestrator.head.names import NAMESPACE, ORCHESTRATOR_NAME
 from serve_app.auth import Principal, TokenFile, TokenRefused
 from serve_app.errors import ApiError, invalid, unavailable
@@ -61,16 +69,21 @@ class Gateway:
         except TokenRefused as e:
             raise ApiError(401, str(e), {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
         if who is None and (required or self.auth_reads):
-            raise ApiError(401, "a valid bearer token is required (Authorization: Bearer <token>)",
-                           {"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "a valid bearer token is required (Authorization: Bearer <token>)",
+                {"WWW-Authenticate": "Bearer"},
+            )
         return who
 
     async def owner_or_admin(self, who: Principal | None, job_id: str, doing: str) -> dict:
         """The job, if `who` is its owner or an admin."""
         job = await self.call("get_job", job_id)
         if who is None or not who.may_act_for(job["user"]):
-            raise ApiError(403 if who else 401, f"job {job['id']} belongs to {job['user']}; only its owner or an "
-                                                f"admin may {doing}")
+            raise ApiError(
+                403 if who else 401,
+                f"job {job['id']} belongs to {job['user']}; only its owner or an admin may {doing}",
+            )
         return job
 
 

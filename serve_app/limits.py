@@ -71,8 +71,9 @@ class BodyLimits:
             more = message.get("more_body", False)
         raw = b"".join(chunks)
         if json_depth(raw, self.max_depth) > self.max_depth:
-            return await refuse(send, 422, [{"field": "body", "message": f"JSON nests deeper than {self.max_depth} "
-                                                                          "levels"}])
+            return await refuse(
+                send, 422, [{"field": "body", "message": f"JSON nests deeper than {self.max_depth} levels"}]
+            )
         replayed = False
 
         async def replay():
@@ -89,9 +90,18 @@ async def refuse(send, status: int, detail, headers: dict[str, str] | None = Non
     """Answer with the API's error body (errors.ErrorBody) and close the connection."""
     payload = json.dumps({"success": False, "detail": detail}).encode()
     extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close"), *extra]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+                *extra,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -106,11 +116,18 @@ class StreamGate:
 
     def enter(self, user: str):
         if self.open_by.total() >= self.total:
-            raise ApiError(429, f"the API has {self.total} log streams open, its limit; try again later",
-                           {"Retry-After": "10"})
+            raise ApiError(
+                429,
+                f"the API has {self.total} log streams open, its limit; try again later",
+                {"Retry-After": "10"},
+            )
         if self.open_by[user] >= self.per_user:
-            raise ApiError(429, f"{user} has {self.per_user} log streams open, the limit per user; close one "
-                                "(or read without follow)", {"Retry-After": "10"})
+            raise ApiError(
+                429,
+                f"{user} has {self.per_user} log streams open, the limit per user; close one "
+                "(or read without follow)",
+                {"Retry-After": "10"},
+            )
         self.open_by[user] += 1
         released = False
 

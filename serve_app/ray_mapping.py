@@ -21,14 +21,23 @@ import re
 from serve_app.models import RaySubmitRequest
 
 STATUS = {
-    "queued": "PENDING", "held": "PENDING", "scheduled": "PENDING", "allocating": "PENDING",
-    "preempted": "PENDING", "running": "RUNNING", "completed": "SUCCEEDED", "failed": "FAILED", "cancelled": "STOPPED",
+    "queued": "PENDING",
+    "held": "PENDING",
+    "scheduled": "PENDING",
+    "allocating": "PENDING",
+    "preempted": "PENDING",
+    "running": "RUNNING",
+    "completed": "SUCCEEDED",
+    "failed": "FAILED",
+    "cancelled": "STOPPED",
 }
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 _RAY_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def spec_from_ray(req: RaySubmitRequest, default_user: str, ray_default: bool = True) -> tuple[dict, str | None]:
+def spec_from_ray(
+    req: RaySubmitRequest, default_user: str, ray_default: bool = True
+) -> tuple[dict, str | None]:
     """A gpuq spec (and idempotency key) from a Ray job submission. It is a Ray program
     (a private Ray cluster for its `ray.init()`) unless metadata `ray` says "false", or
     the site's `ray_jobs_api_ray` made that the default."""
@@ -44,7 +53,9 @@ def spec_from_ray(req: RaySubmitRequest, default_user: str, ray_default: bool = 
     said = spec.pop("ray", None)
     spec["ray"] = ray_default if said is None else _RAY_WORDS.get(said.strip().lower(), said)
     if "max_retries" in spec:  # metadata values are strings in Ray's API
-        spec["max_retries"] = int(spec["max_retries"]) if spec["max_retries"].isdigit() else spec["max_retries"]
+        spec["max_retries"] = (
+            int(spec["max_retries"]) if spec["max_retries"].isdigit() else spec["max_retries"]
+        )
     return spec, submission_id
 
 
@@ -53,8 +64,12 @@ def details(job: dict) -> dict:
     status = STATUS[job["state"]]
     message = {
         "PENDING": "waiting in gpuq's queue",
-        "RUNNING": f"running on {job['placement']}" + (
-            f", a Ray program on its own Ray cluster (head {job['ray_cluster']['head']})" if job.get("ray_cluster") else ""),
+        "RUNNING": f"running on {job['placement']}"
+        + (
+            f", a Ray program on its own Ray cluster (head {job['ray_cluster']['head']})"
+            if job.get("ray_cluster")
+            else ""
+        ),
         "SUCCEEDED": "exit code 0",
         "FAILED": f"{job.get('failure_reason') or 'failed'} (exit code {job.get('exit_code')})",
         "STOPPED": "cancelled",

@@ -54,17 +54,27 @@ def check_new(user, role, site: dict) -> None:
         return
     if multi_user():
         if role == "user" and user == BUILTIN_ADMIN and BUILTIN_ADMIN not in (site.get("unix_users") or {}):
-            raise InvalidSpec([("user", f"{BUILTIN_ADMIN} is gpuq's own administrator, whose jobs run as the service "
-                                        "account: a user token for it is refused (map it with unix_users to a "
-                                        "person's account, or make an admin token)")])
+            raise InvalidSpec(
+                [
+                    (
+                        "user",
+                        f"{BUILTIN_ADMIN} is gpuq's own administrator, whose jobs run as the service "
+                        "account: a user token for it is refused (map it with unix_users to a "
+                        "person's account, or make an admin token)",
+                    )
+                ]
+            )
         why = missing_account(user, site.get("unix_users") or {}, site.get("allowed_system_accounts") or ())
         if why:
             raise InvalidSpec([("user", why)])
     elif user not in (BUILTIN_ADMIN, service_account()) and not site.get("allow_shared_account"):
-        raise Forbidden("shared-account", f"this is a single-user install: every job runs as {service_account()}, "
-                                          f"so a token for {user} would let them act as that account. Start gpuq as "
-                                          "root for a multi-user install, or set allow_shared_account = true in the "
-                                          "site config to accept this")
+        raise Forbidden(
+            "shared-account",
+            f"this is a single-user install: every job runs as {service_account()}, "
+            f"so a token for {user} would let them act as that account. Start gpuq as "
+            "root for a multi-user install, or set allow_shared_account = true in the "
+            "site config to accept this",
+        )
 
 
 async def create(tokens: TokenFile, who: Principal, body: dict, site: dict, record: Record) -> dict:
@@ -73,7 +83,9 @@ async def create(tokens: TokenFile, who: Principal, body: dict, site: dict, reco
     expires_at = _expiry(body.get("expires"))
     token, entry = tokens.create(user, role, by=who.user, expires_at=expires_at)
     try:
-        await record(who.caller, "token-create", entry["id"], {"user": user, "role": role, "expires_at": expires_at})
+        await record(
+            who.caller, "token-create", entry["id"], {"user": user, "role": role, "expires_at": expires_at}
+        )
     except Exception:
         tokens.revoke(entry["id"])  # not audited means not made
         raise

@@ -31,8 +31,11 @@ def create() -> None:
     for name, account in UNIX_USERS.items():
         extra = ["-G", LAB_GROUP] if name == "alice" else []
         home = ["--no-create-home"] if name in HOMELESS else ["--create-home"]
-        subprocess.run(["useradd", *home, "--user-group", "--shell", "/bin/bash", *extra, account],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", *home, "--user-group", "--shell", "/bin/bash", *extra, account],
+            check=True,
+            capture_output=True,
+        )
         if name not in HOMELESS:
             os.chmod(pwd.getpwnam(account).pw_dir, 0o700)
 

@@ -15,8 +15,13 @@ from hypothesis import settings
 from orchestrator.core.queue import JobQueue
 
 # Modules whose tests kill nodes, orchestrators, disks or accounts: the fault tier.
-FAULT_MODULES = {"test_chaos.py", "test_node_loss.py", "test_upgrade.py", "test_store_faults.py",
-                 "test_multiuser.py"}
+FAULT_MODULES = {
+    "test_chaos.py",
+    "test_node_loss.py",
+    "test_upgrade.py",
+    "test_store_faults.py",
+    "test_multiuser.py",
+}
 
 settings.register_profile("ci", deadline=None)
 settings.register_profile("fast", deadline=None)
@@ -117,8 +122,12 @@ def api(ray_cluster, tmp_path_factory):
 
 
 # token, user, role
-TEST_TOKENS = [("alice-token", "alice", "user"), ("bob-token", "bob", "user"), ("admin-token", "root", "admin"),
-               ("reader-token", "prometheus", "reader")]
+TEST_TOKENS = [
+    ("alice-token", "alice", "user"),
+    ("bob-token", "bob", "user"),
+    ("admin-token", "root", "admin"),
+    ("reader-token", "prometheus", "reader"),
+]
 
 
 class ApiUrl(str):

@@ -18,8 +18,13 @@ def _check(response: httpx.Response) -> None:
     # streamed answer (log follow) or a log read is not gpuq's message.
     if not response.is_closed or "/logs" in response.request.url.path:
         return
-    if response.headers.get("content-type", "").startswith(("application/json", "text/html")) or response.is_error:
-        assert_clean(response.text, f"{response.request.method} {response.request.url.path} ({response.status_code})")
+    if (
+        response.headers.get("content-type", "").startswith(("application/json", "text/html"))
+        or response.is_error
+    ):
+        assert_clean(
+            response.text, f"{response.request.method} {response.request.url.path} ({response.status_code})"
+        )
 
 
 def install(monkeypatch) -> None:

@@ -18,8 +18,15 @@ from tests.raycluster import wait_for
 # The session's own scratch root (jobs' private folders, users' virtualenvs): a run starts
 # with nothing of an earlier one's, even where the accounts get the same uids again.
 SCRATCH = tempfile.mkdtemp(prefix="gq-")  # short: Ray jobs' socket paths are under it (raycluster.MAX_TEMP)
-FAST = dict(loop_interval_s=0.5, placement_timeout_s=20, stop_grace_s=1.0, reap_interval_s=1.0, warm_slots_per_node=0,
-            unix_users=UNIX_USERS, scratch_dir=SCRATCH)
+FAST = dict(
+    loop_interval_s=0.5,
+    placement_timeout_s=20,
+    stop_grace_s=1.0,
+    reap_interval_s=1.0,
+    warm_slots_per_node=0,
+    unix_users=UNIX_USERS,
+    scratch_dir=SCRATCH,
+)
 
 
 class Harness:
@@ -33,7 +40,12 @@ class Harness:
             Harness.current.teardown()
         self.tmp = tmp_path
         self.closed = False
-        self.config = {"store_path": str(tmp_path / "gpuq.db"), "data_dir": str(tmp_path / "data"), **FAST, **config}
+        self.config = {
+            "store_path": str(tmp_path / "gpuq.db"),
+            "data_dir": str(tmp_path / "data"),
+            **FAST,
+            **config,
+        }
         Harness.current = self
         self.actor = start_orchestrator(self.config)
         assert ray.get(self.actor.ping.remote(), timeout=60) == "ok"
@@ -43,16 +55,24 @@ class Harness:
         return ray.get(getattr(get_orchestrator(), method).remote(*args, **kwargs), timeout=timeout)
 
     def submit(self, command: str, gpus: int = 1, **fields):
-        spec = {"run_id": fields.pop("run_id", "t"), "user": fields.pop("user", "alice"), "command": command,
-                "gpu_count": gpus, **fields}
+        spec = {
+            "run_id": fields.pop("run_id", "t"),
+            "user": fields.pop("user", "alice"),
+            "command": command,
+            "gpu_count": gpus,
+            **fields,
+        }
         return self.call("submit", spec)["job_id"]
 
     def job(self, job_id: str) -> dict:
         return self.call("get_job", job_id)
 
     def wait_state(self, job_id: str, *states: str, timeout: float = 60) -> dict:
-        return wait_for(lambda: (j := self.job(job_id))["state"] in states and j, timeout,
-                        what=f"job {job_id} to reach {' or '.join(states)}")
+        return wait_for(
+            lambda: (j := self.job(job_id))["state"] in states and j,
+            timeout,
+            what=f"job {job_id} to reach {' or '.join(states)}",
+        )
 
     def pid_or_none(self) -> int | None:
         """The orchestrator's pid, or None while it is down or restarting."""
@@ -67,8 +87,11 @@ class Harness:
     def reset(self) -> None:
         """Between tests that share this orchestrator: nothing of the last one left waiting
         or running, starts on, every GPU back in service and free."""
-        unfinished = [j for j in self.call("list_jobs", None, None, 100_000, 0)["jobs"]
-                      if j["state"] not in ("completed", "failed", "cancelled")]
+        unfinished = [
+            j
+            for j in self.call("list_jobs", None, None, 100_000, 0)["jobs"]
+            if j["state"] not in ("completed", "failed", "cancelled")
+        ]
         for job in unfinished:
             try:
                 self.call("cancel", job["id"], "reset between tests")
@@ -82,8 +105,11 @@ class Harness:
 
         def settled():
             summary = self.call("status")["resource_summary"]
-            return summary["available_gpus"] == summary["total_gpus"] == 16 and not self.call(
-                "list_jobs", "running", None, 1, 0)["jobs"]
+            return (
+                summary["available_gpus"] == summary["total_gpus"] == 16
+                and not self.call("list_jobs", "running", None, 1, 0)["jobs"]
+            )
+
         wait_for(settled, 60, 0.1, what="the last test's jobs to be gone and every GPU free")
 
     def teardown(self) -> None:
@@ -99,7 +125,9 @@ class Harness:
             if info["state"] != "REMOVED":
                 remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
         wait_for(lambda: not reap(self.cluster_id, set()), 10, what="tagged job processes to be gone")
-        wait_for(lambda: ray.available_resources().get("GPU", 0) == 16, 30, what="all 16 GPUs to be free again")
+        wait_for(
+            lambda: ray.available_resources().get("GPU", 0) == 16, 30, what="all 16 GPUs to be free again"
+        )
 
     @staticmethod
     def _kill_named_actors() -> bool:

@@ -40,7 +40,10 @@ class Prometheus:
     def __init__(self, api_url: str, workdir: Path):
         binary = shutil.which("prometheus")
         if binary is None:
-            raise RuntimeError("prometheus is not installed; scripts/test installs Debian's package (apt-get install prometheus)")
+            raise RuntimeError(
+                "prometheus is not installed; scripts/test installs Debian's package (apt-get install "
+                "prometheus)"
+            )
         workdir.mkdir(parents=True, exist_ok=True)
         token_file = workdir / "gpuq.token"
         token_file.write_text("reader-token\n")  # the session API's read-only token (conftest.TEST_TOKENS)
@@ -48,9 +51,14 @@ class Prometheus:
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log = open(workdir / "prometheus.log", "wb")
         self.proc = subprocess.Popen(
-            [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address={self.url.split('://')[1]}"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address={self.url.split('://')[1]}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         wait_for(self._ready, 60, 0.2, what="Prometheus to be ready")
 

@@ -41,8 +41,13 @@ class Follower(Reader):
         super().__init__(api, job_id)
 
     def read(self) -> None:
-        with httpx.stream("GET", f"{self.api}/jobs/{self.job_id}/logs", params={"follow": "true", "offset": self.offset},
-                          headers=ALICE, timeout=httpx.Timeout(30, read=None)) as r:
+        with httpx.stream(
+            "GET",
+            f"{self.api}/jobs/{self.job_id}/logs",
+            params={"follow": "true", "offset": self.offset},
+            headers=ALICE,
+            timeout=httpx.Timeout(30, read=None),
+        ) as r:
             assert r.status_code == 200, r.read()
             for chunk in r.iter_bytes():
                 self.got += chunk
@@ -59,4 +64,5 @@ class RayFollower(Reader):
         async def tail():
             async for text in JobSubmissionClient(self.api, headers=ALICE).tail_job_logs(self.job_id):
                 self.got += text.encode()
+
         asyncio.run(tail())

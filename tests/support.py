@@ -19,7 +19,9 @@ SEED_T0 = [
 
 
 def make_spec(run_id="run", user="alice", gpus=1, priority=2, **extra) -> JobSpec:
-    return JobSpec.parse({"run_id": run_id, "user": user, "command": "true", "gpu_count": gpus, "priority": priority, **extra})
+    return JobSpec.parse(
+        {"run_id": run_id, "user": user, "command": "true", "gpu_count": gpus, "priority": priority, **extra}
+    )
 
 
 class Lab:
@@ -75,18 +77,29 @@ class Lab:
         return decided.pending[self.by_label(label).id]
 
 
-def write_wheel(folder: Path, name: str, version: str = "1.0", code: bytes = b"X = 1\n",
-                extra: dict[str, bytes] | None = None) -> Path:
+def write_wheel(
+    folder: Path,
+    name: str,
+    version: str = "1.0",
+    code: bytes = b"X = 1\n",
+    extra: dict[str, bytes] | None = None,
+) -> Path:
     """A pure-Python wheel written by hand (no registry, no build): `name` with `code` as
     its __init__.py, and `extra` files at its top (a .pth, say). For pip runtime envs in
     tests and scripts/bench_runtime_env.py."""
     path = folder / f"{name}-{version}-py3-none-any.whl"
     info = f"{name}-{version}.dist-info"
-    files = {f"{name}/__init__.py": code, **(extra or {}),
-             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: gpuq-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    record = [f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b'=').decode()},{len(b)}"
-              for n, b in files.items()] + [f"{info}/RECORD,,"]
+    files = {
+        f"{name}/__init__.py": code,
+        **(extra or {}),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: gpuq-tests\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+    }
+    record = [
+        f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b'=').decode()},{len(b)}"
+        for n, b in files.items()
+    ] + [f"{info}/RECORD,,"]
     with zipfile.ZipFile(path, "w") as z:
         for n, b in files.items():
             z.writestr(n, b)

@@ -30,7 +30,9 @@ def store_disk(tmp_path):
     """A small tmpfs for the store, so the run can fill its disk (needs root, as CI)."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True
+    ).returncode:
         yield None  # not root: the run leaves out disk faults and says so in its figures
         return
     yield disk
@@ -39,15 +41,33 @@ def store_disk(tmp_path):
 
 def test_a_short_chaos_run_loses_nothing_and_runs_nothing_twice(ray_cluster, api, store_disk, tmp_path):
     store = (store_disk or tmp_path) / "gpuq.db"
-    orch = Harness(tmp_path, store_path=str(store), slot_idle_s=0, reap_interval_s=2.0,
-                   priority_grants={"alice": "CRITICAL"})  # the CRITICAL jobs that preempt LOW ones
+    orch = Harness(
+        tmp_path,
+        store_path=str(store),
+        slot_idle_s=0,
+        reap_interval_s=2.0,
+        priority_grants={"alice": "CRITICAL"},
+    )  # the CRITICAL jobs that preempt LOW ones
     try:
-        out = chaos_module().run(ray_cluster, api, "alice-token", "admin-token", add_simulated_node, store_disk,
-                                 orch.cluster_id, jobs=12, faults=1, seed=7, timeout_s=300)
+        out = chaos_module().run(
+            ray_cluster,
+            api,
+            "alice-token",
+            "admin-token",
+            add_simulated_node,
+            store_disk,
+            orch.cluster_id,
+            jobs=12,
+            faults=1,
+            seed=7,
+            timeout_s=300,
+        )
     finally:
         orch.teardown()
     print(out)
-    assert out["refused"] == [] and out["jobs"]["acknowledged"] == out["jobs"]["planned"]  # retried through faults
+    assert (
+        out["refused"] == [] and out["jobs"]["acknowledged"] == out["jobs"]["planned"]
+    )  # retried through faults
     assert out["lost"] == [] and out["double_run"] == [] and out["twice_terminal"] == []
     assert out["leftovers"] == {}
     assert set(out["faults"]) == {"node", "orch", "serve", "agent"} | ({"disk"} if store_disk else set())

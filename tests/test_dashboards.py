@@ -31,13 +31,26 @@ def committed() -> dict[str, dict]:
 
 def test_committed_json_is_what_the_generator_makes():
     for name, text in build.render().items():
-        assert (DASHBOARDS / name).read_text() == text, f"{name} is stale: run .venv/bin/python dashboards/build.py"
+        assert (DASHBOARDS / name).read_text() == text, (
+            f"{name} is stale: run .venv/bin/python dashboards/build.py"
+        )
 
 
 def test_the_overview_has_the_seeds_planned_panels():
     titles = {p["title"] for p in committed()["overview.json"]["panels"]}
-    assert {"Total GPUs", "Available GPUs", "Allocated GPUs", "Allocation", "Queued", "Running", "Completed", "Failed",
-            "GPU utilization", "Queue wait time", "Active jobs"} <= titles
+    assert {
+        "Total GPUs",
+        "Available GPUs",
+        "Allocated GPUs",
+        "Allocation",
+        "Queued",
+        "Running",
+        "Completed",
+        "Failed",
+        "GPU utilization",
+        "Queue wait time",
+        "Active jobs",
+    } <= titles
 
 
 def test_every_dashboard_has_a_unique_uid_and_a_datasource_variable():
@@ -63,8 +76,11 @@ def test_promtool_accepts_the_shipped_files(what):
 
 
 def test_the_alert_rules_behave_as_their_unit_tests_say():
-    out = subprocess.run([shutil.which("promtool"), "test", "rules", str(DASHBOARDS / "alerts_test.yml")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [shutil.which("promtool"), "test", "rules", str(DASHBOARDS / "alerts_test.yml")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -93,13 +109,24 @@ def workload(ray_cluster, api, prometheus, tmp_path):
 def test_every_panel_query_returns_data_and_an_xid_fires_the_unhealthy_alert(workload, prometheus):
     # Prometheus has the workload once its scrape shows what the orchestrator says now.
     status = workload.call("status")
-    wait_for(lambda: [r["value"][1] for r in prometheus.query('gpuq_jobs{state="completed"}')] == ["1"], 30,
-             what="Prometheus to scrape the finished job")
-    alert = wait_for(lambda: [a for a in prometheus.alerts()
-                              if a["labels"]["alertname"] == "GpuqGpuUnhealthy" and a["state"] == "firing"], 30,
-                     what="the GPU-unhealthy alert to fire")
+    wait_for(
+        lambda: [r["value"][1] for r in prometheus.query('gpuq_jobs{state="completed"}')] == ["1"],
+        30,
+        what="Prometheus to scrape the finished job",
+    )
+    alert = wait_for(
+        lambda: [
+            a
+            for a in prometheus.alerts()
+            if a["labels"]["alertname"] == "GpuqGpuUnhealthy" and a["state"] == "firing"
+        ],
+        30,
+        what="the GPU-unhealthy alert to fire",
+    )
     assert [(a["labels"]["node"], a["labels"]["gpu"]) for a in alert] == [("gmi-node-2", "5")]
-    assert float(prometheus.query("gpuq_gpus_total")[0]["value"][1]) == status["resource_summary"]["total_gpus"]
+    assert (
+        float(prometheus.query("gpuq_gpus_total")[0]["value"][1]) == status["resource_summary"]["total_gpus"]
+    )
 
     empty = []
     for name, dashboard in committed().items():

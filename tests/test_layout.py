@@ -54,10 +54,14 @@ def test_the_readmes_layout_names_every_module_and_script():
     import re
 
     text = (ROOT / "README.md").read_text()
-    layout = text[text.index("## Layout"):text.index("## Security")]
-    named = set(re.findall(r"([A-Za-z0-9_.-]+\.(?:py|js|html|css))`", layout)) | set(re.findall(r"`([a-z-]+)`", layout))
+    layout = text[text.index("## Layout") : text.index("## Security")]
+    named = set(re.findall(r"([A-Za-z0-9_.-]+\.(?:py|js|html|css))`", layout)) | set(
+        re.findall(r"`([a-z-]+)`", layout)
+    )
     files = [*ROOT.glob("orchestrator/**/*.py"), *ROOT.glob("serve_app/**/*.py"), *ROOT.glob("scripts/*")]
-    missing = sorted(str(p.relative_to(ROOT)) for p in files
-                     if p.is_file() and not p.name.startswith("_") and "__pycache__" not in p.parts
-                     and p.name not in named)
+    missing = sorted(
+        str(p.relative_to(ROOT))
+        for p in files
+        if p.is_file() and not p.name.startswith("_") and "__pycache__" not in p.parts and p.name not in named
+    )
     assert not missing, f"not in the README's layout table: {missing}"

@@ -65,12 +65,16 @@ class Client:
             self._conn = kind(host, port, timeout=self.timeout)
         return self._conn
 
-    def _send(self, method: str, path: str, params=None, json=None, headers=None,
-              data: bytes | None = None) -> http.client.HTTPResponse:
+    def _send(
+        self, method: str, path: str, params=None, json=None, headers=None, data: bytes | None = None
+    ) -> http.client.HTTPResponse:
         target = self._where[3] + path + (f"?{urlencode(params, doseq=True)}" if params else "")
         body = data if json is None else _json.dumps(json).encode()
-        kind = {"Content-Type": "application/json"} if json is not None else (
-            {"Content-Type": "application/octet-stream"} if data is not None else {})
+        kind = (
+            {"Content-Type": "application/json"}
+            if json is not None
+            else ({"Content-Type": "application/octet-stream"} if data is not None else {})
+        )
         head = {**self.headers, **(headers or {}), **kind}
         while True:
             reused = self._conn is not None
@@ -84,14 +88,17 @@ class Client:
                 # new one. A fresh connection that fails is an answer: gpuq is not there.
                 if not reused or isinstance(e, TimeoutError):
                     raise ApiUnavailable(
-                        f"cannot reach gpuq at {self.url} ({e.__class__.__name__}); is it up? (scripts/up)") from None
+                        f"cannot reach gpuq at {self.url} ({e.__class__.__name__}); is it up? (scripts/up)"
+                    ) from None
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def request(self, method: str, path: str, params=None, json=None, headers=None, data: bytes | None = None):
+    def request(
+        self, method: str, path: str, params=None, json=None, headers=None, data: bytes | None = None
+    ):
         r = self._send(method, path, params=params, json=json, headers=headers, data=data)
         try:
             data = r.read()
@@ -103,7 +110,9 @@ class Client:
         try:
             return _json.loads(data)
         except ValueError:
-            raise ApiUnavailable(f"gpuq at {self.url} answered {r.status} with no JSON; is GPUQ_URL gpuq's API?") from None
+            raise ApiUnavailable(
+                f"gpuq at {self.url} answered {r.status} with no JSON; is GPUQ_URL gpuq's API?"
+            ) from None
 
     @staticmethod
     def _refuse(status: int, data: bytes):
@@ -131,7 +140,9 @@ class Client:
             while chunk := r.read1(65536):
                 yield chunk
         except (OSError, http.client.HTTPException) as e:
-            raise ApiUnavailable(f"lost gpuq at {self.url} ({e.__class__.__name__}); is it up? (scripts/up)") from None
+            raise ApiUnavailable(
+                f"lost gpuq at {self.url} ({e.__class__.__name__}); is it up? (scripts/up)"
+            ) from None
         finally:
             self.close()
 

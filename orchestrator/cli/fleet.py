@@ -27,10 +27,12 @@ def _target(text: str) -> tuple[str, list[int] | None]:
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def usage(since: Annotated[str, typer.Option(help="how far back: 7d, 24h, 30m")] = "7d",
-              user: str | None = None,
-              by_day: Annotated[bool, typer.Option("--by-day", help="one row per day and user")] = False,
-              as_json: JSON_OPT = False) -> None:
+    def usage(
+        since: Annotated[str, typer.Option(help="how far back: 7d, 24h, 30m")] = "7d",
+        user: str | None = None,
+        by_day: Annotated[bool, typer.Option("--by-day", help="one row per day and user")] = False,
+        as_json: JSON_OPT = False,
+    ) -> None:
         """GPU-hours per user (and per day) since a time back from now."""
         out = _run(lambda: _client().get("/usage", since=since, user=user))
         if as_json:
@@ -48,18 +50,29 @@ def register(app: typer.Typer) -> None:
         console.print(f"total: {out['total_gpu_hours']:.2f} GPU-hours")
 
     @app.command()
-    def drain(target: Annotated[str, typer.Argument(help="NODE or NODE:GPU[,GPU]")],
-              reason: Annotated[str, typer.Option(help="why (kept in the audit trail)")],
-              requeue: Annotated[bool, typer.Option(help="stop and requeue the jobs on them now")] = False) -> None:
+    def drain(
+        target: Annotated[str, typer.Argument(help="NODE or NODE:GPU[,GPU]")],
+        reason: Annotated[str, typer.Option(help="why (kept in the audit trail)")],
+        requeue: Annotated[bool, typer.Option(help="stop and requeue the jobs on them now")] = False,
+    ) -> None:
         """Admin: take GPUs out of service. Their jobs run to the end unless --requeue."""
         node, gpus = _target(target)
-        out = _run(lambda: _client().post(f"/nodes/{node}/drain", {"gpus": gpus, "reason": reason, "requeue": requeue}))
-        jobs = f"; jobs {'requeued' if requeue else 'left to finish'}: {', '.join(out['jobs'])}" if out["jobs"] else ""
+        out = _run(
+            lambda: _client().post(
+                f"/nodes/{node}/drain", {"gpus": gpus, "reason": reason, "requeue": requeue}
+            )
+        )
+        jobs = (
+            f"; jobs {'requeued' if requeue else 'left to finish'}: {', '.join(out['jobs'])}"
+            if out["jobs"]
+            else ""
+        )
         console.print(f"{node}: GPUs {','.join(map(str, out['gpus']))} drained{jobs}")
 
     @app.command()
-    def undrain(target: Annotated[str, typer.Argument(help="NODE or NODE:GPU[,GPU]")],
-                reason: str = "") -> None:
+    def undrain(
+        target: Annotated[str, typer.Argument(help="NODE or NODE:GPU[,GPU]")], reason: str = ""
+    ) -> None:
         """Admin: put drained or unhealthy GPUs back in service."""
         node, gpus = _target(target)
         out = _run(lambda: _client().post(f"/nodes/{node}/undrain", {"gpus": gpus, "reason": reason}))
@@ -81,12 +94,17 @@ def register(app: typer.Typer) -> None:
         console.print(t)
 
     @app.command()
-    def fault(target: Annotated[str, typer.Argument(help="NODE or NODE:GPU")],
-              kind: Annotated[str, typer.Argument(help="xid, ecc, utilization, silent or resume")],
-              value: Annotated[float | None, typer.Argument(help="the XID, error count or utilization (0-1)")] = None
-              ) -> None:
+    def fault(
+        target: Annotated[str, typer.Argument(help="NODE or NODE:GPU")],
+        kind: Annotated[str, typer.Argument(help="xid, ecc, utilization, silent or resume")],
+        value: Annotated[
+            float | None, typer.Argument(help="the XID, error count or utilization (0-1)")
+        ] = None,
+    ) -> None:
         """Admin: inject a fault into a simulated node's telemetry (never a real one)."""
         node, gpus = _target(target)
         gpu = gpus[0] if gpus else None
-        out = _run(lambda: _client().post(f"/nodes/{node}/faults", {"fault": kind, "gpu": gpu, "value": value}))
+        out = _run(
+            lambda: _client().post(f"/nodes/{node}/faults", {"fault": kind, "gpu": gpu, "value": value})
+        )
         console.print(out["result"])

@@ -1,5 +1,6 @@
 """`gpuq` commands for researchers: submit, queue, jobs, show, logs, cancel, hold,
-release, priority, status, top, nodes. They talk only to the REST API.
+release, priority, status, top, nodes. They talk only to the REST API. Formatted, the
+file runs over 400 lines: one short function per command, found by its name.
 
 Exit codes scripts can rely on: 0 done; 1 refused by gpuq (bad input, not yours, not
 found, not allowed in this state); 3 gpuq unreachable or unavailable; `submit --wait`
@@ -40,11 +41,19 @@ from orchestrator.core.sizes import format_size
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
-STATE_COLOURS = {"queued": "yellow", "held": "magenta", "scheduled": "cyan", "allocating": "cyan", "running": "green",
-                 "preempted": "yellow", "completed": "blue", "failed": "red", "cancelled": "dim"}
+STATE_COLOURS = {
+    "queued": "yellow",
+    "held": "magenta",
+    "scheduled": "cyan",
+    "allocating": "cyan",
+    "running": "green",
+    "preempted": "yellow",
+    "completed": "blue",
+    "failed": "red",
+    "cancelled": "dim",
+}
 PAGE = 1 << 20
 JSON_OPT = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-
 
 
 def _client() -> Client:
@@ -88,32 +97,65 @@ def register(app: typer.Typer) -> None:
         time_limit: TIME_OPT = None,
         retries: RETRIES_OPT = None,
         run_id: RUN_ID_OPT = None,
-        user: Annotated[str | None, typer.Option(help="submit as this user (admins only; default: your token's user)")] = None,
+        user: Annotated[
+            str | None, typer.Option(help="submit as this user (admins only; default: your token's user)")
+        ] = None,
         env: ENV_OPT = None,
         workdir: WORKDIR_OPT = None,
         working_dir: WORKING_DIR_OPT = None,
-        runtime_env_json: Annotated[str | None, typer.Option(
-            "--runtime-env-json", help="Ray's runtime_env as JSON: working_dir, py_modules, pip, uv, env_vars, excludes")] = None,
-        runtime_env_file: Annotated[str | None, typer.Option(
-            "--runtime-env", help="Ray's runtime_env from a YAML or JSON file")] = None,
-        array: Annotated[str | None, typer.Option(help="a job per index: 10, 0-9 or 1,3,5 (GPUQ_ARRAY_INDEX)")] = None,
-        notify: Annotated[str | None, typer.Option(
-            "--notify", help="tell the site's opt-in webhooks: BEGIN, END, FAIL, REQUEUE, ALL (as --mail-type)")] = None,
+        runtime_env_json: Annotated[
+            str | None,
+            typer.Option(
+                "--runtime-env-json",
+                help="Ray's runtime_env as JSON: working_dir, py_modules, pip, uv, env_vars, excludes",
+            ),
+        ] = None,
+        runtime_env_file: Annotated[
+            str | None, typer.Option("--runtime-env", help="Ray's runtime_env from a YAML or JSON file")
+        ] = None,
+        array: Annotated[
+            str | None, typer.Option(help="a job per index: 10, 0-9 or 1,3,5 (GPUQ_ARRAY_INDEX)")
+        ] = None,
+        notify: Annotated[
+            str | None,
+            typer.Option(
+                "--notify",
+                help="tell the site's opt-in webhooks: BEGIN, END, FAIL, REQUEUE, ALL (as --mail-type)",
+            ),
+        ] = None,
         dependency: DEPENDENCY_OPT = None,
         ray: RAY_OPT = False,
         cpus: CPUS_OPT = None,
         mem: MEM_OPT = None,
-        test_only: Annotated[bool, typer.Option("--test-only", help="where and when it would start; submits nothing")] = False,
-        wait: Annotated[bool, typer.Option("--wait", help="wait for the job and exit with its exit code")] = False,
-        parsable: Annotated[bool, typer.Option(
-            "--parsable", help="print only the job id (the array's id for an array), as sbatch --parsable")] = False,
+        test_only: Annotated[
+            bool, typer.Option("--test-only", help="where and when it would start; submits nothing")
+        ] = False,
+        wait: Annotated[
+            bool, typer.Option("--wait", help="wait for the job and exit with its exit code")
+        ] = False,
+        parsable: Annotated[
+            bool,
+            typer.Option(
+                "--parsable", help="print only the job id (the array's id for an array), as sbatch --parsable"
+            ),
+        ] = False,
         as_json: JSON_OPT = False,
     ) -> None:
         """Submit a command: gpuq submit --gpus 4 --priority high --time 4h -- python train.py"""
         body = job_body(ctx.args, gpus, priority, time_limit, retries, run_id, user, env, workdir, cpus, mem)
         renv = runtime_env(runtime_env_json, runtime_env_file, working_dir)
-        body.update({k: v for k, v in (("dependency", dependency), ("ray", ray), ("notify", notify),
-                                         ("test_only", test_only)) if v})
+        body.update(
+            {
+                k: v
+                for k, v in (
+                    ("dependency", dependency),
+                    ("ray", ray),
+                    ("notify", notify),
+                    ("test_only", test_only),
+                )
+                if v
+            }
+        )
         if array:
             body["array"] = int(array) if array.isdigit() else array
         client = _client()
@@ -127,14 +169,22 @@ def register(app: typer.Typer) -> None:
         elif test_only:
             when = out.get("estimated_start")
             at = time.strftime("%a %H:%M", time.localtime(when)) if when else "unknown"
-            console.print(f"would start now on {out['placement']}" if out["would_start"]
-                          else f"would wait: {out['reason']}: {out['message']} (estimated start {at})")
+            console.print(
+                f"would start now on {out['placement']}"
+                if out["would_start"]
+                else f"would wait: {out['reason']}: {out['message']} (estimated start {at})"
+            )
             return
         elif "array" in out:
-            console.print(f"submitted an array of {out['array']['count']} jobs; first {out['job_id']}, "
-                          f"position {out['queue_position']}")
+            console.print(
+                f"submitted an array of {out['array']['count']} jobs; first {out['job_id']}, "
+                f"position {out['queue_position']}"
+            )
         else:
-            console.print(f"submitted [bold]{out['job_id']}[/bold] ({body['run_id']}), position {out['queue_position']} in line")
+            console.print(
+                f"submitted [bold]{out['job_id']}[/bold] ({body['run_id']}), position "
+                f"{out['queue_position']} in line"
+            )
         if wait:
             job = _wait(client, out["job_id"])
             code = job.get("exit_code")
@@ -156,13 +206,23 @@ def register(app: typer.Typer) -> None:
             t.add_column(col)
         for j in jobs:
             est = j.get("estimated_start")
-            t.add_row(str(j["position"] or "-"), j["id"][:8], j["run_id"], j["user"], str(j["gpu_count"]), j["priority_name"],
-                      _ago(j["submitted_at"]), f"{j['reason']}: {j['message']}",
-                      time.strftime("%a %H:%M", time.localtime(est)) if est else "")
+            t.add_row(
+                str(j["position"] or "-"),
+                j["id"][:8],
+                j["run_id"],
+                j["user"],
+                str(j["gpu_count"]),
+                j["priority_name"],
+                _ago(j["submitted_at"]),
+                f"{j['reason']}: {j['message']}",
+                time.strftime("%a %H:%M", time.localtime(est)) if est else "",
+            )
         console.print(t)
 
     @app.command()
-    def jobs(state: str | None = None, user: str | None = None, limit: int = 50, as_json: JSON_OPT = False) -> None:
+    def jobs(
+        state: str | None = None, user: str | None = None, limit: int = 50, as_json: JSON_OPT = False
+    ) -> None:
         """Jobs, newest first (filter with --state, --user)."""
         out = _run(lambda: _client().get("/jobs", state=state, user=user, limit=limit))
         if as_json:
@@ -173,8 +233,16 @@ def register(app: typer.Typer) -> None:
         for col in ("id", "run id", "user", "state", "GPUs", "placement", "age", "exit"):
             t.add_column(col)
         for j in out["jobs"]:
-            t.add_row(j["id"][:8], j["run_id"], j["user"], _state(j["state"]), str(j["gpu_count"]), j["placement"],
-                      _ago(j["submitted_at"]), "" if j["exit_code"] is None else str(j["exit_code"]))
+            t.add_row(
+                j["id"][:8],
+                j["run_id"],
+                j["user"],
+                _state(j["state"]),
+                str(j["gpu_count"]),
+                j["placement"],
+                _ago(j["submitted_at"]),
+                "" if j["exit_code"] is None else str(j["exit_code"]),
+            )
         console.print(t)
 
     @app.command()
@@ -184,8 +252,10 @@ def register(app: typer.Typer) -> None:
         if as_json:
             console.print_json(json.dumps(j))
             return
-        console.print(f"[bold]{j['id']}[/bold]  {j['run_id']}  {_state(j['state'])}  user {j['user']}  "
-                      f"{j['gpu_count']} GPUs  priority {j['priority_name']}")
+        console.print(
+            f"[bold]{j['id']}[/bold]  {j['run_id']}  {_state(j['state'])}  user {j['user']}  "
+            f"{j['gpu_count']} GPUs  priority {j['priority_name']}"
+        )
         if j.get("private"):  # another user's job: its command and environment are theirs
             console.print("command: (visible to its owner and admins)")
         else:
@@ -194,36 +264,62 @@ def register(app: typer.Typer) -> None:
                 console.print(f"runtime env: {json.dumps(j['spec']['runtime_env'])}")
         if j["placement"]:
             # One numbering everywhere (events, the web page, metrics): the node's own.
-            console.print(f"placement: {j['placement']}  (the nodes' GPU indices, as NVML numbers them and as "
-                          "they are in the job's CUDA_VISIBLE_DEVICES)")
-        limits = [f"{j['spec']['cpus']:g} CPUs" if j["spec"].get("cpus") else "",
-                  f"{format_size(j['spec']['memory'])} memory" if j["spec"].get("memory") else ""]
+            console.print(
+                f"placement: {j['placement']}  (the nodes' GPU indices, as NVML numbers them and as "
+                "they are in the job's CUDA_VISIBLE_DEVICES)"
+            )
+        limits = [
+            f"{j['spec']['cpus']:g} CPUs" if j["spec"].get("cpus") else "",
+            f"{format_size(j['spec']['memory'])} memory" if j["spec"].get("memory") else "",
+        ]
         console.print(f"limits: {', '.join(filter(None, limits)) or 'the site defaults'} per node")
         if j.get("ray_cluster"):
-            console.print(f"Ray program: its own Ray cluster, head {j['ray_cluster']['head'] or '(not started)'}, no dashboard")
+            console.print(
+                f"Ray program: its own Ray cluster, head {j['ray_cluster']['head'] or '(not started)'}, no "
+                "dashboard"
+            )
         if j["failure_reason"]:
             console.print(f"failure: {j['failure_reason']} (exit code {j['exit_code']})")
         t = Table(title="events")
         for col in ("time", "from", "to", "why"):
             t.add_column(col)
         for e in j["events"]:
-            t.add_row(time.strftime("%H:%M:%S", time.localtime(e["time"])), e["from_state"] or "", _state(e["to_state"]), e["reason"])
+            t.add_row(
+                time.strftime("%H:%M:%S", time.localtime(e["time"])),
+                e["from_state"] or "",
+                _state(e["to_state"]),
+                e["reason"],
+            )
         console.print(t)
 
     @app.command()
-    def logs(job_id: str, follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
-             attempt: int | None = None, rank: int = 0, tail: int | None = None) -> None:
+    def logs(
+        job_id: str,
+        follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+        attempt: int | None = None,
+        rank: int = 0,
+        tail: int | None = None,
+    ) -> None:
         """A job's output (every attempt's, a line between them, unless --attempt names
         one); -f follows it until the job ends."""
         client = _client()
         if not follow:
+
             def pages() -> None:  # all of it as it is now: the API answers PAGE bytes at a time
                 offset = 0
                 while True:
-                    page = client.get(f"/jobs/{job_id}/logs", attempt=attempt, rank=rank, tail=tail,
-                                      offset=offset or None, limit=PAGE)
+                    page = client.get(
+                        f"/jobs/{job_id}/logs",
+                        attempt=attempt,
+                        rank=rank,
+                        tail=tail,
+                        offset=offset or None,
+                        limit=PAGE,
+                    )
                     sys.stdout.write(page["data"])
-                    if tail is not None or page["offset"] - offset < PAGE - 3:  # short: the end (3: a cut character)
+                    if (
+                        tail is not None or page["offset"] - offset < PAGE - 3
+                    ):  # short: the end (3: a cut character)
                         return
                     offset = page["offset"]
 
@@ -231,8 +327,9 @@ def register(app: typer.Typer) -> None:
             return
 
         def copy() -> None:  # the API's follow stream (serve_app/follow.py), to the job's end
-            for chunk in client.stream(f"/jobs/{job_id}/logs", attempt=attempt, rank=rank, tail=tail,
-                                       follow="true"):
+            for chunk in client.stream(
+                f"/jobs/{job_id}/logs", attempt=attempt, rank=rank, tail=tail, follow="true"
+            ):
                 sys.stdout.buffer.write(chunk)  # the job's bytes as they are
                 sys.stdout.buffer.flush()
 
@@ -249,12 +346,22 @@ def register(app: typer.Typer) -> None:
         util = r["allocated_gpus"] / r["total_gpus"] if r["total_gpus"] else 0
         d = s.get("details", {})
         out = {why: d.get(f"{why}_gpus", 0) for why in ("down", "unhealthy", "drained")}
-        why = "; out of service: " + ", ".join(f"{n} {w}" for w, n in out.items() if n) if any(out.values()) else ""
+        why = (
+            "; out of service: " + ", ".join(f"{n} {w}" for w, n in out.items() if n)
+            if any(out.values())
+            else ""
+        )
         if d.get("down_nodes"):
             why += f" (node{'s' if len(d['down_nodes']) > 1 else ''} down: {', '.join(d['down_nodes'])})"
-        console.print(f"GPUs: {r['total_gpus']} total, {r['available_gpus']} available, {r['allocated_gpus']} allocated "
-                      f"({util:.0%}){why}")
-        console.print(f"jobs: {q['queued']} queued, {q['running']} running, {q['completed']} completed, {q['failed']} failed")
+        console.print(
+            f"GPUs: {r['total_gpus']} total, {r['available_gpus']} available, {r['allocated_gpus']} "
+            "allocated "
+            f"({util:.0%}){why}"
+        )
+        console.print(
+            f"jobs: {q['queued']} queued, {q['running']} running, {q['completed']} completed, {q['failed']} "
+            "failed"
+        )
         install = s.get("details", {}).get("install")
         if install:
             colour = "green" if install["mode"] == "multi-user" else "yellow"
@@ -264,20 +371,28 @@ def register(app: typer.Typer) -> None:
             colour = "green" if contained.startswith("cgroup") else "yellow"
             console.print(f"[{colour}]containment[/{colour}] ({', '.join(nodes)}): {contained}")
         if details.get("starting_jobs") is False:
-            console.print("[yellow]starting no jobs[/yellow]: submissions are queued but nothing starts "
-                          "(an admin stopped starts, or start_jobs = false); resume with "
-                          "PUT /orchestrator/starts {\"enabled\": true}")
+            console.print(
+                "[yellow]starting no jobs[/yellow]: submissions are queued but nothing starts "
+                "(an admin stopped starts, or start_jobs = false); resume with "
+                'PUT /orchestrator/starts {"enabled": true}'
+            )
         store = details.get("store") or {}
         if store.get("writable") is False:
-            console.print(f"[red]the job store cannot write[/red]: {store.get('error')}; changes are refused "
-                          "until it can (running jobs go on; their ends are recorded then)")
+            console.print(
+                f"[red]the job store cannot write[/red]: {store.get('error')}; changes are refused "
+                "until it can (running jobs go on; their ends are recorded then)"
+            )
         if details.get("records_set_aside"):
-            console.print(f"[red]{details['records_set_aside']} job record(s) set aside[/red] at the last start: "
-                          "see gpuq events")
+            console.print(
+                f"[red]{details['records_set_aside']} job record(s) set aside[/red] at the last start: "
+                "see gpuq events"
+            )
 
     @app.command()
-    def top(once: Annotated[bool, typer.Option("--once", help="print one frame and exit")] = False,
-            interval: float = 2.0) -> None:
+    def top(
+        once: Annotated[bool, typer.Option("--once", help="print one frame and exit")] = False,
+        interval: float = 2.0,
+    ) -> None:
         """A live view of cluster, GPUs, active jobs and the line (Ctrl-C to quit)."""
         from rich.live import Live
 
@@ -312,7 +427,9 @@ def register(app: typer.Typer) -> None:
                 else:
                     cells.append(f"[red]{g['index']}:{g['state']}[/]")
             tel = node.get("telemetry") or {}
-            console.print(f"[bold]{node['node']}[/bold] {node['free']}/{node['total']} free  " + "  ".join(cells))
+            console.print(
+                f"[bold]{node['node']}[/bold] {node['free']}/{node['total']} free  " + "  ".join(cells)
+            )
             console.print(f"  telemetry: {tel.get('detail', 'none')}", style="dim")
 
 
@@ -327,13 +444,23 @@ def _top_view(client: Client):
     waiting = client.get("/queue", limit=10)["jobs"]
     r, q = s["resource_summary"], s["queue_summary"]
     util = r["allocated_gpus"] / r["total_gpus"] if r["total_gpus"] else 0.0
-    head = (f"Cluster  total {r['total_gpus']}  available {r['available_gpus']}  allocated {r['allocated_gpus']}  "
-            f"util {util:.0%}      Jobs  queued {q['queued']}  running {q['running']}  completed {q['completed']}  "
-            f"failed {q['failed']}")
+    head = (
+        f"Cluster  total {r['total_gpus']}  available {r['available_gpus']}  allocated {r['allocated_gpus']} "
+        " "
+        f"util {util:.0%}      Jobs  queued {q['queued']}  running {q['running']}  completed "
+        f"{q['completed']}  "
+        f"failed {q['failed']}"
+    )
     grid = []
     for node in nodes:
-        cells = " ".join("[green]■[/]" if g["state"] == "free" else "[yellow]■[/]" if g["state"] == "allocated" else "[red]■[/]"
-                         for g in node["gpus"])
+        cells = " ".join(
+            "[green]■[/]"
+            if g["state"] == "free"
+            else "[yellow]■[/]"
+            if g["state"] == "allocated"
+            else "[red]■[/]"
+            for g in node["gpus"]
+        )
         grid.append(f"{node['node']:<12} {cells}")
     active = Table(title="Active jobs", expand=True)
     for col in ("run id", "user", "GPUs", "placement", "runtime"):
@@ -344,9 +471,20 @@ def _top_view(client: Client):
     for col in ("#", "run id", "user", "GPUs", "priority", "reason"):
         line.add_column(col)
     for j in waiting:
-        line.add_row(str(j["position"] or "-"), j["run_id"], j["user"], str(j["gpu_count"]), j["priority_name"], j["reason"])
-    return Group(Panel(head, title="gpuq"), Panel("\n".join(grid), title="GPUs (green free, yellow allocated, red out)"),
-                 active, line)
+        line.add_row(
+            str(j["position"] or "-"),
+            j["run_id"],
+            j["user"],
+            str(j["gpu_count"]),
+            j["priority_name"],
+            j["reason"],
+        )
+    return Group(
+        Panel(head, title="gpuq"),
+        Panel("\n".join(grid), title="GPUs (green free, yellow allocated, red out)"),
+        active,
+        line,
+    )
 
 
 def _wait(client: Client, job_id: str) -> dict:

@@ -33,16 +33,25 @@ def states() -> None:
     for col in ("move", "from", "to", "when"):
         table.add_column(col)
     for move in TABLE:
-        table.add_row(move.trigger.value, ", ".join(sorted(s.value for s in move.sources)), move.target.value, move.why)
+        table.add_row(
+            move.trigger.value, ", ".join(sorted(s.value for s in move.sources)), move.target.value, move.why
+        )
     console.print(table)
 
 
 @app.command()
 def up(
-    simulate: Annotated[bool | None, typer.Option(
-        "--simulate/--real", help="simulated 8-GPU nodes, or this host's GPUs (default: by what NVML finds)")] = None,
-    address: Annotated[str | None, typer.Option(
-        help="attach to this running Ray cluster instead of starting one (cluster.yaml does)")] = None,
+    simulate: Annotated[
+        bool | None,
+        typer.Option(
+            "--simulate/--real",
+            help="simulated 8-GPU nodes, or this host's GPUs (default: by what NVML finds)",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="attach to this running Ray cluster instead of starting one (cluster.yaml does)"),
+    ] = None,
 ) -> None:
     """Start a local Ray cluster and the orchestrator on it.
 
@@ -62,21 +71,34 @@ def up(
     for node, gpus in started["nodes"].items():
         again = " (started again)" if node in started.get("repaired", []) else ""
         console.print(f"  node {node}: {gpus} {kind} GPUs{again}")
-    console.print(f"  orchestrator: actor gpuq-orchestrator (detached), {started['orchestrator']}; store "
-                  + cfg.resolved_store_path())
+    console.print(
+        f"  orchestrator: actor gpuq-orchestrator (detached), {started['orchestrator']}; store "
+        + cfg.resolved_store_path()
+    )
     console.print(f"  web page: [bold]{started['api']}/[/bold]")
-    console.print(f"  REST API: [bold]{started['api']}[/bold]  (OpenAPI at {started['api']}/docs; Prometheus "
-                  f"metrics at {started['api']}/metrics)")
+    console.print(
+        f"  REST API: [bold]{started['api']}[/bold]  (OpenAPI at {started['api']}/docs; Prometheus "
+        f"metrics at {started['api']}/metrics)"
+    )
     console.print(f"  admin token: {started['admin_token_file']}  (more: gpuq token create USER)")
     client = f"Ray Client on port {started['ray_client']}" if started.get("ray_client") else "no Ray Client"
-    console.print(f"  Ray: token authentication on (token {started['ray_token_file']}, the service's alone), {client}")
+    console.print(
+        f"  Ray: token authentication on (token {started['ray_token_file']}, the service's alone), {client}"
+    )
     py = started["job_python"]
-    console.print(f"  Ray jobs (--ray): job Python {py['path']}, every user may run it" if py["ray_ready"] else
-                  f"  [yellow]Ray jobs (--ray) are refused[/yellow]: {py['why_not']}")
+    console.print(
+        f"  Ray jobs (--ray): job Python {py['path']}, every user may run it"
+        if py["ray_ready"]
+        else f"  [yellow]Ray jobs (--ray) are refused[/yellow]: {py['why_not']}"
+    )
     contained = started["containment"]
-    console.print(f"  containment: {contained}" if contained.startswith("cgroup") else
-                  f"  [yellow]containment[/yellow]: {contained}; jobs' processes are found by descent and tags only, "
-                  "and --cpus/--mem are not enforced")
+    console.print(
+        f"  containment: {contained}"
+        if contained.startswith("cgroup")
+        else f"  [yellow]containment[/yellow]: {contained}; jobs' processes are found by descent and tags "
+        "only, "
+        "and --cpus/--mem are not enforced"
+    )
     install = started["install"]
     colour = "green" if install["mode"] == "multi-user" else "yellow"
     console.print(f"  [{colour}]{install['mode']} install[/{colour}]: {install['message']}")
@@ -85,9 +107,12 @@ def up(
 
 @app.command()
 def down(
-    force: Annotated[bool, typer.Option("--force", help="stop even if jobs are running (they are killed)")] = False,
-    drain: Annotated[bool, typer.Option("--drain", help="stop starting jobs, wait for the running ones to end, "
-                                                         "then stop")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="stop even if jobs are running (they are killed)")
+    ] = False,
+    drain: Annotated[
+        bool, typer.Option("--drain", help="stop starting jobs, wait for the running ones to end, then stop")
+    ] = False,
 ) -> None:
     """Stop the orchestrator and the local Ray cluster that `gpuq up` started.
 
@@ -105,8 +130,10 @@ def down(
         active = _active_jobs(client)
         if active and drain:
             client.request("PUT", "/orchestrator/starts", json={"enabled": False})
-            console.print(f"Starting no new jobs; waiting for {active} to end (Ctrl-C to stop waiting; "
-                          "gpuq keeps running)")
+            console.print(
+                f"Starting no new jobs; waiting for {active} to end (Ctrl-C to stop waiting; "
+                "gpuq keeps running)"
+            )
             while active := _active_jobs(client):
                 console.print(f"  {active} still running", highlight=False)
                 time.sleep(5)
@@ -115,8 +142,10 @@ def down(
             _fail(f"cannot tell whether jobs are running ({e}); gpuq down --force stops anyway")
         active = 0
     if active and not force:
-        _fail(f"{active} job(s) are running or starting; gpuq down would kill them. Use --drain to let them "
-              "finish first, or --force to kill them (queued jobs are kept either way).")
+        _fail(
+            f"{active} job(s) are running or starting; gpuq down would kill them. Use --drain to let them "
+            "finish first, or --force to kill them (queued jobs are kept either way)."
+        )
     localcluster.down()
     console.print("gpuq is down (queued jobs are kept in the store and come back with gpuq up).")
 
@@ -136,12 +165,17 @@ def simulate(
     ] = None,
     nodes: Annotated[int, typer.Option(min=1, help="nodes in the simulated cluster")] = 2,
     gpus_per_node: Annotated[int, typer.Option(min=1, help="GPUs per node")] = 8,
-    policy: Annotated[list[str] | None, typer.Option(help="default, fifo, greedy or easy; repeat to compare")] = None,
-    reservation_depth: Annotated[
-        int | None, typer.Option(min=0, help="reservations for the top N waiting jobs (default and easy only)")
+    policy: Annotated[
+        list[str] | None, typer.Option(help="default, fifo, greedy or easy; repeat to compare")
     ] = None,
-    time_limits: Annotated[str, typer.Option(
-        help="exact (true durations) or coarse (rounded up to 1h,2h,4h,8h,1d,3d,7d,14d,30d)")] = "exact",
+    reservation_depth: Annotated[
+        int | None,
+        typer.Option(min=0, help="reservations for the top N waiting jobs (default and easy only)"),
+    ] = None,
+    time_limits: Annotated[
+        str,
+        typer.Option(help="exact (true durations) or coarse (rounded up to 1h,2h,4h,8h,1d,3d,7d,14d,30d)"),
+    ] = "exact",
     json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON here")] = None,
     plot: Annotated[Path | None, typer.Option(help="write a PNG: utilization over time and wait CDF")] = None,
 ) -> None:
@@ -160,7 +194,9 @@ def simulate(
             try:
                 kind = PolicyName(name)
             except ValueError:
-                raise GpuqError(f"--policy {name!r}: use one of {', '.join(p.value for p in PolicyName)}") from None
+                raise GpuqError(
+                    f"--policy {name!r}: use one of {', '.join(p.value for p in PolicyName)}"
+                ) from None
             overrides = {}
             if reservation_depth is not None and kind in (PolicyName.DEFAULT, PolicyName.EASY):
                 overrides["reservation_depth"] = reservation_depth
@@ -175,12 +211,16 @@ def simulate(
     sizes = {f"node-{i + 1}": gpus_per_node for i in range(nodes)}
     results = []
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
     ) as progress:
         for cfg in configs:
             task = progress.add_task(f"replaying {len(jobs):,} jobs with {cfg.name.value}", total=len(jobs))
-
 
             def advance(done: int, total: int, task=task) -> None:
                 progress.update(task, completed=done)
@@ -217,7 +257,6 @@ cli_fleet.register(app)
 from orchestrator.cli import access as cli_access  # noqa: E402  (tokens and the audit trail, for admins)
 
 cli_access.register(app)
-
 
 
 def main() -> None:

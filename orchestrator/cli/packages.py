@@ -25,18 +25,32 @@ def upload_local_code(client: Client, runtime_env: dict) -> dict:
     def uploader(include_parent_dir: bool):
         def upload(path: str, excludes: list[str] | None, is_file: bool = False) -> None:
             _upload(client, path, include_gitignore, include_parent_dir, excludes, is_file)
+
         return upload
 
-    runtime_env = upload_working_dir_if_needed(dict(runtime_env), include_gitignore=include_gitignore,
-                                               upload_fn=uploader(False))
-    return upload_py_modules_if_needed(runtime_env, include_gitignore=include_gitignore, upload_fn=uploader(True))
+    runtime_env = upload_working_dir_if_needed(
+        dict(runtime_env), include_gitignore=include_gitignore, upload_fn=uploader(False)
+    )
+    return upload_py_modules_if_needed(
+        runtime_env, include_gitignore=include_gitignore, upload_fn=uploader(True)
+    )
 
 
-def _upload(client: Client, path: str, include_gitignore: bool, include_parent_dir: bool,
-            excludes: list[str] | None, is_file: bool) -> None:
+def _upload(
+    client: Client,
+    path: str,
+    include_gitignore: bool,
+    include_parent_dir: bool,
+    excludes: list[str] | None,
+    is_file: bool,
+) -> None:
     from ray._private.runtime_env.packaging import create_package, get_uri_for_directory, get_uri_for_package
 
-    uri = get_uri_for_package(Path(path)) if is_file else get_uri_for_directory(path, include_gitignore, excludes)
+    uri = (
+        get_uri_for_package(Path(path))
+        if is_file
+        else get_uri_for_directory(path, include_gitignore, excludes)
+    )
     protocol, name = uri.split("://", 1)
     route = f"/api/packages/{protocol}/{name}"
     if client.exists(route):
@@ -46,6 +60,11 @@ def _upload(client: Client, path: str, include_gitignore: bool, include_parent_d
         return
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / name
-        create_package(path, target, include_gitignore=include_gitignore, include_parent_dir=include_parent_dir,
-                       excludes=excludes)
+        create_package(
+            path,
+            target,
+            include_gitignore=include_gitignore,
+            include_parent_dir=include_parent_dir,
+            excludes=excludes,
+        )
         client.put(route, target.read_bytes())

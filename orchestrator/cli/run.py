@@ -168,7 +168,9 @@ def _status_line(job_id: str, done: threading.Event) -> None:
         why = job.get("pending") or {}
         when = why.get("estimated_start")
         eta = f", estimated start {time.strftime('%H:%M', time.localtime(when))}" if when else ""
-        text = f"gpuq: job {job_id[:8]} {job['state']}: {why.get('reason', '')} {why.get('message', '')}".strip()
+        text = (
+            f"gpuq: job {job_id[:8]} {job['state']}: {why.get('reason', '')} {why.get('message', '')}".strip()
+        )
         if not done.is_set():
             sys.stderr.write(f"\r\x1b[2K{text[:150]}{eta}")
             sys.stderr.flush()

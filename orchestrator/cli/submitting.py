@@ -23,17 +23,37 @@ GPUS_OPT = Annotated[int, typer.Option("--gpus", "-g", help="GPUs the job needs"
 PRIORITY_OPT = Annotated[str, typer.Option("--priority", "-p", help="low, normal, high, critical or 1-4")]
 TIME_OPT = Annotated[str | None, typer.Option("--time", "-t", help="time limit: 90m, 4h, 2d, D-HH:MM:SS")]
 RETRIES_OPT = Annotated[int | None, typer.Option("--retries", help="auto-retries after a failure")]
-RUN_ID_OPT = Annotated[str | None, typer.Option("--run-id", help="your name for this run (default: the command's first word)")]
+RUN_ID_OPT = Annotated[
+    str | None, typer.Option("--run-id", help="your name for this run (default: the command's first word)")
+]
 ENV_OPT = Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE, repeatable")]
-WORKDIR_OPT = Annotated[str | None, typer.Option(help="absolute working directory on the nodes (code already there)")]
-WORKING_DIR_OPT = Annotated[str | None, typer.Option(
-    "--working-dir", help="a local directory: uploaded, and the job runs in it (as ray job submit --working-dir)")]
-RAY_OPT = Annotated[bool, typer.Option(
-    "--ray", help="a Ray program: ray.init() joins a private Ray cluster on exactly the job's GPUs")]
-DEPENDENCY_OPT = Annotated[str | None, typer.Option(
-    "--dependency", "-d", help="afterok:ID[:ID...], afternotok:, afterany:, after: (as sbatch)")]
-CPUS_OPT = Annotated[float | None, typer.Option("--cpus", help="CPUs per node, enforced (default: the site's per GPU)")]
-MEM_OPT = Annotated[str | None, typer.Option("--mem", help="memory per node, enforced: 64G, 512M (default: the site's per GPU)")]
+WORKDIR_OPT = Annotated[
+    str | None, typer.Option(help="absolute working directory on the nodes (code already there)")
+]
+WORKING_DIR_OPT = Annotated[
+    str | None,
+    typer.Option(
+        "--working-dir",
+        help="a local directory: uploaded, and the job runs in it (as ray job submit --working-dir)",
+    ),
+]
+RAY_OPT = Annotated[
+    bool,
+    typer.Option(
+        "--ray", help="a Ray program: ray.init() joins a private Ray cluster on exactly the job's GPUs"
+    ),
+]
+DEPENDENCY_OPT = Annotated[
+    str | None,
+    typer.Option("--dependency", "-d", help="afterok:ID[:ID...], afternotok:, afterany:, after: (as sbatch)"),
+]
+CPUS_OPT = Annotated[
+    float | None, typer.Option("--cpus", help="CPUs per node, enforced (default: the site's per GPU)")
+]
+MEM_OPT = Annotated[
+    str | None,
+    typer.Option("--mem", help="memory per node, enforced: 64G, 512M (default: the site's per GPU)"),
+]
 
 
 def runtime_env(as_json: str | None, file: str | None, working_dir: str | None) -> dict | None:
@@ -70,17 +90,34 @@ def uploaded(client: Client, renv: dict) -> dict:
         raise typer.Exit(2) from None
 
 
-def job_body(args: list[str], gpus: int, priority: str, time_limit: str | None, retries: int | None,
-             run_id: str | None, user: str | None, env: list[str] | None, workdir: str | None,
-             cpus: float | None = None, mem: str | None = None) -> dict:
+def job_body(
+    args: list[str],
+    gpus: int,
+    priority: str,
+    time_limit: str | None,
+    retries: int | None,
+    run_id: str | None,
+    user: str | None,
+    env: list[str] | None,
+    workdir: str | None,
+    cpus: float | None = None,
+    mem: str | None = None,
+) -> dict:
     """The submit body the common options describe (`submit` and `run`)."""
     # One argument is a command line as typed; several are quoted as the shell would
     # have received them (`-- bash -c "exit 7"`), like `ray job submit` does.
     command = args[0] if len(args) == 1 else shlex.join(args)
     if not command.strip():
-        err.print("[red]command:[/red] give the command after --, e.g. gpuq submit --gpus 2 -- python train.py")
+        err.print(
+            "[red]command:[/red] give the command after --, e.g. gpuq submit --gpus 2 -- python train.py"
+        )
         raise typer.Exit(2)
-    body: dict = {"command": command, "gpu_count": gpus, "priority": priority, "run_id": run_id or _default_run_id(args)}
+    body: dict = {
+        "command": command,
+        "gpu_count": gpus,
+        "priority": priority,
+        "run_id": run_id or _default_run_id(args),
+    }
     if user:
         body["user"] = user
     if time_limit:
@@ -107,4 +144,3 @@ def _default_run_id(args: list[str]) -> str:
 
     word = next((a for a in args if not a.startswith("-")), "job").split("/")[-1]
     return re.sub(r"[^A-Za-z0-9._-]", "-", word)[:64].lstrip("-._") or "job"
-

@@ -45,7 +45,9 @@ class Accounting:
         self.runs.append(run)
         self.totals[run.user] += run.gpu_seconds
 
-    def report(self, since: float, until: float, running: Iterable[Run] = (), user: str | None = None) -> dict[str, Any]:
+    def report(
+        self, since: float, until: float, running: Iterable[Run] = (), user: str | None = None
+    ) -> dict[str, Any]:
         """GPU-hours in [since, until) per user and per (UTC day, user)."""
         per_user: dict[str, float] = defaultdict(float)
         jobs: dict[str, set[str]] = defaultdict(set)
@@ -62,10 +64,13 @@ class Accounting:
                 per_day[(day, r.user)] += r.gpus * seconds
         total = sum(per_user.values())
         return {
-            "since": since, "until": until,
+            "since": since,
+            "until": until,
             "total_gpu_hours": total / 3600,
-            "users": [{"user": u, "gpu_hours": s / 3600, "share": s / total if total else 0.0, "jobs": len(jobs[u])}
-                      for u, s in sorted(per_user.items(), key=lambda kv: -kv[1])],
+            "users": [
+                {"user": u, "gpu_hours": s / 3600, "share": s / total if total else 0.0, "jobs": len(jobs[u])}
+                for u, s in sorted(per_user.items(), key=lambda kv: -kv[1])
+            ],
             "days": [{"day": d, "user": u, "gpu_hours": s / 3600} for (d, u), s in sorted(per_day.items())],
         }
 

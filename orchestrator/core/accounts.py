@@ -45,11 +45,17 @@ def install_mode() -> dict[str, Any]:
     """What `gpuq status` and `gpuq up` say about isolation, in words."""
     account = service_account()
     if multi_user():
-        return {"mode": "multi-user", "service_account": account,
-                "message": "jobs run as their users' Unix accounts"}
-    return {"mode": "single-user", "service_account": account,
-            "message": f"every job runs as {account}: users are not isolated from one another "
-                       "(start gpuq as root for a multi-user install)"}
+        return {
+            "mode": "multi-user",
+            "service_account": account,
+            "message": "jobs run as their users' Unix accounts",
+        }
+    return {
+        "mode": "single-user",
+        "service_account": account,
+        "message": f"every job runs as {account}: users are not isolated from one another "
+        "(start gpuq as root for a multi-user install)",
+    }
 
 
 def account_for(user: str, unix_users: dict[str, str]) -> str | None:
@@ -61,7 +67,9 @@ def account_for(user: str, unix_users: dict[str, str]) -> str | None:
     return None if user == BUILTIN_ADMIN else user
 
 
-def missing_account(user: str, unix_users: dict[str, str], allowed: list[str] | tuple[str, ...] = ()) -> str | None:
+def missing_account(
+    user: str, unix_users: dict[str, str], allowed: list[str] | tuple[str, ...] = ()
+) -> str | None:
     """Why `user` cannot run jobs on this host, or None when it can."""
     account = account_for(user, unix_users)
     if account is None:
@@ -70,8 +78,10 @@ def missing_account(user: str, unix_users: dict[str, str], allowed: list[str] | 
     try:
         pw = pwd.getpwnam(account)
     except KeyError:
-        return (f"{user} has no Unix account {account!r}{mapped} on this cluster: create it on every node, "
-                "or map the name with unix_users in the site config")
+        return (
+            f"{user} has no Unix account {account!r}{mapped} on this cluster: create it on every node, "
+            "or map the name with unix_users in the site config"
+        )
     if account in allowed:
         return None
     floor = uid_min()
@@ -81,8 +91,10 @@ def missing_account(user: str, unix_users: dict[str, str], allowed: list[str] | 
         what = f"a system account (uid {pw.pw_uid}, below UID_MIN {floor})"
     else:
         return None
-    return (f"{user}'s jobs would run as {account!r}{mapped}, which is {what}: jobs run as people's accounts "
-            "only (a site may list an account in allowed_system_accounts)")
+    return (
+        f"{user}'s jobs would run as {account!r}{mapped}, which is {what}: jobs run as people's accounts "
+        "only (a site may list an account in allowed_system_accounts)"
+    )
 
 
 def uid_min(login_defs: str = "/etc/login.defs") -> int:
@@ -113,13 +125,21 @@ class Account(NamedTuple):
     def lookup(cls, name: str) -> Account:
         """Raises KeyError when this node has no such account."""
         pw = pwd.getpwnam(name)
-        return cls(pw.pw_name, pw.pw_uid, pw.pw_gid, tuple(os.getgrouplist(pw.pw_name, pw.pw_gid)),
-                   pw.pw_dir, pw.pw_shell or "/bin/sh")
+        return cls(
+            pw.pw_name,
+            pw.pw_uid,
+            pw.pw_gid,
+            tuple(os.getgrouplist(pw.pw_name, pw.pw_gid)),
+            pw.pw_dir,
+            pw.pw_shell or "/bin/sh",
+        )
 
     @classmethod
     def current(cls) -> Account:
         pw = pwd.getpwuid(os.geteuid())
-        return cls(pw.pw_name, pw.pw_uid, pw.pw_gid, tuple(os.getgroups()), pw.pw_dir, pw.pw_shell or "/bin/sh")
+        return cls(
+            pw.pw_name, pw.pw_uid, pw.pw_gid, tuple(os.getgroups()), pw.pw_dir, pw.pw_shell or "/bin/sh"
+        )
 
     def login_env(self) -> dict[str, str]:
         return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name, "SHELL": self.shell}

@@ -35,7 +35,9 @@ class Webhook(BaseModel):
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     url: str = Field(pattern=r"^https?://[^\s]{1,2000}$")
     events: list[WebhookEvent] = Field(min_length=1)
-    secret_env: str | None = Field(default=None, description="the environment variable holding the HMAC secret")
+    secret_env: str | None = Field(
+        default=None, description="the environment variable holding the HMAC secret"
+    )
     opt_in: bool = Field(default=False, description="only jobs submitted with --notify")
 
 
@@ -122,7 +124,7 @@ class Config(BaseModel):
     # finished names them, or for package_keep_s after their upload or last use.
     runtime_env_setup_timeout_s: float = Field(default=600.0, gt=0)
     max_package_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
-    max_package_unpacked_bytes: int = Field(default=1024 ** 3, ge=1024)
+    max_package_unpacked_bytes: int = Field(default=1024**3, ge=1024)
     package_keep_s: int = Field(default=3600, ge=60)
     # Where pip and uv install a runtime env's requirements from: this index only (None:
     # pip's own default, PyPI). Requirements name packages, never URLs (runtime_env.py).
@@ -162,13 +164,13 @@ class Config(BaseModel):
     # like Slurm's DefCpuPerGPU and DefMemPerGPU: enforced by its cgroup
     # (node/cgroups.py). None: no limit.
     default_cpus_per_gpu: float | None = Field(default=None, gt=0)
-    default_memory_per_gpu: int | None = Field(default=None, ge=16 * 1024 ** 2)
+    default_memory_per_gpu: int | None = Field(default=None, ge=16 * 1024**2)
     # Per-user limits, like Slurm's MaxSubmitJobs: jobs queued, held or running per user,
     # array members counted (past it a submit gets 429 naming the limit); bytes of
     # uploaded packages each user holds on the cluster (runtime_env working_dir and
     # py_modules; past it an upload gets 413).
     max_jobs_per_user: int = Field(default=10_000, ge=1)
-    max_package_bytes_per_user: int = Field(default=2 * 1024 ** 3, ge=1024)
+    max_package_bytes_per_user: int = Field(default=2 * 1024**3, ge=1024)
     # Ended jobs stay in the orchestrator's memory this long (a retried submit's key holds
     # as long), then only in the store, where every read still finds them; the store keeps
     # them job_retention_days (Slurm's PurgeJobAfter), usage totals and the audit longer.
@@ -231,7 +233,9 @@ class Config(BaseModel):
     @classmethod
     def _webhooks_named(cls, hooks: list[Webhook]) -> list[Webhook]:
         """Every webhook has a name (its metric label, its queue): webhook-N if not given."""
-        named = [h if h.name else h.model_copy(update={"name": f"webhook-{i + 1}"}) for i, h in enumerate(hooks)]
+        named = [
+            h if h.name else h.model_copy(update={"name": f"webhook-{i + 1}"}) for i, h in enumerate(hooks)
+        ]
         if len({h.name for h in named}) < len(named):
             raise ValueError("each webhook needs a name of its own")
         return named
@@ -240,7 +244,6 @@ class Config(BaseModel):
     def max_gpus_per_job(self) -> int:
         """The largest job the cluster can ever hold: every GPU of every node."""
         return sum(self.nodes.values())
-
 
     def resolved_store_path(self) -> str:
         return self.store_path or str(gpuq_home() / "gpuq.db")
@@ -267,4 +270,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise InvalidSpec([(str(path), f"is not valid TOML: {e}")]) from None
     except ValidationError as e:
-        raise InvalidSpec([(f"{path}: {'.'.join(map(str, err['loc']))}", err["msg"]) for err in e.errors()]) from None
+        raise InvalidSpec(
+            [(f"{path}: {'.'.join(map(str, err['loc']))}", err["msg"]) for err in e.errors()]
+        ) from None

@@ -29,7 +29,6 @@ class Reason(str, Enum):
     DEPENDENCY = "Dependency"  # waits for other jobs (--dependency): out of the line until they are done
 
 
-
 @dataclass
 class Snapshot:
     """The cluster as the policy sees it at one instant."""
@@ -85,5 +84,7 @@ class Plan:
 
     def stopped(self, why: str) -> Plan:
         """This plan with no action taken: every job waits, and says why."""
-        pending = {jid: Pending(Reason.STOPPED, why) for jid in [*self.pending, *(s.job_id for s in self.starts)]}
+        pending = {
+            jid: Pending(Reason.STOPPED, why) for jid in [*self.pending, *(s.job_id for s in self.starts)]
+        }
         return Plan(pending=pending, order=self.order)

@@ -24,8 +24,10 @@ if TYPE_CHECKING:  # job.py checks a dependency's syntax with parse(): no import
     from orchestrator.core.job import Job
 
 KINDS = {"after": "start", "afterok": "complete", "afternotok": "fail", "afterany": "end"}
-HELP = ("must be Slurm's syntax: afterok:ID[:ID...], afternotok:, afterany: or after:, several joined with ',' "
-        "(all must hold)")
+HELP = (
+    "must be Slurm's syntax: afterok:ID[:ID...], afternotok:, afterany: or after:, several joined with ',' "
+    "(all must hold)"
+)
 MAX_TARGETS = 1000  # references in the text; the site's max_dependency_jobs bounds the jobs they stand for
 _REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,79}")
 
@@ -80,16 +82,20 @@ def verdict(conds: Conditions, members: Callable[[str], list[Job]]) -> Verdict:
             for job in members(ref):
                 ok = _ok(kind, job)
                 if ok is False:
-                    return Verdict(False, never=f"{label(job)} {job.state.value}, and {kind} needed it to "
-                                                f"{KINDS[kind]}")
+                    return Verdict(
+                        False, never=f"{label(job)} {job.state.value}, and {kind} needed it to {KINDS[kind]}"
+                    )
                 if ok is None:
                     waiting.append((kind, job))
     if not waiting:
         return Verdict(True)
     kind, first = waiting[0]
     more = f" and {len(waiting) - 1} more" if len(waiting) > 1 else ""
-    return Verdict(False, waits_for=f"waits for {label(first)} to {KINDS[kind]} ({first.state.value}){more}",
-                   targets=tuple(j for _, j in waiting))
+    return Verdict(
+        False,
+        waits_for=f"waits for {label(first)} to {KINDS[kind]} ({first.state.value}){more}",
+        targets=tuple(j for _, j in waiting),
+    )
 
 
 def label(job: Job) -> str:

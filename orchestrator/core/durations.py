@@ -29,7 +29,9 @@ def parse_duration(text: str | int) -> int:
         parts += [0] * (3 - len(parts))
         h, mnt, sec = parts
         return int(days or 0) * 86400 + h * 3600 + mnt * 60 + sec
-    raise ValueError(f"{text!r} is not a duration; use seconds (3600), units (90m, 4h, 2d, 1h30m) or D-HH:MM:SS")
+    raise ValueError(
+        f"{text!r} is not a duration; use seconds (3600), units (90m, 4h, 2d, 1h30m) or D-HH:MM:SS"
+    )
 
 
 def format_duration(seconds: float) -> str:

@@ -19,7 +19,9 @@ class GpuqError(Exception):
 class IllegalTransition(GpuqError):
     """A job was asked to make a move its state does not allow. Nothing was changed."""
 
-    def __init__(self, state: str, trigger: str, allowed: list[str], job_id: str | None = None, detail: str = ""):
+    def __init__(
+        self, state: str, trigger: str, allowed: list[str], job_id: str | None = None, detail: str = ""
+    ):
         self.state = state
         self.trigger = trigger
         self.allowed = allowed
@@ -57,8 +59,10 @@ class AmbiguousJobId(GpuqError):
     def __init__(self, ref: str, matches: list[str], count: int | None = None):
         self.ref, self.matches, self.count = ref, matches[:5], count or len(matches)
         more = f" and {self.count - 5} more" if self.count > 5 else ""
-        super().__init__(f"{ref!r} is the start of {self.count} job ids ({', '.join(self.matches)}{more}); "
-                         "give more of the id")
+        super().__init__(
+            f"{ref!r} is the start of {self.count} job ids ({', '.join(self.matches)}{more}); "
+            "give more of the id"
+        )
 
     def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
         return (AmbiguousJobId, (self.ref, self.matches, self.count))

@@ -73,9 +73,13 @@ class Fleet:
     # --- what is stored -------------------------------------------------------------
 
     def saved(self) -> dict[str, Any]:
-        return {"out": {f"{n}:{g}": asdict(o) for (n, g), o in self.out.items()}, "events": list(self.events)[-200:],
-                "xid_seen": {f"{n}:{g}": seen for (n, g), seen in self.monitor.xid_seen.items() if seen},
-                "down": {n: asdict(d) for n, d in self.down.items()}, "nodes": dict(self.known)}
+        return {
+            "out": {f"{n}:{g}": asdict(o) for (n, g), o in self.out.items()},
+            "events": list(self.events)[-200:],
+            "xid_seen": {f"{n}:{g}": seen for (n, g), seen in self.monitor.xid_seen.items() if seen},
+            "down": {n: asdict(d) for n, d in self.down.items()},
+            "nodes": dict(self.known),
+        }
 
     def node_added(self, node: str) -> None:
         """Apply what is stored about a node's GPUs once the node is in the inventory."""
@@ -123,19 +127,29 @@ class Fleet:
                 back.append(slot.index)
             else:
                 self.out[(node, slot.index)] = OutOfService(
-                    "drained", f"was down ({was.reason}); node_return_to_service is off", "gpuq", now)
+                    "drained", f"was down ({was.reason}); node_return_to_service is off", "gpuq", now
+                )
                 self.inventory.set_out_of_service(node, slot.index, SlotState.DRAINED)
         self.monitor.expect(node, now)
-        self._event(now, node, None, "returned" if return_to_service else "registered",
-                    f"registered again after {now - was.since:.0f} s down"
-                    + ("" if return_to_service else "; drained until an admin returns it"), "gpuq", None)
+        self._event(
+            now,
+            node,
+            None,
+            "returned" if return_to_service else "registered",
+            f"registered again after {now - was.since:.0f} s down"
+            + ("" if return_to_service else "; drained until an admin returns it"),
+            "gpuq",
+            None,
+        )
         return back
 
     # --- taking GPUs out and putting them back --------------------------------------
 
     def targets(self, node: str, gpus: list[int] | None) -> list[int]:
         if node not in self.inventory.nodes:
-            raise InvalidSpec([("node", f"must be one of {', '.join(self.inventory.nodes) or 'no nodes yet'}")])
+            raise InvalidSpec(
+                [("node", f"must be one of {', '.join(self.inventory.nodes) or 'no nodes yet'}")]
+            )
         size = len(self.inventory.nodes[node])
         if gpus is None:
             return list(range(size))
@@ -144,7 +158,9 @@ class Fleet:
             raise InvalidSpec([("gpus", f"must be GPU indices from 0 to {size - 1} on {node}")])
         return sorted(set(gpus))
 
-    def take_out(self, node: str, gpus: list[int] | None, state: str, reason: str, by: str, now: float) -> dict[str, list[int]]:
+    def take_out(
+        self, node: str, gpus: list[int] | None, state: str, reason: str, by: str, now: float
+    ) -> dict[str, list[int]]:
         """Mark GPUs unhealthy or drained; returns job id -> the GPUs of it taken out.
         An unhealthy GPU stays unhealthy if an admin then drains it (the worse state wins)."""
         holders: dict[str, list[int]] = {}
@@ -166,7 +182,9 @@ class Fleet:
                 continue
             if node in self.down:  # no longer drained, but still gone with its node
                 self.inventory.set_out_of_service(node, g, SlotState.DOWN)
-                self._event(now, node, g, "returned", (reason or "back in service") + "; its node is down", by, None)
+                self._event(
+                    now, node, g, "returned", (reason or "back in service") + "; its node is down", by, None
+                )
                 continue
             self.inventory.return_to_service(node, g)
             self.monitor.back_in_service(node, g)
@@ -181,10 +199,20 @@ class Fleet:
         """Something the store could not keep as it was (a job record set aside at start)."""
         self._event(now, "store", None, "set aside", reason, "orchestrator", job_id)
 
-    def _event(self, now: float, node: str, gpu: int | None, action: str, reason: str, by: str,
-               job: str | None) -> None:
-        self.events.append({"time": now, "node": node, "gpu": gpu, "action": action, "reason": reason, "by": by,
-                            "job_id": job})
+    def _event(
+        self, now: float, node: str, gpu: int | None, action: str, reason: str, by: str, job: str | None
+    ) -> None:
+        self.events.append(
+            {
+                "time": now,
+                "node": node,
+                "gpu": gpu,
+                "action": action,
+                "reason": reason,
+                "by": by,
+                "job_id": job,
+            }
+        )
 
     # --- telemetry ------------------------------------------------------------------
 
@@ -206,7 +234,7 @@ class Fleet:
     def quarantined(self) -> dict[str, set[int]]:
         """Out-of-service GPUs that no job holds any more, per node: Ray must not hand them out."""
         out: dict[str, set[int]] = {}
-        for (node, g) in self.out:
+        for node, g in self.out:
             if node in self.down:
                 continue  # nothing of it left on Ray to hold
             slots = self.inventory.nodes.get(node)

@@ -71,8 +71,14 @@ class HealthMonitor:
             if fatal:
                 found.append(Finding(node, g.index, "xid", f"XID {fatal[0]} on {node}:{g.index}"))
             elif g.ecc_uncorrected > self.ecc_baseline.get(key, 0):
-                found.append(Finding(node, g.index, "ecc",
-                                     f"{g.ecc_uncorrected} uncorrected ECC errors on {node}:{g.index}"))
+                found.append(
+                    Finding(
+                        node,
+                        g.index,
+                        "ecc",
+                        f"{g.ecc_uncorrected} uncorrected ECC errors on {node}:{g.index}",
+                    )
+                )
             self.ecc_baseline[key] = max(self.ecc_baseline.get(key, 0), g.ecc_uncorrected)
             holder = holders.get(g.index)
             if holder is None or g.utilization >= self.rules.idle_utilization:

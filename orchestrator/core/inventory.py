@@ -89,7 +89,9 @@ class Inventory:
 
     def free(self) -> dict[str, list[int]]:
         """Free GPU indices per node, lowest first (the order Ray hands them out)."""
-        return {node: [s.index for s in slots if s.state is SlotState.FREE] for node, slots in self.nodes.items()}
+        return {
+            node: [s.index for s in slots if s.state is SlotState.FREE] for node, slots in self.nodes.items()
+        }
 
     def free_count(self) -> int:
         return sum(1 for slots in self.nodes.values() for s in slots if s.state is SlotState.FREE)
@@ -99,14 +101,20 @@ class Inventory:
 
     def unhealthy_count(self) -> int:
         return sum(
-            1 for slots in self.nodes.values() for s in slots
+            1
+            for slots in self.nodes.values()
+            for s in slots
             if SlotState.UNHEALTHY in (s.state, s.out_of_service)
         )
 
     def usable(self) -> dict[str, int]:
         """GPUs per node that are in service (free or allocated): what a job could ever get."""
         return {
-            node: sum(1 for s in slots if s.state in (SlotState.FREE, SlotState.ALLOCATED) and s.out_of_service is None)
+            node: sum(
+                1
+                for s in slots
+                if s.state in (SlotState.FREE, SlotState.ALLOCATED) and s.out_of_service is None
+            )
             for node, slots in self.nodes.items()
         }
 
@@ -228,4 +236,6 @@ class Inventory:
                     assert self._slot(node, i).job_id == job_id
         for slots in self.nodes.values():
             for s in slots:
-                assert (s.state is SlotState.ALLOCATED) == (s.job_id is not None) == ((s.node, s.index) in seen)
+                assert (
+                    (s.state is SlotState.ALLOCATED) == (s.job_id is not None) == ((s.node, s.index) in seen)
+                )

@@ -2,7 +2,8 @@
 
 No Ray here: the same models serve the live orchestrator, the simulator and the API.
 Times are float seconds since the epoch, passed in by the caller (never read from a
-clock here) so that tests and the simulator drive time themselves.
+clock here) so that tests and the simulator drive time themselves. The module runs
+over 400 lines because JobSpec's validators belong beside its fields.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from orchestrator.core import dependencies, runtime_env
 from orchestrator.core.config import Config
 from orchestrator.core.durations import parse_duration
 from orchestrator.core.errors import IllegalTransition, InvalidSpec
-from orchestrator.core.inventory import Allocation  # node name -> GPU indices on it (each node numbers from 0)
+from orchestrator.core.inventory import (
+    Allocation,
+)  # node name -> GPU indices on it (each node numbers from 0)
 from orchestrator.core.priority import Priority
 from orchestrator.core.sizes import format_size, parse_size
 from orchestrator.core.states import JobState, Trigger, next_state
@@ -35,7 +38,9 @@ from orchestrator.core.states import JobState, Trigger, next_state
 # run_id and user become file names, log paths and Prometheus label values: keep them
 # to a charset that is safe in all three, and short.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-SAFE_NAME_HELP = "must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+SAFE_NAME_HELP = (
+    "must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # gpuq sets these for the job; letting a user override them would break GPU isolation.
 _RESERVED_ENV = ("CUDA_VISIBLE_DEVICES",)
@@ -44,7 +49,7 @@ MAX_COMMAND_CHARS = 16_384
 MAX_ENV_VARS = 256
 MAX_ENV_VALUE_CHARS = 8_192
 MAX_CPUS = 4096
-MIN_MEMORY, MAX_MEMORY = 16 * 1024 ** 2, 64 * 1024 ** 4
+MIN_MEMORY, MAX_MEMORY = 16 * 1024**2, 64 * 1024**4
 MAIL_TYPES = ("BEGIN", "END", "FAIL", "REQUEUE", "ALL")  # Slurm's --mail-type, for --notify
 
 
@@ -53,7 +58,9 @@ def _checked_env(v: dict[str, str], reserved: bool = True) -> dict[str, str]:
         raise ValueError(f"may hold at most {MAX_ENV_VARS} variables")
     for key, value in v.items():
         if not _ENV_NAME.fullmatch(key):
-            raise ValueError(f"{key!r} is not a valid variable name (letters, digits, '_'; not starting with a digit)")
+            raise ValueError(
+                f"{key!r} is not a valid variable name (letters, digits, '_'; not starting with a digit)"
+            )
         if reserved and (key in _RESERVED_ENV or key.startswith(_RESERVED_ENV_PREFIX)):
             raise ValueError(f"{key} is set by gpuq for each job and cannot be overridden")
         if len(value) > MAX_ENV_VALUE_CHARS or "\x00" in value:
@@ -83,26 +90,44 @@ class JobSpec(BaseModel):
     priority: Priority = Priority.NORMAL
     env: dict[str, str] = Field(default_factory=dict)
     working_dir: str | None = None
-    max_retries: StrictInt | None = Field(default=None, description="auto-retries after a failure; site default")
+    max_retries: StrictInt | None = Field(
+        default=None, description="auto-retries after a failure; site default"
+    )
     time_limit: Annotated[int | None, Field(description="seconds; also '4h', '2d', 'D-HH:MM:SS'")] = None
     name: str | None = None
     preemptible: StrictBool = True
     multi_node: StrictBool = Field(default=False, description="may span nodes even when it fits on one")
-    cpus: Annotated[float | None, Field(description="CPUs per node (the job's cgroup CPU time, e.g. 8 or 2.5); "
-                                                    "site default per GPU")] = None
-    memory: Annotated[int | None, Field(description="memory per node: bytes, or '64G', '512M' (Slurm's --mem); "
-                                                    "past it the job ends OUT_OF_MEMORY; site default per GPU")] = None
-    ray: StrictBool = Field(default=False, description="a Ray program: ray.init() joins a private Ray cluster on "
-                                                       "exactly the job's GPUs, as its user (node/raycluster.py)")
+    cpus: Annotated[
+        float | None,
+        Field(description="CPUs per node (the job's cgroup CPU time, e.g. 8 or 2.5); site default per GPU"),
+    ] = None
+    memory: Annotated[
+        int | None,
+        Field(
+            description="memory per node: bytes, or '64G', '512M' (Slurm's --mem); "
+            "past it the job ends OUT_OF_MEMORY; site default per GPU"
+        ),
+    ] = None
+    ray: StrictBool = Field(
+        default=False,
+        description="a Ray program: ray.init() joins a private Ray cluster on "
+        "exactly the job's GPUs, as its user (node/raycluster.py)",
+    )
     retry_on_exit_codes: list[StrictInt] | None = Field(
         default=None, description="exit codes worth an auto-retry; default: any non-zero code"
     )
     runtime_env: dict[str, Any] | None = Field(
-        default=None, description="Ray's runtime_env: working_dir, py_modules, pip, uv, env_vars, excludes")
-    notify: list[str] | None = Field(default=None, description="Slurm's --mail-type words: BEGIN, END, FAIL, REQUEUE, "
-                                                               "ALL (to the site's opt-in webhooks)")
-    dependency: str | None = Field(default=None, description="Slurm's: afterok:ID[:ID...], afternotok:, afterany:, "
-                                                             "after:, several joined with ','")
+        default=None, description="Ray's runtime_env: working_dir, py_modules, pip, uv, env_vars, excludes"
+    )
+    notify: list[str] | None = Field(
+        default=None,
+        description="Slurm's --mail-type words: BEGIN, END, FAIL, REQUEUE, "
+        "ALL (to the site's opt-in webhooks)",
+    )
+    dependency: str | None = Field(
+        default=None,
+        description="Slurm's: afterok:ID[:ID...], afternotok:, afterany:, after:, several joined with ','",
+    )
 
     @field_validator("run_id", "user")
     @classmethod
@@ -184,7 +209,9 @@ class JobSpec(BaseModel):
     @field_validator("cpus", mode="before")
     @classmethod
     def _cpus(cls, v: Any) -> Any:
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.01 <= v <= MAX_CPUS):
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.01 <= v <= MAX_CPUS
+        ):
             raise ValueError(f"must be a number of CPUs between 0.01 and {MAX_CPUS}")
         return v
 
@@ -195,8 +222,10 @@ class JobSpec(BaseModel):
             return None
         size = parse_size(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else -1
         if not MIN_MEMORY <= size <= MAX_MEMORY:
-            raise ValueError(f"must be between {format_size(MIN_MEMORY)} and {format_size(MAX_MEMORY)}: "
-                             "bytes, or text with a unit such as 512M or 64G")
+            raise ValueError(
+                f"must be between {format_size(MIN_MEMORY)} and {format_size(MAX_MEMORY)}: "
+                "bytes, or text with a unit such as 512M or 64G"
+            )
         return size
 
     @field_validator("time_limit", mode="before")
@@ -213,12 +242,16 @@ class JobSpec(BaseModel):
         cfg, site = _config(info), _site_limits(info)
         if self.runtime_env and self.runtime_env.get("env_vars"):
             try:  # the job's own env wins over its runtime env's variables
-                self.env = _checked_env({**self.runtime_env["env_vars"], **self.env}, reserved=site is not None)
+                self.env = _checked_env(
+                    {**self.runtime_env["env_vars"], **self.env}, reserved=site is not None
+                )
             except ValueError as e:
                 raise _FieldError("runtime_env.env_vars", str(e)) from None
         if self.runtime_env and "working_dir" in self.runtime_env and self.working_dir is not None:
-            raise _FieldError("working_dir", "cannot be given with runtime_env.working_dir (the command runs in "
-                                             "the uploaded package)")
+            raise _FieldError(
+                "working_dir",
+                "cannot be given with runtime_env.working_dir (the command runs in the uploaded package)",
+            )
         # Filled here, not as field defaults, because the site config decides them.
         if self.max_retries is None:
             self.max_retries = cfg.default_max_retries
@@ -283,27 +316,39 @@ class Job(BaseModel):
     spec: JobSpec
     state: JobState = JobState.QUEUED
     submitted_at: float
-    state_times: dict[JobState, float] = Field(default_factory=dict, description="when each state was last entered")
+    state_times: dict[JobState, float] = Field(
+        default_factory=dict, description="when each state was last entered"
+    )
     attempts: int = Field(default=0, description="how many times the command was started")
     retries: int = Field(default=0, description="auto-retries used after failures of the job's own making")
     allocation: Allocation = Field(default_factory=dict, description="GPUs held now (planned, then as bound)")
-    placements: dict[int, Allocation] = Field(default_factory=dict, description="where each attempt ran, by attempt")
-    slots: dict[int, list[str]] = Field(default_factory=dict, description="Ray slots (runner names) of each attempt, by rank")
-    idempotency_key: str | None = Field(default=None, description="the client's key: a retried submit returns this job")
+    placements: dict[int, Allocation] = Field(
+        default_factory=dict, description="where each attempt ran, by attempt"
+    )
+    slots: dict[int, list[str]] = Field(
+        default_factory=dict, description="Ray slots (runner names) of each attempt, by rank"
+    )
+    idempotency_key: str | None = Field(
+        default=None, description="the client's key: a retried submit returns this job"
+    )
     array_id: str | None = Field(default=None, description="the array it belongs to (one submit, one id)")
     array_index: int | None = Field(default=None, description="its index in that array (GPUQ_ARRAY_INDEX)")
     exit_code: int | None = None
     failure_reason: str | None = None
     infrastructure_failure: bool = False
-    ray_head: str | None = Field(default=None, description="a Ray job's own Ray cluster: its head (IP:PORT), "
-                                                           "where its latest attempt ran")
+    ray_head: str | None = Field(
+        default=None,
+        description="a Ray job's own Ray cluster: its head (IP:PORT), where its latest attempt ran",
+    )
     events: list[Event] = Field(default_factory=list)
 
     @classmethod
     def new(cls, spec: JobSpec, seq: int, now: float, job_id: str | None = None) -> Job:
         job = cls(id=job_id or str(uuid.uuid4()), seq=seq, spec=spec, submitted_at=now)
         job.state_times[JobState.QUEUED] = now
-        job.events.append(Event(time=now, from_state=None, to_state=JobState.QUEUED, trigger="submit", reason="submitted"))
+        job.events.append(
+            Event(time=now, from_state=None, to_state=JobState.QUEUED, trigger="submit", reason="submitted")
+        )
         return job
 
     @property
@@ -352,7 +397,9 @@ class Job(BaseModel):
     def note(self, now: float, what: str, reason: str) -> None:
         """Record something that happened to the job without moving it (an idle GPU, a
         drained node): the history says it, the state machine is not involved."""
-        self.events.append(Event(time=now, from_state=self.state, to_state=self.state, trigger=what, reason=reason))
+        self.events.append(
+            Event(time=now, from_state=self.state, to_state=self.state, trigger=what, reason=reason)
+        )
 
     def apply(self, trigger: Trigger, now: float, reason: str = "") -> JobState:
         """Make one move of the state machine, or raise IllegalTransition and change nothing."""
@@ -362,7 +409,11 @@ class Job(BaseModel):
             raise e.for_job(self.id) from None
         if trigger is Trigger.RETRY and not self.infrastructure_failure and self.retries_left == 0:
             raise IllegalTransition(
-                self.state.value, trigger.value, [], self.id, f"no retries left: {self.retries} of {self.spec.max_retries} used"
+                self.state.value,
+                trigger.value,
+                [],
+                self.id,
+                f"no retries left: {self.retries} of {self.spec.max_retries} used",
             )
         # Effects of the move on the job's own fields; everything else is the caller's.
         if trigger is Trigger.START:
@@ -374,7 +425,9 @@ class Job(BaseModel):
             self.exit_code = None
             self.failure_reason = None
             self.infrastructure_failure = False
-        self.events.append(Event(time=now, from_state=self.state, to_state=target, trigger=trigger.value, reason=reason))
+        self.events.append(
+            Event(time=now, from_state=self.state, to_state=target, trigger=trigger.value, reason=reason)
+        )
         self.state = target
         self.state_times[target] = now
         return target

@@ -47,14 +47,17 @@ class ExitKind(str, Enum):
     EVICTED = "evicted"  # its GPUs left service (health, drain with requeue)
     LAUNCH_FAILED = "launch_failed"  # Ray could not start it
     RUNTIME_ENV = "runtime_env"  # its runtime env could not be set up (pip failed): the job's own error
-    OUT_OF_MEMORY = "out_of_memory"  # killed at its memory limit (Slurm's OUT_OF_MEMORY): a retry would repeat it
+    OUT_OF_MEMORY = (
+        "out_of_memory"  # killed at its memory limit (Slurm's OUT_OF_MEMORY): a retry would repeat it
+    )
 
 
 # Faults that are not the job's: retried without using up its retries.
 INFRASTRUCTURE = frozenset({ExitKind.NODE_LOST, ExitKind.STOPPED, ExitKind.EVICTED, ExitKind.LAUNCH_FAILED})
 # Failures another try would repeat.
-FINAL = frozenset({ExitKind.TIME_LIMIT, ExitKind.NO_ACCOUNT, ExitKind.WORKDIR, ExitKind.RUNTIME_ENV,
-                   ExitKind.OUT_OF_MEMORY})
+FINAL = frozenset(
+    {ExitKind.TIME_LIMIT, ExitKind.NO_ACCOUNT, ExitKind.WORKDIR, ExitKind.RUNTIME_ENV, ExitKind.OUT_OF_MEMORY}
+)
 
 
 @dataclass(frozen=True)
@@ -99,17 +102,28 @@ def apply_plan(queue: Moves, inventory: Inventory, decided: Plan, now: float) ->
     return out
 
 
-def judged_by(results: dict[int, dict[str, Any] | None], ended_first: int) -> dict[int, dict[str, Any] | None]:
+def judged_by(
+    results: dict[int, dict[str, Any] | None], ended_first: int
+) -> dict[int, dict[str, Any] | None]:
     """The ranks of a gang that gpuq stopped because `ended_first` ended (it failed, or
     it is a Ray job's driver) did not fail: the run is judged by the rank that ended it
     (a torchrun rank's crash, not the TERM the others got), never as a system stop."""
-    return {rank: ({**res, "exit_code": 0, "reason": "exited"}
-                   if rank != ended_first and res is not None and res.get("reason") == "stopped" else res)
-            for rank, res in results.items()}
+    return {
+        rank: (
+            {**res, "exit_code": 0, "reason": "exited"}
+            if rank != ended_first and res is not None and res.get("reason") == "stopped"
+            else res
+        )
+        for rank, res in results.items()
+    }
 
 
-def classify(results: list[dict[str, Any] | None], evicted: str | None, node_of_rank: Callable[[int], str | None],
-             user: str) -> Exit:
+def classify(
+    results: list[dict[str, Any] | None],
+    evicted: str | None,
+    node_of_rank: Callable[[int], str | None],
+    user: str,
+) -> Exit:
     """One Exit from what each rank's runner reported (None: it died without a record).
     `evicted` is why the job was being stopped for its GPUs, if it was."""
     codes = [r.get("exit_code") for r in results if r is not None]
@@ -128,13 +142,20 @@ def classify(results: list[dict[str, Any] | None], evicted: str | None, node_of_
         last = (said["runtime_env_failed"] or "no reason given").splitlines()[-1]
         return Exit(ExitKind.RUNTIME_ENV, f"runtime env setup failed: {last[:500]}")
     if "launch_failed" in said:  # the node's: its folder, or a fork, failed
-        return Exit(ExitKind.LAUNCH_FAILED, f"launch failed: {said['launch_failed'][:500] or 'the command could not start'}")
+        return Exit(
+            ExitKind.LAUNCH_FAILED,
+            f"launch failed: {said['launch_failed'][:500] or 'the command could not start'}",
+        )
     if "workdir_missing" in said:
         return Exit(ExitKind.WORKDIR, said["workdir_missing"][:500])
     notes = tuple(str(n)[:500] for r in results if r is not None for n in (r.get("notes") or [])[:4])
     if "out_of_memory" in said:
-        return Exit(ExitKind.OUT_OF_MEMORY, f"out of memory: {said['out_of_memory'][:500]}",
-                    next((c for c in codes if c), None), notes)
+        return Exit(
+            ExitKind.OUT_OF_MEMORY,
+            f"out of memory: {said['out_of_memory'][:500]}",
+            next((c for c in codes if c), None),
+            notes,
+        )
     if "time_limit" in reasons:
         return Exit(ExitKind.TIME_LIMIT, "time limit", next((c for c in codes if c), None), notes)
     if all(c == 0 for c in codes):
@@ -215,6 +236,8 @@ def runtime_env_failed(queue: JobQueue, job: Job, error: str, now: float) -> Eff
 
 
 def _fail(queue: JobQueue, job: Job, ended: Exit, now: float) -> None:
-    queue.fail(job.id, now, ended.message, exit_code=ended.exit_code, infrastructure=ended.kind in INFRASTRUCTURE)
+    queue.fail(
+        job.id, now, ended.message, exit_code=ended.exit_code, infrastructure=ended.kind in INFRASTRUCTURE
+    )
     if may_retry(job, ended.kind):
         queue.retry(job.id, now)

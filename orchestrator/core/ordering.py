@@ -152,20 +152,27 @@ class OrderWeights:
 
 
 def in_order(
-    line: Line, now: float, weights: OrderWeights, fairshare: Mapping[str, float], extra: Waiting | None = None,
+    line: Line,
+    now: float,
+    weights: OrderWeights,
+    fairshare: Mapping[str, float],
+    extra: Waiting | None = None,
     first: Sequence[str] = (),
 ) -> Iterator[Waiting]:
     """Waiting jobs, best first. `extra` is a hypothetical job merged in (for dry runs);
     `first` are ids of jobs holding reservations, which lead their level in that order."""
     promoting = weights.promote_after_s > 0 and weights.promote_levels > 0
     held = [job for job in map(line.get, first) if job is not None]
-    if not (weights.age_weight or weights.fairshare_weight or weights.short_weight or promoting or held) \
-            and extra is None:
+    if (
+        not (weights.age_weight or weights.fairshare_weight or weights.short_weight or promoting or held)
+        and extra is None
+    ):
         yield from line.fifo()  # no tie-breakers: the plain order is the order
         return
     held_ids = {job.id for job in held}
     sources: list[tuple[tuple[int, str, int], Iterator[Waiting]]] = [
-        (key, iter(jobs) if not held_ids else (j for j in jobs if j.id not in held_ids)) for key, jobs in line.groups()
+        (key, iter(jobs) if not held_ids else (j for j in jobs if j.id not in held_ids))
+        for key, jobs in line.groups()
     ]
     if extra is not None:
         sources.append((_group_of(extra), iter([extra])))
@@ -200,7 +207,18 @@ def in_order(
     # Jobs holding reservations: one source each, ahead of every score of their level, in
     # reservation order.
     for rank, job in enumerate(held):
-        heap.append((-level_of(job, int(job.priority)), rank - _HELD, job.seq, len(sources) + rank, job, iter(()), 0.0, 0))
+        heap.append(
+            (
+                -level_of(job, int(job.priority)),
+                rank - _HELD,
+                job.seq,
+                len(sources) + rank,
+                job,
+                iter(()),
+                0.0,
+                0,
+            )
+        )
     heapq.heapify(heap)
     while heap:
         top = heap[0]
@@ -210,8 +228,10 @@ def in_order(
             heapq.heappop(heap)
         else:
             static, level = top[6], top[7]
-            heapq.heapreplace(heap, (-level_of(nxt, level), -(static + age(nxt)), nxt.seq,
-                                     top[3], nxt, top[5], static, level))
+            heapq.heapreplace(
+                heap,
+                (-level_of(nxt, level), -(static + age(nxt)), nxt.seq, top[3], nxt, top[5], static, level),
+            )
 
 
 _HELD = 1e12  # above any score: weights are small numbers

@@ -44,8 +44,10 @@ def check(name: str, data: bytes, max_unpacked: int) -> None:
         raise PackageError(f"{name} has {len(entries)} entries; at most {MAX_ENTRIES} are accepted")
     declared = sum(e.file_size for e in entries)
     if declared > max_unpacked:
-        raise PackageError(f"{name} unpacks to {declared} bytes, more than this site's max_package_unpacked_bytes "
-                           f"({max_unpacked}): leave data and checkpoints out and read them from shared storage")
+        raise PackageError(
+            f"{name} unpacks to {declared} bytes, more than this site's max_package_unpacked_bytes "
+            f"({max_unpacked}): leave data and checkpoints out and read them from shared storage"
+        )
 
 
 def digest(data: bytes) -> str:

@@ -24,7 +24,11 @@ Counts = dict[str, int]
 
 
 def choose_nodes(
-    avail: Mapping[str, int], sizes: Mapping[str, int], gpus: int, allow_split: bool = False, largest: int | None = None
+    avail: Mapping[str, int],
+    sizes: Mapping[str, int],
+    gpus: int,
+    allow_split: bool = False,
+    largest: int | None = None,
 ) -> Counts | None:
     """GPUs to take per node, or None if `avail` cannot hold the job. `largest` (the
     biggest node size) may be passed by callers that ask many times."""

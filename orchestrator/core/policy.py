@@ -1,4 +1,5 @@
-"""One scheduling cycle: `plan(snapshot, now, config) -> Plan`.
+"""One scheduling cycle: `plan(snapshot, now, config) -> Plan`. (It runs over 400 lines:
+the plan and its explanation walk the same timeline and stay together.)
 
 This is the one place where gpuq decides which job starts where, which waits (and
 why, and until when), which holds a reservation and which running jobs are stopped
@@ -88,11 +89,14 @@ class PolicyConfig:
             int(Priority.parse(who)): frozenset(int(Priority.parse(v)) for v in victims)
             for who, victims in site.preemption.items()
         }
-        overrides: dict[str, Any] = dict(user_gpu_caps=dict(site.user_gpu_caps),
-                                         default_user_gpu_cap=site.default_user_gpu_cap)
+        overrides: dict[str, Any] = dict(
+            user_gpu_caps=dict(site.user_gpu_caps), default_user_gpu_cap=site.default_user_gpu_cap
+        )
         name = PolicyName(site.policy)
         if name is PolicyName.DEFAULT:
-            weights = replace(cls().weights, promote_after_s=site.promote_after_s, promote_levels=site.promote_levels)
+            weights = replace(
+                cls().weights, promote_after_s=site.promote_after_s, promote_levels=site.promote_levels
+            )
             overrides.update(reservation_depth=site.reservation_depth, may_preempt=may, weights=weights)
         return cls.preset(name, **overrides)
 
@@ -100,7 +104,9 @@ class PolicyConfig:
         return self.user_gpu_caps.get(user, self.default_user_gpu_cap)
 
 
-def plan(snap: Snapshot, now: float, cfg: PolicyConfig, explain: bool = True, extra: Waiting | None = None) -> Plan:
+def plan(
+    snap: Snapshot, now: float, cfg: PolicyConfig, explain: bool = True, extra: Waiting | None = None
+) -> Plan:
     """Decide one cycle. `explain` adds reasons and estimated starts for the head of
     the line (the simulator turns it off: decisions are the same either way).
     `extra` is a hypothetical job, for dry runs; it is planned like any other."""
@@ -138,7 +144,9 @@ def plan(snap: Snapshot, now: float, cfg: PolicyConfig, explain: bool = True, ex
         cap = cfg.cap_for(job.user) if capped else None
         if cap is not None and held[job.user] + job.gpus > cap:
             if explaining:
-                out.pending[job.id] = Pending(Reason.USER_CAP, f"{job.user} holds {held[job.user]} of {cap} GPUs")
+                out.pending[job.id] = Pending(
+                    Reason.USER_CAP, f"{job.user} holds {held[job.user]} of {cap} GPUs"
+                )
             continue
         if blocked_by is not None:
             if not explaining:
@@ -157,13 +165,20 @@ def plan(snap: Snapshot, now: float, cfg: PolicyConfig, explain: bool = True, ex
         # 2b. Preempt lower-priority jobs where the site allows this pair.
         if job.priority in cfg.may_preempt:
             found = victims_for(
-                job.gpus, job.multi_node, job.priority, state.claimable(job.time_limit), sizes,
-                [r for r in snap.running if not state.is_stopping(r)], cfg.may_preempt,
+                job.gpus,
+                job.multi_node,
+                job.priority,
+                state.claimable(job.time_limit),
+                sizes,
+                [r for r in snap.running if not state.is_stopping(r)],
+                cfg.may_preempt,
             )
             if found is not None:
                 victims, counts = found
                 for v in victims:
-                    out.preemptions.append(Preempt(v.id, job.id, f"preempted by {job.label} (priority {job.priority})"))
+                    out.preemptions.append(
+                        Preempt(v.id, job.id, f"preempted by {job.label} (priority {job.priority})")
+                    )
                     state.stop(v)
                 state.claim(job.time_limit, counts)
                 held[job.user] += job.gpus
@@ -206,7 +221,9 @@ def nothing_to_decide(snap: Snapshot, cfg: PolicyConfig) -> bool:
 
 def dry_run(snap: Snapshot, now: float, cfg: PolicyConfig, job: Waiting) -> Start | Pending:
     """If `job` were submitted now: where would it start, or why and until when would it wait?"""
-    result = plan(snap, now, replace(cfg, explain_depth=max(cfg.explain_depth, len(snap.line) + 1)), extra=job)
+    result = plan(
+        snap, now, replace(cfg, explain_depth=max(cfg.explain_depth, len(snap.line) + 1)), extra=job
+    )
     for start in result.starts:
         if start.job_id == job.id:
             return start
@@ -233,7 +250,9 @@ class _Cycle:
         # The smallest job in line that needs one node, and the smallest that may span
         # nodes: when neither fits the free GPUs, no job further down the line can start.
         shapes = list(snap.line.shapes()) + ([(extra.gpus, extra.multi_node)] if extra else [])
-        self.smallest_one_node = min((g for g, multi in shapes if not multi and g <= self.largest), default=INF)
+        self.smallest_one_node = min(
+            (g for g, multi in shapes if not multi and g <= self.largest), default=INF
+        )
         self.smallest_spread = min((g for g, multi in shapes if multi or g > self.largest), default=INF)
         self.timeline: Timeline | None = None
         self.reserved = 0
@@ -296,12 +315,21 @@ class _Cycle:
     def start(self, job: Waiting, counts: Counts) -> Allocation:
         alloc = pick_gpus(self.free_idx, counts)
         for node, gpus in alloc.items():
-            self.free_idx[node] = self.free_idx[node][len(gpus):]
+            self.free_idx[node] = self.free_idx[node][len(gpus) :]
             self.free[node] -= len(gpus)
             self.total_free -= len(gpus)
         self.max_free = max(self.free.values(), default=0)
         self.started.append(
-            Running(job.id, job.label, job.user, int(job.priority), counts, self.now, job.time_limit, job.preemptible)
+            Running(
+                job.id,
+                job.label,
+                job.user,
+                int(job.priority),
+                counts,
+                self.now,
+                job.time_limit,
+                job.preemptible,
+            )
         )
         if self.timeline is not None:
             self.timeline.take(self.now, job.time_limit, counts)
@@ -342,29 +370,56 @@ class _Cycle:
         """A reserved job's reason. Like Slurm, it says Resources while it merely waits for
         running jobs to end; it says Reserved once free GPUs are being kept idle for it."""
         enders = sorted(
-            r.label for r in self.holders()
-            if set(r.counts) & set(counts) and not self.is_stopping(r) and abs(max(self.now, r.expected_end) - t) < 1e-6
+            r.label
+            for r in self.holders()
+            if set(r.counts) & set(counts)
+            and not self.is_stopping(r)
+            and abs(max(self.now, r.expected_end) - t) < 1e-6
         )
-        when = f"when {wording.names(enders)} end{'s' if len(enders) == 1 else ''}" if enders else "when GPUs held ahead of it free up"
+        when = (
+            f"when {wording.names(enders)} end{'s' if len(enders) == 1 else ''}"
+            if enders
+            else "when GPUs held ahead of it free up"
+        )
         kept = sum(self.free[n] for n in counts)
         if kept:
-            return Pending(Reason.RESERVED, f"{kept} free GPUs on {wording.where(counts)} are kept for it; "
-                                            f"starts by {wording.clock(t, self.now)} {when}", t)
-        return Pending(Reason.RESOURCES, f"{self.waiting(job).message}; reserved to start by {wording.clock(t, self.now)} {when}", t)
+            return Pending(
+                Reason.RESERVED,
+                f"{kept} free GPUs on {wording.where(counts)} are kept for it; "
+                f"starts by {wording.clock(t, self.now)} {when}",
+                t,
+            )
+        return Pending(
+            Reason.RESOURCES,
+            f"{self.waiting(job).message}; reserved to start by {wording.clock(t, self.now)} {when}",
+            t,
+        )
 
     def waiting(self, job: Waiting) -> Pending:
         """Why a job that neither starts, preempts nor holds a reservation waits."""
         sizes = self.snap.sizes
         if choose_nodes(self.free, sizes, job.gpus, job.multi_node) is not None:
             if self.first_reserved:
-                return Pending(Reason.PRIORITY, f"starting now would delay the reservation of {self.first_reserved}")
+                return Pending(
+                    Reason.PRIORITY, f"starting now would delay the reservation of {self.first_reserved}"
+                )
             return Pending(Reason.PRIORITY, "GPUs are free but kept for jobs ahead of it")
-        return Pending(Reason.RESOURCES, wording.short_of(job, self.free, job.gpus <= max(sizes.values())
-                                                          and not job.multi_node))
+        return Pending(
+            Reason.RESOURCES,
+            wording.short_of(job, self.free, job.gpus <= max(sizes.values()) and not job.multi_node),
+        )
 
 
-def _explain(out: Plan, snap: Snapshot, now: float, cfg: PolicyConfig, fairshare: Mapping[str, float],
-             extra: Waiting | None, state: _Cycle, held_first: Sequence[str]) -> None:
+def _explain(
+    out: Plan,
+    snap: Snapshot,
+    now: float,
+    cfg: PolicyConfig,
+    fairshare: Mapping[str, float],
+    extra: Waiting | None,
+    state: _Cycle,
+    held_first: Sequence[str],
+) -> None:
     """Reasons and estimated starts for the head of the line: a conservative plan on a
     copy of the timeline, each waiting job reserved in turn after the real reservations."""
     started = {s.job_id for s in out.starts}

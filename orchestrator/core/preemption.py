@@ -55,7 +55,11 @@ def victims_for(
     """
     allowed = may_preempt.get(priority, frozenset())
     candidates = sorted(
-        (r for r in running if r.preemptible and not r.stopping and r.priority in allowed and r.priority < priority),
+        (
+            r
+            for r in running
+            if r.preemptible and not r.stopping and r.priority in allowed and r.priority < priority
+        ),
         key=lambda r: (r.priority, -r.started_at, r.id),
     )
     here = choose_nodes(avail, sizes, gpus, multi_node)
@@ -68,8 +72,9 @@ def victims_for(
     return _greedy_then_prune(gpus, multi_node, avail, sizes, candidates)
 
 
-def _one_node(gpus: int, avail: Mapping[str, int], sizes: Mapping[str, int],
-              candidates: list[Running]) -> tuple[list[Running], Counts] | None:
+def _one_node(
+    gpus: int, avail: Mapping[str, int], sizes: Mapping[str, int], candidates: list[Running]
+) -> tuple[list[Running], Counts] | None:
     best: tuple[tuple[int, int, list[tuple[int, float]]], str, list[Running]] | None = None
     for node in sizes:
         have = avail.get(node, 0)
@@ -82,6 +87,7 @@ def _one_node(gpus: int, avail: Mapping[str, int], sizes: Mapping[str, int],
                 have += r.counts[node]
         if have < gpus:
             continue
+
         def frees_enough(vs: list[Running], node: str = node) -> bool:
             return avail.get(node, 0) + sum(v.counts.get(node, 0) for v in vs) >= gpus
 
@@ -96,8 +102,9 @@ def _one_node(gpus: int, avail: Mapping[str, int], sizes: Mapping[str, int],
     return best[2], {best[1]: gpus}
 
 
-def _greedy_then_prune(gpus: int, multi_node: bool, avail: Mapping[str, int], sizes: Mapping[str, int],
-                       candidates: list[Running]) -> tuple[list[Running], Counts] | None:
+def _greedy_then_prune(
+    gpus: int, multi_node: bool, avail: Mapping[str, int], sizes: Mapping[str, int], candidates: list[Running]
+) -> tuple[list[Running], Counts] | None:
     def fits(vs: list[Running]) -> Counts | None:
         freed = dict(avail)
         for v in vs:

@@ -31,7 +31,8 @@ MIN_PREFIX = 4  # shorter is too easy to mistype into someone else's job
 
 @dataclass
 class Stats:
-    """Counters of what the scheduler did since the queue was created (the `stats` of GET /orchestrator/status)."""
+    """Counters of what the scheduler did since the queue was created (the `stats` of
+    GET /orchestrator/status)."""
 
     jobs_scheduled: int = 0
     jobs_completed: int = 0
@@ -249,7 +250,9 @@ class JobQueue:
         # The nodes only: which GPU indices of them the job gets is Ray's to say when its
         # placement is made, and the "running on" event names those (the ones in its
         # CUDA_VISIBLE_DEVICES), so the history never names two sets for one run.
-        where = ", ".join(f"{node} ({len(gpus)} GPU{'s' if len(gpus) != 1 else ''})" for node, gpus in allocation.items())
+        where = ", ".join(
+            f"{node} ({len(gpus)} GPU{'s' if len(gpus) != 1 else ''})" for node, gpus in allocation.items()
+        )
         job = self._move(job_id, Trigger.SCHEDULE, now, reason or f"placed on {where}")
         job.allocation = {node: list(gpus) for node, gpus in allocation.items()}
         return job
@@ -289,8 +292,10 @@ class JobQueue:
 
     def retry(self, job_id: str, now: float) -> Job:
         job = self.get(job_id)
-        reason = "infrastructure failure: retry not counted" if job.infrastructure_failure else (
-            f"auto-retry {job.retries + 1} of {job.spec.max_retries}"
+        reason = (
+            "infrastructure failure: retry not counted"
+            if job.infrastructure_failure
+            else (f"auto-retry {job.retries + 1} of {job.spec.max_retries}")
         )
         return self._move(job_id, Trigger.RETRY, now, reason)
 
@@ -326,8 +331,13 @@ class JobQueue:
         if in_line:
             self.line.add(job)
         job.events.append(
-            Event(time=now, from_state=job.state, to_state=job.state, trigger="reprioritise",
-                  reason=f"priority {old.name} -> {new.name}")
+            Event(
+                time=now,
+                from_state=job.state,
+                to_state=job.state,
+                trigger="reprioritise",
+                reason=f"priority {old.name} -> {new.name}",
+            )
         )
         return job
 
@@ -339,7 +349,9 @@ class JobQueue:
         before = job.state
         was_in_line = before is JobState.QUEUED and job_id not in self.blocked
         job.apply(trigger, now, reason)  # raises before changing anything if illegal
-        self.blocked.discard(job_id)  # out of QUEUED, or back in it: the next cycle blocks it again if need be
+        self.blocked.discard(
+            job_id
+        )  # out of QUEUED, or back in it: the next cycle blocks it again if need be
         if was_in_line:
             self.line.remove(job)
         if job.state is JobState.QUEUED:
@@ -352,4 +364,3 @@ class JobQueue:
         if trigger in _COUNTED:
             setattr(self.stats, _COUNTED[trigger], getattr(self.stats, _COUNTED[trigger]) + 1)
         return job
-

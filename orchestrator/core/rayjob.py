@@ -34,7 +34,11 @@ def node_range(node: str, ips: dict[str, str], base: str, by_node: dict[str, str
     if node in by_node:
         return parse_range(by_node[node])
     lo, hi = parse_range(base)
-    same = sorted(n for n, ip in ips.items() if ip == ips.get(node) and n not in by_node) if node in ips else [node]
+    same = (
+        sorted(n for n, ip in ips.items() if ip == ips.get(node) and n not in by_node)
+        if node in ips
+        else [node]
+    )
     k = same.index(node) if node in same else 0
     return lo + k * (hi - lo + 1), hi + k * (hi - lo + 1)
 
@@ -44,25 +48,52 @@ def block(ports: tuple[int, int], gpus: list[int], per_gpu: int) -> int:
     lo, hi = ports
     first = lo + min(gpus) * per_gpu
     if first + per_gpu - 1 > hi or first + per_gpu - 1 > 65535:
-        raise PortsExhausted(f"no port block for GPU {min(gpus)} in {lo}-{hi} with ray_job_ports_per_gpu={per_gpu}: "
-                             "widen ray_job_ports (one block per GPU of the node)")
+        raise PortsExhausted(
+            f"no port block for GPU {min(gpus)} in {lo}-{hi} with ray_job_ports_per_gpu={per_gpu}: "
+            "widen ray_job_ports (one block per GPU of the node)"
+        )
     return first
 
 
 def plan(site: Config, python: str) -> dict[str, Any]:
     """What the backend needs of the site (a Config) to lay out a Ray job's cluster."""
-    return {"python": python, "ports": site.ray_job_ports, "ports_by_node": site.ray_job_ports_by_node,
-            "per_gpu": site.ray_job_ports_per_gpu}
+    return {
+        "python": python,
+        "ports": site.ray_job_ports,
+        "ports_by_node": site.ray_job_ports_by_node,
+        "per_gpu": site.ray_job_ports_per_gpu,
+    }
 
 
-def nodes(ray_job: dict[str, Any], hellos: list[dict[str, Any]], ips: dict[str, str], capacity: dict[str, int],
-          token: str) -> list[dict[str, Any]]:
+def nodes(
+    ray_job: dict[str, Any],
+    hellos: list[dict[str, Any]],
+    ips: dict[str, str],
+    capacity: dict[str, int],
+    token: str,
+) -> list[dict[str, Any]]:
     """Each rank's part of a Ray job's private cluster (`hellos`: each rank's node, GPU
     indices and address): its role, its port block, the head's address, the token."""
-    blocks = [block(node_range(h["node"], ips, ray_job["ports"], ray_job["ports_by_node"]), h["gpus"],
-                    ray_job["per_gpu"]) for h in hellos]
+    blocks = [
+        block(
+            node_range(h["node"], ips, ray_job["ports"], ray_job["ports_by_node"]),
+            h["gpus"],
+            ray_job["per_gpu"],
+        )
+        for h in hellos
+    ]
     head = f"{hellos[0]['ip']}:{blocks[0]}"
-    return [{"role": "head" if rank == 0 else "worker", "address": head, "ports": blocks[rank],
-             "block": ray_job["per_gpu"], "gpus": len(h["gpus"]), "node_gpus": capacity.get(h["node"], len(h["gpus"])),
-             "nodes": len(hellos), "token": token, "python": ray_job["python"]}
-            for rank, h in enumerate(hellos)]
+    return [
+        {
+            "role": "head" if rank == 0 else "worker",
+            "address": head,
+            "ports": blocks[rank],
+            "block": ray_job["per_gpu"],
+            "gpus": len(h["gpus"]),
+            "node_gpus": capacity.get(h["node"], len(h["gpus"])),
+            "nodes": len(hellos),
+            "token": token,
+            "python": ray_job["python"],
+        }
+        for rank, h in enumerate(hellos)
+    ]

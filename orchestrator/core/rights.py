@@ -39,19 +39,30 @@ def highest_priority(caller: Caller, max_priority: dict[str, str], grants: dict[
     return max(levels)
 
 
-def check_priority(caller: Caller, wanted: Priority, current: Priority | None,
-                   max_priority: dict[str, str], grants: dict[str, str]) -> None:
+def check_priority(
+    caller: Caller,
+    wanted: Priority,
+    current: Priority | None,
+    max_priority: dict[str, str],
+    grants: dict[str, str],
+) -> None:
     """Raise Forbidden unless `caller` may put a job at `wanted` (from `current`, if any)."""
     if current is not None and wanted <= current:
         return  # lowering, or leaving it, is always allowed
     top = highest_priority(caller, max_priority, grants)
     if wanted > top:
-        raise Forbidden("priority", f"you are {caller.user} ({caller.role}): you may use priorities up to "
-                                    f"{top.name}; {wanted.name} needs a grant (priority_grants in the site "
-                                    "config; ask an admin)")
+        raise Forbidden(
+            "priority",
+            f"you are {caller.user} ({caller.role}): you may use priorities up to "
+            f"{top.name}; {wanted.name} needs a grant (priority_grants in the site "
+            "config; ask an admin)",
+        )
 
 
 def check_preemptible(caller: Caller, preemptible: bool, grants: dict[str, str]) -> None:
     if not preemptible and not (caller.admin or caller.user in grants):
-        raise Forbidden("non-preemptible", f"you are {caller.user}: only admins and users with a priority "
-                                           "grant may mark a job preemptible=false")
+        raise Forbidden(
+            "non-preemptible",
+            f"you are {caller.user}: only admins and users with a priority "
+            "grant may mark a job preemptible=false",
+        )

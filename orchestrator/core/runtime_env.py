@@ -38,8 +38,10 @@ if TYPE_CHECKING:  # the site config is only passed through here
 # Ray names uploaded packages gcs://_ray_pkg_<hash>.zip (working_dir, py_modules) or
 # gcs://<wheel file name> (a py_modules wheel).
 PACKAGE_URI = re.compile(r"gcs://[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}\.(zip|whl)")
-PACKAGE_HELP = ("must be a package uploaded to this cluster (gcs://…): `ray job submit --working-dir DIR` and "
-                "`gpuq submit --working-dir DIR` upload one; gpuq fetches nothing from other places")
+PACKAGE_HELP = (
+    "must be a package uploaded to this cluster (gcs://…): `ray job submit --working-dir DIR` and "
+    "`gpuq submit --working-dir DIR` upload one; gpuq fetches nothing from other places"
+)
 SUPPORTED = ("working_dir", "py_modules", "pip", "uv", "env_vars", "excludes")
 REFUSED = {
     "conda": "use pip or uv: gpuq nodes have no conda",
@@ -57,14 +59,18 @@ MAX_EXCLUDES = 256
 PREPARED = ("working_dir", "py_modules", "pip", "uv")
 # pip treats a requirement that ends like an archive as a file to install.
 ARCHIVES = (".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz")
-REQUIREMENT_HELP = ("a requirement is a name with version specifiers (PEP 508), like numpy>=1.26 or "
-                    "torch[cuda]==2.5.1; gpuq installs only from this site's index, so URLs, paths and "
-                    "`name @ url` are not accepted")
+REQUIREMENT_HELP = (
+    "a requirement is a name with version specifiers (PEP 508), like numpy>=1.26 or "
+    "torch[cuda]==2.5.1; gpuq installs only from this site's index, so URLs, paths and "
+    "`name @ url` are not accepted"
+)
 # Ray's client adds its own commit to every runtime env it sends; it means nothing here.
 IGNORED = ("_ray_commit",)
 # The options Ray's own client fills in when a user gave none: taken as "none given".
-RAY_DEFAULT_OPTIONS = {"pip_install_options": [["--disable-pip-version-check", "--no-cache-dir"]],
-                       "uv_pip_install_options": [["--no-cache"]]}
+RAY_DEFAULT_OPTIONS = {
+    "pip_install_options": [["--disable-pip-version-check", "--no-cache-dir"]],
+    "uv_pip_install_options": [["--no-cache"]],
+}
 
 
 class RuntimeEnvError(ValueError):
@@ -104,7 +110,9 @@ def _uri(key: str, v: object) -> str:
 
 def _modules(key: str, v: object) -> list[str]:
     if not isinstance(v, list) or len(v) > MAX_MODULES:
-        raise RuntimeEnvError(key, f"must be a list of at most {MAX_MODULES} packages uploaded to this cluster")
+        raise RuntimeEnvError(
+            key, f"must be a list of at most {MAX_MODULES} packages uploaded to this cluster"
+        )
     return [_uri(key, m) for m in v]
 
 
@@ -116,24 +124,37 @@ def _requirements(key: str, v: object) -> dict[str, Any]:
         v = {k: x for k, x in v.items() if x not in RAY_DEFAULT_OPTIONS.get(k, [])}
         unknown = sorted(set(v) - {"packages", check_key})
         if unknown:
-            raise RuntimeEnvError(key, f"takes packages and {check_key} only ({', '.join(unknown)}: gpuq sets "
-                                       f"{key}'s version and options)")
+            raise RuntimeEnvError(
+                key,
+                f"takes packages and {check_key} only ({', '.join(unknown)}: gpuq sets "
+                f"{key}'s version and options)",
+            )
         packages, checked = v.get("packages"), v.get(check_key, False)
         if not isinstance(checked, bool):
             raise RuntimeEnvError(key, f"{check_key} must be true or false")
     else:
         packages, checked = v, False
     if not isinstance(packages, list) or not 1 <= len(packages) <= MAX_REQUIREMENTS:
-        raise RuntimeEnvError(key, f"must be a list of 1-{MAX_REQUIREMENTS} requirements (as in requirements.txt) "
-                                   "or an object with `packages`")
+        raise RuntimeEnvError(
+            key,
+            f"must be a list of 1-{MAX_REQUIREMENTS} requirements (as in requirements.txt) "
+            "or an object with `packages`",
+        )
     for i, req in enumerate(packages):
         where = f"{key}[{i}]"
-        if not isinstance(req, str) or not req.strip() or len(req) > MAX_REQUIREMENT_CHARS or not req.isprintable():
-            raise RuntimeEnvError(where, f"each requirement must be printable text of 1-{MAX_REQUIREMENT_CHARS} "
-                                         "characters")
+        if (
+            not isinstance(req, str)
+            or not req.strip()
+            or len(req) > MAX_REQUIREMENT_CHARS
+            or not req.isprintable()
+        ):
+            raise RuntimeEnvError(
+                where, f"each requirement must be printable text of 1-{MAX_REQUIREMENT_CHARS} characters"
+            )
         if req.lstrip().startswith("-"):
-            raise RuntimeEnvError(where, f"{req.split()[0]!r} is an option: options are not accepted, only "
-                                         "requirements")
+            raise RuntimeEnvError(
+                where, f"{req.split()[0]!r} is an option: options are not accepted, only requirements"
+            )
         try:
             parsed = Requirement(req)
         except InvalidRequirement:
@@ -150,13 +171,23 @@ def _env_vars(key: str, v: object) -> dict[str, str]:
 
 
 def _excludes(key: str, v: object) -> list[str]:
-    if not isinstance(v, list) or len(v) > MAX_EXCLUDES or not all(isinstance(p, str) and len(p) <= 1000 for p in v):
+    if (
+        not isinstance(v, list)
+        or len(v) > MAX_EXCLUDES
+        or not all(isinstance(p, str) and len(p) <= 1000 for p in v)
+    ):
         raise RuntimeEnvError(key, f"must be a list of at most {MAX_EXCLUDES} gitignore-style patterns")
     return list(v)
 
 
-_CHECKS = {"working_dir": _uri, "py_modules": _modules, "pip": _requirements, "uv": _requirements,
-           "env_vars": _env_vars, "excludes": _excludes}
+_CHECKS = {
+    "working_dir": _uri,
+    "py_modules": _modules,
+    "pip": _requirements,
+    "uv": _requirements,
+    "env_vars": _env_vars,
+    "excludes": _excludes,
+}
 
 
 def plan(runtime_env: dict[str, Any] | None, owner: str, site: Config) -> dict[str, Any] | None:
@@ -165,9 +196,14 @@ def plan(runtime_env: dict[str, Any] | None, owner: str, site: Config) -> dict[s
     list, and the site's (a Config) settings for making them."""
     if not runtime_env or not any(k in runtime_env for k in PREPARED):
         return None
-    out: dict[str, Any] = {"packages": [], "index_url": site.pip_index_url, "python": site.job_python,
-                 "unpack_limit": site.max_package_unpacked_bytes, "timeout": site.runtime_env_setup_timeout_s,
-                 "keep_s": site.package_keep_s}
+    out: dict[str, Any] = {
+        "packages": [],
+        "index_url": site.pip_index_url,
+        "python": site.job_python,
+        "unpack_limit": site.max_package_unpacked_bytes,
+        "timeout": site.runtime_env_setup_timeout_s,
+        "keep_s": site.package_keep_s,
+    }
     if runtime_env.get("working_dir"):
         uri = runtime_env["working_dir"]
         out["packages"].append({"kind": "working_dir", "uri": uri, "stored": stored_uri(owner, uri)})

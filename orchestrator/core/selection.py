@@ -30,12 +30,17 @@ ACTS_ON = {
 class Selector(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[str] = Field(default_factory=list, max_length=MAX_IDS,
-                           description="job ids (or unique prefixes), ARRAY_INDEX members, or array ids")
+    ids: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_IDS,
+        description="job ids (or unique prefixes), ARRAY_INDEX members, or array ids",
+    )
     array: str | None = Field(default=None, description="every member of this array")
     user: str | None = Field(default=None, description="only this user's jobs")
     states: list[JobState] = Field(default_factory=list, description="only jobs in these states")
-    name: str | None = Field(default=None, min_length=1, description="only jobs whose run id or name starts with this")
+    name: str | None = Field(
+        default=None, min_length=1, description="only jobs whose run id or name starts with this"
+    )
 
     def is_empty(self) -> bool:
         return not (self.ids or self.array or self.user or self.states or self.name)
@@ -44,8 +49,14 @@ class Selector(BaseModel):
 def require_criteria(sel: Selector) -> None:
     """Refuse a selector that names nothing: nobody means "every job" by it."""
     if sel.is_empty():
-        raise InvalidSpec([("selector", "name jobs: ids, array, user, states or name (nothing means no job, "
-                                        "not every job)")])
+        raise InvalidSpec(
+            [
+                (
+                    "selector",
+                    "name jobs: ids, array, user, states or name (nothing means no job, not every job)",
+                )
+            ]
+        )
 
 
 def select(queue: JobQueue, sel: Selector) -> list[Job]:
@@ -62,7 +73,12 @@ def select(queue: JobQueue, sel: Selector) -> list[Job]:
     else:
         jobs = list(queue.jobs())
     states = set(sel.states)
-    return [j for j in jobs
-            if (sel.user is None or j.user == sel.user)
-            and (not states or j.state in states)
-            and (sel.name is None or j.spec.run_id.startswith(sel.name) or (j.spec.name or "").startswith(sel.name))]
+    return [
+        j
+        for j in jobs
+        if (sel.user is None or j.user == sel.user)
+        and (not states or j.state in states)
+        and (
+            sel.name is None or j.spec.run_id.startswith(sel.name) or (j.spec.name or "").startswith(sel.name)
+        )
+    ]

@@ -33,15 +33,16 @@ def running_view(job: Job, now: float, stopping: bool = False) -> Running:
 
 
 def snapshot_of(
-    queue: JobQueue, inventory: Inventory, now: float, usage: Mapping[str, float] | None = None,
-    stopping: frozenset[str] = frozenset(), reserved: Sequence[str] = (),
+    queue: JobQueue,
+    inventory: Inventory,
+    now: float,
+    usage: Mapping[str, float] | None = None,
+    stopping: frozenset[str] = frozenset(),
+    reserved: Sequence[str] = (),
 ) -> Snapshot:
     """`stopping`: ids of jobs being stopped whose GPUs are not back yet; `reserved`: the
     jobs that held reservations after the last cycle."""
-    running = [
-        running_view(queue.get(job_id), now, job_id in stopping)
-        for job_id in inventory.jobs()
-    ]
+    running = [running_view(queue.get(job_id), now, job_id in stopping) for job_id in inventory.jobs()]
     return Snapshot(
         sizes=inventory.usable(),
         free=inventory.free(),

@@ -93,7 +93,11 @@ class Timeline:
 
     @classmethod
     def build(
-        cls, now: float, sizes: Mapping[str, int], free: Mapping[str, int], releases: Iterable[tuple[str, float, int]]
+        cls,
+        now: float,
+        sizes: Mapping[str, int],
+        free: Mapping[str, int],
+        releases: Iterable[tuple[str, float, int]],
     ) -> Timeline:
         per_node: dict[str, list[tuple[float, int]]] = {n: [] for n in sizes}
         for node, t, n in releases:
@@ -109,7 +113,9 @@ class Timeline:
         window = {n: tl.min_avail(t, t + duration) for n, tl in self.nodes.items()}
         return choose_nodes(window, self.sizes, gpus, multi_node)
 
-    def earliest(self, t_from: float, gpus: int, duration: float, multi_node: bool = False) -> tuple[float, Counts] | None:
+    def earliest(
+        self, t_from: float, gpus: int, duration: float, multi_node: bool = False
+    ) -> tuple[float, Counts] | None:
         """The earliest start and its placement, or None if the job can never fit."""
         if gpus <= max(self.sizes.values()) and not multi_node:
             # One node: each node's own earliest time; the soonest wins, best fit on ties.

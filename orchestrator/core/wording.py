@@ -18,7 +18,8 @@ def gpus(n: int) -> str:
 
 def unplaceable(job: Waiting, sizes: Mapping[str, int]) -> str:
     shape = "" if job.multi_node or job.gpus > max(sizes.values()) else " on one node"
-    return f"needs {gpus(job.gpus)}{shape}; only {max(sizes.values()) if shape else sum(sizes.values())} in service"
+    have = max(sizes.values()) if shape else sum(sizes.values())
+    return f"needs {gpus(job.gpus)}{shape}; only {have} in service"
 
 
 def short_of(job: Waiting, free: Mapping[str, int], one_node: bool) -> str:

@@ -52,8 +52,11 @@ WORKER_CPUS = os.cpu_count() or 2
 # even if it was only slow, so a false alarm (a raylet that cannot answer for 3 s) costs
 # the jobs on that node a restart elsewhere, as infrastructure failures; never a double
 # run. cluster.yaml sets the same on the production head.
-RAY_HEALTH_CHECK = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
-                    "health_check_failure_threshold": 3}
+RAY_HEALTH_CHECK = {
+    "health_check_period_ms": 1000,
+    "health_check_timeout_ms": 1000,
+    "health_check_failure_threshold": 3,
+}
 
 
 def ray_bin() -> str:
@@ -135,11 +138,17 @@ def start_ray(simulate: bool | None = None, client_port: int | None = None) -> d
     """Start the head and its GPU nodes; returns what was started. Ray Client only
     with `client_port` (the site's ray_client_port)."""
     if _port_open(HEAD_PORT):
-        raise RuntimeError(f"something already listens on port {HEAD_PORT}: is gpuq up already? (gpuq down stops it)")
+        raise RuntimeError(
+            f"something already listens on port {HEAD_PORT}: is gpuq up already? (gpuq down stops it)"
+        )
     gpus = real_gpu_count()
     simulate = gpus == 0 if simulate is None else simulate
-    common = ["--disable-usage-stats", "--include-dashboard=false", f"--object-store-memory={OBJECT_STORE_BYTES}",
-              *([f"--ray-client-server-port={client_port}"] if client_port else [])]
+    common = [
+        "--disable-usage-stats",
+        "--include-dashboard=false",
+        f"--object-store-memory={OBJECT_STORE_BYTES}",
+        *([f"--ray-client-server-port={client_port}"] if client_port else []),
+    ]
     health = {f"RAY_{k}": str(v) for k, v in RAY_HEALTH_CHECK.items()}  # read by the head's GCS
     nodes: dict[str, int] = {}
     if simulate:
@@ -149,8 +158,15 @@ def start_ray(simulate: bool | None = None, client_port: int | None = None) -> d
             nodes[name] = 8
     else:
         name = socket.gethostname()
-        _ray_start("--head", f"--port={HEAD_PORT}", f"--num-gpus={gpus}", f"--resources={json.dumps({name: 1})}",
-                   f"--labels=gmi/node={name}", *common, env=health)
+        _ray_start(
+            "--head",
+            f"--port={HEAD_PORT}",
+            f"--num-gpus={gpus}",
+            f"--resources={json.dumps({name: 1})}",
+            f"--labels=gmi/node={name}",
+            *common,
+            env=health,
+        )
         nodes[name] = gpus
     started = {"address": address(), "simulated": simulate, "nodes": nodes, "started_at": time.time()}
     state_file().parent.mkdir(parents=True, exist_ok=True)
@@ -162,11 +178,17 @@ def start_simulated_node(name: str) -> None:
     """A worker raylet on this host that is the simulated 8-GPU node `name`."""
     base = 52000 + 10 * SIMULATED_NODES.index(name)  # each raylet on this host needs its own ports
     _ray_start(
-        f"--address={address()}", f"--num-cpus={WORKER_CPUS}", "--num-gpus=8",
-        f"--resources={json.dumps({name: 1})}", f"--labels=gmi/node={name}",
-        f"--dashboard-agent-listen-port={base}", f"--dashboard-agent-grpc-port={base + 1}",
-        f"--metrics-export-port={base + 2}", f"--runtime-env-agent-port={base + 3}",
-        f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats",
+        f"--address={address()}",
+        f"--num-cpus={WORKER_CPUS}",
+        "--num-gpus=8",
+        f"--resources={json.dumps({name: 1})}",
+        f"--labels=gmi/node={name}",
+        f"--dashboard-agent-listen-port={base}",
+        f"--dashboard-agent-grpc-port={base + 1}",
+        f"--metrics-export-port={base + 2}",
+        f"--runtime-env-agent-port={base + 3}",
+        f"--object-store-memory={OBJECT_STORE_BYTES}",
+        "--disable-usage-stats",
     )
 
 
@@ -196,8 +218,10 @@ def start_inprocess_cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False,
-                                                                _system_config=RAY_HEALTH_CHECK))
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False, _system_config=RAY_HEALTH_CHECK),
+    )
     for name in SIMULATED_NODES:
         add_simulated_node(cluster, name)
     ray.init(address=cluster.address, namespace="gpuq", log_to_driver=False, logging_level="ERROR")
@@ -227,7 +251,9 @@ def wait_for_nodes(expected: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while len(discover_nodes()) < expected:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(discover_nodes())} of {expected} GPU nodes joined; see `ray status`")
+            raise RuntimeError(
+                f"only {len(discover_nodes())} of {expected} GPU nodes joined; see `ray status`"
+            )
         time.sleep(0.5)
     assert ray.is_initialized()
 
@@ -243,7 +269,11 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
     site = Config.model_validate(config or {})
     if attach:
         connect(attach)
-        started = {"address": attach, "simulated": False, "nodes": {n: i.gpus for n, i in discover_nodes().items()}}
+        started = {
+            "address": attach,
+            "simulated": False,
+            "nodes": {n: i.gpus for n, i in discover_nodes().items()},
+        }
     else:
         if _port_open(HEAD_PORT) and state_file().exists():  # up already: repair and upgrade, touch no job
             started = json.loads(state_file().read_text())
@@ -260,13 +290,21 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
     from serve_app.auth import ensure_admin_token, tokens_path
 
     started["admin_token_file"] = str(ensure_admin_token())
-    started["api"] = deploy(site.api_host, site.api_port, str(tokens_path()), site.api_auth_reads,
-                            {"unix_users": site.unix_users, "allow_shared_account": site.allow_shared_account,
-                             "allowed_system_accounts": site.allowed_system_accounts,
-                             "max_package_bytes": site.max_package_bytes,
-                             "max_package_unpacked_bytes": site.max_package_unpacked_bytes,
-                             "ray_jobs_api_ray": site.ray_jobs_api_ray,
-                             **{k: getattr(site, k) for k in ADMISSION_KEYS}})
+    started["api"] = deploy(
+        site.api_host,
+        site.api_port,
+        str(tokens_path()),
+        site.api_auth_reads,
+        {
+            "unix_users": site.unix_users,
+            "allow_shared_account": site.allow_shared_account,
+            "allowed_system_accounts": site.allowed_system_accounts,
+            "max_package_bytes": site.max_package_bytes,
+            "max_package_unpacked_bytes": site.max_package_unpacked_bytes,
+            "ray_jobs_api_ray": site.ray_jobs_api_ray,
+            **{k: getattr(site, k) for k in ADMISSION_KEYS},
+        },
+    )
     started["install"] = install_mode()
     from orchestrator.head.jobpython import resolve
     from orchestrator.node import cgroups
@@ -301,4 +339,3 @@ def down() -> bool:
     subprocess.run([ray_bin(), "stop"], capture_output=True, env={**os.environ, **ray_env()})
     state_file().unlink(missing_ok=True)
     return True
-

@@ -20,7 +20,9 @@ def main() -> int:
     from ray.scripts import scripts
 
     if not any(a.startswith("--ray-client-server-port") for a in sys.argv[1:]):
-        scripts.get_ray_client_dependency_error = lambda: ImportError("Ray Client is off (gpuq: ray_client_port)")
+        scripts.get_ray_client_dependency_error = lambda: ImportError(
+            "Ray Client is off (gpuq: ray_client_port)"
+        )
     sys.argv[0] = "ray"
     return scripts.main()
 

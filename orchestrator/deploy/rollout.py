@@ -66,8 +66,11 @@ def _retire(timeout: float = 60.0) -> None:
     from orchestrator.node.agent import AGENT_PREFIX
 
     def named(prefixes):
-        return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                if a["namespace"] == NAMESPACE and a["name"].startswith(prefixes)]
+        return [
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == NAMESPACE and a["name"].startswith(prefixes)
+        ]
 
     deadline = time.monotonic() + timeout
     for prefixes in ((ORCHESTRATOR_NAME,), (AGENT_PREFIX,)):

@@ -17,10 +17,35 @@ from orchestrator.head.service import OrchestratorService
 # What callers may ask of the actor (the API, `gpuq up`, the tests); every one is a
 # method of the service's requests part (head/requests.py). Its other parts (launches,
 # the loop, the journal...) are not reachable through Ray.
-PUBLIC = ("submit", "cancel", "hold", "release", "set_priority", "get_job", "list_jobs", "queue_view", "logs",
-          "status", "resources", "history", "metrics_text", "usage_report", "fleet_events", "audit_trail",
-          "drain", "undrain", "inject", "set_starts", "record", "ping", "pid", "package_exists", "package_put", "bulk",
-          "webhook_deliveries")
+PUBLIC = (
+    "submit",
+    "cancel",
+    "hold",
+    "release",
+    "set_priority",
+    "get_job",
+    "list_jobs",
+    "queue_view",
+    "logs",
+    "status",
+    "resources",
+    "history",
+    "metrics_text",
+    "usage_report",
+    "fleet_events",
+    "audit_trail",
+    "drain",
+    "undrain",
+    "inject",
+    "set_starts",
+    "record",
+    "ping",
+    "pid",
+    "package_exists",
+    "package_put",
+    "bulk",
+    "webhook_deliveries",
+)
 
 
 class _Orchestrator:
@@ -54,7 +79,10 @@ def start_orchestrator(config: dict | None = None, code: str | None = None):
     """Create the orchestrator if it does not exist yet; return its handle. `code`
     (rollout.code_version) puts it in a fresh worker process of its own."""
     return Orchestrator.options(
-        name=ORCHESTRATOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        name=ORCHESTRATOR_NAME,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
         scheduling_strategy=NodeAffinitySchedulingStrategy(head_node_id(), soft=False),
         **({"runtime_env": {"env_vars": {"GPUQ_CODE_VERSION": code}}} if code else {}),
     ).remote(config or {})

@@ -30,7 +30,12 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 
 import ray
-from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
+from ray.util.placement_group import (
+    PlacementGroup,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from orchestrator.core import rayjob
@@ -43,7 +48,6 @@ from orchestrator.node.launchspec import LaunchSpec
 from orchestrator.node.runner import Runner, rendezvous_env
 
 log = logging.getLogger("gpuq.backend")
-
 
 
 class AgentRefused(Exception):
@@ -68,8 +72,15 @@ class PlacementSlot:
 
 
 class RayBackend(Quarantine):
-    def __init__(self, data_root: str, cluster_id: str, placement_timeout_s: float, slot_idle_s: float = 60.0,
-                 warm_slots_per_node: int = 0, scratch: str | None = None):
+    def __init__(
+        self,
+        data_root: str,
+        cluster_id: str,
+        placement_timeout_s: float,
+        slot_idle_s: float = 60.0,
+        warm_slots_per_node: int = 0,
+        scratch: str | None = None,
+    ):
         self.data_root = data_root
         self.scratch = scratch
         self.cluster_id = cluster_id
@@ -92,7 +103,10 @@ class RayBackend(Quarantine):
             self.node_ips[name] = info.ip
             if name not in self.agents:
                 self.agents[name] = NodeAgent.options(  # type: ignore[attr-defined]  # a ray.remote class
-                    name=agent_name(name), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+                    name=agent_name(name),
+                    namespace=NAMESPACE,
+                    lifetime="detached",
+                    get_if_exists=True,
                     resources={name: NODE_SHARE},
                 ).remote(name, self.data_root, self.cluster_id, info.gpus, self.telemetry)
                 # An agent left by an earlier orchestrator keeps running: bring it up to date.
@@ -128,7 +142,9 @@ class RayBackend(Quarantine):
 
     # --- slots ----------------------------------------------------------------------
 
-    async def acquire(self, node: str, size: int, prefer: list[int], avoid: AbstractSet[int] = frozenset()) -> PlacementSlot | None:
+    async def acquire(
+        self, node: str, size: int, prefer: list[int], avoid: AbstractSet[int] = frozenset()
+    ) -> PlacementSlot | None:
         """A slot of `size` GPUs on `node`: a parked one if there is one (the planned GPUs
         first; none holding a GPU in `avoid`, those out of service), else a new one,
         after evicting parked slots that Ray would need the GPUs of. None (and nothing
@@ -136,15 +152,24 @@ class RayBackend(Quarantine):
         slot: a runner holds nothing of a job's runtime env."""
         if avoid - {i for n, i in self.held_out if n == node}:
             await self.quarantine({node: set(avoid)}, only=node)  # else Ray may bind one of them
-        parked = [s for s in self.slots.values() if s.parked_at is not None and s.ready and s.node == node
-                  and s.size == size and not set(s.gpus) & avoid]
+        parked = [
+            s
+            for s in self.slots.values()
+            if s.parked_at is not None
+            and s.ready
+            and s.node == node
+            and s.size == size
+            and not set(s.gpus) & avoid
+        ]
         if parked:
             slot = max(parked, key=lambda s: (len(set(s.gpus) & set(prefer)), s.parked_at))
             slot.parked_at = None
             return slot
         held = self._held(node)
-        for old in sorted((s for s in self.slots.values() if s.node == node and s.parked_at is not None),
-                          key=lambda s: s.parked_at or 0.0):
+        for old in sorted(
+            (s for s in self.slots.values() if s.node == node and s.parked_at is not None),
+            key=lambda s: s.parked_at or 0.0,
+        ):
             if held + size <= self.capacity.get(node, size):
                 break
             held -= old.size
@@ -156,12 +181,18 @@ class RayBackend(Quarantine):
         pg = placement_group([{"GPU": float(size), node: NODE_SHARE}], name=name, lifetime="detached")
         # No runtime_env: a user's package on a root worker's PYTHONPATH would run as root.
         runner = Runner.options(  # type: ignore[attr-defined]  # a ray.remote class
-            name=name, namespace=NAMESPACE, lifetime="detached", num_gpus=size, num_cpus=0,
+            name=name,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            num_gpus=size,
+            num_cpus=0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0),
         ).remote(node, self.data_root, self.scratch)
         # Registered at once, so that a warm-up slot still being placed counts as holding its
         # GPUs and can be evicted by a job that needs them.
-        slot = PlacementSlot(name, node, size, pg, runner, parked_at=time.monotonic() if warm else None, ready=False)
+        slot = PlacementSlot(
+            name, node, size, pg, runner, parked_at=time.monotonic() if warm else None, ready=False
+        )
         self.slots[name] = slot
         try:
             # Not pg.ready(): it runs a dummy task in the bundle, which costs a Ray worker of
@@ -180,7 +211,9 @@ class RayBackend(Quarantine):
         Ray workers to boot. A job that needs those GPUs evicts them like any parked slot."""
         creating = []
         for node, n_free in free.items():
-            ones = sum(1 for s in self.slots.values() if s.node == node and s.size == 1 and s.parked_at is not None)
+            ones = sum(
+                1 for s in self.slots.values() if s.node == node and s.size == 1 and s.parked_at is not None
+            )
             held = self._held(node)
             room = min(self.capacity.get(node, 0) - held, self.warm_slots_per_node - ones, n_free)
             creating += [self._create(node, 1, warm=True) for _ in range(max(0, room))]
@@ -189,7 +222,9 @@ class RayBackend(Quarantine):
 
     def _held(self, node: str) -> int:
         """GPUs of `node` that Ray has given to gpuq placement groups (slots and quarantine)."""
-        return sum(s.size for s in self.slots.values() if s.node == node) + sum(1 for n, _ in self.held_out if n == node)
+        return sum(s.size for s in self.slots.values() if s.node == node) + sum(
+            1 for n, _ in self.held_out if n == node
+        )
 
     def park(self, name: str) -> None:
         """The slot's job is over: keep it warm for the next job of its shape."""
@@ -200,7 +235,11 @@ class RayBackend(Quarantine):
             slot.parked_at = time.monotonic()
 
     def discard(self, name_or_slot) -> None:
-        slot = self.slots.pop(name_or_slot, None) if isinstance(name_or_slot, str) else self.slots.pop(name_or_slot.name, None)
+        slot = (
+            self.slots.pop(name_or_slot, None)
+            if isinstance(name_or_slot, str)
+            else self.slots.pop(name_or_slot.name, None)
+        )
         if slot is not None:
             ray.kill(slot.runner, no_restart=True)
             remove_placement_group(slot.pg)
@@ -209,7 +248,9 @@ class RayBackend(Quarantine):
         """Remove slots parked too long, but keep the warm one-GPU slots."""
         now = time.monotonic()
         warm_kept: dict[str, int] = {}
-        for slot in sorted((s for s in self.slots.values() if s.parked_at is not None), key=lambda s: -(s.parked_at or 0.0)):
+        for slot in sorted(
+            (s for s in self.slots.values() if s.parked_at is not None), key=lambda s: -(s.parked_at or 0.0)
+        ):
             if slot.size == 1 and warm_kept.get(slot.node, 0) < self.warm_slots_per_node:
                 warm_kept[slot.node] = warm_kept.get(slot.node, 0) + 1
                 continue
@@ -259,18 +300,27 @@ class RayBackend(Quarantine):
             hellos = await asyncio.gather(*(r.hello.remote() for r in runners))
         nnodes, world = len(runners), sum(len(h["gpus"]) for h in hellos)
         # One token per attempt, made here and never stored: the cluster's alone.
-        nodes = (rayjob.nodes(ray_job, hellos, self.node_ips, self.capacity, secrets.token_hex(32)) if ray_job
-                 else [None] * nnodes)
+        nodes = (
+            rayjob.nodes(ray_job, hellos, self.node_ips, self.capacity, secrets.token_hex(32))
+            if ray_job
+            else [None] * nnodes
+        )
         calls = []
         for rank, (runner, hello) in enumerate(zip(runners, hellos, strict=True)):
             env: dict[str, str] = {
                 **spec.env,
-                "GPUQ_CLUSTER": self.cluster_id, "GPUQ_NODE": str(hello["node"]), "GPUQ_NODE_RANK": str(rank),
-                "GPUQ_NNODES": str(nnodes), "GPUQ_NUM_GPUS": str(len(hello["gpus"])), "GPUQ_WORLD_SIZE": str(world),
+                "GPUQ_CLUSTER": self.cluster_id,
+                "GPUQ_NODE": str(hello["node"]),
+                "GPUQ_NODE_RANK": str(rank),
+                "GPUQ_NNODES": str(nnodes),
+                "GPUQ_NUM_GPUS": str(len(hello["gpus"])),
+                "GPUQ_WORLD_SIZE": str(world),
                 # GPU indices mean the same to CUDA as to NVML (and so to gpuq's health checks).
                 "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                 # torchrun reads these (and its PET_* equivalents) across the bundles.
-                "NODE_RANK": str(rank), "PET_NNODES": str(nnodes), "PET_NODE_RANK": str(rank),
+                "NODE_RANK": str(rank),
+                "PET_NNODES": str(nnodes),
+                "PET_NODE_RANK": str(rank),
                 "PET_NPROC_PER_NODE": str(len(hello["gpus"])),
                 **(rendezvous_env(master) if master else {}),
             }

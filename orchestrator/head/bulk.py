@@ -43,9 +43,24 @@ class JobStops(Protocol):
 
 
 class Bulk:
-    def __init__(self, *, queue: JobQueue, site: Config, clock: Callable[[], float], journal: Journal,
-                 jobs: JobStops, tasks: Tasks):
-        self.queue, self.site, self.clock, self.journal, self.jobs, self.tasks = queue, site, clock, journal, jobs, tasks
+    def __init__(
+        self,
+        *,
+        queue: JobQueue,
+        site: Config,
+        clock: Callable[[], float],
+        journal: Journal,
+        jobs: JobStops,
+        tasks: Tasks,
+    ):
+        self.queue, self.site, self.clock, self.journal, self.jobs, self.tasks = (
+            queue,
+            site,
+            clock,
+            journal,
+            jobs,
+            tasks,
+        )
 
     async def run(self, action: str, selector: dict, by: Caller | None = None, priority=None) -> dict:
         """Apply `action` (cancel, hold, release, priority) to the jobs `selector` names."""
@@ -59,8 +74,11 @@ class Bulk:
         require_criteria(sel)  # before the caller's own name is added to it: {} must not mean "all mine"
         if by is not None and not by.admin:
             if sel.user not in (None, by.user):
-                raise Forbidden("admin", f"you are {by.user}: you may act on your own jobs only (only an admin may "
-                                         f"select {sel.user}'s)")
+                raise Forbidden(
+                    "admin",
+                    f"you are {by.user}: you may act on your own jobs only (only an admin may "
+                    f"select {sel.user}'s)",
+                )
             if not (sel.ids or sel.array):  # filters alone mean "my jobs that match", as scancel's do
                 sel = sel.model_copy(update={"user": by.user})
         level = None
@@ -84,8 +102,13 @@ class Bulk:
         if changed:
             await self.journal.save(changed, audit=[audit_row(now, by, action, changed, sel, level)])
             self.tasks.wake()
-        return {"action": action, "matched": len(changed) + sum(left.values()), "changed": len(changed),
-                "unchanged": dict(left), "job_ids": [j.id for j in changed[:SHOWN]]}
+        return {
+            "action": action,
+            "matched": len(changed) + sum(left.values()),
+            "changed": len(changed),
+            "unchanged": dict(left),
+            "job_ids": [j.id for j in changed[:SHOWN]],
+        }
 
     def _act(self, action: str, job: Job, now: float, level: Priority | None, by: Caller | None) -> Job:
         who = f" by {by.user}" if by else ""
@@ -105,8 +128,14 @@ class Bulk:
         return job
 
 
-def audit_row(at: float, by: Caller | None, action: str, jobs: list[Job], sel: Selector,
-              level: Priority | None) -> tuple:
-    detail = {"count": len(jobs), "selector": sel.model_dump(exclude_defaults=True, mode="json"),
-              "first": jobs[0].id, "last": jobs[-1].id, **({"priority": level.name} if level else {})}
+def audit_row(
+    at: float, by: Caller | None, action: str, jobs: list[Job], sel: Selector, level: Priority | None
+) -> tuple:
+    detail = {
+        "count": len(jobs),
+        "selector": sel.model_dump(exclude_defaults=True, mode="json"),
+        "first": jobs[0].id,
+        "last": jobs[-1].id,
+        **({"priority": level.name} if level else {}),
+    }
     return (at, by.user if by else "service", f"{action} (bulk)", jobs[0].id, detail)

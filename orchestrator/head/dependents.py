@@ -51,8 +51,15 @@ class Dependents:
             conds.append((kind, list(dict.fromkeys(whole))))  # a target named twice is judged once
         named = sum(len(self._members(ref)) for _, refs in conds for ref in refs)
         if named > self.site.max_dependency_jobs:
-            raise InvalidSpec([("dependency", f"stands for {named} jobs (array members counted); the site allows "
-                                              f"{self.site.max_dependency_jobs} (max_dependency_jobs)")])
+            raise InvalidSpec(
+                [
+                    (
+                        "dependency",
+                        f"stands for {named} jobs (array members counted); the site allows "
+                        f"{self.site.max_dependency_jobs} (max_dependency_jobs)",
+                    )
+                ]
+            )
         return spec.model_copy(update={"dependency": dependencies.render(conds)})
 
     def _whole_id(self, ref: str) -> str:
@@ -76,7 +83,9 @@ class Dependents:
                     self.index.add(job.id, self.targets_of(job))
 
     def judge(self, spec: JobSpec) -> dependencies.Verdict:
-        return dependencies.verdict(dependencies.parse(spec.dependency) if spec.dependency else [], self._members)
+        return dependencies.verdict(
+            dependencies.parse(spec.dependency) if spec.dependency else [], self._members
+        )
 
     def _members(self, ref: str) -> list[Job]:
         return self.records.members(ref)
@@ -118,8 +127,9 @@ class Dependents:
                 changed.append(job)
             else:
                 self.queue.block(job_id)
-                self.pending[job_id] = Pending(Reason.DEPENDENCY, verdict.waits_for,
-                                               self._expected_end(verdict.targets, now, last_plan))
+                self.pending[job_id] = Pending(
+                    Reason.DEPENDENCY, verdict.waits_for, self._expected_end(verdict.targets, now, last_plan)
+                )
         return changed
 
     def _expected_end(self, targets: tuple[Job, ...], now: float, last_plan: Plan | None) -> float | None:

@@ -40,8 +40,13 @@ class GroupCommit:
         self.failing: StoreError | None = None
         self.failures = 0  # commits that failed, ever (a metric)
 
-    def save(self, jobs: Iterable[Job], kv: dict[str, object] | None = None, usage: list[tuple] | None = None,
-             audit: list[tuple] | None = None) -> asyncio.Future:
+    def save(
+        self,
+        jobs: Iterable[Job],
+        kv: dict[str, object] | None = None,
+        usage: list[tuple] | None = None,
+        audit: list[tuple] | None = None,
+    ) -> asyncio.Future:
         loop = asyncio.get_event_loop()
         for row in rows_of(jobs):
             self._rows[row[0]] = row
@@ -67,8 +72,13 @@ class GroupCommit:
     async def _flush(self) -> None:
         retry = 0
         while self._pending():
-            rows, kv, usage, audit, waiters = (list(self._rows.values()), dict(self._kv), self._usage, self._audit,
-                                               self._waiters)
+            rows, kv, usage, audit, waiters = (
+                list(self._rows.values()),
+                dict(self._kv),
+                self._usage,
+                self._audit,
+                self._waiters,
+            )
             self._rows, self._kv, self._usage, self._audit, self._waiters = {}, {}, [], [], []
             try:
                 await asyncio.to_thread(self.store.write, rows, kv, usage, audit)

@@ -36,8 +36,13 @@ class History:
 
     def ids_starting(self, prefix: str, limit: int = 6) -> list[str]:
         """Ids that start with `prefix` (a range on the primary key, not a scan)."""
-        return [r[0] for r in self.store.read("SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-                                              (prefix, prefix + "\U0010ffff", limit))]
+        return [
+            r[0]
+            for r in self.store.read(
+                "SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                (prefix, prefix + "\U0010ffff", limit),
+            )
+        ]
 
     def array(self, array_id: str) -> list[Job]:
         """An array's members in the store, by index (a scan: only for an array no
@@ -48,7 +53,9 @@ class History:
     def ended_before(self, cutoff: float, state: JobState | None, user: str | None, limit: int) -> list[Job]:
         """Jobs that ended before `cutoff` (the ones not in memory), newest first."""
         where, args = _ended_before(cutoff, state, user)
-        rows = self.store.read(f"SELECT doc FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ?", (*args, limit))
+        rows = self.store.read(
+            f"SELECT doc FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ?", (*args, limit)
+        )
         return [Job.model_validate_json(r[0]) for r in rows]
 
     def count_before(self, cutoff: float, state: JobState | None, user: str | None) -> int:
@@ -56,7 +63,9 @@ class History:
         return self.store.read(f"SELECT count(*) FROM jobs WHERE {where}", args)[0][0]
 
     def counts_before(self, cutoff: float) -> Counter[JobState]:
-        rows = self.store.read("SELECT state, count(*) FROM jobs WHERE ended_at < ? GROUP BY state", (cutoff,))
+        rows = self.store.read(
+            "SELECT state, count(*) FROM jobs WHERE ended_at < ? GROUP BY state", (cutoff,)
+        )
         return Counter({JobState(state): n for state, n in rows})
 
     def last_seq(self) -> int:
@@ -133,21 +142,35 @@ class Records:
             return self.history.array(ref)
         return [self.find(ref)]
 
-    def page(self, state: JobState | None, user: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
+    def page(
+        self, state: JobState | None, user: str | None, limit: int, offset: int
+    ) -> tuple[list[Job], int]:
         """Newest first, memory and store together: a page of them, and how many in all."""
-        mine = [j for j in self.queue.jobs() if (state is None or j.state is state) and (user is None or j.user == user)]
+        mine = [
+            j
+            for j in self.queue.jobs()
+            if (state is None or j.state is state) and (user is None or j.user == user)
+        ]
         mine.sort(key=lambda j: -j.seq)
-        older = [j for j in self.history.ended_before(self.cutoff, state, user, offset + limit) if j.id not in self.queue]
+        older = [
+            j
+            for j in self.history.ended_before(self.cutoff, state, user, offset + limit)
+            if j.id not in self.queue
+        ]
         merged = heapq.merge(mine, older, key=lambda j: -j.seq)
-        return list(itertools.islice(merged, offset, offset + limit)), \
-            len(mine) + self.history.count_before(self.cutoff, state, user)
+        return list(itertools.islice(merged, offset, offset + limit)), len(mine) + self.history.count_before(
+            self.cutoff, state, user
+        )
 
     def forget(self, now: float, window_s: float, keep: set[str]) -> list[Job]:
         """Ended jobs older than `window_s` leave memory (but those in `keep`); they are
         in the store already (the caller checks that it writes)."""
         cutoff = now - window_s
-        old = [j for j in self.queue.jobs() if j.state.is_terminal and j.id not in keep
-               and j.state_times.get(j.state, now) < cutoff]
+        old = [
+            j
+            for j in self.queue.jobs()
+            if j.state.is_terminal and j.id not in keep and j.state_times.get(j.state, now) < cutoff
+        ]
         for job in old:
             self.queue.evict(job.id)
         self.cutoff = max(self.cutoff, cutoff)

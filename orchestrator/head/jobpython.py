@@ -29,8 +29,11 @@ class JobPython:
     why_not: str = ""  # for a refused Ray job: what to fix
 
 
-FIX = ("run scripts/up with a Python every user may run (PYTHON=/usr/bin/python3.11 scripts/up rebuilds .venv from "
-       "it), or set job_python in the site config to a Python with Ray {version} that every user may run")
+FIX = (
+    "run scripts/up with a Python every user may run (PYTHON=/usr/bin/python3.11 scripts/up rebuilds .venv "
+    "from "
+    "it), or set job_python in the site config to a Python with Ray {version} that every user may run"
+)
 
 
 def resolve(configured: str | None, job_path: str) -> JobPython:
@@ -43,7 +46,9 @@ def resolve(configured: str | None, job_path: str) -> JobPython:
             return JobPython(None, False, f"job_python {configured} is not on the job's PATH; {fix}")
         blocked = _blocked(found)
         return JobPython(found, not blocked, f"job_python {found}: {blocked}; {fix}" if blocked else "")
-    own = str(Path(sys.prefix) / "bin" / "python")  # gpuq's venv (not sys.executable: that is the resolved link)
+    own = str(
+        Path(sys.prefix) / "bin" / "python"
+    )  # gpuq's venv (not sys.executable: that is the resolved link)
     blocked = _blocked(own) or _blocked(sysconfig.get_paths()["purelib"], directory=True)
     if not blocked:
         return JobPython(own, True)

@@ -21,13 +21,19 @@ class Journal:
     def __init__(self, durable: GroupCommit, queue: JobQueue, notifier: Notifier, clock: Callable[[], float]):
         self.durable, self.queue, self.notifier, self.clock = durable, queue, notifier, clock
 
-    def save(self, jobs: list[Job], kv: dict | None = None, usage: list[tuple] | None = None,
-             audit: list[tuple] | None = None) -> asyncio.Future:
+    def save(
+        self,
+        jobs: list[Job],
+        kv: dict | None = None,
+        usage: list[tuple] | None = None,
+        audit: list[tuple] | None = None,
+    ) -> asyncio.Future:
         """Write jobs through to the store; await the result where the next step must not
         happen before the change is durable. `audit` rows (at, who, action, target,
         detail) commit in the same transaction as the change they record."""
-        done = self.durable.save(jobs, kv={"stats": dict(self.queue.stats.__dict__), **(kv or {})}, usage=usage,
-                                 audit=audit)
+        done = self.durable.save(
+            jobs, kv={"stats": dict(self.queue.stats.__dict__), **(kv or {})}, usage=usage, audit=audit
+        )
         self.notifier.jobs_changed(jobs, self.clock())  # queued for delivery; never waits
         done.add_done_callback(_report_failure)
         return done

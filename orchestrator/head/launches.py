@@ -36,12 +36,32 @@ log = logging.getLogger("gpuq.orchestrator")
 
 
 class Launches:
-    def __init__(self, *, site: Config, clock: Callable[[], float], queue: JobQueue, inventory: Inventory,
-                 backend: Backend, journal: Journal, tasks: Tasks, metrics: Metrics, fleet: Fleet,
-                 usage: UsageLedger, accounting: Accounting, job_python: JobPython, job_base_env: dict[str, str],
-                 looks: NodeLooks):
+    def __init__(
+        self,
+        *,
+        site: Config,
+        clock: Callable[[], float],
+        queue: JobQueue,
+        inventory: Inventory,
+        backend: Backend,
+        journal: Journal,
+        tasks: Tasks,
+        metrics: Metrics,
+        fleet: Fleet,
+        usage: UsageLedger,
+        accounting: Accounting,
+        job_python: JobPython,
+        job_base_env: dict[str, str],
+        looks: NodeLooks,
+    ):
         self.site, self.clock, self.queue, self.inventory = site, clock, queue, inventory
-        self.backend, self.journal, self.tasks, self.metrics, self.fleet = backend, journal, tasks, metrics, fleet
+        self.backend, self.journal, self.tasks, self.metrics, self.fleet = (
+            backend,
+            journal,
+            tasks,
+            metrics,
+            fleet,
+        )
         self.usage, self.accounting, self.looks = usage, accounting, looks
         self.job_python, self.job_base_env = job_python, job_base_env
         self.stopping: set[str] = set()  # jobs told to stop whose GPUs are not back yet
@@ -57,7 +77,9 @@ class Launches:
             for name in job.slots.get(attempt, []):
                 self.backend.discard(name)
             self.give_back(job)
-            if job.state is JobState.SCHEDULED:  # its start was never stored, nothing reached Ray: back in line
+            if (
+                job.state is JobState.SCHEDULED
+            ):  # its start was never stored, nothing reached Ray: back in line
                 self.carry_out(lifecycle.not_started(self.queue, job, f"not started: {e}", self.clock()))
             else:
                 self.carry_out(lifecycle.launch_failed(self.queue, job, str(e), self.clock()))
@@ -79,10 +101,13 @@ class Launches:
                     self.backend.park(name)
                 evicted = self.evicting.get(job.id)  # its node went down or its GPUs left service
                 self.give_back(job)
-                self.carry_out(lifecycle.not_started(self.queue, job, f"{evicted}; back in line", self.clock())
-                               if evicted else
-                               lifecycle.placement_timed_out(self.queue, job, self.site.placement_timeout_s,
-                                                             self.clock()))
+                self.carry_out(
+                    lifecycle.not_started(self.queue, job, f"{evicted}; back in line", self.clock())
+                    if evicted
+                    else lifecycle.placement_timed_out(
+                        self.queue, job, self.site.placement_timeout_s, self.clock()
+                    )
+                )
                 return
         job.slots[attempt] = names
         await self.journal.save([job])  # before anything runs: a restart finds the slots by these names
@@ -93,8 +118,13 @@ class Launches:
         """Run the command as its user's account (accounts.py) in a clean environment, once
         its runtime env is made (the job is ALLOCATING meanwhile); what the runners say, or
         None if the env could not be made (the job failed, the tool's words in its history)."""
-        env = {**job.spec.env, "GPUQ_JOB_ID": job.id, "GPUQ_RUN_ID": job.spec.run_id,
-               "GPUQ_ATTEMPT": str(attempt), "GPUQ_USER": job.spec.user}
+        env = {
+            **job.spec.env,
+            "GPUQ_JOB_ID": job.id,
+            "GPUQ_RUN_ID": job.spec.run_id,
+            "GPUQ_ATTEMPT": str(attempt),
+            "GPUQ_USER": job.spec.user,
+        }
         renv = runtime_env.plan(job.spec.runtime_env, job.user, self.site)
         if renv is not None:
             renv["python"] = self.job_python.path or "python3"
@@ -102,9 +132,20 @@ class Launches:
             raise RuntimeError(f"a Ray job needs a Python every user may run: {self.job_python.why_not}")
         ray_job = rayjob.plan(self.site, self.job_python.path or "python3") if job.spec.ray else None
         try:
-            spec = LaunchSpec(job.id, attempt, job.spec.command, env, job.spec.working_dir, float(job.time_limit),
-                              self.site.stop_grace_s, account_for(job.spec.user, self.site.unix_users),
-                              self.job_base_env, self.site.job_logs_group_readable, renv, self.limits_of(job))
+            spec = LaunchSpec(
+                job.id,
+                attempt,
+                job.spec.command,
+                env,
+                job.spec.working_dir,
+                float(job.time_limit),
+                self.site.stop_grace_s,
+                account_for(job.spec.user, self.site.unix_users),
+                self.job_base_env,
+                self.site.job_logs_group_readable,
+                renv,
+                self.limits_of(job),
+            )
             infos = await self.backend.start(names, spec, ray_job)
         except RuntimeEnvFailed as e:
             for name in names:  # other ranks may be setting up, or running: their runners go
@@ -115,14 +156,22 @@ class Launches:
             self.carry_out(lifecycle.runtime_env_failed(self.queue, job, str(e), self.clock()))
             return None
         for made in (i for i in infos if i.get("setup_s") is not None):
-            job.note(self.clock(), "runtime_env", f"runtime env made on {made['node']} in {made['setup_s']:.1f} s, as "
-                                                  "its user (not counted in the time limit)")
+            job.note(
+                self.clock(),
+                "runtime_env",
+                f"runtime env made on {made['node']} in {made['setup_s']:.1f} s, as "
+                "its user (not counted in the time limit)",
+            )
         return infos
 
     def limits_of(self, job: Job) -> dict:
         """The job's CPU and memory limits per node, else the site's per GPU (runner.rank_limits)."""
-        return {"cpus": job.spec.cpus, "memory": job.spec.memory, "cpus_per_gpu": self.site.default_cpus_per_gpu,
-                "memory_per_gpu": self.site.default_memory_per_gpu}
+        return {
+            "cpus": job.spec.cpus,
+            "memory": job.spec.memory,
+            "cpus_per_gpu": self.site.default_cpus_per_gpu,
+            "memory_per_gpu": self.site.default_memory_per_gpu,
+        }
 
     async def adopt(self, job: Job, attempt: int, infos: list[dict]) -> None:
         """The command runs: record where it really runs, then watch it."""
@@ -130,15 +179,23 @@ class Launches:
         head = next((i["ray_head"] for i in infos if i.get("ray_head")), None)
         if head:
             job.ray_head = head
-            job.note(self.clock(), "ray", f"a Ray program: its own Ray cluster of {len(infos)} node(s), head {head} on "
-                                          f"{infos[0]['node']} (no dashboard); Ray's logs go to ray-logs/ in the "
-                                          "job's folder on each node")
+            job.note(
+                self.clock(),
+                "ray",
+                f"a Ray program: its own Ray cluster of {len(infos)} node(s), head {head} on "
+                f"{infos[0]['node']} (no dashboard); Ray's logs go to ray-logs/ in the "
+                "job's folder on each node",
+            )
         if job.state is JobState.ALLOCATING:
             moved = self.inventory.rebind(job.id, actual)
             for other_id, alloc in moved.items():  # still only planned: their plan follows Ray
                 self.queue.get(other_id).allocation = alloc
-            self.journal.save([self.queue.start(job.id, min(i["started_at"] for i in infos), actual),
-                       *(self.queue.get(o) for o in moved)])
+            self.journal.save(
+                [
+                    self.queue.start(job.id, min(i["started_at"] for i in infos), actual),
+                    *(self.queue.get(o) for o in moved),
+                ]
+            )
             if job.id in self.evicting:  # its GPUs left service while it was being placed
                 self.stop_job(job)
         elif job.state is JobState.CANCELLED:
@@ -148,14 +205,19 @@ class Launches:
     def stop_job(self, job: Job) -> None:
         """TERM, grace, KILL: the supervisor of each bundle does it."""
         self.stopping.add(job.id)
-        self.backend.stop(job.slots.get(job.attempts + (1 if job.state is JobState.ALLOCATING else 0), []),
-                          job.id, job.attempts)
+        self.backend.stop(
+            job.slots.get(job.attempts + (1 if job.state is JobState.ALLOCATING else 0), []),
+            job.id,
+            job.attempts,
+        )
 
     async def monitor(self, job: Job, attempt: int) -> None:
         """Wait for every rank of the attempt to end, then finish the job."""
         names = job.slots.get(attempt, [])
-        waits = {rank: asyncio.ensure_future(self.backend.wait(name, job.id, attempt, rank))
-                 for rank, name in enumerate(names)}
+        waits = {
+            rank: asyncio.ensure_future(self.backend.wait(name, job.id, attempt, rank))
+            for rank, name in enumerate(names)
+        }
         results: dict[int, dict | None] = {}
         pending = set(waits.values())
         ended_first = None  # the rank whose end made gpuq stop the others
@@ -181,7 +243,11 @@ class Launches:
             if res is None:
                 node = job.node_of_rank(attempt, rank)
                 try:
-                    results[rank] = await self.backend.call_agent(node, "read_exit", job.id, attempt, rank) if node else None
+                    results[rank] = (
+                        await self.backend.call_agent(node, "read_exit", job.id, attempt, rank)
+                        if node
+                        else None
+                    )
                 except Exception:
                     results[rank] = None
                 self.backend.discard(names[rank])  # a slot whose runner failed is not reused
@@ -232,8 +298,11 @@ class Launches:
 
     def running_runs(self, now: float) -> list[Run]:
         """Runs still going, counted up to `now` (for usage and its metric)."""
-        return [Run(j.id, j.attempts, j.user, j.gpus, j.state_times[JobState.RUNNING], now)
-                for j in self.queue.jobs() if j.state is JobState.RUNNING and JobState.RUNNING in j.state_times]
+        return [
+            Run(j.id, j.attempts, j.user, j.gpus, j.state_times[JobState.RUNNING], now)
+            for j in self.queue.jobs()
+            if j.state is JobState.RUNNING and JobState.RUNNING in j.state_times
+        ]
 
     def give_back(self, job: Job) -> None:
         """Give the job's GPUs back and forget any stop owed to it."""

@@ -42,10 +42,27 @@ PRUNE_EVERY_S = 6 * 3600  # history past job_retention_days leaves the store thi
 
 
 class SchedulingLoop:
-    def __init__(self, *, site: Config, clock: Callable[[], float], policy: PolicyConfig, queue: JobQueue,
-                 inventory: Inventory, usage: UsageLedger, dependents: Dependents, records: Records,
-                 journal: Journal, launches: Launches, backend: Backend, metrics: Metrics, tasks: Tasks,
-                 watch: GpuWatch, uploads: Uploads, notifier: Notifier, keys: Keys):
+    def __init__(
+        self,
+        *,
+        site: Config,
+        clock: Callable[[], float],
+        policy: PolicyConfig,
+        queue: JobQueue,
+        inventory: Inventory,
+        usage: UsageLedger,
+        dependents: Dependents,
+        records: Records,
+        journal: Journal,
+        launches: Launches,
+        backend: Backend,
+        metrics: Metrics,
+        tasks: Tasks,
+        watch: GpuWatch,
+        uploads: Uploads,
+        notifier: Notifier,
+        keys: Keys,
+    ):
         self.site, self.clock, self.policy, self.queue, self.inventory = site, clock, policy, queue, inventory
         self.usage, self.dependents, self.records, self.journal = usage, dependents, records, journal
         self.launches, self.backend, self.metrics, self.tasks = launches, backend, metrics, tasks
@@ -92,15 +109,24 @@ class SchedulingLoop:
                 self.forget_history()
             if time.monotonic() - last_pruned > PRUNE_EVERY_S:
                 last_pruned = time.monotonic()
-                self.tasks.spawn(asyncio.to_thread(self.records.history.prune,
-                                                   self.clock() - self.site.job_retention_days * 86400))
+                self.tasks.spawn(
+                    asyncio.to_thread(
+                        self.records.history.prune, self.clock() - self.site.job_retention_days * 86400
+                    )
+                )
             await self.tasks.until_woken(self.site.loop_interval_s)
 
     def snapshot(self, now: float) -> Snapshot:
         """What the policy plans on: the line, the GPUs, recent usage, stops under way and
         the reservations kept from the last cycle."""
-        return snapshot_of(self.queue, self.inventory, now, self.usage.snapshot(now),
-                           frozenset(self.launches.stopping), self.reserved)
+        return snapshot_of(
+            self.queue,
+            self.inventory,
+            now,
+            self.usage.snapshot(now),
+            frozenset(self.launches.stopping),
+            self.reserved,
+        )
 
     def cycle(self) -> None:
         """One scheduling cycle: plan on a snapshot, then apply the decisions."""
@@ -117,11 +143,15 @@ class SchedulingLoop:
         # restart the first cycle reserves afresh, as it would have for the head of the line.
         self.reserved = tuple(decided.reservations)
         if self.journal.failing is not None:  # a start must be stored before it reaches Ray
-            decided = decided.stopped(f"no job starts while the job store cannot write: {self.journal.failing}")
+            decided = decided.stopped(
+                f"no job starts while the job store cannot write: {self.journal.failing}"
+            )
         elif not self.starting_jobs:  # starts are stopped: keep the reasons, apply nothing
-            decided = decided.stopped("the site has stopped starting jobs (start_jobs = false)"
-                                      if not self.site.start_jobs else
-                                      "an admin stopped starting jobs (gpuq down --drain, or PUT /orchestrator/starts)")
+            decided = decided.stopped(
+                "the site has stopped starting jobs (start_jobs = false)"
+                if not self.site.start_jobs
+                else "an admin stopped starting jobs (gpuq down --drain, or PUT /orchestrator/starts)"
+            )
         self.queue.record_cycle()
         if explain:
             self._explained_at = time.monotonic()

@@ -46,18 +46,41 @@ class Metrics:
     def __init__(self, webhooks: list[str]):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.queue_wait = Histogram("gpuq_queue_wait_seconds", "Time from entering the queue to being scheduled",
-                                    ["priority"], buckets=WAIT_BUCKETS, registry=r)
-        self.job_run = Histogram("gpuq_job_run_seconds", "Run time of finished job attempts", ["outcome"],
-                                 buckets=RUN_BUCKETS, registry=r)
-        self.cycle = Histogram("gpuq_scheduling_cycle_seconds", "Time of one scheduling cycle (plan and apply)",
-                               buckets=CYCLE_BUCKETS, registry=r)
-        self.decisions = Counter("gpuq_scheduling_decisions_total", "Decisions applied by the scheduling loop",
-                                 ["decision"], registry=r)
-        self.health_events = Counter("gpuq_gpu_health_events_total", "GPUs taken out of service by health checks",
-                                     ["kind"], registry=r)
-        self.webhook_dropped = Counter("gpuq_webhook_dropped_total", "Notifications dropped: the webhook was down "
-                                       "longer than its buffer lasts", ["webhook"], registry=r)
+        self.queue_wait = Histogram(
+            "gpuq_queue_wait_seconds",
+            "Time from entering the queue to being scheduled",
+            ["priority"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.job_run = Histogram(
+            "gpuq_job_run_seconds",
+            "Run time of finished job attempts",
+            ["outcome"],
+            buckets=RUN_BUCKETS,
+            registry=r,
+        )
+        self.cycle = Histogram(
+            "gpuq_scheduling_cycle_seconds",
+            "Time of one scheduling cycle (plan and apply)",
+            buckets=CYCLE_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter(
+            "gpuq_scheduling_decisions_total",
+            "Decisions applied by the scheduling loop",
+            ["decision"],
+            registry=r,
+        )
+        self.health_events = Counter(
+            "gpuq_gpu_health_events_total", "GPUs taken out of service by health checks", ["kind"], registry=r
+        )
+        self.webhook_dropped = Counter(
+            "gpuq_webhook_dropped_total",
+            "Notifications dropped: the webhook was down longer than its buffer lasts",
+            ["webhook"],
+            registry=r,
+        )
         for name in webhooks:
             self.webhook_dropped.labels(name)
         # Every label value a dashboard or alert reads exists from the start (at 0), so a
@@ -97,10 +120,27 @@ def _gauge(name, doc, labels=()):
 class ScrapeCollector:
     """Everything derived from the orchestrator's state, computed when scraped."""
 
-    def __init__(self, *, clock: Callable[[], float], queue: JobQueue, inventory: Inventory, fleet: Fleet,
-                 journal: Journal, accounting: Accounting, running_runs: Callable[[float], list[Run]],
-                 loop_running: Callable[[], bool], started_at: float, set_aside: int):
-        self.clock, self.queue, self.inventory, self.fleet, self.journal = clock, queue, inventory, fleet, journal
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        queue: JobQueue,
+        inventory: Inventory,
+        fleet: Fleet,
+        journal: Journal,
+        accounting: Accounting,
+        running_runs: Callable[[float], list[Run]],
+        loop_running: Callable[[], bool],
+        started_at: float,
+        set_aside: int,
+    ):
+        self.clock, self.queue, self.inventory, self.fleet, self.journal = (
+            clock,
+            queue,
+            inventory,
+            fleet,
+            journal,
+        )
         self.accounting, self.running_runs, self.loop_running = accounting, running_runs, loop_running
         self.started_at, self.set_aside = started_at, set_aside
 
@@ -115,10 +155,17 @@ class ScrapeCollector:
         total, allocated, free = inv.total, inv.allocated_count(), inv.free_count()
         states = {s: 0 for s in GPU_STATES}
         per_gpu_state = _gauge("gpuq_gpu_state", "1 for the GPU's current state", ["node", "gpu", "state"])
-        per_gpu_alloc = _gauge("gpuq_gpu_allocated", "1 if a job holds the GPU; user is its owner", ["node", "gpu", "user"])
-        per_gpu_health = _gauge("gpuq_gpu_healthy", "0 if the GPU is out of service as unhealthy", ["node", "gpu"])
-        per_gpu_idle = _gauge("gpuq_gpu_idle", "1 if allocated but under the idle threshold for the whole window",
-                              ["node", "gpu", "user"])
+        per_gpu_alloc = _gauge(
+            "gpuq_gpu_allocated", "1 if a job holds the GPU; user is its owner", ["node", "gpu", "user"]
+        )
+        per_gpu_health = _gauge(
+            "gpuq_gpu_healthy", "0 if the GPU is out of service as unhealthy", ["node", "gpu"]
+        )
+        per_gpu_idle = _gauge(
+            "gpuq_gpu_idle",
+            "1 if allocated but under the idle threshold for the whole window",
+            ["node", "gpu", "user"],
+        )
         idle = fleet.idle(now)
         for node, slots in inv.nodes.items():
             for slot in slots:
@@ -132,7 +179,9 @@ class ScrapeCollector:
                 per_gpu_alloc.add_metric([*labels, user], 1.0 if slot.job_id else 0.0)
                 per_gpu_health.add_metric(labels, 0.0 if state == "unhealthy" else 1.0)
                 per_gpu_idle.add_metric([*labels, user], 1.0 if (node, slot.index) in idle else 0.0)
-        node_up = _gauge("gpuq_node_up", "1 if the GPU node is up, 0 if it is down (Ray declared it dead)", ["node"])
+        node_up = _gauge(
+            "gpuq_node_up", "1 if the GPU node is up, 0 if it is down (Ray declared it dead)", ["node"]
+        )
         for node in inv.nodes:
             node_up.add_metric([node], 0.0 if node in fleet.down else 1.0)
         yield from (per_gpu_state, per_gpu_alloc, per_gpu_health, per_gpu_idle, node_up)
@@ -141,7 +190,11 @@ class ScrapeCollector:
             ("gpuq_gpus_allocated", allocated, "GPUs held by jobs"),
             ("gpuq_gpus_available", free, "GPUs free to schedule on"),
             ("gpuq_gpus_unhealthy", states["unhealthy"], "GPUs out of service as unhealthy"),
-            ("gpuq_gpus_drained", states["drained"] + states["draining"], "GPUs drained by an admin (draining ones included)"),
+            (
+                "gpuq_gpus_drained",
+                states["drained"] + states["draining"],
+                "GPUs drained by an admin (draining ones included)",
+            ),
             ("gpuq_gpus_down", states["down"], "GPUs of nodes Ray declared dead"),
             ("gpuq_gpus_idle", len(idle), "Allocated GPUs flagged idle"),
         ):
@@ -154,14 +207,22 @@ class ScrapeCollector:
 
         up = _gauge("gpuq_orchestrator_loop_running", "1 while the scheduling loop runs")
         up.add_metric([], 1.0 if self.loop_running() else 0.0)
-        started = _gauge("gpuq_orchestrator_start_time_seconds", "When this orchestrator started (epoch seconds)")
+        started = _gauge(
+            "gpuq_orchestrator_start_time_seconds", "When this orchestrator started (epoch seconds)"
+        )
         started.add_metric([], self.started_at)
-        aside = _gauge("gpuq_store_records_set_aside", "Job records that failed to load at the last start and were "
-                       "set aside (store table set_aside)")
+        aside = _gauge(
+            "gpuq_store_records_set_aside",
+            "Job records that failed to load at the last start and were set aside (store table set_aside)",
+        )
         aside.add_metric([], float(self.set_aside))
-        writable = _gauge("gpuq_store_writable", "0 while the job store cannot commit (a full disk): changes are refused")
+        writable = _gauge(
+            "gpuq_store_writable", "0 while the job store cannot commit (a full disk): changes are refused"
+        )
         writable.add_metric([], 0.0 if self.journal.failing else 1.0)
-        failures = CounterMetricFamily("gpuq_store_write_failures", "Store commits that failed (retried until one works)")
+        failures = CounterMetricFamily(
+            "gpuq_store_write_failures", "Store commits that failed (retried until one works)"
+        )
         failures.add_metric([], float(self.journal.failures))
         yield from (up, started, aside, writable, failures)
 
@@ -173,7 +234,9 @@ class ScrapeCollector:
         yield by_state
 
         depth = _gauge("gpuq_queue_depth", "Queued jobs by priority", ["priority"])
-        wanted = _gauge("gpuq_queue_gpus_requested", "GPUs asked for by queued jobs, by priority", ["priority"])
+        wanted = _gauge(
+            "gpuq_queue_gpus_requested", "GPUs asked for by queued jobs, by priority", ["priority"]
+        )
         wait_now = _gauge("gpuq_queue_wait_now_seconds", "How long the jobs queued now have waited", ["stat"])
         n = {p.name: 0 for p in Priority}
         g = {p.name: 0 for p in Priority}
@@ -185,7 +248,9 @@ class ScrapeCollector:
         for p in Priority:
             depth.add_metric([p.name], float(n[p.name]))
             wanted.add_metric([p.name], float(g[p.name]))
-        smallest = _gauge("gpuq_queue_min_gpus_requested", "The smallest GPU count a queued job asks for (0: none queued)")
+        smallest = _gauge(
+            "gpuq_queue_min_gpus_requested", "The smallest GPU count a queued job asks for (0: none queued)"
+        )
         smallest.add_metric([], float(least))
         yield smallest
         waits = views.queue_wait(queue, now)
@@ -194,26 +259,41 @@ class ScrapeCollector:
         yield from (depth, wanted, wait_now)
 
         s = queue.stats
-        for name, doc in (("jobs_scheduled", "Jobs scheduled"), ("jobs_completed", "Jobs completed"),
-                          ("jobs_failed", "Job attempts failed"), ("scheduling_cycles", "Scheduling cycles run"),
-                          ("jobs_retried", "Automatic retries"), ("jobs_preempted", "Jobs preempted"),
-                          ("jobs_cancelled", "Jobs cancelled")):
+        for name, doc in (
+            ("jobs_scheduled", "Jobs scheduled"),
+            ("jobs_completed", "Jobs completed"),
+            ("jobs_failed", "Job attempts failed"),
+            ("scheduling_cycles", "Scheduling cycles run"),
+            ("jobs_retried", "Automatic retries"),
+            ("jobs_preempted", "Jobs preempted"),
+            ("jobs_cancelled", "Jobs cancelled"),
+        ):
             c = CounterMetricFamily(f"gpuq_{name}", doc)
             c.add_metric([], float(getattr(s, name)))
             yield c
 
-        running = _gauge("gpuq_job_start_time_seconds", "Start of each running job (epoch seconds)",
-                         ["job_id", "run_id", "user", "gpus", "placement"])
+        running = _gauge(
+            "gpuq_job_start_time_seconds",
+            "Start of each running job (epoch seconds)",
+            ["job_id", "run_id", "user", "gpus", "placement"],
+        )
         for job in queue.jobs():
             if job.state is JobState.RUNNING:
-                running.add_metric([job.id, job.spec.run_id, job.user, str(job.gpus), format_allocation(job.allocation)],
-                                   job.state_times.get(JobState.RUNNING, now))
+                running.add_metric(
+                    [job.id, job.spec.run_id, job.user, str(job.gpus), format_allocation(job.allocation)],
+                    job.state_times.get(JobState.RUNNING, now),
+                )
         yield running
 
     def _telemetry(self, fleet):
-        info = _gauge("gpuq_node_telemetry_info", "Where a node's telemetry comes from (source=simulated: not real NVML)",
-                      ["node", "source", "detail"])
-        last = _gauge("gpuq_node_last_report_timestamp_seconds", "When the node last reported telemetry", ["node"])
+        info = _gauge(
+            "gpuq_node_telemetry_info",
+            "Where a node's telemetry comes from (source=simulated: not real NVML)",
+            ["node", "source", "detail"],
+        )
+        last = _gauge(
+            "gpuq_node_last_report_timestamp_seconds", "When the node last reported telemetry", ["node"]
+        )
         fields = {
             "utilization_ratio": ("gpuq_gpu_utilization_ratio", "GPU utilization, 0 to 1"),
             "memory_used_bytes": ("gpuq_gpu_memory_used_bytes", "GPU memory in use"),
@@ -222,7 +302,9 @@ class ScrapeCollector:
             "power_watts": ("gpuq_gpu_power_watts", "GPU power draw"),
         }
         fams = {k: _gauge(name, doc, ["node", "gpu", "source"]) for k, (name, doc) in fields.items()}
-        ecc = CounterMetricFamily("gpuq_gpu_ecc_errors", "Volatile ECC error count", labels=["node", "gpu", "type"])
+        ecc = CounterMetricFamily(
+            "gpuq_gpu_ecc_errors", "Volatile ECC error count", labels=["node", "gpu", "type"]
+        )
         for node, rep in fleet.reports.items():
             info.add_metric([node, rep.source, rep.detail], 1.0)
             last.add_metric([node], rep.at)
@@ -235,8 +317,9 @@ class ScrapeCollector:
                 fams["power_watts"].add_metric(labels, g.power_watts)
                 ecc.add_metric([node, str(g.index), "corrected"], float(g.ecc_corrected))
                 ecc.add_metric([node, str(g.index), "uncorrected"], float(g.ecc_uncorrected))
-        xids = CounterMetricFamily("gpuq_gpu_xid_errors", "XID events since the node agent started",
-                                   labels=["node", "gpu", "xid"])
+        xids = CounterMetricFamily(
+            "gpuq_gpu_xid_errors", "XID events since the node agent started", labels=["node", "gpu", "xid"]
+        )
         for node, rep in fleet.reports.items():
             for g in rep.gpus:
                 for xid, count in g.xids:
@@ -244,8 +327,9 @@ class ScrapeCollector:
         yield from (info, last, *fams.values(), ecc, xids)
 
     def _usage(self, now: float):
-        used = CounterMetricFamily("gpuq_user_gpu_seconds", "GPU-seconds used per user (finished and running runs)",
-                                   labels=["user"])
+        used = CounterMetricFamily(
+            "gpuq_user_gpu_seconds", "GPU-seconds used per user (finished and running runs)", labels=["user"]
+        )
         totals = dict(self.accounting.totals)
         for run in self.running_runs(now):
             totals[run.user] = totals.get(run.user, 0.0) + run.gpu_seconds

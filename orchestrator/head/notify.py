@@ -45,11 +45,20 @@ from orchestrator.core.states import JobState
 log = logging.getLogger("gpuq.notify")
 RECENT = 200  # deliveries kept for admins to read
 # Slurm's --mail-type words, and the events each covers.
-SLURM_TYPES = {"BEGIN": {"started"}, "END": {"completed", "failed", "cancelled"}, "FAIL": {"failed"},
-               "REQUEUE": {"requeued", "preempted"}}
+SLURM_TYPES = {
+    "BEGIN": {"started"},
+    "END": {"completed", "failed", "cancelled"},
+    "FAIL": {"failed"},
+    "REQUEUE": {"requeued", "preempted"},
+}
 SLURM_TYPES["ALL"] = set().union(*SLURM_TYPES.values())
-BY_STATE = {JobState.RUNNING: "started", JobState.COMPLETED: "completed", JobState.FAILED: "failed",
-            JobState.CANCELLED: "cancelled", JobState.PREEMPTED: "preempted"}
+BY_STATE = {
+    JobState.RUNNING: "started",
+    JobState.COMPLETED: "completed",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "cancelled",
+    JobState.PREEMPTED: "preempted",
+}
 
 
 class Refused(Exception):
@@ -119,8 +128,15 @@ class Outbox:
 
 
 class Notifier:
-    def __init__(self, hooks: list[Webhook], buffer: int, retry_for_s: float, on_drop=None,
-                 max_wait_s: float = 30.0, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        hooks: list[Webhook],
+        buffer: int,
+        retry_for_s: float,
+        on_drop=None,
+        max_wait_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ):
         self.hooks = hooks  # each named (Config)
         self.clock = clock  # the service's: when each delivery was made or dropped
         self.retry_for_s, self.max_wait_s = retry_for_s, max_wait_s
@@ -133,8 +149,14 @@ class Notifier:
     @classmethod
     def for_site(cls, site, on_drop, jobs, clock: Callable[[], float] = time.time) -> Notifier:
         """The site's webhooks; `jobs` as loaded (their states are not news)."""
-        notifier = cls(site.webhooks, site.webhook_buffer, site.webhook_retry_for_s, on_drop,
-                       site.webhook_retry_max_wait_s, clock)
+        notifier = cls(
+            site.webhooks,
+            site.webhook_buffer,
+            site.webhook_retry_for_s,
+            on_drop,
+            site.webhook_retry_max_wait_s,
+            clock,
+        )
         notifier.seen(jobs)
         return notifier
 
@@ -168,13 +190,25 @@ class Notifier:
         for hook in self.hooks:
             if not wants(hook, event, job):
                 continue
-            body = {"event": event, "time": now, "delivery": str(uuid.uuid4()), **change,
-                    **({"job": _job_fields(job)} if job else {})}
+            body = {
+                "event": event,
+                "time": now,
+                "delivery": str(uuid.uuid4()),
+                **change,
+                **({"job": _job_fields(job)} if job else {}),
+            }
             dropped = self.queues[hook.name].put(job.user if job else Outbox.SITE, body)
             if dropped is not None:  # that owner's oldest went, and that is said
                 self.on_drop(hook.name)
-                self.recent.append({"webhook": hook.name, "event": dropped["event"], "delivery": dropped["delivery"],
-                                    "result": "dropped: the webhook's buffer was full", "at": self.clock()})
+                self.recent.append(
+                    {
+                        "webhook": hook.name,
+                        "event": dropped["event"],
+                        "delivery": dropped["delivery"],
+                        "result": "dropped: the webhook's buffer was full",
+                        "at": self.clock(),
+                    }
+                )
             self.ready[hook.name].set()
 
     async def _deliver_all(self, hook: Webhook) -> None:
@@ -188,21 +222,35 @@ class Notifier:
                     continue
                 result = await self._deliver(session, hook, body)
                 q.done(body)
-                self.recent.append({"webhook": hook.name, "event": body["event"], "delivery": body["delivery"],
-                                    "result": result, "at": self.clock()})
+                self.recent.append(
+                    {
+                        "webhook": hook.name,
+                        "event": body["event"],
+                        "delivery": body["delivery"],
+                        "result": result,
+                        "at": self.clock(),
+                    }
+                )
 
     async def _deliver(self, session: aiohttp.ClientSession, hook: Webhook, body: dict) -> str:
         data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "X-Gpuq-Event": body["event"],
-                   "X-Gpuq-Delivery": body["delivery"]}
+        headers = {
+            "Content-Type": "application/json",
+            "X-Gpuq-Event": body["event"],
+            "X-Gpuq-Delivery": body["delivery"],
+        }
         secret = os.environ.get(hook.secret_env, "") if hook.secret_env else ""
         if secret:
-            headers["X-Gpuq-Signature"] = "sha256=" + hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+            headers["X-Gpuq-Signature"] = (
+                "sha256=" + hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+            )
         tries = 0
         try:
-            async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.2, max=self.max_wait_s),
-                                               stop=stop_after_delay(self.retry_for_s),
-                                               retry=retry_if_exception_type(Refused)):
+            async for attempt in AsyncRetrying(
+                wait=wait_exponential(multiplier=0.2, max=self.max_wait_s),
+                stop=stop_after_delay(self.retry_for_s),
+                retry=retry_if_exception_type(Refused),
+            ):
                 with attempt:
                     tries += 1
                     try:
@@ -219,7 +267,16 @@ class Notifier:
 
 def _job_fields(job: Job) -> dict:
     """What a notice says of a job: its shape and outcome, never its command or env."""
-    return {"id": job.id, "run_id": job.spec.run_id, "name": job.spec.name, "user": job.user,
-            "state": job.state.value, "gpu_count": job.gpus, "priority": job.priority.name,
-            "attempts": job.attempts, "exit_code": job.exit_code, "failure_reason": job.failure_reason,
-            "array_id": job.array_id}
+    return {
+        "id": job.id,
+        "run_id": job.spec.run_id,
+        "name": job.spec.name,
+        "user": job.user,
+        "state": job.state.value,
+        "gpu_count": job.gpus,
+        "priority": job.priority.name,
+        "attempts": job.attempts,
+        "exit_code": job.exit_code,
+        "failure_reason": job.failure_reason,
+        "array_id": job.array_id,
+    }

@@ -33,8 +33,9 @@ class Output:
         self.backend = backend
         self._sizes: dict[tuple[str, int, int], int] = {}  # (job, attempt, rank) -> size of an ended attempt
 
-    async def read(self, job: Job, attempt: int | None, rank: int, offset: int, limit: int, tail: int | None,
-                   raw: bool) -> dict:
+    async def read(
+        self, job: Job, attempt: int | None, rank: int, offset: int, limit: int, tail: int | None, raw: bool
+    ) -> dict:
         """{data, offset, size, exists, attempt, done}. `attempt` None: the job's whole
         text; a number: that attempt's log alone."""
         done = job.state.is_terminal  # before anything is read (see the module's doc)
@@ -56,29 +57,60 @@ class Output:
         data = b""
         for part, local, most in joblog.ranges(parts, offset, max(0, limit)):
             if part.attempt is None:
-                chunk = part.text[local:local + most]
+                chunk = part.text[local : local + most]
             else:
                 chunk = await self._bytes(job, part.attempt, rank, local, most)
             data += chunk
             if len(chunk) < most:
                 break
         known = size if size is not None else offset + len(data)
-        return self._answer(data, offset, known, raw, done and (size is None or offset + len(data) >= size),
-                            max(p.attempt or 0 for p in parts) if parts else 0, exists=bool(parts))
+        return self._answer(
+            data,
+            offset,
+            known,
+            raw,
+            done and (size is None or offset + len(data) >= size),
+            max(p.attempt or 0 for p in parts) if parts else 0,
+            exists=bool(parts),
+        )
 
-    async def _one(self, job: Job, attempt: int, rank: int, offset: int, limit: int, tail: int | None, raw: bool,
-                   done: bool) -> dict:
+    async def _one(
+        self,
+        job: Job,
+        attempt: int,
+        rank: int,
+        offset: int,
+        limit: int,
+        tail: int | None,
+        raw: bool,
+        done: bool,
+    ) -> dict:
         if not 1 <= attempt <= max(1, job.attempts):
-            raise InvalidSpec([("attempt", f"must be between 1 and {job.attempts} (the job's attempts so far)"
-                                           if job.attempts else "the job has not started yet")])
+            raise InvalidSpec(
+                [
+                    (
+                        "attempt",
+                        f"must be between 1 and {job.attempts} (the job's attempts so far)"
+                        if job.attempts
+                        else "the job has not started yet",
+                    )
+                ]
+            )
         self._check_rank(job, attempt, rank)
         node = job.node_of_rank(attempt, rank)
         if node is None:
             return self._answer(b"", offset, 0, raw, done, attempt, exists=False)
         out = await self._agent(node, job, attempt, rank, offset, limit, tail)
         ended = done or attempt < job.attempts
-        return self._answer(out["data"], out["offset"] - len(out["data"]), out["size"], raw,
-                            ended and out["offset"] >= out["size"], attempt, exists=out["exists"])
+        return self._answer(
+            out["data"],
+            out["offset"] - len(out["data"]),
+            out["size"],
+            raw,
+            ended and out["offset"] >= out["size"],
+            attempt,
+            exists=out["exists"],
+        )
 
     async def _parts(self, job: Job, rank: int, done: bool) -> list[joblog.Segment]:
         # One count of attempts for the whole answer: a retry may start while sizes are asked.
@@ -110,15 +142,20 @@ class Output:
             return b""
         return (await self._agent(node, job, attempt, rank, offset, limit, None))["data"]
 
-    async def _agent(self, node: str, job: Job, attempt: int, rank: int, offset: int, limit: int,
-                     tail: int | None) -> dict:
+    async def _agent(
+        self, node: str, job: Job, attempt: int, rank: int, offset: int, limit: int, tail: int | None
+    ) -> dict:
         try:
-            return await self.backend.call_agent(node, "read_log", job.id, attempt, rank, offset, limit, tail, True)
+            return await self.backend.call_agent(
+                node, "read_log", job.id, attempt, rank, offset, limit, tail, True
+            )
         except GpuqError:
             raise
         except Exception as e:  # its agent is gone with its node, or does not answer in time
-            raise LogUnreachable(f"the log of attempt {attempt} is on {node}, which does not answer now "
-                                 f"({type(e).__name__}); try again when it is back") from None
+            raise LogUnreachable(
+                f"the log of attempt {attempt} is on {node}, which does not answer now "
+                f"({type(e).__name__}); try again when it is back"
+            ) from None
 
     @staticmethod
     def _check_rank(job: Job, attempt: int, rank: int) -> None:
@@ -127,8 +164,16 @@ class Output:
             raise InvalidSpec([("rank", f"must be between 0 and {ranks - 1} (the attempt's bundles)")])
 
     @staticmethod
-    def _answer(data: bytes, offset: int, size: int, raw: bool, done: bool, attempt: int, exists: bool) -> dict:
+    def _answer(
+        data: bytes, offset: int, size: int, raw: bool, done: bool, attempt: int, exists: bool
+    ) -> dict:
         if not raw and not done:
-            data = data[:joblog.complete_utf8(data)]  # the rest comes with the next read
-        return {"data": data if raw else data.decode("utf-8", "replace"), "offset": offset + len(data),
-                "size": size, "exists": exists, "attempt": attempt, "done": done}
+            data = data[: joblog.complete_utf8(data)]  # the rest comes with the next read
+        return {
+            "data": data if raw else data.decode("utf-8", "replace"),
+            "offset": offset + len(data),
+            "size": size,
+            "exists": exists,
+            "attempt": attempt,
+            "done": done,
+        }

@@ -12,7 +12,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import ray
-from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
+from ray.util.placement_group import (
+    PlacementGroup,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 
 from orchestrator.head.nodes import NODE_SHARE
 
@@ -28,6 +33,7 @@ class Quarantine:
     _quarantine_lock: asyncio.Lock
 
     if TYPE_CHECKING:
+
         def discard(self, name: str) -> None: ...
 
     async def quarantine(self, wanted: dict[str, set[int]], only: str | None = None) -> None:
@@ -49,7 +55,11 @@ class Quarantine:
             for i in sorted(indices):
                 if (node, i) in self.held_out:
                     continue
-                for slot in [s for s in self.slots.values() if s.node == node and i in s.gpus and s.parked_at is not None]:
+                for slot in [
+                    s
+                    for s in self.slots.values()
+                    if s.node == node and i in s.gpus and s.parked_at is not None
+                ]:
                     self.discard(slot)
                 slots = [s for s in self.slots.values() if s.node == node]
                 if any(not s.ready for s in slots):
@@ -61,13 +71,19 @@ class Quarantine:
                 filler = None
                 if below:
                     # Named, so that a restart removes it if we die before we do (forget_unknown_slots).
-                    filler = placement_group([{"GPU": float(len(below)), node: NODE_SHARE}],
-                                             name=f"{FILLER_PREFIX}{node}", lifetime="detached")
+                    filler = placement_group(
+                        [{"GPU": float(len(below)), node: NODE_SHARE}],
+                        name=f"{FILLER_PREFIX}{node}",
+                        lifetime="detached",
+                    )
                     if not await _placed(filler, self.placement_timeout_s):
                         remove_placement_group(filler)
                         continue
-                pg = placement_group([{"GPU": 1.0, node: NODE_SHARE}], name=f"{QUARANTINE_PREFIX}{node}-{i}",
-                                     lifetime="detached")
+                pg = placement_group(
+                    [{"GPU": 1.0, node: NODE_SHARE}],
+                    name=f"{QUARANTINE_PREFIX}{node}-{i}",
+                    lifetime="detached",
+                )
                 placed = await _placed(pg, self.placement_timeout_s)
                 if filler is not None:
                     remove_placement_group(filler)
@@ -81,7 +97,7 @@ class Quarantine:
         for pg_id, info in placement_group_table().items():
             name = info.get("name", "")
             if name.startswith(QUARANTINE_PREFIX) and info.get("state") == "CREATED":
-                node, _, index = name[len(QUARANTINE_PREFIX):].rpartition("-")
+                node, _, index = name[len(QUARANTINE_PREFIX) :].rpartition("-")
                 self.held_out[(node, int(index))] = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id)))
 
 

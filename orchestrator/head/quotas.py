@@ -32,11 +32,14 @@ class PackageBytes:
             return
         held = self.held_by(user, now)
         if held + size > self.quota:
-            raise OverLimit("max_package_bytes_per_user",
-                            f"{user} holds {format_size(held)} of packages on the cluster and this one is "
-                            f"{format_size(size)}; the site allows {format_size(self.quota)} per user "
-                            "(max_package_bytes_per_user). Packages no job names go "
-                            f"{self.keep_s / 60:.0f} min after their last use", retry_after_s=self.keep_s / 4)
+            raise OverLimit(
+                "max_package_bytes_per_user",
+                f"{user} holds {format_size(held)} of packages on the cluster and this one is "
+                f"{format_size(size)}; the site allows {format_size(self.quota)} per user "
+                "(max_package_bytes_per_user). Packages no job names go "
+                f"{self.keep_s / 60:.0f} min after their last use",
+                retry_after_s=self.keep_s / 4,
+            )
 
     def add(self, user: str, stored: str, size: int, now: float) -> None:
         self._held.setdefault(user, {})[stored] = (size, now + self.keep_s)

@@ -33,7 +33,9 @@ async def recover(launches: Launches) -> None:
     keep: set[str] = set()
     for job in list(launches.queue.jobs()):
         if job.state is JobState.SCHEDULED:
-            launches.carry_out(lifecycle.not_started(launches.queue, job, "orchestrator restarted before launch", now))
+            launches.carry_out(
+                lifecycle.not_started(launches.queue, job, "orchestrator restarted before launch", now)
+            )
             continue
         if job.state not in _HOLDING or not job.allocation:
             continue
@@ -41,7 +43,9 @@ async def recover(launches: Launches) -> None:
         names = job.slots.get(attempt, [])
         alive = [launches.backend.has_runner(n) for n in names]
         if job.state is JobState.ALLOCATING and (len(names) != len(job.allocation) or not all(alive)):
-            launches.carry_out(lifecycle.not_started(launches.queue, job, "orchestrator restarted during placement", now))
+            launches.carry_out(
+                lifecycle.not_started(launches.queue, job, "orchestrator restarted during placement", now)
+            )
             continue
         if job.state is JobState.CANCELLED and not any(alive):
             continue
@@ -66,13 +70,19 @@ async def recover(launches: Launches) -> None:
 
 async def _finish_launch(launches: Launches, job: Job, attempt: int, names: list[str]) -> None:
     try:
-        infos = await launches.start_on(names, job, attempt)  # the same launch again: the runners answer it once
+        infos = await launches.start_on(
+            names, job, attempt
+        )  # the same launch again: the runners answer it once
     except Exception:
         log.exception("recovery: could not finish the launch of %s", job.id)
         for name in names:
             launches.backend.discard(name)
         launches.give_back(job)
-        launches.carry_out(lifecycle.not_started(launches.queue, job, "orchestrator restarted during launch", launches.clock()))
+        launches.carry_out(
+            lifecycle.not_started(
+                launches.queue, job, "orchestrator restarted during launch", launches.clock()
+            )
+        )
         return
     if infos is not None:
         await launches.adopt(job, attempt, infos)

@@ -1,5 +1,6 @@
 """What users and admins ask of the orchestrator: submit, cancel, hold, release,
 priority, job and queue views, logs, status, resources; drains, faults and usage.
+One short method per request of the actor; formatted, that runs over 400 lines.
 
 The actor's public methods forward here (actor.PUBLIC); the parts this is handed do the
 work: launches stop and give back, the watch drains, uploads store packages, the loop
@@ -55,12 +56,40 @@ from orchestrator.head.watch import GpuWatch
 
 
 class Requests:
-    def __init__(self, *, site: Config, clock: Callable[[], float], queue: JobQueue, inventory: Inventory,
-                 accounting: Accounting, journal: Journal, tasks: Tasks, launches: Launches, loop: SchedulingLoop,
-                 dependents: Dependents, bulk: Bulk, records: Records, keys: Keys, uploads: Uploads, watch: GpuWatch,
-                 fleet: Fleet, backend: Backend, store: Store, metrics: Metrics, notifier: Notifier, output: Output,
-                 job_python: JobPython, about: views.About):
-        self.site, self.clock, self.queue, self.inventory, self.accounting = site, clock, queue, inventory, accounting
+    def __init__(
+        self,
+        *,
+        site: Config,
+        clock: Callable[[], float],
+        queue: JobQueue,
+        inventory: Inventory,
+        accounting: Accounting,
+        journal: Journal,
+        tasks: Tasks,
+        launches: Launches,
+        loop: SchedulingLoop,
+        dependents: Dependents,
+        bulk: Bulk,
+        records: Records,
+        keys: Keys,
+        uploads: Uploads,
+        watch: GpuWatch,
+        fleet: Fleet,
+        backend: Backend,
+        store: Store,
+        metrics: Metrics,
+        notifier: Notifier,
+        output: Output,
+        job_python: JobPython,
+        about: views.About,
+    ):
+        self.site, self.clock, self.queue, self.inventory, self.accounting = (
+            site,
+            clock,
+            queue,
+            inventory,
+            accounting,
+        )
         self.journal, self.tasks, self.launches, self.loop = journal, tasks, launches, loop
         self.dependents, self.bulk_actions, self.records, self.keys = dependents, bulk, records, keys
         self.uploads, self.watch, self.fleet, self.backend, self.store = uploads, watch, fleet, backend, store
@@ -110,9 +139,21 @@ class Requests:
             job = self.queue.enqueue(parsed, self.clock())
             job.idempotency_key = idempotency_key
             self.dependents.added([job])
-            await self.journal.save([job], audit=[audit(self.clock(), by, "submit", job.id, user=parsed.user,
-                                                run_id=parsed.run_id, gpus=parsed.gpu_count,
-                                                priority=parsed.priority.name)])
+            await self.journal.save(
+                [job],
+                audit=[
+                    audit(
+                        self.clock(),
+                        by,
+                        "submit",
+                        job.id,
+                        user=parsed.user,
+                        run_id=parsed.run_id,
+                        gpus=parsed.gpu_count,
+                        priority=parsed.priority.name,
+                    )
+                ],
+            )
         except GpuqError:
             if job is not None:
                 self.queue.forget(job.id)  # not stored means not accepted: the caller may retry
@@ -127,27 +168,54 @@ class Requests:
         """Refuse (429) a submit that would pass the user's max_jobs_per_user."""
         have, most = self.queue.live_of(user), self.site.max_jobs_per_user
         if have + count > most:
-            raise OverLimit("max_jobs_per_user", f"{user} has {have} jobs queued or running and this submit adds "
-                            f"{count}; the site allows {most} per user (max_jobs_per_user, array members counted): "
-                            "wait for some to end, or cancel some", retry_after_s=60)
+            raise OverLimit(
+                "max_jobs_per_user",
+                f"{user} has {have} jobs queued or running and this submit adds "
+                f"{count}; the site allows {most} per user (max_jobs_per_user, array members counted): "
+                "wait for some to end, or cancel some",
+                retry_after_s=60,
+            )
 
     def dry_run(self, parsed: JobSpec) -> dict:
         now = self.clock()
         if parsed.dependency and not (verdict := self.dependents.judge(parsed)).met:
-            return {"success": True, "test_only": True, "would_start": False, "estimated_start": None,
-                    "reason": Reason.DEPENDENCY.value, "message": verdict.never or verdict.waits_for}
+            return {
+                "success": True,
+                "test_only": True,
+                "would_start": False,
+                "estimated_start": None,
+                "reason": Reason.DEPENDENCY.value,
+                "message": verdict.never or verdict.waits_for,
+            }
         probe = Job.new(parsed, seq=self.queue.next_seq, now=now, job_id="dry-run")
         answer = dry_run(self.loop.snapshot(now), now, self.loop.policy, probe)
         if isinstance(answer, Start):
-            return {"success": True, "test_only": True, "would_start": True, "estimated_start": now,
-                    "allocation": answer.allocation, "placement": format_allocation(answer.allocation)}
-        return {"success": True, "test_only": True, "would_start": False, "estimated_start": answer.estimated_start,
-                "reason": answer.code.value, "message": answer.message}
+            return {
+                "success": True,
+                "test_only": True,
+                "would_start": True,
+                "estimated_start": now,
+                "allocation": answer.allocation,
+                "placement": format_allocation(answer.allocation),
+            }
+        return {
+            "success": True,
+            "test_only": True,
+            "would_start": False,
+            "estimated_start": answer.estimated_start,
+            "reason": answer.code.value,
+            "message": answer.message,
+        }
 
-    async def submit_array(self, parsed: JobSpec, indices: list[int], key: str | None, by: Caller | None = None) -> dict:
+    async def submit_array(
+        self, parsed: JobSpec, indices: list[int], key: str | None, by: Caller | None = None
+    ) -> dict:
         if (known := await self.keys.claim(parsed.user, key)) is not None:
             first = self.queue.get(known)
-            return {**views.submitted(first, self.queue), "array": {"id": first.array_id, "count": len(indices)}}
+            return {
+                **views.submitted(first, self.queue),
+                "array": {"id": first.array_id, "count": len(indices)},
+            }
         now = self.clock()
         base = parsed.run_id[: 64 - len(str(max(indices))) - 1]
         jobs = []
@@ -155,15 +223,30 @@ class Requests:
         try:
             self.may_queue(parsed.user, len(indices))
             for i in indices:
-                spec = parsed.model_copy(update={"run_id": f"{base}_{i}",
-                                                 "env": {**parsed.env, "GPUQ_ARRAY_INDEX": str(i)}})
+                spec = parsed.model_copy(
+                    update={"run_id": f"{base}_{i}", "env": {**parsed.env, "GPUQ_ARRAY_INDEX": str(i)}}
+                )
                 jobs.append(self.queue.enqueue(spec, now))
                 self.queue.join_array(jobs[-1], array_id, i)
             self.dependents.added(jobs)
             jobs[0].idempotency_key = key
-            await self.journal.save(jobs, audit=[audit(self.clock(), by, "submit", jobs[0].id, user=parsed.user,
-                                               run_id=parsed.run_id, gpus=parsed.gpu_count,
-                                               priority=parsed.priority.name, array=len(jobs), last=jobs[-1].id)])
+            await self.journal.save(
+                jobs,
+                audit=[
+                    audit(
+                        self.clock(),
+                        by,
+                        "submit",
+                        jobs[0].id,
+                        user=parsed.user,
+                        run_id=parsed.run_id,
+                        gpus=parsed.gpu_count,
+                        priority=parsed.priority.name,
+                        array=len(jobs),
+                        last=jobs[-1].id,
+                    )
+                ],
+            )
         except GpuqError:
             for job in jobs:
                 self.queue.forget(job.id)
@@ -172,9 +255,15 @@ class Requests:
             raise
         self.keys.settle(parsed.user, key, jobs[0].id)
         self.tasks.wake()
-        return {**views.submitted(jobs[0], self.queue),
-                "array": {"id": array_id, "count": len(jobs), "indices": [indices[0], indices[-1]],
-                          "job_ids": [j.id for j in jobs]}}
+        return {
+            **views.submitted(jobs[0], self.queue),
+            "array": {
+                "id": array_id,
+                "count": len(jobs),
+                "indices": [indices[0], indices[-1]],
+                "job_ids": [j.id for j in jobs],
+            },
+        }
 
     async def cancel(self, job_id: str, reason: str = "cancelled", by: Caller | None = None) -> dict:
         self.journal.writable()
@@ -182,7 +271,9 @@ class Requests:
         job = self.queue.get(job_id)
         was = job.state
         self.queue.cancel(job_id, self.clock(), reason)
-        await self.journal.save([job], audit=[audit(self.clock(), by, "cancel", job_id, user=job.user, was=was.value)])
+        await self.journal.save(
+            [job], audit=[audit(self.clock(), by, "cancel", job_id, user=job.user, was=was.value)]
+        )
         if was in (JobState.RUNNING, JobState.PREEMPTED):
             self.launches.stop_job(job)
         elif was is JobState.SCHEDULED:
@@ -220,8 +311,14 @@ class Requests:
         if by is not None:
             check_priority(by, priority, was, self.site.max_priority, self.site.priority_grants)
         job = self.queue.set_priority(job_id, priority, self.clock())
-        await self.journal.save([job], audit=[audit(self.clock(), by, "priority", job_id, user=job.user,
-                                                    was=was.name, now=job.priority.name)])
+        await self.journal.save(
+            [job],
+            audit=[
+                audit(
+                    self.clock(), by, "priority", job_id, user=job.user, was=was.name, now=job.priority.name
+                )
+            ],
+        )
         self.tasks.wake()
         return views.job(job, self.queue)
 
@@ -230,14 +327,27 @@ class Requests:
         job_id = job.id
         out = views.job(job, self.queue, detail=True)
         out["idle_gpus"] = self.watch.idle_of(job_id, self.clock())  # held but unused for the idle window
-        pending = self.dependents.pending.get(job_id) or (self.loop.last_plan.pending.get(job_id) if self.loop.last_plan else None)
-        if pending is not None and out["state"] == JobState.QUEUED.value:  # why it waits, as `gpuq queue` says
-            out["pending"] = {"reason": pending.code.value, "message": pending.message,
-                              "estimated_start": pending.estimated_start}
+        pending = self.dependents.pending.get(job_id) or (
+            self.loop.last_plan.pending.get(job_id) if self.loop.last_plan else None
+        )
+        if (
+            pending is not None and out["state"] == JobState.QUEUED.value
+        ):  # why it waits, as `gpuq queue` says
+            out["pending"] = {
+                "reason": pending.code.value,
+                "message": pending.message,
+                "estimated_start": pending.estimated_start,
+            }
         return out
 
-    async def list_jobs(self, state: str | None = None, user: str | None = None, limit: int = 100, offset: int = 0,
-                        detail: bool = False) -> dict:
+    async def list_jobs(
+        self,
+        state: str | None = None,
+        user: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        detail: bool = False,
+    ) -> dict:
         wanted = JobState(state) if state else None
         page, total = self.records.page(wanted, user, limit, offset)
         return views.jobs(page, total, self.queue, limit, offset, detail)
@@ -246,32 +356,59 @@ class Requests:
         return views.line(self.queue, self.loop.last_plan, limit, self.dependents.pending)
 
     async def status(self) -> dict:
-        return views.status(queue=self.queue, inventory=self.inventory, fleet=self.fleet, backend=self.backend,
-                            about=self.about, loop_running=self.backend.connected() and self.loop.running,
-                            starting_jobs=self.loop.starting_jobs, store_error=self.journal.failing, now=self.clock())
+        return views.status(
+            queue=self.queue,
+            inventory=self.inventory,
+            fleet=self.fleet,
+            backend=self.backend,
+            about=self.about,
+            loop_running=self.backend.connected() and self.loop.running,
+            starting_jobs=self.loop.starting_jobs,
+            store_error=self.journal.failing,
+            now=self.clock(),
+        )
 
     async def resources(self) -> dict:
         return views.resources(self.inventory, self.queue, self.fleet, self.watch.nodes, self.clock())
 
     # --- the fleet: drains, health, telemetry, usage ------------------------------------
 
-    async def drain(self, node: str, gpus: list[int] | None, reason: str, by: str, requeue: bool = False) -> dict:
+    async def drain(
+        self, node: str, gpus: list[int] | None, reason: str, by: str, requeue: bool = False
+    ) -> dict:
         """Take GPUs (a whole node by default) out of service, like `scontrol update
         state=drain`: running jobs finish unless `requeue`, nothing new is placed there."""
         self.journal.writable()
         if not isinstance(reason, str) or not reason.strip():
-            raise InvalidSpec([("reason", "is required: say why the GPUs are drained (it is kept in the audit trail)")])
+            raise InvalidSpec(
+                [("reason", "is required: say why the GPUs are drained (it is kept in the audit trail)")]
+            )
         out = self.watch.take_out(node, gpus, "drained", reason.strip(), by, requeue=requeue)
         targets = self.fleet.targets(node, gpus)
-        await self.journal.save([], audit=[audit(self.clock(), Caller(by, "admin"), "drain", node, gpus=targets, reason=reason.strip(),
-                                         requeue=requeue)])
+        await self.journal.save(
+            [],
+            audit=[
+                audit(
+                    self.clock(),
+                    Caller(by, "admin"),
+                    "drain",
+                    node,
+                    gpus=targets,
+                    reason=reason.strip(),
+                    requeue=requeue,
+                )
+            ],
+        )
         return {**out, "gpus": targets}
 
     async def undrain(self, node: str, gpus: list[int] | None, by: str, reason: str = "") -> dict:
         """Put drained or unhealthy GPUs back in service (an admin's call)."""
         self.journal.writable()
         returned = self.watch.put_back(node, gpus, by, reason)
-        await self.journal.save([], audit=[audit(self.clock(), Caller(by, "admin"), "undrain", node, gpus=returned, reason=reason)])
+        await self.journal.save(
+            [],
+            audit=[audit(self.clock(), Caller(by, "admin"), "undrain", node, gpus=returned, reason=reason)],
+        )
         return {"node": node, "returned": returned}
 
     async def inject(self, node: str, fault: str, gpu: int | None = None, value: float | None = None) -> str:
@@ -300,8 +437,9 @@ class Requests:
         """Audit a change made elsewhere (the API's token changes); durable when it returns."""
         await self.journal.save([], audit=[audit(self.clock(), by, action, target, **detail)])
 
-    async def audit_trail(self, limit: int = 100, who: str | None = None, action: str | None = None,
-                          since: float = 0.0) -> list[dict]:
+    async def audit_trail(
+        self, limit: int = 100, who: str | None = None, action: str | None = None, since: float = 0.0
+    ) -> list[dict]:
         return self.store.audit(limit, who, action, since)
 
     async def fleet_events(self, limit: int = 100) -> list[dict]:
@@ -315,14 +453,24 @@ class Requests:
     async def history(self, window_s: float = 3600.0) -> dict:
         """Allocation and measured utilization over the last `window_s` (one point per 10 s)."""
         since = self.clock() - window_s
-        return {"points": [list(p) for p in self.watch.history if p[0] >= since],
-                "telemetry": sorted({r.source for r in self.fleet.reports.values()})}
+        return {
+            "points": [list(p) for p in self.watch.history if p[0] >= since],
+            "telemetry": sorted({r.source for r in self.fleet.reports.values()}),
+        }
 
     async def metrics_text(self) -> bytes:
         return self.metrics.text()
 
-    async def logs(self, job_id: str, attempt: int | None = None, rank: int = 0, offset: int = 0,
-                   limit: int = 65536, tail: int | None = None, raw: bool = False) -> dict:
+    async def logs(
+        self,
+        job_id: str,
+        attempt: int | None = None,
+        rank: int = 0,
+        offset: int = 0,
+        limit: int = 65536,
+        tail: int | None = None,
+        raw: bool = False,
+    ) -> dict:
         """A job's output from `offset`: its whole text (every attempt, in order), or one
         attempt's log; bytes with `raw` (head/output.py)."""
         job = self.records.find(job_id)
@@ -336,8 +484,10 @@ class Requests:
 
     async def webhook_deliveries(self, limit: int = 100) -> dict:
         """Recent notification deliveries, newest first, and what each webhook has waiting."""
-        return {"deliveries": list(self.notifier.recent)[-limit:][::-1],
-                "waiting": {name: len(q) for name, q in self.notifier.queues.items()}}
+        return {
+            "deliveries": list(self.notifier.recent)[-limit:][::-1],
+            "waiting": {name: len(q) for name, q in self.notifier.queues.items()},
+        }
 
     async def ping(self) -> str:
         return "ok"

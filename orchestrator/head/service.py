@@ -89,8 +89,12 @@ class OrchestratorService:
     cluster_id: str
 
     @classmethod
-    def open(cls, config: dict | None = None, backend: Backend | None = None,
-             clock: Callable[[], float] = time.time) -> OrchestratorService:
+    def open(
+        cls,
+        config: dict | None = None,
+        backend: Backend | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> OrchestratorService:
         """Build the parts from the site config and the store, and start them. `backend`:
         where jobs run (RayBackend unless a test passes its fake); `clock`: what "now" is
         for every state change and record."""
@@ -120,11 +124,20 @@ def build(config: dict | None, backend: Backend | None, clock: Callable[[], floa
     site = Config.model_validate(config or {})
     store = Store(site.resolved_store_path())
     if store.migrated_from is not None:
-        log.warning("job store migrated in place from schema %d to %d (the old file is kept beside it as .bak)",
-                    store.migrated_from, store.schema_version)
+        log.warning(
+            "job store migrated in place from schema %d to %d (the old file is kept beside it as .bak)",
+            store.migrated_from,
+            store.schema_version,
+        )
     cluster_id = str(store.get("cluster_id") or uuid.uuid4().hex[:12])
-    backend = backend or RayBackend(site.resolved_data_dir(), cluster_id, site.placement_timeout_s, site.slot_idle_s,
-                                    site.warm_slots_per_node, site.resolved_scratch_dir())
+    backend = backend or RayBackend(
+        site.resolved_data_dir(),
+        cluster_id,
+        site.placement_timeout_s,
+        site.slot_idle_s,
+        site.warm_slots_per_node,
+        site.resolved_scratch_dir(),
+    )
     backend.telemetry = site.telemetry
     now = started_at = clock()
 
@@ -134,8 +147,11 @@ def build(config: dict | None, backend: Backend | None, clock: Callable[[], floa
     saved_fleet = store.get("fleet")
     known = (saved_fleet or {}).get("nodes", {})
     inventory = Inventory.of({**known, **{n: info.gpus for n, info in nodes.items()}})
-    fleet = Fleet(inventory, HealthRules(site.node_silent_after_s, site.idle_utilization, site.idle_window_s),
-                  saved_fleet)
+    fleet = Fleet(
+        inventory,
+        HealthRules(site.node_silent_after_s, site.idle_utilization, site.idle_window_s),
+        saved_fleet,
+    )
     backend.ensure_agents(nodes)
 
     queue = JobQueue()
@@ -158,8 +174,11 @@ def build(config: dict | None, backend: Backend | None, clock: Callable[[], floa
     keys = Keys()  # idempotency keys: one key, one job (idempotency.py)
     for bad in set_aside:  # kept in the store's set_aside table; said where an admin looks
         log.error("job %s could not be loaded and was set aside: %s", bad.job_id, bad.error)
-        fleet.store_event(now, bad.job_id, f"job record could not be loaded and was set aside "
-                                           f"(table set_aside): {bad.error}")
+        fleet.store_event(
+            now,
+            bad.job_id,
+            f"job record could not be loaded and was set aside (table set_aside): {bad.error}",
+        )
     for job in jobs:
         queue.restore(job)
         if job.idempotency_key:
@@ -170,33 +189,133 @@ def build(config: dict | None, backend: Backend | None, clock: Callable[[], floa
     journal = Journal(GroupCommit(store), queue, notifier, clock)
     tasks, looks = Tasks(), NodeLooks()
     # What every job's environment starts from (it inherits nothing of the service's).
-    job_base_env = {"PATH": site.job_path, "LANG": os.environ.get("LANG") or "C.UTF-8",
-                    **({"TZ": os.environ["TZ"]} if os.environ.get("TZ") else {})}
+    job_base_env = {
+        "PATH": site.job_path,
+        "LANG": os.environ.get("LANG") or "C.UTF-8",
+        **({"TZ": os.environ["TZ"]} if os.environ.get("TZ") else {}),
+    }
     # The jobs' Python: a Ray job's `python`, and what runtime-env virtualenvs are made from.
     job_python = jobpython.resolve(site.job_python, site.job_path)
-    launches = Launches(site=site, clock=clock, queue=queue, inventory=inventory, backend=backend, journal=journal,
-                        tasks=tasks, metrics=metrics, fleet=fleet, usage=usage, accounting=accounting, job_python=job_python,
-                        job_base_env=job_base_env, looks=looks)
-    watch = GpuWatch(site=site, clock=clock, queue=queue, inventory=inventory, fleet=fleet, backend=backend,
-                     journal=journal, tasks=tasks, metrics=metrics, notifier=notifier, jobs=launches, nodes=nodes, looks=looks)
+    launches = Launches(
+        site=site,
+        clock=clock,
+        queue=queue,
+        inventory=inventory,
+        backend=backend,
+        journal=journal,
+        tasks=tasks,
+        metrics=metrics,
+        fleet=fleet,
+        usage=usage,
+        accounting=accounting,
+        job_python=job_python,
+        job_base_env=job_base_env,
+        looks=looks,
+    )
+    watch = GpuWatch(
+        site=site,
+        clock=clock,
+        queue=queue,
+        inventory=inventory,
+        fleet=fleet,
+        backend=backend,
+        journal=journal,
+        tasks=tasks,
+        metrics=metrics,
+        notifier=notifier,
+        jobs=launches,
+        nodes=nodes,
+        looks=looks,
+    )
     dependents = Dependents(queue, records, site)
-    uploads = Uploads(site=site, clock=clock, queue=queue, backend=backend, journal=journal, tasks=tasks, quota=quota)
-    loop = SchedulingLoop(site=site, clock=clock, queue=queue, policy=PolicyConfig.from_site(site), inventory=inventory,
-                          usage=usage, dependents=dependents, records=records, journal=journal, launches=launches, backend=backend,
-                          metrics=metrics, tasks=tasks, watch=watch, uploads=uploads, notifier=notifier, keys=keys)
-    about = About(cluster_id, started_at, {"code": code_version(), "config": config_version(config)}, len(set_aside),
-                  loop.policy.name.value, job_python)
+    uploads = Uploads(
+        site=site, clock=clock, queue=queue, backend=backend, journal=journal, tasks=tasks, quota=quota
+    )
+    loop = SchedulingLoop(
+        site=site,
+        clock=clock,
+        queue=queue,
+        policy=PolicyConfig.from_site(site),
+        inventory=inventory,
+        usage=usage,
+        dependents=dependents,
+        records=records,
+        journal=journal,
+        launches=launches,
+        backend=backend,
+        metrics=metrics,
+        tasks=tasks,
+        watch=watch,
+        uploads=uploads,
+        notifier=notifier,
+        keys=keys,
+    )
+    about = About(
+        cluster_id,
+        started_at,
+        {"code": code_version(), "config": config_version(config)},
+        len(set_aside),
+        loop.policy.name.value,
+        job_python,
+    )
     bulk = Bulk(site=site, clock=clock, queue=queue, journal=journal, jobs=launches, tasks=tasks)
-    requests = Requests(site=site, clock=clock, queue=queue, inventory=inventory, accounting=accounting, journal=journal,
-                        tasks=tasks, launches=launches, loop=loop, dependents=dependents, bulk=bulk, records=records,
-                        keys=keys, uploads=uploads, watch=watch, fleet=fleet, backend=backend, store=store, metrics=metrics,
-                        notifier=notifier, output=Output(backend), job_python=job_python, about=about)
-    metrics.read_from(ScrapeCollector(clock=clock, queue=queue, inventory=inventory, fleet=fleet, journal=journal,
-                                      accounting=accounting, running_runs=launches.running_runs,
-                                      loop_running=lambda: loop.running, started_at=started_at,
-                                      set_aside=len(set_aside)))
+    requests = Requests(
+        site=site,
+        clock=clock,
+        queue=queue,
+        inventory=inventory,
+        accounting=accounting,
+        journal=journal,
+        tasks=tasks,
+        launches=launches,
+        loop=loop,
+        dependents=dependents,
+        bulk=bulk,
+        records=records,
+        keys=keys,
+        uploads=uploads,
+        watch=watch,
+        fleet=fleet,
+        backend=backend,
+        store=store,
+        metrics=metrics,
+        notifier=notifier,
+        output=Output(backend),
+        job_python=job_python,
+        about=about,
+    )
+    metrics.read_from(
+        ScrapeCollector(
+            clock=clock,
+            queue=queue,
+            inventory=inventory,
+            fleet=fleet,
+            journal=journal,
+            accounting=accounting,
+            running_runs=launches.running_runs,
+            loop_running=lambda: loop.running,
+            started_at=started_at,
+            set_aside=len(set_aside),
+        )
+    )
     store.save([], kv={"cluster_id": cluster_id, **({"fleet": fleet.saved()} if set_aside else {})})
-    return OrchestratorService(site=site, store=store, journal=journal, queue=queue, inventory=inventory, fleet=fleet,
-                               records=records, accounting=accounting, metrics=metrics, notifier=notifier, tasks=tasks,
-                               launches=launches, watch=watch, loop=loop, uploads=uploads, requests=requests,
-                               backend=backend, cluster_id=cluster_id)
+    return OrchestratorService(
+        site=site,
+        store=store,
+        journal=journal,
+        queue=queue,
+        inventory=inventory,
+        fleet=fleet,
+        records=records,
+        accounting=accounting,
+        metrics=metrics,
+        notifier=notifier,
+        tasks=tasks,
+        launches=launches,
+        watch=watch,
+        loop=loop,
+        uploads=uploads,
+        requests=requests,
+        backend=backend,
+        cluster_id=cluster_id,
+    )

@@ -157,8 +157,10 @@ class Store:
         wants the old release back needs the old file."""
         found = self.schema_version
         if found > SCHEMA_VERSION:
-            raise StoreError(f"the job store at {self.path} has schema version {found}, newer than this gpuq's "
-                             f"{SCHEMA_VERSION}: run the newer gpuq, or restore a backup")
+            raise StoreError(
+                f"the job store at {self.path} has schema version {found}, newer than this gpuq's "
+                f"{SCHEMA_VERSION}: run the newer gpuq, or restore a backup"
+            )
         if found == SCHEMA_VERSION:
             return None
         existing = self._db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'").fetchone()[0]
@@ -173,8 +175,10 @@ class Store:
                     if statement.strip():
                         self._db.execute(statement)
                 if version + 1 >= 2:  # the history table exists from version 2 on
-                    self._db.execute("INSERT OR REPLACE INTO schema_history VALUES (?, ?, ?)",
-                                     (version + 1, time.time(), found))
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO schema_history VALUES (?, ?, ?)",
+                        (version + 1, time.time(), found),
+                    )
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except sqlite3.Error:
@@ -186,8 +190,13 @@ class Store:
         """Write jobs (and counters) in one transaction; raises StoreError if it did not commit."""
         self.write(rows_of(jobs), kv)
 
-    def write(self, rows: list[tuple], kv: dict[str, object] | None = None,
-              usage: list[tuple] | None = None, audit: list[tuple] | None = None) -> None:
+    def write(
+        self,
+        rows: list[tuple],
+        kv: dict[str, object] | None = None,
+        usage: list[tuple] | None = None,
+        audit: list[tuple] | None = None,
+    ) -> None:
         with self._lock:
             self._check_open()
             self._write(rows, kv, usage, audit)
@@ -207,15 +216,22 @@ class Store:
             )
             if usage:
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO usage (job_id, attempt, user, gpus, start, end) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO usage (job_id, attempt, user, gpus, start, end) VALUES (?, ?, ?, "
+                    "?, ?, ?)",
                     usage,
                 )
             if audit:
-                self._db.executemany("INSERT INTO audit (at, who, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-                                     [(at, who, action, target, json.dumps(detail)) for at, who, action, target, detail in audit])
+                self._db.executemany(
+                    "INSERT INTO audit (at, who, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (at, who, action, target, json.dumps(detail))
+                        for at, who, action, target, detail in audit
+                    ],
+                )
             if kv:
                 self._db.executemany(
-                    "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+                    "excluded.value",
                     [(k, json.dumps(v)) for k, v in kv.items()],
                 )
             self._db.execute("COMMIT")
@@ -225,15 +241,20 @@ class Store:
             except sqlite3.Error:
                 pass
             full = isinstance(e, sqlite3.OperationalError) and "full" in str(e)
-            raise StoreError(f"the job store at {self.path} cannot write ({e}"
-                             + ("; its disk is full" if full else "") + ")") from None
+            raise StoreError(
+                f"the job store at {self.path} cannot write ({e}"
+                + ("; its disk is full" if full else "")
+                + ")"
+            ) from None
 
     def load(self, now: float, ended_since: float | None = None) -> tuple[list[Job], list[SetAside]]:
         """Every job that loads, in submission order (with `ended_since`, only those not
         ended before it: live jobs and recent history), and the rows that did not: those
         are moved to the set_aside table (kept as they were, for an admin to look at)."""
-        rows = self.read("SELECT id, seq, doc FROM jobs WHERE ended_at IS NULL OR ended_at >= ? ORDER BY seq",
-                         (float("-inf") if ended_since is None else ended_since,))
+        rows = self.read(
+            "SELECT id, seq, doc FROM jobs WHERE ended_at IS NULL OR ended_at >= ? ORDER BY seq",
+            (float("-inf") if ended_since is None else ended_since,),
+        )
         jobs, bad = [], []
         for job_id, seq, doc in rows:
             try:
@@ -248,8 +269,10 @@ class Store:
     def _set_aside(self, bad: list[SetAside], now: float) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT INTO set_aside (id, seq, doc, error, at) VALUES (?, ?, ?, ?, ?)",
-                                 [(b.job_id, b.seq, b.doc, b.error, now) for b in bad])
+            self._db.executemany(
+                "INSERT INTO set_aside (id, seq, doc, error, at) VALUES (?, ?, ?, ?, ?)",
+                [(b.job_id, b.seq, b.doc, b.error, now) for b in bad],
+            )
             self._db.executemany("DELETE FROM jobs WHERE id = ?", [(b.job_id,) for b in bad])
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
@@ -267,13 +290,15 @@ class Store:
             with self._lock:
                 self._check_open()
                 return self._db.execute(
-                    "SELECT job_id, attempt, user, gpus, start, end FROM usage WHERE end > ? ORDER BY end", (since,)
+                    "SELECT job_id, attempt, user, gpus, start, end FROM usage WHERE end > ? ORDER BY end",
+                    (since,),
                 ).fetchall()
         except sqlite3.Error as e:
             raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
 
-    def audit(self, limit: int = 100, who: str | None = None, action: str | None = None,
-              since: float = 0.0) -> list[dict]:
+    def audit(
+        self, limit: int = 100, who: str | None = None, action: str | None = None, since: float = 0.0
+    ) -> list[dict]:
         """The audit trail, newest first."""
         where, args = ["at >= ?"], [since]  # type: list[str], list[float | str]
         if who:
@@ -286,11 +311,16 @@ class Store:
             with self._lock:
                 self._check_open()
                 rows = self._db.execute(
-                    f"SELECT at, who, action, target, detail FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-                    (*args, limit)).fetchall()  # the WHERE clause is built from fixed strings only
+                    f"SELECT at, who, action, target, detail FROM audit WHERE {' AND '.join(where)} ORDER BY "
+                    "id DESC LIMIT ?",
+                    (*args, limit),
+                ).fetchall()  # the WHERE clause is built from fixed strings only
         except sqlite3.Error as e:
             raise StoreError(f"cannot read the job store at {self.path}: {e}") from None
-        return [{"time": at, "who": w, "action": a, "target": t, "detail": json.loads(d)} for at, w, a, t, d in rows]
+        return [
+            {"time": at, "who": w, "action": a, "target": t, "detail": json.loads(d)}
+            for at, w, a, t, d in rows
+        ]
 
     def read(self, sql: str, args: tuple = ()) -> list[tuple]:
         """Rows of one query (history.py's, by fixed SQL text with parameters)."""
@@ -306,8 +336,10 @@ class Store:
         with self._lock:
             self._check_open()
             try:
-                return self._db.execute("DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE ended_at < ? "
-                                        "LIMIT ?)", (before, batch)).rowcount
+                return self._db.execute(
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE ended_at < ? LIMIT ?)",
+                    (before, batch),
+                ).rowcount
             except sqlite3.Error as e:
                 raise StoreError(f"the job store at {self.path} cannot write ({e})") from None
 
@@ -326,5 +358,14 @@ class Store:
 
 
 def rows_of(jobs: Iterable[Job]) -> list[tuple]:
-    return [(j.id, j.seq, j.state.value, j.user, j.state_times.get(j.state) if j.state.is_terminal else None,
-             j.model_dump_json()) for j in jobs]
+    return [
+        (
+            j.id,
+            j.seq,
+            j.state.value,
+            j.user,
+            j.state_times.get(j.state) if j.state.is_terminal else None,
+            j.model_dump_json(),
+        )
+        for j in jobs
+    ]

@@ -26,8 +26,13 @@ def submitted(job: Job, queue: JobQueue) -> dict:
     return {
         "success": True,
         "job_id": job.id,
-        "job": {"id": job.id, "run_id": job.spec.run_id, "state": job.state.value,
-                "gpu_count": job.spec.gpu_count, "priority": int(job.priority)},
+        "job": {
+            "id": job.id,
+            "run_id": job.spec.run_id,
+            "state": job.state.value,
+            "gpu_count": job.spec.gpu_count,
+            "priority": int(job.priority),
+        },
         "queue_position": queue.position(job.id),
     }
 
@@ -87,18 +92,44 @@ def line(queue: JobQueue, last: Plan | None, limit: int, waiting_on: dict | None
         j = queue.get(jid)
         if j.state is not JobState.QUEUED:
             continue
-        pending = (last.pending.get(jid) if last else None) or Pending(Reason.PRIORITY, "waiting for the next scheduling cycle")
-        out.append({**job(j, queue), "position": len(out) + 1, "reason": pending.code.value,
-                    "message": pending.message, "estimated_start": pending.estimated_start})
+        pending = (last.pending.get(jid) if last else None) or Pending(
+            Reason.PRIORITY, "waiting for the next scheduling cycle"
+        )
+        out.append(
+            {
+                **job(j, queue),
+                "position": len(out) + 1,
+                "reason": pending.code.value,
+                "message": pending.message,
+                "estimated_start": pending.estimated_start,
+            }
+        )
         if len(out) >= limit:
             break
     for jid in list(queue.blocked)[:limit]:  # waiting on other jobs: out of the line (dependents.py)
-        pending = (waiting_on or {}).get(jid) or Pending(Reason.DEPENDENCY, "waits for the jobs it depends on")
-        out.append({**job(queue.get(jid), queue), "position": None, "reason": pending.code.value,
-                    "message": pending.message, "estimated_start": pending.estimated_start})
+        pending = (waiting_on or {}).get(jid) or Pending(
+            Reason.DEPENDENCY, "waits for the jobs it depends on"
+        )
+        out.append(
+            {
+                **job(queue.get(jid), queue),
+                "position": None,
+                "reason": pending.code.value,
+                "message": pending.message,
+                "estimated_start": pending.estimated_start,
+            }
+        )
     held = [j for j in queue.jobs() if j.state is JobState.HELD][:limit]
-    out += [{**job(j, queue), "position": None, "reason": Reason.HELD.value,
-             "message": "held; release it to put it back in line", "estimated_start": None} for j in held]
+    out += [
+        {
+            **job(j, queue),
+            "position": None,
+            "reason": Reason.HELD.value,
+            "message": "held; release it to put it back in line",
+            "estimated_start": None,
+        }
+        for j in held
+    ]
     return {"jobs": out, "total": queue.count(JobState.QUEUED), "held": queue.count(JobState.HELD)}
 
 
@@ -114,8 +145,18 @@ class About:
     job_python: JobPython
 
 
-def status(*, queue: JobQueue, inventory: Inventory, fleet: Fleet, backend: Backend, about: About,
-           loop_running: bool, starting_jobs: bool, store_error: Exception | None, now: float) -> dict:
+def status(
+    *,
+    queue: JobQueue,
+    inventory: Inventory,
+    fleet: Fleet,
+    backend: Backend,
+    about: About,
+    loop_running: bool,
+    starting_jobs: bool,
+    store_error: Exception | None,
+    now: float,
+) -> dict:
     """GET /orchestrator/status: queue and resource summaries, running jobs, stats, and `details`."""
     inv, q = inventory, queue
     s = q.stats
@@ -124,9 +165,17 @@ def status(*, queue: JobQueue, inventory: Inventory, fleet: Fleet, backend: Back
     summary = q.summary()
     return {
         "running": loop_running,
-        "stats": {"jobs_scheduled": s.jobs_scheduled, "jobs_completed": s.jobs_completed,
-                  "jobs_failed": s.jobs_failed, "scheduling_cycles": s.scheduling_cycles},
-        "resource_summary": {"total_gpus": total, "available_gpus": inv.free_count(), "allocated_gpus": allocated},
+        "stats": {
+            "jobs_scheduled": s.jobs_scheduled,
+            "jobs_completed": s.jobs_completed,
+            "jobs_failed": s.jobs_failed,
+            "scheduling_cycles": s.scheduling_cycles,
+        },
+        "resource_summary": {
+            "total_gpus": total,
+            "available_gpus": inv.free_count(),
+            "allocated_gpus": allocated,
+        },
         "queue_summary": {k: summary[k] for k in ("total_jobs", "queued", "running", "completed", "failed")},
         "details": {
             "utilization": allocated / total if total else 0.0,
@@ -140,16 +189,23 @@ def status(*, queue: JobQueue, inventory: Inventory, fleet: Fleet, backend: Back
             "containment": {n: r.containment for n, r in sorted(fleet.reports.items()) if r.containment},
             "queue_wait": queue_wait(q, now),
             "states": summary,
-            "jobs_retried": s.jobs_retried, "jobs_preempted": s.jobs_preempted, "jobs_cancelled": s.jobs_cancelled,
+            "jobs_retried": s.jobs_retried,
+            "jobs_preempted": s.jobs_preempted,
+            "jobs_cancelled": s.jobs_cancelled,
             "nodes": list(inv.sizes),
             "policy": about.policy,
-            "slots": {"busy": sum(1 for sl in backend.slots.values() if sl.parked_at is None),
-                      "parked": sum(1 for sl in backend.slots.values() if sl.parked_at is not None and sl.ready)},
+            "slots": {
+                "busy": sum(1 for sl in backend.slots.values() if sl.parked_at is None),
+                "parked": sum(1 for sl in backend.slots.values() if sl.parked_at is not None and sl.ready),
+            },
             "cluster_id": about.cluster_id,
             "started_at": about.started_at,
             "install": install_mode(),
-            "ray_jobs": {"job_python": about.job_python.path, "ready": about.job_python.ray_ready,
-                         "why_not": about.job_python.why_not or None},
+            "ray_jobs": {
+                "job_python": about.job_python.path,
+                "ready": about.job_python.ray_ready,
+                "why_not": about.job_python.why_not or None,
+            },
             "starting_jobs": starting_jobs,  # false: the site config or an admin stopped starts
             "records_set_aside": about.set_aside,
             "version": about.versions,
@@ -161,10 +217,16 @@ def status(*, queue: JobQueue, inventory: Inventory, fleet: Fleet, backend: Back
 def queue_wait(queue: JobQueue, now: float) -> dict:
     """How long the jobs in line now have waited: the dashboard's "Queue Wait Time (avg, max)"."""
     waits = [now - j.state_times.get(JobState.QUEUED, j.submitted_at) for j in queue.queued()]
-    return {"avg_s": sum(waits) / len(waits) if waits else 0.0, "max_s": max(waits, default=0.0), "jobs": len(waits)}
+    return {
+        "avg_s": sum(waits) / len(waits) if waits else 0.0,
+        "max_s": max(waits, default=0.0),
+        "jobs": len(waits),
+    }
 
 
-def resources(inventory: Inventory, queue: JobQueue, fleet: Fleet, nodes: dict[str, NodeInfo], now: float) -> dict:
+def resources(
+    inventory: Inventory, queue: JobQueue, fleet: Fleet, nodes: dict[str, NodeInfo], now: float
+) -> dict:
     """Every node and GPU: state, job, user, health, idleness and the latest telemetry.
     A node's `telemetry.source` says whether its readings are real NVML or simulated."""
     inv = inventory
@@ -178,24 +240,47 @@ def resources(inventory: Inventory, queue: JobQueue, fleet: Fleet, nodes: dict[s
             j = queue.get(slot.job_id) if slot.job_id and slot.job_id in queue else None
             why = fleet.state_of(node, slot.index)
             g = samples.get(slot.index)
-            gpus.append({"index": slot.index, "name": slot.name, "state": slot.shown,
-                         "job_id": slot.job_id, "run_id": j.spec.run_id if j else None,
-                         "user": j.spec.user if j else None,
-                         "idle": (node, slot.index) in idle,
-                         "idle_since": idle[(node, slot.index)][1] if (node, slot.index) in idle else None,
-                         "out_of_service": None if why is None else {"state": why.state, "reason": why.reason,
-                                                                     "by": why.by, "since": why.since},
-                         "telemetry": None if g is None else {
-                             "utilization": g.utilization, "memory_used_bytes": g.memory_used_bytes,
-                             "memory_total_bytes": g.memory_total_bytes, "temperature_celsius": g.temperature_celsius,
-                             "power_watts": g.power_watts, "ecc_uncorrected": g.ecc_uncorrected}})
+            gpus.append(
+                {
+                    "index": slot.index,
+                    "name": slot.name,
+                    "state": slot.shown,
+                    "job_id": slot.job_id,
+                    "run_id": j.spec.run_id if j else None,
+                    "user": j.spec.user if j else None,
+                    "idle": (node, slot.index) in idle,
+                    "idle_since": idle[(node, slot.index)][1] if (node, slot.index) in idle else None,
+                    "out_of_service": None
+                    if why is None
+                    else {"state": why.state, "reason": why.reason, "by": why.by, "since": why.since},
+                    "telemetry": None
+                    if g is None
+                    else {
+                        "utilization": g.utilization,
+                        "memory_used_bytes": g.memory_used_bytes,
+                        "memory_total_bytes": g.memory_total_bytes,
+                        "temperature_celsius": g.temperature_celsius,
+                        "power_watts": g.power_watts,
+                        "ecc_uncorrected": g.ecc_uncorrected,
+                    },
+                }
+            )
         info = nodes.get(node)
         down = fleet.down.get(node)
-        out.append({"node": node, "ip": info.ip if info else None, "total": len(slots),
-                    "state": "down" if down else "up",
-                    "down": None if down is None else {"reason": down.reason, "since": down.since},
-                    "free": sum(1 for s in slots if s.state is SlotState.FREE), "gpus": gpus,
-                    "telemetry": {"source": report.source if report else None,
-                                  "detail": report.detail if report else "no report yet",
-                                  "reported_at": report.at if report else None}})
+        out.append(
+            {
+                "node": node,
+                "ip": info.ip if info else None,
+                "total": len(slots),
+                "state": "down" if down else "up",
+                "down": None if down is None else {"reason": down.reason, "since": down.since},
+                "free": sum(1 for s in slots if s.state is SlotState.FREE),
+                "gpus": gpus,
+                "telemetry": {
+                    "source": report.source if report else None,
+                    "detail": report.detail if report else "no report yet",
+                    "reported_at": report.at if report else None,
+                },
+            }
+        )
     return {"nodes": out}

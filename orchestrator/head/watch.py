@@ -83,11 +83,31 @@ class NodeLooks:
 
 
 class GpuWatch:
-    def __init__(self, *, site: Config, clock: Callable[[], float], queue: JobQueue, inventory: Inventory,
-                 fleet: Fleet, backend: Backend, journal: Journal, tasks: Tasks, metrics: Metrics,
-                 notifier: Notifier, jobs: JobEvictions, nodes: dict[str, NodeInfo], looks: NodeLooks):
+    def __init__(
+        self,
+        *,
+        site: Config,
+        clock: Callable[[], float],
+        queue: JobQueue,
+        inventory: Inventory,
+        fleet: Fleet,
+        backend: Backend,
+        journal: Journal,
+        tasks: Tasks,
+        metrics: Metrics,
+        notifier: Notifier,
+        jobs: JobEvictions,
+        nodes: dict[str, NodeInfo],
+        looks: NodeLooks,
+    ):
         self.site, self.clock, self.queue, self.inventory, self.fleet = site, clock, queue, inventory, fleet
-        self.backend, self.journal, self.tasks, self.metrics, self.notifier = backend, journal, tasks, metrics, notifier
+        self.backend, self.journal, self.tasks, self.metrics, self.notifier = (
+            backend,
+            journal,
+            tasks,
+            metrics,
+            notifier,
+        )
         self.jobs = jobs
         self.nodes = nodes  # Ray's live GPU nodes as last seen
         self.flagged: set[tuple[str, str, int]] = set()  # (job, node, gpu) idle flags already noted
@@ -162,8 +182,10 @@ class GpuWatch:
         answers = await asyncio.gather(
             # Generous: a busy node answers late, and a late report is still news (silence
             # is judged over node_silent_after_s, not one poll).
-            *(self.backend.call_agent(n, "report", timeout=max(5.0, self.site.telemetry_interval_s))
-              for n in nodes),
+            *(
+                self.backend.call_agent(n, "report", timeout=max(5.0, self.site.telemetry_interval_s))
+                for n in nodes
+            ),
             return_exceptions=True,
         )
         now = self.clock()
@@ -172,10 +194,18 @@ class GpuWatch:
             findings += self.fleet.ingest(node, answer if isinstance(answer, NodeReport) else None, now)
         findings += self.fleet.silence(now)
         for f in findings:
-            log.warning("taking %s out of service: %s", f"{f.node}:{f.gpu}" if f.gpu is not None else f.node, f.reason)
+            log.warning(
+                "taking %s out of service: %s", f"{f.node}:{f.gpu}" if f.gpu is not None else f.node, f.reason
+            )
             self.metrics.health_events.labels(f.kind).inc()
-            self.take_out(f.node, None if f.gpu is None else [f.gpu], SlotState.UNHEALTHY.value, f.reason, "gpuq",
-                          requeue=True)
+            self.take_out(
+                f.node,
+                None if f.gpu is None else [f.gpu],
+                SlotState.UNHEALTHY.value,
+                f.reason,
+                "gpuq",
+                requeue=True,
+            )
         self.flag_idle(now)
         self.sync_ray()
         self.record(now)
@@ -185,10 +215,17 @@ class GpuWatch:
             return
         inv = self.inventory
         readings = [g.utilization for r in self.fleet.reports.values() for g in r.gpus]
-        self.history.append((now, inv.allocated_count() / inv.total if inv.total else 0.0,
-                             sum(readings) / len(readings) if readings else None))
+        self.history.append(
+            (
+                now,
+                inv.allocated_count() / inv.total if inv.total else 0.0,
+                sum(readings) / len(readings) if readings else None,
+            )
+        )
 
-    def take_out(self, node: str, gpus: list[int] | None, state: str, reason: str, by: str, requeue: bool) -> dict:
+    def take_out(
+        self, node: str, gpus: list[int] | None, state: str, reason: str, by: str, requeue: bool
+    ) -> dict:
         now = self.clock()
         holders = self.fleet.take_out(node, gpus, state, reason, by, now)
         changed = []
@@ -227,8 +264,11 @@ class GpuWatch:
                 continue
             self.flagged.add((job_id, node, gpu))
             job = self.queue.get(job_id)
-            job.note(now, "idle", f"GPU {node}:{gpu} under {rules.idle_utilization:.0%} utilization "
-                                  f"for {now - since:.0f} s")
+            job.note(
+                now,
+                "idle",
+                f"GPU {node}:{gpu} under {rules.idle_utilization:.0%} utilization for {now - since:.0f} s",
+            )
             changed.append(job)
         if changed:
             self.journal.save(changed)
@@ -239,4 +279,5 @@ class GpuWatch:
     def sync_ray(self) -> None:
         if self._quarantining is None or self._quarantining.done():
             self._quarantining = asyncio.get_event_loop().create_task(
-                self.backend.quarantine(self.fleet.quarantined()))
+                self.backend.quarantine(self.fleet.quarantined())
+            )

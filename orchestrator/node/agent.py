@@ -47,7 +47,12 @@ class NodeAgent:
         with self._lock:
             if (gpus, telemetry, cluster_id) != (self.gpus, self.telemetry, self.cluster_id):
                 self.provider = None  # chosen again on the next report
-            self.data_root, self.cluster_id, self.gpus, self.telemetry = data_root, cluster_id, gpus, telemetry
+            self.data_root, self.cluster_id, self.gpus, self.telemetry = (
+                data_root,
+                cluster_id,
+                gpus,
+                telemetry,
+            )
 
     def _provider(self):
         # The agent answers up to 8 calls at once on threads: without the lock, a first
@@ -70,14 +75,24 @@ class NodeAgent:
         on a node whose telemetry is real: a test must never fake a real GPU's health."""
         provider = self._provider()
         if provider.source != SIMULATED:
-            raise ValueError(f"{self.node} reports real NVML telemetry; faults can only be injected into a simulated node")
+            raise ValueError(
+                f"{self.node} reports real NVML telemetry; faults can only be injected into a simulated node"
+            )
         return provider.inject(fault, gpu, value)
 
     def ping(self) -> str:
         return self.node
 
-    def read_log(self, job_id: str, attempt: int, rank: int, offset: int = 0, limit: int = MAX_READ,
-                 tail: int | None = None, raw: bool = False) -> dict:
+    def read_log(
+        self,
+        job_id: str,
+        attempt: int,
+        rank: int,
+        offset: int = 0,
+        limit: int = MAX_READ,
+        tail: int | None = None,
+        raw: bool = False,
+    ) -> dict:
         """Bytes [offset, offset+limit) of a bundle's output, or its last `tail` bytes; as
         bytes with `raw` (the orchestrator's reads), else as text (an older caller's)."""
         # The job's user owns its folder: never follow a link there (jobfiles.py).
@@ -91,8 +106,12 @@ class NodeAgent:
             limit = max(0, min(limit, MAX_READ))
             f.seek(offset)
             data = f.read(limit)
-        return {"data": data if raw else data.decode("utf-8", "replace"), "offset": offset + len(data), "size": size,
-                "exists": True}
+        return {
+            "data": data if raw else data.decode("utf-8", "replace"),
+            "offset": offset + len(data),
+            "size": size,
+            "exists": True,
+        }
 
     def read_exit(self, job_id: str, attempt: int, rank: int) -> dict | None:
         return read_exit(job_dir(self.data_root, self.node, job_id, attempt, rank))

@@ -52,13 +52,21 @@ class Containment:
 
     def as_sent(self) -> dict:
         """As the runner sends it to a supervisor (JSON): found once per runner, not per job."""
-        return {"v2": str(self.v2) if self.v2 else None, "limits": {k: str(v) for k, v in self.limits.items()},
-                "mounts": {k: str(v) for k, v in self.mounts.items()}, "why_not": self.why_not}
+        return {
+            "v2": str(self.v2) if self.v2 else None,
+            "limits": {k: str(v) for k, v in self.limits.items()},
+            "mounts": {k: str(v) for k, v in self.mounts.items()},
+            "why_not": self.why_not,
+        }
 
     @classmethod
     def from_sent(cls, sent: dict) -> Containment:
-        return cls(Path(sent["v2"]) if sent.get("v2") else None, {k: Path(v) for k, v in sent["limits"].items()},
-                   {k: Path(v) for k, v in sent["mounts"].items()}, sent.get("why_not", ""))
+        return cls(
+            Path(sent["v2"]) if sent.get("v2") else None,
+            {k: Path(v) for k, v in sent["limits"].items()},
+            {k: Path(v) for k, v in sent["mounts"].items()},
+            sent.get("why_not", ""),
+        )
 
     def describe(self) -> str:
         """'cgroup v2; limits: memory, cpu', or the fallback and why."""
@@ -307,7 +315,10 @@ def leftover(found: Containment, cluster: str, live: set[str]) -> list[str]:
     for entry in entries:
         if not entry.is_dir() or entry.name.split(".")[0] in live:
             continue
-        folders = [entry, *(base / cluster / entry.name for name, base in found.limits.items() if base != found.v2)]
+        folders = [
+            entry,
+            *(base / cluster / entry.name for name, base in found.limits.items() if base != found.v2),
+        ]
         if remove(folders, entry, wait=1.0):
             out.append(entry.name)
     return out

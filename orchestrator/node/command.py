@@ -29,40 +29,69 @@ from orchestrator.node import cgroups, jobfiles, procs
 # the pipe $1 (read by the supervisor) and in the log. A user without a home folder runs
 # in the job's private folder, as Slurm runs such a job in /tmp.
 START = (
-    'fd=$1; cwd=$2; kind=$3; shift 3; '
+    "fd=$1; cwd=$2; kind=$3; shift 3; "
     'if [ -n "$TMPDIR" ] && ! mkdir -p -m 700 -- "$TMPDIR"; then echo tmpdir >&"$fd"; exit 125; fi; '
     'if ! cd -- "$cwd" 2>/dev/null; then '
     '  if [ "$kind" = home ] && [ -n "$TMPDIR" ] && cd -- "${TMPDIR%/tmp}"; then '
-    '    echo "[gpuq] $USER has no home folder $cwd on this node: the job runs in its private folder $PWD" >&2; '
+    '    echo "[gpuq] $USER has no home folder $cwd on this node: the job runs in its private folder $PWD" '
+    ">&2; "
     '    echo nohome >&"$fd"; '
-    '  else '
+    "  else "
     '    echo "[gpuq] the working directory $cwd does not exist, or $USER cannot enter it" >&2; '
     '    echo nocwd >&"$fd"; exit 125; '
-    '  fi; '
-    'fi; '
+    "  fi; "
+    "fi; "
     'unset OLDPWD; eval "exec $fd>&-"; exec "$@"'
 )
 
 
-def run(command: list[str], env: dict, switch: dict, args, log, dfd: int, owner, started: float,
-         stop_requested: dict, cwd: str, kind: str, group: cgroups.JobCgroup | None) -> dict:
+def run(
+    command: list[str],
+    env: dict,
+    switch: dict,
+    args,
+    log,
+    dfd: int,
+    owner,
+    started: float,
+    stop_requested: dict,
+    cwd: str,
+    kind: str,
+    group: cgroups.JobCgroup | None,
+) -> dict:
     """Run the command to its end: its output into the log, TERM then KILL at a stop or
     the time limit. Returns the exit record."""
     said_r, said_w = os.pipe()  # what START says went wrong before the command ran
     try:
         with group.entered() if group is not None else contextlib.nullcontext():
             child = subprocess.Popen(
-                ["/bin/sh", "-c", START, "gpuq-job", str(said_w), cwd, kind, *command], stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0, close_fds=True,
-                pass_fds=(said_w,), env=env, **switch,
+                ["/bin/sh", "-c", START, "gpuq-job", str(said_w), cwd, kind, *command],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+                close_fds=True,
+                pass_fds=(said_w,),
+                env=env,
+                **switch,
             )
     except OSError as e:
         log.write(f"[gpuq] could not start the command: {e}\n".encode())
-        return {"exit_code": None, "signal": None, "reason": "launch_failed", "message": f"could not start: {e}"}
+        return {
+            "exit_code": None,
+            "signal": None,
+            "reason": "launch_failed",
+            "message": f"could not start: {e}",
+        }
     finally:
         os.close(said_w)
-    jobfiles.write_record(dfd, "start.json", {"supervisor_pid": os.getpid(), "pid": child.pid, "started_at": started},
-                          owner, args.group_read)
+    jobfiles.write_record(
+        dfd,
+        "start.json",
+        {"supervisor_pid": os.getpid(), "pid": child.pid, "started_at": started},
+        owner,
+        args.group_read,
+    )
 
     deadline = started + args.time_limit if args.time_limit > 0 else None
     written = dropped = 0
@@ -102,7 +131,10 @@ def run(command: list[str], env: dict, switch: dict, args, log, dfd: int, owner,
                     log.write(chunk[:room])
                     written += min(room, len(chunk))
                     if len(chunk) > room:
-                        log.write(f"\n[gpuq] log truncated at {args.log_cap} bytes; later output is discarded\n".encode())
+                        log.write(
+                            f"\n[gpuq] log truncated at {args.log_cap} bytes; "
+                            "later output is discarded\n".encode()
+                        )
                 dropped += max(0, len(chunk) - max(room, 0))
         else:
             time.sleep(0.05)
@@ -129,10 +161,19 @@ def run(command: list[str], env: dict, switch: dict, args, log, dfd: int, owner,
     with os.fdopen(said_r, "rb") as said:
         before = set(said.read(4096).decode(errors="replace").split())
     if "tmpdir" in before:  # the node's fault: its disk, its scratch folder
-        return {**record, "exit_code": None, "reason": "launch_failed", "message": "the job's TMPDIR could not be made"}
+        return {
+            **record,
+            "exit_code": None,
+            "reason": "launch_failed",
+            "message": "the job's TMPDIR could not be made",
+        }
     if "nocwd" in before:
-        return {**record, "exit_code": None, "reason": "workdir_missing",
-                "message": f"the working directory {cwd} does not exist, or its user cannot enter it"}
+        return {
+            **record,
+            "exit_code": None,
+            "reason": "workdir_missing",
+            "message": f"the working directory {cwd} does not exist, or its user cannot enter it",
+        }
     if "nohome" in before:
         record["notes"] = [f"no home folder {cwd} on this node: the job ran in its private folder"]
     return record
@@ -145,8 +186,10 @@ def judge_memory(record: dict, group: cgroups.JobCgroup | None, log) -> dict:
     if not kills or record.get("reason") != "exited":
         return record
     limit = format_size(group.memory) if group.memory else "its memory limit"
-    said = (f"the job used more memory than its limit of {limit} on this node: the kernel killed "
-            f"{kills} of its processes (raise it with --mem)")
+    said = (
+        f"the job used more memory than its limit of {limit} on this node: the kernel killed "
+        f"{kills} of its processes (raise it with --mem)"
+    )
     log.write(f"\n[gpuq] {said}\n".encode())
     if record.get("exit_code") == 0:
         return {**record, "notes": [*(record.get("notes") or []), said]}

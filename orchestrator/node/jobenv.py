@@ -60,7 +60,9 @@ def user_folder(scratch: str, uid: int, gid: int) -> Path:
     try:
         st = os.fstat(dfd)
         if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            raise SetupFailed(f"scratch_dir {scratch} must belong to the service account and not be writable by others")
+            raise SetupFailed(
+                f"scratch_dir {scratch} must belong to the service account and not be writable by others"
+            )
         if stat.S_IMODE(st.st_mode) != 0o711:
             os.fchmod(dfd, 0o711)
         name = str(uid)
@@ -136,12 +138,38 @@ def virtualenv(envs: Path, kind: str, spec: dict, plan: dict, env: dict[str, str
         index_args = ["--index-url", index] if index else []
         if uv:
             _run([uv, "venv", "--quiet", "--system-site-packages", "--python", python, str(final)], env)
-            _run([uv, "pip", "install", "--quiet", "--python", str(final / "bin" / "python"), *index_args,
-                  "--", *packages], env)
+            _run(
+                [
+                    uv,
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--python",
+                    str(final / "bin" / "python"),
+                    *index_args,
+                    "--",
+                    *packages,
+                ],
+                env,
+            )
         else:
             _run([python, "-m", "venv", "--system-site-packages", str(final)], env)
-            _run([str(final / "bin" / "python"), "-m", "pip", "install", "--isolated", "--quiet", "--no-input",
-                  "--disable-pip-version-check", *index_args, "--", *packages], env)
+            _run(
+                [
+                    str(final / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--isolated",
+                    "--quiet",
+                    "--no-input",
+                    "--disable-pip-version-check",
+                    *index_args,
+                    "--",
+                    *packages,
+                ],
+                env,
+            )
         _see_base_packages(python, final, env)
         if spec.get(f"{kind}_check"):
             _run([str(final / "bin" / "python"), "-m", "pip", "check"], env)
@@ -153,21 +181,41 @@ def _see_base_packages(python: str, final: Path, env: dict[str, str]) -> None:
     """When the job Python is itself a venv (gpuq's own, with the cluster's Ray), the new
     env sees its packages too, after its own: `--system-site-packages` reaches only the
     base interpreter's, and a Ray job's driver and workers need that Ray."""
-    said = subprocess.run([python, "-c", "import sys, sysconfig; print(sys.prefix != sys.base_prefix and "
-                                         "sysconfig.get_paths()['purelib'] or '')"],
-                          stdin=subprocess.DEVNULL, capture_output=True, env=env, text=True)
+    said = subprocess.run(
+        [
+            python,
+            "-c",
+            "import sys, sysconfig; print(sys.prefix != sys.base_prefix and "
+            "sysconfig.get_paths()['purelib'] or '')",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=env,
+        text=True,
+    )
     base = said.stdout.strip()
     if said.returncode != 0 or not base:
         return
-    done = subprocess.run([str(final / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          stdin=subprocess.DEVNULL, capture_output=True, env=env, text=True)
+    done = subprocess.run(
+        [str(final / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=env,
+        text=True,
+    )
     if done.returncode == 0 and done.stdout.strip():
         (Path(done.stdout.strip()) / "zz-gpuq-job-python.pth").write_text(base + "\n")
 
 
 def _run(args: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                          cwd=env.get("HOME") if os.path.isdir(env.get("HOME", "")) else "/")
+    done = subprocess.run(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=env.get("HOME") if os.path.isdir(env.get("HOME", "")) else "/",
+    )
     if done.returncode != 0:
         said = done.stdout.decode("utf-8", "replace").strip()
         raise SetupFailed(f"{os.path.basename(args[0])} {' '.join(args[1:3])} failed:\n{said[-OUTPUT_TAIL:]}")
@@ -216,7 +264,7 @@ def as_user(switch: dict, work, stop_requested: dict, timeout: float, join=None)
                 answer = {"error": f"{type(e).__name__}: {e}"}
             data = json.dumps(answer).encode()
             while data:
-                data = data[os.write(write_end, data):]
+                data = data[os.write(write_end, data) :]
         finally:
             os._exit(0)
     os.close(write_end)
@@ -235,7 +283,7 @@ def as_user(switch: dict, work, stop_requested: dict, timeout: float, join=None)
                     chunk = os.read(read_end, 65536)
                     if not chunk:
                         break
-                    said += chunk[:MAX_SETUP_ANSWER - len(said)]
+                    said += chunk[: MAX_SETUP_ANSWER - len(said)]
     finally:
         os.close(read_end)
         os.waitpid(pid, 0)

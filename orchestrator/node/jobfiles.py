@@ -45,8 +45,10 @@ def prepare(directory: Path, owner: tuple[int, int] | None, group_read: bool) ->
     directory.parent.mkdir(parents=True, exist_ok=True)
     parent = os.lstat(directory.parent)
     if not stat.S_ISDIR(parent.st_mode) or parent.st_uid != os.geteuid():
-        raise FolderRefused(f"{directory.parent} must be a folder of the service account (is data_dir somewhere "
-                            "users can write?)")
+        raise FolderRefused(
+            f"{directory.parent} must be a folder of the service account (is data_dir somewhere "
+            "users can write?)"
+        )
     if parent.st_mode & 0o022:  # made under a lax umask: nobody but the service may add or rename entries
         os.chmod(directory.parent, stat.S_IMODE(parent.st_mode) & ~0o022)
     try:
@@ -55,7 +57,9 @@ def prepare(directory: Path, owner: tuple[int, int] | None, group_read: bool) ->
         raise FolderRefused(f"the job folder {directory} exists already; gpuq makes each one fresh") from None
     dfd = os.open(directory, NOFOLLOW_DIR)
     mode = 0o640 if group_read else 0o600
-    log = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW, mode, dir_fd=dfd)
+    log = os.open(
+        "output.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW, mode, dir_fd=dfd
+    )
     if owner is not None:
         os.fchown(log, *owner)
         os.fchown(dfd, *owner)
@@ -64,11 +68,14 @@ def prepare(directory: Path, owner: tuple[int, int] | None, group_read: bool) ->
     return dfd, log
 
 
-def write_record(dfd: int, name: str, data: dict, owner: tuple[int, int] | None, group_read: bool = False) -> None:
+def write_record(
+    dfd: int, name: str, data: dict, owner: tuple[int, int] | None, group_read: bool = False
+) -> None:
     """Write a JSON record atomically into the folder `dfd`, never through a link."""
     tmp = f".{name}.{os.urandom(4).hex()}"  # not `secrets`: its import (OpenSSL) costs the supervisor 12 ms
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640 if group_read else 0o600,
-                 dir_fd=dfd)
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640 if group_read else 0o600, dir_fd=dfd
+    )
     try:
         if owner is not None:
             os.fchown(fd, *owner)

@@ -41,7 +41,10 @@ LAUNCHER_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 # skips site, so none of the venv's .pth hooks run either. gpuq's package is put first
 # on sys.path by the one line below, from where this file is.
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-SERVE = "import sys; sys.path.insert(0, sys.argv[1]); from orchestrator.node.supervisor import serve; sys.exit(serve())"
+SERVE = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from orchestrator.node.supervisor import serve; sys.exit(serve())"
+)
 
 
 class Launched:
@@ -81,7 +84,12 @@ class Launched:
         """The exit record once it ended (None if still running after `timeout`)."""
         if not self.ended.wait(timeout):
             return None
-        return self.record or {"exit_code": None, "signal": None, "reason": "supervisor_lost", "ended_at": time.time()}
+        return self.record or {
+            "exit_code": None,
+            "signal": None,
+            "reason": "supervisor_lost",
+            "ended_at": time.time(),
+        }
 
 
 class Launcher:
@@ -98,9 +106,15 @@ class Launcher:
             env = {k: os.environ[k] for k in LAUNCHER_ENV if k in os.environ}
             # Its own session: a SIGKILL of the runner's process group does not reach it or
             # the jobs; its parent-death signal (and theirs) ends them instead, cleanly.
-            self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", SERVE, PACKAGE_ROOT],
-                                         stdin=theirs, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                         env=env, start_new_session=True, cwd="/")
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", SERVE, PACKAGE_ROOT],
+                stdin=theirs,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                cwd="/",
+            )
             theirs.close()
             if self.sock is not None:
                 self.sock.close()
@@ -118,7 +132,9 @@ class Launcher:
                 for tries in (1, 2):  # a launcher that died is started again, once
                     sock = self._started()
                     try:
-                        socket.send_fds(sock, [len(body).to_bytes(8, "big") + body], [write_end, *package_fds])
+                        socket.send_fds(
+                            sock, [len(body).to_bytes(8, "big") + body], [write_end, *package_fds]
+                        )
                         pid = int.from_bytes(read_exactly(sock, 8), "big")
                         break
                     except OSError:

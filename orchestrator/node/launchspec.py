@@ -20,7 +20,9 @@ class LaunchSpec:
     time_limit: float  # seconds from the command's start
     grace: float  # seconds between TERM and KILL
     account: str | None = None  # the Unix account it runs as (None: the runner's own)
-    base_env: dict[str, str] = field(default_factory=dict)  # what its environment starts from (PATH, LANG, TZ)
+    base_env: dict[str, str] = field(
+        default_factory=dict
+    )  # what its environment starts from (PATH, LANG, TZ)
     group_read: bool = False  # its log folder is readable by its group
     renv: dict | None = None  # its runtime env, as the node makes it (core/runtime_env.plan)
     limits: dict | None = None  # CPUs and memory (runner.rank_limits)

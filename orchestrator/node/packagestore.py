@@ -79,8 +79,10 @@ def open_package(stored: str, cache: Path, keep_s: int, shown: str = "") -> int:
         pass
     data = package_get(stored)
     if data is None:
-        raise RuntimeEnvFailed(f"package {shown or stored} is not on this cluster any more (packages are kept "
-                               "package_keep_s after their last use): upload it again")
+        raise RuntimeEnvFailed(
+            f"package {shown or stored} is not on this cluster any more (packages are kept "
+            "package_keep_s after their last use): upload it again"
+        )
     tmp = cache / f".{name}.{os.getpid()}.{time.monotonic_ns()}"
     with open(tmp, "xb") as f:
         f.write(data)

@@ -29,7 +29,9 @@ def tagged(cluster_id: str) -> dict[int, dict[str, str]]:
                 raw = f.read().split(b"\0")
         except OSError:
             continue
-        env = dict(e.decode("utf-8", "replace").split("=", 1) for e in raw if e.startswith(KEPT) and b"=" in e)
+        env = dict(
+            e.decode("utf-8", "replace").split("=", 1) for e in raw if e.startswith(KEPT) and b"=" in e
+        )
         if env.get("GPUQ_CLUSTER") == cluster_id and "GPUQ_JOB_ID" in env:
             found[int(entry.name)] = env
     return found
@@ -55,7 +57,7 @@ def descendants() -> list[int]:
                 stat = f.read()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
         children.setdefault(ppid, []).append(int(entry))
     out, todo = [], [os.getpid()]
     while todo:
@@ -113,4 +115,4 @@ def _zombie(pid: int) -> bool:
             stat = f.read()
     except OSError:
         return True
-    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] == b"Z"
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"Z"

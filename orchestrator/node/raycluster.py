@@ -45,8 +45,10 @@ from orchestrator.node import procs
 
 # How this file is run (a path given to the job's Python would put this folder, and its
 # modules named like the standard library's, first on sys.path).
-RUN = ("import sys; sys.path.insert(0, sys.argv[1]); del sys.argv[1]; "
-       "from orchestrator.node.raycluster import main; sys.exit(main())")
+RUN = (
+    "import sys; sys.path.insert(0, sys.argv[1]); del sys.argv[1]; "
+    "from orchestrator.node.raycluster import main; sys.exit(main())"
+)
 ROOT = str(Path(__file__).resolve().parents[2])
 JOIN_TIMEOUT_S = 120.0  # every node of a gang joins in this, or the job fails
 STOP_GRACE_S = 5.0
@@ -58,9 +60,16 @@ MAX_TEMP = 43
 def ports(lo: int) -> dict[str, int]:
     """A node's ports in its block (`lo`: the block's first port; `--block` ports long,
     the site's ray_job_ports_per_gpu): fixed ones first, the rest for Ray's workers."""
-    return {"port": lo, "node-manager-port": lo + 1, "object-manager-port": lo + 2, "metrics-export-port": lo + 3,
-            "dashboard-agent-listen-port": lo + 4, "dashboard-agent-grpc-port": lo + 5,
-            "runtime-env-agent-port": lo + 6, "min-worker-port": lo + 10}
+    return {
+        "port": lo,
+        "node-manager-port": lo + 1,
+        "object-manager-port": lo + 2,
+        "metrics-export-port": lo + 3,
+        "dashboard-agent-listen-port": lo + 4,
+        "dashboard-agent-grpc-port": lo + 5,
+        "runtime-env-agent-port": lo + 6,
+        "min-worker-port": lo + 10,
+    }
 
 
 def _node_class():
@@ -86,12 +95,24 @@ def start_node(args, head: bool):
 
     p = ports(args.ports)
     params = RayParams(
-        node_ip_address=args.ip, node_manager_port=p["node-manager-port"], object_manager_port=p["object-manager-port"],
-        metrics_export_port=p["metrics-export-port"], dashboard_agent_listen_port=p["dashboard-agent-listen-port"],
-        metrics_agent_port=p["dashboard-agent-grpc-port"], runtime_env_agent_port=p["runtime-env-agent-port"],
-        min_worker_port=p["min-worker-port"], max_worker_port=args.ports + args.block - 1, num_cpus=args.cpus,
-        num_gpus=args.gpus, memory=args.memory, object_store_memory=args.object_store, temp_dir=args.temp,
-        include_dashboard=False if head else None, no_monitor=True, include_log_monitor=True)
+        node_ip_address=args.ip,
+        node_manager_port=p["node-manager-port"],
+        object_manager_port=p["object-manager-port"],
+        metrics_export_port=p["metrics-export-port"],
+        dashboard_agent_listen_port=p["dashboard-agent-listen-port"],
+        metrics_agent_port=p["dashboard-agent-grpc-port"],
+        runtime_env_agent_port=p["runtime-env-agent-port"],
+        min_worker_port=p["min-worker-port"],
+        max_worker_port=args.ports + args.block - 1,
+        num_cpus=args.cpus,
+        num_gpus=args.gpus,
+        memory=args.memory,
+        object_store_memory=args.object_store,
+        temp_dir=args.temp,
+        include_dashboard=False if head else None,
+        no_monitor=True,
+        include_log_monitor=True,
+    )
     if head:
         params.gcs_server_port = p["port"]
     else:
@@ -109,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpus", type=int, required=True)
     ap.add_argument("--memory", type=int, required=True)
     ap.add_argument("--object-store", type=int, required=True)
-    ap.add_argument("--temp", required=True, help="Ray's temp dir (short: Ray's socket paths must fit 107 bytes)")
+    ap.add_argument(
+        "--temp", required=True, help="Ray's temp dir (short: Ray's socket paths must fit 107 bytes)"
+    )
     ap.add_argument("--logs", required=True, help="where Ray's logs are copied when the job ends")
     ap.add_argument("--ip", required=True)
     ap.add_argument("--nodes", type=int, default=1)
@@ -118,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     # The driver's command follows "--" (argparse's REMAINDER after a positional would take
     # the options too).
     cut = argv.index("--") if "--" in argv else len(argv)
-    args, command = ap.parse_args(argv[:cut]), argv[cut + 1:]
+    args, command = ap.parse_args(argv[:cut]), argv[cut + 1 :]
     procs.become_subreaper()
     stop = {"signal": None}
 
@@ -128,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
     if len(args.temp) > MAX_TEMP:
-        _say(f"Ray's temp dir {args.temp} is too long for Ray's socket paths (at most {MAX_TEMP} characters): "
-             "the site's scratch_dir must be shorter")
+        _say(
+            f"Ray's temp dir {args.temp} is too long for Ray's socket paths (at most {MAX_TEMP} characters): "
+            "the site's scratch_dir must be shorter"
+        )
         return 1
     Path(args.temp).mkdir(parents=True, mode=0o700, exist_ok=True)
     try:
@@ -182,8 +207,11 @@ def _head(args, command: list[str], stop: dict) -> int:
         return _failed(args, f"not every node of the job's Ray cluster joined within {JOIN_TIMEOUT_S:.0f} s")
     if stop["signal"]:
         return 128 + stop["signal"]
-    _say(f"a Ray cluster of its own for this job: {args.nodes} node(s), head {address}, {args.gpus} GPU(s) here; "
-         "ray.init() joins it")
+    _say(
+        f"a Ray cluster of its own for this job: {args.nodes} node(s), head {address}, {args.gpus} GPU(s) "
+        "here; "
+        "ray.init() joins it"
+    )
     driver = subprocess.Popen(command, env={**os.environ, "RAY_ADDRESS": address})
     code = _wait(driver, stop)
     return 128 - code if code < 0 else code

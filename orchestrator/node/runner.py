@@ -45,8 +45,12 @@ from orchestrator.node.launchspec import LaunchSpec
 
 def rendezvous_env(master: dict) -> dict[str, str]:
     """Where rank 0 listens, in torchrun's variables (runner.rendezvous's answer)."""
-    return {"MASTER_ADDR": master["ip"], "MASTER_PORT": str(master["port"]),
-            "PET_MASTER_ADDR": master["ip"], "PET_MASTER_PORT": str(master["port"])}
+    return {
+        "MASTER_ADDR": master["ip"],
+        "MASTER_PORT": str(master["port"]),
+        "PET_MASTER_ADDR": master["ip"],
+        "PET_MASTER_PORT": str(master["port"]),
+    }
 
 
 def node_share(gpus: int, node_gpus: int, limits: dict | None = None) -> dict[str, int]:
@@ -59,7 +63,11 @@ def node_share(gpus: int, node_gpus: int, limits: dict | None = None) -> dict[st
     cpus = max(gpus + 1, math.ceil(limits.get("cpus") or (os.cpu_count() or 1) * share))
     total = limits.get("memory") or int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * share)
     object_store = max(100 * 1024 * 1024, int(total * 0.3))  # Ray's own default share
-    return {"cpus": cpus, "memory": max(total - object_store, 256 * 1024 * 1024), "object_store": object_store}
+    return {
+        "cpus": cpus,
+        "memory": max(total - object_store, 256 * 1024 * 1024),
+        "object_store": object_store,
+    }
 
 
 def rank_limits(limits: dict, gpus: int) -> dict:
@@ -83,8 +91,12 @@ class Runner:
 
     def hello(self) -> dict:
         """Where the runner is and which GPUs Ray bound to it."""
-        return {"node": self.node, "gpus": [int(g) for g in ray.get_gpu_ids()],
-                "node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address()}
+        return {
+            "node": self.node,
+            "gpus": [int(g) for g in ray.get_gpu_ids()],
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "ip": ray.util.get_node_ip_address(),
+        }
 
     def rendezvous(self) -> dict:
         """Address and a free port for rank 0 (MASTER_ADDR / MASTER_PORT of torchrun)."""
@@ -115,12 +127,23 @@ class Runner:
         job_env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
         if "MASTER_ADDR" not in job_env:  # a one-slot job: its own node is its rendezvous
             job_env.update(rendezvous_env(self.rendezvous()))
-        plan = {"scratch": self.scratch, "job": f"{job_id}-{attempt}-{rank}", **(renv or {}), "announce": bool(renv)}
+        plan = {
+            "scratch": self.scratch,
+            "job": f"{job_id}-{attempt}-{rank}",
+            **(renv or {}),
+            "announce": bool(renv),
+        }
         fds: list[int] = []
         try:
             for package in plan.get("packages", []):
-                fds.append(packagestore.open_package(package["stored"], Path(self.data_root) / self.node / "packages",
-                                             int(plan.get("keep_s") or 3600), package["uri"]))
+                fds.append(
+                    packagestore.open_package(
+                        package["stored"],
+                        Path(self.data_root) / self.node / "packages",
+                        int(plan.get("keep_s") or 3600),
+                        package["uri"],
+                    )
+                )
         except packagestore.RuntimeEnvFailed as e:
             for fd in fds:
                 os.close(fd)
@@ -136,11 +159,17 @@ class Runner:
         sent = {"base": spec.base_env or {}, "env": job_env, "prepare": plan}
         mine = rank_limits(spec.limits or {}, len(gpus))
         if self.containment.usable:
-            sent["cgroup"] = {"name": cgroups.rank_name(env.get("GPUQ_CLUSTER", "none"), job_id, attempt, rank),
-                              "found": self.containment.as_sent(), **mine}
+            sent["cgroup"] = {
+                "name": cgroups.rank_name(env.get("GPUQ_CLUSTER", "none"), job_id, attempt, rank),
+                "found": self.containment.as_sent(),
+                **mine,
+            }
         if ray_node:
-            sent["ray"] = {**ray_node, **node_share(len(gpus), ray_node["node_gpus"], mine),
-                           "ip": ray.util.get_node_ip_address()}
+            sent["ray"] = {
+                **ray_node,
+                **node_share(len(gpus), ray_node["node_gpus"], mine),
+                "ip": ray.util.get_node_ip_address(),
+            }
         # The job's environment goes on the launcher's socket, never through this
         # worker's own environment nor a command line.
         try:
@@ -182,4 +211,3 @@ class Runner:
                 os.kill(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-

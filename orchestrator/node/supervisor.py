@@ -160,13 +160,23 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
         dfd, log_fd = jobfiles.prepare(args.dir, owner, args.group_read)
     except (jobfiles.FolderRefused, OSError) as e:
         # Nothing in that folder is trusted, so the record goes on the pipe only.
-        return _tell({"exit_code": None, "signal": None, "reason": "launch_failed", "message": str(e)[:500],
-                      "started_at": started, "ended_at": time.time()})
+        return _tell(
+            {
+                "exit_code": None,
+                "signal": None,
+                "reason": "launch_failed",
+                "message": str(e)[:500],
+                "started_at": started,
+                "ended_at": time.time(),
+            }
+        )
     log = os.fdopen(log_fd, "ab", buffering=0)
     group = _cgroup(sent.get("cgroup"), log)
 
     def finish(record: dict) -> int:
-        if group is not None and not group.remove():  # every process of the job is gone before its end is told
+        if (
+            group is not None and not group.remove()
+        ):  # every process of the job is gone before its end is told
             log.write(b"[gpuq] some of the job's processes would not die; the node agent reaps them\n")
         record = {**record, "started_at": started, "ended_at": time.time()}
         jobfiles.write_record(dfd, "exit.json", record, owner, args.group_read)
@@ -177,11 +187,15 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
         log.write(f"[gpuq] {message}; the job cannot run here\n".encode())
         return finish({"exit_code": None, "signal": None, "reason": "no_account", "message": message})
 
-    switch = {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)} if owner else {}
+    switch = (
+        {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)} if owner else {}
+    )
     stop_requested = {"why": None}
 
     def on_term(signum, frame):  # noqa: ARG001
-        stop_requested["why"] = stop_requested["why"] or ("stopped" if signum == signal.SIGTERM else "interrupted")
+        stop_requested["why"] = stop_requested["why"] or (
+            "stopped" if signum == signal.SIGTERM else "interrupted"
+        )
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
@@ -196,16 +210,24 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
             folder = jobenv.user_folder(plan["scratch"], account.uid, account.gid)
         except (jobenv.SetupFailed, OSError) as e:  # the node's fault, not the job's
             log.write(f"[gpuq] the job's private folder could not be made: {e}\n".encode())
-            return finish({"exit_code": None, "signal": None, "reason": "launch_failed", "message": str(e)[:500]})
+            return finish(
+                {"exit_code": None, "signal": None, "reason": "launch_failed", "message": str(e)[:500]}
+            )
         env["TMPDIR"] = str(folder / "jobs" / plan["job"] / "tmp")
     if plan and plan.get("announce"):  # a runtime env: made by a child that is the user already
         try:
-            made = jobenv.as_user(switch, lambda: jobenv.prepare(folder, plan["job"], plan, list(package_fds), base),
-                                  stop_requested, float(plan.get("timeout") or 600), group and group.join)
+            made = jobenv.as_user(
+                switch,
+                lambda: jobenv.prepare(folder, plan["job"], plan, list(package_fds), base),
+                stop_requested,
+                float(plan.get("timeout") or 600),
+                group and group.join,
+            )
         except jobenv.SetupFailed as e:
             log.write(f"[gpuq] runtime env setup failed:\n{e}\n".encode())
-            return finish({"exit_code": None, "signal": None, "reason": "runtime_env_failed",
-                           "message": str(e)[-2000:]})
+            return finish(
+                {"exit_code": None, "signal": None, "reason": "runtime_env_failed", "message": str(e)[-2000:]}
+            )
         finally:
             for fd in package_fds:
                 os.close(fd)
@@ -226,8 +248,9 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
         command = _ray_command(sent["ray"], command, env, folder, plan["job"], args.dir)
     cwd, kind = (args.cwd, "named") if args.cwd else (account.home, "home")
     try:
-        record = command_run.run(command, env, switch, args, log, dfd, owner, started, stop_requested, cwd, kind,
-                                 group)
+        record = command_run.run(
+            command, env, switch, args, log, dfd, owner, started, stop_requested, cwd, kind, group
+        )
         record = command_run.judge_memory(record, group, log)
         code = finish(record)
     finally:
@@ -249,12 +272,16 @@ def _cgroup(asked: dict | None, log) -> cgroups.JobCgroup | None:
     try:
         return cgroups.JobCgroup(found, asked["name"], asked.get("memory"), asked.get("cpus"))
     except OSError as e:
-        log.write(f"[gpuq] the job's cgroup could not be made ({e}); its processes are tracked by descent "
-                  "only, and its limits are not enforced\n".encode())
+        log.write(
+            f"[gpuq] the job's cgroup could not be made ({e}); its processes are tracked by descent "
+            "only, and its limits are not enforced\n".encode()
+        )
         return None
 
 
-def _ray_command(ray: dict, command: list[str], env: dict, folder: Path, job: str, directory: Path) -> list[str]:
+def _ray_command(
+    ray: dict, command: list[str], env: dict, folder: Path, job: str, directory: Path
+) -> list[str]:
     """The rank's command in a Ray job, and its environment (changed in place): Ray's
     token auth with this attempt's token (never on a command line), and `python` and
     `python3` on PATH the job's Python, with the cluster's Ray (a runtime env's
@@ -266,11 +293,33 @@ def _ray_command(ray: dict, command: list[str], env: dict, folder: Path, job: st
     env["PATH"] = path if env.get("VIRTUAL_ENV") else f"{os.path.dirname(ray['python'])}{os.pathsep}{path}"
     env.pop("RAY_ADDRESS", None)
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray["token"], "RAY_USAGE_STATS_ENABLED": "0"})
-    argv = [python, "-c", raycluster.RUN, raycluster.ROOT, ray["role"], "--ports", str(ray["ports"]),
-            "--block", str(ray["block"]), "--gpus", str(ray["gpus"]), "--cpus", str(ray["cpus"]),
-            "--memory", str(ray["memory"]), "--object-store", str(ray["object_store"]),
-            "--temp", str(jobenv.ray_dir(folder, job)), "--logs", str(directory / "ray-logs"), "--ip", ray["ip"],
-            "--nodes", str(ray["nodes"])]
+    argv = [
+        python,
+        "-c",
+        raycluster.RUN,
+        raycluster.ROOT,
+        ray["role"],
+        "--ports",
+        str(ray["ports"]),
+        "--block",
+        str(ray["block"]),
+        "--gpus",
+        str(ray["gpus"]),
+        "--cpus",
+        str(ray["cpus"]),
+        "--memory",
+        str(ray["memory"]),
+        "--object-store",
+        str(ray["object_store"]),
+        "--temp",
+        str(jobenv.ray_dir(folder, job)),
+        "--logs",
+        str(directory / "ray-logs"),
+        "--ip",
+        ray["ip"],
+        "--nodes",
+        str(ray["nodes"]),
+    ]
     if ray["role"] == "worker":
         return [*argv, "--address", ray["address"]]
     return [*argv, "--", *command]
@@ -283,8 +332,6 @@ def _tell(record: dict) -> int:
     except (BrokenPipeError, OSError, ValueError):
         pass  # the runner is gone; the record on disk is what its node will read
     return 0
-
-
 
 
 if __name__ == "__main__":

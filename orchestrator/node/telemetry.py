@@ -42,7 +42,8 @@ class NvmlProvider:
             pynvml.nvmlShutdown()
             raise RuntimeError(f"NVML sees {count} GPUs but Ray declares {expected_gpus} on this node")
         self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(expected_gpus)]
-        self.detail = f"NVML, driver {_text(pynvml.nvmlSystemGetDriverVersion())}, {_text(pynvml.nvmlDeviceGetName(self.handles[0]))}"
+        driver, model = pynvml.nvmlSystemGetDriverVersion(), pynvml.nvmlDeviceGetName(self.handles[0])
+        self.detail = f"NVML, driver {_text(driver)}, {_text(model)}"
         self.events = pynvml.nvmlEventSetCreate()
         self.xid_totals: dict[int, dict[int, int]] = {}
         self.xid_capable = set()
@@ -68,16 +69,19 @@ class NvmlProvider:
         out = []
         for i, h in enumerate(self.handles):
             mem = nv.nvmlDeviceGetMemoryInfo(h)
-            out.append(GpuSample(
-                index=i,
-                utilization=nv.nvmlDeviceGetUtilizationRates(h).gpu / 100.0,
-                memory_used_bytes=int(mem.used), memory_total_bytes=int(mem.total),
-                temperature_celsius=float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
-                power_watts=nv.nvmlDeviceGetPowerUsage(h) / 1000.0,
-                ecc_corrected=_ecc(nv, h, nv.NVML_MEMORY_ERROR_TYPE_CORRECTED),
-                ecc_uncorrected=_ecc(nv, h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED),
-                xids=tuple(sorted(self.xid_totals.get(i, {}).items())),
-            ))
+            out.append(
+                GpuSample(
+                    index=i,
+                    utilization=nv.nvmlDeviceGetUtilizationRates(h).gpu / 100.0,
+                    memory_used_bytes=int(mem.used),
+                    memory_total_bytes=int(mem.total),
+                    temperature_celsius=float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
+                    power_watts=nv.nvmlDeviceGetPowerUsage(h) / 1000.0,
+                    ecc_corrected=_ecc(nv, h, nv.NVML_MEMORY_ERROR_TYPE_CORRECTED),
+                    ecc_uncorrected=_ecc(nv, h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED),
+                    xids=tuple(sorted(self.xid_totals.get(i, {}).items())),
+                )
+            )
         return out
 
 
@@ -171,17 +175,20 @@ class SimulatedProvider:
         for i in range(self.gpus):
             held = i in busy
             util = self.faults.utilization.get(i, busy.get(i, 0.0))
-            out.append(GpuSample(
-                index=i, utilization=round(util, 3),
-                # A process that holds a GPU holds memory even while it waits.
-                memory_used_bytes=int(H100_MEMORY_BYTES * ((0.25 + 0.5 * util) if held else 0.005)),
-                memory_total_bytes=H100_MEMORY_BYTES,
-                temperature_celsius=round(IDLE_TEMP_C + (MAX_TEMP_C - IDLE_TEMP_C) * util, 1),
-                power_watts=round(IDLE_POWER_W + (MAX_POWER_W - IDLE_POWER_W) * util, 1),
-                ecc_corrected=0,
-                ecc_uncorrected=self.faults.ecc_uncorrected.get(i, 0),
-                xids=tuple(sorted(self.faults.xids.get(i, {}).items())),
-            ))
+            out.append(
+                GpuSample(
+                    index=i,
+                    utilization=round(util, 3),
+                    # A process that holds a GPU holds memory even while it waits.
+                    memory_used_bytes=int(H100_MEMORY_BYTES * ((0.25 + 0.5 * util) if held else 0.005)),
+                    memory_total_bytes=H100_MEMORY_BYTES,
+                    temperature_celsius=round(IDLE_TEMP_C + (MAX_TEMP_C - IDLE_TEMP_C) * util, 1),
+                    power_watts=round(IDLE_POWER_W + (MAX_POWER_W - IDLE_POWER_W) * util, 1),
+                    ecc_corrected=0,
+                    ecc_uncorrected=self.faults.ecc_uncorrected.get(i, 0),
+                    xids=tuple(sorted(self.faults.xids.get(i, {}).items())),
+                )
+            )
         return out
 
 
@@ -197,7 +204,7 @@ def _cpu_seconds(pid: int, ticks: int) -> float | None:
 def provider_for(node: str, gpus: int, cluster_id: str, mode: str = "auto"):
     """NVML where it works (mode auto or nvml), else the simulation, saying why."""
     if mode == SIMULATED:
-        return SimulatedProvider(node, gpus, cluster_id, "telemetry = \"simulated\" in the site config")
+        return SimulatedProvider(node, gpus, cluster_id, 'telemetry = "simulated" in the site config')
     try:
         return NvmlProvider(gpus)
     except Exception as e:  # NVMLError_LibraryNotFound, driver not loaded, too few GPUs

@@ -19,8 +19,13 @@ def table(results: Sequence[Result]) -> Table:
         t.add_column(col, justify="left" if col == "policy" else "right", no_wrap=True)
     for r in results:
         t.add_row(
-            r.policy, f"{r.jobs:,}" + (f" +{r.dropped} dropped" if r.dropped else ""), f"{r.utilization:.1%}",
-            *(format_duration(x) for x in (r.avg_wait_s, r.p50_wait_s, r.p95_wait_s, r.max_wait_s, r.avg_jct_s, r.makespan_s)),
+            r.policy,
+            f"{r.jobs:,}" + (f" +{r.dropped} dropped" if r.dropped else ""),
+            f"{r.utilization:.1%}",
+            *(
+                format_duration(x)
+                for x in (r.avg_wait_s, r.p50_wait_s, r.p95_wait_s, r.max_wait_s, r.avg_jct_s, r.makespan_s)
+            ),
             str(r.preemptions),
         )
     return t
@@ -44,7 +49,12 @@ def write_plot(results: Sequence[Result], total_gpus: int, path: str | Path) -> 
         waits_h = [w / 3600 for w in r.waits]
         n = len(waits_h)
         ax_cdf.plot(waits_h, [(i + 1) / n for i in range(n)], label=r.policy)
-    ax_util.set(title="GPU utilization (hourly mean)", xlabel="days since first submit", ylabel="utilization", ylim=(0, 1.02))
+    ax_util.set(
+        title="GPU utilization (hourly mean)",
+        xlabel="days since first submit",
+        ylabel="utilization",
+        ylim=(0, 1.02),
+    )
     ax_cdf.set(title="Queue wait CDF", xlabel="wait (hours, log scale)", ylabel="fraction of jobs")
     ax_cdf.set_xscale("symlog", linthresh=0.1)
     for ax in (ax_util, ax_cdf):
@@ -55,7 +65,9 @@ def write_plot(results: Sequence[Result], total_gpus: int, path: str | Path) -> 
     plt.close(fig)
 
 
-def _hourly_utilization(series: list[tuple[float, int]], total: int, end: float) -> tuple[list[float], list[float]]:
+def _hourly_utilization(
+    series: list[tuple[float, int]], total: int, end: float
+) -> tuple[list[float], list[float]]:
     """Time-weighted mean of the busy-GPU step function, per hour."""
     hours = int(end // 3600) + 1
     busy_seconds = [0.0] * hours

@@ -125,8 +125,19 @@ def simulate(
             dropped += 1
             gone.add(t.id)
             continue
-        jobs.append(SimJob(str(n), f"job-{n}", t.user, t.gpus, t.priority, n, t.submit, time_limit(t.duration, limits),
-                           duration=t.duration))
+        jobs.append(
+            SimJob(
+                str(n),
+                f"job-{n}",
+                t.user,
+                t.gpus,
+                t.priority,
+                n,
+                t.submit,
+                time_limit(t.duration, limits),
+                duration=t.duration,
+            )
+        )
         by_trace[t.id] = str(n)
         if t.after:
             after[str(n)] = tuple(by_trace[a] for a in t.after)
@@ -165,7 +176,11 @@ def simulate(
             waiting_on.append(jobs[next_arrival])
             next_arrival += 1
         if waiting_on:  # simulated jobs always complete: afterok is met once every target has
-            ready = [j for j in waiting_on if all(by_id[d].state is JobState.COMPLETED for d in after.get(j.id, ()))]
+            ready = [
+                j
+                for j in waiting_on
+                if all(by_id[d].state is JobState.COMPLETED for d in after.get(j.id, ()))
+            ]
             for job in ready:
                 line.add(job)
             waiting_on = [j for j in waiting_on if j not in ready] if ready else waiting_on
@@ -203,8 +218,14 @@ def simulate(
                 running[job.id] = job
                 job.start = now
                 job.view = Running(
-                    job.id, job.label, job.user, job.priority, {n: len(g) for n, g in job.allocation.items()},
-                    now, job.time_limit, job.preemptible,
+                    job.id,
+                    job.label,
+                    job.user,
+                    job.priority,
+                    {n: len(g) for n, g in job.allocation.items()},
+                    now,
+                    job.time_limit,
+                    job.preemptible,
                 )
                 if job.first_start is None:
                     job.first_start = now

@@ -41,7 +41,9 @@ class SuiteTrace:
     columns: str | None = None
 
     def load(self) -> list[TraceJob]:
-        return load_trace(self.path, vc=self.vc, columns=parse_columns(self.columns) if self.columns else None)
+        return load_trace(
+            self.path, vc=self.vc, columns=parse_columns(self.columns) if self.columns else None
+        )
 
 
 def standard_suite(traces_dir: Path) -> list[SuiteTrace]:
@@ -51,7 +53,9 @@ def standard_suite(traces_dir: Path) -> list[SuiteTrace]:
     if philly.exists():
         with philly.open(newline="") as f:
             sizes = Counter(row["cluster"] for row in csv.DictReader(f))
-        traces += [SuiteTrace(f"philly-{vc}", philly, vc=vc) for vc, n in sizes.most_common() if n >= PHILLY_MIN_JOBS]
+        traces += [
+            SuiteTrace(f"philly-{vc}", philly, vc=vc) for vc, n in sizes.most_common() if n >= PHILLY_MIN_JOBS
+        ]
     traces += [
         SuiteTrace(f"itp-{p.stem.removeprefix('cluster')}", p, columns=ITP_COLUMNS)
         for p in sorted((traces_dir / "itp").glob("cluster*.csv"))
@@ -71,7 +75,9 @@ def nodes_for(jobs: Sequence[TraceJob], per_node: int = GPUS_PER_NODE, load: flo
     return max(2, math.ceil(largest / per_node), math.ceil(offered_load(jobs) / (load * per_node)))
 
 
-def cluster_for(jobs: Sequence[TraceJob], per_node: int = GPUS_PER_NODE, load: float = TARGET_LOAD) -> dict[str, int]:
+def cluster_for(
+    jobs: Sequence[TraceJob], per_node: int = GPUS_PER_NODE, load: float = TARGET_LOAD
+) -> dict[str, int]:
     return {f"node-{i + 1}": per_node for i in range(nodes_for(jobs, per_node, load))}
 
 
@@ -111,12 +117,15 @@ def variant(spec: str) -> PolicyConfig:
         elif key == "depth":
             overrides["reservation_depth"] = int(value)
         else:
-            raise ValueError(f"variant {spec!r}: unknown key {key!r}; use {', '.join([*VARIANT_KEYS, 'sticky', 'depth'])}")
+            raise ValueError(
+                f"variant {spec!r}: unknown key {key!r}; use {', '.join([*VARIANT_KEYS, 'sticky', 'depth'])}"
+            )
     return replace(cfg, weights=replace(cfg.weights, **weights), **overrides)
 
 
-def replay_one(trace: SuiteTrace, policy: str, load: float = TARGET_LOAD, spec: str | None = None,
-               limits: str = "coarse") -> dict:
+def replay_one(
+    trace: SuiteTrace, policy: str, load: float = TARGET_LOAD, spec: str | None = None, limits: str = "coarse"
+) -> dict:
     """One trace under one policy (a preset name, or a named variant given by `spec`) on
     the cluster its load calls for; a plain dict, so process pools can return it."""
     jobs = trace.load()
@@ -124,5 +133,12 @@ def replay_one(trace: SuiteTrace, policy: str, load: float = TARGET_LOAD, spec: 
     cfg = variant(spec) if spec is not None else PolicyConfig.preset(policy)
     t0 = time.perf_counter()
     result = simulate(jobs, cfg, sizes, limits=limits)
-    return {**result.summary(), "trace": trace.name, "policy": policy, "load": load, "nodes": len(sizes),
-            "offered_gpus": round(offered_load(jobs), 1), "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        **result.summary(),
+        "trace": trace.name,
+        "policy": policy,
+        "load": load,
+        "nodes": len(sizes),
+        "offered_gpus": round(offered_load(jobs), 1),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }

@@ -52,7 +52,9 @@ def parse_columns(text: str) -> dict[str, str]:
     return mapping
 
 
-def load_trace(path: str | Path, vc: str | None = None, columns: dict[str, str] | None = None) -> list[TraceJob]:
+def load_trace(
+    path: str | Path, vc: str | None = None, columns: dict[str, str] | None = None
+) -> list[TraceJob]:
     """Jobs sorted by submit time (stable: ties keep file order)."""
     path = Path(path)
     if not path.exists():
@@ -66,7 +68,11 @@ def load_trace(path: str | Path, vc: str | None = None, columns: dict[str, str] 
                     f"{path} is not in the Philly format (columns {', '.join(PHILLY_COLUMNS)}); "
                     "give --columns submit=COL,duration=COL,gpus=COL"
                 )
-            jobs = [_philly_row(row, n) for n, row in enumerate(reader, start=2) if vc is None or row["cluster"] == vc]
+            jobs = [
+                _philly_row(row, n)
+                for n, row in enumerate(reader, start=2)
+                if vc is None or row["cluster"] == vc
+            ]
         else:
             absent = [c for c in columns.values() if c not in header]
             if absent:

@@ -18,8 +18,14 @@ from serve_app.gateway import Gateway, admin, gateway, reader, signed_in
 from serve_app.models import StartsChange
 
 router = APIRouter(tags=["cluster"], responses=ERRORS)
-Since = Annotated[str, Query(min_length=1, max_length=32, description="a duration back from now (7d, 12h, 30m, 3600) "
-                                                                       "or epoch seconds")]
+Since = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=32,
+        description="a duration back from now (7d, 12h, 30m, 3600) or epoch seconds",
+    ),
+]
 
 
 def since_time(text: str, field: str = "since") -> float:
@@ -61,8 +67,11 @@ async def whoami(who: Principal = Depends(signed_in)):
 
 
 @router.get("/history")
-async def history(window: Annotated[float, Query(ge=60, le=3600, description="seconds")] = 3600, _=Depends(reader),
-                  gw: Gateway = Depends(gateway)):
+async def history(
+    window: Annotated[float, Query(ge=60, le=3600, description="seconds")] = 3600,
+    _=Depends(reader),
+    gw: Gateway = Depends(gateway),
+):
     """GPU allocation and measured utilization over the last hour, for the page's chart."""
     return await gw.call("history", window)
 
@@ -74,9 +83,13 @@ async def metrics(_=Depends(reader), gw: Gateway = Depends(gateway)):
 
 
 @router.get("/usage")
-async def usage(since: Since = "7d", until: Annotated[float | None, Query(ge=0, le=1e11)] = None,
-                user: Annotated[str | None, Query(max_length=64)] = None, _=Depends(reader),
-                gw: Gateway = Depends(gateway)):
+async def usage(
+    since: Since = "7d",
+    until: Annotated[float | None, Query(ge=0, le=1e11)] = None,
+    user: Annotated[str | None, Query(max_length=64)] = None,
+    _=Depends(reader),
+    gw: Gateway = Depends(gateway),
+):
     """GPU-hours per user and per UTC day since `since`."""
     return await gw.call("usage_report", since_time(since), until, user)
 
@@ -90,18 +103,23 @@ async def starts(change: StartsChange, who: Principal = Depends(admin), gw: Gate
 
 
 @router.get("/webhooks/deliveries")
-async def webhook_deliveries(limit: Annotated[int, Query(ge=1, le=200)] = 100, _=Depends(admin),
-                             gw: Gateway = Depends(gateway)):
+async def webhook_deliveries(
+    limit: Annotated[int, Query(ge=1, le=200)] = 100, _=Depends(admin), gw: Gateway = Depends(gateway)
+):
     """Admin: recent notification deliveries (delivered, failed, dropped), newest first,
     and how many events each webhook has waiting."""
     return await gw.call("webhook_deliveries", limit)
 
 
 @router.get("/audit")
-async def audit(limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-                user: Annotated[str | None, Query(max_length=64)] = None,
-                action: Annotated[str | None, Query(max_length=32)] = None, since: Since | None = None,
-                _=Depends(admin), gw: Gateway = Depends(gateway)):
+async def audit(
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    user: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[str | None, Query(max_length=32)] = None,
+    since: Since | None = None,
+    _=Depends(admin),
+    gw: Gateway = Depends(gateway),
+):
     """Admin: every change anyone asked for (submit, cancel, hold, release, priority,
     drain, undrain, token changes): who, when, what; newest first."""
     return {"events": await gw.call("audit_trail", limit, user, action, since_time(since) if since else 0.0)}

@@ -21,15 +21,21 @@ from serve_app.models import BulkRequest, PriorityChange, SubmitRequest
 from serve_app.visibility import job_for
 
 router = APIRouter(tags=["jobs"], responses=ERRORS)
-JobId = Annotated[str, Path(min_length=1, max_length=64, description="a job id, or a unique prefix of 4+ characters")]
+JobId = Annotated[
+    str, Path(min_length=1, max_length=64, description="a job id, or a unique prefix of 4+ characters")
+]
 StateName = Literal[tuple(s.value for s in JobState)]
 
 
 @router.post("/queue/submit")
-async def submit(spec: Annotated[SubmitRequest, Body()], who: Principal = Depends(writer),
-                 gw: Gateway = Depends(gateway),
-                 idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
-                                                               max_length=MAX_KEY_CHARS)] = None):
+async def submit(
+    spec: Annotated[SubmitRequest, Body()],
+    who: Principal = Depends(writer),
+    gw: Gateway = Depends(gateway),
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=MAX_KEY_CHARS)
+    ] = None,
+):
     """Submit a job. `user` defaults to the token's user.
     An `Idempotency-Key` header makes a retried submit return the first job."""
     fields = spec.fields()
@@ -37,21 +43,30 @@ async def submit(spec: Annotated[SubmitRequest, Body()], who: Principal = Depend
     if not who.may_act_for(fields["user"]):
         raise ApiError(403, f"you are {who.user}: you may submit only as yourself")
     if idempotency_key is not None and not idempotency_key.isprintable():
-        raise ApiError(422, [{"field": "Idempotency-Key", "message": f"must be 1-{MAX_KEY_CHARS} printable characters"}])
+        raise ApiError(
+            422, [{"field": "Idempotency-Key", "message": f"must be 1-{MAX_KEY_CHARS} printable characters"}]
+        )
     return await gw.call("submit", fields, idempotency_key, who.caller)
 
 
 @router.get("/queue")
-async def queue(limit: Annotated[int, Query(ge=1, le=1000)] = 100, _=Depends(reader), gw: Gateway = Depends(gateway)):
+async def queue(
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100, _=Depends(reader), gw: Gateway = Depends(gateway)
+):
     """Queued jobs in the order the policy considers them, with why and when, then held
     ones (at most `limit` of each); `total` and `held` count them all."""
     return await gw.call("queue_view", limit)
 
 
 @router.get("/jobs")
-async def jobs(state: StateName | None = None, user: Annotated[str | None, Query(max_length=64)] = None,
-               limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=10 ** 9)] = 0,
-               _=Depends(reader), gw: Gateway = Depends(gateway)):
+async def jobs(
+    state: StateName | None = None,
+    user: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    _=Depends(reader),
+    gw: Gateway = Depends(gateway),
+):
     """Jobs, newest first, with how many match (`total`)."""
     return await gw.call("list_jobs", state, user, limit, offset)
 
@@ -64,8 +79,12 @@ async def job(job_id: JobId, who: Principal | None = Depends(reader), gw: Gatewa
 
 
 @router.post("/jobs/{action}")
-async def bulk(action: Literal["cancel", "hold", "release", "priority"], body: Annotated[BulkRequest, Body()],
-               who: Principal = Depends(writer), gw: Gateway = Depends(gateway)):
+async def bulk(
+    action: Literal["cancel", "hold", "release", "priority"],
+    body: Annotated[BulkRequest, Body()],
+    who: Principal = Depends(writer),
+    gw: Gateway = Depends(gateway),
+):
     """Cancel, hold, release or re-prioritise every job the body selects, in one call
     and one commit (`scancel ARRAYID`, `scancel -u alice -t PENDING`). Your own jobs
     only, unless you are an admin; the answer counts what changed and what did not, and why."""
@@ -107,13 +126,17 @@ async def update(change: PriorityChange, owned=Depends(_owned), gw: Gateway = De
 
 
 @router.get("/jobs/{job_id}/logs")
-async def logs(request: Request, job_id: JobId,
-               offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET, description="byte offset")] = 0,
-               tail: Annotated[int | None, Query(ge=1, le=1_000_000, description="the last N lines")] = None,
-               attempt: Annotated[int | None, Query(ge=1, le=1_000_000, description="default: the latest")] = None,
-               rank: Annotated[int, Query(ge=0, le=4095, description="the bundle (node) of a multi-node job")] = 0,
-               limit: Annotated[int, Query(ge=1, le=1 << 20, description="bytes")] = 65536,
-               follow: bool = False, gw: Gateway = Depends(gateway)):
+async def logs(
+    request: Request,
+    job_id: JobId,
+    offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET, description="byte offset")] = 0,
+    tail: Annotated[int | None, Query(ge=1, le=1_000_000, description="the last N lines")] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=1_000_000, description="default: the latest")] = None,
+    rank: Annotated[int, Query(ge=0, le=4095, description="the bundle (node) of a multi-node job")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1 << 20, description="bytes")] = 65536,
+    follow: bool = False,
+    gw: Gateway = Depends(gateway),
+):
     """A slice of a job's output ({data, offset, size, done}): its whole text (every
     attempt in order, a line between them) unless `attempt` names one; offsets are bytes.
     With follow=true, the output's bytes from `offset` as they are written, until the
@@ -135,4 +158,6 @@ async def logs(request: Request, job_id: JobId,
         finally:
             release()
 
-    return StreamingResponse(stream(), media_type="text/plain; charset=utf-8", background=BackgroundTask(release))
+    return StreamingResponse(
+        stream(), media_type="text/plain; charset=utf-8", background=BackgroundTask(release)
+    )

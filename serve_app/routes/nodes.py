@@ -16,20 +16,26 @@ Node = Annotated[str, Path(min_length=1, max_length=64, description="a GPU node'
 
 
 @router.get("/nodes/events")
-async def events(limit: Annotated[int, Query(ge=1, le=1000)] = 100, _=Depends(reader), gw: Gateway = Depends(gateway)):
+async def events(
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100, _=Depends(reader), gw: Gateway = Depends(gateway)
+):
     """The fleet's audit trail, newest first: drains, health findings, returns, job
     records the store set aside."""
     return {"events": await gw.call("fleet_events", limit)}
 
 
 @router.post("/nodes/{node}/drain")
-async def drain(node: Node, req: DrainRequest, who: Principal = Depends(admin), gw: Gateway = Depends(gateway)):
+async def drain(
+    node: Node, req: DrainRequest, who: Principal = Depends(admin), gw: Gateway = Depends(gateway)
+):
     """Admin: take a node's GPUs (all, or `gpus`) out of service."""
     return await gw.call("drain", node, req.gpus, req.reason, who.user, req.requeue)
 
 
 @router.post("/nodes/{node}/undrain")
-async def undrain(node: Node, req: UndrainRequest, who: Principal = Depends(admin), gw: Gateway = Depends(gateway)):
+async def undrain(
+    node: Node, req: UndrainRequest, who: Principal = Depends(admin), gw: Gateway = Depends(gateway)
+):
     """Admin: put a node's drained or unhealthy GPUs (all, or `gpus`) back in service."""
     return await gw.call("undrain", node, req.gpus, who.user, req.reason)
 

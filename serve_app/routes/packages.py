@@ -26,15 +26,24 @@ from serve_app.gateway import Gateway, gateway, writer
 
 router = APIRouter(prefix="/api/packages", tags=["ray jobs"], responses=ERRORS)
 Protocol = Literal["gcs"]
-PackageName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}\.(zip|whl)$",
-                                  description="Ray's name for it: _ray_pkg_<hash>.zip, or a wheel's file name")]
+PackageName = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}\.(zip|whl)$",
+        description="Ray's name for it: _ray_pkg_<hash>.zip, or a wheel's file name",
+    ),
+]
 DEFAULT_MAX = Config.model_fields["max_package_bytes"].default
 DEFAULT_UNPACKED = Config.model_fields["max_package_unpacked_bytes"].default
 
 
 @router.get("/{protocol}/{package_name}")
-async def exists(protocol: Protocol, package_name: PackageName, who: Principal = Depends(writer),
-                 gw: Gateway = Depends(gateway)):
+async def exists(
+    protocol: Protocol,
+    package_name: PackageName,
+    who: Principal = Depends(writer),
+    gw: Gateway = Depends(gateway),
+):
     """200 if this cluster holds the package, 404 if it must be uploaded."""
     uri = f"{protocol}://{package_name}"
     if not await gw.call("package_exists", uri, who.caller):
@@ -43,12 +52,20 @@ async def exists(protocol: Protocol, package_name: PackageName, who: Principal =
 
 
 @router.put("/{protocol}/{package_name}")
-async def upload(protocol: Protocol, package_name: PackageName, request: Request, who: Principal = Depends(writer),
-                 gw: Gateway = Depends(gateway)):
+async def upload(
+    protocol: Protocol,
+    package_name: PackageName,
+    request: Request,
+    who: Principal = Depends(writer),
+    gw: Gateway = Depends(gateway),
+):
     """Store a package (a zip of a directory, or a wheel) for jobs to name."""
     cap = int(gw.site.get("max_package_bytes") or DEFAULT_MAX)
-    too_big = ApiError(413, f"the package is larger than {cap} bytes, this site's max_package_bytes: leave data and "
-                            "checkpoints out (runtime_env excludes, or .gitignore) and read them from shared storage")
+    too_big = ApiError(
+        413,
+        f"the package is larger than {cap} bytes, this site's max_package_bytes: leave data and "
+        "checkpoints out (runtime_env excludes, or .gitignore) and read them from shared storage",
+    )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
         raise too_big

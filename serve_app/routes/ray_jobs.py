@@ -25,8 +25,12 @@ RAY_LIST_LIMIT = 500
 @router.get("/version")
 async def version():
     """What Ray's client checks before it talks to a Jobs server."""
-    return {"version": "4", "ray_version": ray.__version__, "ray_commit": getattr(ray, "__commit__", ""),
-            "session_name": "gpuq"}
+    return {
+        "version": "4",
+        "ray_version": ray.__version__,
+        "ray_commit": getattr(ray, "__commit__", ""),
+        "session_name": "gpuq",
+    }
 
 
 @router.post("/jobs/")
@@ -86,11 +90,14 @@ async def tail(ws: WebSocket, job_id: str):
         release = gw.streams.enter(who.user if who else "anyone")
     except ApiError as e:
         # Refused in the handshake, as an HTTP answer where the server can send one.
-        await ws.send_denial_response(JSONResponse({"success": False, "detail": e.detail}, e.status,
-                                                   headers=e.headers))
+        await ws.send_denial_response(
+            JSONResponse({"success": False, "detail": e.detail}, e.status, headers=e.headers)
+        )
         return
     await ws.accept()
-    decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode  # a character cut by a read: whole
+    decode = codecs.getincrementaldecoder("utf-8")(
+        errors="replace"
+    ).decode  # a character cut by a read: whole
     try:
         async for chunk in gw.logs.follow(job["id"], None, 0, 0):
             if text := decode(chunk):
@@ -105,8 +112,12 @@ async def tail(ws: WebSocket, job_id: str):
 def _ray_names(e: ApiError) -> ApiError:
     """The orchestrator names gpuq's fields; a Ray client sent Ray's."""
     if isinstance(e.detail, list):
-        names = {"command": "entrypoint", "gpu_count": "entrypoint_num_gpus", "idempotency_key": "submission_id",
-                 "run_id": "submission_id"}
+        names = {
+            "command": "entrypoint",
+            "gpu_count": "entrypoint_num_gpus",
+            "idempotency_key": "submission_id",
+            "run_id": "submission_id",
+        }
         for d in e.detail:
             head, dot, rest = d["field"].partition(".")
             if head in names:

@@ -21,8 +21,7 @@ router = APIRouter(tags=["tokens"], responses=ERRORS)
 async def create(req: TokenRequest, who: Principal = Depends(admin), gw: Gateway = Depends(gateway)):
     """Admin: a new token for `user` with `role`, expiring after `expires`. The token is
     in the answer this once only."""
-    return await _change(token_admin.create(gw.tokens, who, req.fields(), gw.site,
-                                            _recorder(gw)))
+    return await _change(token_admin.create(gw.tokens, who, req.fields(), gw.site, _recorder(gw)))
 
 
 @router.get("/tokens")
@@ -32,8 +31,11 @@ async def listing(_=Depends(admin), gw: Gateway = Depends(gateway)):
 
 
 @router.delete("/tokens/{token_id}")
-async def revoke(token_id: Annotated[str, Path(min_length=1, max_length=64)], who: Principal = Depends(admin),
-                 gw: Gateway = Depends(gateway)):
+async def revoke(
+    token_id: Annotated[str, Path(min_length=1, max_length=64)],
+    who: Principal = Depends(admin),
+    gw: Gateway = Depends(gateway),
+):
     """Admin: revoke a token; it is refused from the next request on."""
     return await _change(token_admin.revoke(gw.tokens, who, token_id, _recorder(gw)))
 

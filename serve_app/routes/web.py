@@ -18,7 +18,8 @@ from starlette.staticfiles import StaticFiles
 WEB = Path(__file__).resolve().parent.parent / "web"
 SWAGGER = Path(fastapi_offline.__file__).resolve().parent / "static"
 HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }

@@ -70,6 +70,7 @@ def test_a_unique_prefix_of_four_or_more_characters_names_a_job():
 
 # --- over HTTP ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def http(api, orch):
     with httpx.Client(base_url=api, timeout=30, headers=ALICE) as client:
@@ -85,39 +86,50 @@ def _fields(r: httpx.Response) -> list[str]:
     return [e["field"] for e in r.json()["detail"]]
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"entrypoint_num_gpus": "abc"}, "entrypoint_num_gpus"),
-    ({"entrypoint_num_gpus": {"n": 1}}, "entrypoint_num_gpus"),
-    ({"entrypoint_num_gpus": -5}, "entrypoint_num_gpus"),
-    ({"entrypoint_num_gpus": True}, "entrypoint_num_gpus"),
-    ({"entrypoint_num_gpus": 0.0001}, "entrypoint_num_gpus"),
-    ({"entrypoint_num_gpus": 1.5}, "entrypoint_num_gpus"),
-    ({"entrypoint_num_gpus": 99}, "entrypoint_num_gpus"),  # more than the cluster places (the orchestrator)
-    ({"runtime_env": 5}, "runtime_env"),
-    ({"runtime_env": [1]}, "runtime_env"),
-    ({"runtime_env": {"env_vars": [1]}}, "runtime_env.env_vars"),
-    ({"runtime_env": {"working_dir": "."}}, "runtime_env.working_dir"),
-    ({"runtime_env": {"conda": "env.yaml"}}, "runtime_env.conda"),
-    ({"metadata": [1]}, "metadata"),
-    ({"metadata": "x"}, "metadata"),
-    ({"metadata": {"owner": "x"}}, "metadata"),
-    ({"metadata": {"priority": "URGENT"}}, "metadata.priority"),
-    ({"submission_id": 5}, "submission_id"),
-    ({"submission_id": True}, "submission_id"),
-    ({"submission_id": {"a": 1}}, "submission_id"),
-    ({"entrypoint_resources": {"TPU": 1}}, "entrypoint_resources"),
-    ({"entrypoint_memory": 1000}, "entrypoint_memory"),
-    ({"entrypoint_num_cpus": 4}, "entrypoint_num_cpus"),
-    ({"surprise": 1}, "surprise"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"entrypoint_num_gpus": "abc"}, "entrypoint_num_gpus"),
+        ({"entrypoint_num_gpus": {"n": 1}}, "entrypoint_num_gpus"),
+        ({"entrypoint_num_gpus": -5}, "entrypoint_num_gpus"),
+        ({"entrypoint_num_gpus": True}, "entrypoint_num_gpus"),
+        ({"entrypoint_num_gpus": 0.0001}, "entrypoint_num_gpus"),
+        ({"entrypoint_num_gpus": 1.5}, "entrypoint_num_gpus"),
+        (
+            {"entrypoint_num_gpus": 99},
+            "entrypoint_num_gpus",
+        ),  # more than the cluster places (the orchestrator)
+        ({"runtime_env": 5}, "runtime_env"),
+        ({"runtime_env": [1]}, "runtime_env"),
+        ({"runtime_env": {"env_vars": [1]}}, "runtime_env.env_vars"),
+        ({"runtime_env": {"working_dir": "."}}, "runtime_env.working_dir"),
+        ({"runtime_env": {"conda": "env.yaml"}}, "runtime_env.conda"),
+        ({"metadata": [1]}, "metadata"),
+        ({"metadata": "x"}, "metadata"),
+        ({"metadata": {"owner": "x"}}, "metadata"),
+        ({"metadata": {"priority": "URGENT"}}, "metadata.priority"),
+        ({"submission_id": 5}, "submission_id"),
+        ({"submission_id": True}, "submission_id"),
+        ({"submission_id": {"a": 1}}, "submission_id"),
+        ({"entrypoint_resources": {"TPU": 1}}, "entrypoint_resources"),
+        ({"entrypoint_memory": 1000}, "entrypoint_memory"),
+        ({"entrypoint_num_cpus": 4}, "entrypoint_num_cpus"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
 def test_ray_submit_refuses_by_name_what_gpuq_cannot_honour(http, change, field):
     before = _total(http)
     assert field in _fields(http.post("/api/jobs/", json={**RAY, **change}))
     assert _total(http) == before
 
 
-@pytest.mark.parametrize("raw", [b'{"entrypoint": "true", "entrypoint_num_gpus": NaN}',
-                                 b'{"entrypoint": "true", "entrypoint_num_gpus": 1e309}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"entrypoint": "true", "entrypoint_num_gpus": NaN}',
+        b'{"entrypoint": "true", "entrypoint_num_gpus": 1e309}',
+    ],
+)
 def test_ray_submit_refuses_numbers_that_are_not_numbers(http, raw):
     r = http.post("/api/jobs/", content=raw, headers={"content-type": "application/json"})
     assert "entrypoint_num_gpus" in _fields(r)
@@ -145,9 +157,17 @@ def test_an_idempotency_key_must_be_text_and_is_checked_in_the_orchestrator_too(
     assert orch.call("status")["queue_summary"]["total_jobs"] == 0
 
 
-@pytest.mark.parametrize(("query", "field"), [("rank=-2", "rank"), ("offset=9223372036854775807", "offset"),
-                                               ("attempt=0", "attempt"), ("limit=0", "limit"), ("rank=3", "rank"),
-                                               ("attempt=7", "attempt")])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("rank=-2", "rank"),
+        ("offset=9223372036854775807", "offset"),
+        ("attempt=0", "attempt"),
+        ("limit=0", "limit"),
+        ("rank=3", "rank"),
+        ("attempt=7", "attempt"),
+    ],
+)
 def test_log_read_mistakes_are_422_not_503(http, query, field):
     job_id = http.post("/queue/submit", json=SEED).json()["job_id"]
     assert _fields(http.get(f"/jobs/{job_id}/logs?{query}")) == [field]
@@ -156,12 +176,17 @@ def test_log_read_mistakes_are_422_not_503(http, query, field):
 def test_an_unknown_job_is_a_one_line_404(http):
     for path in ("/jobs/does-not-exist", "/jobs/does-not-exist/logs", "/api/jobs/does-not-exist"):
         r = http.get(path)
-        assert r.status_code == 404 and r.json() == {"success": False, "detail": "no job with id 'does-not-exist'"}
+        assert r.status_code == 404 and r.json() == {
+            "success": False,
+            "detail": "no job with id 'does-not-exist'",
+        }
     assert http.post("/jobs/does-not-exist/cancel").status_code == 404
 
 
 def test_the_short_id_gpuq_prints_works_everywhere(http):
-    job_id = http.post("/queue/submit", json={**SEED, "command": "sleep 60", "gpu_count": 16}).json()["job_id"]
+    job_id = http.post("/queue/submit", json={**SEED, "command": "sleep 60", "gpu_count": 16}).json()[
+        "job_id"
+    ]
     short = job_id[:8]
     assert http.get(f"/jobs/{short}").json()["id"] == job_id
     assert http.patch(f"/jobs/{short}", json={"priority": "LOW"}).json()["priority"] == 1
@@ -184,8 +209,12 @@ def test_unknown_paths_and_methods_are_clean_and_say_what_is_allowed(http):
 def test_log_followers_do_not_starve_other_requests_and_are_capped_per_user(http, api):
     """Sixteen followers (the per-user cap) are three times Serve's old default of five
     requests per replica, which froze every other request until the job ended."""
-    job_id = http.post("/queue/submit", json={
-        **SEED, "command": "python3 -c \"import time\nfor i in range(900): print(i, flush=True); time.sleep(0.1)\""}
+    job_id = http.post(
+        "/queue/submit",
+        json={
+            **SEED,
+            "command": 'python3 -c "import time\nfor i in range(900): print(i, flush=True); time.sleep(0.1)"',
+        },
     ).json()["job_id"]
 
     async def scenario():
@@ -202,7 +231,9 @@ def test_log_followers_do_not_starve_other_requests_and_are_capped_per_user(http
                 for reader in readers:  # each is live: output reaches it
                     assert await reader.__anext__()
                 health = await client.get("/healthz")
-                submitted = await client.post("/queue/submit", json={**SEED, "test_only": True}, headers=ALICE)
+                submitted = await client.post(
+                    "/queue/submit", json={**SEED, "test_only": True}, headers=ALICE
+                )
                 one_more = await client.get(f"/jobs/{job_id}/logs?follow=true", headers=ALICE)
                 return health, submitted, one_more
             finally:
@@ -211,7 +242,10 @@ def test_log_followers_do_not_starve_other_requests_and_are_capped_per_user(http
 
     health, submitted, one_more = asyncio.run(scenario())
     assert health.status_code == 200 and submitted.status_code == 200
-    assert one_more.status_code == 429 and one_more.headers["retry-after"], (one_more.headers, one_more.text[:300])
+    assert one_more.status_code == 429 and one_more.headers["retry-after"], (
+        one_more.headers,
+        one_more.text[:300],
+    )
     assert "16 log streams open" in one_more.json()["detail"]
     http.post(f"/jobs/{job_id}/cancel")
 
@@ -235,8 +269,10 @@ def test_a_record_that_fails_to_load_is_set_aside_and_reported_and_the_rest_star
         with pytest.raises(JobNotFound):
             harness.job(bad.id)
         events = harness.call("fleet_events", 10)
-        assert any(e["action"] == "set aside" and e["job_id"] == bad.id and "idempotency_key" in e["reason"]
-                   for e in events)
+        assert any(
+            e["action"] == "set aside" and e["job_id"] == bad.id and "idempotency_key" in e["reason"]
+            for e in events
+        )
         assert "gpuq_store_records_set_aside 1.0" in harness.call("metrics_text").decode()
     finally:
         harness.teardown()

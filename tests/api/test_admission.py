@@ -10,8 +10,12 @@ import pytest
 from serve_app.admission import Admission
 from serve_app.auth import TokenFile
 
-SITE = {"api_body_deadline_s": 0.3, "api_unauthenticated_per_address": 3, "api_rate_per_token": 5.0,
-        "api_burst_per_token": 10}
+SITE = {
+    "api_body_deadline_s": 0.3,
+    "api_unauthenticated_per_address": 3,
+    "api_rate_per_token": 5.0,
+    "api_burst_per_token": 10,
+}
 
 
 class Gw:
@@ -56,6 +60,7 @@ def request(admission, token=None, parts=(b"{}",), gap=0.0, client="10.0.0.7", p
     async def run():
         await admission(scope, receive, send)
         return said
+
     return run()
 
 

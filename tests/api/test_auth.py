@@ -67,12 +67,23 @@ def test_an_expired_token_is_refused_saying_so(tokens):
 
 def test_the_listing_never_shows_a_secret_or_hash(tokens):
     for entry in tokens.listing():
-        assert set(entry) == {"id", "user", "role", "created_at", "created_by", "expires_at", "expired", "last_used_at"}
+        assert set(entry) == {
+            "id",
+            "user",
+            "role",
+            "created_at",
+            "created_by",
+            "expires_at",
+            "expired",
+            "last_used_at",
+        }
 
 
 def test_an_older_plain_tokens_file_still_works_and_is_rewritten_hashed(tmp_path):
     path = tmp_path / "tokens.json"
-    path.write_text(json.dumps({"old-token": {"user": "alice", "role": "user"}, "odd": {"user": "x", "role": "su"}}))
+    path.write_text(
+        json.dumps({"old-token": {"user": "alice", "role": "user"}, "odd": {"user": "x", "role": "su"}})
+    )
     tf = TokenFile(path)
     assert tf.authenticate("Bearer old-token").user == "alice"
     with pytest.raises(TokenRefused):
@@ -89,8 +100,12 @@ def test_users_act_for_themselves_admins_for_everyone_readers_for_no_one():
 
 
 def test_others_see_a_jobs_shape_not_its_command_or_env():
-    job = {"id": "j1", "user": "alice", "state": "running",
-           "spec": {"run_id": "r", "user": "alice", "gpu_count": 2, "command": "secret", "env": {"K": "v"}}}
+    job = {
+        "id": "j1",
+        "user": "alice",
+        "state": "running",
+        "spec": {"run_id": "r", "user": "alice", "gpu_count": 2, "command": "secret", "env": {"K": "v"}},
+    }
     assert job_for(Principal("alice", "user"), job) == job
     assert job_for(Principal("root", "admin"), job) == job
     seen = job_for(Principal("bob", "user"), job)
@@ -164,7 +179,9 @@ def test_a_multi_user_install_refuses_a_token_for_a_name_with_no_account(monkeyp
     for system in ("root", "daemon"):  # jobs run as people's accounts only
         with pytest.raises(InvalidSpec, match="root|system account"):
             token_admin.check_new(system, "user", {})
-    token_admin.check_new("daemon", "user", {"allowed_system_accounts": ["daemon"]})  # unless the site says so
+    token_admin.check_new(
+        "daemon", "user", {"allowed_system_accounts": ["daemon"]}
+    )  # unless the site says so
     token_admin.check_new("root", "reader", {})  # a reader runs nothing
     with pytest.raises(InvalidSpec):
         token_admin.check_new("alice", "superuser", {})

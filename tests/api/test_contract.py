@@ -50,8 +50,14 @@ def no_traceback(ctx, response, case):
 # known only at run time, and answered 422 naming the field. Nor "every request the
 # generator thinks invalid is refused": HTTP trims header values and JSON joins two
 # lone surrogates into one character, so a generated violation can arrive valid.
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance, no_traceback]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+    no_traceback,
+]
 
 
 @schema.parametrize()

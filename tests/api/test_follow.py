@@ -26,7 +26,9 @@ class Job:
 
     def __init__(self):
         self.queue = JobQueue()
-        spec = JobSpec.parse({"run_id": "r", "user": "alice", "command": "x", "gpu_count": 1, "max_retries": 10})
+        spec = JobSpec.parse(
+            {"run_id": "r", "user": "alice", "command": "x", "gpu_count": 1, "max_retries": 10}
+        )
         self.id = self.queue.enqueue(spec, 0.0).id
         self.files: dict[int, bytearray] = {}
         self.output = Output(self)
@@ -56,28 +58,37 @@ class Job:
         self.queue.complete(self.id, 0.0)
 
     def text(self) -> bytes:
-        return b"".join((joblog.boundary(a) if a > 1 else b"") + bytes(d) for a, d in sorted(self.files.items()))
+        return b"".join(
+            (joblog.boundary(a) if a > 1 else b"") + bytes(d) for a, d in sorted(self.files.items())
+        )
 
     # --- what the orchestrator calls: the node agent, and the API's call -----------------
 
     async def call_agent(self, node, method, job_id, attempt, rank, offset, limit, tail, raw):
         data = bytes(self.files.get(attempt, b""))
         await asyncio.sleep(0)  # the world moves on while the answer travels
-        return {"data": data[offset:offset + limit], "offset": offset + len(data[offset:offset + limit]),
-                "size": len(data), "exists": True}
+        return {
+            "data": data[offset : offset + limit],
+            "offset": offset + len(data[offset : offset + limit]),
+            "size": len(data),
+            "exists": True,
+        }
 
     async def call(self, method, job_id, attempt, rank, offset, limit, tail, raw):
         await asyncio.sleep(0)
         return await self.output.read(self.record, attempt, rank, offset, limit, tail, raw)
 
 
-ACTIONS = st.lists(st.one_of(
-    st.tuples(st.just("write"), st.binary(min_size=1, max_size=12)),
-    st.tuples(st.just("retry"), st.none()),
-    st.tuples(st.just("join"), st.floats(0, 1)),
-    st.tuples(st.just("reconnect"), st.integers(0, 5)),
-    st.tuples(st.just("wait"), st.integers(1, 6)),
-), max_size=30)
+ACTIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.binary(min_size=1, max_size=12)),
+        st.tuples(st.just("retry"), st.none()),
+        st.tuples(st.just("join"), st.floats(0, 1)),
+        st.tuples(st.just("reconnect"), st.integers(0, 5)),
+        st.tuples(st.just("wait"), st.integers(1, 6)),
+    ),
+    max_size=30,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +114,10 @@ async def _play(actions) -> None:
         async def run(at: int) -> None:
             async for chunk in reader.follow(job.id, None, 0, at):
                 got.extend(chunk)
-        followers.append({"start": offset, "got": got, "task": asyncio.ensure_future(run(offset)), "run": run})
+
+        followers.append(
+            {"start": offset, "got": got, "task": asyncio.ensure_future(run(offset)), "run": run}
+        )
 
     join(0)
     for kind, arg in actions:
@@ -120,11 +134,13 @@ async def _play(actions) -> None:
         for _ in range(arg if kind == "wait" else 1):
             await asyncio.sleep(0)
     job.end()
-    ended = await asyncio.wait_for(asyncio.gather(*(f["task"] for f in followers), return_exceptions=True), 10)
+    ended = await asyncio.wait_for(
+        asyncio.gather(*(f["task"] for f in followers), return_exceptions=True), 10
+    )
     assert ended == [None] * len(followers), ended  # every stream ended as streams end, none failed
     text = job.text()
     for f in followers:
-        assert bytes(f["got"]) == text[f["start"]:], (f["start"], bytes(f["got"]), text)
+        assert bytes(f["got"]) == text[f["start"] :], (f["start"], bytes(f["got"]), text)
 
 
 def test_a_failed_shared_read_is_read_again_by_whoever_shared_it():

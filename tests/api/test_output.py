@@ -42,14 +42,20 @@ def out(shared):
 
 
 def submit(api: str, **spec) -> str:
-    r = httpx.post(f"{api}/queue/submit", json={"run_id": "out", "gpu_count": 1, **spec}, headers=ALICE, timeout=30)
+    r = httpx.post(
+        f"{api}/queue/submit", json={"run_id": "out", "gpu_count": 1, **spec}, headers=ALICE, timeout=30
+    )
     assert r.status_code == 200, r.text
     return r.json()["job_id"]
 
 
 def gpuq_logs(api: str, job_id: str) -> bytes:
-    done = subprocess.run([*GPUQ, "logs", job_id], capture_output=True, env={**QUIET, "GPUQ_URL": api,
-                                                                              "GPUQ_TOKEN": "alice-token"}, timeout=60)
+    done = subprocess.run(
+        [*GPUQ, "logs", job_id],
+        capture_output=True,
+        env={**QUIET, "GPUQ_URL": api, "GPUQ_TOKEN": "alice-token"},
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -58,7 +64,9 @@ ENDINGS = {
     "completed": dict(command="printf 'one\\ntwo\\n'; printf 'caf\\303\\251 \\342\\234\\223\\n'"),
     "failed and retried": dict(command="echo line-a; echo line-b >&2; exit 3", max_retries=1),
     "time limit": dict(command="echo tick; sleep 30", time_limit=2, max_retries=0),
-    "runtime env failed": dict(command="echo never", runtime_env={"pip": ["gpuq-missing==1.0"]}, max_retries=0),
+    "runtime env failed": dict(
+        command="echo never", runtime_env={"pip": ["gpuq-missing==1.0"]}, max_retries=0
+    ),
     "cancelled": dict(command="echo started; sleep 300"),
 }
 
@@ -97,9 +105,18 @@ def test_a_preempted_job_shows_both_runs_with_the_line_between(out, api):
     low = submit(api, command="echo low run; sleep 300", gpu_count=16, priority="LOW")
     follower = Follower(api, low)
     wait_for(lambda: b"low run" in follower.got, 60, what="the low job to run")
-    urgent = httpx.post(f"{api}/queue/submit", json={"run_id": "urgent", "command": "echo urgent", "gpu_count": 16,
-                                                    "priority": "CRITICAL", "user": "bob"}, headers=ADMIN,
-                        timeout=30).json()["job_id"]
+    urgent = httpx.post(
+        f"{api}/queue/submit",
+        json={
+            "run_id": "urgent",
+            "command": "echo urgent",
+            "gpu_count": 16,
+            "priority": "CRITICAL",
+            "user": "bob",
+        },
+        headers=ADMIN,
+        timeout=30,
+    ).json()["job_id"]
     out.wait_state(urgent, "completed", timeout=120)
     wait_for(lambda: follower.got.count(b"low run") == 2, 60, what="the low job to run again")
     httpx.post(f"{api}/jobs/{low}/cancel", headers=ALICE, timeout=30)
@@ -109,7 +126,7 @@ def test_a_preempted_job_shows_both_runs_with_the_line_between(out, api):
 def test_events_name_only_the_gpus_the_job_runs_on(out, api):
     job_id = submit(api, command="echo $CUDA_VISIBLE_DEVICES", gpu_count=2, max_retries=0)
     job = out.wait_state(job_id, "completed", timeout=60)
-    (node, gpus), = job["allocation"].items()
+    ((node, gpus),) = job["allocation"].items()
     assert sorted(map(int, out.log(job_id).split(","))) == sorted(gpus)  # the job saw what gpuq says it has
     named = [e["reason"] for e in job["events"] if "[" in e["reason"]]
     assert named == [f"running on {job['placement']}"]  # one set of indices in the whole history: Ray's

@@ -45,18 +45,37 @@ def project(tmp_path):
     d = tmp_path / "project"
     (d / "data").mkdir(parents=True)
     (d / "helper.py").write_text("import os\n\ndef gpus():\n    return os.environ['CUDA_VISIBLE_DEVICES']\n")
-    (d / "main.py").write_text("import os\nimport helper\n"
-                               "print('helper says', helper.gpus())\n"
-                               "print('data uploaded:', os.path.exists('data/big.bin'))\n")
+    (d / "main.py").write_text(
+        "import os\nimport helper\n"
+        "print('helper says', helper.gpus())\n"
+        "print('data uploaded:', os.path.exists('data/big.bin'))\n"
+    )
     (d / "data" / "big.bin").write_bytes(os.urandom(4096))
     (d / ".gitignore").write_text("data/\n")
     return d
 
 
 def test_ray_job_submit_with_a_working_dir_runs_the_uploaded_code(api, orch, project):
-    r = subprocess.run([RAY, "job", "submit", "--address", api, "--headers", json.dumps(ALICE),
-                        "--working-dir", str(project), "--", "python3", "main.py"],
-                       capture_output=True, text=True, env=CLEAN, timeout=300)
+    r = subprocess.run(
+        [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            api,
+            "--headers",
+            json.dumps(ALICE),
+            "--working-dir",
+            str(project),
+            "--",
+            "python3",
+            "main.py",
+        ],
+        capture_output=True,
+        text=True,
+        env=CLEAN,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     line = next(x for x in r.stdout.splitlines() if x.startswith("helper says "))
     assert line.split()[2].isdigit()  # one GPU, as Ray assigned it
@@ -71,10 +90,14 @@ def test_job_submission_client_with_a_working_dir_and_its_exit_code(api, orch, p
 
     client = JobSubmissionClient(api, headers=ALICE)
     # Plain commands (not Ray programs): the runtime env alone is what is tested here.
-    ok = client.submit_job(entrypoint="python3 main.py", runtime_env={"working_dir": str(project)},
-                           metadata={"ray": "false"})
-    bad = client.submit_job(entrypoint="python3 -c 'import helper; raise SystemExit(5)'",
-                            runtime_env={"working_dir": str(project)}, metadata={"max_retries": "0", "ray": "false"})
+    ok = client.submit_job(
+        entrypoint="python3 main.py", runtime_env={"working_dir": str(project)}, metadata={"ray": "false"}
+    )
+    bad = client.submit_job(
+        entrypoint="python3 -c 'import helper; raise SystemExit(5)'",
+        runtime_env={"working_dir": str(project)},
+        metadata={"max_retries": "0", "ray": "false"},
+    )
     wait_for(lambda: client.get_job_status(ok) == JobStatus.SUCCEEDED, 120, what="the job to succeed")
     assert "helper says" in client.get_job_logs(ok)
     wait_for(lambda: client.get_job_status(bad) == JobStatus.FAILED, 120, what="the job to fail")
@@ -101,10 +124,18 @@ def test_a_ray_jobs_runtime_env_reaches_its_driver_and_its_clusters_workers(orch
     shutil.copy(project / "helper.py", code)
     (code / "ray_main.py").write_text(
         "import ray, gpuq_tiny, helper\nray.init()\n"
-        "@ray.remote(num_gpus=1)\ndef f():\n    import gpuq_tiny, helper\n    return gpuq_tiny.WHO, helper.gpus()\n"
-        "print('driver', gpuq_tiny.WHO)\nprint('worker', *ray.get(f.remote()))\n")
-    job_id = orch.submit("python ray_main.py", ray=True, working_dir=str(code),
-                         runtime_env={"pip": ["gpuq-tiny==1.0"]}, max_retries=0, user="alice")
+        "@ray.remote(num_gpus=1)\ndef f():\n    import gpuq_tiny, helper\n    return gpuq_tiny.WHO, "
+        "helper.gpus()\n"
+        "print('driver', gpuq_tiny.WHO)\nprint('worker', *ray.get(f.remote()))\n"
+    )
+    job_id = orch.submit(
+        "python ray_main.py",
+        ray=True,
+        working_dir=str(code),
+        runtime_env={"pip": ["gpuq-tiny==1.0"]},
+        max_retries=0,
+        user="alice",
+    )
     job = orch.wait_state(job_id, "completed", "failed", timeout=300)
     log = orch.log(job_id)
     assert job["state"] == "completed", (job["events"], log)
@@ -116,7 +147,9 @@ def test_a_ray_jobs_runtime_env_reaches_its_driver_and_its_clusters_workers(orch
 
 
 def test_a_pip_env_that_cannot_install_fails_the_job_once_with_pips_own_words(orch):
-    job_id = orch.submit("echo never", runtime_env={"pip": ["gpuq-missing==1.0"]}, max_retries=2, user="alice")
+    job_id = orch.submit(
+        "echo never", runtime_env={"pip": ["gpuq-missing==1.0"]}, max_retries=2, user="alice"
+    )
     job = orch.wait_state(job_id, "failed", "completed", timeout=300)
     assert job["state"] == "failed" and job["attempts"] == 0 and job["retries"] == 0
     assert job["failure_reason"].startswith("runtime env setup failed:")
@@ -129,9 +162,23 @@ def test_a_pip_env_that_cannot_install_fails_the_job_once_with_pips_own_words(or
 
 def test_gpuq_submit_with_a_working_dir_uploads_and_runs_in_it(api, orch, project):
     env = {**CLEAN, "GPUQ_URL": api, "GPUQ_TOKEN": "alice-token"}
-    r = subprocess.run([GPUQ, "submit", "--working-dir", str(project), "--runtime-env-json",
-                        '{"env_vars": {"GREETING": "hi"}}', "--wait", "--", "python3 main.py; echo $GREETING"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [
+            GPUQ,
+            "submit",
+            "--working-dir",
+            str(project),
+            "--runtime-env-json",
+            '{"env_vars": {"GREETING": "hi"}}',
+            "--wait",
+            "--",
+            "python3 main.py; echo $GREETING",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     job = orch.call("list_jobs", None, "alice", 1, 0)["jobs"][0]
     log = orch.log(job["id"])
@@ -143,18 +190,25 @@ def test_package_routes_check_the_token_and_bound_the_size(api, orch):
     with httpx.Client(base_url=api, timeout=60) as c:
         assert c.get(f"/api/packages/gcs/{name}").status_code == 401
         assert c.put(f"/api/packages/gcs/{name}", content=b"PK").status_code == 401
-        assert c.put(f"/api/packages/gcs/{name}", content=b"PK",
-                     headers={"Authorization": "Bearer reader-token"}).status_code == 403
+        assert (
+            c.put(
+                f"/api/packages/gcs/{name}", content=b"PK", headers={"Authorization": "Bearer reader-token"}
+            ).status_code
+            == 403
+        )
         assert c.get(f"/api/packages/gcs/{name}", headers=ALICE).status_code == 404
         assert c.get("/api/packages/s3/x.zip", headers=ALICE).status_code == 422
-        assert c.put(f"/api/packages/gcs/{name}", content=b"PK\x05\x06" + bytes(18), headers=ALICE).status_code == 200
+        assert (
+            c.put(f"/api/packages/gcs/{name}", content=b"PK\x05\x06" + bytes(18), headers=ALICE).status_code
+            == 200
+        )
         assert c.get(f"/api/packages/gcs/{name}", headers=ALICE).status_code == 200
     # A body declared larger than the site's bound is refused before it is read.
     where = urlsplit(api)
     conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
     conn.putrequest("PUT", f"/api/packages/gcs/{name}")
     conn.putheader("Authorization", ALICE["Authorization"])
-    conn.putheader("Content-Length", str(10 ** 10))
+    conn.putheader("Content-Length", str(10**10))
     conn.endheaders()
     r = conn.getresponse()
     assert r.status == 413 and "max_package_bytes" in r.read().decode()

@@ -15,8 +15,16 @@ import pytest
 from tests.raycluster import wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--disable-quic",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 30_000
 
 
@@ -76,7 +84,9 @@ def tab(browser, api, orch):
 
 
 def status(api) -> dict:
-    return httpx.get(f"{api}/orchestrator/status", timeout=30, headers={"Authorization": "Bearer reader-token"}).json()
+    return httpx.get(
+        f"{api}/orchestrator/status", timeout=30, headers={"Authorization": "Bearer reader-token"}
+    ).json()
 
 
 def test_the_page_shows_the_numbers_status_gives(tab, api, orch):
@@ -88,13 +98,26 @@ def test_the_page_shows_the_numbers_status_gives(tab, api, orch):
     # 2 s, must come to show exactly what the status endpoint says.
     s = status(api)
     r, q = s["resource_summary"], s["queue_summary"]
-    assert (r["total_gpus"], r["available_gpus"], r["allocated_gpus"], q["queued"], q["running"]) == (16, 12, 4, 1, 1)
-    expected = {"total_gpus": r["total_gpus"], "available_gpus": r["available_gpus"],
-                "allocated_gpus": r["allocated_gpus"], "utilization": "25%",
-                **{k: q[k] for k in ("queued", "running", "completed", "failed")}}
+    assert (r["total_gpus"], r["available_gpus"], r["allocated_gpus"], q["queued"], q["running"]) == (
+        16,
+        12,
+        4,
+        1,
+        1,
+    )
+    expected = {
+        "total_gpus": r["total_gpus"],
+        "available_gpus": r["available_gpus"],
+        "allocated_gpus": r["allocated_gpus"],
+        "utilization": "25%",
+        **{k: q[k] for k in ("queued", "running", "completed", "failed")},
+    }
     shown = lambda: {k: tab.text(f'[data-stat="{k}"]') for k in expected}
-    wait_for(lambda: shown() == {k: str(v) for k, v in expected.items()}, 30,
-             what=f"the page to show {expected} (it shows {shown()})")
+    wait_for(
+        lambda: shown() == {k: str(v) for k, v in expected.items()},
+        30,
+        what=f"the page to show {expected} (it shows {shown()})",
+    )
 
     cells = tab.page.locator("#grid .gpu")
     assert cells.count() == 16
@@ -102,7 +125,11 @@ def test_the_page_shows_the_numbers_status_gives(tab, api, orch):
     row = tab.page.locator(f'#active tr[data-job="{running}"]')
     assert row.locator("td").nth(3).inner_text() == job["placement"]
     assert tab.page.locator(f'#line tr[data-job="{waiting}"]').count() == 1
-    wait_for(lambda: tab.page.locator("#util-chart circle.line-alloc").count() == 1, 30, what="the utilization chart")
+    wait_for(
+        lambda: tab.page.locator("#util-chart circle.line-alloc").count() == 1,
+        30,
+        what="the utilization chart",
+    )
     tab.screenshot("dashboard-1280.png")
     assert not tab.errors
     outside = [u for u in tab.requests if not u.startswith(api + "/") and not u.startswith("data:")]
@@ -127,17 +154,21 @@ def test_a_job_submitted_through_the_form_queues_runs_and_is_cancelled(tab, api,
     job_id = tab.page.locator("#submitted-job").get_attribute("href").rsplit("/", 1)[1]
     assert orch.job(job_id)["spec"]["time_limit"] == 3600 and orch.job(job_id)["priority_name"] == "HIGH"
 
-    tab.page.click('header h1 a')
+    tab.page.click("header h1 a")
     tab.page.wait_for_selector(f'#line tr[data-job="{job_id}"]')  # in the queue ...
     orch.call("cancel", blocker)
     tab.page.wait_for_selector('#grid .gpu[data-run="from-the-form"]')  # ... then on the GPUs
     assert tab.page.locator('#grid .gpu[data-run="from-the-form"]').count() == 2
 
     tab.page.goto(f"{api}/#/job/{job_id}")
-    wait_for(lambda: "hello from the page" in tab.page.locator("#log").text_content(), 30, what="the log tail")
+    wait_for(
+        lambda: "hello from the page" in tab.page.locator("#log").text_content(), 30, what="the log tail"
+    )
     tab.screenshot("job-page.png")
     tab.page.click('#view-job [data-action="cancel"]')
-    wait_for(lambda: tab.text('[data-field="State"] dd') == "cancelled", 30, what="the page to show it cancelled")
+    wait_for(
+        lambda: tab.text('[data-field="State"] dd') == "cancelled", 30, what="the page to show it cancelled"
+    )
     assert orch.job(job_id)["state"] == "cancelled"
     assert not tab.errors
 
@@ -146,19 +177,35 @@ def test_someone_elses_job_shows_no_buttons(tab, api, orch):
     theirs = orch.submit("sleep 300", gpus=1, user="bob", run_id="bobs")
     orch.wait_state(theirs, "running")
     tab.page.goto(f"{api}/#/job/{theirs}")
-    wait_for(lambda: tab.page.locator('[data-field="User"] dd').count() and tab.text('[data-field="User"] dd') == "bob",
-             30, what="bob's job page")
+    wait_for(
+        lambda: (
+            tab.page.locator('[data-field="User"] dd').count() and tab.text('[data-field="User"] dd') == "bob"
+        ),
+        30,
+        what="bob's job page",
+    )
     assert tab.page.locator("#view-job [data-action]:visible").count() == 0
     assert tab.text('[data-field="Runtime env"] dd') == "(visible to its owner and admins)"
     assert not tab.errors
 
 
 def test_a_jobs_page_shows_its_runtime_env(tab, api, orch):
-    job_id = orch.submit("sleep 300", run_id="with-env", runtime_env={"env_vars": {"SEED": "7"}, "excludes": ["data/"]})
+    job_id = orch.submit(
+        "sleep 300", run_id="with-env", runtime_env={"env_vars": {"SEED": "7"}, "excludes": ["data/"]}
+    )
     tab.page.goto(f"{api}/#/job/{job_id}")
-    wait_for(lambda: tab.page.locator('[data-field="Runtime env"] dd').count()
-             and "SEED" in tab.text('[data-field="Runtime env"] dd'), 30, what="the job's runtime env on its page")
-    assert json.loads(tab.text('[data-field="Runtime env"] dd')) == {"env_vars": {"SEED": "7"}, "excludes": ["data/"]}
+    wait_for(
+        lambda: (
+            tab.page.locator('[data-field="Runtime env"] dd').count()
+            and "SEED" in tab.text('[data-field="Runtime env"] dd')
+        ),
+        30,
+        what="the job's runtime env on its page",
+    )
+    assert json.loads(tab.text('[data-field="Runtime env"] dd')) == {
+        "env_vars": {"SEED": "7"},
+        "excludes": ["data/"],
+    }
     assert not tab.errors
 
 
@@ -178,7 +225,9 @@ def test_the_page_fits_768_pixels_and_works_from_the_keyboard(browser, api, orch
         tab.page.wait_for_selector("#who:not([hidden])")
 
         tab.page.wait_for_selector('#grid .gpu[data-run="narrow"]')
-        overflow = tab.page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        overflow = tab.page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
         assert overflow <= 0, f"the page is {overflow} px wider than a 768 px window"
         tab.screenshot("dashboard-768.png")
         # A GPU cell is a button: focusing it tells its job and user.
@@ -221,11 +270,16 @@ def test_the_page_asks_for_a_token_and_shows_nothing_until_then(browser, private
         assert "Sign in" in tab.text("#banner")
         assert tab.text('[data-stat="total_gpus"]') == "–"
         tab.sign_in("alice-token")
-        wait_for(lambda: tab.text('[data-stat="allocated_gpus"]') == "3", 30, what="the numbers after signing in")
+        wait_for(
+            lambda: tab.text('[data-stat="allocated_gpus"]') == "3", 30, what="the numbers after signing in"
+        )
         # The banner goes when a whole refresh has succeeded (a read sent before sign-in may
         # still answer 401 in between): within one refresh.
-        wait_for(lambda: tab.page.locator("#banner").is_hidden(), 10,
-                 what=f"the sign-in banner to go (it says {tab.text('#banner')!r})")
+        wait_for(
+            lambda: tab.page.locator("#banner").is_hidden(),
+            10,
+            what=f"the sign-in banner to go (it says {tab.text('#banner')!r})",
+        )
         # The only errors are the browser's own notes of the refused reads before sign-in.
         assert all("401" in e for e in tab.errors), tab.errors
     finally:
@@ -243,7 +297,9 @@ def test_the_api_docs_work_offline_under_the_pages_policy(browser, private_api):
     try:
         tab.page.wait_for_selector(".opblock")
         shown = tab.page.locator(".opblock").count()
-        assert shown == sum(len(ops) for ops in httpx.get(f"{private_api}openapi.json").json()["paths"].values())
+        assert shown == sum(
+            len(ops) for ops in httpx.get(f"{private_api}openapi.json").json()["paths"].values()
+        )
         assert all(u.startswith(private_api.split("/private")[0]) for u in tab.requests), tab.requests
         assert "default-src 'self'" in httpx.get(f"{private_api}docs").headers["content-security-policy"]
         assert not tab.errors, tab.errors

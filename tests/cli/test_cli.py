@@ -15,8 +15,13 @@ def gpuq(api, orch):
     env = {**os.environ, "GPUQ_URL": api, "GPUQ_TOKEN": "alice-token"}
 
     def run(*args, timeout=120):
-        out = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
-                             env=env, timeout=timeout)
+        out = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
         assert_clean(out.stdout + out.stderr, f"gpuq {' '.join(args)}")
         return out
 
@@ -54,8 +59,13 @@ def test_cancel_and_refusals_without_a_traceback(gpuq):
 
 
 def test_unreachable_api_is_exit_code_3(gpuq, monkeypatch):
-    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status"], capture_output=True, text=True,
-                       env={**os.environ, "GPUQ_URL": "http://127.0.0.1:9", "GPUQ_TOKEN": "x"}, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "status"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GPUQ_URL": "http://127.0.0.1:9", "GPUQ_TOKEN": "x"},
+        timeout=60,
+    )
     assert r.returncode == 3 and "cannot reach gpuq" in r.stderr
 
 
@@ -72,8 +82,13 @@ def test_fleet_commands_drain_undrain_events_and_usage(gpuq, api):
     import json
 
     env = {**os.environ, "GPUQ_URL": api, "GPUQ_TOKEN": "admin-token"}
-    admin = lambda *args: subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True,
-                                         text=True, env=env, timeout=120)
+    admin = lambda *args: subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     refused = gpuq("drain", "gmi-node-2:3", "--reason", "mine now")
     assert refused.returncode == 1 and "only an admin" in refused.stderr and "Traceback" not in refused.stderr
     bad = admin("drain", "gmi-node-2:x", "--reason", "typo")
@@ -81,8 +96,10 @@ def test_fleet_commands_drain_undrain_events_and_usage(gpuq, api):
     drained = admin("drain", "gmi-node-2:3,4", "--reason", "cabling")
     assert drained.returncode == 0 and "GPUs 3,4 drained" in drained.stdout
     events = json.loads(admin("events", "--json").stdout)
-    assert [(e["gpu"], e["action"], e["by"], e["reason"]) for e in events] == [(4, "drained", "root", "cabling"),
-                                                                              (3, "drained", "root", "cabling")]
+    assert [(e["gpu"], e["action"], e["by"], e["reason"]) for e in events] == [
+        (4, "drained", "root", "cabling"),
+        (3, "drained", "root", "cabling"),
+    ]
     assert "14 available" in gpuq("status").stdout and "out of service: 2 drained" in gpuq("status").stdout
     assert "3,4" in admin("undrain", "gmi-node-2").stdout
     assert "out of service" not in gpuq("status").stdout
@@ -99,21 +116,41 @@ def test_down_refuses_while_jobs_run_and_says_how_many(gpuq, api, orch, tmp_path
     orch.wait_state(job_id, "running")
     (tmp_path / "cluster.json").write_text(json.dumps({"api": api}))
     env = {**os.environ, "GPUQ_HOME": str(tmp_path), "GPUQ_TOKEN": "admin-token"}
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "down"], capture_output=True, text=True,
-                         env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "down"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert out.returncode == 2 and "1 job(s) are running" in out.stderr + out.stdout, out
     assert "--drain" in out.stderr + out.stdout
     assert orch.job(job_id)["state"] == "running"
 
 
 def test_show_keeps_another_users_command_private_and_shows_ones_own_runtime_env(gpuq, orch):
-    mine = json.loads(gpuq("submit", "--json", "--gpus", "16", "--runtime-env-json", '{"env_vars": {"SEED": "7"}}',
-                           "--", "sleep", "60").stdout)["job_id"]
+    mine = json.loads(
+        gpuq(
+            "submit",
+            "--json",
+            "--gpus",
+            "16",
+            "--runtime-env-json",
+            '{"env_vars": {"SEED": "7"}}',
+            "--",
+            "sleep",
+            "60",
+        ).stdout
+    )["job_id"]
     theirs = orch.submit("sleep 60", gpus=16, user="bob", run_id="bobs")
     shown = gpuq("show", mine)
     assert shown.returncode == 0 and 'runtime env: {"env_vars": {"SEED": "7"}}' in shown.stdout
     other = gpuq("show", theirs)
-    assert other.returncode == 0 and "(visible to its owner and admins)" in other.stdout and "sleep" not in other.stdout
+    assert (
+        other.returncode == 0
+        and "(visible to its owner and admins)" in other.stdout
+        and "sleep" not in other.stdout
+    )
 
 
 def test_bad_runtime_env_flags_are_refused_by_name_before_anything_is_sent(gpuq, orch, tmp_path):
@@ -136,7 +173,9 @@ def test_one_command_cancels_a_1000_job_array_and_the_queue_says_how_many_wait(g
     one = gpuq("cancel", f"{array_id}_7")  # ARRAY_INDEX: one member
     assert one.returncode == 0 and orch.job(out["array"]["job_ids"][7])["state"] == "cancelled"
     r = gpuq("cancel", array_id)
-    assert r.returncode == 0 and "cancel: 999 of 1,000 matching jobs (unchanged: 1 is cancelled)" in r.stdout, r.stdout
+    assert (
+        r.returncode == 0 and "cancel: 999 of 1,000 matching jobs (unchanged: 1 is cancelled)" in r.stdout
+    ), r.stdout
     assert orch.call("list_jobs", "queued", "alice", 1, 0)["total"] == 0
 
 
@@ -147,7 +186,9 @@ def test_user_and_state_selectors_touch_only_the_callers_jobs(gpuq, orch):
     orch.wait_state(blocker, "running")
     held = gpuq("hold", "--state", "queued")  # alice's token: her waiting jobs, nobody else's
     assert held.returncode == 0 and "hold: 3 of 3 matching jobs" in held.stdout, held.stdout
-    assert {orch.job(j)["state"] for j in mine} == {"held"} and {orch.job(j)["state"] for j in theirs} == {"queued"}
+    assert {orch.job(j)["state"] for j in mine} == {"held"} and {orch.job(j)["state"] for j in theirs} == {
+        "queued"
+    }
     refused = gpuq("cancel", "--user", "bob")
     assert refused.returncode == 1 and "only an admin" in refused.stderr
     assert orch.job(blocker)["state"] == "running" and {orch.job(j)["state"] for j in theirs} == {"queued"}

@@ -33,11 +33,15 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         Handler.connections.add(id(self.connection))
         if self.path.startswith("/echo"):
-            self._send(200, json.dumps({"path": self.path, "auth": self.headers.get("Authorization")}).encode())
+            self._send(
+                200, json.dumps({"path": self.path, "auth": self.headers.get("Authorization")}).encode()
+            )
         elif self.path == "/busy":
             self._send(503, json.dumps({"detail": "the store cannot write; try again"}).encode())
         elif self.path == "/bad":
-            self._send(422, json.dumps({"detail": [{"field": "gpu_count", "message": "must be 1-16"}]}).encode())
+            self._send(
+                422, json.dumps({"detail": [{"field": "gpu_count", "message": "must be 1-16"}]}).encode()
+            )
         elif self.path == "/html":
             self._send(200, b"<html>not gpuq</html>", "text/html")
         elif self.path.startswith("/log"):
@@ -69,7 +73,10 @@ def server():
 
 def test_requests_of_one_command_share_one_connection_and_carry_the_token(server):
     client = Client(server, token="t0k")
-    assert client.get("/echo", state="running", limit=5) == {"path": "/echo?state=running&limit=5", "auth": "Bearer t0k"}
+    assert client.get("/echo", state="running", limit=5) == {
+        "path": "/echo?state=running&limit=5",
+        "auth": "Bearer t0k",
+    }
     assert client.post("/submit", {"gpu_count": 2})["got"] == {"gpu_count": 2}
     assert len(Handler.connections) == 1
 

@@ -47,8 +47,13 @@ def test_sigint_cancels_the_job_and_says_so(env, orch):
 
 
 def interrupted(env, orch) -> int:
-    p = subprocess.Popen([*RUN, "--", "bash", "-c", "echo started; sleep 300"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
+    p = subprocess.Popen(
+        [*RUN, "--", "bash", "-c", "echo started; sleep 300"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert p.stdout.readline() == "started\n"
     p.send_signal(signal.SIGINT)  # at once after the first line: the moment that used to lose the stream
     out, errors = p.communicate(timeout=60)
@@ -62,9 +67,20 @@ def test_a_connection_cut_mid_run_is_resumed_without_a_repeated_byte(env, api):
     where = urlsplit(api)
     proxy = Proxy((where.hostname, where.port))
     try:
-        p = subprocess.Popen([*RUN, "--retries", "0", "--", "bash", "-c",
-                              "for i in $(seq 1 40); do echo line $i; sleep 0.05; done"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**env, "GPUQ_URL": proxy.url})
+        p = subprocess.Popen(
+            [
+                *RUN,
+                "--retries",
+                "0",
+                "--",
+                "bash",
+                "-c",
+                "for i in $(seq 1 40); do echo line $i; sleep 0.05; done",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**env, "GPUQ_URL": proxy.url},
+        )
         seen = p.stdout.readline() + p.stdout.readline()
         proxy.cut()  # the stream dies mid-run; later connections go through
         rest = p.stdout.read()  # not communicate(): it would skip what readline() has buffered

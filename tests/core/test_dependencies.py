@@ -16,7 +16,9 @@ def test_slurms_syntax_parses_and_renders_back():
     assert dependencies.render(conds) == "afterok:a1b2:c3d4,afterany:arr1234"
 
 
-@pytest.mark.parametrize("text", ["afterwards:1", "afterok", "afterok:", "afterok:a?b", "singleton", "afterok:a,"])
+@pytest.mark.parametrize(
+    "text", ["afterwards:1", "afterok", "afterok:", "afterok:a?b", "singleton", "afterok:a,"]
+)
 def test_anything_else_is_refused_naming_the_syntax(text):
     with pytest.raises(InvalidSpec) as e:
         JobSpec.parse({"run_id": "r", "user": "u", "command": "x", "gpu_count": 1, "dependency": text})
@@ -33,14 +35,24 @@ def run_to(q: JobQueue, job, end: str):
         q.fail(job.id, 2.0, "command failed", exit_code=1)
 
 
-@pytest.mark.parametrize("kind, target, met, never", [
-    ("afterok", "queued", False, False), ("afterok", "running", False, False),
-    ("afterok", "completed", True, False), ("afterok", "failed", False, True), ("afterok", "cancelled", False, True),
-    ("afternotok", "completed", False, True), ("afternotok", "failed", True, False),
-    ("afternotok", "cancelled", True, False), ("afterany", "running", False, False),
-    ("afterany", "failed", True, False), ("after", "queued", False, False), ("after", "running", True, False),
-    ("after", "cancelled", True, False),
-])
+@pytest.mark.parametrize(
+    "kind, target, met, never",
+    [
+        ("afterok", "queued", False, False),
+        ("afterok", "running", False, False),
+        ("afterok", "completed", True, False),
+        ("afterok", "failed", False, True),
+        ("afterok", "cancelled", False, True),
+        ("afternotok", "completed", False, True),
+        ("afternotok", "failed", True, False),
+        ("afternotok", "cancelled", True, False),
+        ("afterany", "running", False, False),
+        ("afterany", "failed", True, False),
+        ("after", "queued", False, False),
+        ("after", "running", True, False),
+        ("after", "cancelled", True, False),
+    ],
+)
 def test_each_kind_against_each_end(kind, target, met, never):
     q = JobQueue()
     job = q.enqueue(make_spec("target", "alice", 1, "NORMAL"), now=0.0)

@@ -9,8 +9,12 @@ from orchestrator.core.errors import DuplicateJob, IllegalTransition, InvalidSpe
 
 @pytest.mark.parametrize(
     "error",
-    [InvalidSpec([("gpu_count", "must be between 1 and 16")]), IllegalTransition("completed", "cancel", [], "j1"),
-     JobNotFound("j9"), DuplicateJob("d")],
+    [
+        InvalidSpec([("gpu_count", "must be between 1 and 16")]),
+        IllegalTransition("completed", "cancel", [], "j1"),
+        JobNotFound("j9"),
+        DuplicateJob("d"),
+    ],
     ids=lambda e: type(e).__name__,
 )
 def test_errors_survive_pickling(error):

@@ -39,11 +39,15 @@ def test_defaults_come_from_the_site_config():
     s = JobSpec.parse(SEED_REQUEST, cfg)
     assert (s.max_retries, s.time_limit) == (3, 7200)
     assert spec().priority is Priority.HIGH
-    assert JobSpec.parse({k: v for k, v in SEED_REQUEST.items() if k != "priority"}).priority is Priority.NORMAL
+    assert (
+        JobSpec.parse({k: v for k, v in SEED_REQUEST.items() if k != "priority"}).priority is Priority.NORMAL
+    )
 
 
-@pytest.mark.parametrize(("given", "expected"), [(1, Priority.LOW), ("critical", Priority.CRITICAL),
-                                                 ("HIGH", Priority.HIGH), ("2", Priority.NORMAL)])
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(1, Priority.LOW), ("critical", Priority.CRITICAL), ("HIGH", Priority.HIGH), ("2", Priority.NORMAL)],
+)
 def test_priority_accepts_the_number_or_the_name(given, expected):
     assert spec(priority=given).priority is expected
 
@@ -55,7 +59,9 @@ def test_priority_outside_the_four_levels_is_refused(bad):
 
 @pytest.mark.parametrize("bad", [0, -1, 17])
 def test_gpu_count_must_fit_the_largest_placement(bad):
-    assert refusal(gpu_count=bad) == {"gpu_count": "must be between 1 and 16 (the cluster's largest placement)"}
+    assert refusal(gpu_count=bad) == {
+        "gpu_count": "must be between 1 and 16 (the cluster's largest placement)"
+    }
 
 
 def test_gpu_count_limit_follows_the_cluster_size():
@@ -117,7 +123,10 @@ def test_time_limit_takes_seconds_or_text(given, seconds):
     assert spec(time_limit=given).time_limit == seconds
 
 
-@pytest.mark.parametrize(("bad", "says"), [(0, "between 1 and 604800"), ("8d", "between 1 and 604800"), ("soon", "is not a duration")])
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [(0, "between 1 and 604800"), ("8d", "between 1 and 604800"), ("soon", "is not a duration")],
+)
 def test_time_limit_beyond_the_site_maximum_is_refused(bad, says):
     assert says in refusal(time_limit=bad)["time_limit"]
 

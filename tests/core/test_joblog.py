@@ -19,7 +19,11 @@ def read_all(files: list[bytes], said: bytes, offset: int, limit: int, last_fixe
     parts = joblog.segments(len(files), sizes, sizes[len(files)] if last_fixed else None, said)
     out = b""
     for part, local, most in joblog.ranges(parts, offset, limit):
-        out += part.text[local:local + most] if part.attempt is None else files[part.attempt - 1][local:local + most]
+        out += (
+            part.text[local : local + most]
+            if part.attempt is None
+            else files[part.attempt - 1][local : local + most]
+        )
     return out
 
 
@@ -28,7 +32,7 @@ def test_reading_from_any_offset_gives_the_whole_text_from_there(files, said, da
     text = whole(files, said)
     offset = data.draw(st.integers(0, len(text)))
     limit = data.draw(st.integers(1, 64))
-    assert read_all(files, said, offset, limit, last_fixed=True) == text[offset:offset + limit]
+    assert read_all(files, said, offset, limit, last_fixed=True) == text[offset : offset + limit]
 
 
 @given(st.lists(st.binary(max_size=40), min_size=1, max_size=5), st.data())

@@ -40,7 +40,9 @@ def ok(code=0):
 def test_a_start_is_scheduled_on_its_gpus_and_must_be_launched(world):
     queue, inventory = world
     job = queue.enqueue(make_spec(gpus=3), now=0.0)
-    effects = lifecycle.apply_plan(queue, inventory, Plan(starts=[Start(job.id, {"gmi-node-2": [0, 1, 2]})]), 5.0)
+    effects = lifecycle.apply_plan(
+        queue, inventory, Plan(starts=[Start(job.id, {"gmi-node-2": [0, 1, 2]})]), 5.0
+    )
     assert job.state is JobState.SCHEDULED and inventory.allocation_of(job.id) == {"gmi-node-2": [0, 1, 2]}
     assert effects.launch == [job] and effects.save == [job] and not effects.stop
 
@@ -48,7 +50,9 @@ def test_a_start_is_scheduled_on_its_gpus_and_must_be_launched(world):
 def test_a_victim_is_preempted_keeps_its_gpus_until_it_is_gone_and_must_be_stopped(world):
     queue, inventory = world
     victim = running(world)
-    effects = lifecycle.apply_plan(queue, inventory, Plan(preemptions=[Preempt(victim.id, "x", "for x")]), 20.0)
+    effects = lifecycle.apply_plan(
+        queue, inventory, Plan(preemptions=[Preempt(victim.id, "x", "for x")]), 20.0
+    )
     assert victim.state is JobState.PREEMPTED and inventory.allocation_of(victim.id) is not None
     assert effects.stop == [victim] and not effects.launch
 
@@ -67,20 +71,38 @@ def test_a_preempted_job_goes_back_in_line_in_its_place_when_its_processes_are_g
 # --- how a run ended ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("results", "evicted", "kind", "code"), [
-    ([ok(), ok()], None, ExitKind.COMPLETED, None),
-    ([ok(), ok(3)], None, ExitKind.FAILED, 3),
-    ([{"exit_code": -9, "reason": "time_limit"}], None, ExitKind.TIME_LIMIT, -9),
-    ([ok(), None], None, ExitKind.NODE_LOST, None),
-    ([], None, ExitKind.NODE_LOST, None),
-    ([{"exit_code": -15, "reason": "stopped"}], None, ExitKind.STOPPED, None),
-    ([{"exit_code": 1, "reason": "no_account"}], None, ExitKind.NO_ACCOUNT, None),
-    ([ok(1)], "GPU gmi-node-1:0 unhealthy: XID 79", ExitKind.EVICTED, None),
-    ([ok(), {"exit_code": None, "reason": "runtime_env_failed", "message": "pip install failed:\nERROR: no x"}], None,
-     ExitKind.RUNTIME_ENV, None),
-    ([{"exit_code": None, "reason": "launch_failed", "message": "the job folder exists already"}], None,
-     ExitKind.LAUNCH_FAILED, None),
-])
+@pytest.mark.parametrize(
+    ("results", "evicted", "kind", "code"),
+    [
+        ([ok(), ok()], None, ExitKind.COMPLETED, None),
+        ([ok(), ok(3)], None, ExitKind.FAILED, 3),
+        ([{"exit_code": -9, "reason": "time_limit"}], None, ExitKind.TIME_LIMIT, -9),
+        ([ok(), None], None, ExitKind.NODE_LOST, None),
+        ([], None, ExitKind.NODE_LOST, None),
+        ([{"exit_code": -15, "reason": "stopped"}], None, ExitKind.STOPPED, None),
+        ([{"exit_code": 1, "reason": "no_account"}], None, ExitKind.NO_ACCOUNT, None),
+        ([ok(1)], "GPU gmi-node-1:0 unhealthy: XID 79", ExitKind.EVICTED, None),
+        (
+            [
+                ok(),
+                {
+                    "exit_code": None,
+                    "reason": "runtime_env_failed",
+                    "message": "pip install failed:\nERROR: no x",
+                },
+            ],
+            None,
+            ExitKind.RUNTIME_ENV,
+            None,
+        ),
+        (
+            [{"exit_code": None, "reason": "launch_failed", "message": "the job folder exists already"}],
+            None,
+            ExitKind.LAUNCH_FAILED,
+            None,
+        ),
+    ],
+)
 def test_what_the_runners_report_is_one_typed_exit(results, evicted, kind, code):
     ended = lifecycle.classify(results, evicted, lambda rank: "gmi-node-2", "alice")
     assert ended.kind is kind and ended.exit_code == code
@@ -123,7 +145,9 @@ def test_only_the_exit_codes_a_job_names_are_retried(world):
 def test_a_failure_another_try_would_repeat_is_final_even_with_retries_left(world, kind):
     queue, _ = world
     job = running(world, max_retries=5)
-    lifecycle.run_ended(queue, job, Exit(kind, "time limit" if kind is ExitKind.TIME_LIMIT else "no account"), 30.0)
+    lifecycle.run_ended(
+        queue, job, Exit(kind, "time limit" if kind is ExitKind.TIME_LIMIT else "no account"), 30.0
+    )
     assert job.state is JobState.FAILED and not job.infrastructure_failure
 
 
@@ -133,7 +157,9 @@ def test_a_fault_that_is_not_the_jobs_is_retried_without_using_a_retry(world, ki
     job = running(world, max_retries=0)
     lifecycle.run_ended(queue, job, Exit(kind, "node lost"), 30.0)
     assert job.state is JobState.QUEUED and job.retries == 0
-    assert job.events[-2].to_state is JobState.FAILED and job.events[-1].reason.startswith("infrastructure failure")
+    assert job.events[-2].to_state is JobState.FAILED and job.events[-1].reason.startswith(
+        "infrastructure failure"
+    )
 
 
 def test_a_cancelled_job_stays_cancelled_when_its_processes_are_gone(world):

@@ -32,19 +32,29 @@ def order(line: Line, weights: OrderWeights = DEFAULT, first=()) -> list[str]:
 def test_a_week_long_job_passes_hour_jobs_that_have_waited_under_a_third_as_long():
     # Classes: 1 h -> 0, 1 week -> 8 of 16, so the week job gives up 0.5 of 1.0 in size;
     # aging gives 0.75 x (wait / longest wait): it wins once the hour job's wait < 1/3 of its own.
-    assert order(line_of(job("week", 3 * HOUR, 168 * HOUR, 1), job("hour", 0.9 * HOUR, HOUR, 2))) == ["week", "hour"]
-    assert order(line_of(job("week", 3 * HOUR, 168 * HOUR, 1), job("hour", 1.1 * HOUR, HOUR, 2))) == ["hour", "week"]
+    assert order(line_of(job("week", 3 * HOUR, 168 * HOUR, 1), job("hour", 0.9 * HOUR, HOUR, 2))) == [
+        "week",
+        "hour",
+    ]
+    assert order(line_of(job("week", 3 * HOUR, 168 * HOUR, 1), job("hour", 1.1 * HOUR, HOUR, 2))) == [
+        "hour",
+        "week",
+    ]
 
 
 @settings(max_examples=examples(200), deadline=None)
 @given(
-    jobs=st.lists(st.tuples(st.integers(1, 10**6), st.sampled_from([HOUR, 4 * HOUR, 86400.0, 7 * 86400.0])),
-                  min_size=1, max_size=12),
+    jobs=st.lists(
+        st.tuples(st.integers(1, 10**6), st.sampled_from([HOUR, 4 * HOUR, 86400.0, 7 * 86400.0])),
+        min_size=1,
+        max_size=12,
+    ),
     scale=st.sampled_from([1 / 60, 24.0, 7 * 24.0]),
 )
 def test_the_order_does_not_depend_on_the_time_scale_of_the_waits(jobs, scale):
     """Waits of minutes or of weeks: the same jobs in the same proportions keep one
     order. A fixed aging horizon breaks this; it was fitted to one trace's waits."""
+
     def ranked(factor):
         return order(line_of(*(job(f"j{k}", w * factor, limit, k) for k, (w, limit) in enumerate(jobs))))
 
@@ -58,7 +68,9 @@ def test_the_longest_waiting_job_wins_against_an_equally_short_newcomer():
 
 def test_jobs_holding_reservations_lead_their_level_in_reservation_order():
     line = line_of(
-        job("short", 5 * HOUR, HOUR, 1), job("held-2", HOUR, 86400.0, 2), job("held-1", 60, 7 * 86400.0, 3),
+        job("short", 5 * HOUR, HOUR, 1),
+        job("held-2", HOUR, 86400.0, 2),
+        job("held-1", 60, 7 * 86400.0, 3),
         job("high", 10, HOUR, 4, priority=3),
     )
     assert order(line, first=["held-1", "held-2", "gone"]) == ["high", "held-1", "held-2", "short"]

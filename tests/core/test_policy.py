@@ -1,6 +1,5 @@
 """One scheduling cycle: who starts where, who waits and why, who is preempted."""
 
-
 from orchestrator.core.decisions import Reason
 from orchestrator.core.ordering import OrderWeights
 from orchestrator.core.policy import PolicyConfig, dry_run, plan
@@ -256,7 +255,11 @@ def test_promotion_across_levels_is_opt_in_and_bounded():
 
     assert first_of(OrderWeights()) == ["new-high", "old-normal", "old-low"]
     # One level per 4 days, at most one: old-normal reaches HIGH (and was there first), old-low only NORMAL.
-    assert first_of(OrderWeights(promote_after_s=4 * 86400, promote_levels=1)) == ["old-normal", "new-high", "old-low"]
+    assert first_of(OrderWeights(promote_after_s=4 * 86400, promote_levels=1)) == [
+        "old-normal",
+        "new-high",
+        "old-low",
+    ]
 
 
 def _moving_reservation_lab(cfg):

@@ -27,8 +27,6 @@ from tests.support import examples
 SETTINGS = settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-
-
 @st.composite
 def scenarios(draw):
     n_nodes = draw(st.integers(1, 3))
@@ -37,7 +35,9 @@ def scenarios(draw):
     for node, size in sizes.items():
         for i in range(size):
             if draw(st.integers(0, 9)) == 0:
-                inv.set_out_of_service(node, i, draw(st.sampled_from([SlotState.UNHEALTHY, SlotState.DRAINED])))
+                inv.set_out_of_service(
+                    node, i, draw(st.sampled_from([SlotState.UNHEALTHY, SlotState.DRAINED]))
+                )
     now = 1000.0
     running = []
     for k in range(draw(st.integers(0, 6))):
@@ -48,12 +48,32 @@ def scenarios(draw):
         take = free[node][: draw(st.integers(1, len(free[node])))]
         inv.allocate(f"r{k}", {node: take})
         started = now - draw(st.integers(0, 500))
-        running.append(Running(f"r{k}", f"r{k}", draw(st.sampled_from("ab")), draw(st.integers(1, 3)), {node: len(take)},
-                               started, float(draw(st.integers(1, 2000))), draw(st.booleans())))
+        running.append(
+            Running(
+                f"r{k}",
+                f"r{k}",
+                draw(st.sampled_from("ab")),
+                draw(st.integers(1, 3)),
+                {node: len(take)},
+                started,
+                float(draw(st.integers(1, 2000))),
+                draw(st.booleans()),
+            )
+        )
     total = sum(sizes.values())
     waiting = [
-        W(f"w{k}", f"w{k}", draw(st.sampled_from("abc")), draw(st.integers(1, total)), draw(st.integers(1, 4)), k,
-          now - draw(st.integers(0, 1000)) + k * 1e-3, float(draw(st.integers(1, 3000))), True, draw(st.booleans()))
+        W(
+            f"w{k}",
+            f"w{k}",
+            draw(st.sampled_from("abc")),
+            draw(st.integers(1, total)),
+            draw(st.integers(1, 4)),
+            k,
+            now - draw(st.integers(0, 1000)) + k * 1e-3,
+            float(draw(st.integers(1, 3000))),
+            True,
+            draw(st.booleans()),
+        )
         for k in range(draw(st.integers(0, 12)))
     ]
     depth = draw(st.integers(0, 3))
@@ -90,10 +110,15 @@ def test_no_node_is_booked_beyond_its_size_at_any_instant(sc):
     decided = plan(snapshot(inv, running, waiting), now, cfg)
     by_id = {w.id: w for w in waiting}
     bookings = [(node, now, r.expected_end, n) for r in running for node, n in r.counts.items()]
-    bookings += [(node, now, now + by_id[s.job_id].time_limit, len(g)) for s in decided.starts for node, g in s.allocation.items()]
+    bookings += [
+        (node, now, now + by_id[s.job_id].time_limit, len(g))
+        for s in decided.starts
+        for node, g in s.allocation.items()
+    ]
     bookings += [
         (node, res.start_at, res.start_at + by_id[res.job_id].time_limit, n)
-        for res in decided.reservations.values() for node, n in res.counts.items()
+        for res in decided.reservations.values()
+        for node, n in res.counts.items()
     ]
     usable = inv.usable()
     for node, start, _, _ in bookings:
@@ -132,8 +157,18 @@ def test_preemption_frees_enough_and_no_more(sizes, data):
         room = sizes[node] - avail[node] - sum(r.counts.get(node, 0) for r in running)
         if room <= 0:
             continue
-        running.append(Running(f"r{k}", f"r{k}", "u", data.draw(st.integers(1, 4)), {node: data.draw(st.integers(1, room))},
-                               float(data.draw(st.integers(0, 100))), 1000.0, data.draw(st.booleans())))
+        running.append(
+            Running(
+                f"r{k}",
+                f"r{k}",
+                "u",
+                data.draw(st.integers(1, 4)),
+                {node: data.draw(st.integers(1, room))},
+                float(data.draw(st.integers(0, 100))),
+                1000.0,
+                data.draw(st.booleans()),
+            )
+        )
     gpus = data.draw(st.integers(1, sum(sizes.values())))
     multi = data.draw(st.booleans())
     may = {4: frozenset({1, 2})}
@@ -158,8 +193,19 @@ def test_preemption_frees_enough_and_no_more(sizes, data):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 5000), st.integers(1, 4000), st.sampled_from([1, 1, 2, 4, 8, 16]),
-                          st.sampled_from("xyz"), st.integers(1, 4)), min_size=1, max_size=40))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 5000),
+            st.integers(1, 4000),
+            st.sampled_from([1, 1, 2, 4, 8, 16]),
+            st.sampled_from("xyz"),
+            st.integers(1, 4),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
 def test_replays_are_deterministic(rows):
     trace = sorted((TraceJob(float(s), float(d), g, u, p) for s, d, g, u, p in rows), key=lambda j: j.submit)
     sizes = {"n1": 8, "n2": 8}

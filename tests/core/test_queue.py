@@ -79,8 +79,13 @@ def test_full_lifecycle_records_every_state_and_event(queue):
     queue.complete(job.id, 4)
     assert job.state is JobState.COMPLETED and job.exit_code == 0 and job.attempts == 1
     assert job.allocation == {"gmi-node-2": [5]}  # what Ray really bound replaces the plan
-    assert [e.to_state for e in job.events] == [JobState.QUEUED, JobState.SCHEDULED, JobState.ALLOCATING,
-                                                JobState.RUNNING, JobState.COMPLETED]
+    assert [e.to_state for e in job.events] == [
+        JobState.QUEUED,
+        JobState.SCHEDULED,
+        JobState.ALLOCATING,
+        JobState.RUNNING,
+        JobState.COMPLETED,
+    ]
     assert job.state_times[JobState.RUNNING] == 3 and job.state_times[JobState.COMPLETED] == 4
     assert queue.stats.jobs_scheduled == 1 and queue.stats.jobs_completed == 1
 
@@ -229,7 +234,11 @@ def test_status_summary_matches_the_seed_keys(queue):
     queue.record_cycle()
     s = queue.summary()
     assert {k: s[k] for k in ("total_jobs", "queued", "running", "completed", "failed")} == {
-        "total_jobs": 5, "queued": 3, "running": 0, "completed": 1, "failed": 1,
+        "total_jobs": 5,
+        "queued": 3,
+        "running": 0,
+        "completed": 1,
+        "failed": 1,
     }
     assert queue.stats.jobs_scheduled == 2 and queue.stats.jobs_completed == 1
     assert queue.stats.jobs_failed == 1 and queue.stats.scheduling_cycles == 1

@@ -34,8 +34,14 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(priority=st.integers(1, 4), max_retries=st.integers(0, 2))
     def submit(self, priority, max_retries):
         job = self.queue.enqueue(make_spec(priority=priority, max_retries=max_retries), now=self.tick())
-        self.model[job.id] = dict(state=JobState.QUEUED, priority=priority, seq=job.seq, retries=0,
-                                  max_retries=max_retries, infra=False)
+        self.model[job.id] = dict(
+            state=JobState.QUEUED,
+            priority=priority,
+            seq=job.seq,
+            retries=0,
+            max_retries=max_retries,
+            infra=False,
+        )
 
     @precondition(lambda self: self.model)
     @rule(data=st.data(), op=st.sampled_from(OPS), infra=st.booleans(), new_priority=st.integers(1, 4))
@@ -101,7 +107,9 @@ class QueueMachine(RuleBasedStateMachine):
     def states_and_counts_agree_with_the_model(self):
         for jid, m in self.model.items():
             job = self.queue.get(jid)
-            assert job.state is m["state"] and int(job.priority) == m["priority"] and job.retries == m["retries"]
+            assert (
+                job.state is m["state"] and int(job.priority) == m["priority"] and job.retries == m["retries"]
+            )
             # The history is a chain: each event starts where the previous one ended.
             for prev, ev in itertools.pairwise(job.events):
                 assert ev.from_state is prev.to_state

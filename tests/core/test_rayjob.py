@@ -36,11 +36,23 @@ def test_a_gpu_past_the_range_is_refused_naming_the_setting():
 
 
 def test_a_gang_has_one_head_and_one_token_and_each_rank_its_block():
-    hellos = [{"node": "gmi-node-1", "gpus": [0, 1, 2, 3, 4, 5, 6, 7], "ip": "10.0.0.1"},
-              {"node": "gmi-node-2", "gpus": [2, 3], "ip": "10.0.0.1"}]
-    plan = {"python": "/opt/gpuq/.venv/bin/python", "ports": "20000-23199", "ports_by_node": {}, "per_gpu": PER_GPU}
-    ranks = nodes(plan, hellos, {"gmi-node-1": "10.0.0.1", "gmi-node-2": "10.0.0.1"}, {"gmi-node-1": 8,
-                                                                                        "gmi-node-2": 8}, "t0k")
+    hellos = [
+        {"node": "gmi-node-1", "gpus": [0, 1, 2, 3, 4, 5, 6, 7], "ip": "10.0.0.1"},
+        {"node": "gmi-node-2", "gpus": [2, 3], "ip": "10.0.0.1"},
+    ]
+    plan = {
+        "python": "/opt/gpuq/.venv/bin/python",
+        "ports": "20000-23199",
+        "ports_by_node": {},
+        "per_gpu": PER_GPU,
+    }
+    ranks = nodes(
+        plan,
+        hellos,
+        {"gmi-node-1": "10.0.0.1", "gmi-node-2": "10.0.0.1"},
+        {"gmi-node-1": 8, "gmi-node-2": 8},
+        "t0k",
+    )
     assert [r["role"] for r in ranks] == ["head", "worker"]
     assert {r["address"] for r in ranks} == {"10.0.0.1:20000"}
     assert [r["ports"] for r in ranks] == [20000, 23200 + 2 * PER_GPU]

@@ -46,7 +46,10 @@ def test_filters_narrow_what_ids_name_and_apply_to_all_jobs_without_them(lab):
     assert ids(select(q, Selector(ids=["arr0123456789"], states=[JobState.HELD]))) == [sweep[4].id]
     assert ids(select(q, Selector(user="alice", states=[JobState.QUEUED]))) == ids(sweep[:4]) + [solo.id]
     assert ids(select(q, Selector(name="other"))) == ids(other)
-    assert ids(select(q, Selector(ids=[solo.id[:8], "arrfedcba9876_1"]))) == [other[1].id, solo.id]  # by submission
+    assert ids(select(q, Selector(ids=[solo.id[:8], "arrfedcba9876_1"]))) == [
+        other[1].id,
+        solo.id,
+    ]  # by submission
 
 
 def test_nothing_named_is_refused_and_an_unknown_id_refuses_the_whole_call(lab):

@@ -39,7 +39,9 @@ def test_legal_move_leads_where_the_specification_says(state, trigger):
     assert next_state(state, trigger) is LEGAL[(state, trigger)]
 
 
-@pytest.mark.parametrize(("state", "trigger"), [p for p in ALL_PAIRS if p not in LEGAL], ids=lambda x: x.value)
+@pytest.mark.parametrize(
+    ("state", "trigger"), [p for p in ALL_PAIRS if p not in LEGAL], ids=lambda x: x.value
+)
 def test_illegal_move_raises_a_named_error_listing_what_is_allowed(state, trigger):
     with pytest.raises(IllegalTransition) as exc:
         next_state(state, trigger)

@@ -49,7 +49,10 @@ class FakeBackend:
     # --- what the service calls --------------------------------------------------------
 
     def discover(self) -> dict[str, NodeInfo]:
-        return {n: NodeInfo(n, self.node_ids.get(n, f"id-{n}"), g, "127.0.0.1") for n, g in self.node_sizes.items()}
+        return {
+            n: NodeInfo(n, self.node_ids.get(n, f"id-{n}"), g, "127.0.0.1")
+            for n, g in self.node_sizes.items()
+        }
 
     def ensure_agents(self, nodes) -> None:
         pass
@@ -85,8 +88,15 @@ class FakeBackend:
         for rank, name in enumerate(slots):
             slot = self.slots[name]
             self.runs[(job_id, attempt, rank)] = asyncio.get_running_loop().create_future()
-            infos.append({"node": slot.node, "gpus": slot.gpus, "pid": 1000 + rank, "started_at": self.clock(),
-                          **({"setup_s": 2.5} if renv else {})})
+            infos.append(
+                {
+                    "node": slot.node,
+                    "gpus": slot.gpus,
+                    "pid": 1000 + rank,
+                    "started_at": self.clock(),
+                    **({"setup_s": 2.5} if renv else {}),
+                }
+            )
         return infos
 
     async def wait(self, name, job_id, attempt, rank):
@@ -147,8 +157,9 @@ class FakeBackend:
 
     # --- what the test does -------------------------------------------------------------
 
-    def end(self, job_id: str, attempt: int, rank: int | None = None, exit_code: int = 0,
-            reason: str = "exited") -> None:
+    def end(
+        self, job_id: str, attempt: int, rank: int | None = None, exit_code: int = 0, reason: str = "exited"
+    ) -> None:
         """The attempt's processes exit (every rank, unless one is named)."""
         for (j, a, r), run in self.runs.items():
             if j == job_id and a == attempt and rank in (None, r) and not run.done():

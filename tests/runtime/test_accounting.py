@@ -14,7 +14,12 @@ def test_a_run_across_midnight_is_split_between_the_days():
 
 
 def test_the_report_counts_gpus_times_hours_inside_the_window_only():
-    acc = Accounting([Run("j1", 1, "alice", 4, MIDNIGHT - 7200, MIDNIGHT), Run("j2", 1, "bob", 1, MIDNIGHT, MIDNIGHT + 3600)])
+    acc = Accounting(
+        [
+            Run("j1", 1, "alice", 4, MIDNIGHT - 7200, MIDNIGHT),
+            Run("j2", 1, "bob", 1, MIDNIGHT, MIDNIGHT + 3600),
+        ]
+    )
     out = acc.report(MIDNIGHT - 3600, MIDNIGHT + 3600)
     users = {u["user"]: u for u in out["users"]}
     assert users["alice"]["gpu_hours"] == pytest.approx(4.0)  # only the last hour of its two

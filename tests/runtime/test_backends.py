@@ -18,8 +18,12 @@ METHODS = [name for name, value in vars(Backend).items() if callable(value) and 
 def test_each_backend_has_the_protocols_method_with_its_parameters(cls, name):
     wanted = inspect.signature(getattr(Backend, name))
     have = inspect.signature(getattr(cls, name))
-    assert list(have.parameters) == list(wanted.parameters), f"{cls.__name__}.{name}{have} is not {name}{wanted}"
-    assert inspect.iscoroutinefunction(getattr(cls, name)) == inspect.iscoroutinefunction(getattr(Backend, name))
+    assert list(have.parameters) == list(wanted.parameters), (
+        f"{cls.__name__}.{name}{have} is not {name}{wanted}"
+    )
+    assert inspect.iscoroutinefunction(getattr(cls, name)) == inspect.iscoroutinefunction(
+        getattr(Backend, name)
+    )
 
 
 def test_the_service_asks_its_backend_only_what_the_protocol_says():

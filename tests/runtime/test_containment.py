@@ -24,7 +24,8 @@ needs_cgroup = pytest.mark.skipif(not FOUND.usable, reason=f"this machine makes 
 ESCAPES = (
     "setsid -f sh -c 'echo $$ > {d}/setsid; exec sleep 600' < /dev/null > /dev/null 2>&1; "
     "( sh -c 'echo $$ > {d}/double; exec sleep 600' & ) ; "
-    "env -i python3 -c 'import os, time; os.setpgid(0, 0); open(\"{d}/cleared\", \"w\").write(str(os.getpid())); "
+    "env -i python3 -c 'import os, time; os.setpgid(0, 0); "
+    'open("{d}/cleared", "w").write(str(os.getpid())); '
     "time.sleep(600)' & "
 )
 
@@ -39,11 +40,25 @@ def launcher():
 def start(launcher, tmp_path, command, contained, time_limit=0, memory=None, cpus=None):
     job_id = uuid.uuid4().hex[:8]
     directory = job_dir(str(tmp_path), "n1", job_id, 1, 0)
-    argv = ["--dir", str(directory), "--time-limit", str(time_limit), "--grace", "1", "--", "/bin/bash", "-c", command]
+    argv = [
+        "--dir",
+        str(directory),
+        "--time-limit",
+        str(time_limit),
+        "--grace",
+        "1",
+        "--",
+        "/bin/bash",
+        "-c",
+        command,
+    ]
     sent = {"base": BASE, "env": {}}
     if contained:
-        sent["cgroup"] = {"name": cgroups.rank_name(f"test-{os.getpid()}", job_id, 1, 0), "memory": memory,
-                          "cpus": cpus}
+        sent["cgroup"] = {
+            "name": cgroups.rank_name(f"test-{os.getpid()}", job_id, 1, 0),
+            "memory": memory,
+            "cpus": cpus,
+        }
     return launcher.launch(argv, sent, directory, []), job_id
 
 
@@ -56,8 +71,14 @@ def alive(pid: int) -> bool:
 
 
 def escaped_pids(folder: Path) -> dict[str, int]:
-    wait_for(lambda: all((folder / n).exists() and (folder / n).read_text().strip() for n in
-                         ("setsid", "double", "cleared")), 30, what="every escape to have started")
+    wait_for(
+        lambda: all(
+            (folder / n).exists() and (folder / n).read_text().strip()
+            for n in ("setsid", "double", "cleared")
+        ),
+        30,
+        what="every escape to have started",
+    )
     return {n: int((folder / n).read_text()) for n in ("setsid", "double", "cleared")}
 
 
@@ -67,8 +88,13 @@ def test_every_escaped_process_ends_with_the_job(launcher, tmp_path, contained, 
     folder = tmp_path / "pids"
     folder.mkdir()
     tail = {"exits": "exit 0", "cancel": "sleep 600", "time_limit": "sleep 600"}[ending]
-    job, _ = start(launcher, tmp_path, ESCAPES.format(d=folder) + tail, contained,
-                   time_limit=3 if ending == "time_limit" else 0)
+    job, _ = start(
+        launcher,
+        tmp_path,
+        ESCAPES.format(d=folder) + tail,
+        contained,
+        time_limit=3 if ending == "time_limit" else 0,
+    )
     pids = escaped_pids(folder)
     if ending == "cancel":
         os.kill(job.pid, signal.SIGTERM)
@@ -91,8 +117,9 @@ def test_the_cgroup_goes_with_the_job(launcher, tmp_path):
 def test_a_job_past_its_memory_limit_ends_out_of_memory(launcher, tmp_path):
     if "memory" not in FOUND.limits:
         pytest.skip("no memory controller on this machine")
-    job, _ = start(launcher, tmp_path, "python3 -c 'b = bytearray(400 * 2**20); print(len(b))'", True,
-                   memory=64 * 2**20)
+    job, _ = start(
+        launcher, tmp_path, "python3 -c 'b = bytearray(400 * 2**20); print(len(b))'", True, memory=64 * 2**20
+    )
     record = job.result(timeout=60)
     assert record["reason"] == "out_of_memory" and record["exit_code"] != 0
     assert "limit of 64 MiB" in record["message"]
@@ -100,8 +127,9 @@ def test_a_job_past_its_memory_limit_ends_out_of_memory(launcher, tmp_path):
 
 @needs_cgroup
 def test_a_job_below_its_memory_limit_is_not_touched(launcher, tmp_path):
-    job, _ = start(launcher, tmp_path, "python3 -c 'b = bytearray(8 * 2**20); print(len(b))'", True,
-                   memory=256 * 2**20)
+    job, _ = start(
+        launcher, tmp_path, "python3 -c 'b = bytearray(8 * 2**20); print(len(b))'", True, memory=256 * 2**20
+    )
     assert job.result(timeout=60)["reason"] == "exited"
 
 

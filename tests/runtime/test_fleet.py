@@ -44,8 +44,15 @@ def test_what_is_stored_comes_back_after_a_restart(fleet):
     assert len(again.events) == 1
 
 
-@pytest.mark.parametrize(("node", "gpus", "field"), [("gmi-node-9", None, "node"), ("gmi-node-1", [8], "gpus"),
-                                                     ("gmi-node-1", [], "gpus"), ("gmi-node-1", [True], "gpus")])
+@pytest.mark.parametrize(
+    ("node", "gpus", "field"),
+    [
+        ("gmi-node-9", None, "node"),
+        ("gmi-node-1", [8], "gpus"),
+        ("gmi-node-1", [], "gpus"),
+        ("gmi-node-1", [True], "gpus"),
+    ],
+)
 def test_bad_targets_name_the_field_and_change_nothing(fleet, node, gpus, field):
     with pytest.raises(InvalidSpec) as e:
         fleet.take_out(node, gpus, "drained", "x", "root", now=1.0)
@@ -54,6 +61,7 @@ def test_bad_targets_name_the_field_and_change_nothing(fleet, node, gpus, field)
 
 
 # --- whole nodes: down and back --------------------------------------------------------
+
 
 def test_a_lost_node_is_down_with_its_jobs_named_and_nothing_of_it_is_free(fleet):
     for node in ("gmi-node-1", "gmi-node-2"):

@@ -21,7 +21,9 @@ def test_a_bundle_folder_and_its_log_are_private(tmp_path):
 def test_a_site_may_make_logs_group_readable(tmp_path):
     folder = tmp_path / "b"
     _, log = jobfiles.prepare(folder, None, group_read=True)
-    assert os.stat(folder).st_mode & 0o777 == 0o750 and os.stat(folder / "output.log").st_mode & 0o777 == 0o640
+    assert (
+        os.stat(folder).st_mode & 0o777 == 0o750 and os.stat(folder / "output.log").st_mode & 0o777 == 0o640
+    )
 
 
 def test_a_link_in_the_folder_is_never_followed(tmp_path):
@@ -39,9 +41,17 @@ def test_a_link_in_the_folder_is_never_followed(tmp_path):
 def test_an_exit_record_is_believed_only_as_far_as_it_makes_sense(tmp_path):
     folder = tmp_path / "b"
     dfd, _ = jobfiles.prepare(folder, None, group_read=False)
-    jobfiles.write_record(dfd, "exit.json", {"exit_code": "0", "signal": True, "reason": None, "ended_at": "x"}, None)
-    assert jobfiles.read_exit(folder) == {"exit_code": None, "signal": None, "reason": "exited", "message": "",
-                                          "started_at": None, "ended_at": None}
+    jobfiles.write_record(
+        dfd, "exit.json", {"exit_code": "0", "signal": True, "reason": None, "ended_at": "x"}, None
+    )
+    assert jobfiles.read_exit(folder) == {
+        "exit_code": None,
+        "signal": None,
+        "reason": "exited",
+        "message": "",
+        "started_at": None,
+        "ended_at": None,
+    }
     (folder / "exit.json").write_text("[1, 2]")
     assert jobfiles.read_exit(folder) is None
 

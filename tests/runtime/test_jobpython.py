@@ -15,8 +15,9 @@ from orchestrator.core.errors import InvalidSpec
 from orchestrator.head.jobpython import resolve
 from tests.runtime.test_service import World
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whether others may run a file matters in a multi-user "
-                                                          "install (root) only")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="whether others may run a file matters in a multi-user install (root) only"
+)
 
 
 @pytest.fixture

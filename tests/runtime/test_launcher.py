@@ -33,8 +33,18 @@ def said(directory):
 
 def start(launcher, tmp_path, job_id, command, env=None, time_limit=0, grace=1.0, prepare=None, fds=()):
     directory = job_dir(str(tmp_path), "n1", job_id, 1, 0)
-    argv = ["--dir", str(directory), "--time-limit", str(time_limit), "--grace", str(grace), "--",
-            "/bin/bash", "-c", command]
+    argv = [
+        "--dir",
+        str(directory),
+        "--time-limit",
+        str(time_limit),
+        "--grace",
+        str(grace),
+        "--",
+        "/bin/bash",
+        "-c",
+        command,
+    ]
     sent = {"base": BASE, "env": env or {}, **({"prepare": prepare} if prepare else {})}
     return launcher.launch(argv, sent, directory, list(fds)), directory
 
@@ -53,8 +63,9 @@ def test_the_job_sees_its_environment_and_not_the_services(launcher, tmp_path, m
     launcher.close()
     fresh = Launcher()
     try:
-        job, directory = start(fresh, tmp_path, "env", "echo \"[$GPUQ_JOB_ID][$RAY_ADDRESS][$PATH]\"",
-                               env={"GPUQ_JOB_ID": "env"})
+        job, directory = start(
+            fresh, tmp_path, "env", 'echo "[$GPUQ_JOB_ID][$RAY_ADDRESS][$PATH]"', env={"GPUQ_JOB_ID": "env"}
+        )
         assert job.result(timeout=30)["exit_code"] == 0
         assert (directory / "output.log").read_text() == "[env][][/usr/bin:/bin]\n"
     finally:
@@ -92,19 +103,28 @@ def test_a_supervisor_that_dies_silent_is_reported_lost(launcher, tmp_path):
     wait_for(lambda: said(directory) == "started\n", 30, what="the job to start")
     os.kill(job.pid, signal.SIGKILL)
     assert job.result(timeout=30)["reason"] == "supervisor_lost"
-    os.killpg(json.loads((directory / "start.json").read_text())["pid"], signal.SIGKILL)  # its orphaned command
+    os.killpg(
+        json.loads((directory / "start.json").read_text())["pid"], signal.SIGKILL
+    )  # its orphaned command
 
 
 def test_a_job_gets_a_private_tmpdir_that_goes_with_it(launcher, tmp_path):
     scratch = tmp_path / "scratch"
-    job, directory = start(launcher, tmp_path, "tmp", 'echo "$TMPDIR"; stat -c %a "$TMPDIR"; touch "$TMPDIR/x"',
-                           prepare={"scratch": str(scratch), "job": "tmp-1-0"})
+    job, directory = start(
+        launcher,
+        tmp_path,
+        "tmp",
+        'echo "$TMPDIR"; stat -c %a "$TMPDIR"; touch "$TMPDIR/x"',
+        prepare={"scratch": str(scratch), "job": "tmp-1-0"},
+    )
     assert job.result(timeout=30)["exit_code"] == 0
     tmpdir, mode = said(directory).split()
     assert tmpdir == f"{scratch}/{os.getuid()}/jobs/tmp-1-0/tmp" and mode == "700"
     assert oct(os.stat(scratch).st_mode & 0o777) == "0o711"  # others may pass, not look
     # Removed just after the record is out (the runner does not wait for it).
-    wait_for(lambda: not (scratch / str(os.getuid()) / "jobs" / "tmp-1-0").exists(), 30, what="the folder to go")
+    wait_for(
+        lambda: not (scratch / str(os.getuid()) / "jobs" / "tmp-1-0").exists(), 30, what="the folder to go"
+    )
 
 
 def test_a_package_handed_over_open_is_unpacked_before_the_command_and_the_runner_is_told(launcher, tmp_path):
@@ -112,11 +132,16 @@ def test_a_package_handed_over_open_is_unpacked_before_the_command_and_the_runne
     with zipfile.ZipFile(package, "w") as z:
         z.writestr("main.py", "print('from the package')\n")
     fd = os.open(package, os.O_RDONLY)
-    plan = {"scratch": str(tmp_path / "scratch"), "job": "pkg-1-0", "announce": True,
-            "packages": [{"kind": "working_dir", "uri": "gcs://_ray_pkg_0123456789abcdef.zip", "stored": "-"}]}
+    plan = {
+        "scratch": str(tmp_path / "scratch"),
+        "job": "pkg-1-0",
+        "announce": True,
+        "packages": [{"kind": "working_dir", "uri": "gcs://_ray_pkg_0123456789abcdef.zip", "stored": "-"}],
+    }
     try:
-        job, directory = start(launcher, tmp_path, "pkg", 'cat main.py; echo "$PYTHONPATH"; pwd', prepare=plan,
-                               fds=[fd])
+        job, directory = start(
+            launcher, tmp_path, "pkg", 'cat main.py; echo "$PYTHONPATH"; pwd', prepare=plan, fds=[fd]
+        )
     finally:
         os.close(fd)
     assert job.ready.wait(30) and job.prepared["setup_s"] >= 0

@@ -61,8 +61,11 @@ def test_a_dead_gpu_node_is_down_its_job_runs_on_the_other_node_and_the_node_ret
     killed = time.monotonic()
     ray_cluster.remove_node(raylet, allow_graceful=False)  # SIGKILL: raylet, its workers, the job
 
-    again = wait_for(lambda: (j := orch.job(job_id))["state"] == "running" and j["attempts"] == 2 and j, 60,
-                     what="the job to run again")
+    again = wait_for(
+        lambda: (j := orch.job(job_id))["state"] == "running" and j["attempts"] == 2 and j,
+        60,
+        what="the job to run again",
+    )
     print(f"\nrunning again on {other} {time.monotonic() - killed:.1f} s after {lost} was killed")
     assert list(again["allocation"]) == [other] and again["retries"] == 0
     status = orch.call("status")["details"]
@@ -72,7 +75,9 @@ def test_a_dead_gpu_node_is_down_its_job_runs_on_the_other_node_and_the_node_ret
     assert any(f"node {lost} down" in e["reason"] for e in orch.job(job_id)["events"])
 
     add_simulated_node(ray_cluster, lost)  # the operator starts it again (gpuq up does, locally)
-    wait_for(lambda: not orch.call("status")["details"]["down_nodes"], 60, what=f"{lost} to return to service")
+    wait_for(
+        lambda: not orch.call("status")["details"]["down_nodes"], 60, what=f"{lost} to return to service"
+    )
     back = next(n for n in orch.call("resources")["nodes"] if n["node"] == lost)
     assert back["state"] == "up" and {g["state"] for g in back["gpus"]} == {"free"}
     actions = [(e["node"], e["action"]) for e in orch.call("fleet_events", 10)]

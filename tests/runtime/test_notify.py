@@ -65,9 +65,20 @@ def test_a_failed_job_is_told_to_the_webhook_signed_without_its_command(tmp_path
         assert sent["job"]["id"] == job_id and sent["job"]["exit_code"] == 2 and sent["to"] == "failed"
         assert "hunter2" not in raw.decode()  # a notice says what happened, never the job's command
         assert rx.events() == ["failed"]  # `started` was not asked for
+
     try:
-        scenario(tmp_path, body, webhooks=[{"name": "chat", "url": rx.url, "events": ["failed", "completed"],
-                                            "secret_env": "GPUQ_TEST_HOOK_SECRET"}])
+        scenario(
+            tmp_path,
+            body,
+            webhooks=[
+                {
+                    "name": "chat",
+                    "url": rx.url,
+                    "events": ["failed", "completed"],
+                    "secret_env": "GPUQ_TEST_HOOK_SECRET",
+                }
+            ],
+        )
     finally:
         rx.close()
 
@@ -89,9 +100,14 @@ def test_a_webhook_that_was_down_gets_the_events_once_it_is_back(tmp_path):
         results = (await w.svc.requests.webhook_deliveries())["deliveries"]
         assert all(r["result"].startswith("delivered (try") for r in results)
         assert [b["job"]["id"] for _, b, _ in holder[0].got] == ids  # in order
+
     try:
-        scenario(tmp_path, body, webhooks=[{"name": "chat", "url": f"http://127.0.0.1:{port}/hook",
-                                            "events": ["completed"]}], webhook_retry_max_wait_s=0.2)
+        scenario(
+            tmp_path,
+            body,
+            webhooks=[{"name": "chat", "url": f"http://127.0.0.1:{port}/hook", "events": ["completed"]}],
+            webhook_retry_max_wait_s=0.2,
+        )
     finally:
         for rx in holder:
             rx.close()
@@ -108,8 +124,14 @@ def test_past_its_buffer_the_oldest_events_are_dropped_and_counted(tmp_path):
         await until(lambda: sum(1 for r in w.svc.notifier.recent if r["result"].startswith("dropped")) >= 1)
         dropped = [r for r in w.svc.notifier.recent if r["result"].startswith("dropped")]
         assert len(dropped) == 2 and w.svc.metrics.webhook_dropped.labels("chat")._value.get() == 2
-    scenario(tmp_path, body, webhooks=[{"name": "chat", "url": f"http://127.0.0.1:{port}/hook",
-                                        "events": ["completed"]}], webhook_buffer=2, webhook_retry_max_wait_s=0.2)
+
+    scenario(
+        tmp_path,
+        body,
+        webhooks=[{"name": "chat", "url": f"http://127.0.0.1:{port}/hook", "events": ["completed"]}],
+        webhook_buffer=2,
+        webhook_retry_max_wait_s=0.2,
+    )
 
 
 def test_an_opt_in_webhook_hears_only_jobs_whose_owner_asked(tmp_path):
@@ -124,9 +146,14 @@ def test_an_opt_in_webhook_hears_only_jobs_whose_owner_asked(tmp_path):
         await until(lambda: rx.events() == ["completed"])
         await cycles(w, 5)
         assert [b["job"]["run_id"] for _, b, _ in rx.got] == ["loud"]
+
     try:
-        scenario(tmp_path, body, webhooks=[{"url": rx.url, "events": ["started", "completed"], "opt_in": True}],
-                 unix_users={"alice": USER})
+        scenario(
+            tmp_path,
+            body,
+            webhooks=[{"url": rx.url, "events": ["started", "completed"], "opt_in": True}],
+            unix_users={"alice": USER},
+        )
     finally:
         rx.close()
 

@@ -35,8 +35,11 @@ def where(job: dict) -> list[str]:
 
 
 def test_simulated_telemetry_says_it_is_simulated(watched):
-    res = wait_for(lambda: (r := watched.call("resources")) and all(n["telemetry"]["source"] for n in r["nodes"]) and r,
-                   30, what="a telemetry report from every node")
+    res = wait_for(
+        lambda: (r := watched.call("resources")) and all(n["telemetry"]["source"] for n in r["nodes"]) and r,
+        30,
+        what="a telemetry report from every node",
+    )
     for node in res["nodes"]:
         assert node["telemetry"]["source"] == "simulated"
         assert "NVML is not available" in node["telemetry"]["detail"]
@@ -53,10 +56,15 @@ def test_a_busy_job_reads_busy_and_a_sleeping_job_is_flagged_idle(watched):
     watched.wait_state(sleepy, "running")
     idle_gpu = where(watched.job(sleepy))[0]
     busy_gpu = where(watched.job(busy))[0]
-    job = wait_for(lambda: (j := watched.job(sleepy)) and any(e["trigger"] == "idle" for e in j["events"]) and j, 30,
-                   what="the sleeping job to be noted idle")
+    job = wait_for(
+        lambda: (j := watched.job(sleepy)) and any(e["trigger"] == "idle" for e in j["events"]) and j,
+        30,
+        what="the sleeping job to be noted idle",
+    )
     assert job["idle_gpus"] == [idle_gpu]
-    assert [e["reason"] for e in job["events"] if e["trigger"] == "idle"][0].startswith(f"GPU {idle_gpu} under 5%")
+    assert [e["reason"] for e in job["events"] if e["trigger"] == "idle"][0].startswith(
+        f"GPU {idle_gpu} under 5%"
+    )
     gpus = gpus_of(watched.call("resources"))
     assert gpus[idle_gpu]["idle"] is True
     assert gpus[busy_gpu]["idle"] is False and gpus[busy_gpu]["telemetry"]["utilization"] > 0.3
@@ -70,8 +78,11 @@ def test_an_injected_xid_requeues_the_job_and_takes_out_exactly_that_gpu(watched
     node, gpu = where(first)[1].split(":")
     watched.call("inject", node, "xid", int(gpu), 79)
 
-    job = wait_for(lambda: (j := watched.job(job_id))["attempts"] == 2 and j["state"] == "running" and j, 60,
-                   what="the job to be requeued and running again")
+    job = wait_for(
+        lambda: (j := watched.job(job_id))["attempts"] == 2 and j["state"] == "running" and j,
+        60,
+        what="the job to be requeued and running again",
+    )
     assert f"{node}:{gpu}" not in where(job)
     assert job["retries"] == 0, "an infrastructure failure must not use up the job's retries"
     failed = [e for e in job["events"] if e["to_state"] == "failed"]
@@ -87,8 +98,11 @@ def test_an_injected_xid_requeues_the_job_and_takes_out_exactly_that_gpu(watched
 
 def test_ray_never_hands_out_a_quarantined_gpu_until_it_is_undrained(watched):
     watched.call("inject", "gmi-node-2", "xid", 3, 79)
-    wait_for(lambda: gpus_of(watched.call("resources"))["gmi-node-2:3"]["state"] == "unhealthy", 30,
-             what="gmi-node-2:3 to be unhealthy")
+    wait_for(
+        lambda: gpus_of(watched.call("resources"))["gmi-node-2:3"]["state"] == "unhealthy",
+        30,
+        what="gmi-node-2:3 to be unhealthy",
+    )
     # With gmi-node-1 drained, a 7-GPU job can only run on gmi-node-2's seven healthy GPUs:
     # Ray must bind exactly those, not the quarantined one.
     watched.call("drain", "gmi-node-1", None, "maintenance", "root")
@@ -121,8 +135,11 @@ def test_a_silent_node_has_all_its_gpus_taken_out_and_its_jobs_requeued(quick_si
     first = watched.wait_state(job_id, "running")
     (node,) = first["allocation"]
     watched.call("inject", node, "silent")
-    job = wait_for(lambda: (j := watched.job(job_id))["attempts"] == 2 and j["state"] == "running" and j, 60,
-                   what="the job to be requeued onto the other node")
+    job = wait_for(
+        lambda: (j := watched.job(job_id))["attempts"] == 2 and j["state"] == "running" and j,
+        60,
+        what="the job to be requeued onto the other node",
+    )
     assert list(job["allocation"]) != [node]
     gpus = gpus_of(watched.call("resources"))
     assert {g["state"] for name, g in gpus.items() if g["node"] == node} == {"unhealthy"}
@@ -134,11 +151,15 @@ def test_a_drain_lets_the_running_job_finish_and_places_nothing_new_there(watche
     (node,) = first["allocation"]
     out = watched.call("drain", node, None, "firmware update", "root")
     assert out["jobs"] == [job_id]
-    assert {g["state"] for g in gpus_of(watched.call("resources")).values() if g["node"] == node} == {"draining"}
+    assert {g["state"] for g in gpus_of(watched.call("resources")).values() if g["node"] == node} == {
+        "draining"
+    }
     assert watched.wait_state(job_id, "completed")["attempts"] == 1
     nxt = watched.submit("sleep 300", gpus=8, run_id="next")
     assert node not in watched.wait_state(nxt, "running")["allocation"]
-    assert {g["state"] for g in gpus_of(watched.call("resources")).values() if g["node"] == node} == {"drained"}
+    assert {g["state"] for g in gpus_of(watched.call("resources")).values() if g["node"] == node} == {
+        "drained"
+    }
 
 
 def test_usage_counts_gpu_seconds_of_finished_runs_per_user(watched):
@@ -178,7 +199,9 @@ def test_metrics_equal_the_status_after_a_workload(http, watched):
     watched.wait_state(running, "running")
     status = http.get("/orchestrator/status").json()
     m = _metrics(http)
-    value = lambda name, **labels: next(s.value for s in m[name] if all(s.labels.get(k) == v for k, v in labels.items()))
+    value = lambda name, **labels: next(
+        s.value for s in m[name] if all(s.labels.get(k) == v for k, v in labels.items())
+    )
     r = status["resource_summary"]
     assert value("gpuq_gpus_total") == r["total_gpus"] == 16
     assert value("gpuq_gpus_allocated") == r["allocated_gpus"] == 4
@@ -217,8 +240,11 @@ def test_out_of_service_gpus_usage_and_the_audit_trail_survive_a_restart(watched
     done = watched.submit("sleep 1", gpus=2, user="carol", run_id="counted")
     watched.wait_state(done, "completed")
     watched.call("inject", "gmi-node-2", "xid", 6, 79)
-    wait_for(lambda: gpus_of(watched.call("resources"))["gmi-node-2:6"]["state"] == "unhealthy", 30,
-             what="gmi-node-2:6 to be unhealthy")
+    wait_for(
+        lambda: gpus_of(watched.call("resources"))["gmi-node-2:6"]["state"] == "unhealthy",
+        30,
+        what="gmi-node-2:6 to be unhealthy",
+    )
     watched.call("drain", "gmi-node-1", [0, 1], "cabling", "root")
     used = {u["user"]: u["gpu_hours"] for u in watched.call("usage_report", 0.0)["users"]}
 

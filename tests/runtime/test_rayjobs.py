@@ -24,7 +24,9 @@ from tests.accounts import UNIX_USERS
 from tests.orchestration import SCRATCH, Harness, Shared
 from tests.raycluster import wait_for
 
-pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as their users only in a multi-user install")]
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as their users only in a multi-user install")
+]
 
 RAY = str(Path(sys.executable).with_name("ray"))
 GPUQ = str(Path(sys.executable).with_name("gpuq"))
@@ -41,7 +43,8 @@ print("resources", json.dumps(ray.cluster_resources()), flush=True)
 @ray.remote(num_gpus=1)
 def where():
     import time; time.sleep(0.5)  # so that the tasks overlap and need a GPU each
-    return {"uid": os.getuid(), "gpus": os.environ["CUDA_VISIBLE_DEVICES"], "node": ray.get_runtime_context().get_node_id()}
+    node = ray.get_runtime_context().get_node_id()
+    return {"uid": os.getuid(), "gpus": os.environ["CUDA_VISIBLE_DEVICES"], "node": node}
 
 n = int(sys.argv[1])
 print("tasks", json.dumps(ray.get([where.remote() for _ in range(n)])), flush=True)
@@ -63,7 +66,8 @@ storage = pathlib.Path(os.environ["TMPDIR"])
 
 def loop(config):
     rank = train.get_context().get_world_rank()
-    (storage / f"rank-{rank}.json").write_text(json.dumps([rank, os.environ["CUDA_VISIBLE_DEVICES"], os.getuid()]))
+    seen = [rank, os.environ["CUDA_VISIBLE_DEVICES"], os.getuid()]
+    (storage / f"rank-{rank}.json").write_text(json.dumps(seen))
     train.report({"rank": rank})
 
 DataParallelTrainer(loop, scaling_config=ScalingConfig(num_workers=4, use_gpu=True),
@@ -99,7 +103,8 @@ time.sleep(600)
 # (each try in a process of its own, with this job's token, as the job's user).
 REACH = """
 import json, os, subprocess, sys
-TRIES = {"gcs": "from ray._raylet import GcsClient; print(len(GcsClient(address=A).get_all_node_info(timeout=20)))",
+TRIES = {"gcs": "from ray._raylet import GcsClient; "
+                "print(len(GcsClient(address=A).get_all_node_info(timeout=20)))",
          "init": "import ray; ray.init(address=A); print(ray.cluster_resources())"}
 tries = {f"{kind} {address}": subprocess.Popen([sys.executable, "-c", "A = %r; " % address + code],
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -162,7 +167,9 @@ def processes_of(user: str) -> list[str]:
         if entry.isdigit():
             try:
                 if os.stat(f"/proc/{entry}").st_uid == uid:
-                    out.append(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
+                    out.append(
+                        Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+                    )
             except OSError:
                 pass
     return out
@@ -176,9 +183,30 @@ def nothing_left_of(user: str) -> None:
 
 
 def test_ray_job_submit_of_a_ray_program_gets_its_own_cluster_on_its_gpus_as_its_user(api, lab, project):
-    r = subprocess.run([RAY, "job", "submit", "--address", api, "--headers", json.dumps(ALICE),
-                        "--entrypoint-num-gpus", "4", "--working-dir", str(project), "--", "python", "app.py", "4", "3"],
-                       capture_output=True, text=True, env=CLEAN, timeout=300)
+    r = subprocess.run(
+        [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            api,
+            "--headers",
+            json.dumps(ALICE),
+            "--entrypoint-num-gpus",
+            "4",
+            "--working-dir",
+            str(project),
+            "--",
+            "python",
+            "app.py",
+            "4",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        env=CLEAN,
+        timeout=300,
+    )
     assert r.returncode == 1, r.stdout + r.stderr  # the driver's exit 3: Ray's CLI says FAILED
     job = lab.call("list_jobs", None, "alice", 1, 0)["jobs"][0]
     job = lab.job(job["id"])
@@ -186,15 +214,22 @@ def test_ray_job_submit_of_a_ray_program_gets_its_own_cluster_on_its_gpus_as_its
     assert job["spec"]["ray"] is True and job["exit_code"] == 3, (job["events"], log)
     assert said(log, "resources")["GPU"] == 4
     tasks = said(log, "tasks")
-    (node, gpus), = allocated(job).items()
+    ((node, gpus),) = allocated(job).items()
     assert sorted(int(t["gpus"]) for t in tasks) == sorted(gpus)  # four distinct GPUs, all the job's
     assert {t["uid"] for t in tasks} == {pwd.getpwnam(UNIX_USERS["alice"]).pw_uid}
     nothing_left_of("alice")  # the driver's end ended its cluster
 
 
 def test_a_twelve_gpu_ray_job_is_a_two_node_cluster_and_preemption_ends_all_of_it(lab, project):
-    victim = lab.submit("python app.py 12 hold", gpus=12, ray=True, priority="LOW", working_dir=str(project),
-                        user="alice", max_retries=1)
+    victim = lab.submit(
+        "python app.py 12 hold",
+        gpus=12,
+        ray=True,
+        priority="LOW",
+        working_dir=str(project),
+        user="alice",
+        max_retries=1,
+    )
     wait_for(lambda: "ready" in lab.log(victim), 240, what="the 12-GPU Ray program to run")
     log = lab.log(victim)
     assert said(log, "resources")["GPU"] == 12
@@ -214,9 +249,26 @@ def test_a_twelve_gpu_ray_job_is_a_two_node_cluster_and_preemption_ends_all_of_i
 
 def test_ray_train_and_tune_run_in_a_four_gpu_job_without_torch(api, lab, project):
     """Through `gpuq run --ray`, as a user would: its output here, its exit code gpuq run's."""
-    run = subprocess.run([GPUQ, "run", "--ray", "--gpus", "4", "--retries", "0", "--workdir", str(project), "--",
-                          "python", "libraries.py"], capture_output=True, text=True, timeout=300,
-                         env={**CLEAN, "GPUQ_URL": api, "GPUQ_TOKEN": "alice-token"})
+    run = subprocess.run(
+        [
+            GPUQ,
+            "run",
+            "--ray",
+            "--gpus",
+            "4",
+            "--retries",
+            "0",
+            "--workdir",
+            str(project),
+            "--",
+            "python",
+            "libraries.py",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**CLEAN, "GPUQ_URL": api, "GPUQ_TOKEN": "alice-token"},
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     job_id = lab.call("list_jobs", None, "alice", 1, 0)["jobs"][0]["id"]
     job, log = lab.job(job_id), lab.log(job_id)
@@ -238,31 +290,64 @@ def test_a_ray_job_reaches_its_own_cluster_only_and_stops_leave_nothing(api, lab
     A time limit and a cancel end every process of a cluster and its temp dir."""
     import ray
 
-    theirs = lab.submit("python hold.py", gpus=2, ray=True, working_dir=str(project), user="bob", max_retries=0)
+    theirs = lab.submit(
+        "python hold.py", gpus=2, ray=True, working_dir=str(project), user="bob", max_retries=0
+    )
     wait_for(lambda: "ready" in lab.log(theirs), 120, what="bob's Ray program to run")
     bob_head = lab.job(theirs)["ray_cluster"]["head"]
     assert f"head {bob_head}" in lab.log(theirs)
     gpuq_gcs = ray.get_runtime_context().gcs_address
     # Up before its limit, whatever the machine's load: the limit counts from the start of
     # the command, the cluster's start included.
-    timed = lab.submit("python hold.py", gpus=2, ray=True, working_dir=str(project), user="alice", max_retries=0,
-                       time_limit=25)
+    timed = lab.submit(
+        "python hold.py",
+        gpus=2,
+        ray=True,
+        working_dir=str(project),
+        user="alice",
+        max_retries=0,
+        time_limit=25,
+    )
     wait_for(lambda: "ready" in lab.log(timed), 25, what="the time-limited Ray program to hold its GPUs")
-    job_id = lab.submit(f"python reach.py {gpuq_gcs} {bob_head}", gpus=1, ray=True, working_dir=str(project),
-                        user="alice", max_retries=0)
-    status = subprocess.run([RAY, "job", "status", "--address", api, "--headers", json.dumps(BOB), theirs],
-                            capture_output=True, text=True, env=CLEAN, timeout=60)
-    assert f"a Ray program on its own Ray cluster (head {bob_head})" in status.stdout, status.stdout + status.stderr
-    show = subprocess.run([GPUQ, "show", theirs], capture_output=True, text=True, timeout=60,
-                          env={**CLEAN, "GPUQ_URL": api, "GPUQ_TOKEN": "bob-token", "COLUMNS": "200"})
+    job_id = lab.submit(
+        f"python reach.py {gpuq_gcs} {bob_head}",
+        gpus=1,
+        ray=True,
+        working_dir=str(project),
+        user="alice",
+        max_retries=0,
+    )
+    status = subprocess.run(
+        [RAY, "job", "status", "--address", api, "--headers", json.dumps(BOB), theirs],
+        capture_output=True,
+        text=True,
+        env=CLEAN,
+        timeout=60,
+    )
+    assert f"a Ray program on its own Ray cluster (head {bob_head})" in status.stdout, (
+        status.stdout + status.stderr
+    )
+    show = subprocess.run(
+        [GPUQ, "show", theirs],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**CLEAN, "GPUQ_URL": api, "GPUQ_TOKEN": "bob-token", "COLUMNS": "200"},
+    )
     assert f"Ray program: its own Ray cluster, head {bob_head}, no dashboard" in show.stdout, show.stdout
     job = lab.wait_state(job_id, "completed", "failed", timeout=300)
     log = lab.log(job_id)
     assert job["state"] == "completed", (job["events"], log)
     reach = said(log, "reach")
     own = next(k.split(" ", 1)[1] for k in reach if k.split(" ", 1)[1] not in (gpuq_gcs, bob_head))
-    assert reach == {f"gcs {own}": True, f"init {own}": True, f"gcs {gpuq_gcs}": False, f"init {gpuq_gcs}": False,
-                     f"gcs {bob_head}": False, f"init {bob_head}": False}
+    assert reach == {
+        f"gcs {own}": True,
+        f"init {own}": True,
+        f"gcs {gpuq_gcs}": False,
+        f"init {gpuq_gcs}": False,
+        f"gcs {bob_head}": False,
+        f"init {bob_head}": False,
+    }
     assert "time limit" in lab.wait_state(timed, "failed", "completed", timeout=120)["failure_reason"]
     nothing_left_of("alice")
     lab.call("cancel", theirs, "tests")

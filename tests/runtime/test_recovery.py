@@ -71,8 +71,11 @@ def test_placement_that_never_happens_goes_back_in_line(ray_cluster, tmp_path):
     ray.get(blocker.ready(), timeout=30)
     try:
         job_id = small.submit("echo placed", gpus=8)
-        wait_for(lambda: any("placement timed out" in e["reason"] for e in small.job(job_id)["events"]), 60,
-                 what="a placement time-out")
+        wait_for(
+            lambda: any("placement timed out" in e["reason"] for e in small.job(job_id)["events"]),
+            60,
+            what="a placement time-out",
+        )
     finally:
         remove_placement_group(blocker)
     try:

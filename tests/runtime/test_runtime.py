@@ -11,7 +11,7 @@ SHOW_GPUS = 'echo "gpus=$CUDA_VISIBLE_DEVICES rank=$GPUQ_NODE_RANK nnodes=$GPUQ_
 
 def visible(log: str) -> list[int]:
     line = next(x for x in log.splitlines() if x.startswith("gpus="))
-    return [int(g) for g in line.split()[0][len("gpus="):].split(",")]
+    return [int(g) for g in line.split()[0][len("gpus=") :].split(",")]
 
 
 def test_a_4_gpu_job_sees_exactly_its_4_gpus(orch):
@@ -19,7 +19,7 @@ def test_a_4_gpu_job_sees_exactly_its_4_gpus(orch):
     job = orch.wait_state(job_id, "completed")
     gpus = visible(orch.log(job_id))
     assert len(set(gpus)) == 4
-    (node, ids), = job["allocation"].items()
+    ((node, ids),) = job["allocation"].items()
     assert sorted(gpus) == ids
     assert job["exit_code"] == 0 and job["attempts"] == 1
 
@@ -29,7 +29,7 @@ def test_concurrent_jobs_on_one_node_never_share_a_gpu(orch):
     jobs = [orch.wait_state(j, "completed") for j in ids]
     seen: dict[tuple[str, int], str] = {}
     for job_id, job in zip(ids, jobs, strict=True):
-        (node, gpus), = job["allocation"].items()
+        ((node, gpus),) = job["allocation"].items()
         assert sorted(visible(orch.log(job_id))) == gpus
         for g in gpus:
             assert (node, g) not in seen, f"{node}:{g} given to two jobs"
@@ -37,7 +37,9 @@ def test_concurrent_jobs_on_one_node_never_share_a_gpu(orch):
 
 
 def test_a_12_gpu_job_gets_8_plus_4_across_the_nodes_with_rank_env(orch):
-    job_id = orch.submit(SHOW_GPUS + '; echo "master=$MASTER_ADDR:$MASTER_PORT world=$GPUQ_WORLD_SIZE"', gpus=12)
+    job_id = orch.submit(
+        SHOW_GPUS + '; echo "master=$MASTER_ADDR:$MASTER_PORT world=$GPUQ_WORLD_SIZE"', gpus=12
+    )
     job = orch.wait_state(job_id, "completed")
     assert sorted(len(g) for g in job["allocation"].values()) == [4, 8]
     logs = [orch.log(job_id, rank=r) for r in (0, 1)]
@@ -61,7 +63,10 @@ def test_a_failing_command_is_retried_exactly_max_retries_times(orch):
     assert job["attempts"] == 3 and job["retries"] == 2 and job["exit_code"] == 7
     assert [orch.log(job_id, attempt=a).strip() for a in (1, 2, 3)] == ["attempt 1", "attempt 2", "attempt 3"]
     events = orch.job(job_id)["events"]
-    assert [e["reason"] for e in events if e["trigger"] == "retry"] == ["auto-retry 1 of 2", "auto-retry 2 of 2"]
+    assert [e["reason"] for e in events if e["trigger"] == "retry"] == [
+        "auto-retry 1 of 2",
+        "auto-retry 2 of 2",
+    ]
 
 
 def test_exit_codes_outside_the_users_retry_list_are_not_retried(orch):
@@ -84,9 +89,16 @@ def test_cancel_stops_a_running_job_and_leaves_no_process(orch):
     orch.call("cancel", job_id)
     from tests.raycluster import wait_for
 
-    wait_for(lambda: job_id not in tagged_processes(orch.cluster_id).values(), 20, what="the job's processes to end")
-    wait_for(lambda: orch.call("resources")["nodes"][0]["free"] + orch.call("resources")["nodes"][1]["free"] == 16, 20,
-             what="its GPUs to come back")
+    wait_for(
+        lambda: job_id not in tagged_processes(orch.cluster_id).values(),
+        20,
+        what="the job's processes to end",
+    )
+    wait_for(
+        lambda: orch.call("resources")["nodes"][0]["free"] + orch.call("resources")["nodes"][1]["free"] == 16,
+        20,
+        what="its GPUs to come back",
+    )
     assert orch.job(job_id)["state"] == "cancelled"
 
 
@@ -143,8 +155,11 @@ def _actor_exists(name):
 def wait_tagged(orch, job_id):
     from tests.raycluster import wait_for
 
-    return wait_for(lambda: [j for j in tagged_processes(orch.cluster_id).values() if j == job_id], 20,
-                    what="the job's processes to appear")
+    return wait_for(
+        lambda: [j for j in tagged_processes(orch.cluster_id).values() if j == job_id],
+        20,
+        what="the job's processes to appear",
+    )
 
 
 def test_a_job_ends_with_its_command_and_what_it_left_goes_with_it(orch):
@@ -166,7 +181,7 @@ def test_sixteen_one_gpu_jobs_at_once_each_get_a_gpu_of_their_own(orch):
     jobs = [orch.wait_state(j, "completed", timeout=120) for j in ids]
     held: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for job_id, job in zip(ids, jobs, strict=True):
-        (node, gpus), = job["allocation"].items()
+        ((node, gpus),) = job["allocation"].items()
         assert visible(orch.log(job_id)) == gpus
         held.setdefault((node, gpus[0]), []).append((job["started_at"], job["ended_at"]))
     for gpu, spans in held.items():
@@ -199,7 +214,9 @@ def test_a_job_past_its_memory_limit_fails_out_of_memory_once(orch):
     job_id = orch.submit("python3 -c 'b = bytearray(400 * 2**20)'", memory="64M", max_retries=3)
     job = orch.wait_state(job_id, "failed", timeout=60)
     assert job["attempts"] == 1  # a retry would only repeat it
-    assert job["failure_reason"].startswith("out of memory: the job used more memory than its limit of 64 MiB")
+    assert job["failure_reason"].startswith(
+        "out of memory: the job used more memory than its limit of 64 MiB"
+    )
     assert job["spec"]["memory"] == 64 * 2**20
 
 
@@ -208,6 +225,9 @@ def test_status_says_how_each_node_contains_jobs(orch):
     from tests.raycluster import wait_for
 
     said = cgroups.find().describe()  # the simulated nodes are this machine
-    contained = wait_for(lambda: (c := orch.call("status")["details"]["containment"]) and len(c) == 2 and c, 60,
-                         what="both nodes' reports")
+    contained = wait_for(
+        lambda: (c := orch.call("status")["details"]["containment"]) and len(c) == 2 and c,
+        60,
+        what="both nodes' reports",
+    )
     assert set(contained.values()) == {said}

@@ -52,9 +52,15 @@ class World:
     def __init__(self, tmp_path, **config):
         self.clock = Clock()
         self.backend = FakeBackend(self.clock)
-        self.config = {"store_path": str(tmp_path / "gpuq.db"), "data_dir": str(tmp_path / "data"),
-                       "loop_interval_s": 0.05, "warm_slots_per_node": 0, "telemetry_interval_s": 3600,
-                       "allowed_system_accounts": [USER], **config}
+        self.config = {
+            "store_path": str(tmp_path / "gpuq.db"),
+            "data_dir": str(tmp_path / "data"),
+            "loop_interval_s": 0.05,
+            "warm_slots_per_node": 0,
+            "telemetry_interval_s": 3600,
+            "allowed_system_accounts": [USER],
+            **config,
+        }
         self.svc = self.start()
 
     def start(self) -> OrchestratorService:
@@ -68,7 +74,9 @@ class World:
         return self.svc.queue.get(job_id)
 
     async def running(self, job_id: str, attempt: int = 1):
-        await until(lambda: self.job(job_id).state is JobState.RUNNING and self.job(job_id).attempts == attempt)
+        await until(
+            lambda: self.job(job_id).state is JobState.RUNNING and self.job(job_id).attempts == attempt
+        )
         return self.job(job_id)
 
     def stop(self) -> None:
@@ -97,6 +105,7 @@ def test_a_job_runs_and_completes_at_the_clocks_times(tmp_path):
         assert job.state_times[JobState.COMPLETED] == T0 + 30 and job.exit_code == 0
         assert [(r.job_id, r.gpu_seconds) for r in w.svc.accounting.runs] == [(job_id, 60.0)]
         assert w.svc.inventory.free_count() == 16
+
     scenario(tmp_path, body)
 
 
@@ -110,6 +119,7 @@ def test_a_failed_command_is_retried_then_fails_for_good(tmp_path):
         w.backend.end(job_id, 2, exit_code=3)
         await until(lambda: job.state is JobState.FAILED)
         assert job.exit_code == 3 and job.failure_reason == "command failed"
+
     scenario(tmp_path, body)
 
 
@@ -121,6 +131,7 @@ def test_a_time_limit_is_final_even_with_retries_left(tmp_path):
         await until(lambda: job.state is JobState.FAILED)
         await cycles(w)  # nothing starts it again
         assert w.backend.started == [(job_id, 1)] and job.failure_reason == "time limit"
+
     scenario(tmp_path, body)
 
 
@@ -132,6 +143,7 @@ def test_a_lost_runner_puts_the_job_back_without_using_a_retry(tmp_path):
         job = await w.running(job_id, attempt=2)
         assert job.retries == 0
         assert any(e.reason.startswith("node lost") for e in job.events)
+
     scenario(tmp_path, body)
 
 
@@ -144,6 +156,7 @@ def test_a_placement_that_times_out_goes_back_in_line_and_starts_later(tmp_path)
         assert job.attempts == 0 and job.retries == 0
         w.backend.placeable = True
         await w.running(job_id)
+
     scenario(tmp_path, body)
 
 
@@ -157,6 +170,7 @@ def test_a_critical_job_preempts_a_low_one_which_goes_back_in_line(tmp_path):
         assert w.job(low).state is JobState.QUEUED and w.job(low).retries == 0
         w.backend.end(critical, 1)
         await w.running(low, attempt=2)
+
     scenario(tmp_path, body)
 
 
@@ -168,6 +182,7 @@ def test_a_job_whose_gpus_leave_service_is_stopped_and_requeued_as_not_its_fault
         await until(lambda: (job_id, 1) in w.backend.stopped)
         await w.running(job_id, attempt=2)
         assert job.retries == 0 and any("XID 79" in e.reason for e in job.events)
+
     scenario(tmp_path, body)
 
 
@@ -183,6 +198,7 @@ def test_after_a_restart_a_running_job_is_adopted_not_started_again(tmp_path):
         w.backend.end(job_id, 1)
         await until(lambda: job.state is JobState.COMPLETED)
         assert w.backend.started == [(job_id, 1)]
+
     scenario(tmp_path, body)
 
 
@@ -196,6 +212,7 @@ def test_a_job_cancelled_while_it_is_being_placed_never_starts(tmp_path):
         await cycles(w)
         assert w.job(job_id).state is JobState.CANCELLED and w.backend.started == []
         assert w.svc.inventory.free_count() == 16
+
     scenario(tmp_path, body)
 
 
@@ -212,6 +229,7 @@ def test_a_reservation_stays_with_its_job_from_cycle_to_cycle(tmp_path):
         w.backend.end(running, 1)
         await w.running(big_day)
         assert w.job(big_hour).state is JobState.QUEUED
+
     scenario(tmp_path, body)
 
 
@@ -227,10 +245,12 @@ def test_a_held_job_waits_until_its_owner_releases_it(tmp_path):
         assert w.job(job_id).state is JobState.HELD and w.backend.started == [(blocker, 1)]
         assert (await w.svc.requests.release(job_id))["state"] == "queued"
         await w.running(job_id)
+
     scenario(tmp_path, body)
 
 
 # --- nodes: down, back ----------------------------------------------------------------
+
 
 def test_a_node_ray_declares_dead_is_down_and_its_job_runs_on_the_other_node(tmp_path):
     async def body(w):
@@ -247,6 +267,7 @@ def test_a_node_ray_declares_dead_is_down_and_its_job_runs_on_the_other_node(tmp
         another = await w.submit(gpus=8)
         await cycles(w)
         assert w.job(another).state is JobState.QUEUED  # nothing is planned on a down node
+
     scenario(tmp_path, body)
 
 
@@ -260,7 +281,11 @@ def test_a_node_that_registers_again_returns_to_service_but_a_drained_gpu_stays_
         await until(lambda: "gmi-node-1" not in w.svc.fleet.down)
         shown = [s.shown for s in w.svc.inventory.nodes["gmi-node-1"]]
         assert shown == ["free"] * 3 + ["drained"] + ["free"] * 4
-        assert [e["action"] for e in w.svc.fleet.events if e["node"] == "gmi-node-1"][-2:] == ["down", "returned"]
+        assert [e["action"] for e in w.svc.fleet.events if e["node"] == "gmi-node-1"][-2:] == [
+            "down",
+            "returned",
+        ]
+
     scenario(tmp_path, body)
 
 
@@ -273,6 +298,7 @@ def test_with_return_to_service_off_a_node_comes_back_drained(tmp_path):
         assert {s.shown for s in w.svc.inventory.nodes["gmi-node-2"]} == {"drained"}
         assert await w.svc.requests.undrain("gmi-node-2", None, "admin", "checked") is not None
         assert {s.shown for s in w.svc.inventory.nodes["gmi-node-2"]} == {"free"}
+
     scenario(tmp_path, body, node_return_to_service=False)
 
 
@@ -283,10 +309,16 @@ def test_a_placement_waiting_on_a_node_that_dies_goes_back_in_line_at_once(tmp_p
         await until(lambda: w.job(job_id).state is JobState.ALLOCATING)
         node = next(iter(w.job(job_id).allocation))
         del w.backend.node_sizes[node]
-        await until(lambda: any(f"node {node} down" in e.reason and e.to_state is JobState.QUEUED for e in w.job(job_id).events))
+        await until(
+            lambda: any(
+                f"node {node} down" in e.reason and e.to_state is JobState.QUEUED
+                for e in w.job(job_id).events
+            )
+        )
         w.backend.placeable = True
         job = await w.running(job_id)
         assert node not in job.allocation and job.attempts == 1
+
     scenario(tmp_path, body)
 
 
@@ -298,6 +330,7 @@ def test_a_node_dead_across_an_orchestrator_restart_is_still_shown_down(tmp_path
         w.svc = w.start()
         assert {s.shown for s in w.svc.inventory.nodes["gmi-node-2"]} == {"down"}
         assert w.svc.inventory.free_count() == 8
+
     scenario(tmp_path, body)
 
 
@@ -317,10 +350,13 @@ def test_a_runtime_env_is_made_on_the_node_with_the_owners_packages_and_its_time
         await w.running(plain)
         made = next(e for e in w.backend.envs if e)
         # The package as alice stored it; pip's list; env_vars go to the job's env instead.
-        assert made["packages"] == [{"kind": "working_dir", "uri": PACKAGE, "stored": stored_uri(USER, PACKAGE)}]
+        assert made["packages"] == [
+            {"kind": "working_dir", "uri": PACKAGE, "stored": stored_uri(USER, PACKAGE)}
+        ]
         assert made["pip"] == {"packages": ["tiny==1.0"], "pip_check": False}
         assert None in w.backend.envs and job.spec.env == {"A": "1"}
         assert any(e.trigger == "runtime_env" and "2.5 s" in e.reason for e in job.events)
+
     scenario(tmp_path, body)
 
 
@@ -335,6 +371,7 @@ def test_a_job_naming_a_package_its_user_did_not_upload_is_refused_at_submit(tmp
         assert refused.value.errors[0][0] == "runtime_env.working_dir"
         assert f"not on this cluster for {USER}" in refused.value.errors[0][1]
         assert not list(w.svc.queue.jobs())
+
     scenario(tmp_path, body)
 
 
@@ -345,10 +382,14 @@ def test_a_runtime_env_that_fails_to_set_up_fails_the_job_once_with_the_tools_wo
         job = await until(lambda: w.job(job_id).state is JobState.FAILED and w.job(job_id))
         await cycles(w)  # not retried: the same spec fails the same way
         assert job.state is JobState.FAILED and job.retries == 0 and w.backend.started == []
-        assert job.failure_reason == "runtime env setup failed: ERROR: No matching distribution found for tiny==9.9"
+        assert (
+            job.failure_reason
+            == "runtime env setup failed: ERROR: No matching distribution found for tiny==9.9"
+        )
         assert w.svc.inventory.free_count() == 16 and not w.backend.slots  # its runners are gone
         log = await w.svc.requests.logs(job_id)
         assert "No matching distribution found for tiny==9.9" in log["data"] and log["done"]
+
     scenario(tmp_path, body)
 
 
@@ -364,6 +405,7 @@ def test_packages_named_by_unfinished_jobs_are_kept_under_their_owners_names(tmp
         w.svc.uploads.keep()
         both = {stored_uri(USER, PACKAGE), stored_uri(USER, MODULE)}
         await until(lambda: both in w.backend.kept)
+
     scenario(tmp_path, body)
 
 
@@ -375,8 +417,12 @@ def test_one_bulk_call_cancels_a_1000_job_array_in_one_audited_commit(tmp_path):
         w.backend.placeable = False  # nothing starts: all wait
         spec = {"run_id": "sweep", "user": "alice", "command": "true", "gpu_count": 1, "array": 1000}
         out = await w.svc.requests.submit(spec, by=Caller("alice", "user"))
-        mine_too = await w.svc.requests.submit({**spec, "array": None, "run_id": "solo"}, by=Caller("alice", "user"))
-        theirs = await w.svc.requests.submit({**spec, "array": None, "user": "bob", "run_id": "bobs"}, by=Caller("bob", "user"))
+        mine_too = await w.svc.requests.submit(
+            {**spec, "array": None, "run_id": "solo"}, by=Caller("alice", "user")
+        )
+        theirs = await w.svc.requests.submit(
+            {**spec, "array": None, "user": "bob", "run_id": "bobs"}, by=Caller("bob", "user")
+        )
         array_id = out["array"]["id"]
         assert len(w.svc.queue.array(array_id)) == 1000
         alice = Caller("alice", "user")
@@ -395,20 +441,27 @@ def test_one_bulk_call_cancels_a_1000_job_array_in_one_audited_commit(tmp_path):
         assert all(j.state is JobState.CANCELLED for j in w.svc.queue.array(array_id))
         again = await w.svc.requests.bulk("cancel", {"array": array_id}, by=alice)
         assert again["changed"] == 0 and again["unchanged"] == {"is cancelled": 1000}
-        held = await w.svc.requests.bulk("hold", {"states": ["queued"]}, by=alice)  # alice's waiting jobs: only her solo job
+        held = await w.svc.requests.bulk(
+            "hold", {"states": ["queued"]}, by=alice
+        )  # alice's waiting jobs: only her solo job
         assert held["job_ids"] == [mine_too["job_id"]] and held["matched"] == 1
-        named = await w.svc.requests.bulk("release", {"ids": [theirs["job_id"], mine_too["job_id"]]}, by=alice)
+        named = await w.svc.requests.bulk(
+            "release", {"ids": [theirs["job_id"], mine_too["job_id"]]}, by=alice
+        )
         assert named["changed"] == 1 and named["unchanged"] == {"belongs to another user": 1}
         assert w.job(theirs["job_id"]).state is JobState.QUEUED
         trail = await w.svc.requests.audit_trail(limit=10, action="cancel (bulk)")
         assert len(trail) == 1 and trail[0]["detail"]["count"] == 1000, trail
+
     scenario(tmp_path, body, unix_users={"alice": USER, "bob": USER})
 
 
 def test_a_three_step_pipeline_runs_in_order_and_survives_a_restart(tmp_path):
     async def body(w):
         pre = await w.submit(run_id="preprocess")
-        train = await w.submit(gpus=8, run_id="train", dependency=f"afterok:{pre[:8]}")  # a prefix, as printed
+        train = await w.submit(
+            gpus=8, run_id="train", dependency=f"afterok:{pre[:8]}"
+        )  # a prefix, as printed
         evaluate = await w.submit(run_id="evaluate", dependency=f"afterok:{train}")
         assert w.job(train).spec.dependency == f"afterok:{pre}"  # stored with the whole id
         await w.running(pre)
@@ -429,6 +482,7 @@ def test_a_three_step_pipeline_runs_in_order_and_survives_a_restart(tmp_path):
         w.backend.end(train, 1)
         await w.running(evaluate)
         assert [s[0] for s in w.backend.started] == [pre, train, evaluate]
+
     scenario(tmp_path, body)
 
 
@@ -445,6 +499,7 @@ def test_a_failed_first_step_cancels_the_rest_as_never_satisfiable(tmp_path):
         assert "failed, and afterok needed it to complete" in w.job(second).failure_reason
         assert w.job(third).failure_reason.startswith("DependencyNeverSatisfied: second (")
         await w.running(cleanup)  # afternotok: runs because the first failed
+
     scenario(tmp_path, body)
 
 
@@ -460,9 +515,18 @@ def test_a_site_may_hold_never_satisfiable_jobs_and_unknown_targets_are_refused(
             raise AssertionError("a dependency on no job was accepted")
         except InvalidSpec as e:
             assert e.errors[0][0] == "dependency" and "ffffffff" in e.errors[0][1]
-        answer = await w.svc.requests.submit({"run_id": "t", "user": USER, "command": "true", "gpu_count": 1,
-                                     "dependency": f"afterany:{second}", "test_only": True})
+        answer = await w.svc.requests.submit(
+            {
+                "run_id": "t",
+                "user": USER,
+                "command": "true",
+                "gpu_count": 1,
+                "dependency": f"afterany:{second}",
+                "test_only": True,
+            }
+        )
         assert answer["would_start"] is False and answer["reason"] == "Dependency"
+
     scenario(tmp_path, body, dependency_never_satisfied="hold")
 
 
@@ -478,6 +542,7 @@ def test_the_10001st_live_job_of_one_user_is_refused_while_another_user_submits(
         assert await w.submit(user="bob")  # another user is not held back
         await w.svc.requests.cancel(next(j.id for j in w.svc.queue.jobs() if j.spec.user == USER))
         assert await w.submit()  # one ended: one more fits
+
     scenario(tmp_path, body, start_jobs=False, unix_users={"bob": USER})
 
 
@@ -485,15 +550,22 @@ def test_a_dependency_may_stand_for_at_most_max_dependency_jobs(tmp_path):
     from orchestrator.core.errors import InvalidSpec
 
     async def body(w):
-        big = (await w.svc.requests.submit({"run_id": "big", "user": USER, "command": "true", "gpu_count": 1,
-                                   "array": 1001}))["array"]["id"]
+        big = (
+            await w.svc.requests.submit(
+                {"run_id": "big", "user": USER, "command": "true", "gpu_count": 1, "array": 1001}
+            )
+        )["array"]["id"]
         with pytest.raises(InvalidSpec) as refused:
             await w.submit(dependency="afterok:" + ":".join([big] * 500))
         assert refused.value.errors[0][0] == "dependency" and "1001 jobs" in refused.value.errors[0][1]
-        small = (await w.svc.requests.submit({"run_id": "small", "user": USER, "command": "true", "gpu_count": 1,
-                                     "array": 1000}))["array"]["id"]
+        small = (
+            await w.svc.requests.submit(
+                {"run_id": "small", "user": USER, "command": "true", "gpu_count": 1, "array": 1000}
+            )
+        )["array"]["id"]
         ok = await w.submit(dependency="afterok:" + ":".join([small] * 500))  # named 500 times, 1000 jobs
         assert w.job(ok).spec.dependency == f"afterok:{small}"
+
     scenario(tmp_path, body, start_jobs=False)
 
 
@@ -504,11 +576,16 @@ def test_cycles_judge_only_dependents_whose_targets_moved(tmp_path, monkeypatch)
 
     judged = []
     real = dependencies.verdict
-    monkeypatch.setattr(dependencies, "verdict", lambda conds, members: judged.append(1) or real(conds, members))
+    monkeypatch.setattr(
+        dependencies, "verdict", lambda conds, members: judged.append(1) or real(conds, members)
+    )
 
     async def body(w):
-        array = (await w.svc.requests.submit({"run_id": "a", "user": USER, "command": "true", "gpu_count": 1,
-                                     "array": 10_000}))["array"]["id"]
+        array = (
+            await w.svc.requests.submit(
+                {"run_id": "a", "user": USER, "command": "true", "gpu_count": 1, "array": 10_000}
+            )
+        )["array"]["id"]
         waiting = [await w.submit(run_id=f"after{i}", dependency=f"afterok:{array}") for i in range(5)]
         await cycles(w, 2)
         assert len(judged) == 5
@@ -517,6 +594,7 @@ def test_cycles_judge_only_dependents_whose_targets_moved(tmp_path, monkeypatch)
         await w.svc.requests.cancel(w.svc.queue.array(array)[0].id)
         await until(lambda: all(w.job(j).state is JobState.CANCELLED for j in waiting))  # afterok never met
         assert len(judged) == 10
+
     scenario(tmp_path, body, start_jobs=False, max_dependency_jobs=10_000, max_jobs_per_user=20_000)
 
 
@@ -528,17 +606,22 @@ def test_packages_past_a_users_byte_quota_are_refused_naming_it(tmp_path):
 
     async def body(w):
         await w.svc.requests.package_put("gcs://_ray_pkg_aaaa.zip", b"a" * 3000, by=alice)
-        await w.svc.requests.package_put("gcs://_ray_pkg_aaaa.zip", b"a" * 3000, by=alice)  # the same again: no more held
+        await w.svc.requests.package_put(
+            "gcs://_ray_pkg_aaaa.zip", b"a" * 3000, by=alice
+        )  # the same again: no more held
         with pytest.raises(OverLimit) as refused:
             await w.svc.requests.package_put("gcs://_ray_pkg_bbbb.zip", b"b" * 2000, by=alice)
         assert refused.value.limit == "max_package_bytes_per_user"
-        await w.svc.requests.package_put("gcs://_ray_pkg_bbbb.zip", b"b" * 2000, by=bob)  # bob's quota is his own
+        await w.svc.requests.package_put(
+            "gcs://_ray_pkg_bbbb.zip", b"b" * 2000, by=bob
+        )  # bob's quota is his own
         w.clock.advance(3601)  # no job named alice's package: it has gone from the cluster
         await w.svc.requests.package_put("gcs://_ray_pkg_cccc.zip", b"c" * 2000, by=alice)
         w.svc.close()
         w.svc = w.start()  # a restart counts what was uploaded within package_keep_s again
         with pytest.raises(OverLimit):
             await w.svc.requests.package_put("gcs://_ray_pkg_dddd.zip", b"d" * 3000, by=alice)
+
     scenario(tmp_path, body, max_package_bytes_per_user=4096, package_keep_s=3600, unix_users={"bob": USER})
 
 
@@ -579,6 +662,7 @@ def test_ended_jobs_leave_memory_and_every_read_still_finds_them(tmp_path):
         assert w.svc.queue.summary()["completed"] == 3 and (await w.svc.requests.list_jobs())["total"] == 5
         newest = await w.submit(run_id="newest")
         assert w.job(newest).seq > max(w.svc.records.find(j).seq for j in done)
+
     scenario(tmp_path, body, job_memory_s=600)
 
 
@@ -597,6 +681,7 @@ def test_history_past_retention_is_pruned_and_usage_and_audit_stay(tmp_path):
         assert w.svc.records.history.job(job_id) is None
         assert w.svc.store.usage() == usage and w.svc.store.audit() == audit  # gpuq usage's totals stay
         assert w.svc.accounting.runs and w.svc.accounting.runs[0].gpu_seconds == 60.0
+
     scenario(tmp_path, body, job_memory_s=60, job_retention_days=1)
 
 
@@ -619,4 +704,3 @@ def test_every_part_is_handed_what_its_protocols_ask_for():
             wanted = [p for p in inspect.signature(member).parameters if p != "self"]
             have = inspect.signature(getattr(part, name)).parameters
             assert all(p in have for p in wanted), (protocol.__name__, name, wanted, list(have))
-

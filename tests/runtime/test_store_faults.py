@@ -24,7 +24,9 @@ class TmpfsDisk:
     def __init__(self, where: Path):
         self.where = where
         where.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
         self.filler = where / "filler"
@@ -98,7 +100,9 @@ def test_a_full_disk_refuses_changes_loses_nothing_and_recovers_by_itself(tmp_pa
 
 def open_ids(db_path: Path, w) -> set[str]:
     with sqlite3.connect(db_path) as db:
-        runs = {w.svc.queue.get(i).spec.run_id for (i,) in db.execute("SELECT id FROM jobs") if i in w.svc.queue}
+        runs = {
+            w.svc.queue.get(i).spec.run_id for (i,) in db.execute("SELECT id FROM jobs") if i in w.svc.queue
+        }
         audit = [t for (t,) in db.execute("SELECT target FROM audit WHERE action = 'submit'")]
     assert all(t in w.svc.queue for t in audit)  # no audit row for a submit that was refused
     return runs
@@ -108,6 +112,8 @@ def test_the_api_answers_a_store_that_cannot_write_with_503_and_retry_after():
     from orchestrator.head.store import StoreError
     from serve_app.gateway import _mapped
 
-    answer = _mapped(StoreError("the job store at /x/gpuq.db cannot write (database or disk is full; its disk is full)"))
+    answer = _mapped(
+        StoreError("the job store at /x/gpuq.db cannot write (database or disk is full; its disk is full)")
+    )
     assert answer.status == 503 and answer.headers["Retry-After"]
     assert "disk is full" in answer.detail and "nothing was changed" in answer.detail

@@ -27,8 +27,13 @@ def old_store(tmp_path) -> Path:
 def rows(path: Path) -> dict[str, list[tuple]]:
     """Every row of every table of the old schema, in its columns (later steps add some)."""
     with sqlite3.connect(path) as db:
-        return {"jobs": sorted(db.execute("SELECT id, seq, state, doc FROM jobs").fetchall()),
-                **{t: sorted(db.execute(f"SELECT * FROM {t}").fetchall()) for t in ("usage", "audit", "kv", "set_aside")}}
+        return {
+            "jobs": sorted(db.execute("SELECT id, seq, state, doc FROM jobs").fetchall()),
+            **{
+                t: sorted(db.execute(f"SELECT * FROM {t}").fetchall())
+                for t in ("usage", "audit", "kv", "set_aside")
+            },
+        }
 
 
 def test_a_store_of_the_previous_schema_is_migrated_in_place_with_nothing_lost(tmp_path):
@@ -38,19 +43,25 @@ def test_a_store_of_the_previous_schema_is_migrated_in_place_with_nothing_lost(t
     assert store.migrated_from == 0 and store.schema_version == SCHEMA_VERSION
     jobs, set_aside = store.load(now=0.0)
     assert set_aside == []
-    assert sorted(j.state for j in jobs) == sorted([JobState.COMPLETED, JobState.FAILED, JobState.RUNNING,
-                                                    JobState.QUEUED])
+    assert sorted(j.state for j in jobs) == sorted(
+        [JobState.COMPLETED, JobState.FAILED, JobState.RUNNING, JobState.QUEUED]
+    )
     assert [r[0] for r in store.usage()] and store.get("stats")["jobs_completed"] == 1
     store.close()
     assert rows(path) == before  # every row of every table, as it was
     with sqlite3.connect(path) as db:  # step 3 filled who and when each ended job ended
         assert sorted(db.execute("SELECT state, user, ended_at FROM jobs").fetchall()) == [
-            ("completed", "root", 1800000060.0), ("failed", "root", 1800000060.0), ("queued", "root", None),
-            ("running", "root", None)]
+            ("completed", "root", 1800000060.0),
+            ("failed", "root", 1800000060.0),
+            ("queued", "root", None),
+            ("running", "root", None),
+        ]
     assert Path(f"{path}.schema-0.bak").exists()  # and the file as it was, for a way back
     again = Store(path)
     assert again.migrated_from is None  # once
-    history = again._db.execute("SELECT version, from_version FROM schema_history ORDER BY version").fetchall()
+    history = again._db.execute(
+        "SELECT version, from_version FROM schema_history ORDER BY version"
+    ).fetchall()
     assert history == [(v, 0) for v in range(2, SCHEMA_VERSION + 1)]
     again.close()
 

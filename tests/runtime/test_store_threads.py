@@ -33,7 +33,9 @@ def test_close_during_writes_waits_for_them_and_later_writes_are_refused(tmp_pat
             except StoreError:
                 return
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)] + [threading.Thread(target=reader)]
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)] + [
+        threading.Thread(target=reader)
+    ]
     for t in threads:
         t.start()
     began.wait()
@@ -68,8 +70,17 @@ def test_a_job_accepted_on_a_bigger_site_reloads_whole(tmp_path):
     from orchestrator.core.job import Job, JobSpec
 
     site = Config(nodes={"a": 8, "b": 8, "c": 8}, max_time_limit_s=30 * 86400, max_retries_limit=50)
-    spec = JobSpec.parse({"run_id": "big", "user": "alice", "command": "train", "gpu_count": 24,
-                          "time_limit": "14d", "max_retries": 20}, site)
+    spec = JobSpec.parse(
+        {
+            "run_id": "big",
+            "user": "alice",
+            "command": "train",
+            "gpu_count": 24,
+            "time_limit": "14d",
+            "max_retries": 20,
+        },
+        site,
+    )
     jobs, set_aside = reloaded(tmp_path, Job.new(spec, seq=1, now=0.0))
     assert set_aside == []
     assert [(j.spec.gpu_count, j.spec.time_limit, j.spec.max_retries) for j in jobs] == [(24, 14 * 86400, 20)]

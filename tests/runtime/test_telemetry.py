@@ -28,8 +28,13 @@ def test_asking_for_nvml_where_there_is_none_fails_instead_of_simulating():
 
 
 def _tagged(command: str, gpus: str) -> subprocess.Popen:
-    env = {**os.environ, "GPUQ_CLUSTER": "c1", "GPUQ_NODE": "gmi-node-1", "GPUQ_JOB_ID": "j",
-           "CUDA_VISIBLE_DEVICES": gpus}
+    env = {
+        **os.environ,
+        "GPUQ_CLUSTER": "c1",
+        "GPUQ_NODE": "gmi-node-1",
+        "GPUQ_JOB_ID": "j",
+        "CUDA_VISIBLE_DEVICES": gpus,
+    }
     return subprocess.Popen([sys.executable, "-c", command], env=env)
 
 
@@ -45,8 +50,12 @@ def test_simulated_utilization_follows_the_job_processes_on_each_gpu():
 
         # Each reading covers the time since the previous one (the poll's interval). Python's
         # own start-up costs CPU: wait for both to settle into their loop and sleep.
-        gpus = wait_for(lambda: (r := readings())[2].utilization > 0.3 and r[5].utilization < 0.05 and r, 20, 0.5,
-                        what="the busy GPU to read busy and the sleeping one idle")
+        gpus = wait_for(
+            lambda: (r := readings())[2].utilization > 0.3 and r[5].utilization < 0.05 and r,
+            20,
+            0.5,
+            what="the busy GPU to read busy and the sleeping one idle",
+        )
         assert gpus[5].memory_used_bytes > gpus[0].memory_used_bytes  # held, though idle
         assert gpus[0].utilization == 0.0 and gpus[2].power_watts > gpus[0].power_watts
     finally:
@@ -68,8 +77,10 @@ def test_injected_faults_show_once_or_until_cleared():
     assert {g.index: g for g in p.sample()}[1].utilization == 0.0
 
 
-@pytest.mark.parametrize(("fault", "gpu", "value"), [("xid", None, 79), ("xid", 8, 79), ("utilization", 0, 1.5),
-                                                     ("meteor", 0, None)])
+@pytest.mark.parametrize(
+    ("fault", "gpu", "value"),
+    [("xid", None, 79), ("xid", 8, 79), ("utilization", 0, 1.5), ("meteor", 0, None)],
+)
 def test_bad_faults_are_refused(fault, gpu, value):
     with pytest.raises(ValueError):
         SimulatedProvider("gmi-node-2", 8, "c1", "test").inject(fault, gpu, value)

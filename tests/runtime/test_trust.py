@@ -38,7 +38,9 @@ from tests.orchestration import Harness
 from tests.raycluster import wait_for
 from tests.support import write_index, write_wheel
 
-pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="a multi-user install needs root (CI runs as root)")]
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="a multi-user install needs root (CI runs as root)")
+]
 
 ALICE = {"Authorization": "Bearer alice-token"}
 BOB = {"Authorization": "Bearer bob-token"}
@@ -65,7 +67,9 @@ def marker(shared):
 
 
 def hook(marker: Path, what: str) -> bytes:
-    return f"import os; open(os.path.join({str(marker)!r}, '{what}-%d' % os.getuid()), 'a').close()\n".encode()
+    return (
+        f"import os; open(os.path.join({str(marker)!r}, '{what}-%d' % os.getuid()), 'a').close()\n".encode()
+    )
 
 
 def ran(marker: Path, what: str) -> set[int]:
@@ -78,8 +82,12 @@ def trust(ray_cluster, shared, marker, tmp_path_factory):
     """An orchestrator whose site installs pip envs from an index of one wheel, whose
     .pth file (which Python runs at start-up in any interpreter that has it in its
     site-packages) writes down the uid it runs as."""
-    wheel = write_wheel(tmp_path_factory.mktemp("wheels"), "gpuq_hooked", code=b"WHO = 'hooked'\n",
-                        extra={"gpuq_hooked.pth": hook(marker, "pth")})
+    wheel = write_wheel(
+        tmp_path_factory.mktemp("wheels"),
+        "gpuq_hooked",
+        code=b"WHO = 'hooked'\n",
+        extra={"gpuq_hooked.pth": hook(marker, "pth")},
+    )
     index = write_index(shared / "index", [wheel])
     harness = Harness(tmp_path_factory.mktemp("trust"), pip_index_url=index)
     yield harness
@@ -99,8 +107,9 @@ def uid(name: str) -> int:
 def as_user(name: str, *argv: str, **kwargs) -> subprocess.CompletedProcess:
     """A command run by a local user with a shell on the node (the system Python: gpuq's
     own is not theirs to run)."""
-    return subprocess.run(["runuser", "-u", UNIX_USERS[name], "--", *argv], capture_output=True, text=True,
-                          timeout=60, **kwargs)
+    return subprocess.run(
+        ["runuser", "-u", UNIX_USERS[name], "--", *argv], capture_output=True, text=True, timeout=60, **kwargs
+    )
 
 
 def package(files: dict[str, tuple[int, bytes]]) -> bytes:
@@ -118,8 +127,11 @@ def upload(http, who: dict, name: str, data: bytes) -> httpx.Response:
 
 
 def submit(http, who: dict, command: str, **fields) -> str:
-    r = http.post("/queue/submit", json={"run_id": "trust", "command": command, "gpu_count": 1, "max_retries": 0,
-                                         **fields}, headers=who)
+    r = http.post(
+        "/queue/submit",
+        json={"run_id": "trust", "command": command, "gpu_count": 1, "max_retries": 0, **fields},
+        headers=who,
+    )
     assert r.status_code == 200, r.text
     return r.json()["job_id"]
 
@@ -163,10 +175,14 @@ def test_ray_answers_no_call_without_its_token(trust, http, shared):
     # The GCS: a caller without the token (any user, any job) is refused at once.
     import ray
 
-    probe = ("from ray._raylet import GcsClient\n"
-             f"GcsClient(address={ray.get_runtime_context().gcs_address!r}).internal_kv_get(b'x', None, timeout=5)")
+    probe = (
+        "from ray._raylet import GcsClient\n"
+        f"GcsClient(address={ray.get_runtime_context().gcs_address!r}).internal_kv_get(b'x', None, timeout=5)"
+    )
     tokenless = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    refused = subprocess.run([sys.executable, "-c", probe], env=tokenless, capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-c", probe], env=tokenless, capture_output=True, text=True, timeout=60
+    )
     assert refused.returncode != 0 and "Authentication token is missing or incorrect" in refused.stderr
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60).returncode == 0
 
@@ -192,16 +208,18 @@ def test_nothing_under_rays_temp_dir_is_reachable_by_a_user(ray_cluster):
     folders = [str(Path(d)) for d, _, _ in os.walk(private)]
     assert any(f.endswith("sockets") for f in folders) and any("runtime_resources" in f for f in folders)
     # Ray makes its own folders 0777; from outside the private folder none of them can be reached.
-    tries = ("import sys, os\n"
-             "for d in sys.argv[1:]:\n"
-             "    try:\n"
-             "        open(os.path.join(d, 'planted'), 'x').close(); print('WROTE', d)\n"
-             "    except OSError:\n"
-             "        pass\n"
-             "    try:\n"
-             "        os.listdir(d); print('LISTED', d)\n"
-             "    except OSError:\n"
-             "        pass\n")
+    tries = (
+        "import sys, os\n"
+        "for d in sys.argv[1:]:\n"
+        "    try:\n"
+        "        open(os.path.join(d, 'planted'), 'x').close(); print('WROTE', d)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    try:\n"
+        "        os.listdir(d); print('LISTED', d)\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
     said = as_user("bob", "python3", "-c", tries, *folders)
     assert said.returncode == 0 and said.stdout == "", said.stdout[:2000]
 
@@ -213,12 +231,21 @@ def test_a_users_package_is_unpacked_as_them_without_set_uid_and_runs_no_code_as
     """The package holds a copy of `id` marked set-uid, a sitecustomize.py and an
     argparse.py that would run in any Python with the package on its path: as root, in
     the runner or the launcher, that was a root shell."""
-    data = package({"idcopy": (0o4755, Path("/usr/bin/id").read_bytes()),
-                    "sitecustomize.py": (0o644, hook(marker, "sitecustomize")),
-                    "argparse.py": (0o644, hook(marker, "argparse")), "main.py": (0o644, b"print('ran main')\n")})
+    data = package(
+        {
+            "idcopy": (0o4755, Path("/usr/bin/id").read_bytes()),
+            "sitecustomize.py": (0o644, hook(marker, "sitecustomize")),
+            "argparse.py": (0o644, hook(marker, "argparse")),
+            "main.py": (0o644, b"print('ran main')\n"),
+        }
+    )
     assert upload(http, ALICE, "_ray_pkg_5e7a1d0000000001.zip", data).status_code == 200
-    job = submit(http, ALICE, "./idcopy -u; stat -c '%a %U' idcopy; python3 main.py; sleep 300",
-                 runtime_env={"working_dir": "gcs://_ray_pkg_5e7a1d0000000001.zip"})
+    job = submit(
+        http,
+        ALICE,
+        "./idcopy -u; stat -c '%a %U' idcopy; python3 main.py; sleep 300",
+        runtime_env={"working_dir": "gcs://_ray_pkg_5e7a1d0000000001.zip"},
+    )
     trust.wait_state(job, "running", timeout=120)
     wait_for(lambda: "ran main" in trust.log(job), 60, what="the job to run its package")
     euid, mode, _ = trust.log(job).splitlines()
@@ -233,8 +260,11 @@ def test_a_users_package_is_unpacked_as_them_without_set_uid_and_runs_no_code_as
         try:
             if proc.stat().st_uid != 0 or "python" not in os.readlink(proc / "exe"):
                 continue
-            environ = dict(e.split("=", 1) for e in (proc / "environ").read_bytes().decode(errors="replace")
-                           .split("\0") if "=" in e)
+            environ = dict(
+                e.split("=", 1)
+                for e in (proc / "environ").read_bytes().decode(errors="replace").split("\0")
+                if "=" in e
+            )
             cwd = os.readlink(proc / "cwd")
             opened = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
         except OSError:
@@ -273,19 +303,30 @@ def test_packages_are_their_owners_alone(trust, http):
     refused = upload(http, ALICE, name, forged)
     assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == "package"
     assert upload(http, BOB, name, forged).status_code == 200  # into bob's own namespace, not over alice's
-    runs = {who: submit(http, head, "python3 who.py", runtime_env={"working_dir": f"gcs://{name}"})
-            for who, head in (("alice", ALICE), ("bob", BOB))}
+    runs = {
+        who: submit(http, head, "python3 who.py", runtime_env={"working_dir": f"gcs://{name}"})
+        for who, head in (("alice", ALICE), ("bob", BOB))
+    }
     for who, job in runs.items():
         assert trust.wait_state(job, "completed", "failed", timeout=120)["state"] == "completed"
         assert trust.log(job) == f"{who} wrote this\n"
     trail = http.get("/audit", params={"action": "package"}, headers=ADMIN).json()["events"]
     assert {(e["who"], e["target"]) for e in trail} >= {("alice", f"gcs://{name}"), ("bob", f"gcs://{name}")}
-    assert all(re.fullmatch(r"[0-9a-f]{64}", e["detail"]["sha256"]) for e in trail if e["target"] == f"gcs://{name}")
+    assert all(
+        re.fullmatch(r"[0-9a-f]{64}", e["detail"]["sha256"]) for e in trail if e["target"] == f"gcs://{name}"
+    )
     other = upload(http, ALICE, "_ray_pkg_0b0e2a0000000003.zip", alices)
     assert other.status_code == 200
-    r = http.post("/queue/submit", json={"run_id": "x", "command": "true", "gpu_count": 1,
-                                         "runtime_env": {"working_dir": "gcs://_ray_pkg_0b0e2a0000000003.zip"}},
-                  headers=BOB)
+    r = http.post(
+        "/queue/submit",
+        json={
+            "run_id": "x",
+            "command": "true",
+            "gpu_count": 1,
+            "runtime_env": {"working_dir": "gcs://_ray_pkg_0b0e2a0000000003.zip"},
+        },
+        headers=BOB,
+    )
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "runtime_env.working_dir"
 
 
@@ -297,17 +338,29 @@ def test_a_package_that_is_not_a_zip_or_unpacks_too_big_is_refused(http):
 # --- what is refused by name ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("req", ["https://evil.example/pkg-1.0-py3-none-any.whl", "pkg @ file:///etc/passwd",
-                                 "/home/alice/pkg", "pkg-1.0.tar.gz"])
+@pytest.mark.parametrize(
+    "req",
+    [
+        "https://evil.example/pkg-1.0-py3-none-any.whl",
+        "pkg @ file:///etc/passwd",
+        "/home/alice/pkg",
+        "pkg-1.0.tar.gz",
+    ],
+)
 def test_a_requirement_that_is_a_url_or_a_path_is_refused_and_nothing_queued(http, trust, req):
     before = trust.call("list_jobs", None, "alice", 1000, 0)["total"]
-    r = http.post("/queue/submit", json={"run_id": "u", "command": "true", "gpu_count": 1,
-                                         "runtime_env": {"pip": ["numpy", req]}}, headers=ALICE)
+    r = http.post(
+        "/queue/submit",
+        json={"run_id": "u", "command": "true", "gpu_count": 1, "runtime_env": {"pip": ["numpy", req]}},
+        headers=ALICE,
+    )
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "runtime_env.pip[1]"
     assert trust.call("list_jobs", None, "alice", 1000, 0)["total"] == before
 
 
-@pytest.mark.parametrize("user, role", [("root", "user"), ("daemon", "user"), ("root", "admin"), ("admin", "user")])
+@pytest.mark.parametrize(
+    "user, role", [("root", "user"), ("daemon", "user"), ("root", "admin"), ("admin", "user")]
+)
 def test_no_token_is_made_that_would_run_jobs_as_root_or_a_system_account(http, user, role):
     r = http.post("/tokens", json={"user": user, "role": role}, headers=ADMIN)
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "user", r.text
@@ -322,7 +375,9 @@ def test_a_job_for_a_system_account_is_refused_at_submit(trust):
 
 
 def test_each_job_has_a_private_tmpdir_that_goes_with_it(trust):
-    job = trust.submit('echo "$TMPDIR"; stat -c "%U %a" "$TMPDIR"; touch "$TMPDIR/scratch-file"', user="alice")
+    job = trust.submit(
+        'echo "$TMPDIR"; stat -c "%U %a" "$TMPDIR"; touch "$TMPDIR/scratch-file"', user="alice"
+    )
     assert trust.wait_state(job, "completed", "failed")["state"] == "completed"
     tmpdir, owner = trust.log(job).splitlines()
     assert owner == f"{UNIX_USERS['alice']} 700" and tmpdir.startswith(f"{trust.config['scratch_dir']}/")

@@ -24,17 +24,26 @@ def zipped(*entries: tuple[str, int, bytes]) -> io.BytesIO:
 
 
 def test_set_uid_set_gid_and_sticky_bits_are_dropped_and_permissions_kept(tmp_path):
-    unpack(zipped(("tool", stat.S_IFREG | 0o6755, b"#!/bin/sh\n"), ("notes.txt", stat.S_IFREG | 0o1640, b"x")),
-           tmp_path, 1 << 20)
+    unpack(
+        zipped(("tool", stat.S_IFREG | 0o6755, b"#!/bin/sh\n"), ("notes.txt", stat.S_IFREG | 0o1640, b"x")),
+        tmp_path,
+        1 << 20,
+    )
     assert stat.S_IMODE((tmp_path / "tool").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "notes.txt").stat().st_mode) == 0o640
 
 
 def test_a_link_inside_the_package_is_kept_and_one_leading_out_is_left_out(tmp_path):
-    left_out = unpack(zipped(("pkg/real.py", stat.S_IFREG | 0o644, b"X = 1\n"),
-                             ("pkg/alias.py", stat.S_IFLNK | 0o777, b"real.py"),
-                             ("up", stat.S_IFLNK | 0o777, b"../../etc/shadow"),
-                             ("abs", stat.S_IFLNK | 0o777, b"/etc/shadow")), tmp_path, 1 << 20)
+    left_out = unpack(
+        zipped(
+            ("pkg/real.py", stat.S_IFREG | 0o644, b"X = 1\n"),
+            ("pkg/alias.py", stat.S_IFLNK | 0o777, b"real.py"),
+            ("up", stat.S_IFLNK | 0o777, b"../../etc/shadow"),
+            ("abs", stat.S_IFLNK | 0o777, b"/etc/shadow"),
+        ),
+        tmp_path,
+        1 << 20,
+    )
     assert (tmp_path / "pkg" / "alias.py").read_text() == "X = 1\n"
     assert not (tmp_path / "up").is_symlink() and not (tmp_path / "abs").is_symlink()
     assert len(left_out) == 2 and all("outside the package" in line for line in left_out)
@@ -46,13 +55,24 @@ def test_no_file_is_written_through_a_link_the_package_makes(tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
     # The link comes first in the zip; links are made last, so the file lands in a real folder.
-    unpack(zipped(("d", stat.S_IFLNK | 0o777, b"../outside"), ("d/x", stat.S_IFREG | 0o644, b"data")), dest, 1 << 20)
+    unpack(
+        zipped(("d", stat.S_IFLNK | 0o777, b"../outside"), ("d/x", stat.S_IFREG | 0o644, b"data")),
+        dest,
+        1 << 20,
+    )
     assert not list(outside.iterdir())
 
 
 def test_devices_and_fifos_are_left_out(tmp_path):
-    left_out = unpack(zipped(("dev", stat.S_IFCHR | 0o666, b""), ("pipe", stat.S_IFIFO | 0o644, b""),
-                             ("ok", stat.S_IFREG | 0o644, b"ok")), tmp_path, 1 << 20)
+    left_out = unpack(
+        zipped(
+            ("dev", stat.S_IFCHR | 0o666, b""),
+            ("pipe", stat.S_IFIFO | 0o644, b""),
+            ("ok", stat.S_IFREG | 0o644, b"ok"),
+        ),
+        tmp_path,
+        1 << 20,
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]
     assert len(left_out) == 2
 

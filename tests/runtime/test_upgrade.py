@@ -40,15 +40,25 @@ def newer_checkout(tmp_path: Path) -> Path:
 
 def up_from(copy: Path, config: dict) -> dict:
     env = {**os.environ, "PYTHONPATH": str(copy)}
-    done = subprocess.run([sys.executable, "-c", UP, ray.get_runtime_context().gcs_address, json.dumps(config)],
-                          cwd=copy, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", UP, ray.get_runtime_context().gcs_address, json.dumps(config)],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_an_upgrade_replaces_the_orchestrator_and_a_running_job_completes_with_one_start(orch, tmp_path):
-    job_id = orch.submit("for i in $(seq 1 40); do echo tick $i; sleep 0.5; done", gpus=4, max_retries=0,
-                         run_id="across-an-upgrade")
+    job_id = orch.submit(
+        "for i in $(seq 1 40); do echo tick $i; sleep 0.5; done",
+        gpus=4,
+        max_retries=0,
+        run_id="across-an-upgrade",
+    )
     orch.wait_state(job_id, "running")
     wait_for(lambda: "tick 2\n" in orch.log(job_id), 30, what="the job to log")
     old_pid = orch.pid_or_none()
@@ -57,7 +67,9 @@ def test_an_upgrade_replaces_the_orchestrator_and_a_running_job_completes_with_o
     copy = newer_checkout(tmp_path)
     out = up_from(copy, orch.config)
     assert out["code"] != code_version() and out["result"].startswith("replaced: new code")
-    new = wait_for(lambda: orch.call("status", timeout=10)["details"]["version"], 60, what="the new orchestrator")
+    new = wait_for(
+        lambda: orch.call("status", timeout=10)["details"]["version"], 60, what="the new orchestrator"
+    )
     assert new["code"] == out["code"]  # it runs the newer checkout's code
     assert orch.pid_or_none() not in (None, old_pid)
     assert orch.job(job_id)["state"] == "running"

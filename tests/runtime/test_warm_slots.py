@@ -9,7 +9,11 @@ from tests.raycluster import wait_for
 
 
 def slot_actors() -> set[str]:
-    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("gpuq-slot-")}
+    return {
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith("gpuq-slot-")
+    }
 
 
 @pytest.fixture

@@ -12,7 +12,9 @@ from orchestrator.core.policy import PolicyConfig
 from orchestrator.sim.simulator import simulate, time_limit
 from orchestrator.sim.traces import TraceError, TraceJob, load_trace, parse_columns
 
-PHILLY = Path(os.environ.get("GPUQ_PHILLY_TRACE", Path(__file__).resolve().parents[3] / "shared/traces/philly.csv"))
+PHILLY = Path(
+    os.environ.get("GPUQ_PHILLY_TRACE", Path(__file__).resolve().parents[3] / "shared/traces/philly.csv")
+)
 TWO = {"gmi-node-1": 8, "gmi-node-2": 8}
 
 
@@ -43,8 +45,10 @@ def test_preemption_in_replay_requeues_the_victim():
     assert r.max_wait_s == 110  # the victim restarts when the urgent job ends
 
 
-@pytest.mark.parametrize(("duration", "limit"), [(1, 3600), (3600, 3600), (3601, 7200), (86401, 3 * 86400),
-                                                  (40 * 86400 + 1, 41 * 86400)])
+@pytest.mark.parametrize(
+    ("duration", "limit"),
+    [(1, 3600), (3600, 3600), (3601, 7200), (86401, 3 * 86400), (40 * 86400 + 1, 41 * 86400)],
+)
 def test_coarse_time_limits_round_up_as_users_type_them(duration, limit):
     assert time_limit(duration, "coarse") == limit
     assert time_limit(duration, "exact") == duration
@@ -59,7 +63,11 @@ def test_generic_csv_with_a_column_map(tmp_path):
 
 @pytest.mark.parametrize(
     ("spec", "says"),
-    [("submit=t,gpus=n", "missing duration"), ("submit=t,duration=d,gpus=n,size=x", "unknown key 'size'"), ("submit", "KEY=COLUMN")],
+    [
+        ("submit=t,gpus=n", "missing duration"),
+        ("submit=t,duration=d,gpus=n,size=x", "unknown key 'size'"),
+        ("submit", "KEY=COLUMN"),
+    ],
 )
 def test_bad_column_maps_are_named(spec, says):
     with pytest.raises(TraceError, match=says):
@@ -113,14 +121,41 @@ def test_cli_simulate_writes_json_and_a_plot(tmp_path):
     trace = tmp_path / "t.csv"
     trace.write_text("s,d,g\n" + "".join(f"{i * 10},{100 + i},{1 + i % 4}\n" for i in range(40)))
     out, png = tmp_path / "r.json", tmp_path / "r.png"
-    result = CliRunner().invoke(app, [
-        "simulate", "--trace", str(trace), "--columns", "submit=s,duration=d,gpus=g", "--nodes", "1",
-        "--policy", "fifo", "--policy", "default", "--time-limits", "coarse", "--json", str(out), "--plot", str(png),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--trace",
+            str(trace),
+            "--columns",
+            "submit=s,duration=d,gpus=g",
+            "--nodes",
+            "1",
+            "--policy",
+            "fifo",
+            "--policy",
+            "default",
+            "--time-limits",
+            "coarse",
+            "--json",
+            str(out),
+            "--plot",
+            str(png),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert [d["policy"] for d in data] == ["fifo", "default"]
-    for key in ("jobs", "utilization", "avg_wait_s", "p50_wait_s", "p95_wait_s", "max_wait_s", "avg_jct_s", "makespan_s"):
+    for key in (
+        "jobs",
+        "utilization",
+        "avg_wait_s",
+        "p50_wait_s",
+        "p95_wait_s",
+        "max_wait_s",
+        "avg_jct_s",
+        "makespan_s",
+    ):
         assert key in data[0]
     assert 0 < data[0]["utilization"] <= 1
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -129,7 +164,9 @@ def test_cli_simulate_writes_json_and_a_plot(tmp_path):
 def test_cli_simulate_refuses_an_unknown_policy_without_a_traceback(tmp_path):
     trace = tmp_path / "t.csv"
     trace.write_text("s,d,g\n1,1,1\n")
-    result = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--columns", "submit=s,duration=d,gpus=g", "--policy", "sjf"])
+    result = CliRunner().invoke(
+        app, ["simulate", "--trace", str(trace), "--columns", "submit=s,duration=d,gpus=g", "--policy", "sjf"]
+    )
     assert result.exit_code == 2
     assert "--policy 'sjf': use one of default, fifo, greedy, easy" in result.output
     assert "Traceback" not in result.output
@@ -139,8 +176,10 @@ def test_a_job_that_waits_for_another_starts_when_it_completes_and_holds_nothing
     from orchestrator.sim.traces import load_trace, parse_columns
 
     trace = tmp_path / "pipeline.csv"
-    trace.write_text("id,t,d,g,after\npre,0,100,1,\ntrain,1,50,16,pre\neval,2,10,1,train\nother,3,20,1,\n"
-                     "orphan,4,5,1,nosuch\n")
+    trace.write_text(
+        "id,t,d,g,after\npre,0,100,1,\ntrain,1,50,16,pre\neval,2,10,1,train\nother,3,20,1,\n"
+        "orphan,4,5,1,nosuch\n"
+    )
     jobs = load_trace(trace, columns=parse_columns("id=id,submit=t,duration=d,gpus=g,after=after"))
     result = simulate(jobs, PolicyConfig.preset("default"), {"gmi-node-1": 8, "gmi-node-2": 8})
     assert result.dropped == 1  # waits for a job the trace does not have

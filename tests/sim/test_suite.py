@@ -9,7 +9,15 @@ import pytest
 
 from orchestrator.core.policy import PolicyConfig
 from orchestrator.sim.simulator import simulate
-from orchestrator.sim.suite import Targets, cluster_for, nodes_for, offered_load, replay_one, standard_suite, variant
+from orchestrator.sim.suite import (
+    Targets,
+    cluster_for,
+    nodes_for,
+    offered_load,
+    replay_one,
+    standard_suite,
+    variant,
+)
 from orchestrator.sim.traces import TraceJob
 from tests.sim.test_simulator import PHILLY
 
@@ -56,7 +64,11 @@ def test_targets_compare_the_default_with_greedy_and_easy():
 
 def test_a_variant_changes_only_the_knobs_it_names():
     cfg = variant("age:1,short:0.25,sticky:0,depth:2")
-    assert (cfg.weights.age_weight, cfg.weights.short_weight, cfg.weights.fairshare_weight) == (1.0, 0.25, 0.5)
+    assert (cfg.weights.age_weight, cfg.weights.short_weight, cfg.weights.fairshare_weight) == (
+        1.0,
+        0.25,
+        0.5,
+    )
     assert not cfg.sticky_reservations and cfg.reservation_depth == 2
     with pytest.raises(ValueError, match="unknown key 'horizon'"):
         variant("horizon:30d")
@@ -75,13 +87,35 @@ def test_the_default_meets_its_three_targets_on_these_suite_traces(name):
 def test_the_suite_script_prints_the_targets_and_writes_json(tmp_path):
     out = tmp_path / "suite.json"
     run = subprocess.run(
-        [sys.executable, "scripts/bench_policy_suite.py", "--traces", str(TRACES), "--only", "philly-ed69ec",
-         "--load", "0.85", "0.95", "--with", "no-sticky=sticky:0", "--jobs", "1", "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "scripts/bench_policy_suite.py",
+            "--traces",
+            str(TRACES),
+            "--only",
+            "philly-ed69ec",
+            "--load",
+            "0.85",
+            "0.95",
+            "--with",
+            "no-sticky=sticky:0",
+            "--jobs",
+            "1",
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     assert "the default against its targets at 85% load" in run.stdout
     data = json.loads(out.read_text())
     assert {(v["policy"], v["load"]) for v in data["verdicts"]} == {
-        ("default", 0.85), ("no-sticky", 0.85), ("default", 0.95), ("no-sticky", 0.95)}
+        ("default", 0.85),
+        ("no-sticky", 0.85),
+        ("default", 0.95),
+        ("no-sticky", 0.95),
+    }
     assert {r["policy"] for r in data["replays"]} == {"greedy", "easy", "default", "no-sticky"}
