@@ -100,7 +100,14 @@ def main() -> None:
     cluster = start_inprocess_cluster()
     tmp = Path(tempfile.mkdtemp(prefix="gpuq-bench-api-"))
     orch = start_orchestrator(
-        {"store_path": str(tmp / "gpuq.db"), "data_dir": str(tmp / "data"), "warm_slots_per_node": 0}
+        # The last step submits a 10,000-job array on top of the jobs still queued from the
+        # others: over the default max_jobs_per_user (10,000), which is not what is measured.
+        {
+            "store_path": str(tmp / "gpuq.db"),
+            "data_dir": str(tmp / "data"),
+            "warm_slots_per_node": 0,
+            "max_jobs_per_user": 100_000,
+        }
     )
     ray.get(orch.ping.remote(), timeout=120)
     tokens = tmp / "tokens.json"
