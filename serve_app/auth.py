@@ -32,8 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.core.paths import gpuq_home, secure_home
 from orchestrator.core.rights import Caller
+from orchestrator.host.paths import gpuq_home, secure_home
 
 ROLES = ("user", "admin", "reader")
 USED_WRITE_EVERY_S = 60.0

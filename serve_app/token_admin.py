@@ -2,7 +2,7 @@
 
 Rules a site lives by:
 - in a multi-user install a token that may run jobs is only made for someone whose
-  jobs can run as their own Unix account (orchestrator/core/accounts.py): a name with
+  jobs can run as their own Unix account (orchestrator/host/accounts.py): a name with
   no account, or whose account is root, the service's or a system account, is refused
   here, not at their first submit; a `user` token for gpuq's own `admin` is refused
   too (admin's jobs run as the service account);
@@ -18,11 +18,11 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from orchestrator.core.accounts import BUILTIN_ADMIN, missing_account, multi_user, service_account
 from orchestrator.core.durations import parse_duration
 from orchestrator.core.errors import Forbidden, InvalidSpec
 from orchestrator.core.job import SAFE_NAME, SAFE_NAME_HELP
 from orchestrator.core.rights import Caller
+from orchestrator.host.accounts import BUILTIN_ADMIN, missing_account, multi_user, service_account
 from serve_app.auth import ROLES, Principal, TokenFile
 
 

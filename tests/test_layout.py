@@ -25,6 +25,33 @@ def test_no_module_is_over_400_lines_unless_its_opening_says_why():
     assert not long, long
 
 
+def test_the_core_reads_no_environment_and_opens_no_file():
+    """What import contracts cannot name: `os.environ`, `os.getenv`, `open()`, a Path's
+    read or write, the process's ids. The host (orchestrator/host/) reads the machine."""
+    import ast
+
+    found = []
+    for path in sorted(ROOT.glob("orchestrator/core/*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = None
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os":
+                name = f"os.{node.attr}"
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":
+                name = "open()"
+            elif isinstance(node, ast.Attribute) and node.attr in (
+                "read_text",
+                "read_bytes",
+                "write_text",
+                "write_bytes",
+                "mkdir",
+                "exists",
+            ):
+                name = f".{node.attr}()"
+            if name:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    assert not found, found
+
+
 def test_state_names_elsewhere_are_exactly_the_tables():
     from orchestrator.cli.jobs import STATE_COLOURS
     from orchestrator.core.states import JobState

@@ -16,7 +16,7 @@ import json as _json
 import os
 from urllib.parse import urlencode, urlsplit
 
-from orchestrator.core.paths import gpuq_home
+from orchestrator.host.paths import gpuq_home
 
 
 class ApiUnavailable(Exception):

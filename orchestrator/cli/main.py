@@ -58,8 +58,8 @@ def up(
     Run again on a running cluster, it repairs and upgrades without touching running
     jobs: simulated nodes that are gone start again, and the orchestrator, node agents
     and API are replaced if this checkout's code (or the site config) differs."""
-    from orchestrator.core.config import load_config
     from orchestrator.deploy import localcluster
+    from orchestrator.host.siteconfig import load_config, store_path
 
     try:
         cfg = load_config()
@@ -73,7 +73,7 @@ def up(
         console.print(f"  node {node}: {gpus} {kind} GPUs{again}")
     console.print(
         f"  orchestrator: actor gpuq-orchestrator (detached), {started['orchestrator']}; store "
-        + cfg.resolved_store_path()
+        + store_path(cfg)
     )
     console.print(f"  web page: [bold]{started['api']}/[/bold]")
     console.print(

@@ -1,27 +1,20 @@
 """Site configuration: defaults and limits that an operator sets, not a user.
 
-Read from a TOML file: `$GPUQ_CONFIG`, else `$GPUQ_HOME/config.toml` (GPUQ_HOME
-defaults to ~/.gpuq). Every key is optional; a missing file means all defaults.
-Unknown keys are an error, so a typo in the file cannot silently change nothing.
+Every key is optional; a missing file means all defaults. Unknown keys are an error,
+so a typo in the file cannot silently change nothing. Reading the file, and the
+folders left unset, are the host's business (orchestrator/host/siteconfig.py).
 """
 
 from __future__ import annotations
 
-import os
-import tomllib
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from orchestrator.core.accounts import multi_user
-from orchestrator.core.errors import InvalidSpec
-from orchestrator.core.paths import gpuq_home
 from orchestrator.core.priority import Priority
 from orchestrator.core.sizes import parse_size
 
 DAY_S = 24 * 3600
-MULTI_USER_SCRATCH = "/var/lib/gpuq/scratch"
 
 
 WebhookEvent = Literal["started", "completed", "failed", "cancelled", "preempted", "requeued", "node_down"]
@@ -79,7 +72,7 @@ class Config(BaseModel):
     api_burst_per_token: int = Field(default=200, ge=1)
     api_body_deadline_s: float = Field(default=10.0, gt=0)
 
-    # Who is who (orchestrator/core/accounts.py, orchestrator/core/rights.py). A gpuq user runs as
+    # Who is who (orchestrator/host/accounts.py, orchestrator/core/rights.py). A gpuq user runs as
     # the Unix account of the same name unless mapped here; the built-in `admin` user
     # runs as the service account unless mapped.
     unix_users: dict[str, str] = Field(default_factory=dict)
@@ -98,7 +91,7 @@ class Config(BaseModel):
     allow_shared_account: bool = False
     # Jobs never run as root, the service account or a system account (a uid below the
     # site's UID_MIN, read from /etc/login.defs), so no token is made for one and no job
-    # is accepted for one: except the accounts listed here (core/accounts.py).
+    # is accepted for one: except the accounts listed here (host/accounts.py).
     allowed_system_accounts: list[str] = Field(default_factory=list)
     # Where the orchestrator keeps its SQLite store (on the head node) and where each node
     # keeps job logs and exit records (on that node's own disk). Default: under GPUQ_HOME.
@@ -244,32 +237,3 @@ class Config(BaseModel):
     def max_gpus_per_job(self) -> int:
         """The largest job the cluster can ever hold: every GPU of every node."""
         return sum(self.nodes.values())
-
-    def resolved_store_path(self) -> str:
-        return self.store_path or str(gpuq_home() / "gpuq.db")
-
-    def resolved_data_dir(self) -> str:
-        return self.data_dir or str(gpuq_home() / "data")
-
-    def resolved_scratch_dir(self) -> str:
-        if self.scratch_dir:
-            return self.scratch_dir
-        # Under /var/lib, not /tmp: in a folder anyone can write, a user could make the
-        # root first, and gpuq would have to refuse to start jobs.
-        return MULTI_USER_SCRATCH if multi_user() else str(gpuq_home() / "scratch")
-
-
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Load the site config; raises InvalidSpec naming the bad key and file."""
-    path = Path(path or os.environ.get("GPUQ_CONFIG") or gpuq_home() / "config.toml")
-    if not path.exists():
-        return Config()
-    try:
-        with path.open("rb") as f:
-            return Config.model_validate(tomllib.load(f))
-    except tomllib.TOMLDecodeError as e:
-        raise InvalidSpec([(str(path), f"is not valid TOML: {e}")]) from None
-    except ValidationError as e:
-        raise InvalidSpec(
-            [(f"{path}: {'.'.join(map(str, err['loc']))}", err["msg"]) for err in e.errors()]
-        ) from None

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from orchestrator.core.config import Config
-from orchestrator.core.paths import gpuq_home, secure_home
+from orchestrator.host.paths import gpuq_home, secure_home
 
 HEAD_PORT = int(os.environ.get("GPUQ_RAY_PORT", "6380"))
 SIMULATED_NODES = ("gmi-node-1", "gmi-node-2")
@@ -284,7 +284,7 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
             connect()
         wait_for_nodes(len(started["nodes"]))
     started["orchestrator"] = ensure_orchestrator(config)
-    from orchestrator.core.accounts import install_mode
+    from orchestrator.host.accounts import install_mode
     from serve_app.admission import KEYS as ADMISSION_KEYS
     from serve_app.api import deploy
     from serve_app.auth import ensure_admin_token, tokens_path

@@ -19,7 +19,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.core.accounts import multi_user
+from orchestrator.host.accounts import multi_user
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from orchestrator.core import lifecycle, rayjob, runtime_env
 from orchestrator.core.accounting import Accounting, Run
-from orchestrator.core.accounts import account_for
 from orchestrator.core.config import Config
 from orchestrator.core.fairshare import UsageLedger
 from orchestrator.core.fleet import Fleet
@@ -29,6 +28,7 @@ from orchestrator.head.journal import Journal
 from orchestrator.head.metrics import Metrics
 from orchestrator.head.tasks import Tasks
 from orchestrator.head.watch import NodeLooks
+from orchestrator.host.accounts import account_for
 from orchestrator.node.launchspec import LaunchSpec
 from orchestrator.node.packagestore import SETUP_FAILED, RuntimeEnvFailed
 

@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 from orchestrator.core import runtime_env
 from orchestrator.core.accounting import Accounting
-from orchestrator.core.accounts import missing_account
 from orchestrator.core.config import Config
 from orchestrator.core.decisions import Reason, Start
 from orchestrator.core.errors import GpuqError, InvalidSpec, OverLimit
@@ -53,6 +52,7 @@ from orchestrator.head.store import Store
 from orchestrator.head.tasks import Tasks
 from orchestrator.head.uploads import Uploads
 from orchestrator.head.watch import GpuWatch
+from orchestrator.host.accounts import missing_account
 
 
 class Requests:

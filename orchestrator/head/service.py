@@ -59,6 +59,7 @@ from orchestrator.head.tasks import Tasks
 from orchestrator.head.uploads import Uploads
 from orchestrator.head.views import About
 from orchestrator.head.watch import GpuWatch, NodeLooks
+from orchestrator.host import siteconfig
 from orchestrator.version import code_version, config_version
 
 log = logging.getLogger("gpuq.orchestrator")
@@ -122,7 +123,7 @@ class OrchestratorService:
 def build(config: dict | None, backend: Backend | None, clock: Callable[[], float]) -> OrchestratorService:
     """The composition root: every part built once, in the order they need each other."""
     site = Config.model_validate(config or {})
-    store = Store(site.resolved_store_path())
+    store = Store(siteconfig.store_path(site))
     if store.migrated_from is not None:
         log.warning(
             "job store migrated in place from schema %d to %d (the old file is kept beside it as .bak)",
@@ -131,12 +132,12 @@ def build(config: dict | None, backend: Backend | None, clock: Callable[[], floa
         )
     cluster_id = str(store.get("cluster_id") or uuid.uuid4().hex[:12])
     backend = backend or RayBackend(
-        site.resolved_data_dir(),
+        siteconfig.data_dir(site),
         cluster_id,
         site.placement_timeout_s,
         site.slot_idle_s,
         site.warm_slots_per_node,
-        site.resolved_scratch_dir(),
+        siteconfig.scratch_dir(site),
     )
     backend.telemetry = site.telemetry
     now = started_at = clock()

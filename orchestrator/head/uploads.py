@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import Callable
 
 from orchestrator.core import packages, runtime_env
-from orchestrator.core.accounts import BUILTIN_ADMIN
 from orchestrator.core.config import Config
 from orchestrator.core.errors import GpuqError, InvalidSpec
 from orchestrator.core.job import JobSpec
@@ -22,6 +21,7 @@ from orchestrator.head.backends import Backend
 from orchestrator.head.journal import Journal
 from orchestrator.head.quotas import PackageBytes
 from orchestrator.head.tasks import Tasks
+from orchestrator.host.accounts import BUILTIN_ADMIN
 
 
 class Uploads:

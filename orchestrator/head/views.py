@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.core.accounts import install_mode
 from orchestrator.core.decisions import Pending, Plan, Reason
 from orchestrator.core.fleet import Fleet
 from orchestrator.core.inventory import Inventory, SlotState
@@ -19,6 +18,7 @@ from orchestrator.core.states import JobState
 from orchestrator.head.backends import Backend
 from orchestrator.head.jobpython import JobPython
 from orchestrator.head.nodes import NodeInfo
+from orchestrator.host.accounts import install_mode
 
 
 def submitted(job: Job, queue: JobQueue) -> dict:

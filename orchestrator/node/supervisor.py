@@ -60,7 +60,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.core.accounts import Account
+from orchestrator.host.accounts import Account
 from orchestrator.node import cgroups, jobenv, jobfiles, procs, raycluster
 from orchestrator.node import command as command_run
 

@@ -172,7 +172,7 @@ def test_a_single_user_install_refuses_tokens_for_others_unless_the_site_accepts
 
 def test_a_multi_user_install_refuses_a_token_for_a_name_with_no_account(monkeypatch):
     monkeypatch.setattr(token_admin, "multi_user", lambda: True)
-    monkeypatch.setattr("orchestrator.core.accounts.multi_user", lambda: True)
+    monkeypatch.setattr("orchestrator.host.accounts.multi_user", lambda: True)
     with pytest.raises(InvalidSpec) as exc:
         token_admin.check_new("no-such-account-here", "user", {})
     assert exc.value.errors[0][0] == "user" and "no Unix account" in exc.value.errors[0][1]

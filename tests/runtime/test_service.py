@@ -17,7 +17,7 @@ from tests.runtime.fakes import FakeBackend
 
 T0 = 1_800_000_000.0
 # An account that exists, single- or multi-user. Nothing runs as it here (the backend is
-# a fake), so the site allows it even where it is root (core/accounts.py).
+# a fake), so the site allows it even where it is root (host/accounts.py).
 USER = getpass.getuser()
 
 
