@@ -1,9 +1,7 @@
 """Throwaway Unix accounts for the test run: the suite runs as root in CI, so jobs run as
 their users for real. Every gpuq user name the suite submits as maps to an account
 `gpuqt-<name>` (through the site's unix_users, as a lab maps names to LDAP accounts);
-alice is also in the supplementary group `gpuqt-lab`. A second pytest run beside the
-first (scripts/test runs the fault tier so) sets GPUQ_TEST_ACCOUNTS for a prefix of
-its own, so that neither removes the other's accounts; drifter has no home folder (its
+alice is also in the supplementary group `gpuqt-lab`; drifter has no home folder (its
 passwd entry names one that does not exist). All are removed at the end.
 """
 
@@ -13,11 +11,10 @@ import os
 import pwd
 import subprocess
 
-PREFIX = os.environ.get("GPUQ_TEST_ACCOUNTS", "gpuqt")
 USERS = ("alice", "bob", "carol", "eve", "researcher", "heavy", "light", "drifter")
 HOMELESS = ("drifter",)
-LAB_GROUP = f"{PREFIX}-lab"
-UNIX_USERS = {name: f"{PREFIX}-{name}" for name in USERS}
+LAB_GROUP = "gpuqt-lab"
+UNIX_USERS = {name: f"gpuqt-{name}" for name in USERS}
 
 
 def can_create() -> bool:

@@ -22,11 +22,9 @@ import httpx
 import pytest
 import websockets
 
-from tests.accounts import LAB_GROUP, PREFIX, UNIX_USERS
+from tests.accounts import LAB_GROUP, UNIX_USERS
 from tests.orchestration import Harness, Shared
 from tests.raycluster import wait_for
-
-GHOST = f"{PREFIX}-ghost"  # an account made and removed by one test
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="a multi-user install needs root (CI runs as root)")
@@ -183,13 +181,13 @@ def test_a_user_without_an_account_is_refused_at_submit(lab):
 
 
 def test_a_job_whose_account_is_gone_on_its_node_fails_and_is_not_retried(ray_cluster, open_dir):
-    subprocess.run(["useradd", "--no-create-home", GHOST], check=True, capture_output=True)
+    subprocess.run(["useradd", "--no-create-home", "gpuqt-ghost"], check=True, capture_output=True)
     try:
-        ghost = Harness(open_dir, unix_users={**UNIX_USERS, "ghost": GHOST})
+        ghost = Harness(open_dir, unix_users={**UNIX_USERS, "ghost": "gpuqt-ghost"})
         blocker = ghost.submit("sleep 300", gpus=16, user="alice")
         job_id = ghost.submit("true", user="ghost", max_retries=3, run_id="ghostly")  # its account exists now
     finally:
-        subprocess.run(["userdel", GHOST], check=True, capture_output=True)
+        subprocess.run(["userdel", "gpuqt-ghost"], check=True, capture_output=True)
     try:
         ghost.call("cancel", blocker)
         job = ghost.wait_state(job_id, "failed")
@@ -198,7 +196,7 @@ def test_a_job_whose_account_is_gone_on_its_node_fails_and_is_not_retried(ray_cl
             and job["retries"] == 0
             and "no Unix account for ghost" in job["failure_reason"]
         )
-        assert f"no Unix account '{GHOST}'" in ghost.log(job_id)
+        assert "no Unix account 'gpuqt-ghost'" in ghost.log(job_id)
     finally:
         ghost.teardown()
 
