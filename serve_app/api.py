@@ -36,9 +36,10 @@ app = FastAPI(
 app.add_middleware(BodyLimits)
 # Added last, so it runs first: the request's token and pace are judged before its body.
 app.add_middleware(Admission, gateway=installed)
-app.add_exception_handler(errors.ApiError, errors.on_api_error)
-app.add_exception_handler(RequestValidationError, errors.on_validation)
-app.add_exception_handler(HTTPException, errors.on_http)
+# Starlette types a handler as taking any Exception; each of these takes the one it is for.
+app.add_exception_handler(errors.ApiError, errors.on_api_error)  # type: ignore[arg-type]
+app.add_exception_handler(RequestValidationError, errors.on_validation)  # type: ignore[arg-type]
+app.add_exception_handler(HTTPException, errors.on_http)  # type: ignore[arg-type]
 app.add_exception_handler(Exception, errors.on_bug)
 
 
@@ -92,6 +93,8 @@ def deploy(
     if running == code_version():
         return f"http://{host}:{port}"
     serve.run(
-        GpuqAPI.bind(str(tokens_file or tokens_path()), auth_reads, site or {}), name="gpuq", route_prefix="/"
+        GpuqAPI.bind(str(tokens_file or tokens_path()), auth_reads, site or {}),  # type: ignore[attr-defined]
+        name="gpuq",
+        route_prefix="/",
     )
     return f"http://{host}:{port}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -56,7 +56,7 @@ def _described(text: str) -> dict:
 # What any route may answer besides success. 401/403 come from the token check, 404 and
 # 409 from the job or node named, 413/422 from the body, 429 from the stream caps, 503
 # when the orchestrator cannot be reached (with Retry-After; nothing was accepted).
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: _described("no, unknown, revoked or expired bearer token"),
     403: _described(
         "the token lacks a right this needs (not your job, a priority above yours, admin only, "

@@ -57,7 +57,7 @@ class LogReader:
         if read is not None and fresh and read.done():
             read = None  # a newer read replaces it for everyone
         mine = read is None
-        if mine:
+        if read is None:
             read = self._reads[key] = asyncio.ensure_future(
                 self._call("logs", job_id, attempt, rank, offset, CHUNK, None, True)
             )

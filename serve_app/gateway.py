@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Literal, overload
 
 import ray
 from fastapi import Depends, Request, Security
@@ -60,6 +61,11 @@ class Gateway:
         except (TimeoutError, ValueError, ray.exceptions.RayError):
             # ValueError: no actor of that name (the orchestrator is down or restarting)
             raise unavailable("the orchestrator is unavailable") from None
+
+    @overload
+    def who(self, conn: HTTPConnection, required: Literal[True] = True) -> Principal: ...
+    @overload
+    def who(self, conn: HTTPConnection, required: bool) -> Principal | None: ...
 
     def who(self, conn: HTTPConnection, required: bool = True) -> Principal | None:
         """The token's principal. `required=False` is a read: it needs a token unless the

@@ -30,7 +30,7 @@ from starlette.requests import HTTPConnection
 from orchestrator.core.durations import parse_duration
 from orchestrator.core.job import MAX_COMMAND_CHARS, MAX_ENV_VALUE_CHARS, MAX_ENV_VARS, SAFE_NAME
 from orchestrator.core.priority import Priority as JobPriority
-from orchestrator.core.states import JobState
+from orchestrator.core.states import StateName
 from orchestrator.core.submission import MAX_ARRAY, MAX_ARRAY_TEXT
 from serve_app.errors import ApiError
 
@@ -231,7 +231,7 @@ class BulkRequest(Body):
     )
     array: JobRef | None = Field(None, description="every member of this array")
     user: Name | None = Field(None, description="only this user's jobs (yours unless you are an admin)")
-    states: Annotated[list[Literal[tuple(s.value for s in JobState)]], Field(max_length=8)] | None = None
+    states: Annotated[list[StateName], Field(max_length=8)] | None = None
     name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
         None, description="only jobs whose run id or name starts with this"
     )

@@ -17,6 +17,7 @@ name, never dropped.
 """
 
 import re
+from typing import Any
 
 from serve_app.models import RaySubmitRequest
 
@@ -42,7 +43,7 @@ def spec_from_ray(
     (a private Ray cluster for its `ray.init()`) unless metadata `ray` says "false", or
     the site's `ray_jobs_api_ray` made that the default."""
     submission_id = req.submission_id or req.job_id
-    spec = {
+    spec: dict[str, Any] = {
         "command": req.entrypoint,
         "gpu_count": int(req.entrypoint_num_gpus or 1),
         "run_id": _safe(submission_id) if submission_id else "ray-job",

@@ -45,13 +45,14 @@ def _expiry(value) -> float | None:
     return time.time() + seconds
 
 
-def check_new(user, role, site: dict) -> None:
+def check_new(user: object, role: object, site: dict) -> str:
+    """The new token's user, once user and role are allowed."""
     if not isinstance(user, str) or not SAFE_NAME.fullmatch(user):
         raise InvalidSpec([("user", SAFE_NAME_HELP)])
     if role not in ROLES:
         raise InvalidSpec([("role", f"must be one of {', '.join(ROLES)}")])
     if role == "reader":
-        return
+        return user
     if multi_user():
         if role == "user" and user == BUILTIN_ADMIN and BUILTIN_ADMIN not in (site.get("unix_users") or {}):
             raise InvalidSpec(
@@ -75,11 +76,12 @@ def check_new(user, role, site: dict) -> None:
             "root for a multi-user install, or set allow_shared_account = true in the "
             "site config to accept this",
         )
+    return user
 
 
 async def create(tokens: TokenFile, who: Principal, body: dict, site: dict, record: Record) -> dict:
     user, role = body.get("user"), body.get("role", "user")
-    check_new(user, role, site)
+    user = check_new(user, role, site)
     expires_at = _expiry(body.get("expires"))
     token, entry = tokens.create(user, role, by=who.user, expires_at=expires_at)
     try:

@@ -53,11 +53,14 @@ def test_the_core_reads_no_environment_and_opens_no_file():
 
 
 def test_state_names_elsewhere_are_exactly_the_tables():
+    import typing
+
     from orchestrator.cli.jobs import STATE_COLOURS
-    from orchestrator.core.states import JobState
+    from orchestrator.core.states import JobState, StateName
     from serve_app.ray_mapping import STATUS
 
     names = {s.value for s in JobState}
+    assert set(typing.get_args(StateName)) == names  # the API's type of a state's name
     assert set(STATUS) == names  # Ray's status for each of gpuq's states
     assert set(STATE_COLOURS) == names
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from orchestrator.core.decisions import Plan
 from orchestrator.core.inventory import Inventory
@@ -68,28 +68,32 @@ class Exit:
     notes: tuple[str, ...] = ()  # what the node said of the run (no home folder, so it ran elsewhere)
 
 
-class Moves(Protocol):
+J = TypeVar("J")  # a job as the caller keeps it: a Job, or the simulator's light record
+J_co = TypeVar("J_co", covariant=True)
+
+
+class Moves(Protocol[J_co]):
     """The queue moves a plan needs: JobQueue's, or the simulator's on its light records."""
 
-    def schedule(self, job_id: str, now: float, allocation: dict[str, list[int]]) -> Any: ...
-    def preempt(self, job_id: str, now: float, reason: str) -> Any: ...
-    def requeue(self, job_id: str, now: float, reason: str) -> Any: ...
+    def schedule(self, job_id: str, now: float, allocation: dict[str, list[int]]) -> J_co: ...
+    def preempt(self, job_id: str, now: float, reason: str) -> J_co: ...
+    def requeue(self, job_id: str, now: float, reason: str) -> J_co: ...
 
 
 @dataclass
-class Effects:
+class Effects(Generic[J]):
     """What the runtime must do after a lifecycle step, in this order: make `save`
     durable, stop the processes of `stop`, launch `launch`."""
 
-    save: list[Job] = field(default_factory=list)
-    stop: list[Job] = field(default_factory=list)
-    launch: list[Job] = field(default_factory=list)
+    save: list[J] = field(default_factory=list)
+    stop: list[J] = field(default_factory=list)
+    launch: list[J] = field(default_factory=list)
 
 
-def apply_plan(queue: Moves, inventory: Inventory, decided: Plan, now: float) -> Effects:
+def apply_plan(queue: Moves[J], inventory: Inventory, decided: Plan, now: float) -> Effects[J]:
     """A cycle's decisions. A victim keeps its GPUs until its processes are gone (its
     runner reports, then `run_ended` requeues it); a start holds its GPUs from now."""
-    out = Effects()
+    out: Effects[J] = Effects()
     for p in decided.preemptions:
         job = queue.preempt(p.job_id, now, p.reason)
         out.save.append(job)
@@ -174,14 +178,19 @@ def may_retry(job: Job, kind: ExitKind) -> bool:
     return job.retries_left > 0 and job.worth_retry(job.exit_code)
 
 
-def run_ended(queue: JobQueue, job: Job, ended: Exit | None, now: float) -> Effects:
+def back_in_line(queue: Moves[J], job_id: str, now: float) -> J:
+    """A preempted job whose processes are gone goes back in line, in its place."""
+    return queue.requeue(job_id, now, "preempted; back in line in its place")
+
+
+def run_ended(queue: JobQueue, job: Job, ended: Exit | None, now: float) -> Effects[Job]:
     """The job's processes are gone (its GPUs are the runtime's to give back). `ended`
-    is how the run ended; None when there is nothing to judge (a preempted job, in the
-    simulator: only Moves are needed then)."""
+    is how the run ended; None when there is nothing to judge (a preempted job: the
+    simulator calls back_in_line alone, on its light records)."""
     for note in ended.notes if ended is not None else ():
         job.note(now, "node", note)
     if job.state is JobState.PREEMPTED:
-        queue.requeue(job.id, now, "preempted; back in line in its place")
+        back_in_line(queue, job.id, now)
     elif job.state is JobState.RUNNING and ended is not None:
         if ended.kind is ExitKind.COMPLETED:
             queue.complete(job.id, now)
@@ -190,7 +199,7 @@ def run_ended(queue: JobQueue, job: Job, ended: Exit | None, now: float) -> Effe
     return Effects(save=[job])
 
 
-def evict(queue: JobQueue, job: Job, reason: str, now: float) -> tuple[Effects, bool]:
+def evict(queue: JobQueue, job: Job, reason: str, now: float) -> tuple[Effects[Job], bool]:
     """GPUs under `job` left service. Nothing on Ray yet (SCHEDULED): back in line now.
     Placed or running: it must be stopped, and its end is then an eviction (the bool:
     the runtime remembers `reason` until the run ends)."""
@@ -201,14 +210,14 @@ def evict(queue: JobQueue, job: Job, reason: str, now: float) -> tuple[Effects, 
     return Effects(), False
 
 
-def placement_timed_out(queue: JobQueue, job: Job, timeout_s: float, now: float) -> Effects:
+def placement_timed_out(queue: JobQueue, job: Job, timeout_s: float, now: float) -> Effects[Job]:
     """Ray did not place the job in time: back in line in its place (not a failure)."""
     if job.state is not JobState.ALLOCATING:
         return Effects()
     return not_started(queue, job, f"placement timed out after {timeout_s:.0f} s", now)
 
 
-def not_started(queue: JobQueue, job: Job, why: str, now: float) -> Effects:
+def not_started(queue: JobQueue, job: Job, why: str, now: float) -> Effects[Job]:
     """A job scheduled or being placed whose command never ran (a placement that timed
     out, a restart before its launch finished): back in line in its place; not a
     failure, so no retry is used."""
@@ -217,7 +226,7 @@ def not_started(queue: JobQueue, job: Job, why: str, now: float) -> Effects:
     return Effects(save=[queue.requeue(job.id, now, why)])
 
 
-def launch_failed(queue: JobQueue, job: Job, error: str, now: float) -> Effects:
+def launch_failed(queue: JobQueue, job: Job, error: str, now: float) -> Effects[Job]:
     """The launch raised: an infrastructure failure, retried without using a retry."""
     if job.state not in (JobState.ALLOCATING, JobState.RUNNING):
         return Effects()
@@ -225,7 +234,7 @@ def launch_failed(queue: JobQueue, job: Job, error: str, now: float) -> Effects:
     return Effects(save=[job])
 
 
-def runtime_env_failed(queue: JobQueue, job: Job, error: str, now: float) -> Effects:
+def runtime_env_failed(queue: JobQueue, job: Job, error: str, now: float) -> Effects[Job]:
     """Ray could not set up the job's runtime env: FAILED, with Ray's words, and not
     retried (the same spec fails the same way; it is not the infrastructure's fault)."""
     if job.state is not JobState.ALLOCATING:

@@ -19,8 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
 
 from orchestrator.core.errors import IllegalTransition
+
+# The states' names as a type, for the API's checks and its schema (the layout test holds
+# it to JobState's values).
+StateName = Literal[
+    "queued", "held", "scheduled", "allocating", "running", "preempted", "completed", "failed", "cancelled"
+]
 
 
 class JobState(str, Enum):

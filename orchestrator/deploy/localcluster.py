@@ -27,6 +27,7 @@ cluster network (cluster.yaml says how).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import socket
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from orchestrator.core.config import Config
 from orchestrator.host.paths import gpuq_home, secure_home
@@ -86,7 +88,7 @@ def use_ray_env(home: Path | None = None) -> None:
     """This process, and what it starts, use Ray as gpuq does (ray_env)."""
     os.environ.update(ray_env(home))
     if "ray" in sys.modules:  # Ray read RAY_AUTH_MODE when it was imported: have it read it again
-        from ray._raylet import Config
+        from ray._raylet import Config  # type: ignore[attr-defined]  # a compiled module
 
         Config.initialize("")
 
@@ -224,7 +226,7 @@ def start_inprocess_cluster():
     )
     for name in SIMULATED_NODES:
         add_simulated_node(cluster, name)
-    ray.init(address=cluster.address, namespace="gpuq", log_to_driver=False, logging_level="ERROR")
+    ray.init(address=cluster.address, namespace="gpuq", log_to_driver=False, logging_level=logging.ERROR)
     cluster.wait_for_nodes()
     return cluster
 
@@ -240,7 +242,9 @@ def connect(addr: str | None = None) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=addr or address(), namespace="gpuq", log_to_driver=False, logging_level="ERROR")
+        ray.init(
+            address=addr or address(), namespace="gpuq", log_to_driver=False, logging_level=logging.ERROR
+        )
 
 
 def wait_for_nodes(expected: int, timeout: float = 60) -> None:
@@ -269,7 +273,7 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
     site = Config.model_validate(config or {})
     if attach:
         connect(attach)
-        started = {
+        started: dict[str, Any] = {
             "address": attach,
             "simulated": False,
             "nodes": {n: i.gpus for n, i in discover_nodes().items()},

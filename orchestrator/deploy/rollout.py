@@ -22,6 +22,7 @@ starts it in a fresh worker process: a pooled one could hold modules of the old 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import ray
 
@@ -36,7 +37,8 @@ def running_versions() -> dict | None:
     except ValueError:
         return None
     try:
-        return ray.get(orch.status.remote(), timeout=60)["details"].get("version", {})
+        status: dict[str, Any] = ray.get(orch.status.remote(), timeout=60)  # type: ignore[assignment]
+        return status["details"].get("version", {})
     except Exception:
         return {}  # there, but not answering (or too old to say): replace it
 

@@ -32,7 +32,7 @@ def agent_name(node: str) -> str:
     return f"{AGENT_PREFIX}{node}"
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=8)
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=8)  # type: ignore[call-overload]  # Ray types it short
 class NodeAgent:
     def __init__(self, node: str, data_root: str, cluster_id: str, gpus: int = 0, telemetry: str = "auto"):
         self.node, self.data_root, self.cluster_id = node, data_root, cluster_id

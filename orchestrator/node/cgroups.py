@@ -152,18 +152,21 @@ class JobCgroup:
     number of CPUs: 1.5 is one and a half CPUs' time)."""
 
     def __init__(self, found: Containment, name: str, memory: int | None = None, cpus: float | None = None):
+        if found.v2 is None:  # callers check found.usable first
+            raise ValueError("no cgroup v2 hierarchy on this node")
+        v2 = found.v2
         self.found, self.name, self.memory, self.cpus = found, name, memory, cpus
-        self.path = found.v2 / name
+        self.path = v2 / name
         self.homes = {self.path: ""}  # each folder -> its hierarchy (v2 first: membership)
         for limit, base in found.limits.items():
-            if base != found.v2 and base / name not in self.homes:
+            if base != v2 and base / name not in self.homes:
                 self.homes[base / name] = limit
         self.folders = list(self.homes)
         for folder in self.folders:
             folder.mkdir(parents=True, exist_ok=True)
         for limit in ("memory", "cpu"):  # v2's controllers reach the rank through its cluster's folder
-            if found.limits.get(limit) == found.v2:
-                _enable(found.v2 / name.split("/")[0], limit)
+            if found.limits.get(limit) == v2:
+                _enable(v2 / name.split("/")[0], limit)
         self.enforced = self._limit()
 
     def _limit(self) -> list[str]:
@@ -305,7 +308,7 @@ def leftover(found: Containment, cluster: str, live: set[str]) -> list[str]:
     """Kill and remove this cluster's rank cgroups whose job is not live (a supervisor
     that was SIGKILLed leaves its job's cgroup behind): the node agent's backstop.
     Returns the cgroups removed."""
-    if not found.usable:
+    if found.v2 is None:
         return []
     out = []
     try:

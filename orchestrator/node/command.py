@@ -99,8 +99,10 @@ def run(
     term_sent_at = None
     exited = False
     sel = selectors.DefaultSelector()
-    os.set_blocking(child.stdout.fileno(), False)
-    sel.register(child.stdout, selectors.EVENT_READ)
+    pipe = child.stdout  # always a pipe: the command is started with stdout=PIPE
+    assert pipe is not None
+    os.set_blocking(pipe.fileno(), False)
+    sel.register(pipe, selectors.EVENT_READ)
     open_pipe = True
     while True:
         now = time.time()
@@ -119,11 +121,11 @@ def run(
         if open_pipe:
             for _key, _ in sel.select(timeout=0.2):
                 try:
-                    chunk = os.read(child.stdout.fileno(), 65536)
+                    chunk = os.read(pipe.fileno(), 65536)
                 except BlockingIOError:
                     continue
                 if not chunk:
-                    sel.unregister(child.stdout)
+                    sel.unregister(pipe)
                     open_pipe = False
                     break
                 room = args.log_cap - written
@@ -183,7 +185,7 @@ def judge_memory(record: dict, group: cgroups.JobCgroup | None, log) -> dict:
     """A job that failed after the kernel killed its processes at its memory limit ended
     by that limit (Slurm's OUT_OF_MEMORY), said in plain words."""
     kills = group.oom_kills() if group is not None else 0
-    if not kills or record.get("reason") != "exited":
+    if group is None or not kills or record.get("reason") != "exited":
         return record
     limit = format_size(group.memory) if group.memory else "its memory limit"
     said = (

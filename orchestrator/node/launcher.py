@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.node.jobfiles import read_exit
@@ -108,7 +109,7 @@ class Launcher:
             # the jobs; its parent-death signal (and theirs) ends them instead, cleanly.
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", SERVE, PACKAGE_ROOT],
-                stdin=theirs,
+                stdin=theirs.fileno(),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 env=env,
@@ -119,9 +120,13 @@ class Launcher:
             if self.sock is not None:
                 self.sock.close()
             self.sock = ours
+        if self.sock is None:  # set whenever a launcher was started
+            raise RuntimeError("the launcher has no socket")
         return self.sock
 
-    def launch(self, argv: list[str], sent: dict, directory: Path, package_fds: list[int] = ()) -> Launched:
+    def launch(
+        self, argv: list[str], sent: dict, directory: Path, package_fds: Sequence[int] = ()
+    ) -> Launched:
         """Fork a supervisor with these arguments (supervisor.main's), `sent` (the base
         and job environment, what to prepare) and the packages it names, open for
         reading; `directory` is where its exit record is on disk."""
@@ -138,8 +143,9 @@ class Launcher:
                         pid = int.from_bytes(read_exactly(sock, 8), "big")
                         break
                     except OSError:
-                        self.proc.kill()
-                        self.proc.wait()
+                        if self.proc is not None:
+                            self.proc.kill()
+                            self.proc.wait()
                         if tries == 2:
                             raise
         except BaseException:

@@ -111,7 +111,7 @@ def start_node(args, head: bool):
         temp_dir=args.temp,
         include_dashboard=False if head else None,
         no_monitor=True,
-        include_log_monitor=True,
+        include_log_monitor=True,  # type: ignore[arg-type]  # Ray annotates it str, reads it as a flag
     )
     if head:
         params.gcs_server_port = p["port"]
@@ -251,7 +251,7 @@ def _wait(proc: subprocess.Popen, stop: dict) -> int:
 
 
 def _joined(address: str, nodes: int, stop: dict) -> bool:
-    from ray._raylet import GcsClient
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # a compiled module
 
     client = GcsClient(address=address)
     deadline = time.monotonic() + JOIN_TIMEOUT_S

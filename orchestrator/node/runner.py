@@ -77,7 +77,7 @@ def rank_limits(limits: dict, gpus: int) -> dict:
     return {"memory": int(memory) if memory else None, "cpus": cpus}
 
 
-@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=4)
+@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=4)  # type: ignore[call-overload]  # Ray types it short
 class Runner:
     def __init__(self, node: str, data_root: str, scratch: str | None = None):
         self.node, self.data_root = node, data_root
@@ -121,7 +121,7 @@ class Runner:
         if self.key == key and self.proc is not None:
             return self._when_prepared()
         if self.proc is not None and not self.proc.ended.is_set():
-            raise RuntimeError(f"runner on {self.node} is busy with job {self.key[0]}")
+            raise RuntimeError(f"runner on {self.node} is busy with job {self.key[0] if self.key else '?'}")
         gpus = [int(g) for g in ray.get_gpu_ids()]
         directory = job_dir(self.data_root, self.node, job_id, attempt, rank)
         job_env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
@@ -187,16 +187,18 @@ class Runner:
     def _when_prepared(self) -> dict:
         """The launch's answer: at once for a plain job; for one with a runtime env, once
         that is ready or has failed."""
-        proc = self.proc
+        proc, started = self.proc, self.started
+        if proc is None or started is None:  # only called once a launch has set both
+            raise RuntimeError(f"runner on {self.node} has launched nothing")
         if not self.announced:
-            return self.started
+            return started
         proc.ready.wait()
         if proc.prepared is not None:
-            return {**self.started, "setup_s": proc.prepared.get("setup_s", 0.0), "started_at": time.time()}
+            return {**started, "setup_s": proc.prepared.get("setup_s", 0.0), "started_at": time.time()}
         record = proc.result(0) or {}
         if record.get("reason") == "runtime_env_failed":
             return {"setup_failed": record.get("message") or "the runtime env could not be set up"}
-        return self.started
+        return started
 
     def wait(self, job_id: str, attempt: int, rank: int) -> dict | None:
         """Block until that job's supervisor exits; its exit record (None: not this runner's job)."""

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
     switch = (
         {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)} if owner else {}
     )
-    stop_requested = {"why": None}
+    stop_requested: dict[str, str | None] = {"why": None}
 
     def on_term(signum, frame):  # noqa: ARG001
         stop_requested["why"] = stop_requested["why"] or (
@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
 
     base = {**sent.get("base", {}), **account.login_env()}
     env = {**base, **sent.get("env", {})}
-    plan = sent.get("prepare")
-    folder = None
+    plan = sent.get("prepare") or {}
+    folder: Path | None = None
     if plan:
         try:
             folder = jobenv.user_folder(plan["scratch"], account.uid, account.gid)
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
                 {"exit_code": None, "signal": None, "reason": "launch_failed", "message": str(e)[:500]}
             )
         env["TMPDIR"] = str(folder / "jobs" / plan["job"] / "tmp")
-    if plan and plan.get("announce"):  # a runtime env: made by a child that is the user already
+    if folder is not None and plan.get("announce"):  # a runtime env: made by a child that is the user already
         try:
             made = jobenv.as_user(
                 switch,
@@ -245,6 +245,10 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
         _tell({"prepared": {"setup_s": made["setup_s"]}})
         started = time.time()  # the time limit counts from the command's start
     if sent.get("ray"):  # a Ray program: its rank of the job's private Ray cluster (node/raycluster.py)
+        if folder is None:  # the runner always sends a Ray job its private folder's plan
+            return finish(
+                {"exit_code": None, "signal": None, "reason": "launch_failed", "message": "no job folder"}
+            )
         command = _ray_command(sent["ray"], command, env, folder, plan["job"], args.dir)
     cwd, kind = (args.cwd, "named") if args.cwd else (account.home, "home")
     try:

@@ -128,7 +128,12 @@ class SimulatedProvider:
         """xid (value: the XID, default 79), ecc (double-bit errors, default 1),
         utilization (pin a GPU's reading; value None unpins), silent / resume (the node
         stops or resumes reporting)."""
-        if fault in ("xid", "ecc", "utilization") and (gpu is None or not 0 <= gpu < self.gpus):
+        if fault in ("silent", "resume"):
+            self.faults.silent = fault == "silent"
+            return f"{fault} injected on {self.node}" + (f":{gpu}" if gpu is not None else "")
+        if fault not in ("xid", "ecc", "utilization"):
+            raise ValueError("fault must be one of xid, ecc, utilization, silent, resume")
+        if gpu is None or not 0 <= gpu < self.gpus:
             raise ValueError(f"gpu must be an index from 0 to {self.gpus - 1} on {self.node}")
         if fault == "xid":
             totals = self.faults.xids.setdefault(gpu, {})
@@ -142,11 +147,7 @@ class SimulatedProvider:
                 raise ValueError("value must be a utilization between 0 and 1")
             else:
                 self.faults.utilization[gpu] = float(value)
-        elif fault in ("silent", "resume"):
-            self.faults.silent = fault == "silent"
-        else:
-            raise ValueError("fault must be one of xid, ecc, utilization, silent, resume")
-        return f"{fault} injected on {self.node}" + (f":{gpu}" if gpu is not None else "")
+        return f"{fault} injected on {self.node}:{gpu}"
 
     def _busy(self) -> dict[int, float]:
         """GPU index -> CPU share (0..1) of this cluster's job processes that hold it."""

@@ -211,7 +211,7 @@ def simulate(
                 del running[victim.id]
                 victim.run += 1
                 victim.start = None
-                lifecycle.run_ended(moves, victim, None, now)  # back in line in its place
+                lifecycle.back_in_line(moves, victim.id, now)
                 preemptions += 1
             for job in effects.launch:  # no placement to wait for: it runs now
                 job.state = JobState.RUNNING

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from orchestrator.core.policy import PolicyConfig
 from orchestrator.sim.simulator import Result, simulate
@@ -107,7 +108,8 @@ VARIANT_KEYS = {"age": "age_weight", "short": "short_weight", "fairshare": "fair
 def variant(spec: str) -> PolicyConfig:
     """The default with some knobs changed, for ablations: "age:1,short:0.25,sticky:0,depth:2"."""
     cfg = PolicyConfig()
-    weights, overrides = {}, {}
+    weights: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
     for part in filter(None, spec.split(",")):
         key, _, value = part.partition(":")
         if key in VARIANT_KEYS:

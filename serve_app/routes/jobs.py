@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from orchestrator.core.states import JobState
+from orchestrator.core.states import StateName
 from orchestrator.core.submission import MAX_KEY_CHARS, MAX_LOG_OFFSET
 from serve_app.auth import Principal
 from serve_app.errors import ERRORS, ApiError
@@ -24,7 +24,6 @@ router = APIRouter(tags=["jobs"], responses=ERRORS)
 JobId = Annotated[
     str, Path(min_length=1, max_length=64, description="a job id, or a unique prefix of 4+ characters")
 ]
-StateName = Literal[tuple(s.value for s in JobState)]
 
 
 @router.post("/queue/submit")
