@@ -4,7 +4,7 @@ service.py composes the parts and starts them (docs/ARCHITECTURE.md, "The head's
 parts"): the scheduling loop (loop.py), launches (launches.py, recovery.py), requests
 (requests.py, bulk.py, dependents.py, uploads.py), the way to the store (journal.py,
 store.py, groupcommit.py, history.py), the fleet's watch, metrics and notices.
-backend.py (with quarantine.py and nodes.py) is where jobs are placed and started on
+backend.py (with placements.py and nodes.py) is where jobs are placed and started on
 Ray, behind the Backend Protocol (backends.py); names.py is the one module the API
 imports.
 """

@@ -115,8 +115,8 @@ class FakeBackend:
         if name in self.slots:
             self.slots[name].parked_at = self.clock()
 
-    def discard(self, name_or_slot) -> None:
-        self.slots.pop(getattr(name_or_slot, "name", name_or_slot), None)
+    def discard(self, name: str) -> None:
+        self.slots.pop(name, None)
 
     def evict_idle(self) -> None:
         pass
