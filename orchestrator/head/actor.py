@@ -10,23 +10,29 @@ from __future__ import annotations
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from orchestrator.head.cluster import ClusterRequests
 from orchestrator.head.names import NAMESPACE, ORCHESTRATOR_NAME
 from orchestrator.head.requests import Requests
 from orchestrator.head.service import OrchestratorService
 
-# What callers may ask of the actor (the API, `gpuq up`, the tests); every one is a
-# method of the service's requests part (head/requests.py). Its other parts (launches,
-# the loop, the journal...) are not reachable through Ray.
-PUBLIC = (
+# What callers may ask of the actor (the API, `gpuq up`, the tests): the methods of the
+# service's two request parts. Its other parts (launches, the loop, the journal...) are
+# not reachable through Ray.
+JOB_REQUESTS = (  # requests.Requests
     "submit",
     "cancel",
     "hold",
     "release",
     "set_priority",
+    "bulk",
     "get_job",
     "list_jobs",
     "queue_view",
     "logs",
+    "package_exists",
+    "package_put",
+)
+CLUSTER_REQUESTS = (  # cluster.ClusterRequests
     "status",
     "resources",
     "history",
@@ -39,31 +45,34 @@ PUBLIC = (
     "inject",
     "set_starts",
     "record",
+    "webhook_deliveries",
     "ping",
     "pid",
-    "package_exists",
-    "package_put",
-    "bulk",
-    "webhook_deliveries",
 )
+PUBLIC = JOB_REQUESTS + CLUSTER_REQUESTS
 
 
 class _Orchestrator:
     def __init__(self, config: dict | None = None):
-        self._requests = OrchestratorService.open(config).requests
+        service = OrchestratorService.open(config)
+        self._parts = {name: service.requests for name in JOB_REQUESTS} | {
+            name: service.cluster for name in CLUSTER_REQUESTS
+        }
 
 
-def _forward(name: str):
+def _forward(name: str, part: type):
     async def method(self, *args, **kwargs):
-        return await getattr(self._requests, name)(*args, **kwargs)
+        return await getattr(self._parts[name], name)(*args, **kwargs)
 
     method.__name__ = method.__qualname__ = name
-    method.__doc__ = getattr(Requests, name).__doc__
+    method.__doc__ = getattr(part, name).__doc__
     return method
 
 
-for _name in PUBLIC:
-    setattr(_Orchestrator, _name, _forward(_name))
+for _name in JOB_REQUESTS:
+    setattr(_Orchestrator, _name, _forward(_name, Requests))
+for _name in CLUSTER_REQUESTS:
+    setattr(_Orchestrator, _name, _forward(_name, ClusterRequests))
 
 Orchestrator = ray.remote(num_cpus=0, max_restarts=-1)(_Orchestrator)
 

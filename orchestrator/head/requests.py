@@ -1,12 +1,11 @@
-"""What users and admins ask of the orchestrator: submit, cancel, hold, release,
-priority, job and queue views, logs, status, resources; drains, faults and usage.
-One short method per request of the actor; formatted, that runs over 400 lines.
+"""What users ask of the orchestrator about jobs: submit (one, an array, a dry run),
+cancel, hold, release, priority, many at once; the job, the jobs, the line, the logs;
+runtime-env packages. What is asked of the cluster as a whole is cluster.py's.
 
 The actor's public methods forward here (actor.PUBLIC); the parts this is handed do the
-work: launches stop and give back, the watch drains, uploads store packages, the loop
-says why a job waits. Each request validates, changes the queue or the fleet, makes
-the change durable before it answers where a user is told it happened, and wakes the
-loop.
+work: launches stop and give back, uploads store packages, the loop says why a job
+waits. Each request validates, changes the queue, makes the change durable before it
+answers where a user is told it happened, and wakes the loop.
 
 `by` is who asks, as the API authenticated them (a rights.Caller): the rights in
 rights.py are checked against it, and every change is written to the audit trail
@@ -20,11 +19,9 @@ import uuid
 from collections.abc import Callable
 
 from orchestrator.core import runtime_env
-from orchestrator.core.accounting import Accounting
 from orchestrator.core.config import Config
 from orchestrator.core.decisions import Reason, Start
 from orchestrator.core.errors import GpuqError, InvalidSpec, OverLimit
-from orchestrator.core.fleet import Fleet
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.job import Job, JobSpec, format_allocation
 from orchestrator.core.policy import dry_run
@@ -35,8 +32,6 @@ from orchestrator.core.states import JobState
 from orchestrator.core.submission import ARRAY_PREFIX, parse_array
 from orchestrator.head import views
 from orchestrator.head.audit import audit
-from orchestrator.head.backend import AgentRefused
-from orchestrator.head.backends import Backend
 from orchestrator.head.bulk import Bulk
 from orchestrator.head.dependents import Dependents
 from orchestrator.head.history import Records
@@ -45,10 +40,7 @@ from orchestrator.head.jobpython import JobPython
 from orchestrator.head.journal import Journal
 from orchestrator.head.launches import Launches
 from orchestrator.head.loop import SchedulingLoop
-from orchestrator.head.metrics import Metrics
-from orchestrator.head.notify import Notifier
 from orchestrator.head.output import Output
-from orchestrator.head.store import Store
 from orchestrator.head.tasks import Tasks
 from orchestrator.head.uploads import Uploads
 from orchestrator.head.watch import GpuWatch
@@ -63,7 +55,6 @@ class Requests:
         clock: Callable[[], float],
         queue: JobQueue,
         inventory: Inventory,
-        accounting: Accounting,
         journal: Journal,
         tasks: Tasks,
         launches: Launches,
@@ -74,27 +65,13 @@ class Requests:
         keys: Keys,
         uploads: Uploads,
         watch: GpuWatch,
-        fleet: Fleet,
-        backend: Backend,
-        store: Store,
-        metrics: Metrics,
-        notifier: Notifier,
         output: Output,
         job_python: JobPython,
-        about: views.About,
     ):
-        self.site, self.clock, self.queue, self.inventory, self.accounting = (
-            site,
-            clock,
-            queue,
-            inventory,
-            accounting,
-        )
+        self.site, self.clock, self.queue, self.inventory = site, clock, queue, inventory
         self.journal, self.tasks, self.launches, self.loop = journal, tasks, launches, loop
         self.dependents, self.bulk_actions, self.records, self.keys = dependents, bulk, records, keys
-        self.uploads, self.watch, self.fleet, self.backend, self.store = uploads, watch, fleet, backend, store
-        self.metrics, self.notifier, self.output = metrics, notifier, output
-        self.job_python, self.about = job_python, about
+        self.uploads, self.watch, self.output, self.job_python = uploads, watch, output, job_python
 
     def validation_config(self) -> Config:
         sizes = self.inventory.sizes or dict(self.site.nodes)
@@ -355,112 +332,6 @@ class Requests:
     async def queue_view(self, limit: int = 100) -> dict:
         return views.line(self.queue, self.loop.last_plan, limit, self.dependents.pending)
 
-    async def status(self) -> dict:
-        return views.status(
-            queue=self.queue,
-            inventory=self.inventory,
-            fleet=self.fleet,
-            backend=self.backend,
-            about=self.about,
-            loop_running=self.backend.connected() and self.loop.running,
-            starting_jobs=self.loop.starting_jobs,
-            store_error=self.journal.failing,
-            now=self.clock(),
-        )
-
-    async def resources(self) -> dict:
-        return views.resources(self.inventory, self.queue, self.fleet, self.watch.nodes, self.clock())
-
-    # --- the fleet: drains, health, telemetry, usage ------------------------------------
-
-    async def drain(
-        self, node: str, gpus: list[int] | None, reason: str, by: str, requeue: bool = False
-    ) -> dict:
-        """Take GPUs (a whole node by default) out of service, like `scontrol update
-        state=drain`: running jobs finish unless `requeue`, nothing new is placed there."""
-        self.journal.writable()
-        if not isinstance(reason, str) or not reason.strip():
-            raise InvalidSpec(
-                [("reason", "is required: say why the GPUs are drained (it is kept in the audit trail)")]
-            )
-        out = self.watch.take_out(node, gpus, "drained", reason.strip(), by, requeue=requeue)
-        targets = self.fleet.targets(node, gpus)
-        await self.journal.save(
-            [],
-            audit=[
-                audit(
-                    self.clock(),
-                    Caller(by, "admin"),
-                    "drain",
-                    node,
-                    gpus=targets,
-                    reason=reason.strip(),
-                    requeue=requeue,
-                )
-            ],
-        )
-        return {**out, "gpus": targets}
-
-    async def undrain(self, node: str, gpus: list[int] | None, by: str, reason: str = "") -> dict:
-        """Put drained or unhealthy GPUs back in service (an admin's call)."""
-        self.journal.writable()
-        returned = self.watch.put_back(node, gpus, by, reason)
-        await self.journal.save(
-            [],
-            audit=[audit(self.clock(), Caller(by, "admin"), "undrain", node, gpus=returned, reason=reason)],
-        )
-        return {"node": node, "returned": returned}
-
-    async def inject(self, node: str, fault: str, gpu: int | None = None, value: float | None = None) -> str:
-        """Inject a fault into a simulated node's telemetry (refused on real NVML)."""
-        self.fleet.targets(node, None)  # an unknown node is an InvalidSpec naming the field
-        try:
-            answer = await self.backend.call_agent(node, "inject", fault, gpu, value)
-        except AgentRefused as e:  # the agent refused: say why
-            raise InvalidSpec([("fault", str(e))]) from None
-        self.tasks.spawn(self.watch.poll())  # judge it now, not at the next poll
-        return answer
-
-    async def set_starts(self, enabled: bool, by: Caller | None = None) -> dict:
-        """Stop or resume starting jobs, cluster-wide (`gpuq down --drain`, a maintenance
-        window): submissions are still accepted and queued; running jobs go on. Kept in
-        memory only: a restarted orchestrator starts jobs again unless the site config
-        says `start_jobs = false`, which this cannot override."""
-        if not isinstance(enabled, bool):
-            raise InvalidSpec([("enabled", "must be true or false")])
-        self.loop.starts_stopped = not enabled
-        await self.journal.save([], audit=[audit(self.clock(), by, "starts", "cluster", enabled=enabled)])
-        self.tasks.wake()
-        return {"starting_jobs": self.loop.starting_jobs, "running": self.queue.count(JobState.RUNNING)}
-
-    async def record(self, by: Caller, action: str, target: str, detail: dict) -> None:
-        """Audit a change made elsewhere (the API's token changes); durable when it returns."""
-        await self.journal.save([], audit=[audit(self.clock(), by, action, target, **detail)])
-
-    async def audit_trail(
-        self, limit: int = 100, who: str | None = None, action: str | None = None, since: float = 0.0
-    ) -> list[dict]:
-        return self.store.audit(limit, who, action, since)
-
-    async def fleet_events(self, limit: int = 100) -> list[dict]:
-        return list(self.fleet.events)[-limit:][::-1]
-
-    async def usage_report(self, since: float, until: float | None = None, user: str | None = None) -> dict:
-        now = self.clock()
-        until = min(until or now, now)
-        return self.accounting.report(since, until, self.launches.running_runs(now), user)
-
-    async def history(self, window_s: float = 3600.0) -> dict:
-        """Allocation and measured utilization over the last `window_s` (one point per 10 s)."""
-        since = self.clock() - window_s
-        return {
-            "points": [list(p) for p in self.watch.history if p[0] >= since],
-            "telemetry": sorted({r.source for r in self.fleet.reports.values()}),
-        }
-
-    async def metrics_text(self) -> bytes:
-        return self.metrics.text()
-
     async def logs(
         self,
         job_id: str,
@@ -481,18 +352,3 @@ class Requests:
 
     async def package_put(self, uri: str, data: bytes, by: Caller | None = None) -> dict:
         return await self.uploads.put(uri, data, by)  # Ray's PUT /api/packages: uploads.py
-
-    async def webhook_deliveries(self, limit: int = 100) -> dict:
-        """Recent notification deliveries, newest first, and what each webhook has waiting."""
-        return {
-            "deliveries": list(self.notifier.recent)[-limit:][::-1],
-            "waiting": {name: len(q) for name, q in self.notifier.queues.items()},
-        }
-
-    async def ping(self) -> str:
-        return "ok"
-
-    async def pid(self) -> int:
-        import os
-
-        return os.getpid()

@@ -7,7 +7,8 @@ The parts, each owning its state and handed only the parts it uses:
 - loop.SchedulingLoop: plan and apply, on submit, job end and every loop_interval_s;
 - launches.Launches: a planned job from its slots to its end;
 - watch.GpuWatch: telemetry, health, drains and Ray's nodes;
-- requests.Requests: what callers ask (the actor's public methods);
+- requests.Requests, cluster.ClusterRequests: what callers ask of jobs, and of the
+  cluster as a whole (the actor's public methods);
 - bulk.Bulk, dependents.Dependents, uploads.Uploads, history.Records, idempotency.Keys;
 - the backend (backends.Backend: RayBackend, or a test's fake), metrics, notifier.
 
@@ -42,6 +43,7 @@ from orchestrator.head import jobpython
 from orchestrator.head.backend import RayBackend
 from orchestrator.head.backends import Backend
 from orchestrator.head.bulk import Bulk
+from orchestrator.head.cluster import ClusterRequests
 from orchestrator.head.dependents import Dependents
 from orchestrator.head.groupcommit import GroupCommit
 from orchestrator.head.history import History, Records
@@ -68,7 +70,8 @@ log = logging.getLogger("gpuq.orchestrator")
 @dataclass
 class OrchestratorService:
     """The parts of one orchestrator, as `open` built them. Callers reach it through
-    `requests` (the actor forwards its public methods there); tests look at the rest."""
+    `requests` and `cluster` (the actor forwards its public methods there); tests look
+    at the rest."""
 
     site: Config
     store: Store
@@ -86,6 +89,7 @@ class OrchestratorService:
     loop: SchedulingLoop
     uploads: Uploads
     requests: Requests
+    cluster: ClusterRequests
     backend: Backend
     cluster_id: str
 
@@ -265,7 +269,6 @@ def build(config: dict | None, backend: Backend | None, clock: Callable[[], floa
         clock=clock,
         queue=queue,
         inventory=inventory,
-        accounting=accounting,
         journal=journal,
         tasks=tasks,
         launches=launches,
@@ -276,13 +279,24 @@ def build(config: dict | None, backend: Backend | None, clock: Callable[[], floa
         keys=keys,
         uploads=uploads,
         watch=watch,
+        output=Output(backend),
+        job_python=job_python,
+    )
+    cluster = ClusterRequests(
+        clock=clock,
+        queue=queue,
+        inventory=inventory,
         fleet=fleet,
+        accounting=accounting,
+        journal=journal,
+        tasks=tasks,
+        launches=launches,
+        loop=loop,
+        watch=watch,
         backend=backend,
         store=store,
         metrics=metrics,
         notifier=notifier,
-        output=Output(backend),
-        job_python=job_python,
         about=about,
     )
     metrics.read_from(
@@ -317,6 +331,7 @@ def build(config: dict | None, backend: Backend | None, clock: Callable[[], floa
         loop=loop,
         uploads=uploads,
         requests=requests,
+        cluster=cluster,
         backend=backend,
         cluster_id=cluster_id,
     )

@@ -94,10 +94,10 @@ def test_a_webhook_that_was_down_gets_the_events_once_it_is_back(tmp_path):
             w.backend.end(job_id, 1)
         await until(lambda: all(w.job(j).state is JobState.COMPLETED for j in ids))
         await cycles(w, 5)
-        assert (await w.svc.requests.webhook_deliveries())["waiting"] == {"chat": 2}
+        assert (await w.svc.cluster.webhook_deliveries())["waiting"] == {"chat": 2}
         holder.append(Receiver(port))  # back
         await until(lambda: holder[0].events() == ["completed", "completed"], timeout=20)
-        results = (await w.svc.requests.webhook_deliveries())["deliveries"]
+        results = (await w.svc.cluster.webhook_deliveries())["deliveries"]
         assert all(r["result"].startswith("delivered (try") for r in results)
         assert [b["job"]["id"] for _, b, _ in holder[0].got] == ids  # in order
 

@@ -273,7 +273,7 @@ def test_a_node_ray_declares_dead_is_down_and_its_job_runs_on_the_other_node(tmp
 
 def test_a_node_that_registers_again_returns_to_service_but_a_drained_gpu_stays_drained(tmp_path):
     async def body(w):
-        await w.svc.requests.drain("gmi-node-1", [3], "fan noise", "admin", requeue=False)
+        await w.svc.cluster.drain("gmi-node-1", [3], "fan noise", "admin", requeue=False)
         w.backend.node_sizes.pop("gmi-node-1")
         await until(lambda: "gmi-node-1" in w.svc.fleet.down)
         w.backend.node_sizes["gmi-node-1"] = 8
@@ -296,7 +296,7 @@ def test_with_return_to_service_off_a_node_comes_back_drained(tmp_path):
         w.backend.node_sizes["gmi-node-2"] = 8
         await until(lambda: "gmi-node-2" not in w.svc.fleet.down)
         assert {s.shown for s in w.svc.inventory.nodes["gmi-node-2"]} == {"drained"}
-        assert await w.svc.requests.undrain("gmi-node-2", None, "admin", "checked") is not None
+        assert await w.svc.cluster.undrain("gmi-node-2", None, "admin", "checked") is not None
         assert {s.shown for s in w.svc.inventory.nodes["gmi-node-2"]} == {"free"}
 
     scenario(tmp_path, body, node_return_to_service=False)
@@ -450,7 +450,7 @@ def test_one_bulk_call_cancels_a_1000_job_array_in_one_audited_commit(tmp_path):
         )
         assert named["changed"] == 1 and named["unchanged"] == {"belongs to another user": 1}
         assert w.job(theirs["job_id"]).state is JobState.QUEUED
-        trail = await w.svc.requests.audit_trail(limit=10, action="cancel (bulk)")
+        trail = await w.svc.cluster.audit_trail(limit=10, action="cancel (bulk)")
         assert len(trail) == 1 and trail[0]["detail"]["count"] == 1000, trail
 
     scenario(tmp_path, body, unix_users={"alice": USER, "bob": USER})

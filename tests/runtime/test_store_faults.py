@@ -67,7 +67,7 @@ def test_a_full_disk_refuses_changes_loses_nothing_and_recovers_by_itself(tmp_pa
         assert w.svc.durable.failing is not None
         with pytest.raises(GpuqError, match="refuses changes"):  # later ones are refused up front
             await w.svc.requests.cancel(running)
-        status = (await w.svc.requests.status())["details"]["store"]
+        status = (await w.svc.cluster.status())["details"]["store"]
         assert status["writable"] is False and "full" in status["error"]
 
         w.clock.advance(30)
