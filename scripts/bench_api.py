@@ -30,8 +30,12 @@ import httpx  # noqa: E402
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
-from orchestrator.deploy.localcluster import start_inprocess_cluster  # noqa: E402
-from orchestrator.head.actor import start_orchestrator  # noqa: E402
+try:
+    from orchestrator.deploy.localcluster import start_inprocess_cluster
+    from orchestrator.head.actor import start_orchestrator
+except ImportError:  # a checkout from before the runtime split (bench_pair.py runs both)
+    from orchestrator.runtime.actor import start_orchestrator  # type: ignore[no-redef]
+    from orchestrator.runtime.localcluster import start_inprocess_cluster  # type: ignore[no-redef]
 from serve_app.api import deploy  # noqa: E402
 
 PORT = 8765
