@@ -176,10 +176,14 @@ def processes_of(user: str) -> list[str]:
 
 
 def nothing_left_of(user: str) -> None:
-    """No process of the user's, and no Ray temp dir of theirs on the node."""
+    """No process of the user's, and no Ray temp dir of theirs on the node. The supervisor
+    removes the temp dir as the user after the exit record is out (jobenv.remove_as_user),
+    so a reader that saw the job end may still find it for a moment: wait for it to go."""
     wait_for(lambda: not processes_of(user), 30, what=f"every process of {user}'s Ray clusters to be gone")
     uid = pwd.getpwnam(UNIX_USERS[user]).pw_uid
-    assert not list(Path(SCRATCH).glob(f"{uid}/r/*")), "a Ray temp dir is left"
+    wait_for(
+        lambda: not list(Path(SCRATCH).glob(f"{uid}/r/*")), 30, what=f"{user}'s Ray temp dirs to be removed"
+    )
 
 
 def test_ray_job_submit_of_a_ray_program_gets_its_own_cluster_on_its_gpus_as_its_user(api, lab, project):
