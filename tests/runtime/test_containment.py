@@ -141,7 +141,13 @@ def test_the_cpu_limit_is_the_cgroups_quota(launcher, tmp_path):
     quota = "cpu.max" if base == FOUND.v2 else "cpu.cfs_quota_us"
     job, job_id = start(launcher, tmp_path, "sleep 30", True, cpus=0.5)
     folder = base / f"test-{os.getpid()}" / f"{job_id}.1.0"
-    wait_for(lambda: (folder / quota).exists(), 30, what="the job's cgroup")
+    # The kernel makes the file, unlimited ("-1" or "max"), with the folder; the supervisor
+    # writes the limit just after. Wait for the write, then check what was written.
+    wait_for(
+        lambda: (folder / quota).exists() and (folder / quota).read_text().split()[0] not in ("-1", "max"),
+        30,
+        what="the job's cgroup and its CPU limit",
+    )
     assert (folder / quota).read_text().split()[0] == "50000"
     os.kill(job.pid, signal.SIGTERM)
     assert job.result(timeout=60)["reason"] == "stopped"
