@@ -28,6 +28,7 @@ from orchestrator.core.queue import JobQueue
 from orchestrator.core.rights import Caller, check_priority
 from orchestrator.core.selection import ACTS_ON, Selector, require_criteria, select
 from orchestrator.core.states import JobState
+from orchestrator.head.audit import audit
 from orchestrator.head.journal import Journal
 from orchestrator.head.tasks import Tasks
 
@@ -138,4 +139,4 @@ def audit_row(
         "last": jobs[-1].id,
         **({"priority": level.name} if level else {}),
     }
-    return (at, by.user if by else "service", f"{action} (bulk)", jobs[0].id, detail)
+    return audit(at, by, f"{action} (bulk)", jobs[0].id, **detail)

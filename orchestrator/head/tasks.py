@@ -11,9 +11,28 @@ from collections.abc import Coroutine
 from typing import Any
 
 
+class Wakeup:
+    """Something to sleep on that a call can cut short: the loop's wake-up, the watch's
+    asked-for look."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Sleep up to `timeout`, less if set meanwhile; either way, unset after."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._event.clear()
+
+
 class Tasks:
     def __init__(self) -> None:
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()
         self._tasks: set[asyncio.Task] = set()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
@@ -32,11 +51,7 @@ class Tasks:
 
     async def until_woken(self, timeout: float) -> None:
         """Sleep up to `timeout`, less if something woke the loop meanwhile."""
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            pass
-        self._wake.clear()
+        await self._wake.wait(timeout)
 
     def cancel(self) -> None:
         for task in list(self._tasks):

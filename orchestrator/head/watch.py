@@ -37,7 +37,7 @@ from orchestrator.head.journal import Journal
 from orchestrator.head.metrics import Metrics
 from orchestrator.head.nodes import NodeInfo
 from orchestrator.head.notify import Notifier
-from orchestrator.head.tasks import Tasks
+from orchestrator.head.tasks import Tasks, Wakeup
 from orchestrator.node.telemetry import NodeReport
 
 log = logging.getLogger("gpuq.watch")
@@ -59,7 +59,7 @@ class NodeLooks:
     calls the other."""
 
     def __init__(self) -> None:
-        self._asked = asyncio.Event()
+        self._asked = Wakeup()
         self._waiting: list[asyncio.Future] = []
 
     async def look_now(self) -> None:
@@ -69,11 +69,7 @@ class NodeLooks:
         await done
 
     async def until_asked(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._asked.wait(), timeout)
-        except TimeoutError:
-            pass
-        self._asked.clear()
+        await self._asked.wait(timeout)
 
     def looked(self) -> None:
         waiting, self._waiting = self._waiting, []
@@ -119,8 +115,12 @@ class GpuWatch:
 
     async def run_nodes(self) -> None:
         while True:
-            self.look_at_nodes()
-            self.looks.looked()
+            try:
+                self.look_at_nodes()
+            except Exception:  # the loop must go on, and a launch waiting on a look must hear
+                log.exception("looking at the nodes failed")
+            finally:
+                self.looks.looked()
             await self.looks.until_asked(NODE_LOOK_S)
 
     def look_at_nodes(self) -> None:
