@@ -353,6 +353,11 @@ def register(app: typer.Typer) -> None:
         )
         if d.get("down_nodes"):
             why += f" (node{'s' if len(d['down_nodes']) > 1 else ''} down: {', '.join(d['down_nodes'])})"
+        for node, at in (d.get("fencing") or {}).items():
+            why += (
+                f"\n{node} is fencing: its jobs may still run there, out of reach; they are requeued at "
+                f"{time.strftime('%H:%M:%S', time.localtime(at))} (in {max(0, at - time.time()):.0f} s)"
+            )
         console.print(
             f"GPUs: {r['total_gpus']} total, {r['available_gpus']} available, {r['allocated_gpus']} "
             "allocated "

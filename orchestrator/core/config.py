@@ -196,6 +196,13 @@ class Config(BaseModel):
     # name registers again, like Slurm's ReturnToService=2. False: it comes back drained,
     # for an admin to `gpuq undrain`.
     node_return_to_service: bool = True
+    # The node lease (core/lease.py): a node that cannot reach the head for node_lease_s
+    # stops its jobs by itself (TERM, 5 s, then KILL); the head requeues them
+    # node_lease_s + 5 s + node_fence_margin_s after its last contact with the node (35 s
+    # by default), never while they may still run. Shorter leases requeue sooner but
+    # kill jobs on shorter network hiccups; Ray's own health check follows the lease.
+    node_lease_s: float = Field(default=20.0, ge=2, le=300)
+    node_fence_margin_s: float = Field(default=10.0, ge=0, le=300)
     # An allocated GPU under this utilization (0..1) for this long is flagged idle.
     idle_utilization: float = Field(default=0.05, ge=0, le=1)
     idle_window_s: float = Field(default=600.0, gt=0)

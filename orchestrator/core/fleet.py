@@ -13,11 +13,14 @@ Two ways out of service, as in Slurm:
 Either way only an admin puts it back (`gpuq undrain`). Both are stored, so a restart
 keeps them, and every change is an event with who, when and why.
 
-A third way is a whole node's: *down*, when Ray declares its raylet dead. Its jobs are
-requeued as infrastructure failures and nothing is planned on it. As with Slurm's
-ReturnToService=2, a down node returns to service by itself when a node of the same
-name registers again (unless the site turns that off: it then comes back drained).
-GPUs that were unhealthy or drained before the node went down keep that state.
+A third way is a whole node's: *down*, when Ray declares its raylet dead or its lease
+runs out (core/lease.py). Nothing is planned on it. Its jobs may still run there (a
+network partition stops nothing), so the node is first *fencing*: its jobs are
+requeued as infrastructure failures only at `requeue_at`, when the node has certainly
+stopped them; it is then *fenced*. As with Slurm's ReturnToService=2, a down node
+returns to service by itself when a node of the same name registers again, once
+fenced (unless the site turns that off: it then comes back drained). GPUs that were
+unhealthy or drained before the node went down keep that state.
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ class OutOfService:
 class NodeDown:
     reason: str
     since: float
+    requeue_at: float | None = None  # when its jobs may run elsewhere (None: at once, stored before leases)
+    fenced: bool = False  # requeue_at passed: nothing of its jobs runs there any more
+
+    @property
+    def fencing(self) -> bool:
+        return not self.fenced and self.requeue_at is not None
 
 
 class Fleet:
@@ -94,22 +103,40 @@ class Fleet:
 
     # --- whole nodes: lost and back -------------------------------------------------
 
-    def node_lost(self, node: str, reason: str, now: float) -> list[str]:
-        """Ray declared the node dead: every GPU of it is down. Returns the jobs holding
-        any GPU there (all must be requeued: their processes are gone with the node)."""
+    def node_lost(self, node: str, reason: str, now: float, requeue_at: float | None = None) -> list[str]:
+        """Ray declared the node dead, or its lease ran out: every GPU of it is down.
+        Returns the jobs holding any GPU there, to be requeued at `requeue_at` (the
+        fence's end: holders()) or at once where it is None."""
         if node in self.down or node not in self.inventory.nodes:
             return []
-        self.down[node] = NodeDown(reason, now)
-        holders = []
+        self.down[node] = NodeDown(reason, now, requeue_at)
+        holders = self.holders(node)
         for slot in self.inventory.nodes[node]:
-            if slot.job_id and slot.job_id not in holders:
-                holders.append(slot.job_id)
             if (node, slot.index) not in self.out:
                 self.inventory.set_out_of_service(node, slot.index, SlotState.DOWN)
         self.monitor.forget(node)  # its silence is the down state's to show, not a health finding
         self.reports.pop(node, None)
         self._event(now, node, None, "down", reason, "gpuq", None)
         return holders
+
+    def holders(self, node: str) -> list[str]:
+        """The jobs holding any GPU of the node, in GPU order."""
+        found: list[str] = []
+        for slot in self.inventory.nodes.get(node, []):
+            if slot.job_id and slot.job_id not in found:
+                found.append(slot.job_id)
+        return found
+
+    def fences_due(self, now: float) -> list[str]:
+        """Nodes whose fence ends now: their jobs have certainly stopped."""
+        return [
+            n for n, d in self.down.items() if d.fencing and d.requeue_at is not None and now >= d.requeue_at
+        ]
+
+    def fence_ended(self, node: str, now: float) -> None:
+        down = self.down[node]
+        self.down[node] = NodeDown(down.reason, down.since, down.requeue_at, fenced=True)
+        self._event(now, node, None, "fenced", f"its jobs have stopped there ({down.reason})", "gpuq", None)
 
     def node_back(self, node: str, now: float, return_to_service: bool) -> list[int]:
         """A node of this name registered again. Its down GPUs return to service, or with

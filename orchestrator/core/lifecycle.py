@@ -136,6 +136,8 @@ def classify(
         return Exit(ExitKind.EVICTED, evicted)
     if not results or any(r is None for r in results):
         return Exit(ExitKind.NODE_LOST, "node lost: the runner died without an exit record")
+    if "fenced" in reasons:
+        return Exit(ExitKind.STOPPED, "stopped by its node, which lost the head for longer than its lease")
     if reasons & {"stopped", "interrupted"}:
         return Exit(ExitKind.STOPPED, "stopped by the system: its runner or node went away")
     if "no_account" in reasons:

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import ray
 
-from orchestrator.core import rayjob
+from orchestrator.core import lease, rayjob
 from orchestrator.head.names import NAMESPACE
 from orchestrator.head.nodes import NODE_SHARE, NodeInfo, discover_nodes
 from orchestrator.head.placements import Placements, PlacementSlot
@@ -52,6 +52,7 @@ class RayBackend:
         self.agents: dict[str, ray.actor.ActorHandle] = {}
         self.node_ips: dict[str, str] = {}  # where Ray jobs' port ranges must not collide (core/rayjob.py)
         self.telemetry = "auto"
+        self.lease_s: float | None = None  # the site's node_lease_s, told to every agent
 
     # --- nodes and agents -----------------------------------------------------------
 
@@ -68,7 +69,18 @@ class RayBackend:
                     resources={name: NODE_SHARE},
                 ).remote(name, self.data_root, self.cluster_id, info.gpus, self.telemetry)
                 # An agent left by an earlier orchestrator keeps running: bring it up to date.
-                self.agents[name].configure.remote(self.data_root, self.cluster_id, info.gpus, self.telemetry)
+                self.agents[name].configure.remote(
+                    self.data_root, self.cluster_id, info.gpus, self.telemetry, self.lease_s
+                )
+
+    def leases(self, nodes: list[str]) -> dict[str, bytes | None]:
+        """Each node's lease as its agent last wrote it in the GCS (core/lease.py)."""
+        from ray._private import worker
+
+        keys = [lease.key(n).encode() for n in nodes]
+        gcs = worker.global_worker.gcs_client  # type: ignore[attr-defined]  # set once connected
+        got = gcs.internal_kv_multi_get(keys, namespace=lease.NAMESPACE, timeout=lease.RENEW_TIMEOUT_S)
+        return {n: got.get(k) for n, k in zip(nodes, keys, strict=True)}
 
     def node_lost(self, node: str) -> None:
         """Ray declared the node dead: forget its agent, and what gpuq held there."""

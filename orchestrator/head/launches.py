@@ -20,6 +20,7 @@ from orchestrator.core.fairshare import UsageLedger
 from orchestrator.core.fleet import Fleet
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.job import Job
+from orchestrator.core.lease import FENCE_KILL_S, Contacts
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.states import JobState
 from orchestrator.head.backends import Backend
@@ -27,7 +28,7 @@ from orchestrator.head.jobpython import JobPython
 from orchestrator.head.journal import Journal
 from orchestrator.head.metrics import Metrics
 from orchestrator.head.tasks import Tasks
-from orchestrator.head.watch import NodeLooks
+from orchestrator.head.watch import Fences, NodeLooks
 from orchestrator.host.accounts import account_for
 from orchestrator.node.launchspec import LaunchSpec
 from orchestrator.node.packagestore import SETUP_FAILED, RuntimeEnvFailed
@@ -53,6 +54,8 @@ class Launches:
         job_python: JobPython,
         job_base_env: dict[str, str],
         looks: NodeLooks,
+        fences: Fences,
+        contacts: Contacts,
     ):
         self.site, self.clock, self.queue, self.inventory = site, clock, queue, inventory
         self.backend, self.journal, self.tasks, self.metrics, self.fleet = (
@@ -63,6 +66,7 @@ class Launches:
             fleet,
         )
         self.usage, self.accounting, self.looks = usage, accounting, looks
+        self.fences, self.contacts = fences, contacts
         self.job_python, self.job_base_env = job_python, job_base_env
         self.stopping: set[str] = set()  # jobs told to stop whose GPUs are not back yet
         self.evicting: dict[str, str] = {}  # jobs stopped because their GPUs left service -> why
@@ -145,6 +149,7 @@ class Launches:
                 self.site.job_logs_group_readable,
                 renv,
                 self.limits_of(job),
+                self.site.node_lease_s,
             )
             infos = await self.backend.start(names, spec, ray_job)
         except RuntimeEnvFailed as e:
@@ -176,6 +181,8 @@ class Launches:
     async def adopt(self, job: Job, attempt: int, infos: list[dict]) -> None:
         """The command runs: record where it really runs, then watch it."""
         actual = {info["node"]: sorted(info["gpus"]) for info in infos}
+        for node in actual:  # its runner answered: the node was in touch (its lease counts from here)
+            self.contacts.contact(node, self.clock())
         head = next((i["ray_head"] for i in infos if i.get("ray_head")), None)
         if head:
             job.ray_head = head
@@ -215,7 +222,7 @@ class Launches:
         """Wait for every rank of the attempt to end, then finish the job."""
         names = job.slots.get(attempt, [])
         waits = {
-            rank: asyncio.ensure_future(self.backend.wait(name, job.id, attempt, rank))
+            rank: asyncio.ensure_future(self.rank_end(name, job, attempt, rank))
             for rank, name in enumerate(names)
         }
         results: dict[int, dict | None] = {}
@@ -252,6 +259,56 @@ class Launches:
                     results[rank] = None
                 self.backend.discard(names[rank])  # a slot whose runner failed is not reused
         self.finish(job, attempt, [results[r] for r in sorted(results)])
+
+    async def rank_end(self, name: str, job: Job, attempt: int, rank: int) -> dict | None:
+        """A rank's exit record, or None for a runner that is gone and a rank that has
+        certainly stopped. A runner's death is not the job's end: its supervisor, on the
+        node, may still be giving the job its grace (a TERM-proof command runs on), so
+        the rank ends when its exit record is on the node's disk, or when its node's
+        fence is over (watch.py), never before."""
+        node = job.node_of_rank(attempt, rank)
+        if node is None:
+            return await self.backend.wait(name, job.id, attempt, rank)
+        fenced = asyncio.ensure_future(self.fences.of(node).wait())
+        ended = asyncio.ensure_future(self.backend.wait(name, job.id, attempt, rank))
+        try:
+            await asyncio.wait({ended, fenced}, return_when=asyncio.FIRST_COMPLETED)
+            if not ended.done():
+                return None  # fenced while its runner was out of reach: its processes are gone
+            if (result := ended.result()) is not None:
+                return result
+            await self.looks.look_now()  # the runner is gone: so may its node be
+            return await self.record_or_fence(job, attempt, rank, node, fenced)
+        finally:
+            for fut in (ended, fenced):
+                if not fut.done():
+                    fut.cancel()
+
+    async def record_or_fence(
+        self, job: Job, attempt: int, rank: int, node: str, fenced: asyncio.Future
+    ) -> dict | None:
+        """After a runner died: the rank's exit record from its node's agent once the
+        supervisor has written it, or None once the node's fence is over (or the node
+        was lost before leases). A supervisor that died with its runner writes none: past
+        its grace and the fence's kill time, the node's agent kills what is left."""
+        give_up = self.clock() + self.site.stop_grace_s + FENCE_KILL_S + self.site.node_fence_margin_s
+        while True:
+            down = self.fleet.down.get(node)
+            if down is not None:
+                if down.fencing:
+                    await fenced
+                return None
+            try:
+                record = await self.backend.call_agent(node, "read_exit", job.id, attempt, rank, timeout=5.0)
+            except Exception:
+                record = None
+            if record:
+                return record
+            if self.clock() >= give_up:
+                holding = [j.id for j in self.queue.jobs() if self.inventory.allocation_of(j.id) is not None]
+                self.backend.reap([j for j in holding if j != job.id])
+                return None
+            await asyncio.wait({fenced}, timeout=1.0)
 
     def finish(self, job: Job, attempt: int, results: list[dict | None]) -> None:
         """The job's processes are gone: give its GPUs back, count its usage, and let the

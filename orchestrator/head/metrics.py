@@ -30,6 +30,7 @@ from orchestrator.core.accounting import Accounting, Run
 from orchestrator.core.fleet import Fleet
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.job import Job, format_allocation
+from orchestrator.core.lease import Contacts
 from orchestrator.core.priority import Priority
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.states import JobState
@@ -133,6 +134,7 @@ class ScrapeCollector:
         loop_running: Callable[[], bool],
         started_at: float,
         set_aside: int,
+        contacts: Contacts | None = None,
     ):
         self.clock, self.queue, self.inventory, self.fleet, self.journal = (
             clock,
@@ -143,6 +145,7 @@ class ScrapeCollector:
         )
         self.accounting, self.running_runs, self.loop_running = accounting, running_runs, loop_running
         self.started_at, self.set_aside = started_at, set_aside
+        self.contacts = contacts
 
     def describe(self):
         return []  # computed on collect: nothing to check at registration
@@ -182,9 +185,32 @@ class ScrapeCollector:
         node_up = _gauge(
             "gpuq_node_up", "1 if the GPU node is up, 0 if it is down (Ray declared it dead)", ["node"]
         )
+        fencing = _gauge(
+            "gpuq_node_fencing",
+            "1 while the node is down but its jobs may still run there: they are requeued at its fence's end",
+            ["node"],
+        )
+        requeue_at = _gauge(
+            "gpuq_node_requeue_at_seconds",
+            "When a fencing node's jobs are requeued (Unix time); only while it is fencing",
+            ["node"],
+        )
+        lease_age = _gauge(
+            "gpuq_node_lease_age_seconds",
+            "Seconds since the head last saw the node's lease renewed",
+            ["node"],
+        )
+        now = self.clock()
         for node in inv.nodes:
-            node_up.add_metric([node], 0.0 if node in fleet.down else 1.0)
-        yield from (per_gpu_state, per_gpu_alloc, per_gpu_health, per_gpu_idle, node_up)
+            down = fleet.down.get(node)
+            node_up.add_metric([node], 0.0 if down else 1.0)
+            fencing.add_metric([node], 1.0 if down and down.fencing else 0.0)
+            if down and down.fencing and down.requeue_at is not None:
+                requeue_at.add_metric([node], down.requeue_at)
+            if self.contacts is not None and down is None:
+                lease_age.add_metric([node], self.contacts.late(node, now))
+        yield from (per_gpu_state, per_gpu_alloc, per_gpu_health, per_gpu_idle, node_up, fencing, requeue_at)
+        yield lease_age
         for name, value, doc in (
             ("gpuq_gpus_total", total, "GPUs in the cluster"),
             ("gpuq_gpus_allocated", allocated, "GPUs held by jobs"),

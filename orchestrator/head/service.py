@@ -36,6 +36,7 @@ from orchestrator.core.fairshare import UsageLedger
 from orchestrator.core.fleet import Fleet
 from orchestrator.core.health import HealthRules
 from orchestrator.core.inventory import Inventory
+from orchestrator.core.lease import Contacts
 from orchestrator.core.packages import stored_uri
 from orchestrator.core.policy import PolicyConfig
 from orchestrator.core.queue import JobQueue
@@ -60,7 +61,7 @@ from orchestrator.head.store import Store
 from orchestrator.head.tasks import Tasks
 from orchestrator.head.uploads import Uploads
 from orchestrator.head.views import About
-from orchestrator.head.watch import GpuWatch, NodeLooks
+from orchestrator.head.watch import Fences, GpuWatch, NodeLooks
 from orchestrator.host import siteconfig
 from orchestrator.version import code_version, config_version
 
@@ -144,6 +145,7 @@ def build(config: dict | None, backend: Backend | None, clock: Callable[[], floa
         siteconfig.scratch_dir(site),
     )
     backend.telemetry = site.telemetry
+    backend.lease_s = site.node_lease_s
     now = started_at = clock()
 
     # The nodes Ray reports, and those known before that are not back (the watch shows
@@ -192,7 +194,8 @@ def build(config: dict | None, backend: Backend | None, clock: Callable[[], floa
     metrics = Metrics([hook.name for hook in site.webhooks if hook.name])  # every one is named (Config)
     notifier = Notifier.for_site(site, metrics.webhook_dropped_inc, jobs, clock)  # webhooks
     journal = Journal(GroupCommit(store), queue, notifier, clock)
-    tasks, looks = Tasks(), NodeLooks()
+    tasks, looks, fences = Tasks(), NodeLooks(), Fences()
+    contacts = Contacts(site.node_lease_s, site.node_fence_margin_s, since=started_at)
     # What every job's environment starts from (it inherits nothing of the service's).
     job_base_env = {
         "PATH": site.job_path,
@@ -216,6 +219,8 @@ def build(config: dict | None, backend: Backend | None, clock: Callable[[], floa
         job_python=job_python,
         job_base_env=job_base_env,
         looks=looks,
+        fences=fences,
+        contacts=contacts,
     )
     watch = GpuWatch(
         site=site,
@@ -231,6 +236,8 @@ def build(config: dict | None, backend: Backend | None, clock: Callable[[], floa
         jobs=launches,
         nodes=nodes,
         looks=looks,
+        contacts=contacts,
+        fences=fences,
     )
     dependents = Dependents(queue, records, site)
     uploads = Uploads(
@@ -311,6 +318,7 @@ def build(config: dict | None, backend: Backend | None, clock: Callable[[], floa
             loop_running=lambda: loop.running,
             started_at=started_at,
             set_aside=len(set_aside),
+            contacts=contacts,
         )
     )
     store.save([], kv={"cluster_id": cluster_id, **({"fleet": fleet.saved()} if set_aside else {})})

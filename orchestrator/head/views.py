@@ -184,6 +184,8 @@ def status(
             "drained_gpus": sum(1 for o in fleet.out.values() if o.state == "drained"),  # draining too
             "down_gpus": sum(1 for slots in inv.nodes.values() for sl in slots if sl.shown == "down"),
             "down_nodes": sorted(fleet.down),
+            # Nodes whose jobs may still run, out of reach, and when they are requeued.
+            "fencing": {n: d.requeue_at for n, d in sorted(fleet.down.items()) if d.fencing},
             "idle_gpus": len(fleet.idle(now)),
             "telemetry": sorted({r.source for r in fleet.reports.values()}),
             "containment": {n: r.containment for n, r in sorted(fleet.reports.items()) if r.containment},
@@ -272,8 +274,15 @@ def resources(
                 "node": node,
                 "ip": info.ip if info else None,
                 "total": len(slots),
-                "state": "down" if down else "up",
-                "down": None if down is None else {"reason": down.reason, "since": down.since},
+                "state": "up" if down is None else "fencing" if down.fencing else "down",
+                "down": None
+                if down is None
+                else {
+                    "reason": down.reason,
+                    "since": down.since,
+                    "requeue_at": down.requeue_at,
+                    "fenced": down.fenced,
+                },
                 "free": sum(1 for s in slots if s.state is SlotState.FREE),
                 "gpus": gpus,
                 "telemetry": {

@@ -10,13 +10,14 @@ judge them (orchestrator/core/fleet.py, health.py), and applies what follows:
 Admin drains and un-drains come through here too, so that every way a GPU leaves
 or re-enters service is in one place and in the audit trail.
 
-Nodes are looked at every NODE_LOOK_S (and at once when a runner dies: NodeLooks): a node Ray
-declares dead is *down* and its jobs are requeued; a node that registers again (a new
-raylet under the same name) returns to service; a new node joins. Ray's own health
-check decides death (`gpuq up` sets it to about 3 s, localcluster.RAY_HEALTH_CHECK):
-its verdict fences the node — a raylet marked dead exits with its workers even if it
-was only slow — so requeueing never runs a job twice. gpuq adds no guess of its own
-that Ray would not enforce.
+Nodes are looked at every NODE_LOOK_S (and at once when a runner dies: NodeLooks), with
+their leases (core/lease.py). A node Ray declares dead, or whose lease has not been
+renewed for `node_lease_s`, is *down* and nothing is planned on it; but its jobs may
+still run there (a network partition stops nothing on the node), so it is *fencing*
+until `requeue_at`, by when the node has stopped them itself. Only then are they
+requeued (Fences tells the launches watching them). A node that registers again (a new
+raylet under the same name) returns to service once its fence has ended; a new node
+joins.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Protocol
 
 from orchestrator.core.config import Config
 from orchestrator.core.fleet import Fleet
 from orchestrator.core.inventory import Inventory, SlotState
 from orchestrator.core.job import Job
+from orchestrator.core.lease import Contacts
 from orchestrator.core.queue import JobQueue
+from orchestrator.core.states import JobState
 from orchestrator.head.backends import Backend
 from orchestrator.head.journal import Journal
 from orchestrator.head.metrics import Metrics
@@ -78,6 +82,26 @@ class NodeLooks:
                 done.set_result(None)
 
 
+class Fences:
+    """When each node's fence ends: a launch watching a job on a node waits for this
+    before it takes a lost runner for an ended job (launches.Launches.monitor). The
+    watch ends a fence after it has evicted the node's jobs. A node back in service
+    starts a new generation, for the jobs launched on it after."""
+
+    def __init__(self) -> None:
+        self._over: dict[str, asyncio.Event] = {}
+
+    def of(self, node: str) -> asyncio.Event:
+        return self._over.setdefault(node, asyncio.Event())
+
+    def ended(self, node: str) -> None:
+        self.of(node).set()
+
+    def renewed(self, node: str) -> None:
+        if self.of(node).is_set():
+            self._over[node] = asyncio.Event()
+
+
 class GpuWatch:
     def __init__(
         self,
@@ -95,6 +119,8 @@ class GpuWatch:
         jobs: JobEvictions,
         nodes: dict[str, NodeInfo],
         looks: NodeLooks,
+        contacts: Contacts,
+        fences: Fences,
     ):
         self.site, self.clock, self.queue, self.inventory, self.fleet = site, clock, queue, inventory, fleet
         self.backend, self.journal, self.tasks, self.metrics, self.notifier = (
@@ -112,6 +138,7 @@ class GpuWatch:
         self.history: deque[tuple[float, float, float | None]] = deque(maxlen=HISTORY_POINTS)
         self._quarantining: asyncio.Task | None = None
         self.looks = looks
+        self.contacts, self.fences = contacts, fences
 
     async def run_nodes(self) -> None:
         while True:
@@ -124,45 +151,108 @@ class GpuWatch:
             await self.looks.until_asked(NODE_LOOK_S)
 
     def look_at_nodes(self) -> None:
-        """Compare Ray's live GPU nodes with the inventory: joined, lost, back."""
+        """Compare Ray's live GPU nodes and their leases with the inventory: joined,
+        lost, fenced, back."""
         try:
             found = self.backend.discover()
         except Exception:  # the GCS did not answer: look again next time, change nothing
             log.exception("could not list Ray's nodes")
             return
+        now = self.clock()
+        self.read_leases(now)
         for name, info in found.items():
             if name not in self.inventory.nodes:
                 self.inventory.add_node(name, info.gpus)
                 self.fleet.node_added(name)
+                self.contacts.contact(name, now)
                 log.info("node %s joined with %d GPUs", name, info.gpus)
                 self.journal.save([], kv={"fleet": self.fleet.saved()})
             elif name in self.fleet.down:
-                self.node_back(name)
+                if not self.fleet.down[name].fencing:  # never while its old jobs may run there
+                    self.node_back(name)
             elif name in self.nodes and self.nodes[name].node_id != info.node_id:
-                # A new raylet under the old name between two looks: the old one's jobs are gone.
+                # A new raylet under the old name between two looks: the old one's jobs
+                # may still run on the host (a raylet that exited left them to their fence).
                 self.node_lost(name, "its raylet was replaced")
-                self.node_back(name)
+            elif self.contacts.lapsed(name, now):
+                self.node_lost(name, f"its lease was not renewed for {self.contacts.late(name, now):.0f} s")
         for name in list(self.inventory.nodes):
             if name not in found and name not in self.fleet.down:
                 self.node_lost(name, "Ray reports its raylet dead")
+        self.end_fences(now)
         if found != self.nodes:
             self.nodes = found
-            self.backend.ensure_agents(found)
+            self.backend.ensure_agents(self.serving())
             self.tasks.wake()
+
+    def serving(self) -> dict[str, NodeInfo]:
+        """Ray's live nodes that are not down: a node whose lease ran out may still be
+        listed by Ray, but its agent is not called (nor judged silent) until it is back."""
+        return {n: info for n, info in self.nodes.items() if n not in self.fleet.down}
+
+    def read_leases(self, now: float) -> None:
+        try:
+            values = self.backend.leases(list(self.inventory.nodes))
+        except Exception:  # the GCS did not answer in time: no renewal seen, which is safe
+            log.warning("could not read the node leases", exc_info=True)
+            return
+        for node, value in values.items():
+            self.contacts.heard(node, value, now)
 
     def node_lost(self, node: str, reason: str) -> None:
         now = self.clock()
-        holders = self.fleet.node_lost(node, reason, now)
-        log.warning("node %s is down: %s; requeueing %d job(s)", node, reason, len(holders))
+        requeue_at = max(now, self.contacts.requeue_at(node))
+        holders = self.fleet.node_lost(node, reason, now, requeue_at)
+        log.warning(
+            "node %s is down: %s; %d job(s) requeued in %.0f s, when the node has stopped them",
+            node,
+            reason,
+            len(holders),
+            requeue_at - now,
+        )
         self.metrics.health_events.labels("node_down").inc()
         self.notifier.node_down(node, reason, now)
         self.backend.node_lost(node)  # its slots, agent and quarantine groups are gone with it
-        changed = [self._evict(job_id, now, f"node {node} down: {reason}") for job_id in holders]
+        self.contacts.forget(node)
+        changed = []
+        for job_id in holders:
+            job = self.queue.get(job_id)
+            if job.state in (JobState.SCHEDULED, JobState.ALLOCATING) and not job.slots.get(job.attempts + 1):
+                # Still being placed: nothing of it was started there, so it can go at once.
+                changed.append(self._evict(job_id, now, f"node {node} down: {reason}"))
+                continue
+            job.note(
+                now,
+                "fencing",
+                f"node {node} down ({reason}): the job may still run there, so it is requeued at "
+                f"{_clock_time(requeue_at)} UTC, when the node has certainly stopped it",
+            )
+            changed.append(job)
         self.journal.save(changed, kv={"fleet": self.fleet.saved()})
         self.tasks.wake()
+        self.end_fences(now)
+
+    def end_fences(self, now: float) -> None:
+        """Requeue the jobs of nodes whose fence is over; then tell the launches."""
+        for node in self.fleet.fences_due(now):
+            down = self.fleet.down[node]
+            changed = [
+                self._evict(
+                    job_id, now, f"node {node} down: {down.reason}; its jobs stopped there by the fence"
+                )
+                for job_id in self.fleet.holders(node)
+                if job_id in self.queue
+            ]
+            self.fleet.fence_ended(node, now)
+            log.warning("node %s fenced: %d job(s) requeued", node, len(changed))
+            self.journal.save(changed, kv={"fleet": self.fleet.saved()})
+            self.fences.ended(node)
+            self.tasks.wake()
 
     def node_back(self, node: str) -> None:
         back = self.fleet.node_back(node, self.clock(), self.site.node_return_to_service)
+        self.contacts.contact(node, self.clock())
+        self.fences.renewed(node)
         log.info("node %s registered again; %d GPU(s) back in service", node, len(back))
         self.journal.save([], kv={"fleet": self.fleet.saved()})
         self.sync_ray()
@@ -177,8 +267,8 @@ class GpuWatch:
             await asyncio.sleep(self.site.telemetry_interval_s)
 
     async def poll(self) -> None:
-        self.backend.ensure_agents(self.nodes)  # replaces agents that died
-        nodes = list(self.backend.agents)
+        self.backend.ensure_agents(self.serving())  # replaces agents that died
+        nodes = [n for n in self.backend.agents if n not in self.fleet.down]
         answers = await asyncio.gather(
             # Generous: a busy node answers late, and a late report is still news (silence
             # is judged over node_silent_after_s, not one poll).
@@ -281,3 +371,7 @@ class GpuWatch:
             self._quarantining = asyncio.get_event_loop().create_task(
                 self.backend.quarantine(self.fleet.quarantined())
             )
+
+
+def _clock_time(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S")

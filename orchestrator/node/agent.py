@@ -7,18 +7,30 @@ jobs; and it reaps, the backstop behind the supervisor: the cgroup of a job the
 orchestrator no longer runs is killed and removed (a supervisor that was SIGKILLed
 leaves it behind), and so is any process tagged with this cluster's id and such a job
 (a node where no cgroup can be made).
+
+It holds the node's lease (core/lease.py): every second it asks the GCS whether this
+node is alive and writes the lease there; when both answer in time it records the
+renewal in the node's lease file (node/lease.py), which every supervisor reads. A node
+that cannot reach the head renews nothing, and its jobs stop by themselves. Should a
+supervisor be gone, the agent kills what is left of every job FENCE_KILL_S after the
+lease ran out. All of it without the head: the node is on its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
 import signal
 import threading
+import time
 
 import ray
 
+from orchestrator.core import lease as leases
 from orchestrator.node import cgroups, procs
+from orchestrator.node import lease as node_lease
 from orchestrator.node.jobfiles import job_dir, open_owned, read_exit
 from orchestrator.node.telemetry import SIMULATED, NodeReport, provider_for, report
 
@@ -40,10 +52,22 @@ class NodeAgent:
         self.gpus, self.telemetry = gpus, telemetry
         self._lock = threading.Lock()
         self.containment = cgroups.find()
+        self.lease_s: float | None = None  # set by the orchestrator (configure); None: no backstop yet
+        self.renewed = node_lease.now()  # an agent starts on a node Ray has just placed it on
+        self.fenced_at: float | None = None
+        threading.Thread(target=self._hold_lease, daemon=True, name="gpuq-lease").start()
 
-    def configure(self, data_root: str, cluster_id: str, gpus: int = 0, telemetry: str = "auto") -> None:
+    def configure(
+        self,
+        data_root: str,
+        cluster_id: str,
+        gpus: int = 0,
+        telemetry: str = "auto",
+        lease_s: float | None = None,
+    ) -> None:
         """A (re)started orchestrator states where data lives, which cluster it is, how
-        many GPUs Ray declares here and where telemetry should come from."""
+        many GPUs Ray declares here, where telemetry should come from and the lease."""
+        self.lease_s = lease_s if lease_s is not None else self.lease_s
         with self._lock:
             if (gpus, telemetry, cluster_id) != (self.gpus, self.telemetry, self.cluster_id):
                 self.provider = None  # chosen again on the next report
@@ -83,6 +107,63 @@ class NodeAgent:
     def ping(self) -> str:
         return self.node
 
+    def lease(self) -> dict:
+        """The lease as this node sees it (for tests and `gpuq status`)."""
+        return {
+            "renewed_ago": node_lease.now() - self.renewed,
+            "lease_s": self.lease_s,
+            "fenced": self.fenced_at is not None,
+        }
+
+    # --- the lease: this node's own, held without the head ---------------------------
+
+    def _hold_lease(self) -> None:
+        seq = 0
+        while True:
+            sent = node_lease.now()
+            seq += 1
+            try:
+                renewed = self._renew(seq) and node_lease.now() - sent <= leases.RENEW_TIMEOUT_S
+            except Exception:  # the GCS is out of reach (a partition, the head down)
+                renewed = False
+            try:
+                if renewed:
+                    self.renewed, self.fenced_at = sent, None
+                    node_lease.write(node_lease.lease_path(self.data_root, self.node), sent)
+                elif self.lease_s is not None and sent - self.renewed > self.lease_s + leases.FENCE_KILL_S:
+                    self._fence_leftovers()
+            except Exception:
+                logging.getLogger("gpuq.agent").exception("the lease loop failed once")
+            time.sleep(max(0.05, leases.RENEW_EVERY_S - (node_lease.now() - sent)))
+
+    def _renew(self, seq: int) -> bool:
+        """One renewal through the GCS: is this node alive to Ray, then the lease written.
+        A node Ray declared dead renews nothing: its raylet will exit, and the head
+        counts from its last renewal."""
+        from ray._private import worker  # the worker's own GCS client, with time-outs
+        from ray._raylet import NodeID  # type: ignore[attr-defined]  # a compiled module
+
+        gcs = worker.global_worker.gcs_client  # type: ignore[attr-defined]  # set once connected
+        me = NodeID.from_hex(ray.get_runtime_context().get_node_id())
+        if not gcs.check_alive([me], timeout=leases.RENEW_TIMEOUT_S)[0]:
+            return False
+        value = json.dumps({"seq": seq, "pid": os.getpid(), "at": time.time()}).encode()
+        gcs.internal_kv_put(
+            leases.key(self.node).encode(), value, True, leases.NAMESPACE, timeout=leases.RENEW_TIMEOUT_S
+        )
+        return True
+
+    def _fence_leftovers(self) -> None:
+        """The lease ran out FENCE_KILL_S ago: every job of this node has stopped, unless
+        its supervisor is gone. Kill what is left of them."""
+        if self.fenced_at is None:
+            self.fenced_at = node_lease.now()
+            logging.getLogger("gpuq.agent").warning(
+                "%s lost the head: killing what is left of its jobs", self.node
+            )
+        cgroups.leftover(self.containment, cgroups.scope(self.cluster_id, self.node), set())
+        reap(self.cluster_id, set())
+
     def read_log(
         self,
         job_id: str,
@@ -119,7 +200,7 @@ class NodeAgent:
     def reap(self, live_job_ids: list[str]) -> list[int]:
         """Kill the cgroups, and process groups tagged with this cluster, of jobs that are
         not running; the pids killed by tag."""
-        cgroups.leftover(self.containment, self.cluster_id, set(live_job_ids))
+        cgroups.leftover(self.containment, cgroups.scope(self.cluster_id, self.node), set(live_job_ids))
         return reap(self.cluster_id, set(live_job_ids))
 
 

@@ -143,6 +143,13 @@ def _read(path: Path) -> str:
         return ""
 
 
+def scope(cluster: str, node: str) -> str:
+    """The folder of one node's jobs of one cluster. The node is named so that nodes
+    sharing a cgroup hierarchy (simulated hosts on one machine) never sweep each
+    other's jobs."""
+    return f"{cluster}.{node}"
+
+
 def rank_name(cluster: str, job: str, attempt: int, rank: int) -> str:
     return f"{cluster}/{job}.{attempt}.{rank}"
 

@@ -20,8 +20,10 @@ import signal
 import subprocess
 import time
 
+from orchestrator.core.lease import FENCE_KILL_S
 from orchestrator.core.sizes import format_size
 from orchestrator.node import cgroups, jobfiles, procs
+from orchestrator.node.lease import Lease
 
 # How the command starts, after the switch to the user (sh: an exec, not a fork of this
 # process): the job's TMPDIR is made, the directory changed to (as the user, so a job
@@ -58,9 +60,14 @@ def run(
     cwd: str,
     kind: str,
     group: cgroups.JobCgroup | None,
+    lease: Lease | None = None,
 ) -> dict:
     """Run the command to its end: its output into the log, TERM then KILL at a stop or
-    the time limit. Returns the exit record."""
+    the time limit, or when the node's lease runs out (a fence: the head may be about to
+    run the job elsewhere, so the grace is FENCE_KILL_S at most). Returns the exit record."""
+    if lease is not None and lease.ran_out():  # lost the head while the job was being set up
+        log.write(b"[gpuq] this node lost the head; the job was not started here\n")
+        return {"exit_code": None, "signal": None, "reason": "fenced", "message": _FENCED}
     said_r, said_w = os.pipe()  # what START says went wrong before the command ran
     try:
         with group.entered() if group is not None else contextlib.nullcontext():
@@ -96,7 +103,7 @@ def run(
     deadline = started + args.time_limit if args.time_limit > 0 else None
     written = dropped = 0
     reason = None
-    term_sent_at = None
+    kill_at = None  # when the TERMed job gets a KILL
     exited = False
     sel = selectors.DefaultSelector()
     pipe = child.stdout  # always a pipe: the command is started with stdout=PIPE
@@ -112,12 +119,19 @@ def run(
             elif deadline is not None and now >= deadline:
                 reason = "time_limit"
                 log.write(f"\n[gpuq] time limit of {args.time_limit:.0f} s reached; stopping\n".encode())
+            elif lease is not None and lease.ran_out():
+                reason = "fenced"
+                log.write(f"\n[gpuq] {_FENCED}; stopping\n".encode())
             if reason is not None:
                 _signal_job(group, child.pid, signal.SIGTERM, exited)
-                term_sent_at = now
-        elif term_sent_at is not None and now - term_sent_at >= args.grace:
+                kill_at = now + (min(args.grace, FENCE_KILL_S) if reason == "fenced" else args.grace)
+        elif kill_at is not None and lease is not None and lease.ran_out():
+            # Stopping already (its runner died with the raylet, say): the KILL comes no
+            # later than the lease's end allows, whatever the job's grace.
+            kill_at = min(kill_at, now + FENCE_KILL_S)
+        if kill_at is not None and now >= kill_at:
             _signal_job(group, child.pid, signal.SIGKILL, exited)
-            term_sent_at = None
+            kill_at = None
         if open_pipe:
             for _key, _ in sel.select(timeout=0.2):
                 try:
@@ -179,6 +193,9 @@ def run(
     if "nohome" in before:
         record["notes"] = [f"no home folder {cwd} on this node: the job ran in its private folder"]
     return record
+
+
+_FENCED = "this node lost the head for longer than its lease: the job is stopped here, to be requeued"
 
 
 def judge_memory(record: dict, group: cgroups.JobCgroup | None, log) -> dict:

@@ -26,3 +26,4 @@ class LaunchSpec:
     group_read: bool = False  # its log folder is readable by its group
     renv: dict | None = None  # its runtime env, as the node makes it (core/runtime_env.plan)
     limits: dict | None = None  # CPUs and memory (runner.rank_limits)
+    lease_s: float | None = None  # the node lease (core/lease.py): None, no fence (an older head)

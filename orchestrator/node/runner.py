@@ -41,6 +41,7 @@ from orchestrator.node import cgroups, packagestore
 from orchestrator.node.jobfiles import job_dir
 from orchestrator.node.launcher import Launched, Launcher
 from orchestrator.node.launchspec import LaunchSpec
+from orchestrator.node.lease import lease_path
 
 
 def rendezvous_env(master: dict) -> dict[str, str]:
@@ -156,11 +157,15 @@ class Runner:
         if spec.group_read:
             argv.append("--group-read")
         argv += ["--", "/bin/bash", "-c", spec.command]
-        sent = {"base": spec.base_env or {}, "env": job_env, "prepare": plan}
+        sent: dict = {"base": spec.base_env or {}, "env": job_env, "prepare": plan}
+        if getattr(spec, "lease_s", None):  # a spec from an older head has none
+            sent["lease"] = {"path": str(lease_path(self.data_root, self.node)), "seconds": spec.lease_s}
         mine = rank_limits(spec.limits or {}, len(gpus))
         if self.containment.usable:
             sent["cgroup"] = {
-                "name": cgroups.rank_name(env.get("GPUQ_CLUSTER", "none"), job_id, attempt, rank),
+                "name": cgroups.rank_name(
+                    cgroups.scope(env.get("GPUQ_CLUSTER", "none"), self.node), job_id, attempt, rank
+                ),
                 "found": self.containment.as_sent(),
                 **mine,
             }

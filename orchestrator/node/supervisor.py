@@ -63,6 +63,7 @@ from pathlib import Path
 from orchestrator.host.accounts import Account
 from orchestrator.node import cgroups, jobenv, jobfiles, procs, raycluster
 from orchestrator.node import command as command_run
+from orchestrator.node.lease import Lease
 
 PR_SET_PDEATHSIG = 1
 DEFAULT_LOG_CAP = 64 * 1024 * 1024
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
         )
     log = os.fdopen(log_fd, "ab", buffering=0)
     group = _cgroup(sent.get("cgroup"), log)
+    # The node's lease (core/lease.py): the job stops here when the node loses the head.
+    lease = Lease(sent["lease"]["path"], sent["lease"]["seconds"]) if sent.get("lease") else None
 
     def finish(record: dict) -> int:
         if (
@@ -253,7 +256,7 @@ def main(argv: list[str] | None = None, sent: dict | None = None, package_fds: l
     cwd, kind = (args.cwd, "named") if args.cwd else (account.home, "home")
     try:
         record = command_run.run(
-            command, env, switch, args, log, dfd, owner, started, stop_requested, cwd, kind, group
+            command, env, switch, args, log, dfd, owner, started, stop_requested, cwd, kind, group, lease
         )
         record = command_run.judge_memory(record, group, log)
         code = finish(record)

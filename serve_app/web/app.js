@@ -104,7 +104,10 @@ function showStatus(s) {
   const why = [["down", s.details.down_gpus], ["unhealthy", s.details.unhealthy_gpus], ["drained", s.details.drained_gpus]]
     .filter(([, n]) => n).map(([w, n]) => `${n} ${w}`);
   const nodes = (s.details.down_nodes || []).length ? ` (down: ${s.details.down_nodes.join(", ")})` : "";
-  set("out_of_service", why.length ? why.join(", ") + nodes : "none");
+  // A fencing node's jobs may still run there; they are requeued when its fence ends.
+  const fencing = Object.entries(s.details.fencing || {})
+    .map(([n, at]) => `; ${n} fencing: its jobs are requeued at ${new Date(at * 1000).toLocaleTimeString()}`).join("");
+  set("out_of_service", why.length ? why.join(", ") + nodes + fencing : "none");
   const sources = s.details.telemetry || [];
   $("#telemetry-note").textContent = sources.includes("simulated")
     ? "Telemetry is simulated on nodes without NVML." : "";
@@ -133,8 +136,10 @@ function showGpu(g, node) {
 
 function showGrid(resources) {
   const rows = resources.nodes.map((node) => el("div", { class: "node" },
-    el("div", { class: "node-name", text: node.state === "down" ? `${node.node} (down)` : node.node,
-      title: node.down ? `down: ${node.down.reason}` : "" }),
+    el("div", { class: "node-name", text: node.state === "up" ? node.node : `${node.node} (${node.state})`,
+      title: !node.down ? "" : node.state === "fencing"
+        ? `fencing: ${node.down.reason}; its jobs are requeued at ${new Date(node.down.requeue_at * 1000).toLocaleTimeString()}`
+        : `down: ${node.down.reason}` }),
     el("div", { class: "cells" }, ...node.gpus.map((g) => el("button", {
       type: "button", class: `gpu ${gpuClass(g)}`, "data-gpu": g.name, "data-run": g.run_id || "",
       title: gpuText(g, node), "aria-label": gpuText(g, node), text: String(g.index),

@@ -31,6 +31,7 @@ class FakeBackend:
         self.slots: dict[str, FakeSlot] = {}
         self.agents = {n: object() for n in self.node_sizes}
         self.telemetry = "simulated"
+        self.lease_s: float | None = None
         self.runs: dict[tuple[str, int, int], asyncio.Future] = {}  # (job, attempt, rank) -> exit record
         self.started: list[tuple[str, int]] = []  # (job, attempt), in order
         self.stopped: list[tuple[str, int]] = []
@@ -45,6 +46,9 @@ class FakeBackend:
         self.packages: dict[str, bytes] = {}  # Ray's store: stored name -> bytes
         self.node_ids = {n: f"id-{n}" for n in self.node_sizes}  # a new id: the node's raylet was replaced
         self._n = 0
+        self._renewals = 0
+        self.silent: set[str] = set()  # nodes whose lease is not renewed (cut off)
+        self.on_disk: dict[tuple, dict] = {}  # (job, attempt, rank) -> the exit record on its node
 
     # --- what the service calls --------------------------------------------------------
 
@@ -56,6 +60,11 @@ class FakeBackend:
 
     def ensure_agents(self, nodes) -> None:
         pass
+
+    def leases(self, nodes) -> dict[str, bytes | None]:
+        """Every node renews, each look, unless a test silenced it (`silent`)."""
+        self._renewals += 1
+        return {n: None if n in self.silent else str(self._renewals).encode() for n in nodes}
 
     def node_lost(self, node) -> None:
         self.lost_nodes.append(node)
@@ -109,7 +118,9 @@ class FakeBackend:
             self.end(job_id, attempt, rank, exit_code=-15, reason="stopped")
 
     async def call_agent(self, node, method, *args, timeout=10.0):
-        return None  # no exit record, no telemetry report
+        if method == "read_exit":  # what a supervisor wrote on its node's disk, if anything
+            return self.on_disk.get(tuple(args))
+        return None  # no telemetry report
 
     def park(self, name) -> None:
         if name in self.slots:

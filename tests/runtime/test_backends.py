@@ -36,7 +36,7 @@ def test_the_service_asks_its_backend_only_what_the_protocol_says():
     for path in runtime.glob("*.py"):
         if path.name not in ("backend.py", "placements.py", "backends.py"):
             used |= set(re.findall(r"\bbackend\.([a-z_]+)", path.read_text()))
-    known = set(METHODS) | {"slots", "agents", "telemetry"}
+    known = set(METHODS) | {"slots", "agents", "telemetry", "lease_s"}
     assert used - {"py"} <= known, sorted(used - known - {"py"})
 
 

@@ -37,7 +37,7 @@ def launcher():
     one.close()
 
 
-def start(launcher, tmp_path, command, contained, time_limit=0, memory=None, cpus=None):
+def start(launcher, tmp_path, command, contained, time_limit=0, memory=None, cpus=None, lease=None):
     job_id = uuid.uuid4().hex[:8]
     directory = job_dir(str(tmp_path), "n1", job_id, 1, 0)
     argv = [
@@ -52,7 +52,9 @@ def start(launcher, tmp_path, command, contained, time_limit=0, memory=None, cpu
         "-c",
         command,
     ]
-    sent = {"base": BASE, "env": {}}
+    sent: dict = {"base": BASE, "env": {}}
+    if lease:
+        sent["lease"] = lease
     if contained:
         sent["cgroup"] = {
             "name": cgroups.rank_name(f"test-{os.getpid()}", job_id, 1, 0),

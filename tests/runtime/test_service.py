@@ -11,6 +11,7 @@ import getpass
 import pytest
 
 from orchestrator.core.errors import InvalidSpec
+from orchestrator.core.lease import requeue_delay
 from orchestrator.core.states import JobState
 from orchestrator.head.service import OrchestratorService
 from tests.runtime.fakes import FakeBackend
@@ -135,14 +136,33 @@ def test_a_time_limit_is_final_even_with_retries_left(tmp_path):
     scenario(tmp_path, body)
 
 
-def test_a_lost_runner_puts_the_job_back_without_using_a_retry(tmp_path):
+def test_a_lost_runner_puts_the_job_back_without_a_retry_once_its_supervisor_could_have_stopped_it(tmp_path):
+    """Its node is up, but its supervisor may still be giving the job its grace: the job
+    moves only when the stop has certainly happened."""
+
     async def body(w):
         job_id = await w.submit(max_retries=0)
         await w.running(job_id)
         w.backend.lose(job_id, 1)
+        await cycles(w)
+        assert w.job(job_id).state is JobState.RUNNING and w.job(job_id).attempts == 1
+        w.clock.advance(w.svc.site.stop_grace_s + 20)
         job = await w.running(job_id, attempt=2)
         assert job.retries == 0
         assert any(e.reason.startswith("node lost") for e in job.events)
+
+    scenario(tmp_path, body)
+
+
+def test_a_lost_runners_job_ends_by_the_record_its_supervisor_left_on_the_node(tmp_path):
+    async def body(w):
+        job_id = await w.submit(max_retries=0)
+        await w.running(job_id)
+        w.backend.lose(job_id, 1)
+        await cycles(w)
+        w.backend.on_disk[(job_id, 1, 0)] = {"exit_code": 0, "signal": None, "reason": "exited"}
+        await until(lambda: w.job(job_id).state is JobState.COMPLETED)
+        assert w.job(job_id).attempts == 1
 
     scenario(tmp_path, body)
 
@@ -259,6 +279,16 @@ def test_a_node_ray_declares_dead_is_down_and_its_job_runs_on_the_other_node(tmp
         lost = next(iter(job.allocation))
         del w.backend.node_sizes[lost]  # Ray lists it dead
         w.backend.lose(job_id, 1)  # and its runner is gone with it
+        await until(lambda: lost in w.svc.fleet.down)
+        await cycles(w)
+        # It may still run there, out of reach: not requeued before the node's fence ends.
+        down = w.svc.fleet.down[lost]
+        assert down.fencing and w.job(job_id).state is JobState.RUNNING and w.job(job_id).attempts == 1
+        assert down.requeue_at == w.clock() + requeue_delay(
+            w.svc.site.node_lease_s, w.svc.site.node_fence_margin_s
+        )
+        assert any(e.trigger == "fencing" for e in w.job(job_id).events)
+        w.clock.advance(down.requeue_at - w.clock())
         job = await w.running(job_id, attempt=2)
         assert list(job.allocation) != [lost] and job.retries == 0
         assert any(f"node {lost} down" in e.reason for e in job.events)
@@ -271,6 +301,50 @@ def test_a_node_ray_declares_dead_is_down_and_its_job_runs_on_the_other_node(tmp
     scenario(tmp_path, body)
 
 
+def test_a_node_cut_off_is_fenced_by_its_lease_and_its_job_requeued_only_at_the_fences_end(tmp_path):
+    """Ray still lists the node (a partition Ray has not judged yet), but its lease is not
+    renewed: after node_lease_s it is down and fencing; its job moves at the fence's end."""
+
+    async def body(w):
+        job_id = await w.submit(gpus=8, max_retries=0)
+        job = await w.running(job_id)
+        (node,) = job.allocation
+        await cycles(w)
+        w.backend.silent.add(node)
+        w.clock.advance(w.svc.site.node_lease_s - 1)
+        await cycles(w)
+        assert node not in w.svc.fleet.down  # a lease not yet run out: nothing happens
+        w.clock.advance(2)
+        await until(lambda: node in w.svc.fleet.down)
+        down = w.svc.fleet.down[node]
+        assert down.fencing and "lease was not renewed" in down.reason
+        assert w.job(job_id).state is JobState.RUNNING and w.backend.stopped == []
+        assert (await w.svc.cluster.status())["details"]["fencing"] == {node: down.requeue_at}
+        w.clock.advance(down.requeue_at - w.clock())
+        job = await w.running(job_id, attempt=2)
+        assert list(job.allocation) != [node] and job.retries == 0
+        assert w.svc.fleet.down[node].fenced
+
+    scenario(tmp_path, body)
+
+
+def test_a_flapping_lease_shorter_than_the_lease_stops_nothing(tmp_path):
+    async def body(w):
+        job_id = await w.submit(gpus=8)
+        (node,) = (await w.running(job_id)).allocation
+        for _ in range(5):  # cut for most of a lease, five times
+            await cycles(w)
+            w.backend.silent.add(node)
+            w.clock.advance(w.svc.site.node_lease_s - 2)
+            await cycles(w)
+            w.backend.silent.discard(node)
+            await until(lambda: w.svc.watch.contacts.late(node, w.clock()) == 0)
+        assert node not in w.svc.fleet.down
+        assert w.job(job_id).state is JobState.RUNNING and w.job(job_id).attempts == 1
+
+    scenario(tmp_path, body)
+
+
 def test_a_node_that_registers_again_returns_to_service_but_a_drained_gpu_stays_drained(tmp_path):
     async def body(w):
         await w.svc.cluster.drain("gmi-node-1", [3], "fan noise", "admin", requeue=False)
@@ -278,11 +352,15 @@ def test_a_node_that_registers_again_returns_to_service_but_a_drained_gpu_stays_
         await until(lambda: "gmi-node-1" in w.svc.fleet.down)
         w.backend.node_sizes["gmi-node-1"] = 8
         w.backend.node_ids["gmi-node-1"] = "id-new-raylet"
+        await cycles(w)
+        assert w.svc.fleet.down["gmi-node-1"].fencing  # back in Ray, but not before its fence ends
+        w.clock.advance(60)
         await until(lambda: "gmi-node-1" not in w.svc.fleet.down)
         shown = [s.shown for s in w.svc.inventory.nodes["gmi-node-1"]]
         assert shown == ["free"] * 3 + ["drained"] + ["free"] * 4
-        assert [e["action"] for e in w.svc.fleet.events if e["node"] == "gmi-node-1"][-2:] == [
+        assert [e["action"] for e in w.svc.fleet.events if e["node"] == "gmi-node-1"][-3:] == [
             "down",
+            "fenced",
             "returned",
         ]
 
@@ -294,6 +372,7 @@ def test_with_return_to_service_off_a_node_comes_back_drained(tmp_path):
         w.backend.node_sizes.pop("gmi-node-2")
         await until(lambda: "gmi-node-2" in w.svc.fleet.down)
         w.backend.node_sizes["gmi-node-2"] = 8
+        w.clock.advance(60)
         await until(lambda: "gmi-node-2" not in w.svc.fleet.down)
         assert {s.shown for s in w.svc.inventory.nodes["gmi-node-2"]} == {"drained"}
         assert await w.svc.cluster.undrain("gmi-node-2", None, "admin", "checked") is not None
