@@ -54,15 +54,18 @@ def requeue_delay(lease_s: float, margin_s: float) -> float:
 
 
 def ray_health_check(lease_s: float) -> dict[str, int]:
-    """Ray's health-check settings (read by the head's GCS) under which Ray declares a
-    node that stopped answering dead only after about `lease_s`: a failed check waits out
-    its 1 s time-out and the next comes 1 s later, about 2 s a failure (measured: 3
-    failures take 5.2-5.8 s). A raylet that is gone refuses at once, so it is declared
-    dead after about `threshold` seconds."""
+    """Ray's health-check settings (read by the head's GCS), under which Ray does not
+    declare a node that was cut off for less than the lease dead. A failed check waits
+    out its 1 s time-out and the next comes 1 s later: about 2 s a failure (measured: 3
+    failures take 5.2-5.8 s). After a cut, checks keep failing until gRPC's reconnect
+    back-off (1 s, x1.6 each time) tries again: after a 15 s cut, for 7 s more
+    (measured). So Ray waits about twice the lease and 10 s more for a node cut off,
+    and about the lease and 5 s for a raylet that is gone (its port refuses at once).
+    gpuq does not wait for Ray's verdict: a lease not renewed is enough."""
     return {
         "health_check_period_ms": 1000,
         "health_check_timeout_ms": 1000,
-        "health_check_failure_threshold": max(3, math.ceil(lease_s / 2) + 1),
+        "health_check_failure_threshold": math.ceil(lease_s) + 5,
     }
 
 

@@ -245,14 +245,15 @@ class Launches:
             # A runner died: if its node did, mark the node down now, so that the job is
             # requeued as evicted and nothing is planned on that node again.
             await self.looks.look_now()
-        # A runner that died without an exit record: ask its node whether the job ended.
+        # A runner that died without an exit record: ask its node whether the job ended
+        # (not a node that is down: its agent is out of reach, and the fence has spoken).
         for rank, res in results.items():
             if res is None:
                 node = job.node_of_rank(attempt, rank)
                 try:
                     results[rank] = (
                         await self.backend.call_agent(node, "read_exit", job.id, attempt, rank)
-                        if node
+                        if node and node not in self.fleet.down
                         else None
                     )
                 except Exception:

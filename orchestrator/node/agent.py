@@ -8,23 +8,26 @@ orchestrator no longer runs is killed and removed (a supervisor that was SIGKILL
 leaves it behind), and so is any process tagged with this cluster's id and such a job
 (a node where no cgroup can be made).
 
-It holds the node's lease (core/lease.py): every second it asks the GCS whether this
-node is alive and writes the lease there; when both answer in time it records the
-renewal in the node's lease file (node/lease.py), which every supervisor reads. A node
-that cannot reach the head renews nothing, and its jobs stop by themselves. Should a
-supervisor be gone, the agent kills what is left of every job FENCE_KILL_S after the
-lease ran out. All of it without the head: the node is on its own.
+It holds the node's lease (core/lease.py) through its lease keeper, a process of its
+own (leasekeeper.py): every second the keeper asks the GCS whether this node is alive
+and writes the lease there; when both answer in time it records the renewal in the
+node's lease file (node/lease.py), which every supervisor reads. A node that cannot
+reach the head renews nothing, and its jobs stop by themselves. Should a supervisor be
+gone, the agent kills what is left of every job FENCE_KILL_S after the lease ran out.
+All of it without the head: the node is on its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import ray
 
@@ -35,6 +38,12 @@ from orchestrator.node.jobfiles import job_dir, open_owned, read_exit
 from orchestrator.node.telemetry import SIMULATED, NodeReport, provider_for, report
 
 MAX_READ = 1024 * 1024
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+# The lease keeper, in a Python that ignores PYTHON* variables (-I): gpuq's package first.
+KEEPER = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from orchestrator.node.leasekeeper import main; sys.exit(main(sys.argv[2:]))"
+)
 
 
 AGENT_PREFIX = "gpuq-agent-"
@@ -55,6 +64,8 @@ class NodeAgent:
         self.lease_s: float | None = None  # set by the orchestrator (configure); None: no backstop yet
         self.renewed = node_lease.now()  # an agent starts on a node Ray has just placed it on
         self.fenced_at: float | None = None
+        self._keeper: subprocess.Popen | None = None  # the lease keeper (leasekeeper.py)
+        self._keeper_path: Path | None = None
         threading.Thread(target=self._hold_lease, daemon=True, name="gpuq-lease").start()
 
     def configure(
@@ -118,40 +129,59 @@ class NodeAgent:
     # --- the lease: this node's own, held without the head ---------------------------
 
     def _hold_lease(self) -> None:
-        seq = 0
+        """Keep the lease keeper running (leasekeeper.py), watch its renewals, and kill
+        what is left of the node's jobs FENCE_KILL_S after the lease ran out."""
+        log = logging.getLogger("gpuq.agent")
+        failing = False
         while True:
-            sent = node_lease.now()
-            seq += 1
             try:
-                renewed = self._renew(seq) and node_lease.now() - sent <= leases.RENEW_TIMEOUT_S
-            except Exception:  # the GCS is out of reach (a partition, the head down)
-                renewed = False
-            try:
-                if renewed:
-                    self.renewed, self.fenced_at = sent, None
-                    node_lease.write(node_lease.lease_path(self.data_root, self.node), sent)
-                elif self.lease_s is not None and sent - self.renewed > self.lease_s + leases.FENCE_KILL_S:
+                path = node_lease.lease_path(self.data_root, self.node)
+                self._keep(path)
+                now = node_lease.now()
+                self.renewed = max(self.renewed, node_lease.read(path) or 0.0)
+                late = now - self.renewed
+                if late > 3 * leases.RENEW_EVERY_S and not failing:
+                    failing = True
+                    log.warning("%s has not renewed its lease for %.0f s", self.node, late)
+                elif late <= 3 * leases.RENEW_EVERY_S and failing:
+                    failing, self.fenced_at = False, None
+                    log.warning("%s renews its lease again", self.node)
+                if self.lease_s is not None and late > self.lease_s + leases.FENCE_KILL_S:
                     self._fence_leftovers()
             except Exception:
-                logging.getLogger("gpuq.agent").exception("the lease loop failed once")
-            time.sleep(max(0.05, leases.RENEW_EVERY_S - (node_lease.now() - sent)))
+                log.exception("the lease watch failed once")
+            time.sleep(leases.RENEW_EVERY_S / 2)
 
-    def _renew(self, seq: int) -> bool:
-        """One renewal through the GCS: is this node alive to Ray, then the lease written.
-        A node Ray declared dead renews nothing: its raylet will exit, and the head
-        counts from its last renewal."""
-        from ray._private import worker  # the worker's own GCS client, with time-outs
-        from ray._raylet import NodeID  # type: ignore[attr-defined]  # a compiled module
+    def _keep(self, path) -> None:
+        """The lease keeper runs, for this lease file (started again if it died, or
+        if the orchestrator moved the data dir)."""
+        if self._keeper is not None and self._keeper.poll() is None and self._keeper_path == path:
+            return
+        if self._keeper is not None and self._keeper.poll() is None:
+            self._keeper.kill()
+            self._keeper.wait()
+        from ray._private import worker
 
-        gcs = worker.global_worker.gcs_client  # type: ignore[attr-defined]  # set once connected
-        me = NodeID.from_hex(ray.get_runtime_context().get_node_id())
-        if not gcs.check_alive([me], timeout=leases.RENEW_TIMEOUT_S)[0]:
-            return False
-        value = json.dumps({"seq": seq, "pid": os.getpid(), "at": time.time()}).encode()
-        gcs.internal_kv_put(
-            leases.key(self.node).encode(), value, True, leases.NAMESPACE, timeout=leases.RENEW_TIMEOUT_S
+        mine = worker.global_worker.gcs_client  # type: ignore[attr-defined]  # set once connected
+        node_id = ray.get_runtime_context().get_node_id()
+        self._keeper = subprocess.Popen(
+            [
+                sys.executable,
+                "-I",
+                "-c",
+                KEEPER,
+                PACKAGE_ROOT,
+                mine.address,
+                mine.cluster_id.hex(),
+                node_id,
+                str(path),
+                leases.key(self.node),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            cwd="/",
         )
-        return True
+        self._keeper_path = path
 
     def _fence_leftovers(self) -> None:
         """The lease ran out FENCE_KILL_S ago: every job of this node has stopped, unless
