@@ -373,7 +373,7 @@ def main() -> int:
     os.environ["GPUQ_HOME"] = tempfile.mkdtemp(prefix="gpuq-chaos-home-")
     import ray
 
-    from orchestrator.deploy.localcluster import add_simulated_node, start_inprocess_cluster
+    from orchestrator.deploy.localcluster import TEST_LEASE_S, add_simulated_node, start_inprocess_cluster
     from orchestrator.head.actor import start_orchestrator
     from serve_app.api import deploy
     from serve_app.auth import TokenFile
@@ -397,6 +397,10 @@ def main() -> int:
         "reap_interval_s": 2.0,
         "warm_slots_per_node": 0,
         "slot_idle_s": 0,
+        # The in-process cluster's Ray declares a killed raylet dead in ~3 s (its health
+        # check follows localcluster.TEST_LEASE_S); the lease and fence follow suit.
+        "node_lease_s": TEST_LEASE_S,
+        "node_fence_margin_s": 1.0,
         "allow_shared_account": True,
         # This run's jobs are trivial and run as whoever runs it, root included.
         "allowed_system_accounts": [me],

@@ -17,7 +17,7 @@ from orchestrator.core.queue import JobQueue
 # Modules whose tests kill nodes, orchestrators, disks or accounts: the fault tier.
 FAULT_MODULES = {
     "test_chaos.py",
-    "test_node_loss.py",
+    "test_partition.py",
     "test_upgrade.py",
     "test_store_faults.py",
     "test_multiuser.py",

@@ -52,6 +52,14 @@ def up(
         str | None,
         typer.Option(help="attach to this running Ray cluster instead of starting one (cluster.yaml does)"),
     ] = None,
+    hosts: Annotated[
+        bool,
+        typer.Option(
+            "--hosts",
+            help="each simulated node a host of its own: a network namespace on a bridge to the head, "
+            "with its own data dir and /tmp (needs root)",
+        ),
+    ] = False,
 ) -> None:
     """Start a local Ray cluster and the orchestrator on it.
 
@@ -63,14 +71,15 @@ def up(
 
     try:
         cfg = load_config()
-        started = localcluster.up(config=cfg.model_dump(), simulate=simulate, attach=address)
+        started = localcluster.up(config=cfg.model_dump(), simulate=simulate, attach=address, separate=hosts)
     except (GpuqError, RuntimeError, ConnectionError) as e:
         _fail(str(e))
     kind = "simulated" if started["simulated"] else "real"
     console.print(f"[green]gpuq is up[/green] — Ray at {started['address']} (namespace gpuq)")
+    apart = ", a host of its own (network namespace)" if started.get("separate_hosts") else ""
     for node, gpus in started["nodes"].items():
         again = " (started again)" if node in started.get("repaired", []) else ""
-        console.print(f"  node {node}: {gpus} {kind} GPUs{again}")
+        console.print(f"  node {node}: {gpus} {kind} GPUs{apart}{again}")
     console.print(
         f"  orchestrator: actor gpuq-orchestrator (detached), {started['orchestrator']}; store "
         + store_path(cfg)

@@ -1,5 +1,10 @@
 """`gpuq up` / `gpuq down`: a local Ray cluster with the orchestrator on it.
 
+Over 400 lines: it is the one place that knows how gpuq starts Ray on one machine, in
+each of its shapes (simulated nodes on this host, or as hosts of their own: hosts.py;
+in-process for the tests and benchmarks), which must agree on ports, tokens and the
+health check.
+
 Without GPUs (a laptop, CI) the cluster is a head plus two *simulated* 8-GPU nodes,
 `gmi-node-1` and `gmi-node-2`: worker raylets on this host that declare num_gpus=8,
 the node label and the per-node resource, exactly as the real nodes are started by
@@ -38,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.config import Config
+from orchestrator.core.lease import ray_health_check
 from orchestrator.host.paths import gpuq_home, secure_home
 
 HEAD_PORT = int(os.environ.get("GPUQ_RAY_PORT", "6380"))
@@ -46,19 +52,23 @@ OBJECT_STORE_BYTES = 200 * 1024 * 1024
 # gpuq's actors reserve no CPU, so a raylet's CPU count only sets how many Ray workers it
 # may start at once (min(cores, num_cpus)); one would start runners one at a time.
 WORKER_CPUS = os.cpu_count() or 2
+
+
 # Ray declares a node dead after `failure_threshold` failed health checks from the GCS,
-# `period` apart (Ray's defaults, 5 x 3 s, take about 15 s). gpuq wants a lost node
-# noticed in seconds: with these, a raylet that died is dead to Ray in about 3 s (its port
-# refuses at once) and a host that vanished in about 6 s (each check waits out its
-# time-out). Ray's verdict fences the node: a raylet marked dead exits with its workers
-# even if it was only slow, so a false alarm (a raylet that cannot answer for 3 s) costs
-# the jobs on that node a restart elsewhere, as infrastructure failures; never a double
-# run. cluster.yaml sets the same on the production head.
-RAY_HEALTH_CHECK = {
-    "health_check_period_ms": 1000,
-    "health_check_timeout_ms": 1000,
-    "health_check_failure_threshold": 3,
-}
+# `period` apart (Ray's defaults, 5 x 3 s, take about 15 s). A raylet declared dead exits
+# with its workers when it hears of it, even if it was only cut off for a while; so Ray
+# must not declare a node dead before the node lease (core/lease.py) has run out, or a
+# short partition would kill jobs that gpuq meant to keep. `ray_health_check` follows the
+# lease: with the default 20 s lease, a raylet that died is dead to Ray in about 11 s
+# (its port refuses at once) and a host cut off in about 22 s. gpuq requeues their jobs
+# at its own fence's end either way. cluster.yaml sets the same on the production head.
+def ray_health_check_env(lease_s: float) -> dict[str, str]:
+    """Ray's health-check settings as the environment of `ray start --head` (its GCS reads them)."""
+    return {f"RAY_{k}": str(v) for k, v in ray_health_check(lease_s).items()}
+
+
+# The tests' in-process cluster: they kill raylets, never cut a node off, so Ray may be quick.
+TEST_LEASE_S = 4.0
 
 
 def ray_bin() -> str:
@@ -136,9 +146,17 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_ray(simulate: bool | None = None, client_port: int | None = None) -> dict:
+def start_ray(
+    simulate: bool | None = None,
+    client_port: int | None = None,
+    lease_s: float = Config().node_lease_s,
+    site: Config | None = None,
+    separate: bool = False,
+) -> dict:
     """Start the head and its GPU nodes; returns what was started. Ray Client only
-    with `client_port` (the site's ray_client_port)."""
+    with `client_port` (the site's ray_client_port); Ray's health check follows the
+    site's node lease (`lease_s`). `separate`: each simulated node a host of its own
+    (hosts.py)."""
     if _port_open(HEAD_PORT):
         raise RuntimeError(
             f"something already listens on port {HEAD_PORT}: is gpuq up already? (gpuq down stops it)"
@@ -151,9 +169,34 @@ def start_ray(simulate: bool | None = None, client_port: int | None = None) -> d
         f"--object-store-memory={OBJECT_STORE_BYTES}",
         *([f"--ray-client-server-port={client_port}"] if client_port else []),
     ]
-    health = {f"RAY_{k}": str(v) for k, v in RAY_HEALTH_CHECK.items()}  # read by the head's GCS
+    health = ray_health_check_env(lease_s)  # read by the head's GCS
     nodes: dict[str, int] = {}
-    if simulate:
+    head = address()
+    if simulate and separate:
+        from orchestrator.deploy import hosts
+
+        if (why := hosts.available()) is not None:
+            raise RuntimeError(why)
+        hosts.make_bridge()
+        head = f"{hosts.HEAD_IP}:{HEAD_PORT}"
+        base = HEAD_PORT + 100  # this head's agents' ports, apart from any other Ray on the host
+        _ray_start(
+            "--head",
+            f"--port={HEAD_PORT}",
+            f"--node-ip-address={hosts.HEAD_IP}",
+            "--num-cpus=1",
+            "--num-gpus=0",
+            f"--dashboard-agent-listen-port={base}",
+            f"--dashboard-agent-grpc-port={base + 1}",
+            f"--metrics-export-port={base + 2}",
+            f"--runtime-env-agent-port={base + 3}",
+            *common,
+            env=health,
+        )
+        for name in SIMULATED_NODES:
+            start_separate_node(name, head, site or Config())
+            nodes[name] = 8
+    elif simulate:
         _ray_start("--head", f"--port={HEAD_PORT}", "--num-cpus=1", "--num-gpus=0", *common, env=health)
         for name in SIMULATED_NODES:
             start_simulated_node(name)
@@ -170,7 +213,13 @@ def start_ray(simulate: bool | None = None, client_port: int | None = None) -> d
             env=health,
         )
         nodes[name] = gpus
-    started = {"address": address(), "simulated": simulate, "nodes": nodes, "started_at": time.time()}
+    started = {
+        "address": head,
+        "simulated": simulate,
+        "separate_hosts": bool(simulate and separate),
+        "nodes": nodes,
+        "started_at": time.time(),
+    }
     state_file().parent.mkdir(parents=True, exist_ok=True)
     state_file().write_text(json.dumps(started, indent=2))
     return started
@@ -194,7 +243,33 @@ def start_simulated_node(name: str) -> None:
     )
 
 
-def repair(started: dict) -> list[str]:
+def start_separate_node(name: str, head: str, site: Config) -> None:
+    """The simulated 8-GPU node `name` as a host of its own (hosts.py)."""
+    from orchestrator.deploy import hosts
+    from orchestrator.host.siteconfig import data_dir, scratch_dir
+
+    hosts.start_node(
+        SIMULATED_NODES.index(name) + 1,
+        gpuq_home() / "hosts" / name,
+        [Path(data_dir(site)), Path(scratch_dir(site))],
+        ray_env(),
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.deploy.raystart",
+            "start",
+            f"--address={head}",
+            f"--num-cpus={WORKER_CPUS}",
+            "--num-gpus=8",
+            f"--resources={json.dumps({name: 1})}",
+            f"--labels=gmi/node={name}",
+            f"--object-store-memory={OBJECT_STORE_BYTES}",
+            "--disable-usage-stats",
+        ],
+    )
+
+
+def repair(started: dict, site: Config | None = None) -> list[str]:
     """Start again the simulated nodes of a running local cluster that are gone (a killed
     raylet); returns their names. Running jobs on the other nodes are not touched."""
     from orchestrator.head.nodes import discover_nodes
@@ -204,7 +279,10 @@ def repair(started: dict) -> list[str]:
     alive = discover_nodes()
     missing = [name for name in started["nodes"] if name not in alive]
     for name in missing:
-        start_simulated_node(name)
+        if started.get("separate_hosts"):  # a host that lost its raylet is started afresh, like a reboot
+            start_separate_node(name, started["address"], site or Config())
+        else:
+            start_simulated_node(name)
     return missing
 
 
@@ -222,7 +300,9 @@ def start_inprocess_cluster():
 
     cluster = Cluster(
         initialize_head=True,
-        head_node_args=dict(num_cpus=1, num_gpus=0, include_dashboard=False, _system_config=RAY_HEALTH_CHECK),
+        head_node_args=dict(
+            num_cpus=1, num_gpus=0, include_dashboard=False, _system_config=ray_health_check(TEST_LEASE_S)
+        ),
     )
     for name in SIMULATED_NODES:
         add_simulated_node(cluster, name)
@@ -262,9 +342,14 @@ def wait_for_nodes(expected: int, timeout: float = 60) -> None:
     assert ray.is_initialized()
 
 
-def up(config: dict | None = None, simulate: bool | None = None, attach: str | None = None) -> dict:
+def up(
+    config: dict | None = None,
+    simulate: bool | None = None,
+    attach: str | None = None,
+    separate: bool = False,
+) -> dict:
     """Start Ray (unless `attach` names a running cluster) and the orchestrator on it;
-    returns a summary for the user."""
+    returns a summary for the user. `separate`: simulated nodes as hosts of their own."""
     from orchestrator.deploy.rollout import ensure_orchestrator
     from orchestrator.head.nodes import discover_nodes
 
@@ -281,11 +366,11 @@ def up(config: dict | None = None, simulate: bool | None = None, attach: str | N
     else:
         if _port_open(HEAD_PORT) and state_file().exists():  # up already: repair and upgrade, touch no job
             started = json.loads(state_file().read_text())
-            connect()
-            started["repaired"] = repair(started)
+            connect(started["address"])
+            started["repaired"] = repair(started, site)
         else:
-            started = start_ray(simulate, site.ray_client_port)
-            connect()
+            started = start_ray(simulate, site.ray_client_port, site.node_lease_s, site, separate)
+            connect(started["address"])
         wait_for_nodes(len(started["nodes"]))
     started["orchestrator"] = ensure_orchestrator(config)
     from orchestrator.host.accounts import install_mode
@@ -339,7 +424,19 @@ def down() -> bool:
     """Stop the orchestrator and the local cluster. False if nothing was running."""
     if not _port_open(HEAD_PORT) and not state_file().exists():
         return False
-    # `ray stop` ends every Ray instance this user started on this host; gpuq up starts one.
-    subprocess.run([ray_bin(), "stop"], capture_output=True, env={**os.environ, **ray_env()})
+    try:
+        started = json.loads(state_file().read_text())
+    except (OSError, ValueError):
+        started = {}
+    from orchestrator.deploy import hosts
+
+    if started.get("separate_hosts") or hosts.bridge_exists():  # a start that failed half-way too
+        for index in range(1, len(SIMULATED_NODES) + 1):
+            hosts.remove_host(index)
+        hosts.stop_head(ray_env()["RAY_TMPDIR"])
+        hosts.remove_bridge()
+    else:
+        # `ray stop` ends every Ray instance this user started on this host; gpuq up starts one.
+        subprocess.run([ray_bin(), "stop"], capture_output=True, env={**os.environ, **ray_env()})
     state_file().unlink(missing_ok=True)
     return True
