@@ -435,6 +435,15 @@ def register(app: typer.Typer) -> None:
             console.print(
                 f"[bold]{node['node']}[/bold] {node['free']}/{node['total']} free  " + "  ".join(cells)
             )
+            down = node.get("down")
+            if down and node.get("state") == "fencing" and down.get("requeue_at"):
+                at = down["requeue_at"]
+                console.print(
+                    f"  [red]fencing[/red]: {down['reason']}; its jobs may still run there, requeued at "
+                    f"{time.strftime('%H:%M:%S', time.localtime(at))} (in {max(0, at - time.time()):.0f} s)"
+                )
+            elif down:
+                console.print(f"  [red]down[/red]: {down['reason']}")
             console.print(f"  telemetry: {tel.get('detail', 'none')}", style="dim")
 
 

@@ -1,6 +1,6 @@
 """`gpuq up` / `gpuq down`: a local Ray cluster with the orchestrator on it.
 
-Over 400 lines: it is the one place that knows how gpuq starts Ray on one machine, in
+It is over 400 lines: the one place that knows how gpuq starts Ray on one machine, in
 each of its shapes (simulated nodes on this host, or as hosts of their own: hosts.py;
 in-process for the tests and benchmarks), which must agree on ports, tokens and the
 health check.

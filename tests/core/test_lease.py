@@ -63,3 +63,14 @@ def test_ray_does_not_declare_a_node_dead_before_its_lease_ends_and_grpc_reconne
         # a cut-off node's checks fail about every 2 s (a 1 s time-out, then 1 s to the
         # next), and go on failing after a heal until gRPC's back-off lets it reconnect
         assert hc["health_check_failure_threshold"] * 2 >= 2 * lease_s + 10
+
+
+def test_the_production_head_in_cluster_yaml_waits_as_long_as_the_default_lease_needs():
+    import re
+    from pathlib import Path
+
+    from orchestrator.core.config import Config
+
+    text = (Path(__file__).resolve().parents[2] / "cluster.yaml").read_text()
+    (threshold,) = re.findall(r"RAY_health_check_failure_threshold=(\d+)", text)
+    assert int(threshold) == ray_health_check(Config().node_lease_s)["health_check_failure_threshold"]
