@@ -112,6 +112,10 @@ class Contacts:
         """The node's lease has run out by the head's count: its supervisors are fencing."""
         return node in self.renewing and self.late(node, now) > self.lease_s
 
+    def renewed_since_lost(self, node: str, now: float) -> bool:
+        """The node's lease has been renewed since it was lost (forget), and is current."""
+        return node in self.renewing and not self.lapsed(node, now)
+
     def requeue_at(self, node: str) -> float:
         """When the node's jobs have certainly stopped, and may run elsewhere."""
         return self.last_contact(node) + requeue_delay(self.lease_s, self.margin_s)

@@ -168,7 +168,10 @@ class GpuWatch:
                 log.info("node %s joined with %d GPUs", name, info.gpus)
                 self.journal.save([], kv={"fleet": self.fleet.saved()})
             elif name in self.fleet.down:
-                if not self.fleet.down[name].fencing:  # never while its old jobs may run there
+                # Back once its fence is over (never while its old jobs may run there) and
+                # its lease is renewed again: Ray may still list a raylet cut off for longer
+                # than the lease, which cannot run anything until it reaches the head.
+                if not self.fleet.down[name].fencing and self.contacts.renewed_since_lost(name, now):
                     self.node_back(name)
             elif name in self.nodes and self.nodes[name].node_id != info.node_id:
                 # A new raylet under the old name between two looks: the old one's jobs
