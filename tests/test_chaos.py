@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.deploy.localcluster import TEST_LEASE_S, add_simulated_node
+from orchestrator.deploy.localcluster import add_simulated_node
 from tests.orchestration import Harness
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "chaos.py"
@@ -46,7 +46,9 @@ def test_a_short_chaos_run_loses_nothing_and_runs_nothing_twice(ray_cluster, api
         store_path=str(store),
         slot_idle_s=0,
         reap_interval_s=2.0,
-        node_lease_s=TEST_LEASE_S,  # the session's Ray declares a killed raylet dead as quickly
+        # A short lease, so a killed raylet's jobs move in ~16 s; not shorter, so that a
+        # killed node agent (and its lease keeper) is back before the lease runs out.
+        node_lease_s=10.0,
         node_fence_margin_s=1.0,
         priority_grants={"alice": "CRITICAL"},
     )  # the CRITICAL jobs that preempt LOW ones
