@@ -201,9 +201,14 @@ def scenario(
         long = fault == "kill" or heal_after is None
         cluster.wait(moved, requeue_timeout if long else heal_after + 30, "the job to run elsewhere")
         moved_at = time.time()
-    except AssertionError:
+    except AssertionError as e:
         if fault == "kill" or heal_after is None:
-            raise
+            events = [
+                (round(ev["time"] - cut, 1), ev["to_state"], ev["reason"][:90])
+                for ev in cluster.job(job_id)["events"]
+            ]
+            nodes = [(n["node"], n["state"], n["down"]) for n in cluster.get("/resources")["nodes"]]
+            raise AssertionError(f"{e}; the job's events since the cut: {events}; nodes: {nodes}") from None
     if fault == "partition" and heal_after is None:
         time.sleep(hold_s)  # never healed, as far as the job is concerned: the old copy must stay stopped
         hosts.heal(index)

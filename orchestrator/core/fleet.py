@@ -244,7 +244,10 @@ class Fleet:
     # --- telemetry ------------------------------------------------------------------
 
     def ingest(self, node: str, report: NodeReport | None, now: float) -> list[Finding]:
-        """One poll's answer from a node (None: it did not answer)."""
+        """One poll's answer from a node (None: it did not answer). A node that went down
+        while it was asked is not judged: its silence is the down state's to show."""
+        if node in self.down:
+            return []
         self.monitor.expect(node, now)
         if report is None:
             return []
@@ -253,7 +256,7 @@ class Fleet:
         return self.monitor.observe(report, holders)
 
     def silence(self, now: float) -> list[Finding]:
-        return self.monitor.silence(now)
+        return [f for f in self.monitor.silence(now) if f.node not in self.down]
 
     def idle(self, now: float) -> dict[tuple[str, int], tuple[str, float]]:
         return self.monitor.idle(now)

@@ -98,3 +98,13 @@ def test_a_down_node_is_stored_with_its_size_and_shown_down_after_a_restart(flee
     inv = Inventory.of({"gmi-node-1": 8, **saved["nodes"]})
     again = Fleet(inv, HealthRules(), saved)
     assert {s.shown for s in inv.nodes["gmi-node-2"]} == {"down"} and "gmi-node-2" in again.down
+
+
+def test_a_node_that_went_down_while_it_was_asked_is_never_judged_silent(fleet):
+    """A poll's late answer (None) for a node lost meanwhile must not start its silence:
+    that marked a cut-off node's GPUs unhealthy for good (found on separate hosts)."""
+    fleet.ingest("gmi-node-1", None, now=0.0)
+    fleet.node_lost("gmi-node-1", "its lease was not renewed for 20 s", now=1.0, requeue_at=36.0)
+    assert fleet.ingest("gmi-node-1", None, now=2.0) == []
+    assert fleet.silence(now=1000.0) == []
+    assert not fleet.out
