@@ -170,6 +170,8 @@ def scenario(
     the job runs elsewhere when None) or "kill" (the raylet, SIGKILL)."""
     from orchestrator.deploy import hosts
 
+    # Both nodes in service first: an earlier fault's node may still be on its way back.
+    cluster.wait(lambda: all(_repair(cluster, n) for n in NODES), 240, "both nodes in service")
     job_id, stamps, stop = cluster.stamping_job()
     job = cluster.wait(lambda: (j := cluster.job(job_id))["state"] == "running" and j, 90, "the job to run")
     (node,) = job["allocation"]

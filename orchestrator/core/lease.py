@@ -69,6 +69,16 @@ def ray_health_check(lease_s: float) -> dict[str, int]:
     }
 
 
+def ray_settled(down_since: float, lease_s: float, now: float) -> bool:
+    """Whether Ray can no longer declare the raylet of a node that went down at
+    `down_since` dead: a node lost by its lease was cut off about `lease_s` before, and
+    Ray judges a cut-off node within about 2 x its failure threshold (ray_health_check).
+    A node that returned before that could be declared dead under the jobs placed on it
+    since (its health checks still failing in gRPC's back-off after a heal)."""
+    verdict_after_cut = 2 * ray_health_check(lease_s)["health_check_failure_threshold"]
+    return now >= down_since - lease_s + verdict_after_cut
+
+
 @dataclass
 class Contacts:
     """What the head knows of each node's lease: when it last saw it renewed. Before a

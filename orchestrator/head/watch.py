@@ -33,7 +33,7 @@ from orchestrator.core.config import Config
 from orchestrator.core.fleet import Fleet
 from orchestrator.core.inventory import Inventory, SlotState
 from orchestrator.core.job import Job
-from orchestrator.core.lease import Contacts
+from orchestrator.core.lease import Contacts, ray_settled
 from orchestrator.core.queue import JobQueue
 from orchestrator.core.states import JobState
 from orchestrator.head.backends import Backend
@@ -168,10 +168,15 @@ class GpuWatch:
                 log.info("node %s joined with %d GPUs", name, info.gpus)
                 self.journal.save([], kv={"fleet": self.fleet.saved()})
             elif name in self.fleet.down:
-                # Back once its fence is over (never while its old jobs may run there) and
-                # its lease is renewed again: Ray may still list a raylet cut off for longer
-                # than the lease, which cannot run anything until it reaches the head.
-                if not self.fleet.down[name].fencing and self.contacts.renewed_since_lost(name, now):
+                # Back once its fence is over (never while its old jobs may run there), its
+                # lease is renewed again (Ray may still list a raylet cut off for longer
+                # than the lease) and Ray can no longer declare its raylet dead.
+                down = self.fleet.down[name]
+                if (
+                    not down.fencing
+                    and self.contacts.renewed_since_lost(name, now)
+                    and ray_settled(down.since, self.site.node_lease_s, now)
+                ):
                     self.node_back(name)
             elif name in self.nodes and self.nodes[name].node_id != info.node_id:
                 # A new raylet under the old name between two looks: the old one's jobs

@@ -326,6 +326,9 @@ def test_a_node_cut_off_is_fenced_by_its_lease_and_its_job_requeued_only_at_the_
         await cycles(w)  # Ray still lists it, but it is not back until its lease is renewed
         assert w.svc.fleet.down[node].fenced
         w.backend.silent.discard(node)
+        await cycles(w)  # renewed, but Ray could still declare its raylet dead: not yet
+        assert node in w.svc.fleet.down
+        w.clock.advance(60)
         await until(lambda: node not in w.svc.fleet.down)
 
     scenario(tmp_path, body)
