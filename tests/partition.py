@@ -251,7 +251,6 @@ def _repair(cluster: HostsCluster, node: str) -> bool:
         state = next((n["state"] for n in nodes if n["node"] == node), None)
         if state == "down":  # fenced: its old jobs are certainly stopped; start the host again
             cluster.repair()
-            time.sleep(2)
     return node not in cluster.down_nodes()
 
 

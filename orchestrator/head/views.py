@@ -6,7 +6,7 @@ meaning; everything else is added under new keys.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from orchestrator.core.decisions import Pending, Plan, Reason
@@ -275,14 +275,7 @@ def resources(
                 "ip": info.ip if info else None,
                 "total": len(slots),
                 "state": "up" if down is None else "fencing" if down.fencing else "down",
-                "down": None
-                if down is None
-                else {
-                    "reason": down.reason,
-                    "since": down.since,
-                    "requeue_at": down.requeue_at,
-                    "fenced": down.fenced,
-                },
+                "down": None if down is None else asdict(down),  # reason, since, requeue_at, fenced
                 "free": sum(1 for s in slots if s.state is SlotState.FREE),
                 "gpus": gpus,
                 "telemetry": {

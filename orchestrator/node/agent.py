@@ -118,14 +118,6 @@ class NodeAgent:
     def ping(self) -> str:
         return self.node
 
-    def lease(self) -> dict:
-        """The lease as this node sees it (for tests and `gpuq status`)."""
-        return {
-            "renewed_ago": node_lease.now() - self.renewed,
-            "lease_s": self.lease_s,
-            "fenced": self.fenced_at is not None,
-        }
-
     # --- the lease: this node's own, held without the head ---------------------------
 
     def _hold_lease(self) -> None:

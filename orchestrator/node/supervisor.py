@@ -19,6 +19,8 @@ but a child in its own session survives a worker SIGKILL, and grandchildren leak
   and then stops the command: no job outlives the runner that tracks it;
 - on SIGTERM (cancel, preemption) or at the time limit sends TERM to the group,
   waits the grace period (training code can checkpoint), then KILLs it;
+- when the node's lease runs out (the node lost the head: core/lease.py) does the
+  same with at most FENCE_KILL_S of grace, and says `fenced`;
 - copies the command's output into DIR/output.log, up to a size cap, noting any
   truncation, so logs live on the node and outlast the runner;
 - writes DIR/exit.json atomically with the exit code and why it ended, and prints the
