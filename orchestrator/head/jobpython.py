@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.host.accounts import multi_user
+from orchestrator.host.accounts import closed_to_others
 
 
 @dataclass(frozen=True)
@@ -44,31 +43,12 @@ def resolve(configured: str | None, job_path: str) -> JobPython:
         found = configured if os.path.isabs(configured) else shutil.which(configured, path=job_path)
         if not found:
             return JobPython(None, False, f"job_python {configured} is not on the job's PATH; {fix}")
-        blocked = _blocked(found)
+        blocked = closed_to_others(found)
         return JobPython(found, not blocked, f"job_python {found}: {blocked}; {fix}" if blocked else "")
     own = str(
         Path(sys.prefix) / "bin" / "python"
     )  # gpuq's venv (not sys.executable: that is the resolved link)
-    blocked = _blocked(own) or _blocked(sysconfig.get_paths()["purelib"], directory=True)
+    blocked = closed_to_others(own) or closed_to_others(sysconfig.get_paths()["purelib"], "read and run")
     if not blocked:
         return JobPython(own, True)
     return JobPython(shutil.which("python3", path=job_path), False, f"gpuq's Python {own}: {blocked}; {fix}")
-
-
-def _blocked(path: str, directory: bool = False) -> str:
-    """Why not every account may run (or, for a folder, read) `path`: '' when it may.
-    A single-user install runs jobs as this account, which needs nothing more."""
-    if not os.path.exists(path):
-        return "does not exist"
-    if not multi_user():
-        return ""
-    for candidate in {os.path.abspath(path), os.path.realpath(path)}:
-        parts = Path(candidate).parents
-        for folder in parts:
-            if not os.stat(folder).st_mode & stat.S_IXOTH:
-                return f"other accounts cannot enter {folder}"
-        mode = os.stat(candidate).st_mode
-        need = (stat.S_IXOTH | stat.S_IROTH) if directory else stat.S_IXOTH
-        if mode & need != need:
-            return f"other accounts cannot {'read' if directory else 'run'} {candidate}"
-    return ""

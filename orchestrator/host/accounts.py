@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import stat
 from typing import Any, NamedTuple
 
 BUILTIN_ADMIN = "admin"
@@ -32,6 +33,27 @@ BUILTIN_ADMIN = "admin"
 def multi_user() -> bool:
     """Jobs can run as their users only where gpuq's node runtime runs as root."""
     return os.geteuid() == 0
+
+
+def closed_to_others(path: str, access: str = "run") -> str:
+    """Why not every account may `access` path: '' when it may. "run" (a program),
+    "read" (a file), "read and run" (a script, or a folder to list and enter). A
+    single-user install runs everything as this account, which needs nothing more.
+    Both the path as named and the file it links to count: every folder above each."""
+    if not os.path.exists(path):
+        return "does not exist"
+    if not multi_user():
+        return ""
+    need = {"run": stat.S_IXOTH, "read": stat.S_IROTH, "read and run": stat.S_IROTH | stat.S_IXOTH}[access]
+    for candidate in {os.path.abspath(path), os.path.realpath(path)}:
+        folder = candidate
+        while folder != "/":
+            folder = os.path.dirname(folder)
+            if not os.stat(folder).st_mode & stat.S_IXOTH:
+                return f"other accounts cannot enter {folder}"
+        if os.stat(candidate).st_mode & need != need:
+            return f"other accounts cannot {access} {candidate}"
+    return ""
 
 
 def service_account() -> str:
