@@ -1,5 +1,5 @@
 # Sourced by scripts/up and scripts/test: create or reuse .venv and install gpuq into it.
-# Usage: ensure_venv [EXTRAS]   (e.g. ensure_venv test)
+# Usage: ensure_venv [EXTRAS]   (e.g. ensure_venv server,test: the server, and the tools the tests use)
 # Re-installs only when pyproject.toml changed since the last install, so repeat runs are quick.
 #
 # Jobs' Python: a Ray job's `python` is this venv's interpreter (the cluster's own Ray),

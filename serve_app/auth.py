@@ -44,6 +44,7 @@ class Principal(Caller):
     """A caller as a token names them."""
 
     token_id: str = ""
+    expires_at: float | None = None  # the token's (None: it does not expire)
 
     def may_act_for(self, user: str) -> bool:
         """Submit as `user`, or change or read the private parts of `user`'s jobs."""
@@ -113,7 +114,7 @@ class TokenFile:
                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(entry['expires_at']))}"
             )
         self._note_use(entry["id"], now)
-        return Principal(entry["user"], entry["role"], entry["id"])
+        return Principal(entry["user"], entry["role"], entry["id"], entry.get("expires_at"))
 
     def holder(self, header: str | None, now: float) -> dict | None:
         """The entry of a valid bearer token in `header` (None: none, unknown or expired),

@@ -1,7 +1,7 @@
 """A small client of gpuq's REST API, for the CLI (which talks only to the API).
 
-Where: GPUQ_URL (default http://127.0.0.1:8000). Who: GPUQ_TOKEN, else the token file
-`$GPUQ_HOME/admin.token` that `gpuq up` writes.
+Where and who: the cluster and token clusters.py resolves (`gpuq --cluster NAME`,
+GPUQ_URL and GPUQ_TOKEN, the user's config file, or this machine's admin token).
 
 It is the standard library's http.client, not httpx: a CLI command should answer like
 a shell tool (150 ms), and importing httpx costs 50-90 ms on this machine
@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import http.client
 import json as _json
-import os
 from urllib.parse import urlencode, urlsplit
 
-from orchestrator.host.paths import gpuq_home
+from orchestrator.cli import clusters
 
 
 class ApiUnavailable(Exception):
@@ -33,27 +32,23 @@ class ApiRefused(Exception):
         super().__init__(text)
 
 
-def default_url() -> str:
-    return os.environ.get("GPUQ_URL", "http://127.0.0.1:8000").rstrip("/")
-
-
-def default_token() -> str | None:
-    if os.environ.get("GPUQ_TOKEN"):
-        return os.environ["GPUQ_TOKEN"]
-    path = gpuq_home() / "admin.token"
-    return path.read_text().strip() if path.exists() else None
-
-
 class Client:
+    """The API at `url` with `token`; with neither, the cluster this command was pointed
+    at (clusters.resolve)."""
+
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0):
-        self.url = url or default_url()
+        if url is None:
+            target = clusters.resolve()  # ConfigError: the CLI says why, exit 2
+            url, token, where = target.url, token or target.token, target.url_from
+        else:
+            where = "the URL"
+        self.url = url.rstrip("/")
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ApiUnavailable(f"GPUQ_URL {self.url!r} should look like http://HOST:PORT")
+            raise ApiUnavailable(f"{where} {self.url!r} should look like http://HOST:PORT")
         self._where = (parts.scheme, parts.hostname, parts.port, parts.path.rstrip("/"))
         self.timeout = timeout
         self.headers = {"Accept": "application/json", "User-Agent": "gpuq-cli"}
-        token = token or default_token()
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
         self._conn: http.client.HTTPConnection | None = None

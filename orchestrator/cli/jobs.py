@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.cli.client import ApiRefused, ApiUnavailable, Client
+from orchestrator.cli.clusters import ConfigError
 from orchestrator.cli.submitting import (
     CPUS_OPT,
     DEPENDENCY_OPT,
@@ -40,7 +41,7 @@ from orchestrator.core.durations import format_duration
 from orchestrator.core.sizes import format_size
 
 console = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message in a pipe or a log stays one line
 STATE_COLOURS = {
     "queued": "yellow",
     "held": "magenta",
@@ -57,7 +58,13 @@ JSON_OPT = Annotated[bool, typer.Option("--json", help="print JSON instead of a 
 
 
 def _client() -> Client:
-    return Client()
+    """The API this command was pointed at (cli/clusters.py); a config that cannot say
+    which is a usage error (exit 2), not an outage."""
+    try:
+        return Client()
+    except ConfigError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
 
 
 def _run(fn):
@@ -65,7 +72,8 @@ def _run(fn):
     try:
         return fn()
     except ApiRefused as e:
-        err.print(f"[red]refused ({e.status}):[/red] {e}")
+        hint = " (sign in with: gpuq login URL)" if e.status == 401 else ""
+        err.print(f"[red]refused ({e.status}):[/red] {e}{hint}")
         raise typer.Exit(1) from None
     except ApiUnavailable as e:
         err.print(f"[red]unavailable:[/red] {e}")

@@ -2,22 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from orchestrator import __version__
+from orchestrator.cli import clusters
 from orchestrator.core.errors import GpuqError
 from orchestrator.core.states import TABLE
 
-app = typer.Typer(help="gpuq: a GPU job scheduler on Ray.", no_args_is_help=True, add_completion=False)
+# Typer's own shell completion: `gpuq --install-completion` (bash, zsh, fish, PowerShell).
+app = typer.Typer(help="gpuq: a GPU job scheduler on Ray.", no_args_is_help=True)
 # Tables stay readable when piped into a file or a CI log (rich assumes 80 columns there).
 console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+def _cluster_names(incomplete: str) -> list[str]:
+    """`gpuq --cluster <TAB>`: the names in the user's config, read locally."""
+    try:
+        return [n for n in clusters.load().get("clusters", {}) if n.startswith(incomplete)]
+    except clusters.ConfigError:
+        return []
+
+
+@app.callback()
+def _root(
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            metavar="NAME",
+            help="talk to this cluster of your config (gpuq login, gpuq clusters), not the default",
+            autocompletion=_cluster_names,
+        ),
+    ] = None,
+) -> None:
+    """gpuq: a GPU job scheduler on Ray."""
+    clusters.choose(cluster)
 
 
 @app.command()
@@ -60,18 +87,32 @@ def up(
             "with its own data dir and /tmp (needs root)",
         ),
     ] = False,
+    link_commands: Annotated[
+        bool,
+        typer.Option(
+            "--link-commands",
+            help="link gpuq and ray into /usr/local/bin, for every account on this machine (as root)",
+        ),
+    ] = False,
 ) -> None:
     """Start a local Ray cluster and the orchestrator on it.
 
     Run again on a running cluster, it repairs and upgrades without touching running
     jobs: simulated nodes that are gone start again, and the orchestrator, node agents
     and API are replaced if this checkout's code (or the site config) differs."""
-    from orchestrator.deploy import localcluster
-    from orchestrator.host.siteconfig import load_config, store_path
+    with _needs_server("up"):
+        from orchestrator.deploy import localcluster
+        from orchestrator.host.siteconfig import load_config, store_path
 
     try:
         cfg = load_config()
-        started = localcluster.up(config=cfg.model_dump(), simulate=simulate, attach=address, separate=hosts)
+        started = localcluster.up(
+            config=cfg.model_dump(),
+            simulate=simulate,
+            attach=address,
+            separate=hosts,
+            link_dir=Path("/usr/local/bin") if link_commands else None,
+        )
     except (GpuqError, RuntimeError, ConnectionError) as e:
         _fail(str(e))
     kind = "simulated" if started["simulated"] else "real"
@@ -111,7 +152,29 @@ def up(
     install = started["install"]
     colour = "green" if install["mode"] == "multi-user" else "yellow"
     console.print(f"  [{colour}]{install['mode']} install[/{colour}]: {install['message']}")
+    _say_commands(started["commands"])
     console.print("Stop with: gpuq down")
+
+
+def _say_commands(offered: dict) -> None:
+    """Whether the accounts on this machine can run the client (deploy/commands.py)."""
+    where = offered["bin"]
+    if not offered["multi_user"]:
+        console.print(f"  the gpuq command: {where}/gpuq (this account's; a laptop: pip install gpuq)")
+    elif offered["why_not"]:
+        console.print(
+            f"  [yellow]other accounts cannot run gpuq[/yellow]: {offered['why_not']} (put the checkout "
+            "where every account may enter it, e.g. /opt/gpuq, and run scripts/up there)"
+        )
+    elif offered["linked"]:
+        console.print(f"  every account runs gpuq and ray: {', '.join(offered['linked'])} -> {where}")
+    else:
+        console.print(
+            f"  every account may run {where}/gpuq and {where}/ray; scripts/up --link-commands puts them "
+            "in /usr/local/bin"
+        )
+    for note in offered["kept"]:
+        console.print(f"  [yellow]{note}[/yellow]")
 
 
 @app.command()
@@ -129,12 +192,14 @@ def down(
     them (new submissions are still queued, and start after the next `gpuq up`),
     --force kills them (queued jobs are kept either way)."""
     from orchestrator.cli.client import ApiRefused, ApiUnavailable, Client
-    from orchestrator.deploy import localcluster
+
+    with _needs_server("down"):
+        from orchestrator.deploy import localcluster
 
     if not localcluster.is_up():
         console.print("Nothing to stop: gpuq is not up.")
         return
-    client = Client(localcluster.api_url())
+    client = Client(localcluster.api_url(), clusters.local_token())
     try:
         active = _active_jobs(client)
         if active and drain:
@@ -191,10 +256,11 @@ def simulate(
     """Replay a job trace through gpuq's own policy with a virtual clock."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from orchestrator.core.policy import PolicyConfig, PolicyName
-    from orchestrator.sim import report
-    from orchestrator.sim.simulator import simulate as run_simulation
-    from orchestrator.sim.traces import load_trace, parse_columns
+    with _needs_server("simulate"):
+        from orchestrator.core.policy import PolicyConfig, PolicyName
+        from orchestrator.sim import report
+        from orchestrator.sim.simulator import simulate as run_simulation
+        from orchestrator.sim.traces import load_trace, parse_columns
 
     names = policy or ["default"]
     try:
@@ -244,8 +310,23 @@ def simulate(
         console.print(f"wrote {plot}")
 
 
-def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[red]error:[/red] {message}")
+@contextlib.contextmanager
+def _needs_server(command: str):
+    """Imports of the server's packages, which a client-only install (`pip install gpuq`)
+    lacks: a command that needs them says which extra to install, not a traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        _fail(
+            f"gpuq {command} needs gpuq's server packages, which this client-only install lacks "
+            f"(no module {e.name!r}): pip install 'gpuq[server]'"
+        )
+
+
+def _fail(message: str) -> NoReturn:
+    from rich.markup import escape  # a message is plain text: "gpuq[server]" is not markup
+
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(2)
 
 
@@ -267,33 +348,41 @@ from orchestrator.cli import access as cli_access  # noqa: E402  (tokens and the
 
 cli_access.register(app)
 
+from orchestrator.cli import account as cli_account  # noqa: E402  (login, whoami: a user's own clusters)
+
+cli_account.register(app)
+
 
 def main() -> None:
     """The `gpuq` command. Typer turns every registered command into a click command on
     each run: about 100 ms for gpuq's forty on this machine, most of a shell tool's
-    budget. A run needs one, so only the one named is built; `gpuq`, `gpuq --help` and
-    a misspelt name get the whole app (its help and its "did you mean")."""
+    budget. A run needs one, so only the one named is built; `gpuq`, `gpuq --help`, a
+    misspelt name and shell completion get the whole app (its help, its "did you mean",
+    every name to complete)."""
     import copy
+    import os
 
-    name = sys.argv[1] if len(sys.argv) > 1 else ""
+    name = _command_name_in(sys.argv)
     commands = [c for c in app.registered_commands if _command_name(c) == name]
     groups = [g for g in app.registered_groups if g.name == name]
-    if not commands and not groups:
+    if (not commands and not groups) or "_GPUQ_COMPLETE" in os.environ:
         app()
         return
-    lean = copy.copy(app)
+    lean = copy.copy(app)  # keeps the root callback (--cluster), so one command stays `gpuq NAME ...`
     lean.registered_commands, lean.registered_groups = commands, groups
-    if not groups:  # one command alone would become the root command: keep `gpuq NAME ...`
-        lean.registered_callback = typer.models.TyperInfo(callback=_group)
     lean()
+
+
+def _command_name_in(argv: list[str]) -> str:
+    """The command's name: the first argument after the global options (--cluster NAME)."""
+    i = 1
+    while i < len(argv) and argv[i].startswith("--cluster"):
+        i += 1 if "=" in argv[i] else 2
+    return argv[i] if i < len(argv) else ""
 
 
 def _command_name(info) -> str:
     return info.name or typer.main.get_command_name(info.callback.__name__)  # typer's own naming
-
-
-def _group() -> None:
-    """gpuq: a GPU job scheduler on Ray."""
 
 
 if __name__ == "__main__":

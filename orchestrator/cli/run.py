@@ -25,8 +25,8 @@ import time
 import typer
 from rich.console import Console
 
-from orchestrator.cli.client import ApiRefused, ApiUnavailable, Client
-from orchestrator.cli.jobs import _run
+from orchestrator.cli.client import ApiRefused, ApiUnavailable
+from orchestrator.cli.jobs import _client, _run
 from orchestrator.cli.submitting import (
     CPUS_OPT,
     DEPENDENCY_OPT,
@@ -45,7 +45,7 @@ from orchestrator.cli.submitting import (
     uploaded,
 )
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 WAITING = ("queued", "held", "scheduled", "allocating", "preempted")
 INTERRUPTED = 130  # a shell's code for a command ended by SIGINT
 TERMINAL = ("completed", "failed", "cancelled")
@@ -82,13 +82,13 @@ def register(app: typer.Typer) -> None:
             body["ray"] = True
         renv = runtime_env(None, None, working_dir)
         if renv:
-            body["runtime_env"] = _run(lambda: uploaded(Client(), renv))
+            body["runtime_env"] = _run(lambda: uploaded(_client(), renv))
         raise typer.Exit(_run(lambda: see_through(body)))
 
 
 def see_through(body: dict) -> int:
     """Submit `body` and see the job through; the process's exit code."""
-    job_id = Client().post("/queue/submit", body)["job_id"]
+    job_id = _client().post("/queue/submit", body)["job_id"]
     done = threading.Event()
     if sys.stderr.isatty():
         threading.Thread(target=_status_line, args=(job_id, done), daemon=True).start()
@@ -124,7 +124,7 @@ def _follow(job_id: str, done: threading.Event) -> dict:
     written, lost_since = 0, None
     while True:
         try:
-            for chunk in Client().stream(f"/jobs/{job_id}/logs", follow="true", offset=written or None):
+            for chunk in _client().stream(f"/jobs/{job_id}/logs", follow="true", offset=written or None):
                 if not done.is_set():
                     done.set()
                     _clear_line()
@@ -132,7 +132,7 @@ def _follow(job_id: str, done: threading.Event) -> dict:
                 sys.stdout.buffer.flush()
                 written += len(chunk)
                 lost_since = None
-            job = Client().get(f"/jobs/{job_id}")
+            job = _client().get(f"/jobs/{job_id}")
             if job["state"] in TERMINAL:
                 return job
             # The stream ended before the job did (the API let it go): on from where it stopped.
@@ -147,7 +147,7 @@ def _cancel(job_id: str, done: threading.Event) -> None:
     done.set()
     _clear_line()
     try:
-        Client().post(f"/jobs/{job_id}/cancel")
+        _client().post(f"/jobs/{job_id}/cancel")
         err.print(f"gpuq: cancelling job {job_id} (Ctrl-C again to stop waiting)")
     except ApiRefused as e:  # it had ended already
         err.print(f"gpuq: {e}")
@@ -157,7 +157,7 @@ def _cancel(job_id: str, done: threading.Event) -> None:
 
 def _status_line(job_id: str, done: threading.Event) -> None:
     """Why the job waits and until when, on one line of stderr, until it starts."""
-    client = Client()
+    client = _client()
     while not done.is_set():
         try:
             job = client.get(f"/jobs/{job_id}")

@@ -16,7 +16,7 @@ from rich.console import Console
 from orchestrator.cli.client import Client
 from orchestrator.core.durations import parse_duration
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message in a pipe or a log stays one line
 
 # The options `submit` and `run` share (module level, where typer resolves annotations).
 GPUS_OPT = Annotated[int, typer.Option("--gpus", "-g", help="GPUs the job needs")]
@@ -81,6 +81,18 @@ def runtime_env(as_json: str | None, file: str | None, working_dir: str | None) 
 
 def uploaded(client: Client, renv: dict) -> dict:
     """Local code named by the runtime env, uploaded to the cluster (cli/packages.py)."""
+    import importlib.util
+
+    named = [renv.get("working_dir"), *(renv.get("py_modules") or [])]
+    if not any(isinstance(p, str) and "://" not in p for p in named):
+        return renv  # nothing local: URIs of code already on the cluster go as they are
+    if importlib.util.find_spec("ray") is None:
+        err.print(
+            "[red]runtime_env:[/red] local code (working_dir, py_modules) is packed with Ray's own "
+            "functions, as `ray job submit` packs it, and this client-only install has no Ray: "
+            "pip install 'gpuq\\[upload]' adds it (Ray alone, not the server)"
+        )
+        raise typer.Exit(2)
     from orchestrator.cli.packages import upload_local_code
 
     try:

@@ -347,9 +347,11 @@ def up(
     simulate: bool | None = None,
     attach: str | None = None,
     separate: bool = False,
+    link_dir: Path | None = None,
 ) -> dict:
     """Start Ray (unless `attach` names a running cluster) and the orchestrator on it;
-    returns a summary for the user. `separate`: simulated nodes as hosts of their own."""
+    returns a summary for the user. `separate`: simulated nodes as hosts of their own;
+    `link_dir`: where to link the commands for every account (deploy/commands.py)."""
     from orchestrator.deploy.rollout import ensure_orchestrator
     from orchestrator.head.nodes import discover_nodes
 
@@ -395,6 +397,9 @@ def up(
         },
     )
     started["install"] = install_mode()
+    from orchestrator.deploy import commands
+
+    started["commands"] = commands.offer(link_dir)
     from orchestrator.head.jobpython import resolve
     from orchestrator.node import cgroups
 

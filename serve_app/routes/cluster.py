@@ -62,8 +62,9 @@ async def resources(_=Depends(reader), gw: Gateway = Depends(gateway)):
 
 @router.get("/whoami")
 async def whoami(who: Principal = Depends(signed_in)):
-    """Who the bearer token belongs to (the web page's sign-in)."""
-    return {"user": who.user, "role": who.role}
+    """Who the bearer token belongs to, and until when (the web page's sign-in, `gpuq
+    login` and `gpuq whoami`)."""
+    return {"user": who.user, "role": who.role, "token_id": who.token_id, "expires_at": who.expires_at}
 
 
 @router.get("/history")

@@ -2,12 +2,20 @@
 
 import json
 import os
+import pwd
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
 from tests.noleaks import assert_clean
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -205,3 +213,104 @@ def test_a_dependency_makes_the_second_step_wait_for_the_first(gpuq, orch):
     assert job["started_at"] >= orch.job(first)["ended_at"]
     unknown = gpuq("submit", "--dependency", "afterok:ffffffff", "--", "true")
     assert unknown.returncode == 1 and "dependency" in unknown.stderr and "ffffffff" in unknown.stderr
+
+
+# --- the client for every user ------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="throwaway accounts need root (CI runs as root)")
+def test_every_account_runs_gpuq_from_path_signs_in_and_runs_as_itself(api, orch):
+    """As a researcher with a shell on the head: `gpuq` and `ray` on PATH (the links
+    `gpuq up --link-commands` makes, here in a folder of the test's), a token of their
+    own kept by `gpuq login`, and jobs that run as their account."""
+    from orchestrator.deploy import commands
+    from serve_app.auth import TokenFile
+    from tests.accounts import UNIX_USERS
+
+    bin_dir = Path(tempfile.mkdtemp(prefix="gpuq-bin-"))
+    try:
+        bin_dir.chmod(0o755)
+        offered = commands.offer(bin_dir)
+        assert offered["why_not"] == "" and offered["linked"] == [str(bin_dir / "gpuq"), str(bin_dir / "ray")]
+        token, _ = TokenFile(api.tokens).create(
+            "carol", "user", by="tests", expires_at=time.time() + 30 * 86400
+        )
+        account = pwd.getpwnam(UNIX_USERS["carol"])
+
+        def as_carol(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+            env = [f"HOME={account.pw_dir}", f"PATH={bin_dir}:/usr/bin:/bin", "LANG=C.UTF-8"]
+            return subprocess.run(
+                ["runuser", "-u", account.pw_name, "--", "env", "-i", *env, *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        login = as_carol("gpuq", "login", api, "--name", "lab", stdin=f"{token}\n")
+        assert login.returncode == 0 and "as carol (user)" in login.stdout, login.stdout + login.stderr
+        config = Path(account.pw_dir) / ".config" / "gpuq" / "config.toml"
+        assert (config.stat().st_uid, stat.S_IMODE(config.stat().st_mode)) == (account.pw_uid, 0o600)
+        me = as_carol("gpuq", "whoami")
+        assert me.stdout.splitlines()[:2] == [
+            "carol (user)",
+            f"cluster: lab {api} (from the config's default)",
+        ]
+        assert "(in 29 days)" in me.stdout
+        ran = as_carol("gpuq", "run", "--", "id", "-un")
+        assert (ran.returncode, ran.stdout) == (0, f"{account.pw_name}\n"), ran.stderr
+        waited = as_carol("gpuq", "submit", "--wait", "--json", "--", "id", "-un")
+        assert waited.returncode == 0, waited.stderr
+        job_id = json.loads(waited.stdout)["job_id"]
+        assert as_carol("gpuq", "logs", job_id).stdout == f"{account.pw_name}\n"
+        assert orch.job(job_id)["user"] == "carol"
+        ray_cli = as_carol("ray", "--version")
+        assert ray_cli.returncode == 0 and "ray, version" in ray_cli.stdout, ray_cli.stderr
+    finally:
+        subprocess.run(["rm", "-rf", str(bin_dir)], check=False)
+
+
+def test_a_client_only_install_talks_to_the_cluster_without_the_server(api, orch, tmp_path):
+    """`pip install gpuq` (no extra) in a fresh venv, from a copy of the checkout: no Ray,
+    FastAPI, pydantic or NVML installed, and `gpuq status` and `submit` work against the
+    cluster over HTTP, as on a laptop."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("orchestrator", "serve_app"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    venv = tmp_path / "client"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(src)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert pip.returncode == 0, pip.stderr
+    listed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=json"], capture_output=True, text=True
+    )
+    installed = {p["name"].lower() for p in json.loads(listed.stdout)}
+    assert "gpuq" in installed and not installed & {"ray", "fastapi", "starlette", "pydantic", "pynvml"}
+
+    def client(*args: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GPUQ_", "PYTHON"))}
+        return subprocess.run(
+            [str(venv / "bin" / "gpuq"), *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,  # not the checkout: the installed copy alone
+            env={**env, "GPUQ_URL": api, "GPUQ_TOKEN": "alice-token", "HOME": str(tmp_path)},
+            timeout=120,
+        )
+
+    status = client("status")
+    assert status.returncode == 0 and "16 total" in status.stdout, status.stderr
+    done = client("submit", "--wait", "--", "echo", "from a laptop")
+    assert done.returncode == 0, done.stderr
+    upload = client("submit", "--working-dir", str(tmp_path), "--", "true")
+    assert upload.returncode == 2 and "pip install 'gpuq[upload]'" in upload.stderr
+    up = client("up")
+    assert up.returncode == 2 and "pip install 'gpuq[server]'" in up.stderr and "Traceback" not in up.stderr

@@ -260,7 +260,9 @@ def test_tokens_made_and_revoked_by_an_admin_apply_within_two_seconds(http, api)
     wait_for(
         lambda: http.get("/whoami", headers=who).status_code == 200, 2, 0.05, what="the new token to work"
     )
-    assert http.get("/whoami", headers=who).json() == {"user": "carol", "role": "user"}
+    me = http.get("/whoami", headers=who).json()
+    assert me == {"user": "carol", "role": "user", "token_id": new["id"], "expires_at": me["expires_at"]}
+    assert 86_000 < me["expires_at"] - time.time() <= 86_400
     listed = {t["id"]: t for t in http.get("/tokens", headers=ADMIN).json()["tokens"]}
     assert listed[new["id"]]["user"] == "carol" and new["token"] not in json.dumps(listed)
     assert http.get("/tokens", headers=ALICE).status_code == 403
