@@ -2,7 +2,7 @@
 """How fast the `gpuq` command answers, next to curl and Slurm's commands in the same
 run (issue #16: each gpuq command <= 150 ms median). Not a test: prints figures.
 
-Needs a running gpuq (`scripts/up`; GPUQ_HOME or GPUQ_URL + GPUQ_TOKEN say where) and,
+Needs a running gpuq (`scripts/up`; a `gpuq login`, or GPUQ_URL + GPUQ_TOKEN, say where) and,
 for the Slurm columns, the Slurm peer kit (`../shared/peers/slurm/setup`). Without the
 peer, its rows are left out and say so.
 
@@ -30,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.cli.client import Client, default_token, default_url  # noqa: E402
+from orchestrator.cli import clusters  # noqa: E402
+from orchestrator.cli.client import Client  # noqa: E402
 
 GPUQ = str(ROOT / ".venv/bin/gpuq")
 
@@ -56,14 +57,21 @@ def slurm_up() -> bool:
 
 
 def main() -> None:
+    global GPUQ
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=20, help="runs per command")
     ap.add_argument("--loop", type=int, default=100, help="submits in the shell loop")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--run-only", action="store_true", help="only `gpuq run`'s first line (and srun's)")
+    ap.add_argument("--gpuq", default=GPUQ, help="the gpuq command to time (a client-only venv's, say)")
+    ap.add_argument(
+        "--vs-gpuq", help="also time `status` and `submit` of this other gpuq command, paired with --gpuq's"
+    )
     args = ap.parse_args()
+    GPUQ = args.gpuq  # every helper below times this one
     n = args.n
-    url, token = default_url(), default_token()
+    target = clusters.resolve()  # where `gpuq` would go: GPUQ_URL/GPUQ_TOKEN, a login, the admin token
+    url, token = target.url, target.token
     env = {**os.environ, "GPUQ_URL": url, "GPUQ_TOKEN": token or ""}
     Client(url, token).get("/orchestrator/status")  # gpuq is there, or say so now
     curl_auth = ["-H", f"Authorization: Bearer {token}"]
@@ -98,6 +106,8 @@ def main() -> None:
         submitted.append(json.loads(out)["job_id"])
     rows["gpuq submit"] = _summary(t_sub)
     rows["gpuq cancel"] = series([[GPUQ, "cancel", j] for j in submitted], env)
+    if args.vs_gpuq:
+        rows.update(paired(n, [GPUQ, args.vs_gpuq], env, hold))
     rows["curl GET /orchestrator/status"] = series(
         [["curl", "-sf", "-o", "/dev/null", *curl_auth, f"{url}/orchestrator/status"]] * n
     )
@@ -224,6 +234,26 @@ def _running(client: Client, job_id: str, timeout: float = 60.0) -> None:
             raise SystemExit(f"the holder job {job_id} did not start in {timeout:.0f} s")
         time.sleep(0.2)
     time.sleep(2)  # let the launch's processes settle
+
+
+def paired(n: int, gpuqs: list[str], env, hold: list[str]) -> dict:
+    """`gpuq status` and `gpuq submit` (a job that waits) of each gpuq command, in turn
+    sample by sample, so that the machine's drift falls on all of them alike. Each is
+    named by its venv's folder."""
+    rows, ids = {}, []
+    for what, argv in (("status", ["status"]), ("submit", ["submit", "--json", *hold])):
+        times: dict[str, list[float]] = {g: [] for g in gpuqs}
+        for _ in range(n):
+            for g in gpuqs:
+                took, out = timed([g, *argv], env)
+                times[g].append(took)
+                if what == "submit":
+                    ids.append(json.loads(out)["job_id"])
+        for g in gpuqs:
+            rows[f"gpuq {what} ({Path(g).parent.parent.name})"] = _summary(times[g])
+    for j in ids:
+        timed([gpuqs[0], "cancel", j], env)
+    return rows
 
 
 def _summary(times: list[float]) -> dict:

@@ -8,9 +8,8 @@ import time
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from orchestrator.cli.jobs import JSON_OPT, _client, _run, console
+from orchestrator.cli.jobs import JSON_OPT, _client, _run, console, table
 
 token_app = typer.Typer(
     help="Admin: API tokens (create, list, revoke); changes apply at once.", no_args_is_help=True
@@ -45,7 +44,7 @@ def token_list(as_json: JSON_OPT = False) -> None:
     if as_json:
         print(json.dumps(out))
         return
-    t = Table("id", "user", "role", "created (UTC)", "by", "expires (UTC)", "last used (UTC)")
+    t = table("id", "user", "role", "created (UTC)", "by", "expires (UTC)", "last used (UTC)")
     for e in out:
         expires = "[red]expired[/red]" if e["expired"] else (_when(e["expires_at"]) or "never")
         t.add_row(
@@ -77,7 +76,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(json.dumps(out))
             return
-        t = Table("time (UTC)", "webhook", "event", "delivery", "result")
+        t = table("time (UTC)", "webhook", "event", "delivery", "result")
         for d in out["deliveries"]:
             t.add_row(
                 time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d["at"])),
@@ -110,7 +109,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(json.dumps(out))
             return
-        t = Table("time (UTC)", "who", "action", "target", "detail")
+        t = table("time (UTC)", "who", "action", "target", "detail")
         for e in out:
             detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items() if v is not None)
             t.add_row(

@@ -9,11 +9,10 @@ import time
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from orchestrator.cli import clusters
 from orchestrator.cli.client import ApiRefused, ApiUnavailable, Client
-from orchestrator.cli.jobs import JSON_OPT, _client, _run, console, err
+from orchestrator.cli.jobs import JSON_OPT, _client, _run, console, err, table
 from orchestrator.core.durations import format_duration
 
 
@@ -153,12 +152,12 @@ def register(app: typer.Typer) -> None:
         if not known:
             console.print("Not signed in to any cluster: gpuq login URL")
             return
-        table = Table(box=None)
+        t = table(box=None)
         for col in ("", "name", "url", "user"):
-            table.add_column(col)
+            t.add_column(col)
         for n, c in sorted(known.items()):
-            table.add_row("*" if n == config.get("default") else "", n, c["url"], c.get("user", ""))
-        console.print(table)
+            t.add_row("*" if n == config.get("default") else "", n, c["url"], c.get("user", ""))
+        console.print(t)
 
 
 def _free_name(base: str, known: dict) -> str:

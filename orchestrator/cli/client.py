@@ -17,6 +17,9 @@ from urllib.parse import urlencode, urlsplit
 
 from orchestrator.cli import clusters
 
+# A laptop's user cannot start gpuq: they can check where they point.
+NOT_THERE = "is gpuq up there, and is it the cluster you meant? (gpuq whoami, gpuq clusters)"
+
 
 class ApiUnavailable(Exception):
     pass
@@ -83,7 +86,7 @@ class Client:
                 # new one. A fresh connection that fails is an answer: gpuq is not there.
                 if not reused or isinstance(e, TimeoutError):
                     raise ApiUnavailable(
-                        f"cannot reach gpuq at {self.url} ({e.__class__.__name__}); is it up? (scripts/up)"
+                        f"cannot reach gpuq at {self.url} ({e.__class__.__name__}); {NOT_THERE}"
                     ) from None
 
     def close(self) -> None:
@@ -135,9 +138,7 @@ class Client:
             while chunk := r.read1(65536):
                 yield chunk
         except (OSError, http.client.HTTPException) as e:
-            raise ApiUnavailable(
-                f"lost gpuq at {self.url} ({e.__class__.__name__}); is it up? (scripts/up)"
-            ) from None
+            raise ApiUnavailable(f"lost gpuq at {self.url} ({e.__class__.__name__}); {NOT_THERE}") from None
         finally:
             self.close()
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -105,6 +104,8 @@ def load() -> dict:
     data = _own_file(path, "the gpuq config")
     if data is None:
         return {}
+    import tomllib  # here: 3 ms a command without a config (the head's admin) need not pay
+
     try:
         config = tomllib.loads(data.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

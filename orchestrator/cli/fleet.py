@@ -8,9 +8,8 @@ import time
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from orchestrator.cli.jobs import JSON_OPT, _client, _run, console, err
+from orchestrator.cli.jobs import JSON_OPT, _client, _run, console, err, table
 
 
 def _target(text: str) -> tuple[str, list[int] | None]:
@@ -39,11 +38,11 @@ def register(app: typer.Typer) -> None:
             console.print_json(json.dumps(out))
             return
         if by_day:
-            t = Table("day (UTC)", "user", "GPU-hours", title=f"GPU usage, last {since}")
+            t = table("day (UTC)", "user", "GPU-hours", title=f"GPU usage, last {since}")
             for d in out["days"]:
                 t.add_row(d["day"], d["user"], f"{d['gpu_hours']:.2f}")
         else:
-            t = Table("user", "GPU-hours", "share", "jobs", title=f"GPU usage, last {since}")
+            t = table("user", "GPU-hours", "share", "jobs", title=f"GPU usage, last {since}")
             for u in out["users"]:
                 t.add_row(u["user"], f"{u['gpu_hours']:.2f}", f"{u['share']:.0%}", str(u["jobs"]))
         console.print(t)
@@ -86,7 +85,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             console.print_json(json.dumps(out))
             return
-        t = Table("time (UTC)", "GPU", "action", "by", "reason", "job")
+        t = table("time (UTC)", "GPU", "action", "by", "reason", "job")
         for e in out:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["time"]))
             where = e["node"] if e["gpu"] is None else f"{e['node']}:{e['gpu']}"

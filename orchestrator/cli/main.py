@@ -10,12 +10,10 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from orchestrator import __version__
 from orchestrator.cli import clusters
 from orchestrator.core.errors import GpuqError
-from orchestrator.core.states import TABLE
 
 # Typer's own shell completion: `gpuq --install-completion` (bash, zsh, fish, PowerShell).
 app = typer.Typer(help="gpuq: a GPU job scheduler on Ray.", no_args_is_help=True)
@@ -56,6 +54,10 @@ def version() -> None:
 @app.command()
 def states() -> None:
     """Show the job state machine: every move, from where, to where, and why."""
+    from rich.table import Table
+
+    from orchestrator.core.states import TABLE
+
     table = Table(title="gpuq job states")
     for col in ("move", "from", "to", "when"):
         table.add_column(col)
