@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from orchestrator.core import lifecycle
 from orchestrator.core.decisions import Snapshot
 from orchestrator.core.fairshare import UsageLedger
+from orchestrator.core.idleness import Idle, IdleLedger, Shape, idle_now, waiting_shapes
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.ordering import Line, WaitingJob
 from orchestrator.core.placement import can_ever_fit
@@ -96,6 +97,10 @@ class Result:
     preemptions: int
     cycles: int
     user_share: dict[str, float] = field(default_factory=dict)
+    # GPUs busy while at least one job waited that could run (core/idleness.py), and
+    # each idle cause's share of that GPU-time.
+    utilization_while_waiting: float | None = None
+    idle_while_waiting: dict[str, float] = field(default_factory=dict)
     # For plots: (time since first submit, busy GPUs) at each change, and every job's wait.
     busy_series: list[tuple[float, int]] = field(default_factory=list, repr=False)
     waits: list[float] = field(default_factory=list, repr=False)
@@ -154,12 +159,16 @@ def simulate(
     # Jobs that arrived while what they wait for had not completed: out of the line (no
     # start, no reservation), as the live service keeps them (head/dependents.py).
     waiting_on: list[SimJob] = []
+    # Idle GPUs while jobs wait: the instant after each event's cycles holds until the next.
+    idle_ledger, idle, idle_since = IdleLedger(), Idle(False, 0, 0), 0.0
+    kept: list = []  # the GPUs per node of the last cycle's reservations
 
     while next_arrival < len(jobs) or ends:
         now = min(
             jobs[next_arrival].submitted_at if next_arrival < len(jobs) else math.inf,
             ends[0][0] if ends else math.inf,
         )
+        idle_ledger.add(idle, now - idle_since)
         # 1. Apply every event at this instant: completions first, then arrivals.
         while ends and ends[0][0] == now:
             _, _, job_id, run = heapq.heappop(ends)
@@ -203,6 +212,7 @@ def simulate(
             cycles += 1
             decided = plan(snap, now, cfg, explain=False)
             reserved = tuple(decided.reservations)  # kept for the next cycle, as the live service does
+            kept = [r.counts for r in decided.reservations.values()]
             if not decided.starts and not decided.preemptions:
                 break  # most cycles decide nothing: skip the bookkeeping (the replay's hot path)
             effects = lifecycle.apply_plan(moves, inventory, decided, now)
@@ -233,12 +243,26 @@ def simulate(
             if not decided.preemptions:
                 break
         busy = inventory.allocated_count()
+        free = {n: len(ix) for n, ix in inventory.free().items()}
+        idle, idle_since = idle_now(sizes, sizes, free, busy, _waiting(line, running, cfg), kept), now
         if not busy_series or busy_series[-1][1] != busy:
             busy_series.append((now - origin, busy))
         if progress is not None:
             progress(done, len(jobs))
 
-    return _result(cfg.name.value, jobs, dropped, sizes, preemptions, cycles, busy_series)
+    result = _result(cfg.name.value, jobs, dropped, sizes, preemptions, cycles, busy_series)
+    result.utilization_while_waiting = idle_ledger.utilization
+    result.idle_while_waiting = idle_ledger.shares()
+    return result
+
+
+def _waiting(line: Line, running: dict[str, SimJob], cfg: PolicyConfig) -> list[Shape]:
+    if not cfg.user_gpu_caps and cfg.default_user_gpu_cap is None:
+        return waiting_shapes(line)
+    held: dict[str, int] = {}
+    for job in running.values():
+        held[job.user] = held.get(job.user, 0) + job.gpus
+    return waiting_shapes(line, held, cfg.cap_for)
 
 
 def _result(name, jobs: list[SimJob], dropped, sizes, preemptions, cycles, busy_series) -> Result:

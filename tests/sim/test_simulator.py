@@ -38,6 +38,23 @@ def test_backfill_beats_fifo_on_a_blocked_line():
     assert easy.avg_wait_s < fifo.avg_wait_s and easy.max_wait_s <= fifo.max_wait_s
 
 
+def test_idle_gpus_while_jobs_wait_are_told_by_cause_and_sum_to_the_idle_time():
+    """A node runs an 8-GPU job for 1000 s; a 16-GPU job waits for it; a 4-GPU job with a
+    2000 s limit comes next. EASY drains the free node for the big job: its 8 GPUs idle
+    999 s "for a reservation". Greedy backfills the small job instead, and the big one
+    waits among GPUs no job in line fits: "fragmentation"."""
+    trace = [TraceJob(0, 1000, 8), TraceJob(1, 100, 16), TraceJob(2, 2000, 4)]
+    easy = simulate(trace, PolicyConfig.preset("easy"), TWO)
+    waited = 16 * (999 + 100)  # GPU-seconds while a job waited: t = 1 to 1100
+    assert easy.utilization_while_waiting == pytest.approx((8 * 999 + 16 * 100) / waited)
+    assert easy.idle_while_waiting == {"reservation": pytest.approx(8 * 999 / waited)}
+    greedy = simulate(trace, PolicyConfig.preset("greedy"), TWO)
+    assert set(greedy.idle_while_waiting) == {"fragmentation"}
+    assert greedy.utilization_while_waiting + sum(greedy.idle_while_waiting.values()) == pytest.approx(1.0)
+    alone = simulate([TraceJob(0, 10, 1)], PolicyConfig(), TWO)
+    assert alone.utilization_while_waiting is None and alone.idle_while_waiting == {}
+
+
 def test_preemption_in_replay_requeues_the_victim():
     trace = [TraceJob(0, 1000, 16, "a", 1), TraceJob(10, 100, 8, "b", 4)]
     r = simulate(trace, PolicyConfig(), TWO)
