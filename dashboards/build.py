@@ -343,6 +343,40 @@ def scheduler() -> Dashboard:
                 unit="ops",
             )
         )
+        .with_row(Row("Busy while jobs wait"))
+        .with_panel(
+            number(
+                "Busy while jobs waited (24 h)",
+                "sum(increase(gpuq_gpu_busy_while_waiting_seconds_total[24h])) / "
+                "sum(increase(gpuq_gpu_while_waiting_seconds_total[24h]))",
+                unit="percentunit",
+                description="Share of the cluster's GPU-time held by jobs while at least one job waited that "
+                "could run on it: the utilization the lab feels. Idle GPU-time then, by cause, is beside.",
+            )
+        )
+        .with_panel(
+            graph(
+                "While jobs wait: busy, and idle by cause",
+                q(
+                    f"sum(rate(gpuq_gpu_busy_while_waiting_seconds_total{rate})) / "
+                    f"sum(rate(gpuq_gpu_while_waiting_seconds_total{rate}))",
+                    "busy",
+                ),
+                q(
+                    f"sum by (cause) (rate(gpuq_gpu_idle_while_waiting_seconds_total{rate})) / "
+                    f"scalar(sum(rate(gpuq_gpu_while_waiting_seconds_total{rate})))",
+                    "idle: {{cause}}",
+                    ref="B",
+                ),
+                unit="percentunit",
+                width=20,
+                max_val=1,
+                description="Causes (orchestrator/core/idleness.py): reservation (free GPUs drained for a "
+                "big job), fragmentation (no waiting job fits where GPUs are free), limits (user caps), "
+                "latency (a job fits and starts at the next cycle), stopped (starts stopped), "
+                "out_of_service (drained, unhealthy or down).",
+            )
+        )
         .with_row(Row("Queue"))
         .with_panel(graph("Queue depth by priority", q("gpuq_queue_depth", "{{priority}}")))
         .with_panel(

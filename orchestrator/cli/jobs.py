@@ -382,6 +382,9 @@ def register(app: typer.Typer) -> None:
             f"jobs: {q['queued']} queued, {q['running']} running, {q['completed']} completed, {q['failed']} "
             "failed"
         )
+        busy = d.get("busy_while_waiting")
+        if busy and busy.get("utilization_while_waiting") is not None:
+            console.print(busy["text"], highlight=False)
         install = s.get("details", {}).get("install")
         if install:
             colour = "green" if install["mode"] == "multi-user" else "yellow"

@@ -69,6 +69,7 @@ class ClusterRequests:
             starting_jobs=self.loop.starting_jobs,
             store_error=self.journal.failing,
             now=self.clock(),
+            busy_while_waiting=self.loop.idle.summary(self.clock()),
         )
 
     async def resources(self) -> dict:

@@ -18,6 +18,7 @@ from orchestrator.core import lifecycle
 from orchestrator.core.config import Config
 from orchestrator.core.decisions import Plan, Snapshot
 from orchestrator.core.fairshare import UsageLedger
+from orchestrator.core.idleness import Idle, idle_now, waiting_shapes
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.policy import PolicyConfig, plan
 from orchestrator.core.queue import JobQueue
@@ -27,6 +28,7 @@ from orchestrator.head.backends import Backend
 from orchestrator.head.dependents import Dependents
 from orchestrator.head.history import Records
 from orchestrator.head.idempotency import Keys
+from orchestrator.head.idle import IdleWatch
 from orchestrator.head.journal import Journal
 from orchestrator.head.launches import Launches
 from orchestrator.head.metrics import Metrics
@@ -70,6 +72,7 @@ class SchedulingLoop:
         self.last_plan: Plan | None = None  # with reasons and estimated starts (at most once a second)
         self.reserved: tuple[str, ...] = ()
         self.starts_stopped = False  # an admin stopped starts (requests.set_starts); memory only
+        self.idle = IdleWatch(metrics)  # GPUs idle while jobs wait, and why
         self._explained_at = 0.0
         self._warming: asyncio.Task | None = None
         self._task: asyncio.Task | None = None
@@ -142,6 +145,7 @@ class SchedulingLoop:
         # Reservations stay with their jobs from cycle to cycle. Kept in memory only: after a
         # restart the first cycle reserves afresh, as it would have for the head of the line.
         self.reserved = tuple(decided.reservations)
+        stopped = self.journal.failing is not None or not self.starting_jobs
         if self.journal.failing is not None:  # a start must be stored before it reaches Ray
             decided = decided.stopped(
                 f"no job starts while the job store cannot write: {self.journal.failing}"
@@ -162,11 +166,27 @@ class SchedulingLoop:
             self.metrics.decisions.labels("preempt").inc()
         for job in effects.launch:
             self.metrics.scheduled(job, now)
+        self.idle.note(self.idle_after(decided, stopped), now)
         self.metrics.cycle.observe(time.perf_counter() - began)
         if effects.save:
             durable = self.journal.save(effects.save)
             for job in effects.launch:
                 self.tasks.spawn(self.launches.launch(job, durable))
+
+    def idle_after(self, decided: Plan, stopped: bool) -> Idle:
+        """The GPUs as this cycle leaves them, for IdleWatch: who waits, what is free, and
+        for which reservations (core/idleness.py says why each idle GPU is idle)."""
+        inv, cfg = self.inventory, self.policy
+        shapes = waiting_shapes(self.queue.line)
+        if cfg.user_gpu_caps or cfg.default_user_gpu_cap is not None:
+            held: dict[str, int] = {}
+            for job_id in inv.jobs():
+                job = self.queue.get(job_id)
+                held[job.user] = held.get(job.user, 0) + job.gpus
+            shapes = waiting_shapes(self.queue.line, held, cfg.cap_for)
+        free = {n: len(g) for n, g in inv.free().items()}
+        kept = [r.counts for r in decided.reservations.values()]
+        return idle_now(inv.sizes, inv.usable(), free, inv.allocated_count(), shapes, kept, stopped)
 
     def forget_history(self) -> None:
         """Ended jobs leave memory after job_memory_s; every read still finds them in the

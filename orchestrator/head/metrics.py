@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from orchestrator.core.accounting import Accounting, Run
 from orchestrator.core.fleet import Fleet
+from orchestrator.core.idleness import Cause
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.job import Job, format_allocation
 from orchestrator.core.lease import Contacts
@@ -82,6 +83,26 @@ class Metrics:
             ["webhook"],
             registry=r,
         )
+        # GPU-seconds while at least one job waited that could run (head/idle.py): the whole
+        # cluster's, those held by jobs, and the idle ones by cause (core/idleness.py).
+        self.while_waiting = Counter(
+            "gpuq_gpu_while_waiting_seconds_total",
+            "GPU-seconds of the whole cluster while at least one job waited that could run on it",
+            registry=r,
+        )
+        self.busy_while_waiting = Counter(
+            "gpuq_gpu_busy_while_waiting_seconds_total",
+            "GPU-seconds held by jobs while at least one job waited",
+            registry=r,
+        )
+        self.idle_while_waiting = Counter(
+            "gpuq_gpu_idle_while_waiting_seconds_total",
+            "GPU-seconds idle while a job waited, by cause (orchestrator/core/idleness.py)",
+            ["cause"],
+            registry=r,
+        )
+        for cause in Cause:
+            self.idle_while_waiting.labels(cause.value)
         for name in webhooks:
             self.webhook_dropped.labels(name)
         # Every label value a dashboard or alert reads exists from the start (at 0), so a

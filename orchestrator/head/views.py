@@ -156,6 +156,7 @@ def status(
     starting_jobs: bool,
     store_error: Exception | None,
     now: float,
+    busy_while_waiting: dict | None = None,
 ) -> dict:
     """GET /orchestrator/status: queue and resource summaries, running jobs, stats, and `details`."""
     inv, q = inventory, queue
@@ -190,6 +191,8 @@ def status(
             "telemetry": sorted({r.source for r in fleet.reports.values()}),
             "containment": {n: r.containment for n, r in sorted(fleet.reports.items()) if r.containment},
             "queue_wait": queue_wait(q, now),
+            # GPUs busy while jobs waited, the last 24 h, and where the idle time went (head/idle.py).
+            "busy_while_waiting": busy_while_waiting,
             "states": summary,
             "jobs_retried": s.jobs_retried,
             "jobs_preempted": s.jobs_preempted,

@@ -108,6 +108,10 @@ function showStatus(s) {
   const fencing = Object.entries(s.details.fencing || {})
     .map(([n, at]) => `; ${n} fencing: its jobs are requeued at ${new Date(at * 1000).toLocaleTimeString()}`).join("");
   set("out_of_service", why.length ? why.join(", ") + nodes + fencing : "none");
+  // GPUs busy while some job waited, the last 24 h, and the largest causes of idle time.
+  const busy = s.details.busy_while_waiting;
+  set("busy_while_waiting", busy && busy.utilization_while_waiting !== null
+    ? busy.text.replace(/^last 24 h: /, "") : "no job waited");
   const sources = s.details.telemetry || [];
   $("#telemetry-note").textContent = sources.includes("simulated")
     ? "Telemetry is simulated on nodes without NVML." : "";

@@ -789,3 +789,29 @@ def test_every_part_is_handed_what_its_protocols_ask_for():
             wanted = [p for p in inspect.signature(member).parameters if p != "self"]
             have = inspect.signature(getattr(part, name)).parameters
             assert all(p in have for p in wanted), (protocol.__name__, name, wanted, list(have))
+
+
+def test_gpus_idle_while_a_job_waits_are_counted_by_cause_for_status_and_metrics(tmp_path):
+    """An 8-GPU job runs; a 16-GPU job waits for it, and the other node's 8 GPUs are kept
+    for it (drained for its reservation). 100 s of that: half the cluster busy while a
+    job waited, the other half idle "for a reservation"."""
+
+    async def body(w):
+        holder = await w.submit(gpus=8, time_limit=3600)
+        await w.running(holder)
+        big = await w.submit(gpus=16, time_limit=600)
+        await until(lambda: w.svc.loop.reserved == (big,))
+        await cycles(w)
+        w.clock.advance(100)
+        await cycles(w)
+        busy = (await w.svc.cluster.status())["details"]["busy_while_waiting"]
+        assert busy["utilization_while_waiting"] == pytest.approx(0.5)
+        assert busy["idle_share_by_cause"] == {"reservation": pytest.approx(0.5)}
+        assert busy["text"] == "last 24 h: 50.0% busy while jobs waited; 50.0% draining for reservations"
+        text = w.svc.metrics.text().decode()
+        assert 'gpuq_gpu_idle_while_waiting_seconds_total{cause="reservation"} 800.0' in text
+        assert "gpuq_gpu_busy_while_waiting_seconds_total 800.0" in text
+        assert "gpuq_gpu_while_waiting_seconds_total 1600.0" in text
+        assert 'gpuq_gpu_idle_while_waiting_seconds_total{cause="fragmentation"} 0.0' in text
+
+    scenario(tmp_path, body)
