@@ -108,10 +108,12 @@ function showStatus(s) {
   const fencing = Object.entries(s.details.fencing || {})
     .map(([n, at]) => `; ${n} fencing: its jobs are requeued at ${new Date(at * 1000).toLocaleTimeString()}`).join("");
   set("out_of_service", why.length ? why.join(", ") + nodes + fencing : "none");
-  // GPUs busy while some job waited, the last 24 h, and the largest causes of idle time.
+  // GPUs busy while some job waited, the last 24 h, and where the idle time went.
   const busy = s.details.busy_while_waiting;
-  set("busy_while_waiting", busy && busy.utilization_while_waiting !== null
-    ? busy.text.replace(/^last 24 h: /, "") : "no job waited");
+  const waited = busy && busy.utilization_while_waiting !== null;
+  set("busy_while_waiting", waited ? percent(busy.utilization_while_waiting) : "–");
+  set("idle_causes", waited
+    ? (busy.text.split("; ")[1] || "no GPU idle") : "no job waited");
   const sources = s.details.telemetry || [];
   $("#telemetry-note").textContent = sources.includes("simulated")
     ? "Telemetry is simulated on nodes without NVML." : "";
