@@ -139,7 +139,7 @@ def simulate(
                 t.priority,
                 n,
                 t.submit,
-                time_limit(t.duration, limits),
+                t.limit if t.limit is not None else time_limit(t.duration, limits),
                 duration=t.duration,
             )
         )

@@ -34,6 +34,7 @@ class TraceJob:
     priority: int = int(Priority.NORMAL)
     id: str = ""  # the trace's own id, for `after`
     after: tuple[str, ...] = ()  # ids of jobs that must complete first (Slurm's afterok)
+    limit: float | None = None  # the time limit it was submitted with, where known (a live replay's)
 
 
 def parse_columns(text: str) -> dict[str, str]:
