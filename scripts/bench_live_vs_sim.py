@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import platform
-import re
 import sys
 import time
 import urllib.request
@@ -35,16 +34,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
 from orchestrator.cli import clusters  # noqa: E402
 from orchestrator.cli.client import Client  # noqa: E402
 from orchestrator.core.idleness import Cause  # noqa: E402
 from orchestrator.core.policy import PolicyConfig  # noqa: E402
 from orchestrator.sim.simulator import simulate  # noqa: E402
 from orchestrator.sim.traces import TraceJob, load_trace  # noqa: E402
-
-COUNTERS = re.compile(
-    r"^gpuq_gpu_(busy_|idle_)?while_waiting_seconds_total(?:\{cause=\"(\w+)\"\})? (\S+)$", re.M
-)
 
 
 def burst(
@@ -72,9 +69,17 @@ def counters(url: str, token: str | None) -> dict[str, float]:
     request = urllib.request.Request(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=30) as r:
         text = r.read().decode()
+    names = {
+        "gpuq_gpu_while_waiting_seconds_total": "all",
+        "gpuq_gpu_busy_while_waiting_seconds_total": "busy",
+    }
     got: dict[str, float] = {}
-    for kind, cause, value in COUNTERS.findall(text):
-        got[cause or kind.rstrip("_") or "all"] = float(value)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in names:
+                got[names[sample.name]] = sample.value
+            elif sample.name == "gpuq_gpu_idle_while_waiting_seconds_total":
+                got[sample.labels["cause"]] = sample.value
     return got
 
 
@@ -117,7 +122,10 @@ def main() -> None:
             break
         time.sleep(1.0)
     wall = time.time() - t0
-    time.sleep(2 * 0.5 + 0.5)  # a cycle after the last end: its interval is counted
+    # The last interval of waiting is counted by the cycle after it: wait for one more.
+    cycles = client.get("/orchestrator/status")["stats"]["scheduling_cycles"]
+    while client.get("/orchestrator/status")["stats"]["scheduling_cycles"] <= cycles:
+        time.sleep(0.1)
     after = counters(url, token)
     live = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     live_busy = live.get("busy", 0.0) / live["all"] if live.get("all") else None

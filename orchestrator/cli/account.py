@@ -116,7 +116,8 @@ def register(app: typer.Typer) -> None:
         """Who this command runs as: the user and role of its token, the token's expiry,
         and which cluster (and why that one)."""
         client = _client()
-        target = clusters.resolve()
+        target = client.target
+        assert target is not None  # resolved: _client() names no URL
         me = _run(lambda: client.get("/whoami"))
         if as_json:
             out = {**me, "cluster": target.cluster, "url": target.url, "token_from": target.token_from}

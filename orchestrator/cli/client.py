@@ -40,9 +40,10 @@ class Client:
     at (clusters.resolve)."""
 
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0):
+        self.target: clusters.Target | None = None  # where and why, when resolved here
         if url is None:
-            target = clusters.resolve()  # ConfigError: the CLI says why, exit 2
-            url, token, where = target.url, token or target.token, target.url_from
+            self.target = clusters.resolve()  # ConfigError: the CLI says why, exit 2
+            url, token, where = self.target.url, token or self.target.token, self.target.url_from
         else:
             where = "the URL"
         self.url = url.rstrip("/")

@@ -70,18 +70,23 @@ class Idle:
 
 
 def waiting_shapes(
-    line: Line, held: Mapping[str, int] | None = None, cap_for: Callable[[str], int | None] | None = None
+    line: Line,
+    cap_for: Callable[[str], int | None] | None = None,
+    holding: Iterable[tuple[str, int]] = (),
 ) -> list[Shape]:
     """The line's jobs as shapes. Without caps, one per distinct shape (the line keeps
-    them: cheap at every event of a replay); with them (`held`: GPUs each user holds,
-    `cap_for`: a user's cap), one per job, marked where its user's cap holds it back
-    as the policy judges it: what they hold and it would add."""
+    them: cheap at every event of a replay); with them (`cap_for`: a user's cap,
+    `holding`: (user, GPUs) of each running job), one per job, marked where its user's
+    cap holds it back as the policy judges it: what they hold and it would add."""
     if cap_for is None:
         return [Shape(gpus, multi) for gpus, multi in line.shapes()]
+    held: dict[str, int] = {}
+    for user, gpus in holding:
+        held[user] = held.get(user, 0) + gpus
     shapes = []
     for job in line.fifo():
         cap = cap_for(job.user)
-        over = cap is not None and (held or {}).get(job.user, 0) + job.gpus > cap
+        over = cap is not None and held.get(job.user, 0) + job.gpus > cap
         shapes.append(Shape(job.gpus, job.multi_node, over))
     return shapes
 

@@ -103,6 +103,11 @@ class PolicyConfig:
     def cap_for(self, user: str) -> int | None:
         return self.user_gpu_caps.get(user, self.default_user_gpu_cap)
 
+    @property
+    def capped(self) -> bool:
+        """Whether any user has a GPU cap."""
+        return bool(self.user_gpu_caps) or self.default_user_gpu_cap is not None
+
 
 def plan(
     snap: Snapshot, now: float, cfg: PolicyConfig, explain: bool = True, extra: Waiting | None = None
@@ -120,7 +125,7 @@ def plan(
     users = snap.line.users() | set(held) | ({extra.user} if extra else set())
     fairshare = fairshare_factors(snap.usage, users) if cfg.weights.fairshare_weight else {}
     lowest_preemptor = min(cfg.may_preempt) if cfg.may_preempt else None
-    capped = bool(cfg.user_gpu_caps) or cfg.default_user_gpu_cap is not None
+    capped = cfg.capped
     skipped = False  # a job that could not start was passed over (later starts are backfill)
     blocked_by: Waiting | None = None  # FIFO: the job that blocks the line
 

@@ -177,13 +177,11 @@ class SchedulingLoop:
         """The GPUs as this cycle leaves them, for IdleWatch: who waits, what is free, and
         for which reservations (core/idleness.py says why each idle GPU is idle)."""
         inv, cfg = self.inventory, self.policy
-        shapes = waiting_shapes(self.queue.line)
-        if cfg.user_gpu_caps or cfg.default_user_gpu_cap is not None:
-            held: dict[str, int] = {}
-            for job_id in inv.jobs():
-                job = self.queue.get(job_id)
-                held[job.user] = held.get(job.user, 0) + job.gpus
-            shapes = waiting_shapes(self.queue.line, held, cfg.cap_for)
+        if cfg.capped:
+            holding = [(job.user, job.gpus) for job in map(self.queue.get, inv.jobs())]
+            shapes = waiting_shapes(self.queue.line, cfg.cap_for, holding)
+        else:
+            shapes = waiting_shapes(self.queue.line)
         free = {n: len(g) for n, g in inv.free().items()}
         kept = [r.counts for r in decided.reservations.values()]
         return idle_now(inv.sizes, inv.usable(), free, inv.allocated_count(), shapes, kept, stopped)

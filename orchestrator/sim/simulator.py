@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from orchestrator.core import lifecycle
 from orchestrator.core.decisions import Snapshot
 from orchestrator.core.fairshare import UsageLedger
-from orchestrator.core.idleness import Idle, IdleLedger, Shape, idle_now, waiting_shapes
+from orchestrator.core.idleness import Idle, IdleLedger, idle_now, waiting_shapes
 from orchestrator.core.inventory import Inventory
 from orchestrator.core.ordering import Line, WaitingJob
 from orchestrator.core.placement import can_ever_fit
@@ -244,7 +244,9 @@ def simulate(
                 break
         busy = inventory.allocated_count()
         free = {n: len(ix) for n, ix in inventory.free().items()}
-        idle, idle_since = idle_now(sizes, sizes, free, busy, _waiting(line, running, cfg), kept), now
+        holding = ((j.user, j.gpus) for j in running.values())
+        shapes = waiting_shapes(line, cfg.cap_for if cfg.capped else None, holding)
+        idle, idle_since = idle_now(sizes, sizes, free, busy, shapes, kept), now
         if not busy_series or busy_series[-1][1] != busy:
             busy_series.append((now - origin, busy))
         if progress is not None:
@@ -254,15 +256,6 @@ def simulate(
     result.utilization_while_waiting = idle_ledger.utilization
     result.idle_while_waiting = idle_ledger.shares()
     return result
-
-
-def _waiting(line: Line, running: dict[str, SimJob], cfg: PolicyConfig) -> list[Shape]:
-    if not cfg.user_gpu_caps and cfg.default_user_gpu_cap is None:
-        return waiting_shapes(line)
-    held: dict[str, int] = {}
-    for job in running.values():
-        held[job.user] = held.get(job.user, 0) + job.gpus
-    return waiting_shapes(line, held, cfg.cap_for)
 
 
 def _result(name, jobs: list[SimJob], dropped, sizes, preemptions, cycles, busy_series) -> Result:

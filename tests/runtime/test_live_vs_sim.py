@@ -5,14 +5,17 @@ through the simulator, agree on how busy the GPUs were while jobs waited.
 The issue's bound, 2 points, is measured on 200 jobs by scripts/bench_live_vs_sim.py
 (docs/BENCHMARKS.md: +0.2 and +0.3 pt in two runs). A burst short enough for the suite
 (40 jobs of about 2 s) is a small sample: one reservation made a second earlier or
-later moves its figure by points. Measured on this machine, live minus the replay
-ranged from +0.4 to +2.3 pt over three runs. So this asserts 4 points: enough to catch
-live accounting or decisions gone wrong (those miss by tens of points), not a coin toss.
+later moves its figure by points, and against either replay alone it missed 2 points
+in about half the runs here (live minus predicted −2.8 to +1.2, minus as held +0.4 to +5.7).
+The two replays bracket it, though: one ignores the launch each job pays, the other
+replays those longer holds with the simulator's own, earlier decisions. So this
+asserts that the live figure lies within 3 points of the range between them. In the
+seven runs measured with both (six of 40 jobs, one of 200) it lay at most 1.2 points
+outside it. That catches live accounting or decisions gone wrong, which miss by tens
+of points; the 2-point agreement itself is the 200-job script's.
 
-The replay holds each job's GPUs as long as they were held live: two-second jobs on
-this cluster (no warm slots) spend about 0.6 s of it being launched, which the
-simulator does not model and jobs of hours do not notice. What is compared is then
-the decisions: when each job started, and what was kept free for whom."""
+Two-second jobs on this cluster (no warm slots) spend about 0.6 s more holding their
+GPUs than sleeping, being launched and ended; jobs of hours do not notice it."""
 
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ def test_a_live_burst_is_as_busy_while_jobs_wait_as_the_simulator_says(api, orch
     )
     assert run.returncode == 0, run.stdout + run.stderr
     got = json.loads(out.read_text())
-    live, sim = got["live"]["utilization_while_waiting"], got["as_held"]["utilization_while_waiting"]
-    assert live is not None and sim is not None  # the burst made jobs wait, live and simulated
-    assert abs(got["as_held"]["live_minus_sim_pt"]) <= 4.0, run.stdout
+    live = got["live"]["utilization_while_waiting"]
+    replays = [got[k]["utilization_while_waiting"] for k in ("predicted", "as_held")]
+    assert live is not None and None not in replays  # the burst made jobs wait, live and simulated
+    assert min(replays) - 0.03 <= live <= max(replays) + 0.03, run.stdout
