@@ -3,7 +3,7 @@
 one it was tuned on? Not a test: prints figures.
 
 Replays every Philly virtual cluster with at least 1,000 jobs and the four ITP clusters
-(../shared/traces), each on N x 8 GPUs sized to its load (orchestrator/sim/suite.py),
+(../shared/traces), each on N x 8 GPUs at exactly its load (orchestrator/sim/suite.py: at_load),
 under coarse time limits, with greedy, EASY and the default. Prints, per trace and
 policy: utilization, utilization while jobs waited (and where the idle GPU-time went:
 draining for reservations, fragmentation...), avg / p95 / max wait and avg JCT; then
