@@ -8,7 +8,9 @@ from Slurm's multifactor priority:
   longest gets the whole age weight, so no job waits behind an endless stream of short
   newcomers. Being relative, aging needs no horizon: a horizon fitted to one trace (the
   30 days this replaced) is far too slow where waits are hours and too fast where they
-  are weeks (docs/BENCHMARKS.md, the policy suite);
+  are weeks (docs/BENCHMARKS.md, the policy suite). Under a backlog the policy
+  raises the age weight (policy.PolicyConfig.backlog_aging_s), so that short-first
+  reorders less the more work waits;
 - fair-share: users with little recent GPU usage go before heavy users.
 The score never lifts a job above its priority level; a site may opt in to
 promotion, which lifts a job one level per `promote_after_s` of waiting. Jobs that hold a
@@ -86,6 +88,7 @@ class Line:
         self._fifo: SortedDict = SortedDict()
         self._shapes: Counter[tuple[int, bool]] = Counter()  # (gpus, multi_node) -> jobs waiting
         self._by_id: dict[str, Waiting] = {}
+        self.work = 0.0  # GPU-seconds the waiting jobs ask for, by their time limits
 
     def __len__(self) -> int:
         return len(self._fifo)
@@ -95,6 +98,7 @@ class Line:
         self._fifo[(-int(job.priority), job.seq)] = job
         self._shapes[(job.gpus, job.multi_node)] += 1
         self._by_id[job.id] = job
+        self.work += job.gpus * job.time_limit
 
     def remove(self, job: Waiting) -> None:
         """Remove `job`; call before changing its priority, user or time limit."""
@@ -103,6 +107,8 @@ class Line:
         del group[job.seq]
         del self._fifo[(-int(job.priority), job.seq)]
         del self._by_id[job.id]
+        # An empty line asks for nothing: no rounding left over from a million adds.
+        self.work = self.work - job.gpus * job.time_limit if self._by_id else 0.0
         shape = (job.gpus, job.multi_node)
         self._shapes[shape] -= 1
         if not self._shapes[shape]:

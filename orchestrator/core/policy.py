@@ -12,7 +12,8 @@ Named policies (config presets):
 - greedy  "skip, try the next job": start anything that fits (starves big jobs);
 - easy    EASY backfill: the first job that does not fit gets a reservation, later
           jobs start only if they do not delay it;
-- default priority, then short time limits first with relative aging and fair-share;
+- default priority, then short time limits first with relative aging and fair-share,
+          aging stronger the more work waits (a backlog);
           reservations for the top N jobs (conservative backfill when N is large) that
           stay with their job until it starts; per-user GPU caps; preemption.
 Decisions use time limits only, never true runtimes: that is all a real scheduler has.
@@ -63,6 +64,13 @@ class PolicyConfig:
     # the order (aging, a short newcomer) could hand GPUs drained for one big job to
     # another, and the drain starts over: the "moving reservation" failure of backfill.
     sticky_reservations: bool = True
+    # Under a backlog short-first reorders less: the age weight is multiplied by the
+    # work waiting (GPU-seconds of time limits per GPU of the cluster) over this, kept
+    # between 1 and backlog_aging_max. Short-first cuts the average wait, but under
+    # sustained load it drains GPUs for the big jobs it passed over and stretches the
+    # longest wait; chosen on the suite at six loads (docs/BENCHMARKS.md, #32).
+    backlog_aging_s: float = 12 * 3600.0
+    backlog_aging_max: float = 4.0
     user_gpu_caps: Mapping[str, int] = field(default_factory=dict)
     default_user_gpu_cap: int | None = None
     # Preemptor priority -> priorities it may stop. Default: CRITICAL may stop LOW and NORMAL.
@@ -132,7 +140,8 @@ def plan(
     # 2. Walk the line best first (jobs holding reservations lead their level); stop once
     #    nothing further can change.
     held_first = snap.reserved if cfg.sticky_reservations else ()
-    for job in in_order(snap.line, now, cfg.weights, fairshare, extra, held_first):
+    weights = weights_now(snap, cfg)
+    for job in in_order(snap.line, now, weights, fairshare, extra, held_first):
         if (
             state.reserved >= cfg.reservation_depth
             and (lowest_preemptor is None or job.priority < lowest_preemptor)
@@ -212,8 +221,19 @@ def plan(
 
     # 3. Explain the head of the line: a reason and an estimated start for each.
     if explain:
-        _explain(out, snap, now, cfg, fairshare, extra, state, held_first)
+        _explain(out, snap, now, cfg, weights, fairshare, extra, state, held_first)
     return out
+
+
+def weights_now(snap: Snapshot, cfg: PolicyConfig) -> OrderWeights:
+    """The order's weights this cycle: the configured ones, with aging raised by the
+    backlog (PolicyConfig.backlog_aging_s)."""
+    w = cfg.weights
+    if not (cfg.backlog_aging_s and w.age_weight):
+        return w
+    backlog = snap.line.work / max(1, sum(snap.sizes.values()))
+    boost = min(cfg.backlog_aging_max, max(1.0, backlog / cfg.backlog_aging_s))
+    return w if boost == 1.0 else replace(w, age_weight=w.age_weight * boost)
 
 
 def nothing_to_decide(snap: Snapshot, cfg: PolicyConfig) -> bool:
@@ -420,6 +440,7 @@ def _explain(
     snap: Snapshot,
     now: float,
     cfg: PolicyConfig,
+    weights: OrderWeights,
     fairshare: Mapping[str, float],
     extra: Waiting | None,
     state: _Cycle,
@@ -429,7 +450,7 @@ def _explain(
     copy of the timeline, each waiting job reserved in turn after the real reservations."""
     started = {s.job_id for s in out.starts}
     hypo = state.tl().copy()
-    for i, job in enumerate(in_order(snap.line, now, cfg.weights, fairshare, extra, held_first)):
+    for i, job in enumerate(in_order(snap.line, now, weights, fairshare, extra, held_first)):
         is_extra = extra is not None and job is extra
         if i >= cfg.explain_depth and not is_extra:
             if extra is None:

@@ -176,11 +176,16 @@ def variant(spec: str) -> PolicyConfig:
             weights[VARIANT_KEYS[key]] = float(value)
         elif key == "sticky":
             overrides["sticky_reservations"] = value not in ("0", "false", "no")
+        elif key == "backlog":
+            overrides["backlog_aging_s"] = float(value) * 3600  # hours; 0 = off
+        elif key == "backlog-max":
+            overrides["backlog_aging_max"] = float(value)
         elif key == "depth":
             overrides["reservation_depth"] = int(value)
         else:
             raise ValueError(
-                f"variant {spec!r}: unknown key {key!r}; use {', '.join([*VARIANT_KEYS, 'sticky', 'depth'])}"
+                f"variant {spec!r}: unknown key {key!r}; use "
+                f"{', '.join([*VARIANT_KEYS, 'sticky', 'backlog', 'backlog-max', 'depth'])}"
             )
     return replace(cfg, weights=replace(cfg.weights, **weights), **overrides)
 

@@ -1,6 +1,7 @@
 """The order of the line within a priority level: short limits first, relative aging,
 jobs holding reservations first. Pure: no cluster, no plan()."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -80,3 +81,13 @@ def test_plain_fifo_when_nothing_is_weighted():
     line = line_of(job("a", 10, 7 * 86400.0, 1), job("b", 5, HOUR, 2))
     assert order(line, OrderWeights()) == ["a", "b"]
     assert order(line, OrderWeights(), first=["b"]) == ["b", "a"]
+
+
+def test_the_line_knows_the_work_waiting_by_time_limits():
+    a, b = W("a", "a", "u", 4, 2, 1, NOW, 2 * HOUR), W("b", "b", "u", 1, 2, 2, NOW, 0.1)
+    line = line_of(a, b)
+    assert line.work == 4 * 2 * HOUR + 0.1
+    line.remove(a)
+    assert line.work == pytest.approx(0.1)
+    line.remove(b)
+    assert line.work == 0.0  # exactly: nothing left over from the sums

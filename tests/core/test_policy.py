@@ -1,8 +1,12 @@
 """One scheduling cycle: who starts where, who waits and why, who is preempted."""
 
+from dataclasses import replace
+
+import pytest
+
 from orchestrator.core.decisions import Reason
 from orchestrator.core.ordering import OrderWeights
-from orchestrator.core.policy import PolicyConfig, dry_run, plan
+from orchestrator.core.policy import PolicyConfig, dry_run, plan, weights_now
 from orchestrator.core.priority import Priority
 from tests.support import SEED_T0, Lab
 
@@ -195,14 +199,36 @@ def test_aging_and_fair_share_never_lift_a_job_above_the_next_level():
     assert decided.order[0] == lab.by_label("new-heavy-high").id
 
 
-def test_short_limits_go_first_within_a_level_by_default():
+@pytest.mark.parametrize(
+    ("week_gpus", "first"),
+    [
+        (1, "hour"),  # 10.6 h of work per GPU waits: under backlog_aging_s, short-first
+        (16, "week"),  # a week per GPU: aging x4, and the job that waited longer goes first
+    ],
+)
+def test_short_limits_go_first_within_a_level_unless_a_backlog_waits(week_gpus, first):
     lab = Lab()
     lab.submit("blocker", gpus=16, now=0, time_limit=HOUR)
     lab.cycle(now=0)
-    lab.submit("week", gpus=16, now=1, time_limit=7 * 86400)
-    lab.submit("hour", gpus=16, now=2, time_limit=HOUR)
+    lab.submit("week", gpus=week_gpus, now=1, time_limit=7 * 86400)
+    lab.submit("hour", gpus=1, now=2, time_limit=HOUR)
     decided = lab.cycle(now=3, apply=False)
-    assert [lab.queue.get(j).label for j in decided.order] == ["hour", "week"]
+    assert lab.queue.get(decided.order[0]).label == first
+    without = replace(lab.cfg, backlog_aging_s=0.0)  # the same line, aging left as configured
+    assert lab.queue.get(plan(lab.snapshot(3), 3, without).order[0]).label == "hour"
+
+
+def test_the_backlog_raises_aging_between_one_and_its_most():
+    lab = Lab()
+    cfg = lab.cfg
+    base = cfg.weights.age_weight
+    assert weights_now(lab.snapshot(0), cfg).age_weight == base  # nothing waits
+    lab.submit("day", gpus=16, now=0, time_limit=24 * HOUR)  # 24 h per GPU: twice the 12 h
+    assert weights_now(lab.snapshot(0), cfg).age_weight == pytest.approx(2 * base)
+    for i in range(10):
+        lab.submit(f"more-{i}", gpus=16, now=0, time_limit=24 * HOUR)
+    assert weights_now(lab.snapshot(0), cfg).age_weight == pytest.approx(cfg.backlog_aging_max * base)
+    assert lab.snapshot(0).line.work == pytest.approx(11 * 16 * 24 * HOUR)
 
 
 def test_first_hundred_waiting_jobs_get_an_estimated_start():
