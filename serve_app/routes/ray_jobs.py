@@ -3,6 +3,7 @@ submit/status/logs/stop/list` and JobSubmissionClient call."""
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 from typing import Annotated
 
@@ -98,15 +99,33 @@ async def tail(ws: WebSocket, job_id: str):
     decode = codecs.getincrementaldecoder("utf-8")(
         errors="replace"
     ).decode  # a character cut by a read: whole
+
+    async def copy() -> None:
+        try:
+            async for chunk in gw.logs.follow(job["id"], None, 0, 0):
+                if text := decode(chunk):
+                    await ws.send_text(text)
+        except (ApiError, WebSocketDisconnect):
+            pass
+
+    # A client that goes away ends the tail now. Sending alone would notice only at the
+    # job's next write, hours off for a quiet job, and until then the tail would hold
+    # one of its user's stream slots (measured: 16 killed tails locked alice out).
+    copying, gone = asyncio.ensure_future(copy()), asyncio.ensure_future(_disconnected(ws))
     try:
-        async for chunk in gw.logs.follow(job["id"], None, 0, 0):
-            if text := decode(chunk):
-                await ws.send_text(text)
-    except (ApiError, WebSocketDisconnect):
-        pass
+        ended, _ = await asyncio.wait({copying, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        copying.cancel()
+        gone.cancel()
         release()
-    await ws.close()
+    if gone not in ended:  # the job ended: say so, as before
+        await ws.close()
+
+
+async def _disconnected(ws: WebSocket) -> None:
+    """Returns when the client has gone; what it sends before that means nothing here."""
+    while (await ws.receive())["type"] != "websocket.disconnect":
+        pass
 
 
 def _ray_names(e: ApiError) -> ApiError:

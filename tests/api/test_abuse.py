@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from orchestrator.core.submission import MAX_ARRAY, parse_array
 from orchestrator.head.store import Store
 from serve_app.gateway import _mapped
 from serve_app.limits import json_depth
+from tests.raycluster import wait_for
 
 ALICE = {"Authorization": "Bearer alice-token"}
 BOB = {"Authorization": "Bearer bob-token"}
@@ -248,6 +251,44 @@ def test_log_followers_do_not_starve_other_requests_and_are_capped_per_user(http
     )
     assert "16 log streams open" in one_more.json()["detail"]
     http.post(f"/jobs/{job_id}/cancel")
+
+
+# What `ray job logs --follow` holds open: Ray's client tails the log over a WebSocket.
+_TAILS = """
+import asyncio, sys, aiohttp
+async def main():
+    async with aiohttp.ClientSession() as s:
+        key = {"Authorization": "Bearer alice-token"}
+        tails = [await s.ws_connect(sys.argv[1], headers=key) for _ in range(16)]
+        print("open", flush=True)
+        await asyncio.sleep(600)
+asyncio.run(main())
+"""
+
+
+def test_killed_log_tails_of_a_quiet_job_give_their_stream_slots_back(http, api, orch):
+    """A tail notices a gone client when it next sends; a quiet job may not write for
+    hours, and sixteen killed `ray job logs --follow` locked their user out of
+    following anything until then."""
+    job_id = http.post("/queue/submit", json={**SEED, "command": "sleep 300"}).json()["job_id"]
+    try:
+        orch.wait_state(job_id, "running")
+        tails = subprocess.Popen(
+            [sys.executable, "-c", _TAILS, f"{api.replace('http', 'ws', 1)}/api/jobs/{job_id}/logs/tail"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert tails.stdout.readline() == "open\n"  # the per-user cap of 16 is full
+        tails.kill()
+        tails.wait()
+
+        def follow_status() -> int:
+            with http.stream("GET", f"/jobs/{job_id}/logs", params={"follow": "true"}) as r:
+                return r.status_code
+
+        wait_for(lambda: follow_status() == 200, 10, what="the killed tails' stream slots to be given back")
+    finally:
+        http.post(f"/jobs/{job_id}/cancel")
 
 
 # --- the store ---------------------------------------------------------------------------
