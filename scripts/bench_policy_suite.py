@@ -40,7 +40,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from orchestrator.core.durations import format_duration  # noqa: E402
-from orchestrator.sim.suite import Targets, replay_one, standard_suite  # noqa: E402
+from orchestrator.sim.suite import Targets, busy_while_waiting, replay_one, standard_suite  # noqa: E402
 
 CLASSIC = ("greedy", "easy")
 
@@ -166,14 +166,9 @@ def _verdict(trace: str, load: float, by, policy: str, policies: list[str]) -> d
         "makespan/easy": ratio(d["makespan_s"], e["makespan_s"]),
         "util-easy pt": round(100 * (d["utilization"] - e["utilization"]), 2),
         "busy|wait": d.get("utilization_while_waiting"),
-        "busy|wait-easy pt": round(100 * (_busy_value(d) - _busy_value(e)), 2),
+        "busy|wait-easy pt": round(100 * (busy_while_waiting(d) - busy_while_waiting(e)), 2),
         "best busy|wait": best,
     }
-
-
-def _busy_value(d: dict) -> float:
-    busy = d.get("utilization_while_waiting")
-    return 1.0 if busy is None else busy
 
 
 def _verdict_table(verdicts: list[dict], load: float) -> Table:

@@ -85,9 +85,9 @@ def at_load(jobs: Sequence[TraceJob], load: float = TARGET_LOAD) -> tuple[list[T
     than the load asks)."""
     sizes = cluster_for(jobs, load=load)
     squeeze = min(1.0, offered_load(jobs) / (load * sum(sizes.values())))
-    first = min(j.submit for j in jobs)
     if squeeze == 1.0:
         return list(jobs), sizes
+    first = min(j.submit for j in jobs)
     return [replace(j, submit=first + (j.submit - first) * squeeze) for j in jobs], sizes
 
 
@@ -139,7 +139,7 @@ class Targets:
         `best_busy`: the best utilization while jobs waited that any policy reached on
         this trace at this load (the upper bound the 95 % target applies to)."""
         if load >= self.OVERLOAD_FROM:
-            mine, theirs = (_busy(d) for d in (default, easy))
+            mine, theirs = (busy_while_waiting(d) for d in (default, easy))
             best = max(best_busy if best_busy is not None else 0.0, mine, theirs)
             floor, reached, makespan, most = self.OVERLOAD_NAMES
             return {
@@ -156,7 +156,7 @@ class Targets:
         }
 
 
-def _busy(summary: dict) -> float:
+def busy_while_waiting(summary: dict) -> float:
     """Utilization while jobs waited (1.0 where nothing ever waited: nothing was idle for it)."""
     busy = summary.get("utilization_while_waiting")
     return 1.0 if busy is None else float(busy)
